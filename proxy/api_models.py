@@ -1,0 +1,101 @@
+"""The OpenAI request shapes the proxy accepts, validated with pydantic.
+
+Only the fields the proxy acts on are typed; every other OpenAI parameter (``temperature``,
+``top_p``, ``max_tokens``, ``tools``…) is accepted and ignored, because chat.qwen.ai has no slot
+for it (PROTOCOL.md §4.1, "Unsupported/ignored").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from proxy.errors import ClientRequestError, InvalidJSONError
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "StreamOptions",
+    "decode_json_body",
+    "parse_chat_request",
+]
+
+
+class StreamOptions(BaseModel):
+    """OpenAI ``stream_options``."""
+
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatMessage(BaseModel):
+    """One OpenAI chat message. ``content`` is a string, a list of content parts, or null."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions`` body.
+
+    ``enable_thinking`` (a Qwen-API extension) turns reasoning on for any model that supports
+    it, like the ``-thinking`` model suffix does.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    enable_thinking: bool | None = None
+    n: int | None = Field(default=None, ge=1, le=1)
+
+
+def parse_chat_request(obj: Any) -> ChatCompletionRequest:
+    """Validate a decoded JSON body. Raises :class:`ClientRequestError` naming the bad field."""
+    if not isinstance(obj, dict):
+        raise ClientRequestError("the request body must be a JSON object")
+    try:
+        return ChatCompletionRequest.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        msg = first.get("msg", "invalid value")
+        raise ClientRequestError(f"invalid request: {loc}: {msg}", param=loc or None) from None
+
+
+def decode_json_body(raw: bytes) -> Any:
+    """Decode a request body as UTF-8 JSON (RFC 8259 §8.1: JSON text is UTF-8).
+
+    A leading UTF-8 BOM is tolerated. Raises :class:`InvalidJSONError`; when the bytes are not
+    UTF-8 but decode as GBK/GB18030 the message says so, since that is the usual cause of
+    garbled Chinese on Windows clients (PROTOCOL.md §11.9).
+    """
+    if not raw.strip():
+        raise InvalidJSONError("the request body is empty; send a JSON object")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        hint = ""
+        try:
+            raw.decode("gb18030")
+            hint = (
+                " The bytes decode as GBK/GB18030: the client sent Chinese text in a legacy "
+                "encoding. Send the body as UTF-8 (set the client's charset to UTF-8)."
+            )
+        except UnicodeDecodeError:
+            pass
+        raise InvalidJSONError(
+            f"the request body is not valid UTF-8 (invalid byte at offset {exc.start}).{hint}",
+            encoding_error=True,
+        ) from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSONError(f"the request body is not valid JSON: {exc}") from None

@@ -1,0 +1,182 @@
+"""The aiohttp application factory: routes, middlewares and the app's lifecycle.
+
+Resources live in ``cleanup_ctx``: one ``aiohttp.ClientSession`` per app (and, in offline mode,
+the in-process replay server it talks to). Middlewares: the single error mapping (every failure
+becomes an OpenAI error object with its status, via :func:`proxy.errors.to_openai`), then client
+API-key checking (constant-time), then timing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from proxy.config import Settings
+from proxy.errors import (
+    AuthenticationError,
+    BodyTooLargeError,
+    ClientRequestError,
+    ProxyError,
+    to_openai,
+)
+from proxy.routes.chat import chat_completions
+from proxy.routes.health import healthz
+from proxy.routes.models import get_model, list_models
+from proxy.service import ChatService
+from proxy.state import SERVICE, SETTINGS, START_KEY
+
+__all__ = ["make_app"]
+
+log = structlog.get_logger("proxy.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_OPEN_PATHS = frozenset({"/healthz", "/"})
+REPLAY_URL = web.AppKey("replay_url", str)
+
+
+def _error_response(exc: BaseException) -> web.Response:
+    status, headers, body = to_openai(exc)
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every failure to an OpenAI error object, in this one place."""
+    request[START_KEY] = time.perf_counter()
+    try:
+        return await handler(request)
+    except ProxyError as exc:
+        log.info(
+            "request_failed",
+            path=request.path,
+            status=exc.http_status(),
+            code=exc.error_code(),
+            message=exc.message,
+        )
+        return _error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return _error_response(
+            BodyTooLargeError(f"the request body is larger than the limit of {limit} bytes")
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:
+            err: ProxyError = ClientRequestError(f"unknown path {request.path}")
+            return _with_status(err, 404, "not_found")
+        if exc.status == 405:
+            err = ClientRequestError(f"method {request.method} is not allowed on {request.path}")
+            return _with_status(err, 405, "method_not_allowed")
+        return _with_status(ClientRequestError(exc.reason), exc.status, "http_error")
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("unhandled_error", path=request.path)
+        return _error_response(ProxyError("internal error in the proxy; see its log"))
+
+
+def _with_status(exc: ProxyError, status: int, code: str) -> web.Response:
+    body = {"error": {"message": exc.message, "type": exc.type, "param": None, "code": code}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _auth_middleware(keys: list[bytes]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Require ``Authorization: Bearer <key>`` (or ``x-api-key``) for every API path."""
+        if request.path in _OPEN_PATHS:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        given = value.strip() if scheme.lower() == "bearer" else ""
+        given = given or request.headers.get("x-api-key", "")
+        supplied = given.encode("utf-8", "surrogateescape")
+        ok = False
+        for key in keys:  # compare against every key, in constant time per key
+            ok |= hmac.compare_digest(supplied, key)
+        if not ok:
+            raise AuthenticationError(
+                "Incorrect API key provided."
+                if given
+                else "Missing API key: send `Authorization: Bearer <key>`."
+            )
+        return await handler(request)
+
+    return auth_middleware
+
+
+async def _replay_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Offline mode: serve the cassettes on a loopback port and use it as the upstream."""
+    settings = app[SETTINGS]
+    if not settings.replay:
+        yield
+        return
+    from recorder.cassette import load_all
+    from recorder.replay import make_replay_app
+
+    cassettes = load_all(settings.replay)
+    runner = web.AppRunner(make_replay_app(cassettes, speed=1.0), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    app[REPLAY_URL] = f"http://127.0.0.1:{port}"
+    log.info(
+        "offline_mode",
+        cassettes=len(cassettes),
+        interactions=sum(len(c.interactions) for c in cassettes),
+        replay_url=app[REPLAY_URL],
+    )
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One ClientSession for the whole app, closed on shutdown."""
+    settings = app[SETTINGS]
+    if REPLAY_URL in app:
+        settings = settings.model_copy(update={"upstream_url": app[REPLAY_URL]})
+    elif not settings.tokens:
+        log.warning(
+            "no_upstream_token",
+            hint="set QWEN_PROXY_TOKENS (the `token` cookie of a signed-in chat.qwen.ai browser "
+            "session); without it chat.qwen.ai refuses most requests",
+        )
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=True,
+        trust_env=True,
+        json_serialize=lambda o: orjson.dumps(o).decode(),
+    ) as session:
+        app[SERVICE] = ChatService(session, settings)
+        yield
+
+
+def make_app(settings: Settings) -> web.Application:
+    """Build the proxy app for ``settings``. Nothing is started until the app runs."""
+    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = [error_middleware]
+    keys = [k.get_secret_value().encode("utf-8") for k in settings.api_keys]
+    if keys:
+        middlewares.append(_auth_middleware(keys))
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_replay_ctx)
+    app.cleanup_ctx.append(_client_ctx)
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_get(f"{prefix}/models", list_models)
+        app.router.add_get(f"{prefix}/models/{{model}}", get_model)
+    app.router.add_get("/healthz", healthz)
+    return app

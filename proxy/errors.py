@@ -1,0 +1,280 @@
+"""The proxy's one exception tree, and its one mapping to OpenAI error objects.
+
+Every failure the proxy reports to a client is one of these, and :func:`to_openai` is the only
+place that turns it into an HTTP status, headers and an OpenAI-style body
+``{"error": {"message", "type", "param", "code"}}``. Messages are written for the user and never
+carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass them through
+:func:`scrub` when they quote upstream text).
+
+::
+
+    ProxyError                         500 server_error
+    ├── ClientRequestError             400 invalid_request_error
+    │   ├── InvalidJSONError           400 invalid_json / invalid_encoding
+    │   ├── UnsupportedContentError    400 unsupported_content
+    │   ├── ModelNotFoundError         404 model_not_found
+    │   └── BodyTooLargeError          413 request_too_large
+    ├── AuthenticationError            401 invalid_api_key          (the client's key)
+    ├── NoUpstreamTokenError           503 no_upstream_account
+    └── UpstreamError                  502 upstream_error           (chat.qwen.ai failed)
+        ├── UpstreamRateLimitedError   429 rate_limit_exceeded      (+ Retry-After, seconds)
+        ├── UpstreamUnauthorizedError  401 upstream_unauthorized
+        ├── UpstreamBadRequestError    400 / 502 upstream_bad_request
+        ├── UpstreamCaptchaError       503 upstream_captcha         (WAF / baxia slider)
+        ├── UpstreamEmptyError         502 upstream_empty
+        ├── UpstreamTruncatedError     502 upstream_truncated
+        ├── UpstreamProtocolError      502 upstream_protocol_error
+        ├── UpstreamReplayMissError    404 replay_miss              (offline mode only)
+        ├── UpstreamUnavailableError   502 upstream_unavailable     (connection failed, 5xx)
+        └── UpstreamTimeoutError       504 upstream_timeout         (also a TimeoutError)
+
+Sources for the upstream cases: PROTOCOL.md §10 (error catalogue) and §5.7 (errors in streams).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuthenticationError",
+    "BodyTooLargeError",
+    "ClientRequestError",
+    "InvalidJSONError",
+    "ModelNotFoundError",
+    "NoUpstreamTokenError",
+    "ProxyError",
+    "UnsupportedContentError",
+    "UpstreamBadRequestError",
+    "UpstreamCaptchaError",
+    "UpstreamEmptyError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamRateLimitedError",
+    "UpstreamReplayMissError",
+    "UpstreamTimeoutError",
+    "UpstreamTruncatedError",
+    "UpstreamUnauthorizedError",
+    "UpstreamUnavailableError",
+    "error_body",
+    "scrub",
+    "to_openai",
+]
+
+
+class ProxyError(Exception):
+    """Base of every error the proxy reports. ``message`` is safe to show to the client."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def http_status(self) -> int:
+        """The HTTP status the client gets."""
+        return self.status
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (e.g. ``Retry-After``)."""
+        return {}
+
+    def error_code(self) -> str:
+        """The ``error.code`` string."""
+        return self.code
+
+
+class ClientRequestError(ProxyError):
+    """The client's request is malformed or asks for something impossible."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidJSONError(ClientRequestError):
+    """The body is not UTF-8 JSON. ``encoding_error`` marks a charset problem."""
+
+    code = "invalid_json"
+
+    def __init__(self, message: str, *, encoding_error: bool = False) -> None:
+        super().__init__(message)
+        self.encoding_error = encoding_error
+
+    def error_code(self) -> str:
+        return "invalid_encoding" if self.encoding_error else self.code
+
+
+class UnsupportedContentError(ClientRequestError):
+    """A message part this proxy cannot carry upstream (yet)."""
+
+    code = "unsupported_content"
+
+
+class ModelNotFoundError(ClientRequestError):
+    """The requested model is not offered by the upstream."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class BodyTooLargeError(ClientRequestError):
+    """The request body exceeds the configured limit (bytes)."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class AuthenticationError(ProxyError):
+    """The client's API key is missing or wrong."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NoUpstreamTokenError(ProxyError):
+    """Every upstream account is parked (rate-limited or blocked) or none is configured."""
+
+    status = 503
+    type = "server_error"
+    code = "no_upstream_account"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
+
+
+class UpstreamError(ProxyError):
+    """chat.qwen.ai answered with a failure, or not at all (PROTOCOL.md §10)."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamRateLimitedError(UpstreamError):
+    """The account's quota is used up (``RateLimited``; ``num`` is hours to wait)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
+
+
+class UpstreamUnauthorizedError(UpstreamError):
+    """The upstream token is invalid or expired."""
+
+    status = 401
+    type = "authentication_error"
+    code = "upstream_unauthorized"
+
+
+class UpstreamBadRequestError(UpstreamError):
+    """``Bad_Request``: 400 when the client's input caused it, else 502 (ours was refused)."""
+
+    code = "upstream_bad_request"
+
+    def __init__(self, message: str, *, client_fault: bool = False) -> None:
+        super().__init__(message)
+        self.client_fault = client_fault
+
+    def http_status(self) -> int:
+        return 400 if self.client_fault else 502
+
+
+class UpstreamCaptchaError(UpstreamError):
+    """The Aliyun/baxia WAF answered with a captcha instead of the model (PROTOCOL.md §10)."""
+
+    status = 503
+    code = "upstream_captcha"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "600"}
+
+
+class UpstreamEmptyError(UpstreamError):
+    """The stream ended without any answer text (PROTOCOL.md §5.7, silent cut-off)."""
+
+    code = "upstream_empty"
+
+
+class UpstreamTruncatedError(UpstreamError):
+    """The stream broke off before the answer finished."""
+
+    code = "upstream_truncated"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream answered in a shape this proxy does not understand."""
+
+    code = "upstream_protocol_error"
+
+
+class UpstreamReplayMissError(UpstreamError):
+    """Offline mode: no recorded interaction matches the request."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "replay_miss"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """The upstream could not be reached, or answered with a server error."""
+
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError, TimeoutError):
+    """The upstream did not answer in time."""
+
+    status = 504
+    code = "upstream_timeout"
+
+
+_SECRET_PATTERNS = (
+    re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # JWTs
+    re.compile(r"(?i)([?&](?:x5secdata|key|token|signature|security-token)=)[^&\s\"']+"),
+    re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),  # e-mail addresses
+)
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """Remove secrets (JWTs, signed-URL keys, e-mails) from upstream text and cap its length."""
+    text = _SECRET_PATTERNS[0].sub("<redacted>", text)
+    text = _SECRET_PATTERNS[1].sub(r"\1<redacted>", text)
+    text = _SECRET_PATTERNS[2].sub("<redacted>", text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def error_body(exc: ProxyError) -> dict[str, Any]:
+    """The OpenAI error object for ``exc``: ``{"error": {message, type, param, code}}``."""
+    return {
+        "error": {
+            "message": exc.message,
+            "type": exc.type,
+            "param": exc.param,
+            "code": exc.error_code(),
+        }
+    }
+
+
+def to_openai(exc: BaseException) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Map any exception to ``(status, headers, body)``. Unknown exceptions become a bare 500."""
+    if not isinstance(exc, ProxyError):
+        exc = ProxyError("internal error in the proxy; see its log")
+    return exc.http_status(), exc.headers(), error_body(exc)

@@ -1,0 +1,177 @@
+"""Classify chat.qwen.ai answers that are not the expected SSE stream or JSON success.
+
+Pure: bytes and parsed JSON in, :class:`~proxy.errors.UpstreamError` out. The endpoint often
+answers HTTP 200 with ``application/json`` (an error envelope) or ``text/html`` (the WAF slider)
+instead of ``text/event-stream``, so callers branch on the content type first (PROTOCOL.md §4.3)
+and hand everything that is not a stream to :func:`classify_response`.
+
+Envelope shapes (PROTOCOL.md §10, samples ``error_*.json`` and ``waf_*.json``)::
+
+    {"success": false, "request_id": "…", "data": {"code": "RateLimited", "details": "…", "num": 6}}
+    {"ret": ["FAIL_SYS_USER_VALIDATE", "RGV587_ERROR::…"], "data": {"url": "…/punish?…"}}
+    {"error": {"code": "…", "message" | "details": "…"}}          (mid-stream, §5.7)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from proxy.errors import (
+    UpstreamBadRequestError,
+    UpstreamCaptchaError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamReplayMissError,
+    UpstreamTimeoutError,
+    UpstreamUnauthorizedError,
+    UpstreamUnavailableError,
+    scrub,
+)
+
+__all__ = ["CAPTCHA_ADVICE", "classify_response", "envelope_error", "looks_like_waf"]
+
+CAPTCHA_ADVICE = (
+    "chat.qwen.ai's bot protection (Aliyun WAF) answered with a captcha instead of the model. "
+    "Open https://chat.qwen.ai in a browser signed in with this account, solve the slider, "
+    "then retry in a few minutes; rapid automatic retries make the block last longer."
+)
+
+_WAF_MARKERS = (
+    b"_____tmd_____",
+    b"x5secdata",
+    b"aliyun_waf",
+    b"FAIL_SYS_USER_VALIDATE",
+    b"RGV587",
+    b"/punish",
+    b"Access Verification",
+)
+_CLIENT_FAULT = re.compile(r"(?i)too long|exceed|more than \d+ characters|content length|too large")
+
+
+def looks_like_waf(body: bytes) -> bool:
+    """True when ``body`` carries a marker of the Aliyun/baxia captcha (PROTOCOL.md §10)."""
+    head = body[:65536]
+    return any(m in head for m in _WAF_MARKERS)
+
+
+def envelope_error(obj: Any) -> UpstreamError | None:
+    """The error an already-parsed JSON object reports, or ``None`` if it reports none.
+
+    Recognises the ``success:false`` envelope, the baxia ``ret`` body, a top-level ``error``
+    object and ``data.error`` (PROTOCOL.md §5.7, §10).
+    """
+    if not isinstance(obj, dict):
+        return None
+    ret = obj.get("ret")
+    if isinstance(ret, list) and any(
+        isinstance(r, str) and ("FAIL_SYS_USER_VALIDATE" in r or "RGV587" in r) for r in ret
+    ):
+        return UpstreamCaptchaError(CAPTCHA_ADVICE)
+    err = obj.get("error")
+    if isinstance(err, dict):
+        return _from_code(err.get("code"), err.get("details") or err.get("message"), err)
+    if isinstance(err, str) and err:
+        return _from_code(None, err, {})
+    data = obj.get("data")
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        inner = data["error"]
+        return _from_code(inner.get("code"), inner.get("details") or inner.get("message"), inner)
+    if obj.get("success") is False:
+        if isinstance(data, dict):
+            return _from_code(data.get("code"), data.get("details") or data.get("message"), data)
+        return _from_code(obj.get("code"), obj.get("message"), obj)
+    # A bare {"code": "RateLimited", ...} (as some clients surface the data object alone).
+    code = obj.get("code")
+    if (
+        isinstance(code, str)
+        and code
+        and code not in ("200", "0", "success")
+        and "choices" not in obj
+    ):
+        return _from_code(code, obj.get("details") or obj.get("message"), obj)
+    return None
+
+
+def _from_code(code: Any, details: Any, data: dict[str, Any]) -> UpstreamError:
+    code_s = str(code or "").strip()
+    det = scrub(str(details)) if details else ""
+    low = f"{code_s} {det}".lower()
+    if code_s == "RateLimited" or "ratelimit" in low.replace("_", "").replace(" ", ""):
+        hours = data.get("num")
+        retry: int | None = None
+        if isinstance(hours, int | float) and hours > 0:
+            retry = int(hours * 3600)
+        wait = f" Try again in {hours} hours." if retry else ""
+        return UpstreamRateLimitedError(
+            f"chat.qwen.ai: this account reached its usage limit ({det or code_s}).{wait}",
+            retry_after_s=retry,
+        )
+    if code_s in ("Unauthorized", "Not_Login") or "401" in low or "token has expired" in low:
+        return UpstreamUnauthorizedError(
+            "chat.qwen.ai refused the upstream token (expired or invalid): sign in at "
+            "https://chat.qwen.ai, copy the new token into the proxy's configuration and restart."
+            + (f" Upstream said: {det}" if det else "")
+        )
+    if code_s == "Bad_Request":
+        return UpstreamBadRequestError(
+            f"chat.qwen.ai rejected the request (Bad_Request: {det or 'no details'}).",
+            client_fault=bool(_CLIENT_FAULT.search(det)),
+        )
+    if "captcha" in low or "fail_sys_user_validate" in low:
+        return UpstreamCaptchaError(CAPTCHA_ADVICE)
+    what = code_s or "error"
+    return UpstreamError(f"chat.qwen.ai reported an error ({what}: {det or 'no details'}).")
+
+
+def classify_response(status: int, content_type: str, body: bytes) -> UpstreamError:
+    """The error for a response that is not a usable answer.
+
+    ``status`` is the HTTP status, ``content_type`` the lower-cased header value, ``body`` the
+    (possibly truncated) raw body. Always returns an error: callers only ask when the answer
+    is not what they expected.
+    """
+    if looks_like_waf(body):
+        return UpstreamCaptchaError(CAPTCHA_ADVICE)
+    obj: Any = None
+    if body[:1] in (b"{", b"["):
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            obj = None
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if status == 404 and isinstance(err, dict) and err.get("type") == "replay_miss":
+            return UpstreamReplayMissError(
+                "offline replay has no recorded answer for this request: "
+                + scrub(str(err.get("message", "")), limit=600)
+            )
+        found = envelope_error(obj)
+        if found is not None:
+            return found
+    if status in (401, 403):
+        return UpstreamUnauthorizedError(
+            f"chat.qwen.ai answered HTTP {status}: the upstream token is invalid or expired."
+        )
+    if status == 429:
+        return UpstreamRateLimitedError("chat.qwen.ai answered HTTP 429 (too many requests).")
+    if status in (502, 503, 504) or status >= 500:
+        if status == 504:
+            return UpstreamTimeoutError(f"chat.qwen.ai answered HTTP {status} (gateway timeout).")
+        return UpstreamUnavailableError(f"chat.qwen.ai answered HTTP {status}.")
+    if "html" in content_type:
+        return UpstreamProtocolError(
+            f"chat.qwen.ai answered with an HTML page (HTTP {status}) instead of data; "
+            "the site may be down or the session may need a browser sign-in."
+        )
+    if isinstance(obj, dict):
+        return UpstreamProtocolError(
+            f"chat.qwen.ai answered HTTP {status} with JSON this proxy does not understand "
+            f"(keys: {', '.join(sorted(map(str, obj))[:8])})."
+        )
+    return UpstreamProtocolError(
+        f"chat.qwen.ai answered HTTP {status} with unexpected content ({content_type or 'none'})."
+    )

@@ -1,0 +1,130 @@
+"""The upstream model list and the OpenAI model ids derived from it. Pure.
+
+``GET /api/models`` answers ``{"data": [model, …]}``; the 2026 variant ``/api/v2/models/`` may
+nest it as ``data.data`` (PROTOCOL.md §8, §2). Each model's ``info.meta`` says what it can do:
+``abilities`` holds NUMBERS (``"thinking": 1``), ``capabilities`` booleans, and ``chat_type`` the
+chat types it accepts. Variants offered:
+
+- ``<id>-thinking`` when ``abilities.thinking`` or ``capabilities.thinking`` is truthy;
+- ``<id>-search`` when ``"search"`` is in ``chat_type``;
+- ``<id>-thinking-search`` when both hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.errors import ModelNotFoundError
+from proxy.qwen.request import ModelRoute, split_model_name
+
+__all__ = ["Catalog", "UpstreamModel", "parse_models"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamModel:
+    """One upstream model: its id, display name and what it supports."""
+
+    id: str
+    name: str
+    thinking: bool
+    search: bool
+    created: int
+    chat_types: tuple[str, ...]
+
+
+def _truthy(v: Any) -> bool:
+    # abilities are numbers (1/0), capabilities booleans; strings like "1" occur in forks.
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int | float):
+        return v > 0
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "yes")
+    return False
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def parse_models(payload: Any) -> list[UpstreamModel]:
+    """Parse a model-list answer. Unknown or malformed entries are skipped, never fatal."""
+    data = payload.get("data") if isinstance(payload, dict) else payload
+    if isinstance(data, dict):
+        data = data.get("data")
+    if not isinstance(data, list):
+        return []
+    out: list[UpstreamModel] = []
+    for entry in data:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        info = _dict(entry.get("info"))
+        if info.get("is_active") is False:
+            continue
+        meta = _dict(info.get("meta"))
+        abilities = _dict(meta.get("abilities"))
+        caps = _dict(meta.get("capabilities"))
+        chat_types = meta.get("chat_type")
+        if not isinstance(chat_types, list):
+            chat_types = []
+        created = info.get("created_at") or entry.get("created") or 0
+        out.append(
+            UpstreamModel(
+                id=entry["id"],
+                name=str(entry.get("name") or info.get("name") or entry["id"]),
+                thinking=_truthy(abilities.get("thinking")) or _truthy(caps.get("thinking")),
+                search="search" in chat_types,
+                created=created if isinstance(created, int) else 0,
+                chat_types=tuple(str(c) for c in chat_types),
+            )
+        )
+    return out
+
+
+class Catalog:
+    """The models on offer, and how an OpenAI model id routes upstream."""
+
+    def __init__(self, models: Iterable[UpstreamModel]) -> None:
+        self.models = {m.id: m for m in models}
+
+    def openai_list(self) -> dict[str, Any]:
+        """``GET /v1/models`` body: ``{"object": "list", "data": [{id, object, created,
+        owned_by}]}``."""
+        data: list[dict[str, Any]] = []
+        for m in self.models.values():
+            ids = [m.id]
+            if m.thinking:
+                ids.append(f"{m.id}-thinking")
+            if m.search:
+                ids.append(f"{m.id}-search")
+            if m.thinking and m.search:
+                ids.append(f"{m.id}-thinking-search")
+            data.extend(
+                {"id": i, "object": "model", "created": m.created, "owned_by": "qwen"} for i in ids
+            )
+        return {"object": "list", "data": data}
+
+    def route(self, name: str, *, enable_thinking: bool | None = None) -> ModelRoute:
+        """Resolve an OpenAI model id. Raises :class:`ModelNotFoundError` for unknown ids or
+        variants the model does not support."""
+        if name in self.models:
+            base, flags = name, frozenset[str]()
+        else:
+            base, flags = split_model_name(name)
+        model = self.models.get(base)
+        if model is None:
+            known = ", ".join(sorted(self.models)[:12]) or "none"
+            raise ModelNotFoundError(
+                f"The model `{name}` does not exist on chat.qwen.ai (available: {known}).",
+                param="model",
+            )
+        if "thinking" in flags and not model.thinking:
+            raise ModelNotFoundError(f"The model `{base}` has no thinking variant.", param="model")
+        if "search" in flags and not model.search:
+            raise ModelNotFoundError(f"The model `{base}` has no search variant.", param="model")
+        thinking = "thinking" in flags or bool(enable_thinking and model.thinking)
+        return ModelRoute(
+            model=model.id, chat_type="search" if "search" in flags else "t2t", thinking=thinking
+        )

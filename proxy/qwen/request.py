@@ -1,0 +1,189 @@
+"""OpenAI chat request to chat.qwen.ai v2 request bodies. Pure: no I/O, no clock of its own.
+
+The v2 flow (PROTOCOL.md §3, §4): ``POST /api/v2/chats/new`` creates a chat and returns its id;
+``POST /api/v2/chat/completions?chat_id=<id>`` sends exactly ONE user message and streams the
+answer. The OpenAI history is therefore flattened into one prompt (§4.1 "One message only",
+option (b); §11.2). Timestamps are milliseconds in ``chats/new`` and seconds in completions.
+Bodies are serialised by :func:`encode_json` to UTF-8 bytes (never ``\\u`` escapes for Chinese and
+never locale-dependent), so what the recorder sees is exactly what was sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.api_models import ChatMessage
+from proxy.errors import UnsupportedContentError
+
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "ModelRoute",
+    "chats_new_body",
+    "completion_body",
+    "encode_json",
+    "flatten_messages",
+    "split_model_name",
+]
+
+#: The site caps one message at 131072 characters (PROTOCOL.md §4.1, [L]).
+MAX_PROMPT_CHARS = 131072
+
+_SUFFIXES = {"thinking": "thinking", "search": "search"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """Where an OpenAI model name goes upstream.
+
+    ``model`` is the upstream id, ``chat_type`` the v2 chat type (``t2t`` or ``search``),
+    ``thinking`` whether ``feature_config.thinking_enabled`` is set.
+    """
+
+    model: str
+    chat_type: str = "t2t"
+    thinking: bool = False
+
+
+def split_model_name(name: str) -> tuple[str, frozenset[str]]:
+    """Split ``qwen3-max-thinking-search`` into ``("qwen3-max", {"thinking", "search"})``.
+
+    Suffixes are the variants of :mod:`proxy.qwen.models` (PROTOCOL.md §8); an id that is itself
+    a real upstream id is resolved by the caller before suffixes are considered.
+    """
+    flags: set[str] = set()
+    base = name
+    changed = True
+    while changed:
+        changed = False
+        for suffix, flag in _SUFFIXES.items():
+            tail = "-" + suffix
+            if base.endswith(tail) and len(base) > len(tail):
+                base = base[: -len(tail)]
+                flags.add(flag)
+                changed = True
+    return base, frozenset(flags)
+
+
+def _text_of(message: ChatMessage) -> str:
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    pieces: list[str] = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text" or (kind is None and "text" in part):
+            text = part.get("text")
+            if isinstance(text, str):
+                pieces.append(text)
+        else:
+            raise UnsupportedContentError(
+                f"message content parts of type {kind!r} are not supported by this proxy yet; "
+                "send text parts only",
+                param="messages",
+            )
+    return "\n".join(pieces)
+
+
+_ROLE_LABELS = {
+    "system": "System",
+    "developer": "System",
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",
+    "function": "Tool",
+}
+
+
+def flatten_messages(messages: Sequence[ChatMessage]) -> str:
+    """Turn an OpenAI history into the single prompt the v2 protocol accepts.
+
+    One user message (the common case) is sent verbatim. Otherwise system messages come first,
+    then the turns, each as ``"<Role>: <text>"`` separated by blank lines; chat.qwen.ai has no
+    system slot, so system text is prepended (PROTOCOL.md §4.1). Raises
+    :class:`UnsupportedContentError` for non-text parts and when the result is empty.
+    """
+    texts = [(m.role, _text_of(m)) for m in messages]
+    if len(texts) == 1 and texts[0][0] == "user":
+        prompt = texts[0][1]
+    else:
+        system = [t for r, t in texts if r in ("system", "developer") and t]
+        turns = [
+            f"{_ROLE_LABELS[r]}: {t}" for r, t in texts if r not in ("system", "developer") and t
+        ]
+        blocks = ([f"System: {chr(10).join(system)}"] if system else []) + turns
+        prompt = "\n\n".join(blocks)
+    if not prompt.strip():
+        raise UnsupportedContentError("the messages hold no text to send", param="messages")
+    return prompt
+
+
+def chats_new_body(route: ModelRoute, *, now_ms: int) -> dict[str, Any]:
+    """Body of ``POST /api/v2/chats/new`` (PROTOCOL.md §3); ``now_ms`` in milliseconds."""
+    return {
+        "title": "New Chat",
+        "models": [route.model],
+        "chat_mode": "normal",
+        "chat_type": route.chat_type,
+        "timestamp": now_ms,
+    }
+
+
+def completion_body(
+    route: ModelRoute,
+    *,
+    chat_id: str,
+    prompt: str,
+    now_s: int,
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> dict[str, Any]:
+    """Body of ``POST /api/v2/chat/completions?chat_id=…`` (PROTOCOL.md §4.1).
+
+    Always ``stream: true`` (``stream: false`` answers Bad_Request since 2025-11, §11.3),
+    ``version: "2.1"``, ``incremental_output: true`` and ``feature_config.output_schema:
+    "phase"`` (without it frames carry no phase, §11.7). ``now_s`` is in seconds.
+    """
+    feature: dict[str, Any] = {"thinking_enabled": route.thinking, "output_schema": "phase"}
+    if route.thinking:
+        feature["thinking_format"] = "summary"
+    if route.chat_type == "search":
+        feature["research_mode"] = "normal"
+    return {
+        "stream": True,
+        "version": "2.1",
+        "incremental_output": True,
+        "chat_id": chat_id,
+        "chat_mode": "normal",
+        "model": route.model,
+        "parent_id": None,
+        "messages": [
+            {
+                "fid": new_id(),
+                "parentId": None,
+                "childrenIds": [new_id()],
+                "role": "user",
+                "content": prompt,
+                "user_action": "chat",
+                "files": [],
+                "timestamp": now_s,
+                "models": [route.model],
+                "chat_type": route.chat_type,
+                "feature_config": feature,
+                "extra": {"meta": {"subChatType": route.chat_type}},
+                "sub_chat_type": route.chat_type,
+                "parent_id": None,
+            }
+        ],
+        "timestamp": now_s,
+    }
+
+
+def encode_json(obj: Any) -> bytes:
+    """Serialise ``obj`` as compact UTF-8 JSON bytes (non-ASCII kept as UTF-8, not escaped)."""
+    return orjson.dumps(obj)

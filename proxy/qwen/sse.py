@@ -1,0 +1,143 @@
+"""Incremental Server-Sent Events decoder: bytes in, events out.
+
+Pure and sans-IO: it never imports aiohttp and never blocks. Feed it network chunks exactly as they
+arrive; it buffers until an event is complete, so no chunking of the upstream stream can split a
+frame or a UTF-8 character (PROTOCOL.md §5.1, "Split chunks"; §11.9 (a), the garbled-Chinese bug).
+
+Line handling follows the WHATWG SSE rules: lines end in ``\\n``, ``\\r\\n`` or ``\\r``; a blank
+line dispatches the event; ``data:`` lines are joined with ``\\n``; ``event:``, ``id:`` and
+``retry:`` are kept; lines starting with ``:`` are comments; one space after the colon is removed.
+Bytes are decoded as UTF-8 only once a whole line is present. Because ``\\n`` and ``\\r`` never
+occur inside a multi-byte UTF-8 sequence, a complete line always holds whole characters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SSEDecoder", "SSEEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One dispatched SSE event.
+
+    ``data`` is the joined text of its ``data:`` lines; ``event`` is the ``event:`` name or ``None``
+    (chat.qwen.ai sends none); ``id`` the last ``id:`` value seen, or ``None``.
+    """
+
+    data: str
+    event: str | None = None
+    id: str | None = None
+
+
+class SSEDecoder:
+    """Turns a byte stream into :class:`SSEEvent` objects, incrementally.
+
+    ``feed(chunk)`` returns the events completed by ``chunk`` (possibly none); ``close()`` returns
+    an event left without its closing blank line when the stream ended (chat.qwen.ai always ends
+    events properly; a missing blank line at EOF is tolerated, as browsers do not).
+
+    Invalid UTF-8 inside a line is replaced with U+FFFD rather than raised, and counted in
+    :attr:`invalid_lines`, so a single bad byte cannot kill a stream; callers may report it.
+    """
+
+    __slots__ = ("_buf", "_data", "_event", "_id", "_pending_cr", "invalid_lines")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._id: str | None = None
+        self._pending_cr = False
+        self.invalid_lines = 0
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Add ``chunk`` (any length, any boundary) and return the events it completes."""
+        if not chunk:
+            return []
+        if self._pending_cr:
+            # The previous chunk ended in "\r": a "\n" starting this one belongs to that line end.
+            self._pending_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        buf = self._buf
+        buf += chunk
+        if b"\r" not in buf:
+            return self._split_lf()
+        return self._split_any()
+
+    def close(self) -> list[SSEEvent]:
+        """Flush at end of stream: a last line without terminator, and an undispatched event."""
+        events: list[SSEEvent] = []
+        if self._buf:
+            self._line(bytes(self._buf), events)
+            self._buf.clear()
+        if self._data:
+            self._dispatch(events)
+        return events
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _split_lf(self) -> list[SSEEvent]:
+        buf = self._buf
+        end = buf.rfind(b"\n")
+        if end < 0:
+            return []
+        events: list[SSEEvent] = []
+        complete = bytes(buf[:end])
+        del buf[: end + 1]
+        for raw in complete.split(b"\n"):
+            self._line(raw, events)
+        return events
+
+    def _split_any(self) -> list[SSEEvent]:
+        buf = self._buf
+        events: list[SSEEvent] = []
+        start = 0
+        n = len(buf)
+        i = 0
+        while i < n:
+            c = buf[i]
+            if c == 0x0A or c == 0x0D:  # \n or \r
+                self._line(bytes(buf[start:i]), events)
+                if c == 0x0D:
+                    if i + 1 < n:
+                        if buf[i + 1] == 0x0A:
+                            i += 1
+                    else:
+                        self._pending_cr = True
+                start = i + 1
+            i += 1
+        del buf[:start]
+        return events
+
+    def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
+        if not raw:
+            if self._data or self._event is not None:
+                self._dispatch(events)
+            return
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = raw.decode("utf-8", errors="replace")
+            self.invalid_lines += 1
+        if line[0] == ":":
+            return  # comment / keep-alive
+        field, sep, value = line.partition(":")
+        if sep and value[:1] == " ":
+            value = value[1:]
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._event = value
+        elif field == "id":
+            if "\0" not in value:
+                self._id = value
+        # "retry" and unknown fields are ignored, as the spec says.
+
+    def _dispatch(self, events: list[SSEEvent]) -> None:
+        if self._data:
+            events.append(SSEEvent("\n".join(self._data), self._event, self._id))
+        self._data = []
+        self._event = None

@@ -1,0 +1,490 @@
+"""Qwen SSE frames to OpenAI chat-completion events, and those events to OpenAI bytes.
+
+Pure and incremental: :class:`Translator` takes the ``data`` text of one SSE event at a time and
+returns the OpenAI-level events it implies; :class:`ChunkEncoder` turns events into
+``chat.completion.chunk`` SSE bytes; :class:`Aggregate` folds them into one ``chat.completion``.
+Nothing here does I/O or imports aiohttp.
+
+Protocol facts used (PROTOCOL.md):
+
+- §5.2 frame types: ``{"response.created": {...}}`` opens the stream, ``{"response.info": ...}``
+  is a keep-alive, ``{"choices": [{"delta": {...}}], "usage": {...}}`` carries content.
+- §5.3 phases: ``answer`` (incremental text) becomes ``content``; ``think`` (incremental) and
+  ``thinking_summary`` (cumulative snapshots in ``extra.summary_thought.content``) become
+  ``reasoning_content``; ``web_search`` carries the sources; a missing/null phase is answer text
+  (older models); other phases are ignored and counted.
+- §5.1 the end: the ``answer`` frame with ``status: "finished"``. ``think`` and
+  ``thinking_summary`` also send ``finished`` frames; those never end the stream. ``[DONE]`` and
+  ``{"response.completed": {}}`` are accepted as ends too (§5.1, [L]).
+- §5.4 usage is cumulative per frame, ``input_tokens``/``output_tokens``; the last one wins.
+- §5.7 errors inside the stream: a top-level ``error`` object, ``data.error``, a
+  ``success: false`` frame or ``delta.status == "error"``.
+- §11.10 dedup: only snapshot phases are diffed. Incremental ``answer`` and ``think`` text passes
+  through untouched, so text that legitimately repeats ("ha", "ha") is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from proxy.errors import (
+    UpstreamEmptyError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTruncatedError,
+    error_body,
+)
+from proxy.qwen.envelope import envelope_error
+
+__all__ = [
+    "Aggregate",
+    "ChunkEncoder",
+    "Failure",
+    "Finish",
+    "OutEvent",
+    "ReasoningMode",
+    "Source",
+    "Sources",
+    "Text",
+    "Translator",
+    "Usage",
+]
+
+ReasoningMode = Literal["field", "think_tags"]
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A piece of answer (``kind="content"``) or reasoning (``kind="reasoning"``) text."""
+
+    kind: Literal["content", "reasoning"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One web-search result: ``url`` and, when known, ``title``, ``snippet``, ``hostname``."""
+
+    url: str
+    title: str = ""
+    snippet: str = ""
+    hostname: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Web-search sources for the answer (PROTOCOL.md §5.5)."""
+
+    items: tuple[Source, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts, OpenAI names (from upstream ``input_tokens`` / ``output_tokens``)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_openai(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The answer finished normally. ``reason`` is the OpenAI ``finish_reason``."""
+
+    reason: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The stream failed. Whatever was emitted before stays valid; ``error`` says why."""
+
+    error: UpstreamError
+
+
+OutEvent = Text | Sources | Finish | Failure
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and v >= 0 else 0
+
+
+class Translator:
+    """Feed it the ``data`` of each upstream SSE event; it returns OpenAI-level events.
+
+    After a :class:`Finish` or :class:`Failure` the translator is :attr:`done` and ignores
+    further input. At end of stream call :meth:`close` (clean EOF) or :meth:`abort` (the
+    connection broke); both return the closing event if one is still due: nothing after a
+    finish, :class:`UpstreamEmptyError` when no answer text arrived at all, and
+    :class:`UpstreamTruncatedError` when the answer never finished.
+
+    ``reasoning="think_tags"`` puts reasoning inline in the content as ``<think>…</think>``
+    instead of ``reasoning_content``.
+    """
+
+    __slots__ = (
+        "_answer_chars",
+        "_reasoning_mode",
+        "_sources_seen",
+        "_summary_sent",
+        "_tag_open",
+        "chat_id",
+        "done",
+        "failure",
+        "ignored_phases",
+        "reasoning_chars",
+        "response_id",
+        "usage",
+    )
+
+    def __init__(self, *, reasoning: ReasoningMode = "field") -> None:
+        self._reasoning_mode = reasoning
+        self._answer_chars = 0
+        self._summary_sent = ""
+        self._tag_open = False
+        self._sources_seen: set[str] = set()
+        self.reasoning_chars = 0
+        self.usage: Usage | None = None
+        self.done = False
+        self.failure: UpstreamError | None = None
+        self.chat_id: str | None = None
+        self.response_id: str | None = None
+        self.ignored_phases: dict[str, int] = {}
+
+    @property
+    def answered(self) -> bool:
+        """True once any answer text has been emitted."""
+        return self._answer_chars > 0
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def feed(self, data: str) -> list[OutEvent]:
+        """Translate one SSE event's ``data`` text. Returns zero or more events."""
+        if self.done:
+            return []
+        stripped = data.strip()
+        if not stripped:
+            return []
+        if stripped == "[DONE]":
+            return self._end_marker()
+        try:
+            frame = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            return self._fail(
+                UpstreamProtocolError(
+                    f"chat.qwen.ai sent a stream frame that is not JSON ({len(stripped)} chars)."
+                )
+            )
+        if not isinstance(frame, dict):
+            return []
+        choices = frame.get("choices")
+        if isinstance(choices, list):
+            usage = frame.get("usage")
+            if isinstance(usage, dict):
+                self.usage = Usage(
+                    _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+                )
+            if choices and isinstance(choices[0], dict):
+                delta = choices[0].get("delta")
+                if isinstance(delta, dict):
+                    return self._delta(delta)
+            return []
+        created = frame.get("response.created")
+        if isinstance(created, dict):
+            self.chat_id = created.get("chat_id") or self.chat_id
+            self.response_id = created.get("response_id") or self.response_id
+            return []
+        if "response.info" in frame:
+            return []
+        if "response.completed" in frame:
+            return self._end_marker()
+        err = envelope_error(frame)
+        if err is not None:
+            return self._fail(err)
+        return []
+
+    def close(self) -> list[OutEvent]:
+        """The upstream stream ended cleanly (EOF). Returns the closing event, if due."""
+        if self.done:
+            return []
+        if self._answer_chars:
+            return self._fail(
+                UpstreamTruncatedError(
+                    "chat.qwen.ai ended the stream before the answer finished "
+                    f"(after {self._answer_chars} characters)."
+                )
+            )
+        return self._fail(self._empty_error())
+
+    def abort(self, reason: str) -> list[OutEvent]:
+        """The upstream connection broke (``reason`` is safe, secret-free text)."""
+        if self.done:
+            return []
+        got = (
+            f"after {self._answer_chars} characters of answer"
+            if self._answer_chars
+            else ("before any answer text")
+        )
+        return self._fail(
+            UpstreamTruncatedError(f"the connection to chat.qwen.ai broke {got}: {reason}")
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _empty_error(self) -> UpstreamError:
+        extra = ""
+        if self.reasoning_chars:
+            extra = " It sent reasoning but no answer."
+        if self.ignored_phases:
+            extra += " Phases seen but not understood: " + ", ".join(sorted(self.ignored_phases))
+        return UpstreamEmptyError(
+            "chat.qwen.ai ended the stream without an answer." + extra + " This often means the "
+            "account is being throttled; retry later or with another account."
+        )
+
+    def _fail(self, error: UpstreamError) -> list[OutEvent]:
+        self.done = True
+        self.failure = error
+        out: list[OutEvent] = []
+        if self._tag_open:
+            out.append(self._close_tag())
+        out.append(Failure(error))
+        return out
+
+    def _end_marker(self) -> list[OutEvent]:
+        if self._answer_chars:
+            return self._finish()
+        return self._fail(self._empty_error())
+
+    def _finish(self) -> list[OutEvent]:
+        self.done = True
+        if self._tag_open:
+            return [self._close_tag(), Finish("stop")]
+        return [Finish("stop")]
+
+    def _close_tag(self) -> Text:
+        self._tag_open = False
+        return Text("content", "\n</think>\n\n")
+
+    def _delta(self, delta: dict[str, Any]) -> list[OutEvent]:
+        phase = delta.get("phase")
+        status = delta.get("status")
+        content = delta.get("content")
+        if status == "error":
+            err = envelope_error(delta) or UpstreamError(
+                "chat.qwen.ai reported an error inside the stream."
+            )
+            return self._fail(err)
+        if phase == "answer" or phase is None:
+            out: list[OutEvent] = []
+            if isinstance(content, str) and content:
+                if self._tag_open:
+                    out.append(self._close_tag())
+                self._answer_chars += len(content)
+                out.append(Text("content", content))
+            if status == "finished" and phase == "answer":
+                out.extend(self._finish())
+            return out
+        if phase == "think":
+            if isinstance(content, str) and content:
+                return self._reasoning(content)
+            return []
+        if phase == "thinking_summary":
+            return self._summary(delta.get("extra"))
+        if phase == "web_search":
+            return self._search(delta)
+        self.ignored_phases[str(phase)] = self.ignored_phases.get(str(phase), 0) + 1
+        return []
+
+    def _reasoning(self, text: str) -> list[OutEvent]:
+        self.reasoning_chars += len(text)
+        if self._reasoning_mode == "think_tags":
+            if self._answer_chars:
+                return []  # reasoning after the answer started cannot be placed inline
+            if not self._tag_open:
+                self._tag_open = True
+                return [Text("content", "<think>\n" + text)]
+            return [Text("content", text)]
+        return [Text("reasoning", text)]
+
+    def _summary(self, extra: Any) -> list[OutEvent]:
+        if not isinstance(extra, dict):
+            return []
+        thought = extra.get("summary_thought")
+        parts = thought.get("content") if isinstance(thought, dict) else None
+        if not isinstance(parts, list):
+            return []
+        snapshot = "\n\n".join(p for p in parts if isinstance(p, str))
+        sent = self._summary_sent
+        if snapshot.startswith(sent):
+            new = snapshot[len(sent) :]
+            self._summary_sent = snapshot
+        elif len(snapshot) > len(sent):
+            # The upstream rewrote earlier text. What was sent cannot be taken back; send only
+            # what lies beyond it, so nothing is repeated (PROTOCOL.md §11.10).
+            new = snapshot[len(sent) :]
+            self._summary_sent = snapshot
+        else:
+            new = ""
+        if not new:
+            return []
+        return self._reasoning(new)
+
+    def _search(self, delta: dict[str, Any]) -> list[OutEvent]:
+        extra = delta.get("extra")
+        if not isinstance(extra, dict):
+            return []
+        raw: Any = None
+        tool_result = extra.get("tool_result")
+        if isinstance(tool_result, dict):
+            raw = tool_result.get("docs")
+        elif isinstance(tool_result, list):
+            raw = tool_result
+        if raw is None:
+            raw = extra.get("web_search_info")  # 2025 layout (§5.5)
+        if not isinstance(raw, list):
+            return []
+        items = []
+        for doc in raw:
+            if not isinstance(doc, dict):
+                continue
+            url = doc.get("url")
+            if not isinstance(url, str) or not url or url in self._sources_seen:
+                continue
+            self._sources_seen.add(url)
+            items.append(
+                Source(
+                    url=url,
+                    title=str(doc.get("title") or ""),
+                    snippet=str(doc.get("snippet") or ""),
+                    hostname=str(doc.get("hostname") or ""),
+                )
+            )
+        return [Sources(tuple(items))] if items else []
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+class ChunkEncoder:
+    """Encodes events as OpenAI ``chat.completion.chunk`` SSE bytes for one completion.
+
+    Shapes: ``data: {"id", "object": "chat.completion.chunk", "created", "model",
+    "choices": [{"index": 0, "delta": {...}, "logprobs": null, "finish_reason": ...}]}\\n\\n``.
+    The first chunk carries ``delta.role = "assistant"``; the finish chunk an empty delta and the
+    ``finish_reason``; with ``include_usage`` a last chunk with ``choices: []`` and ``usage``;
+    then ``data: [DONE]``. A :class:`Failure` becomes ``data: {"error": {...}}`` and no
+    ``[DONE]``, so clients see that the stream did not complete. Search sources travel as
+    ``delta.annotations`` of type ``url_citation`` (the shape of OpenAI's web-search answers).
+    """
+
+    __slots__ = ("_head", "_include_usage", "_tail", "_usage_head")
+
+    def __init__(
+        self, *, completion_id: str, model: str, created: int, include_usage: bool
+    ) -> None:
+        head = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
+        # Every chunk is head + delta + tail; the constant parts are encoded once per stream.
+        common = b"data: " + _dumps(head)[:-1] + b',"choices":'
+        self._head = common + b'[{"index":0,"delta":'
+        self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self._usage_head = common + b'[],"usage":'
+        self._include_usage = include_usage
+
+    def role(self) -> bytes:
+        """The opening chunk: ``delta: {"role": "assistant", "content": ""}``."""
+        return self._head + b'{"role":"assistant","content":""}' + self._tail
+
+    def encode(self, event: OutEvent, usage: Usage | None = None) -> bytes:
+        """Bytes for one event. ``usage`` is used by the finish event when usage was asked for."""
+        if type(event) is Text:
+            key = b'{"content":' if event.kind == "content" else b'{"reasoning_content":'
+            return self._head + key + _dumps(event.text) + b"}" + self._tail
+        if isinstance(event, Sources):
+            ann = [_annotation(s) for s in event.items]
+            return self._head + _dumps({"annotations": ann}) + self._tail
+        if isinstance(event, Finish):
+            reason = _dumps(event.reason)
+            out = self._head + b"{}" + b',"logprobs":null,"finish_reason":' + reason + b"}]}\n\n"
+            if self._include_usage:
+                u = (usage or Usage(0, 0)).as_openai()
+                out += self._usage_head + _dumps(u) + b"}\n\n"
+            return out + b"data: [DONE]\n\n"
+        if isinstance(event, Failure):
+            return b"data: " + _dumps(error_body(event.error)) + b"\n\n"
+        raise TypeError(f"unknown event {event!r}")
+
+
+def _annotation(s: Source) -> dict[str, Any]:
+    return {
+        "type": "url_citation",
+        "url_citation": {"url": s.url, "title": s.title, "start_index": 0, "end_index": 0},
+    }
+
+
+@dataclass
+class Aggregate:
+    """Folds events into one non-streamed ``chat.completion`` (the same events a stream gets)."""
+
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: UpstreamError | None = None
+
+    def add(self, event: OutEvent) -> None:
+        """Record one event."""
+        if type(event) is Text:
+            (self.content if event.kind == "content" else self.reasoning).append(event.text)
+        elif isinstance(event, Sources):
+            self.sources.extend(event.items)
+        elif isinstance(event, Finish):
+            self.finish_reason = event.reason
+        elif isinstance(event, Failure):
+            self.error = event.error
+
+    def completion(
+        self, *, completion_id: str, model: str, created: int, usage: Usage | None
+    ) -> dict[str, Any]:
+        """The ``chat.completion`` object. Raises the recorded error if the stream failed."""
+        if self.error is not None:
+            raise self.error
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        if self.sources:
+            message["annotations"] = [_annotation(s) for s in self.sources]
+        u = usage or Usage(0, 0)
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason or "stop",
+                }
+            ],
+            "usage": u.as_openai(),
+        }

@@ -1,0 +1,15 @@
+"""Typed application state keys (aiohttp ``web.AppKey``), shared by the app and its routes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.config import Settings
+from proxy.service import ChatService
+
+__all__ = ["SERVICE", "SETTINGS", "START_KEY"]
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICE = web.AppKey("service", ChatService)
+#: Per-request key: ``time.perf_counter()`` when the proxy started handling the request.
+START_KEY = "qwen_proxy_t0"
