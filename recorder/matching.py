@@ -1,0 +1,227 @@
+"""Request matching for the replay server: fingerprints and an index over cassettes.
+
+Pure functions and data only (no aiohttp). The rules are those of docs/cassette-format.md,
+"How the replay server matches": method and path (without query, trailing slash ignored) must be
+equal; for ``POST /api/v2/chat/completions`` also ``model``, ``messages[0].chat_type``,
+``messages[0].feature_config.thinking_enabled`` and the user text (PROTOCOL.md section 4.1);
+for ``POST /api/v2/chats/new`` also ``chat_type`` (PROTOCOL.md section 3). Server-issued ids and
+timestamps are never compared.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from recorder.cassette import Cassette, Interaction
+
+__all__ = [
+    "Closest",
+    "Hit",
+    "Index",
+    "Miss",
+    "fingerprint",
+    "normalise_path",
+]
+
+COMPLETIONS_PATH = "/api/v2/chat/completions"
+CHATS_NEW_PATH = "/api/v2/chats/new"
+
+
+def normalise_path(uri_or_path: str) -> str:
+    """The path of a URI or path-with-query, without query and trailing slash (``"/"`` kept)."""
+    path = urlsplit(uri_or_path).path or "/"
+    stripped = path.rstrip("/")
+    return stripped or "/"
+
+
+def _parse_json(body: bytes | str | None) -> Any:
+    if body is None:
+        return None
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _user_text(content: Any) -> Any:
+    """``messages[0].content``: a string as is; a list gives its text parts concatenated."""
+    if isinstance(content, list):
+        parts: list[str] = []
+        for item in content:
+            if isinstance(item, str):
+                parts.append(item)
+            elif isinstance(item, dict) and item.get("type") == "text":
+                text = item.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+        return "".join(parts)
+    return content
+
+
+def fingerprint(method: str, uri: str, body: bytes | str | None) -> dict[str, Any]:
+    """The fields that decide whether two requests match.
+
+    ``uri`` may be a full URL or a path with query. Always has ``method`` (upper-case) and
+    ``path`` (no query, trailing slash removed). For a JSON object body sent to
+    ``POST …/api/v2/chat/completions`` adds ``model``, ``chat_type``, ``thinking_enabled``
+    (``None`` when absent) and ``text`` (PROTOCOL.md 4.1); for ``POST …/api/v2/chats/new`` adds
+    ``chat_type`` (PROTOCOL.md 3). Bodies that are not JSON objects add nothing. Never raises.
+    """
+    m = method.upper()
+    path = normalise_path(uri)
+    fp: dict[str, Any] = {"method": m, "path": path}
+    if m != "POST":
+        return fp
+    is_completion = path.endswith(COMPLETIONS_PATH)
+    is_new_chat = path.endswith(CHATS_NEW_PATH)
+    if not (is_completion or is_new_chat):
+        return fp
+    data = _parse_json(body)
+    if not isinstance(data, dict):
+        return fp
+    if is_new_chat:
+        fp["chat_type"] = data.get("chat_type")
+        return fp
+    messages = data.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    first = first if isinstance(first, dict) else {}
+    features = first.get("feature_config")
+    features = features if isinstance(features, dict) else {}
+    fp["model"] = data.get("model")
+    fp["chat_type"] = first.get("chat_type")
+    fp["thinking_enabled"] = features.get("thinking_enabled")
+    fp["text"] = _user_text(first.get("content"))
+    return fp
+
+
+def _differs(recorded: dict[str, Any], received: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    keys = list(recorded) + [k for k in received if k not in recorded]
+    return [
+        (k, recorded.get(k), received.get(k)) for k in keys if recorded.get(k) != received.get(k)
+    ]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A matching recorded interaction: its cassette and its index in that cassette."""
+
+    cassette: Cassette
+    interaction_index: int
+    interaction: Interaction
+
+
+@dataclass(frozen=True)
+class Closest:
+    """The recorded request nearest to a missed one."""
+
+    cassette: str
+    interaction: int
+    method: str
+    uri: str
+    fingerprint: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Miss:
+    """No match. ``differs`` lists ``(field, recorded, received)`` against ``closest``."""
+
+    request: dict[str, Any]
+    closest: Closest | None
+    differs: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+    def message(self) -> str:
+        """One readable sentence naming the closest recorded request and the differing fields."""
+        head = f"No recorded interaction matches {self.request['method']} {self.request['path']}"
+        if self.closest is None:
+            return f"{head}: no cassette holds any interaction."
+        c = self.closest
+        fields = "; ".join(
+            f"{name} (recorded {recorded!r}, received {received!r})"
+            for name, recorded, received in self.differs
+        )
+        return (
+            f"{head}; the closest is cassette {c.cassette!r} interaction {c.interaction} "
+            f"({c.method} {c.uri}), which differs in {fields}."
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``closest`` object of the replay server's miss body, or ``None``."""
+        if self.closest is None:
+            return {"closest": None}
+        c = self.closest
+        return {
+            "closest": {
+                "cassette": c.cassette,
+                "interaction": c.interaction,
+                "method": c.method,
+                "uri": c.uri,
+                "differs": [{"field": f, "recorded": r, "received": x} for f, r, x in self.differs],
+            }
+        }
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cassette: Cassette
+    index: int
+    interaction: Interaction
+    fp: dict[str, Any]
+
+
+class Index:
+    """Recorded requests of several cassettes, looked up by fingerprint.
+
+    Lookup is a dict access by ``(method, path)`` then a linear scan of that bucket; on several
+    matches the first in load order (cassette order, then interaction order) wins.
+    """
+
+    def __init__(self, cassettes: Iterable[Cassette]) -> None:
+        self._entries: list[_Entry] = []
+        self._by_key: dict[tuple[str, str], list[_Entry]] = {}
+        for cassette in cassettes:
+            for i, inter in enumerate(cassette.interactions):
+                fp = fingerprint(inter.method, inter.uri, inter.request_body)
+                entry = _Entry(cassette, i, inter, fp)
+                self._entries.append(entry)
+                self._by_key.setdefault((fp["method"], fp["path"]), []).append(entry)
+
+    def __len__(self) -> int:
+        """The number of recorded interactions."""
+        return len(self._entries)
+
+    def find(self, fp: dict[str, Any]) -> Hit | Miss:
+        """The first recorded interaction whose fingerprint equals ``fp``, else a ``Miss``.
+
+        The miss names the recorded request with the same method and path and the fewest
+        differing fields, or, when there is none, the one with the fewest differences overall.
+        """
+        bucket = self._by_key.get((fp.get("method", ""), fp.get("path", "")), [])
+        best = self._best(bucket, fp)
+        if best is not None and not best[1]:
+            e = best[0]
+            return Hit(e.cassette, e.index, e.interaction)
+        if best is None:
+            best = self._best(self._entries, fp)
+        if best is None:
+            return Miss(request=dict(fp), closest=None)
+        e, differs = best
+        closest = Closest(e.cassette.name, e.index, e.interaction.method, e.interaction.uri, e.fp)
+        return Miss(request=dict(fp), closest=closest, differs=differs)
+
+    @staticmethod
+    def _best(
+        entries: Sequence[_Entry], fp: dict[str, Any]
+    ) -> tuple[_Entry, list[tuple[str, Any, Any]]] | None:
+        best: tuple[_Entry, list[tuple[str, Any, Any]]] | None = None
+        for entry in entries:
+            differs = _differs(entry.fp, fp)
+            if best is None or len(differs) < len(best[1]):
+                best = (entry, differs)
+                if not differs:
+                    break
+        return best
