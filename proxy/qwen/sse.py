@@ -137,7 +137,8 @@ class SSEDecoder:
         # "retry" and unknown fields are ignored, as the spec says.
 
     def _dispatch(self, events: list[SSEEvent]) -> None:
-        if self._data:
-            events.append(SSEEvent("\n".join(self._data), self._event, self._id))
+        data = "\n".join(self._data)
+        if data:  # the spec drops events whose data buffer is empty
+            events.append(SSEEvent(data, self._event, self._id))
         self._data = []
         self._event = None
