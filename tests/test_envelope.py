@@ -73,7 +73,8 @@ def test_real_internal_error_sample_is_a_502(samples_dir: Path) -> None:
         (
             200,
             "application/json",
-            b'{"success":false,"data":{"code":"Bad_Request","details":"content more than 131072 characters"}}',
+            b'{"success":false,"data":{"code":"Bad_Request",'
+            b'"details":"content more than 131072 characters"}}',
             UpstreamBadRequestError,
             400,
         ),
