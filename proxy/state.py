@@ -12,4 +12,4 @@ __all__ = ["SERVICE", "SETTINGS", "START_KEY"]
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", ChatService)
 #: Per-request key: ``time.perf_counter()`` when the proxy started handling the request.
-START_KEY = "qwen_proxy_t0"
+START_KEY = web.RequestKey("qwen_proxy_t0", float)
