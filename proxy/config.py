@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     account_cooldown_s: float = Field(
         600.0, ge=0, description="How long an account rests after a captcha or a refused token."
     )
-    replay: list[Path] = Field(
+    replay: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Cassette files or folders: serve offline from recordings (no network).",
     )
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     access_log: bool = Field(False, description="Log one line per request.")
 
-    @field_validator("tokens", "api_keys", mode="before")
+    @field_validator("tokens", "api_keys", "replay", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
