@@ -26,6 +26,7 @@ A synthetic cassette holds no credentials at all: requests carry only the non-se
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -1123,11 +1124,31 @@ def build(sc: Scenario) -> Cassette:
 
 
 def build_all() -> list[Cassette]:
-    """Every synthetic cassette, in :data:`SCENARIOS` order."""
+    """Every synthetic cassette of this module, in :data:`SCENARIOS` order."""
     return [build(sc) for sc in SCENARIOS]
 
 
+#: Further synthetic sets, each in its own module exposing ``build_all() -> list[Cassette]``
+#: (chat-side scenarios for images/video, probe answers for the conformance harness). They are
+#: written into ``cassettes/`` together with this module's set.
+EXTRA_SETS = ("recorder.synthetic_media", "recorder.synthetic_probes")
+
+
+def build_everything() -> list[Cassette]:
+    """This module's cassettes, then those of every module in :data:`EXTRA_SETS` present."""
+    cassettes = build_all()
+    for module_name in EXTRA_SETS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        cassettes.extend(module.build_all())
+    return cassettes
+
+
 def write_all(out_dir: Path) -> list[Path]:
-    """Write ``<out_dir>/<name>.json`` for every scenario (atomically) and return the paths."""
+    """Write ``<out_dir>/<name>.json`` for every synthetic cassette (atomically); return paths."""
     out_dir = Path(out_dir)
-    return [cassette.save(out_dir / f"{cassette.name}.json") for cassette in build_all()]
+    return [cassette.save(out_dir / f"{cassette.name}.json") for cassette in build_everything()]
