@@ -157,7 +157,7 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(
         connector=connector,
         auto_decompress=True,
-        trust_env=True,
+        trust_env=False,  # True costs a thread-pool hop per request; use `upstream_proxy`
         json_serialize=lambda o: orjson.dumps(o).decode(),
     ) as session:
         app[SERVICE] = ChatService(session, settings)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0 = any free port).")
     upstream_url: str = Field("https://chat.qwen.ai", description="chat.qwen.ai base URL.")
+    upstream_proxy: str | None = Field(
+        None, description="HTTP(S) proxy for upstream requests, e.g. http://127.0.0.1:3128."
+    )
     tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="chat.qwen.ai tokens (the browser's `token` cookie); several rotate.",

@@ -70,6 +70,7 @@ class QwenClient:
         self._session = session
         self._base = settings.upstream_url
         self._settings = settings
+        self._proxy = settings.upstream_proxy
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
         )
@@ -137,7 +138,11 @@ class QwenClient:
         headers = self.headers(account, referer=f"/c/{chat_id}", stream=True)
         try:
             resp = await self._session.post(
-                url, data=encode_json(body), headers=headers, timeout=self._timeout
+                url,
+                data=encode_json(body),
+                headers=headers,
+                timeout=self._timeout,
+                proxy=self._proxy,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeoutError("chat.qwen.ai did not answer in time") from exc
@@ -163,7 +168,7 @@ class QwenClient:
         data = encode_json(body) if body is not None else None
         try:
             async with self._session.request(
-                method, url, data=data, headers=headers, timeout=self._timeout
+                method, url, data=data, headers=headers, timeout=self._timeout, proxy=self._proxy
             ) as resp:
                 ctype = resp.headers.get("Content-Type", "").lower()
                 raw = (

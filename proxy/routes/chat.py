@@ -115,12 +115,16 @@ async def _relay(
                 continue
             if resp is None:
                 resp = await _start(request, out, encoder, t0, upstream_s)
-            await resp.write(b"".join([encoder.encode(e, translator.usage) for e in out]))
+                await resp.write(encoder.role() + _encode(encoder, out, translator))
+            else:
+                await resp.write(_encode(encoder, out, translator))
             out = []
         if out:
             if resp is None:
                 resp = await _start(request, out, encoder, t0, upstream_s)
-            await resp.write(b"".join([encoder.encode(e, translator.usage) for e in out]))
+                await resp.write(encoder.role() + _encode(encoder, out, translator))
+            else:
+                await resp.write(_encode(encoder, out, translator))
         assert resp is not None  # translator.done implies events were produced
         await resp.write_eof()
     except ConnectionResetError:
@@ -131,6 +135,12 @@ async def _relay(
     return resp
 
 
+def _encode(encoder: ChunkEncoder, out: list[OutEvent], translator: Translator) -> bytes:
+    if len(out) == 1:
+        return encoder.encode(out[0], translator.usage)
+    return b"".join([encoder.encode(e, translator.usage) for e in out])
+
+
 async def _start(
     request: web.Request,
     out: list[OutEvent],
@@ -138,13 +148,16 @@ async def _start(
     t0: float,
     upstream_s: float,
 ) -> web.StreamResponse:
-    """Commit the 200 stream, or raise the failure if nothing has been sent yet."""
+    """Commit the 200 stream, or raise the failure if nothing has been sent yet.
+
+    The role chunk is not written here: the caller sends it together with the first events, so
+    headers, role and first text leave in as few packets as possible.
+    """
     if isinstance(out[0], Failure):
         raise out[0].error
     resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
     resp.headers["Server-Timing"] = _server_timing(t0, upstream_s)
     await resp.prepare(request)
-    await resp.write(encoder.role())
     return resp
 
 
