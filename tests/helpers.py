@@ -1,0 +1,255 @@
+"""Shared helpers for the end-to-end tests: the replay server + proxy stack and SDK collectors.
+
+A :class:`Stack` is the replay server (serving ``cassettes/``) with the proxy in front of it,
+both started on loopback with pytest-aiohttp's ``aiohttp_server`` fixture. The collectors run one
+chat completion through the official ``openai`` SDK (async or sync, streamed or not) and fold
+the answer into an :class:`Outcome`: content, reasoning, search-source URLs, the raw chunks and
+the error the SDK raised mid-stream, if any.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.app import make_app
+from proxy.config import Settings
+from recorder.cassette import Cassette, load_all
+from recorder.replay import REQUESTS_KEY, Fault, ReceivedRequest, make_replay_app
+from recorder.synthetic import SCENARIOS, Scenario
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CASSETTES_DIR = REPO_ROOT / "cassettes"
+
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+
+SCENARIO: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
+"""Every synthetic scenario by name."""
+
+SUCCESS_SCENARIOS: tuple[str, ...] = tuple(
+    s.name for s in SCENARIOS if s.expected_status == 200 and s.openai_model
+)
+"""Chat scenarios the proxy must answer with HTTP 200 (the models list is not a chat)."""
+
+ERROR_SCENARIOS: tuple[str, ...] = tuple(s.name for s in SCENARIOS if s.expected_status != 200)
+"""Chat scenarios the proxy must answer with an error."""
+
+COMPLETIONS_PATH = "/api/v2/chat/completions"
+CHATS_NEW_PATH = "/api/v2/chats/new"
+
+
+@functools.cache
+def cassettes() -> tuple[Cassette, ...]:
+    """The repository's cassettes, loaded once per test session."""
+    return tuple(load_all([CASSETTES_DIR]))
+
+
+def cassette(name: str) -> Cassette:
+    """The cassette named ``name``."""
+    return next(c for c in cassettes() if c.name == name)
+
+
+def completion_interaction_body(name: str) -> str:
+    """The recorded response body of scenario ``name``'s completions request."""
+    inter = next(i for i in cassette(name).interactions if COMPLETIONS_PATH in i.uri)
+    return inter.response_body
+
+
+def last_usage(name: str) -> tuple[int, int]:
+    """``(input_tokens, output_tokens)`` of the last usage object in the recorded stream."""
+    found: tuple[int, int] | None = None
+    for line in completion_interaction_body(name).splitlines():
+        if not line.startswith("data:"):
+            continue
+        try:
+            frame = json.loads(line[5:])
+        except json.JSONDecodeError:
+            continue
+        usage = frame.get("usage") if isinstance(frame, dict) else None
+        if isinstance(usage, dict) and "input_tokens" in usage:
+            found = (usage["input_tokens"], usage["output_tokens"])
+    assert found is not None, f"{name}: no usage in the cassette"
+    return found
+
+
+@dataclass
+class Stack:
+    """The replay server and the proxy in front of it, both on loopback."""
+
+    replay: TestServer
+    proxy: TestServer
+
+    @property
+    def base_url(self) -> str:
+        """The proxy's OpenAI base URL (``…/v1``)."""
+        return str(self.proxy.make_url("/v1"))
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        """Every request the replay server received so far, in order."""
+        return self.replay.app[REQUESTS_KEY]
+
+    def upstream(self, path: str) -> list[ReceivedRequest]:
+        """The received requests whose path (without query) is ``path``."""
+        return [r for r in self.requests if r.path_qs.split("?", 1)[0] == path]
+
+    def url(self, path: str) -> str:
+        """An absolute URL on the proxy."""
+        return str(self.proxy.make_url(path))
+
+    def async_client(self, api_key: str = "test") -> openai.AsyncOpenAI:
+        """An async SDK client for the proxy (no retries); use it with ``async with``."""
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
+
+    def sync_client(self, api_key: str = "test") -> openai.OpenAI:
+        """A sync SDK client for the proxy (no retries); run it in a thread, use ``with``."""
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
+
+
+async def start_stack(
+    aiohttp_server: ServerFactory, *, fault: str | Fault | None = None, **settings: Any
+) -> Stack:
+    """Start the replay server (``speed=0``, optional ``fault``) and a proxy for it.
+
+    ``settings`` are extra :class:`proxy.config.Settings` fields (``tokens``, ``api_keys``…).
+    """
+    if isinstance(fault, str):
+        fault = Fault.parse(fault)
+    replay = await aiohttp_server(make_replay_app(list(cassettes()), speed=0, fault=fault))
+    upstream = str(replay.make_url("")).rstrip("/")
+    proxy = await aiohttp_server(make_app(Settings(upstream_url=upstream, **settings)))
+    return Stack(replay=replay, proxy=proxy)
+
+
+# -- collecting SDK answers ----------------------------------------------------------------------
+
+
+def extra(obj: Any, name: str) -> Any:
+    """A field of an SDK object, typed or extra (``model_extra``), or ``None``."""
+    value = getattr(obj, name, None)
+    if value is None:
+        value = (getattr(obj, "model_extra", None) or {}).get(name)
+    return value
+
+
+def citation_urls(annotations: Any) -> list[str]:
+    """The ``url_citation`` URLs of an ``annotations`` list (SDK objects or plain dicts)."""
+    urls: list[str] = []
+    for a in annotations or []:
+        if isinstance(a, dict):
+            assert a["type"] == "url_citation", a
+            urls.append(a["url_citation"]["url"])
+        else:
+            assert a.type == "url_citation", a
+            urls.append(a.url_citation.url)
+    return urls
+
+
+@dataclass
+class Outcome:
+    """One completion as the client saw it."""
+
+    content: str = ""
+    reasoning: str | None = None
+    sources: list[str] = field(default_factory=list)
+    chunks: list[Any] = field(default_factory=list)
+    error: openai.APIError | None = None
+    completion: Any = None
+
+    def add_chunk(self, chunk: Any) -> None:
+        """Fold one streamed ``ChatCompletionChunk`` in."""
+        self.chunks.append(chunk)
+        if not chunk.choices:
+            return
+        delta = chunk.choices[0].delta
+        if delta.content:
+            self.content += delta.content
+        reasoning = extra(delta, "reasoning_content")
+        if reasoning:
+            self.reasoning = (self.reasoning or "") + reasoning
+        self.sources.extend(citation_urls(extra(delta, "annotations")))
+
+    @classmethod
+    def of_completion(cls, completion: Any) -> Outcome:
+        """The outcome of a non-streamed ``ChatCompletion``."""
+        message = completion.choices[0].message
+        return cls(
+            content=message.content or "",
+            reasoning=extra(message, "reasoning_content"),
+            sources=citation_urls(message.annotations),
+            completion=completion,
+        )
+
+
+def messages_for(prompt: str) -> list[dict[str, str]]:
+    """A one-user-message conversation."""
+    return [{"role": "user", "content": prompt}]
+
+
+async def astream(client: openai.AsyncOpenAI, model: str, prompt: str, **kw: Any) -> Outcome:
+    """Stream one completion with the async SDK; a mid-stream error lands in ``error``."""
+    out = Outcome()
+    stream = await client.chat.completions.create(
+        model=model, messages=messages_for(prompt), stream=True, **kw
+    )
+    try:
+        async for chunk in stream:
+            out.add_chunk(chunk)
+    except openai.APIError as exc:
+        out.error = exc
+    finally:
+        await stream.close()
+    return out
+
+
+async def acreate(client: openai.AsyncOpenAI, model: str, prompt: str, **kw: Any) -> Outcome:
+    """One non-streamed completion with the async SDK."""
+    completion = await client.chat.completions.create(
+        model=model, messages=messages_for(prompt), **kw
+    )
+    return Outcome.of_completion(completion)
+
+
+def sstream(client: openai.OpenAI, model: str, prompt: str, **kw: Any) -> Outcome:
+    """Stream one completion with the sync SDK; a mid-stream error lands in ``error``."""
+    out = Outcome()
+    stream = client.chat.completions.create(
+        model=model, messages=messages_for(prompt), stream=True, **kw
+    )
+    try:
+        for chunk in stream:
+            out.add_chunk(chunk)
+    except openai.APIError as exc:
+        out.error = exc
+    finally:
+        stream.close()
+    return out
+
+
+def screate(client: openai.OpenAI, model: str, prompt: str, **kw: Any) -> Outcome:
+    """One non-streamed completion with the sync SDK."""
+    completion = client.chat.completions.create(model=model, messages=messages_for(prompt), **kw)
+    return Outcome.of_completion(completion)
+
+
+def error_object(exc: openai.APIError) -> dict[str, Any]:
+    """The OpenAI ``error`` object an SDK exception carries (``body`` may be wrapped or not)."""
+    body = exc.body
+    assert isinstance(body, dict), f"no JSON error body: {body!r}"
+    inner = body.get("error", body)
+    assert isinstance(inner, dict)
+    return inner
+
+
+def sse_data(raw: bytes) -> list[str]:
+    """The ``data:`` payloads of a raw SSE body, in order."""
+    text = raw.decode("utf-8")
+    return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
