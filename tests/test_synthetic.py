@@ -21,7 +21,6 @@ from recorder.synthetic import (
     SCENARIOS,
     SYNTH_DATE,
     Scenario,
-    build_all,
     build_everything,
     write_all,
 )

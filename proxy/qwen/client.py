@@ -136,20 +136,7 @@ class QwenClient:
         """
         url = f"{self._base}/api/v2/chat/completions?chat_id={chat_id}"
         headers = self.headers(account, referer=f"/c/{chat_id}", stream=True)
-        try:
-            resp = await self._session.post(
-                url,
-                data=encode_json(body),
-                headers=headers,
-                timeout=self._timeout,
-                proxy=self._proxy,
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError("chat.qwen.ai did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailableError(
-                f"could not reach chat.qwen.ai ({type(exc).__name__})"
-            ) from exc
+        resp = await self._open("POST", url, encode_json(body), headers)
         try:
             ctype = resp.headers.get("Content-Type", "").lower()
             if resp.status != 200 or "text/event-stream" not in ctype:
@@ -166,22 +153,21 @@ class QwenClient:
         url = f"{self._base}{path}"
         headers = self.headers(account, referer=referer)
         data = encode_json(body) if body is not None else None
+        resp = await self._open(method, url, data, headers)
         try:
-            async with self._session.request(
-                method, url, data=data, headers=headers, timeout=self._timeout, proxy=self._proxy
-            ) as resp:
-                ctype = resp.headers.get("Content-Type", "").lower()
-                raw = (
-                    await resp.content.read(ERROR_BODY_LIMIT + 1)
-                    if resp.status != 200
-                    else (await resp.read())
-                )
+            ctype = resp.headers.get("Content-Type", "").lower()
+            if resp.status == 200:
+                raw = await resp.read()
+            else:
+                raw = await resp.content.read(ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeoutError("chat.qwen.ai did not answer in time") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailableError(
-                f"could not reach chat.qwen.ai ({type(exc).__name__})"
+                f"chat.qwen.ai broke the connection ({type(exc).__name__})"
             ) from exc
+        finally:
+            resp.release()
         if resp.status != 200 or "json" not in ctype:
             raise classify_response(resp.status, ctype, raw)
         try:
@@ -192,6 +178,39 @@ class QwenClient:
         if err is not None:
             raise err
         return payload
+
+    async def _open(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """Send one request and return the response at its headers.
+
+        A pooled keep-alive connection that the server closed while idle fails before any
+        answer arrives (``ServerDisconnectedError`` / connection reset); that one case is sent
+        again once, on a fresh connection. Raises :class:`UpstreamTimeoutError` or
+        :class:`UpstreamUnavailableError`.
+        """
+        for attempt in (1, 2):
+            try:
+                return await self._session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=self._timeout,
+                    proxy=self._proxy,
+                )
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                raise UpstreamTimeoutError("chat.qwen.ai did not answer in time") from exc
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if attempt == 2 or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise UpstreamUnavailableError(
+                        f"could not reach chat.qwen.ai ({type(exc).__name__})"
+                    ) from exc
+            except aiohttp.ClientError as exc:
+                raise UpstreamUnavailableError(
+                    f"could not reach chat.qwen.ai ({type(exc).__name__})"
+                ) from exc
+        raise AssertionError("unreachable")
 
     async def _failure(self, resp: aiohttp.ClientResponse, ctype: str) -> UpstreamError:
         try:
