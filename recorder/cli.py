@@ -242,3 +242,303 @@ def synth(out_dir: Path) -> None:
     for p in paths:
         click.echo(f"Wrote {p}")
     click.echo(f"{len(paths)} cassettes in {out_dir}")
+
+
+# ------------------------------------------------------------------------------------------------
+# capture: mitmdump with recorder/addon.py
+
+
+def _mitmdump() -> str | None:
+    """``mitmdump`` next to the running interpreter (same venv), else on ``PATH``."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "mitmdump"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mitmdump")
+
+
+def _addon_path() -> Path:
+    return Path(__file__).resolve().parent / "addon.py"
+
+
+def capture_command(
+    *,
+    mitmdump: str,
+    mode: str,
+    port: int,
+    listen_host: str,
+    out_dir: Path,
+    per: str,
+    hosts: str,
+    record_all: bool,
+    run_name: str | None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The mitmdump command line ``qwen-record capture`` runs (see its --help)."""
+    cmd = [mitmdump, "-s", str(_addon_path()), "--listen-host", listen_host, "-p", str(port)]
+    if mode != "regular":
+        cmd += ["--mode", mode]
+    cmd += [
+        "--set",
+        f"qwen_cassette_dir={out_dir}",
+        "--set",
+        f"qwen_hosts={hosts}",
+        "--set",
+        f"qwen_cassette_mode={per}",
+        "--set",
+        f"qwen_record_all={'true' if record_all else 'false'}",
+    ]
+    if run_name:
+        cmd += ["--set", f"qwen_run_name={run_name}"]
+    cmd += list(extra)
+    return cmd
+
+
+def _validate_mode(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value == "regular":
+        return value
+    if value.startswith("reverse:"):
+        from urllib.parse import urlsplit
+
+        url = urlsplit(value.removeprefix("reverse:"))
+        if url.scheme in ("http", "https") and url.netloc:
+            return value
+    raise click.BadParameter(
+        "expected 'regular' or 'reverse:URL' (e.g. reverse:https://chat.qwen.ai)"
+    )
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--mode",
+    default="regular",
+    show_default=True,
+    callback=_validate_mode,
+    help=(
+        "'regular': an HTTP(S) proxy for a browser; 'reverse:URL': a reverse proxy in front of "
+        "URL for scripted clients (point their base URL at http://HOST:PORT)."
+    ),
+)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--listen-host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--dir",
+    "out_dir",
+    default=Path("cassettes/captured"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where cassettes are written.",
+)
+@click.option(
+    "--per",
+    type=click.Choice(["chat", "run"]),
+    default="chat",
+    show_default=True,
+    help="One cassette per chat (<run>-chat-<n>.json) or one for the whole run (<run>.json).",
+)
+@click.option(
+    "--hosts",
+    default=None,
+    help=(
+        "Comma-separated hosts to record [default: chat.qwen.ai; in reverse mode the "
+        "upstream URL's host]."
+    ),
+)
+@click.option("--record-all", is_flag=True, help="Record every path, not only /api/ calls.")
+@click.option("--run-name", default=None, help="Cassette name prefix [default: capture-<time>].")
+@click.option("--dry-run", is_flag=True, help="Print the mitmdump command and exit.")
+@click.argument("mitmdump_args", nargs=-1, type=click.UNPROCESSED)
+def capture(
+    mode: str,
+    port: int,
+    listen_host: str,
+    out_dir: Path,
+    per: str,
+    hosts: str | None,
+    record_all: bool,
+    run_name: str | None,
+    dry_run: bool,
+    mitmdump_args: tuple[str, ...],
+) -> None:
+    """Record chat.qwen.ai traffic into cassettes through mitmproxy until Ctrl-C.
+
+    Starts `mitmdump -s recorder/addon.py` with the qwen_* options set; further MITMDUMP_ARGS
+    (after `--`) are passed on, e.g. `-- --ssl-insecure` or `-- --set confdir=DIR`. Streamed
+    answers are recorded chunk by chunk with timings; secrets are redacted before anything is
+    written; files are replaced atomically, so Ctrl-C never leaves a half-written cassette.
+
+    For a browser (regular mode): set its HTTP and HTTPS proxy to HOST:PORT and trust the
+    mitmproxy CA, ~/.mitmproxy/mitmproxy-ca-cert.pem (created on the first start; or open
+    http://mitm.it through the proxy).
+    """
+    import signal
+    import subprocess
+    from urllib.parse import urlsplit
+
+    if hosts is None:
+        if mode.startswith("reverse:"):
+            hosts = urlsplit(mode.removeprefix("reverse:")).hostname or "chat.qwen.ai"
+        else:
+            hosts = "chat.qwen.ai"
+    exe = _mitmdump()
+    if exe is None:
+        raise click.ClickException(
+            "mitmdump not found; install the recorder extra: pip install 'qwen-gateway[recorder]'"
+        )
+    cmd = capture_command(
+        mitmdump=exe,
+        mode=mode,
+        port=port,
+        listen_host=listen_host,
+        out_dir=out_dir,
+        per=per,
+        hosts=hosts,
+        record_all=record_all,
+        run_name=run_name,
+        extra=mitmdump_args,
+    )
+    if dry_run:
+        click.echo(" ".join(cmd))
+        return
+    click.echo(f"Recording {hosts} into {out_dir}/ (one cassette per {per}); Ctrl-C stops.")
+    if mode == "regular":
+        click.echo(
+            f"Browser: use the proxy {listen_host}:{port} for HTTP and HTTPS, and trust the "
+            "mitmproxy CA ~/.mitmproxy/mitmproxy-ca-cert.pem (or open http://mitm.it through "
+            "the proxy)."
+        )
+    else:
+        click.echo(f"Clients: use http://{listen_host}:{port} as the base URL.")
+    click.echo("Check cassettes for secrets before sharing: grep -E 'eyJ|@' " + f"{out_dir}/*.json")
+    # The child runs in its own process group, so a terminal's Ctrl-C reaches only us and is
+    # forwarded exactly once (a second SIGINT would not hurt, but keeps the log clean).
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def forward(signum: int, frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if rc not in (0, -signal.SIGINT):
+        raise SystemExit(rc if rc > 0 else 1)
+    click.echo(f"Stopped; cassettes are in {out_dir}/")
+
+
+# ------------------------------------------------------------------------------------------------
+# schema / diff
+
+
+@main.command()
+@click.argument("cassettes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    default=Path("schemas/upstream"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the schema files (one per endpoint, plus index.json).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 when the directory differs from what would be written.",
+)
+def schema(cassettes: tuple[Path, ...], out_dir: Path, check: bool) -> None:
+    """Infer JSON Schemas (genson) of the traffic in CASSETTES, per endpoint and SSE frame kind.
+
+    Files are deterministic (sorted keys), so the committed schemas/upstream/ is reproducible:
+    `qwen-record schema cassettes/ -o schemas/upstream/`. Stale endpoint files are removed.
+    """
+    from recorder.schema import ENDPOINT_MARK, infer, render, write_schemas
+
+    try:
+        docs = infer(load_all(cassettes))
+    except CassetteError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if check:
+        problems: list[str] = []
+        for name, doc in sorted(docs.items()):
+            path = out_dir / name
+            if not path.exists():
+                problems.append(f"missing {path}")
+            elif path.read_text(encoding="utf-8") != render(doc):
+                problems.append(f"differs {path}")
+        for path in sorted(out_dir.glob("*.json")) if out_dir.is_dir() else []:
+            if path.name not in docs and ENDPOINT_MARK in path.read_text(encoding="utf-8"):
+                problems.append(f"stale {path}")
+        for p in problems:
+            click.echo(p, err=True)
+        if problems:
+            raise SystemExit(1)
+        click.echo(f"{out_dir} is up to date ({len(docs) - 1} endpoints)")
+        return
+    paths = write_schemas(docs, out_dir)
+    click.echo(f"Wrote {len(paths)} files ({len(docs) - 1} endpoints) to {out_dir}")
+
+
+class _DiffUsageError(click.UsageError):
+    exit_code = 3
+
+
+class _DiffCommand(click.Command):
+    """A command whose usage errors exit 3, keeping exit codes 1 and 2 for drift."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _DiffUsageError(exc.message, exc.ctx) from exc
+
+
+@main.command(cls=_DiffCommand)
+@click.argument("cassettes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--schemas",
+    "schema_dir",
+    default=Path("schemas/upstream"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The baseline schema directory (written by `qwen-record schema`).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def diff(cassettes: tuple[Path, ...], schema_dir: Path, as_json: bool) -> None:
+    """Compare the traffic in CASSETTES with the baseline schemas; report protocol drift.
+
+    Breaking: a required field gone or not always present, a type changed, a content type never
+    seen for the endpoint, a new HTTP status >= 400, a new endpoint that only answers errors.
+    Notable: a new field, a new enum value (phase, status, chat_type, code, ...), a new frame or
+    answer kind, a new endpoint. Info (not drift): error answers seen, known SSE frame kinds
+    absent from the sample.
+
+    \b
+    Exit codes:
+      0  no drift (info items only)
+      1  notable drift only
+      2  breaking drift
+      3  usage error, or cassettes/schemas that cannot be read
+    """
+    import json
+
+    from recorder.schema import by_key, infer, load_schemas
+    from recorder.schema import diff as diff_schemas
+
+    try:
+        baseline = load_schemas(schema_dir)
+        new = by_key(infer(load_all(cassettes)))
+    except (CassetteError, OSError, ValueError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(3) from exc
+    report = diff_schemas(baseline, new)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(report.text(), nl=False)
+    raise SystemExit(report.exit_code)
