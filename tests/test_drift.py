@@ -1,0 +1,232 @@
+"""Drift diagnosis on the real breakages of PROTOCOL.md section 11 (recorder.synthetic_drift).
+
+Each drift cassette is diffed against the schemas inferred from the healthy ``baseline_*``
+cassettes, and the test states the exact items the diff must produce as
+``(severity, kind, endpoint, where, path)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recorder import synthetic_drift
+from recorder.cassette import Cassette, load_all
+from recorder.cli import main
+from recorder.schema import DriftReport, by_key, diff, infer, load_schemas
+
+REPO = Path(__file__).resolve().parents[1]
+DRIFT_DIR = REPO / "tests" / "cassettes" / "drift"
+UPSTREAM = REPO / "schemas" / "upstream"
+T2T = "POST /api/v2/chat/completions [t2t]"
+T2I = "POST /api/v2/chat/completions [t2i]"
+
+Item = tuple[str, str, str, str, str]
+
+
+def _cassettes() -> dict[str, Cassette]:
+    return {c.name: c for c in synthetic_drift.build_all()}
+
+
+def _baseline() -> dict[str, dict]:
+    cs = _cassettes()
+    return by_key(infer([cs[n] for n in sorted(cs) if n.startswith("baseline_")]))
+
+
+def _report(name: str, baseline: dict[str, dict] | None = None) -> DriftReport:
+    new = by_key(infer([_cassettes()[name]]))
+    return diff(_baseline() if baseline is None else baseline, new)
+
+
+def _items(report: DriftReport) -> set[Item]:
+    return {(i.severity, i.kind, i.endpoint, i.where, i.path) for i in report.items}
+
+
+EXPECTED: dict[str, set[Item]] = {
+    # §11.7: output_schema dropped -> no frame has phase; every frame is delta:<none>.
+    "drift_phase_missing": {
+        ("breaking", "field_removed", T2T, "request", "$.messages[].feature_config.output_schema"),
+        (
+            "breaking",
+            "field_removed",
+            T2T,
+            "delta:<none> vs known delta:*",
+            "$.choices[].delta.phase",
+        ),
+        ("notable", "frame_type_added", T2T, "delta:<none>", ""),
+        ("info", "frame_type_unseen", T2T, "delta:answer", ""),
+        ("info", "frame_type_unseen", T2T, "delta:think", ""),
+    },
+    # §11.6: thinking_summary snapshots appear (new phase value, new extra object).
+    "drift_thinking_summary": {
+        ("notable", "field_added", T2T, "request", "$.messages[].feature_config.thinking_format"),
+        ("notable", "frame_type_added", T2T, "delta:thinking_summary", ""),
+        (
+            "notable",
+            "field_added",
+            T2T,
+            "delta:thinking_summary vs known delta:*",
+            "$.choices[].delta.extra",
+        ),
+        (
+            "notable",
+            "enum_value_added",
+            T2T,
+            "delta:thinking_summary vs known delta:*",
+            "$.choices[].delta.phase",
+        ),
+        ("info", "frame_type_unseen", T2T, "delta:think", ""),
+    },
+    # §11.4 / §6.4 (1): a t2i turn answered with an error envelope instead of SSE.
+    "drift_t2i_envelope": {
+        ("breaking", "content_type_changed", T2I, "", ""),
+        ("notable", "frame_type_added", T2I, "envelope:RateLimited", ""),
+        ("info", "error_answer", T2I, "envelope:RateLimited", ""),
+    },
+    # §11.8: the baxia JSON body and the slider page instead of SSE.
+    "drift_waf": {
+        ("breaking", "content_type_changed", T2T, "", ""),
+        ("notable", "frame_type_added", T2T, "waf", ""),
+        ("notable", "frame_type_added", T2T, "html", ""),
+        ("info", "error_answer", T2T, "waf", ""),
+        ("info", "error_answer", T2T, "html", ""),
+    },
+    # §11.3: stream:false answered with Bad_Request.
+    "drift_stream_false": {
+        ("breaking", "content_type_changed", T2T, "", ""),
+        ("notable", "enum_value_added", T2T, "request", "$.stream"),
+        ("notable", "frame_type_added", T2T, "envelope:Bad_Request", ""),
+        ("info", "error_answer", T2T, "envelope:Bad_Request", ""),
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_breakage_produces_exact_diff(name: str) -> None:
+    """Each §11 breakage, diffed against the healthy baseline, yields exactly the listed items."""
+    assert _items(_report(name)) == EXPECTED[name]
+
+
+@pytest.mark.parametrize(
+    ("name", "exit_code"),
+    [
+        ("drift_phase_missing", 2),
+        ("drift_thinking_summary", 1),
+        ("drift_t2i_envelope", 2),
+        ("drift_waf", 2),
+        ("drift_stream_false", 2),
+    ],
+)
+def test_breakage_exit_code(name: str, exit_code: int) -> None:
+    """Exit codes: 2 when anything breaks, 1 for notable drift only."""
+    assert _report(name).exit_code == exit_code
+
+
+def test_content_type_item_names_the_types() -> None:
+    """The t2i content-type item says what was known and what came instead."""
+    (item,) = [i for i in _report("drift_t2i_envelope").items if i.kind == "content_type_changed"]
+    assert item.before == ("text/event-stream",)
+    assert item.after == ("application/json",)
+
+
+def test_enum_item_names_the_new_value() -> None:
+    """The thinking_summary phase item names the new value and the known ones."""
+    (item,) = [i for i in _report("drift_thinking_summary").items if i.kind == "enum_value_added"]
+    assert item.after == ('"thinking_summary"',)
+    assert item.before == ('"answer"', '"think"')
+
+
+def test_baseline_against_itself_has_no_drift() -> None:
+    """The healthy baseline cassettes show no drift against their own schemas."""
+    cs = _cassettes()
+    report = diff(_baseline(), by_key(infer([c for n, c in cs.items() if "baseline" in n])))
+    assert report.items == []
+    assert report.exit_code == 0
+
+
+def test_phase_missing_breaks_against_committed_schemas() -> None:
+    """Against schemas/upstream, frames without phase are still a breaking drift."""
+    report = _report("drift_phase_missing", load_schemas(UPSTREAM))
+    assert ("breaking", "field_removed") in {(i.severity, i.kind) for i in report.items}
+    assert any(i.path == "$.choices[].delta.phase" for i in report.breaking)
+    assert report.exit_code == 2
+
+
+def test_t2i_envelope_breaks_against_committed_schemas() -> None:
+    """Against schemas/upstream, a t2i turn answered by an envelope is breaking whether or not
+    t2i traffic is known there (content type changed, or a new endpoint answering an error)."""
+    report = _report("drift_t2i_envelope", load_schemas(UPSTREAM))
+    kinds = {i.kind for i in report.breaking if i.endpoint == T2I}
+    assert kinds & {"content_type_changed", "endpoint_added_error"}
+
+
+def test_cassettes_dir_has_no_drift_against_committed_schemas() -> None:
+    """Diffing cassettes/ against the committed schemas/upstream/ reports no drift (exit 0)."""
+    report = diff(load_schemas(UPSTREAM), by_key(infer(load_all([REPO / "cassettes"]))))
+    assert report.breaking == [] and report.notable == [], (
+        report.text() + "\nIf cassettes/ changed on purpose, run: "
+        "qwen-record schema cassettes/ -o schemas/upstream/"
+    )
+    assert report.exit_code == 0
+
+
+def test_drift_fixtures_match_their_builder() -> None:
+    """tests/cassettes/drift/ holds exactly what recorder.synthetic_drift builds, byte for byte."""
+    built = {f"{c.name}.json": c.dumps() for c in synthetic_drift.build_all()}
+    on_disk = {p.name: p.read_text(encoding="utf-8") for p in DRIFT_DIR.glob("*.json")}
+    assert on_disk == built, "run: python -m recorder.synthetic_drift tests/cassettes/drift"
+
+
+def test_drift_fixtures_are_synthetic_with_sections() -> None:
+    """Every drift fixture says it is synthetic and cites PROTOCOL.md sections (11 for drift)."""
+    for c in synthetic_drift.build_all():
+        assert c.provenance.kind == "synthetic"
+        assert c.provenance.protocol_sections
+        if c.name.startswith("drift_"):
+            assert "11" in c.provenance.protocol_sections
+
+
+def test_diff_cli_text_json_and_exit_codes(tmp_path: Path) -> None:
+    """`qwen-record diff` prints a readable report or JSON and exits 0/1/2 by severity."""
+    runner = CliRunner()
+    schemas = tmp_path / "schemas"
+    baseline = sorted(str(p) for p in DRIFT_DIR.glob("baseline_*.json"))
+    res = runner.invoke(main, ["schema", *baseline, "-o", str(schemas)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        main, ["diff", str(DRIFT_DIR / "drift_phase_missing.json"), "--schemas", str(schemas)]
+    )
+    assert res.exit_code == 2
+    assert res.output.startswith("Drift: 2 breaking, 1 notable.")
+    assert "$.choices[].delta.phase" in res.output
+    res = runner.invoke(
+        main,
+        [
+            "diff",
+            str(DRIFT_DIR / "drift_thinking_summary.json"),
+            "--schemas",
+            str(schemas),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 1
+    import json
+
+    data = json.loads(res.output)
+    assert data["exit_code"] == 1
+    assert data["summary"] == {"breaking": 0, "notable": 4, "info": 1}
+    res = runner.invoke(main, ["diff", *baseline, "--schemas", str(schemas)])
+    assert res.exit_code == 0
+    assert res.output == "No drift.\n"
+
+
+def test_diff_cli_input_errors_exit_3(tmp_path: Path) -> None:
+    """Unknown options and unreadable schema directories exit 3, not a drift code."""
+    runner = CliRunner()
+    res = runner.invoke(main, ["diff", "--bogus", str(DRIFT_DIR)])
+    assert res.exit_code == 3
+    res = runner.invoke(main, ["diff", str(DRIFT_DIR), "--schemas", str(tmp_path / "none")])
+    assert res.exit_code == 3
+    assert "no such schema directory" in res.output
