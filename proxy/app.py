@@ -114,6 +114,46 @@ def _auth_middleware(keys: list[bytes]) -> Callable[..., Awaitable[web.StreamRes
     return auth_middleware
 
 
+def _install_cors(app: web.Application, origins: list[str]) -> None:
+    """CORS for the configured browser origins: preflights answered, every response labelled.
+
+    Headers are added in ``on_response_prepare``, so streamed responses get them too.
+    """
+    allow_any = "*" in origins
+
+    def allowed(request: web.Request) -> str | None:
+        origin = request.headers.get("Origin")
+        if origin is None or not (allow_any or origin in origins):
+            return None
+        return "*" if allow_any else origin
+
+    @web.middleware
+    async def preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS" and allowed(request) is not None:
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": request.headers.get(
+                        "Access-Control-Request-Headers", "Authorization, Content-Type"
+                    ),
+                    "Access-Control-Max-Age": "600",
+                },
+            )
+        return await handler(request)
+
+    async def label(request: web.Request, response: web.StreamResponse) -> None:
+        origin = allowed(request)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Server-Timing, Retry-After"
+            if origin != "*":
+                response.headers["Vary"] = "Origin"
+
+    app.middlewares.insert(0, preflight)
+    app.on_response_prepare.append(label)
+
+
 async def _replay_ctx(app: web.Application) -> AsyncIterator[None]:
     """Offline mode: serve the cassettes on a loopback port and use it as the upstream."""
     settings = app[SETTINGS]
@@ -172,6 +212,8 @@ def make_app(settings: Settings) -> web.Application:
         middlewares.append(_auth_middleware(keys))
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
+    if settings.cors_origins:
+        _install_cors(app, settings.cors_origins)
     app.cleanup_ctx.append(_replay_ctx)
     app.cleanup_ctx.append(_client_ctx)
     for prefix in ("/v1", ""):

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Keys clients must send as `Authorization: Bearer <key>`; empty = no check.",
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS), e.g. http://localhost:3000 "
+        "or *; empty = no CORS headers (a web page cannot use your accounts through the proxy).",
+    )
     frontend_version: str = Field("0.2.91", description="The `version` header (PROTOCOL.md §1).")
     user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent sent upstream.")
     reasoning: Literal["field", "think_tags"] = Field(
@@ -81,7 +86,7 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     access_log: bool = Field(False, description="Log one line per request.")
 
-    @field_validator("tokens", "api_keys", "replay", mode="before")
+    @field_validator("tokens", "api_keys", "replay", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)

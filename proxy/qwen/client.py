@@ -30,6 +30,7 @@ from proxy.config import Settings
 from proxy.errors import (
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamReplayMissError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
@@ -111,8 +112,18 @@ class QwenClient:
     # -- calls ---------------------------------------------------------------------------------
 
     async def fetch_models(self, account: Account) -> Any:
-        """``GET /api/models``; returns the decoded JSON. Raises :class:`UpstreamError`."""
-        return await self._json("GET", "/api/models", account, None, referer="/")
+        """``GET /api/models``, or the 2026 ``GET /api/v2/models/`` when the first is gone.
+
+        Returns the decoded JSON (PROTOCOL.md §2, §8). Raises :class:`UpstreamError`; when both
+        paths fail, the error of the first.
+        """
+        try:
+            return await self._json("GET", "/api/models", account, None, referer="/")
+        except (UpstreamProtocolError, UpstreamReplayMissError) as first:
+            try:
+                return await self._json("GET", "/api/v2/models/", account, None, referer="/")
+            except UpstreamError:
+                raise first from None
 
     async def new_chat(self, account: Account, body: dict[str, Any]) -> str:
         """``POST /api/v2/chats/new``; returns the server-issued chat id (``data.id``, §3)."""
