@@ -6,6 +6,11 @@ equal; for ``POST /api/v2/chat/completions`` also ``model``, ``messages[0].chat_
 ``messages[0].feature_config.thinking_enabled`` and the user text (PROTOCOL.md section 4.1);
 for ``POST /api/v2/chats/new`` also ``chat_type`` (PROTOCOL.md section 3). Server-issued ids and
 timestamps are never compared.
+
+OpenAI-side paths are matched by body too, so cassettes can stand in for a whole OpenAI-compatible
+proxy (the conformance harness's broken-proxy fixtures): ``POST …/v1/chat/completions`` compares
+``model``, ``stream`` and the text of the last user message; ``POST …/v1/images/generations``
+compares ``model`` and ``prompt``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ __all__ = [
 
 COMPLETIONS_PATH = "/api/v2/chat/completions"
 CHATS_NEW_PATH = "/api/v2/chats/new"
+OPENAI_CHAT_PATH = "/v1/chat/completions"
+OPENAI_IMAGES_PATH = "/v1/images/generations"
 
 
 def normalise_path(uri_or_path: str) -> str:
@@ -63,6 +70,29 @@ def _user_text(content: Any) -> Any:
     return content
 
 
+def _last_user_text(messages: Any) -> Any:
+    """The text of the last ``role: "user"`` message of an OpenAI ``messages`` list, or ``None``."""
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _user_text(message.get("content"))
+    return None
+
+
+def _openai_fingerprint(fp: dict[str, Any], path: str, body: bytes | str | None) -> None:
+    """Add the OpenAI-side fields of a ``POST …/v1/chat/completions`` or ``…/v1/images/…``."""
+    data = _parse_json(body)
+    if not isinstance(data, dict):
+        return
+    fp["model"] = data.get("model")
+    if path.endswith(OPENAI_CHAT_PATH):
+        fp["stream"] = data.get("stream")
+        fp["text"] = _last_user_text(data.get("messages"))
+    else:
+        fp["prompt"] = data.get("prompt")
+
+
 def fingerprint(method: str, uri: str, body: bytes | str | None) -> dict[str, Any]:
     """The fields that decide whether two requests match.
 
@@ -70,12 +100,18 @@ def fingerprint(method: str, uri: str, body: bytes | str | None) -> dict[str, An
     ``path`` (no query, trailing slash removed). For a JSON object body sent to
     ``POST …/api/v2/chat/completions`` adds ``model``, ``chat_type``, ``thinking_enabled``
     (``None`` when absent) and ``text`` (PROTOCOL.md 4.1); for ``POST …/api/v2/chats/new`` adds
-    ``chat_type`` (PROTOCOL.md 3). Bodies that are not JSON objects add nothing. Never raises.
+    ``chat_type`` (PROTOCOL.md 3). OpenAI side: ``POST …/v1/chat/completions`` adds ``model``,
+    ``stream`` (``None`` when absent) and ``text`` (the last user message's text);
+    ``POST …/v1/images/generations`` adds ``model`` and ``prompt``. Bodies that are not JSON
+    objects add nothing. Never raises.
     """
     m = method.upper()
     path = normalise_path(uri)
     fp: dict[str, Any] = {"method": m, "path": path}
     if m != "POST":
+        return fp
+    if path.endswith((OPENAI_CHAT_PATH, OPENAI_IMAGES_PATH)):
+        _openai_fingerprint(fp, path, body)
         return fp
     is_completion = path.endswith(COMPLETIONS_PATH)
     is_new_chat = path.endswith(CHATS_NEW_PATH)
