@@ -24,6 +24,9 @@ from pydantic_settings import (
 
 __all__ = ["Settings", "load_settings"]
 
+_MB = 1024 * 1024
+_MEDIA_HOSTS = ["cdn.qwenlm.ai", "*.qwenlm.ai", "*.alicdn.com", "*.aliyuncs.com"]
+
 DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/141.0.0.0 Safari/537.36"
@@ -82,11 +85,57 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Cassette files or folders: serve offline from recordings (no network).",
     )
+    # -- images, video, uploads (PROTOCOL.md §6, §7) ------------------------------------------
+    image_model: str = Field(
+        "qwen3-max",
+        description="Upstream model for /v1/images/* and /v1/videos/* when the request names "
+        "none or an OpenAI model (dall-e-*, gpt-image-*, sora*).",
+    )
+    media_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(_MEDIA_HOSTS),
+        description="Hosts whose URLs are accepted as generated media (`*.suffix` allowed).",
+    )
+    media_base_url: str | None = Field(
+        None,
+        description="When set, media URLs on those hosts are handed out and fetched as "
+        "<media_base_url>/<path>?<query> (offline mode sets it to the replay server).",
+    )
+    object_store_url: str | None = Field(
+        None,
+        description="When set, uploads go to <object_store_url>/<bucket>/<key> instead of "
+        "https://<bucket>.<endpoint>/<key> (offline mode sets it to the replay server).",
+    )
+    allow_private_fetch: bool = Field(
+        False,
+        description="Let client-given media URLs point at loopback/private/link-local hosts.",
+    )
+    media_fetch_timeout_s: float = Field(
+        30.0, gt=0, description="Whole-download limit for a client-given or generated media URL."
+    )
+    max_image_bytes: int = Field(10 * _MB, ge=1, description="Image input/output limit (§7.2).")
+    max_video_bytes: int = Field(100 * _MB, ge=1, description="Video input limit (§7.2).")
+    max_audio_bytes: int = Field(25 * _MB, ge=1, description="Audio input limit (§7.2).")
+    max_document_bytes: int = Field(30 * _MB, ge=1, description="Document input limit (§7.2).")
+    max_files_per_request: int = Field(8, ge=1, description="Media parts uploaded per request.")
+    video_poll_interval_s: float = Field(
+        5.0, ge=0, description="First wait between t2v task polls (§6.3)."
+    )
+    video_poll_backoff: float = Field(
+        1.5, ge=1.0, description="Factor applied to the poll wait after each poll."
+    )
+    video_poll_max_interval_s: float = Field(
+        15.0, ge=0, description="Longest wait between polls (and between keep-alive comments)."
+    )
+    video_deadline_s: float = Field(
+        600.0,
+        ge=0,
+        description="Give up on a t2v task after this long (504 upstream_task_timeout).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     access_log: bool = Field(False, description="Log one line per request.")
 
-    @field_validator("tokens", "api_keys", "replay", "cors_origins", mode="before")
+    @field_validator("tokens", "api_keys", "replay", "cors_origins", "media_hosts", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -95,6 +144,20 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("media_base_url", "object_store_url")
+    @classmethod
+    def _strip_slash_opt(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    def media_limit(self, kind: str) -> int:
+        """The byte limit in bytes for an input of ``kind`` (``image``, ``video``, ``audio``,
+        anything else: a document)."""
+        return {
+            "image": self.max_image_bytes,
+            "video": self.max_video_bytes,
+            "audio": self.max_audio_bytes,
+        }.get(kind, self.max_document_bytes)
 
     @classmethod
     def settings_customise_sources(

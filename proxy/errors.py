@@ -13,9 +13,13 @@ carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass 
     │   ├── InvalidJSONError           400 invalid_json / invalid_encoding
     │   ├── UnsupportedContentError    400 unsupported_content
     │   ├── ModelNotFoundError         404 model_not_found
-    │   └── BodyTooLargeError          413 request_too_large
+    │   ├── BodyTooLargeError          413 request_too_large
+    │   │   └── MediaTooLargeError     413 media_too_large          (a file/URL/data: URI input)
+    │   └── MediaFetchError            400 media_fetch_failed       (a client-given URL, §7)
+    │       └── MediaURLRefusedError   400 media_url_refused        (scheme, private address)
     ├── AuthenticationError            401 invalid_api_key          (the client's key)
     ├── NoUpstreamTokenError           503 no_upstream_account
+    ├── MediaFetchTimeoutError         504 media_fetch_timeout      (a client-given URL)
     └── UpstreamError                  502 upstream_error           (chat.qwen.ai failed)
         ├── UpstreamRateLimitedError   429 rate_limit_exceeded      (+ Retry-After, seconds)
         ├── UpstreamUnauthorizedError  401 upstream_unauthorized
@@ -25,10 +29,15 @@ carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass 
         ├── UpstreamTruncatedError     502 upstream_truncated
         ├── UpstreamProtocolError      502 upstream_protocol_error
         ├── UpstreamReplayMissError    404 replay_miss              (offline mode only)
+        ├── UpstreamNoMediaError       502 upstream_no_media        (no image/video URL, §6.4)
+        ├── UpstreamBadMediaError      502 upstream_bad_media       (captcha link, off-CDN URL)
+        ├── UpstreamTaskFailedError    502 upstream_task_failed     (t2v task failed, §6.3)
         ├── UpstreamUnavailableError   502 upstream_unavailable     (connection failed, 5xx)
         └── UpstreamTimeoutError       504 upstream_timeout         (also a TimeoutError)
+            └── UpstreamTaskTimeoutError 504 upstream_task_timeout  (t2v past its deadline)
 
-Sources for the upstream cases: PROTOCOL.md §10 (error catalogue) and §5.7 (errors in streams).
+Sources for the upstream cases: PROTOCOL.md §10 (error catalogue) and §5.7 (errors in streams);
+for media: §6.3 (tasks), §6.4 (why proxies answered ``![image](null)``) and §7 (uploads).
 """
 
 from __future__ import annotations
@@ -41,17 +50,25 @@ __all__ = [
     "BodyTooLargeError",
     "ClientRequestError",
     "InvalidJSONError",
+    "MediaFetchError",
+    "MediaFetchTimeoutError",
+    "MediaTooLargeError",
+    "MediaURLRefusedError",
     "ModelNotFoundError",
     "NoUpstreamTokenError",
     "ProxyError",
     "UnsupportedContentError",
+    "UpstreamBadMediaError",
     "UpstreamBadRequestError",
     "UpstreamCaptchaError",
     "UpstreamEmptyError",
     "UpstreamError",
+    "UpstreamNoMediaError",
     "UpstreamProtocolError",
     "UpstreamRateLimitedError",
     "UpstreamReplayMissError",
+    "UpstreamTaskFailedError",
+    "UpstreamTaskTimeoutError",
     "UpstreamTimeoutError",
     "UpstreamTruncatedError",
     "UpstreamUnauthorizedError",
@@ -126,6 +143,32 @@ class BodyTooLargeError(ClientRequestError):
 
     status = 413
     code = "request_too_large"
+
+
+class MediaTooLargeError(BodyTooLargeError):
+    """An input file (upload, client-given URL or ``data:`` URI) exceeds its kind's limit."""
+
+    code = "media_too_large"
+
+
+class MediaFetchError(ClientRequestError):
+    """A client-given media URL could not be used: unreachable, not 200, wrong content type."""
+
+    code = "media_fetch_failed"
+
+
+class MediaURLRefusedError(MediaFetchError):
+    """A client-given URL is not fetched: not http(s), or a loopback/private/reserved address."""
+
+    code = "media_url_refused"
+
+
+class MediaFetchTimeoutError(ProxyError, TimeoutError):
+    """Fetching a client-given media URL took longer than ``media_fetch_timeout_s``."""
+
+    status = 504
+    type = "invalid_request_error"
+    code = "media_fetch_timeout"
 
 
 class AuthenticationError(ProxyError):
@@ -231,6 +274,25 @@ class UpstreamReplayMissError(UpstreamError):
     code = "replay_miss"
 
 
+class UpstreamNoMediaError(UpstreamError):
+    """An image or video was asked for and the answer held no usable URL (PROTOCOL.md §6.4)."""
+
+    code = "upstream_no_media"
+
+
+class UpstreamBadMediaError(UpstreamError):
+    """The upstream's media URL is not one to hand out: a captcha (punish) link, a host off the
+    CDN allow-list, or bytes that are not an image (PROTOCOL.md §6.4 item 4)."""
+
+    code = "upstream_bad_media"
+
+
+class UpstreamTaskFailedError(UpstreamError):
+    """The generation task (t2v) ended in ``failed``/``error`` (PROTOCOL.md §6.3)."""
+
+    code = "upstream_task_failed"
+
+
 class UpstreamUnavailableError(UpstreamError):
     """The upstream could not be reached, or answered with a server error."""
 
@@ -242,6 +304,12 @@ class UpstreamTimeoutError(UpstreamError, TimeoutError):
 
     status = 504
     code = "upstream_timeout"
+
+
+class UpstreamTaskTimeoutError(UpstreamTimeoutError):
+    """The generation task did not finish before ``video_deadline_s`` (PROTOCOL.md §6.3)."""
+
+    code = "upstream_task_timeout"
 
 
 _SECRET_PATTERNS = (

@@ -99,12 +99,18 @@ def test_history_is_flattened_into_one_prompt() -> None:
     assert prompt == "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: Who are you?"
 
 
-def test_non_text_parts_are_refused_clearly() -> None:
-    """Image parts get a clear unsupported-content error, not a silent drop."""
+def test_unknown_parts_are_refused_clearly() -> None:
+    """Unknown part types get a clear unsupported-content error; image parts are left to
+    ``media_parts`` (uploaded), so an image-only message is not an empty prompt error with
+    ``allow_empty``."""
     with pytest.raises(UnsupportedContentError):
         flatten_messages(
-            [ChatMessage(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])]
+            [ChatMessage(role="user", content=[{"type": "hologram", "hologram": {"url": "x"}}])]
         )
+    image_only = [
+        ChatMessage(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])
+    ]
+    assert flatten_messages(image_only, allow_empty=True) == ""
     with pytest.raises(UnsupportedContentError):
         flatten_messages([ChatMessage(role="user", content="   ")])
 

@@ -7,7 +7,12 @@ chat types it accepts. Variants offered:
 
 - ``<id>-thinking`` when ``abilities.thinking`` or ``capabilities.thinking`` is truthy;
 - ``<id>-search`` when ``"search"`` is in ``chat_type``;
-- ``<id>-thinking-search`` when both hold.
+- ``<id>-thinking-search`` when both hold;
+- ``<id>-image`` when ``"t2i"`` is in ``chat_type`` (text to image, §6.1);
+- ``<id>-image-edit`` when ``"image_edit"`` is (§6.2);
+- ``<id>-video`` when ``"t2v"`` is (text to video, §6.3).
+
+Media variants do not combine with ``-thinking`` or ``-search``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ class UpstreamModel:
     search: bool
     created: int
     chat_types: tuple[str, ...]
+
+    @property
+    def media_variants(self) -> tuple[str, ...]:
+        """The media suffixes offered: ``image``, ``image-edit``, ``video`` (in that order)."""
+        pairs = (("t2i", "image"), ("image_edit", "image-edit"), ("t2v", "video"))
+        return tuple(suffix for chat_type, suffix in pairs if chat_type in self.chat_types)
 
 
 def _truthy(v: Any) -> bool:
@@ -83,6 +94,9 @@ def parse_models(payload: Any) -> list[UpstreamModel]:
     return out
 
 
+_MEDIA_CHAT_TYPE = {"image": "t2i", "image_edit": "image_edit", "video": "t2v"}
+
+
 class Catalog:
     """The models on offer, and how an OpenAI model id routes upstream."""
 
@@ -101,6 +115,7 @@ class Catalog:
                 ids.append(f"{m.id}-search")
             if m.thinking and m.search:
                 ids.append(f"{m.id}-thinking-search")
+            ids.extend(f"{m.id}-{suffix}" for suffix in m.media_variants)
             data.extend(
                 {"id": i, "object": "model", "created": m.created, "owned_by": "qwen"} for i in ids
             )
@@ -124,6 +139,23 @@ class Catalog:
             raise ModelNotFoundError(f"The model `{base}` has no thinking variant.", param="model")
         if "search" in flags and not model.search:
             raise ModelNotFoundError(f"The model `{base}` has no search variant.", param="model")
+        media = flags & {"image", "image_edit", "video"}
+        if media:
+            if len(flags) > 1:
+                raise ModelNotFoundError(
+                    f"The model `{name}` does not exist: media variants (-image, -image-edit, "
+                    "-video) do not combine with other suffixes.",
+                    param="model",
+                )
+            flag = next(iter(media))
+            chat_type = _MEDIA_CHAT_TYPE[flag]
+            if chat_type not in model.chat_types:
+                raise ModelNotFoundError(
+                    f"The model `{base}` has no -{flag.replace('_', '-')} variant "
+                    f"(chat types: {', '.join(model.chat_types) or 'none'}).",
+                    param="model",
+                )
+            return ModelRoute(model=model.id, chat_type=chat_type, thinking=False)
         thinking = "thinking" in flags or bool(enable_thinking and model.thinking)
         return ModelRoute(
             model=model.id, chat_type="search" if "search" in flags else "t2t", thinking=thinking

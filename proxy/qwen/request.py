@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -22,26 +22,40 @@ from proxy.errors import UnsupportedContentError
 
 __all__ = [
     "MAX_PROMPT_CHARS",
+    "MEDIA_CHAT_TYPES",
+    "MediaPart",
     "ModelRoute",
     "chats_new_body",
     "completion_body",
     "encode_json",
     "flatten_messages",
+    "media_parts",
     "split_model_name",
 ]
 
 #: The site caps one message at 131072 characters (PROTOCOL.md §4.1, [L]).
 MAX_PROMPT_CHARS = 131072
 
-_SUFFIXES = {"thinking": "thinking", "search": "search"}
+# Longest first: "-image-edit" must win over "-image".
+_SUFFIXES = {
+    "thinking": "thinking",
+    "search": "search",
+    "image-edit": "image_edit",
+    "image": "image",
+    "video": "video",
+}
+
+MEDIA_CHAT_TYPES = frozenset({"t2i", "image_edit", "t2v"})
+"""Chat types that generate media (PROTOCOL.md §6): no thinking, a ``size`` at the top level."""
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRoute:
     """Where an OpenAI model name goes upstream.
 
-    ``model`` is the upstream id, ``chat_type`` the v2 chat type (``t2t`` or ``search``),
-    ``thinking`` whether ``feature_config.thinking_enabled`` is set.
+    ``model`` is the upstream id, ``chat_type`` the v2 chat type (``t2t``, ``search``, ``t2i``
+    for ``-image``, ``image_edit`` for ``-image-edit``, ``t2v`` for ``-video``), ``thinking``
+    whether ``feature_config.thinking_enabled`` is set.
     """
 
     model: str
@@ -51,6 +65,8 @@ class ModelRoute:
 
 def split_model_name(name: str) -> tuple[str, frozenset[str]]:
     """Split ``qwen3-max-thinking-search`` into ``("qwen3-max", {"thinking", "search"})``.
+
+    Media suffixes give the flags ``image``, ``image_edit`` and ``video``.
 
     Suffixes are the variants of :mod:`proxy.qwen.models` (PROTOCOL.md §8); an id that is itself
     a real upstream id is resolved by the caller before suffixes are considered.
@@ -69,6 +85,64 @@ def split_model_name(name: str) -> tuple[str, frozenset[str]]:
     return base, frozenset(flags)
 
 
+_MEDIA_PART_TYPES = frozenset({"image_url", "input_image", "file", "input_file", "input_audio"})
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPart:
+    """One non-text part of a chat message, to be uploaded (PROTOCOL.md §7).
+
+    ``source`` is a ``data:`` URI or an http(s) URL; ``expect`` the kind it must hold
+    (``image`` for ``image_url`` parts, ``audio`` for ``input_audio``, ``None``: any, from the
+    content type); ``filename`` the client's name for it, if any.
+    """
+
+    source: str
+    expect: Literal["image", "audio"] | None
+    filename: str | None = None
+
+
+def _media_part(part: dict[str, Any]) -> MediaPart:
+    kind = part.get("type")
+    if kind in ("image_url", "input_image"):
+        img = part.get("image_url")
+        url = img.get("url") if isinstance(img, dict) else img
+        if isinstance(url, str) and url:
+            return MediaPart(url, "image")
+    elif kind in ("file", "input_file"):
+        inner = part.get("file")
+        ref: dict[str, Any] = inner if isinstance(inner, dict) else part
+        data = ref.get("file_data") or ref.get("file_url")
+        if isinstance(data, str) and data:
+            name = ref.get("filename")
+            return MediaPart(data, None, name if isinstance(name, str) else None)
+        raise UnsupportedContentError(
+            "file parts must carry `file_data` (a data: URI); uploaded `file_id`s are not "
+            "supported by this proxy",
+            param="messages",
+        )
+    elif kind == "input_audio":
+        audio = part.get("input_audio")
+        if isinstance(audio, dict) and isinstance(audio.get("data"), str):
+            fmt = str(audio.get("format") or "wav")
+            return MediaPart(f"data:audio/{fmt};base64,{audio['data']}", "audio", f"audio.{fmt}")
+    raise UnsupportedContentError(f"a {kind!r} message part has no usable data", param="messages")
+
+
+def media_parts(messages: Sequence[ChatMessage]) -> list[MediaPart]:
+    """The media parts of every message, in order (``image_url``, ``file``, ``input_audio``).
+
+    Raises :class:`UnsupportedContentError` for a media part without usable data.
+    """
+    found: list[MediaPart] = []
+    for message in messages:
+        if isinstance(message.content, list):
+            found.extend(
+                _media_part(p) for p in message.content if p.get("type") in _MEDIA_PART_TYPES
+            )
+    return found
+
+
 def _text_of(message: ChatMessage) -> str:
     content = message.content
     if content is None:
@@ -82,6 +156,8 @@ def _text_of(message: ChatMessage) -> str:
             text = part.get("text")
             if isinstance(text, str):
                 pieces.append(text)
+        elif kind in _MEDIA_PART_TYPES:
+            continue  # uploaded separately (media_parts)
         else:
             raise UnsupportedContentError(
                 f"message content parts of type {kind!r} are not supported by this proxy yet; "
@@ -101,13 +177,15 @@ _ROLE_LABELS = {
 }
 
 
-def flatten_messages(messages: Sequence[ChatMessage]) -> str:
+def flatten_messages(messages: Sequence[ChatMessage], *, allow_empty: bool = False) -> str:
     """Turn an OpenAI history into the single prompt the v2 protocol accepts.
 
     One user message (the common case) is sent verbatim. Otherwise system messages come first,
     then the turns, each as ``"<Role>: <text>"`` separated by blank lines; chat.qwen.ai has no
     system slot, so system text is prepended (PROTOCOL.md §4.1). Raises
-    :class:`UnsupportedContentError` for non-text parts and when the result is empty.
+    :class:`UnsupportedContentError` for unknown parts and when the result is empty. Media
+    parts are skipped here (:func:`media_parts` collects them); ``allow_empty`` accepts a prompt
+    with no text (a message that is only an image).
     """
     texts = [(m.role, _text_of(m)) for m in messages]
     if len(texts) == 1 and texts[0][0] == "user":
@@ -119,7 +197,7 @@ def flatten_messages(messages: Sequence[ChatMessage]) -> str:
         ]
         blocks = ([f"System: {chr(10).join(system)}"] if system else []) + turns
         prompt = "\n\n".join(blocks)
-    if not prompt.strip():
+    if not prompt.strip() and not allow_empty:
         raise UnsupportedContentError("the messages hold no text to send", param="messages")
     return prompt
 
@@ -142,20 +220,24 @@ def completion_body(
     prompt: str,
     now_s: int,
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    size: str | None = None,
+    files: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Body of ``POST /api/v2/chat/completions?chat_id=…`` (PROTOCOL.md §4.1).
 
-    Always ``stream: true`` (``stream: false`` answers Bad_Request since 2025-11, §11.3),
-    ``version: "2.1"``, ``incremental_output: true`` and ``feature_config.output_schema:
-    "phase"`` (without it frames carry no phase, §11.7). ``now_s`` is in seconds.
+    ``stream: true`` (``stream: false`` answers Bad_Request since 2025-11, §11.3) except for
+    ``t2v``, which still takes ``stream: false`` and answers JSON (§6.3); ``version: "2.1"``,
+    ``incremental_output: true`` and ``feature_config.output_schema: "phase"`` (without it frames
+    carry no phase, §11.7). ``now_s`` is in seconds. Media chat types (§6.1–6.3) get the aspect
+    ratio ``size`` at the top level (default ``1:1``); ``files`` are §7.4 file entries.
     """
     feature: dict[str, Any] = {"thinking_enabled": route.thinking, "output_schema": "phase"}
     if route.thinking:
         feature["thinking_format"] = "summary"
     if route.chat_type == "search":
         feature["research_mode"] = "normal"
-    return {
-        "stream": True,
+    body: dict[str, Any] = {
+        "stream": route.chat_type != "t2v",
         "version": "2.1",
         "incremental_output": True,
         "chat_id": chat_id,
@@ -170,7 +252,7 @@ def completion_body(
                 "role": "user",
                 "content": prompt,
                 "user_action": "chat",
-                "files": [],
+                "files": list(files),
                 "timestamp": now_s,
                 "models": [route.model],
                 "chat_type": route.chat_type,
@@ -182,6 +264,9 @@ def completion_body(
         ],
         "timestamp": now_s,
     }
+    if route.chat_type in MEDIA_CHAT_TYPES:
+        body["size"] = size or "1:1"
+    return body
 
 
 def encode_json(obj: Any) -> bytes:

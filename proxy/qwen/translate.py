@@ -21,6 +21,15 @@ Protocol facts used (PROTOCOL.md):
   ``success: false`` frame or ``delta.status == "error"``.
 - §11.10 dedup: only snapshot phases are diffed. Incremental ``answer`` and ``think`` text passes
   through untouched, so text that legitimately repeats ("ha", "ha") is kept.
+- §5.3/§5.5/§6 images: with a :class:`~proxy.qwen.media.MediaPolicy`, the ``image_gen``,
+  ``image_edit``, ``image_gen_tool`` and ``image_edit_tool`` phases give :class:`Media` events. The
+  URL is taken only from those frames (``content``, ``extra.image_list[].image|url``,
+  ``extra.tool_result[].image|url``), never from the first non-empty content (§6.4 item 2), and
+  only when the policy accepts it (CDN host, not the captcha link, not the edit's source image).
+  In image mode (``expect_image=True``, t2i and image edit) answer-phase text and
+  ``image_gen_think`` are not emitted (kept only to explain a failure), the answer is the image,
+  and a stream without one fails with :class:`UpstreamNoMediaError` or
+  :class:`UpstreamBadMediaError`: never ``![image](null)`` (§6.4, §11.4).
 """
 
 from __future__ import annotations
@@ -31,19 +40,24 @@ from typing import Any, Literal
 import orjson
 
 from proxy.errors import (
+    UpstreamBadMediaError,
     UpstreamEmptyError,
     UpstreamError,
+    UpstreamNoMediaError,
     UpstreamProtocolError,
     UpstreamTruncatedError,
     error_body,
+    scrub,
 )
-from proxy.qwen.envelope import envelope_error
+from proxy.qwen.envelope import CAPTCHA_ADVICE, envelope_error
+from proxy.qwen.media import MediaPolicy
 
 __all__ = [
     "Aggregate",
     "ChunkEncoder",
     "Failure",
     "Finish",
+    "Media",
     "OutEvent",
     "ReasoningMode",
     "Source",
@@ -114,7 +128,25 @@ class Failure:
     error: UpstreamError
 
 
-OutEvent = Text | Sources | Finish | Failure
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A generated image or video. ``url`` is the one the client gets (see
+    :meth:`MediaPolicy.public`); ``upstream_url`` the one chat.qwen.ai sent."""
+
+    kind: Literal["image", "video"]
+    url: str
+    upstream_url: str = ""
+
+    def markdown(self) -> str:
+        """How chat answers carry it: ``![image](<url>)`` or ``[video](<url>)``."""
+        return f"![image]({self.url})" if self.kind == "image" else f"[video]({self.url})"
+
+
+OutEvent = Text | Sources | Media | Finish | Failure
+
+IMAGE_PHASES = frozenset({"image_gen", "image_edit", "image_gen_tool", "image_edit_tool"})
+"""Phases whose frames carry generated images (PROTOCOL.md §5.3)."""
+_IMAGE_SIDE_PHASES = frozenset({"image_gen_think", "image_gen_websearch"})
 
 
 def _int(v: Any) -> int:
@@ -131,12 +163,19 @@ class Translator:
     :class:`UpstreamTruncatedError` when the answer never finished.
 
     ``reasoning="think_tags"`` puts reasoning inline in the content as ``<think>…</think>``
-    instead of ``reasoning_content``.
+    instead of ``reasoning_content``. ``media`` enables :class:`Media` events for image phases;
+    ``expect_image`` (needs ``media``) makes the image the answer (t2i, image edit).
     """
 
     __slots__ = (
         "_answer_chars",
+        "_caption",
+        "_echoes",
+        "_expect_image",
+        "_media",
+        "_media_urls",
         "_reasoning_mode",
+        "_rejected",
         "_sources_seen",
         "_summary_sent",
         "_tag_open",
@@ -149,7 +188,21 @@ class Translator:
         "usage",
     )
 
-    def __init__(self, *, reasoning: ReasoningMode = "field") -> None:
+    def __init__(
+        self,
+        *,
+        reasoning: ReasoningMode = "field",
+        media: MediaPolicy | None = None,
+        expect_image: bool = False,
+    ) -> None:
+        if expect_image and media is None:
+            media = MediaPolicy()
+        self._media = media
+        self._expect_image = expect_image
+        self._media_urls: list[str] = []
+        self._rejected: list[str] = []
+        self._echoes = 0
+        self._caption = ""
         self._reasoning_mode = reasoning
         self._answer_chars = 0
         self._summary_sent = ""
@@ -165,8 +218,13 @@ class Translator:
 
     @property
     def answered(self) -> bool:
-        """True once any answer text has been emitted."""
+        """True once any answer text (or media) has been emitted."""
         return self._answer_chars > 0
+
+    @property
+    def media_urls(self) -> list[str]:
+        """The client-facing URLs of the :class:`Media` emitted so far, in order."""
+        return list(self._media_urls)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -219,6 +277,8 @@ class Translator:
         """The upstream stream ended cleanly (EOF). Returns the closing event, if due."""
         if self.done:
             return []
+        if self._expect_image and self._media_urls:
+            return self._finish()
         if self._answer_chars:
             return self._fail(
                 UpstreamTruncatedError(
@@ -244,6 +304,8 @@ class Translator:
     # -- internals -----------------------------------------------------------------------------
 
     def _empty_error(self) -> UpstreamError:
+        if self._expect_image:
+            return self._no_image_error()
         extra = ""
         if self.reasoning_chars:
             extra = " It sent reasoning but no answer."
@@ -287,6 +349,17 @@ class Translator:
                 "chat.qwen.ai reported an error inside the stream."
             )
             return self._fail(err)
+        if self._media is not None and phase in IMAGE_PHASES:
+            return self._image(delta, status)
+        if self._expect_image:
+            if phase == "answer" or phase is None:
+                if isinstance(content, str) and len(self._caption) < 300:
+                    self._caption += content
+                if status == "finished" and self._media_urls:
+                    return self._finish()
+                return []
+            if phase in _IMAGE_SIDE_PHASES:
+                return []
         if phase == "answer" or phase is None:
             out: list[OutEvent] = []
             if isinstance(content, str) and content:
@@ -307,6 +380,61 @@ class Translator:
             return self._search(delta)
         self.ignored_phases[str(phase)] = self.ignored_phases.get(str(phase), 0) + 1
         return []
+
+    # -- images (§5.3, §5.5, §6) ----------------------------------------------------------------
+
+    def _image(self, delta: dict[str, Any], status: Any) -> list[OutEvent]:
+        assert self._media is not None
+        out: list[OutEvent] = []
+        for url in _image_candidates(delta):
+            verdict = self._media.check(url)
+            if verdict == "excluded":
+                self._echoes += 1
+                continue
+            if verdict != "ok":
+                if verdict.startswith("captcha"):
+                    return out + self._fail(
+                        UpstreamBadMediaError(
+                            "chat.qwen.ai answered with its captcha link instead of an image. "
+                            + CAPTCHA_ADVICE
+                        )
+                    )
+                self._rejected.append(verdict)
+                continue
+            public = self._media.public(url)
+            if public in self._media_urls:
+                continue
+            if self._answer_chars:
+                out.append(Text("content", "\n\n"))
+                self._answer_chars += 2
+            if self._tag_open:
+                out.append(self._close_tag())
+            media = Media("image", public, url)
+            self._media_urls.append(public)
+            self._answer_chars += len(media.markdown())
+            out.append(media)
+        if self._expect_image and status == "finished" and self._media_urls:
+            out.extend(self._finish())
+        return out
+
+    def _no_image_error(self) -> UpstreamError:
+        if self._rejected:
+            return UpstreamBadMediaError(
+                "chat.qwen.ai sent no usable image URL: " + "; ".join(self._rejected[:3]) + "."
+            )
+        why = []
+        if self._echoes:
+            why.append("it only echoed the source image back")
+        if self.ignored_phases:
+            why.append("phases seen but not understood: " + ", ".join(sorted(self.ignored_phases)))
+        if self._caption.strip():
+            why.append(f"its text: {scrub(self._caption.strip(), limit=200)!r}")
+        detail = (" (" + "; ".join(why) + ")") if why else ""
+        return UpstreamNoMediaError(
+            f"chat.qwen.ai ended the image request without an image{detail}. The daily image "
+            "quota or the content filter are the usual causes; retry later or with another "
+            "prompt."
+        )
 
     def _reasoning(self, text: str) -> list[OutEvent]:
         self.reasoning_chars += len(text)
@@ -375,6 +503,36 @@ class Translator:
         return [Sources(tuple(items))] if items else []
 
 
+def _image_candidates(delta: dict[str, Any]) -> list[str]:
+    """URLs an image frame offers: ``content`` when it is a URL, then ``extra.image_list`` /
+    ``extra.tool_result`` / ``extra.wanx.image_list`` items (``image`` or ``url``)."""
+    found: list[str] = []
+    content = delta.get("content")
+    if isinstance(content, str) and content.strip().startswith(("http://", "https://")):
+        found.append(content.strip())
+    extra = delta.get("extra")
+    if isinstance(extra, dict):
+        lists: list[Any] = [extra.get("image_list"), extra.get("tool_result")]
+        wanx = extra.get("wanx")
+        if isinstance(wanx, dict):
+            lists.append(wanx.get("image_list"))
+        for items in lists:
+            if isinstance(items, dict):
+                items = [items]
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if isinstance(item, str):
+                    url: Any = item
+                elif isinstance(item, dict):
+                    url = item.get("image") or item.get("url")
+                else:
+                    continue
+                if isinstance(url, str) and url.strip().startswith(("http://", "https://")):
+                    found.append(url.strip())
+    return found
+
+
 def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
@@ -418,6 +576,8 @@ class ChunkEncoder:
         if type(event) is Text:
             key = b'{"content":' if event.kind == "content" else b'{"reasoning_content":'
             return self._head + key + _dumps(event.text) + b"}" + self._tail
+        if isinstance(event, Media):
+            return self._head + b'{"content":' + _dumps(event.markdown()) + b"}" + self._tail
         if isinstance(event, Sources):
             ann = [_annotation(s) for s in event.items]
             return self._head + _dumps({"annotations": ann}) + self._tail
@@ -447,6 +607,7 @@ class Aggregate:
     content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
+    media: list[Media] = field(default_factory=list)
     finish_reason: str | None = None
     error: UpstreamError | None = None
 
@@ -454,6 +615,9 @@ class Aggregate:
         """Record one event."""
         if type(event) is Text:
             (self.content if event.kind == "content" else self.reasoning).append(event.text)
+        elif isinstance(event, Media):
+            self.content.append(event.markdown())
+            self.media.append(event)
         elif isinstance(event, Sources):
             self.sources.extend(event.items)
         elif isinstance(event, Finish):
