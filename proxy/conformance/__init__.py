@@ -1,0 +1,51 @@
+"""``qwen-proxy check``: a conformance harness for any OpenAI-compatible Qwen proxy.
+
+It sends fixed probes to a deployed proxy (ours or another), checks every answer against the
+OpenAI contract with the ``openai`` SDK's own types, and names what broke with the diagnoses
+users of Qwen proxies file by hand (LANDSCAPE.md §3): garbled Chinese (U+FFFD, Latin-1 or GBK
+mojibake, "your message looks garbled"), duplicated streamed text, ``![image](null)``, a drawing
+tutorial instead of an image, streams without ``[DONE]`` or ``finish_reason``, errors sent as
+HTTP 200.
+
+Library use::
+
+    from proxy.conformance import run_checks, run_checks_sync
+    report = run_checks_sync("http://127.0.0.1:8000/v1", key="sk-…")
+    print(report.to_markdown()); raise SystemExit(report.exit_code())
+
+In async code ``await run_checks(...)``; in tests ``await assert_conformant(...)`` or the
+``qwen_conformance`` fixture of :mod:`proxy.conformance.pytest_plugin`.
+"""
+
+from __future__ import annotations
+
+from proxy.conformance.checks import CHECKS, Capabilities
+from proxy.conformance.report import CheckResult, Evidence, Report, RequestRecord, Status
+from proxy.conformance.runner import (
+    DEFAULT_OVERSIZE_BYTES,
+    ProgressCallback,
+    TargetUnreachableError,
+    assert_conformant,
+    check_ids,
+    pick_models,
+    run_checks,
+    run_checks_sync,
+)
+
+__all__ = [
+    "CHECKS",
+    "DEFAULT_OVERSIZE_BYTES",
+    "Capabilities",
+    "CheckResult",
+    "Evidence",
+    "ProgressCallback",
+    "Report",
+    "RequestRecord",
+    "Status",
+    "TargetUnreachableError",
+    "assert_conformant",
+    "check_ids",
+    "pick_models",
+    "run_checks",
+    "run_checks_sync",
+]

@@ -1,0 +1,781 @@
+"""The checks: what each one sends, what it expects, and how it names a failure.
+
+Every check is an async function of a :class:`Context` returning an :class:`Outcome`; the runner
+(:mod:`proxy.conformance.runner`) turns it into a :class:`~proxy.conformance.report.CheckResult`.
+Checks that read the same answer share one probe (the client sends each probe once). The
+expected behaviour is OpenAI's Chat Completions, Models and Images contract; the failure modes
+come from LANDSCAPE.md §3 (what users of other Qwen proxies report) and PROTOCOL.md §5, §6, §10,
+§11 (why they happen).
+
+Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.classify_echo`):
+``transport_error``, ``http_status``, ``not_json``, ``content_type``, ``contract_violation``,
+``sse_framing``, ``stream_error``, ``inconsistent_ids``, ``role_not_first``,
+``duplicated_deltas``, ``missing_finish_reason``, ``multiple_finish_reasons``, ``missing_done``,
+``data_after_done``, ``missing_usage``, ``usage_shape``, ``usage_inconsistent``,
+``no_reasoning``, ``no_answer``, ``null_image_url``, ``text_instead_of_image``, ``no_image``,
+``unsafe_url``, ``image_fetch_failed``, ``not_an_image``, ``empty_200``, ``error_as_200``,
+``wrong_key_accepted``, ``server_error``, ``wrong_status``, ``not_openai_error``,
+``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``, ``not_offered``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from proxy.conformance.contract import violations
+from proxy.conformance.diagnosis import (
+    classify_echo,
+    classify_image_answer,
+    find_duplicated_deltas,
+    sniff_image,
+)
+from proxy.conformance.probes import (
+    AUTH_PROMPT,
+    BAD_JSON_BODY,
+    ECHO_EN_PROMPT,
+    ECHO_EN_SENTENCE,
+    ECHO_ZH_PROMPT,
+    ECHO_ZH_SENTENCE,
+    IMAGE_PROMPT,
+    OVERSIZE_PROMPT,
+    STREAM_PROMPT,
+    THINK_PROMPT,
+    UNKNOWN_MODEL,
+    UNKNOWN_MODEL_PROMPT,
+    Client,
+    Exchange,
+    Probe,
+    chat_body,
+    fetch_image,
+)
+from proxy.conformance.report import Status
+
+__all__ = ["CHECKS", "Capabilities", "CheckSpec", "Context", "Outcome"]
+
+_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+
+
+@dataclass
+class Capabilities:
+    """What the target offers: the listed model ids and the models picked for each role
+    (``None`` when the target has none; ``reasons`` then says why)."""
+
+    models: list[str] = field(default_factory=list)
+    text_model: str | None = None
+    thinking_model: str | None = None
+    image_model: str | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What a check may use: the probe ``client``, the target's ``caps``, the HTTP ``session``
+    (for image downloads) and the run's options (sizes in bytes, times in seconds)."""
+
+    client: Client
+    caps: Capabilities
+    session: aiohttp.ClientSession
+    oversize_bytes: int = 16 * 1024 * 1024
+    url_rewrites: Mapping[str, str] = field(default_factory=dict)
+    allow_private_urls: bool = False
+    image_timeout_s: float = 60.0
+
+    @property
+    def text_model(self) -> str:
+        """The text model to probe (a placeholder when discovery found none)."""
+        return self.caps.text_model or "gpt-4o-mini"
+
+    def chat(
+        self, id: str, prompt: str, *, stream: bool, model: str | None = None, **kw: Any
+    ) -> Probe:
+        """A chat probe with one user message."""
+        body = chat_body(model or self.text_model, prompt, stream=stream, **kw)
+        return Probe.json(id, "/chat/completions", body, stream=stream)
+
+    async def image(self, url: str) -> tuple[str | None, str, str]:
+        """Download ``url``: ``(failure code or None, message, evidence line)``."""
+        trusted = frozenset({self.client.host} - {""})
+        got = await fetch_image(
+            self.session,
+            url,
+            rewrites=self.url_rewrites,
+            trusted_hosts=trusted,
+            allow_private=self.allow_private_urls,
+            timeout_s=self.image_timeout_s,
+        )
+        line = got.describe()
+        if got.error and got.error.startswith(("refused", "cannot resolve")):
+            return "unsafe_url", f"the image URL was not fetched: {got.error}", line
+        if got.error:
+            return "image_fetch_failed", f"the image URL could not be fetched: {got.error}", line
+        if got.format is None:
+            return "not_an_image", "the image URL answered bytes that are not an image", line
+        return None, f"{got.format.upper()} image, {got.size} bytes", line
+
+
+@dataclass
+class Outcome:
+    """A check's verdict: ``status``, ``diagnosis`` code, ``message``; the ``exchange`` it is
+    about (its request and evidence go into the report), extra ``notes`` and ``ttft_s``."""
+
+    status: Status
+    diagnosis: str
+    message: str
+    exchange: Exchange | None = None
+    notes: list[str] = field(default_factory=list)
+    ttft_s: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A check: ``id``, ``title``, whether it is ``required`` by default, and ``run``."""
+
+    id: str
+    title: str
+    required: bool
+    run: Callable[[Context], Awaitable[Outcome]]
+
+
+def _passed(ex: Exchange | None, message: str, **kw: Any) -> Outcome:
+    return Outcome("passed", "ok", message, ex, **kw)
+
+
+def _failed(ex: Exchange | None, code: str, message: str, **kw: Any) -> Outcome:
+    return Outcome("failed", code, message, ex, **kw)
+
+
+def _skipped(code: str, message: str) -> Outcome:
+    return Outcome("skipped", code, message)
+
+
+def _error_text(ex: Exchange) -> str:
+    obj = ex.json()
+    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+        err = obj["error"]
+        return f": {err.get('code') or err.get('type')}: {ex.mask(str(err.get('message')))[:200]}"
+    return ""
+
+
+def _http_failure(ex: Exchange) -> Outcome | None:
+    """A failed outcome when the exchange is not an HTTP 200, else ``None``."""
+    if ex.error is not None and ex.status is None:
+        return _failed(ex, "transport_error", f"the request failed: {ex.error}")
+    if ex.status != 200:
+        return _failed(ex, "http_status", f"HTTP {ex.status} instead of 200{_error_text(ex)}")
+    if ex.error is not None:
+        return _failed(ex, "transport_error", f"the response broke off: {ex.error}")
+    return None
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stream:
+    """A streamed answer, decoded: chunk objects, their contract problems, the text pieces."""
+
+    chunks: list[Any] = field(default_factory=list)
+    not_json: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    errors: list[Any] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    done_at: int | None = None
+    after_done: int = 0
+    ttft_s: float | None = None
+
+
+def _delta(chunk: Any) -> dict[str, Any]:
+    if isinstance(chunk, dict):
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            delta = choices[0].get("delta")
+            if isinstance(delta, dict):
+                return delta
+    return {}
+
+
+def _reasoning_of(d: Mapping[str, Any]) -> str:
+    for name in ("reasoning_content", "reasoning"):
+        value = d.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _decode_stream(ex: Exchange) -> _Stream:
+    s = _Stream()
+    for i, event in enumerate(ex.sse.events):
+        if s.done_at is not None:
+            s.after_done += 1
+            continue
+        if event.data.strip() == "[DONE]":
+            s.done_at = i
+            continue
+        try:
+            obj = json.loads(event.data)
+        except ValueError:
+            s.not_json.append(event.data[:120])
+            continue
+        if isinstance(obj, dict) and "error" in obj and "choices" not in obj:
+            s.errors.append(obj)
+            continue
+        s.chunks.append(obj)
+        if len(s.problems) < 8:
+            s.problems.extend(
+                f"chunk {len(s.chunks) - 1}: {p}" for p in violations("chat.completion.chunk", obj)
+            )
+        d = _delta(obj)
+        text = d.get("content")
+        reasoning = _reasoning_of(d)
+        if isinstance(text, str):
+            s.content.append(text)
+        if reasoning:
+            s.reasoning.append(reasoning)
+        if s.ttft_s is None and ((isinstance(text, str) and text) or reasoning):
+            s.ttft_s = ex.time_at(event.end)
+    return s
+
+
+def _stream_failure(ex: Exchange) -> tuple[Outcome | None, _Stream]:
+    """The common gate of streamed probes: HTTP 200, an SSE body, chunks that are OpenAI's."""
+    fail = _http_failure(ex)
+    if fail is not None:
+        return fail, _Stream()
+    if ex.content_type != "text/event-stream":
+        return (
+            _failed(
+                ex,
+                "content_type",
+                f"a stream was asked for, but the answer is {ex.content_type or 'untyped'}, "
+                "not text/event-stream",
+            ),
+            _Stream(),
+        )
+    s = _decode_stream(ex)
+    return None, s
+
+
+def _contract_failure(ex: Exchange, s: _Stream) -> Outcome | None:
+    if s.errors:
+        return _failed(ex, "stream_error", f"the stream carried an error event: {s.errors[0]}")
+    if s.not_json:
+        return _failed(ex, "sse_framing", f"an event's data is not JSON: {s.not_json[0]!r}")
+    if s.problems:
+        return _failed(
+            ex,
+            "contract_violation",
+            "streamed chunks are not ChatCompletionChunk objects: " + "; ".join(s.problems[:3]),
+            notes=s.problems[:8],
+        )
+    return None
+
+
+async def _echo(ctx: Context, id: str, prompt: str, sentence: str, stream: bool) -> Outcome:
+    ex = await ctx.client.send(ctx.chat(id, prompt, stream=stream))
+    if stream:
+        fail, s = _stream_failure(ex)
+        fail = fail or _contract_failure(ex, s)
+        if fail is not None:
+            return fail
+        dup = find_duplicated_deltas(s.content)
+        if dup is not None:
+            return _failed(ex, "duplicated_deltas", dup.message(), ttft_s=s.ttft_s)
+        answer = "".join(s.content)
+        ttft = s.ttft_s
+    else:
+        fail = _http_failure(ex)
+        if fail is not None:
+            return fail
+        obj = ex.json()
+        if obj is None:
+            return _failed(ex, "not_json", f"the body is not JSON ({ex.content_type})")
+        problems = violations("chat.completion", obj)
+        if problems:
+            return _failed(
+                ex,
+                "contract_violation",
+                "the body is not a ChatCompletion: " + "; ".join(problems[:3]),
+                notes=problems[:8],
+            )
+        answer = obj["choices"][0]["message"].get("content") or ""
+        ttft = None
+    verdict = classify_echo(sentence, answer)
+    note = [f"answer: {ex.mask(answer)[:300]!r}"]
+    if verdict.code == "ok":
+        return _passed(ex, verdict.message, notes=note, ttft_s=ttft)
+    return _failed(ex, verdict.code, verdict.message, notes=note, ttft_s=ttft)
+
+
+async def _echo_en(ctx: Context) -> Outcome:
+    return await _echo(ctx, "chat.en", ECHO_EN_PROMPT, ECHO_EN_SENTENCE, False)
+
+
+async def _echo_en_stream(ctx: Context) -> Outcome:
+    return await _echo(ctx, "chat.en.stream", ECHO_EN_PROMPT, ECHO_EN_SENTENCE, True)
+
+
+async def _echo_zh(ctx: Context) -> Outcome:
+    return await _echo(ctx, "chat.zh", ECHO_ZH_PROMPT, ECHO_ZH_SENTENCE, False)
+
+
+async def _echo_zh_stream(ctx: Context) -> Outcome:
+    return await _echo(ctx, "chat.zh.stream", ECHO_ZH_PROMPT, ECHO_ZH_SENTENCE, True)
+
+
+def _stream_probe(ctx: Context) -> Probe:
+    return ctx.chat("stream", STREAM_PROMPT, stream=True, stream_options={"include_usage": True})
+
+
+async def _stream(ctx: Context) -> tuple[Exchange, Outcome | None, _Stream]:
+    ex = await ctx.client.send(_stream_probe(ctx))
+    fail, s = _stream_failure(ex)
+    return ex, fail, s
+
+
+async def _stream_framing(ctx: Context) -> Outcome:
+    ex, fail, s = await _stream(ctx)
+    if fail is not None:
+        return fail
+    problems = list(ex.sse.problems)
+    problems += [f"event data is not JSON: {d!r}" for d in s.not_json[:2]]
+    named = {e.event for e in ex.sse.events if e.event not in (None, "")}
+    notes = [f"events named {sorted(named)} (OpenAI streams use unnamed events)"] if named else []
+    if problems:
+        return _failed(ex, "sse_framing", "; ".join(problems[:3]), notes=notes, ttft_s=s.ttft_s)
+    return _passed(
+        ex,
+        f"{len(ex.sse.events)} events, each `data: <json>` and a blank line"
+        + (f"; {ex.sse.comments} keep-alive comment(s)" if ex.sse.comments else ""),
+        notes=notes,
+        ttft_s=s.ttft_s,
+    )
+
+
+async def _stream_contract(ctx: Context) -> Outcome:
+    ex, fail, s = await _stream(ctx)
+    fail = fail or _contract_failure(ex, s)
+    if fail is not None:
+        return fail
+    ids = {c.get("id") for c in s.chunks}
+    if len(ids) > 1:
+        return _failed(ex, "inconsistent_ids", f"chunks carry {len(ids)} different ids")
+    if not s.chunks:
+        return _failed(ex, "no_answer", "the stream holds no chunk at all")
+    return _passed(ex, f"{len(s.chunks)} chunks, all ChatCompletionChunk, one id", ttft_s=s.ttft_s)
+
+
+async def _stream_role(ctx: Context) -> Outcome:
+    ex, fail, s = await _stream(ctx)
+    if fail is not None:
+        return fail
+    if not s.chunks:
+        return _failed(ex, "role_not_first", "the stream holds no chunk")
+    role = _delta(s.chunks[0]).get("role")
+    if role != "assistant":
+        return _failed(
+            ex, "role_not_first", f"the first chunk's delta.role is {role!r}, not 'assistant'"
+        )
+    return _passed(ex, "the first chunk carries role 'assistant'", ttft_s=s.ttft_s)
+
+
+async def _stream_duplicates(ctx: Context) -> Outcome:
+    ex, fail, s = await _stream(ctx)
+    if fail is not None:
+        return fail
+    if not "".join(s.content):
+        return _failed(ex, "empty_answer", "the stream carried no text (LANDSCAPE.md §3 #2)")
+    dup = find_duplicated_deltas(s.content)
+    if dup is not None:
+        return _failed(ex, "duplicated_deltas", dup.message(), ttft_s=s.ttft_s)
+    pieces = [p for p in s.content if p]
+    return _passed(ex, f"{len(pieces)} text pieces, none re-sends earlier text", ttft_s=s.ttft_s)
+
+
+async def _stream_finish(ctx: Context) -> Outcome:
+    ex, fail, s = await _stream(ctx)
+    if fail is not None:
+        return fail
+    reasons = [
+        c["choices"][0].get("finish_reason")
+        for c in s.chunks
+        if isinstance(c, dict) and c.get("choices") and isinstance(c["choices"][0], dict)
+    ]
+    given = [r for r in reasons if r is not None]
+    if not given:
+        return _failed(ex, "missing_finish_reason", "no chunk carries a finish_reason")
+    if len(given) > 1:
+        return _failed(
+            ex, "multiple_finish_reasons", f"{len(given)} chunks carry a finish_reason: {given}"
+        )
+    if given[0] not in _FINISH_REASONS:
+        return _failed(ex, "contract_violation", f"finish_reason {given[0]!r} is not OpenAI's")
+    return _passed(ex, f"one finish_reason: {given[0]!r}", ttft_s=s.ttft_s)
+
+
+async def _stream_done(ctx: Context) -> Outcome:
+    ex, fail, s = await _stream(ctx)
+    if fail is not None:
+        return fail
+    if s.done_at is None:
+        return _failed(ex, "missing_done", "the stream ends without `data: [DONE]`")
+    if s.after_done:
+        return _failed(ex, "data_after_done", f"{s.after_done} event(s) follow `[DONE]`")
+    return _passed(ex, "the stream ends with `data: [DONE]`", ttft_s=s.ttft_s)
+
+
+async def _stream_usage(ctx: Context) -> Outcome:
+    ex, fail, s = await _stream(ctx)
+    if fail is not None:
+        return fail
+    with_usage = [i for i, c in enumerate(s.chunks) if isinstance(c, dict) and c.get("usage")]
+    if not with_usage:
+        return _failed(
+            ex, "missing_usage", "stream_options.include_usage was set, but no chunk has usage"
+        )
+    last = s.chunks[with_usage[-1]]
+    usage = last["usage"]
+    if last.get("choices") != []:
+        return _failed(ex, "usage_shape", "the usage chunk must have `choices: []`")
+    if with_usage[-1] != len(s.chunks) - 1:
+        return _failed(ex, "usage_shape", "the usage chunk is not the last chunk")
+    numbers = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        return _failed(ex, "usage_shape", f"usage counts are not integers: {usage}")
+    if numbers[0] + numbers[1] != numbers[2]:
+        return _failed(ex, "usage_inconsistent", f"prompt + completion != total: {usage}")
+    return _passed(ex, f"final usage chunk: {numbers[0]} + {numbers[1]} = {numbers[2]} tokens")
+
+
+# -- reasoning ---------------------------------------------------------------------------------
+
+_THINK_TAGS = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+async def _reasoning(ctx: Context) -> Outcome:
+    model = ctx.caps.thinking_model
+    if model is None:
+        return _skipped("no_capability", ctx.caps.reasons.get("thinking", "no -thinking model"))
+    ex = await ctx.client.send(ctx.chat("reasoning", THINK_PROMPT, stream=True, model=model))
+    fail, s = _stream_failure(ex)
+    fail = fail or _contract_failure(ex, s)
+    if fail is not None:
+        return fail
+    content = "".join(s.content)
+    reasoning = "".join(s.reasoning)
+    how = "reasoning_content"
+    if not reasoning:
+        tagged = _THINK_TAGS.search(content)
+        if tagged and tagged.group(1).strip():
+            reasoning, how = tagged.group(1), "inline <think> tags"
+            content = _THINK_TAGS.sub("", content)
+    notes = [f"reasoning: {reasoning[:200]!r}", f"answer: {content[:200]!r}"]
+    if not reasoning.strip():
+        return _failed(ex, "no_reasoning", f"`{model}` streamed no reasoning_content", notes=notes)
+    if not content.strip():
+        return _failed(
+            ex,
+            "no_answer",
+            "reasoning arrived but no answer after it (LANDSCAPE.md §3 #3, #9)",
+            notes=notes,
+            ttft_s=s.ttft_s,
+        )
+    return _passed(
+        ex, f"`{model}` streams reasoning as {how}, then an answer", notes=notes, ttft_s=s.ttft_s
+    )
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+async def _image_chat(ctx: Context) -> Outcome:
+    model = ctx.caps.image_model
+    if model is None:
+        return _skipped("no_capability", ctx.caps.reasons.get("image", "no image model"))
+    ex = await ctx.client.send(ctx.chat("images.chat", IMAGE_PROMPT, stream=False, model=model))
+    fail = _http_failure(ex)
+    if fail is not None:
+        return fail
+    obj = ex.json()
+    problems = violations("chat.completion", obj)
+    if problems:
+        return _failed(
+            ex, "contract_violation", "the body is not a ChatCompletion: " + "; ".join(problems[:3])
+        )
+    content = obj["choices"][0]["message"].get("content") or ""
+    kind = classify_image_answer(content)
+    notes = [f"answer: {content[:300]!r}"]
+    if kind.kind == "null_url":
+        return _failed(
+            ex,
+            "null_image_url",
+            "the answer is an image with a null URL (`![image](null)`, PROTOCOL.md §6.4)",
+            notes=notes,
+        )
+    if kind.kind == "drawing_text":
+        return _failed(
+            ex,
+            "text_instead_of_image",
+            "the model answered with text about drawing instead of an image: the request did "
+            "not reach the image generator (t2i)",
+            notes=notes,
+        )
+    if kind.kind != "image":
+        return _failed(ex, "no_image", "the answer holds no image URL", notes=notes)
+    code, message, line = await ctx.image(kind.urls[0])
+    notes.append(line)
+    if code is not None:
+        return _failed(ex, code, message, notes=notes)
+    return _passed(ex, f"`{model}` answered with an image URL: {message}", notes=notes)
+
+
+async def _image_generations(ctx: Context) -> Outcome:
+    model = ctx.caps.image_model or ctx.text_model
+    body = {"model": model, "prompt": IMAGE_PROMPT, "n": 1, "size": "1024x1024"}
+    ex = await ctx.client.send(Probe.json("images.generations", "/images/generations", body))
+    if ex.status in (404, 405):
+        return _skipped("not_offered", f"the target has no /images/generations (HTTP {ex.status})")
+    if ex.status is not None and 400 <= ex.status < 500 and ctx.caps.image_model is None:
+        return _skipped(
+            "no_capability",
+            f"no image model is listed and /images/generations refused `{model}` "
+            f"(HTTP {ex.status}{_error_text(ex)})",
+        )
+    fail = _http_failure(ex)
+    if fail is not None:
+        return fail
+    obj = ex.json()
+    problems = violations("images", obj)
+    if problems:
+        return _failed(
+            ex,
+            "contract_violation",
+            "the body is not an ImagesResponse: " + "; ".join(problems[:3]),
+        )
+    first = obj["data"][0]
+    url, b64 = first.get("url"), first.get("b64_json")
+    if b64:
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            return _failed(ex, "not_an_image", "b64_json is not valid base64")
+        fmt = sniff_image(raw[:16])
+        if fmt is None:
+            return _failed(ex, "not_an_image", "b64_json does not decode to an image")
+        return _passed(ex, f"b64_json holds a {fmt.upper()} image of {len(raw)} bytes")
+    if not url or str(url).strip().lower() in ("null", "none", "undefined"):
+        return _failed(
+            ex, "null_image_url", "data[0] has neither a url nor b64_json (PROTOCOL.md §6.4)"
+        )
+    code, message, line = await ctx.image(str(url))
+    if code is not None:
+        return _failed(ex, code, message, notes=[line])
+    return _passed(ex, f"data[0].url is {message}", notes=[line])
+
+
+# -- errors and auth ---------------------------------------------------------------------------
+
+
+def _error_outcome(ex: Exchange, accepted: tuple[int, ...], what: str) -> Outcome:
+    """The OpenAI way to fail: one of ``accepted`` statuses and ``{"error": {...}}``."""
+    if ex.status is None:
+        return _failed(ex, "transport_error", f"{what}: the request failed: {ex.error}")
+    if ex.status == 200:
+        if not ex.body.strip():
+            return _failed(
+                ex, "empty_200", f"{what}: HTTP 200 with an empty body (LANDSCAPE §3 #2)"
+            )
+        return _failed(ex, "error_as_200", f"{what}: HTTP 200 instead of an error status")
+    if ex.status >= 500:
+        return _failed(ex, "server_error", f"{what}: HTTP {ex.status}{_error_text(ex)}")
+    problems = violations("error", ex.json())
+    if ex.status not in accepted:
+        return _failed(
+            ex,
+            "wrong_status",
+            f"{what}: HTTP {ex.status}; expected {' or '.join(map(str, accepted))}",
+        )
+    if problems:
+        return _failed(
+            ex,
+            "not_openai_error",
+            f"{what}: HTTP {ex.status} but the body is not an OpenAI error object: {problems[0]}",
+        )
+    return _passed(ex, f"{what}: HTTP {ex.status}{_error_text(ex)}")
+
+
+async def _bad_json(ctx: Context) -> Outcome:
+    probe = Probe("errors.bad_json", "POST", "/chat/completions", BAD_JSON_BODY)
+    return _error_outcome(await ctx.client.send(probe), (400, 422), "malformed JSON")
+
+
+async def _unknown_model(ctx: Context) -> Outcome:
+    probe = ctx.chat(
+        "errors.unknown_model", UNKNOWN_MODEL_PROMPT, stream=False, model=UNKNOWN_MODEL
+    )
+    return _error_outcome(await ctx.client.send(probe), (404, 400), "unknown model")
+
+
+async def _oversize(ctx: Context) -> Outcome:
+    pad = max(0, ctx.oversize_bytes)
+    user = {"role": "user", "content": OVERSIZE_PROMPT}
+
+    def body(system: str) -> dict[str, Any]:
+        messages = [{"role": "system", "content": system}, user]
+        return {"model": ctx.text_model, "messages": messages, "stream": False}
+
+    raw = json.dumps(body("x" * pad)).encode()
+    shown = json.dumps(body(f"<{pad} × 'x'>"), ensure_ascii=False)
+    probe = Probe("errors.oversize", "POST", "/chat/completions", raw, shown_body=shown)
+    return _error_outcome(await ctx.client.send(probe), (413, 400), f"a {len(raw)}-byte body")
+
+
+_ERRORISH = re.compile(
+    r"invalid|unauthori[sz]ed|api[ _-]?key|forbidden|denied|error|expired|密钥|令牌|无效|未授权",
+    re.IGNORECASE,
+)
+
+
+async def _wrong_key(ctx: Context) -> Outcome:
+    if not ctx.client.key:
+        return _skipped("no_key", "no --key given: cannot tell whether the target checks keys")
+    probe = Probe.json(
+        "auth.wrong_key",
+        "/chat/completions",
+        chat_body(ctx.text_model, AUTH_PROMPT, stream=False),
+        auth="wrong",
+    )
+    ex = await ctx.client.send(probe)
+    if ex.status == 200:
+        obj = ex.json()
+        if not ex.body.strip():
+            return _failed(ex, "empty_200", "a wrong key got HTTP 200 with an empty body")
+        if violations("chat.completion", obj):
+            return _failed(
+                ex, "error_as_200", "a wrong key got HTTP 200 with a non-completion body"
+            )
+        text = obj["choices"][0]["message"].get("content") or ""
+        if _ERRORISH.search(text):
+            return _failed(
+                ex,
+                "error_as_200",
+                f"a wrong key got HTTP 200 with the error as answer text: {text[:120]!r}",
+            )
+        return _failed(ex, "wrong_key_accepted", "a wrong key was accepted and answered")
+    return _error_outcome(ex, (401,), "a wrong key")
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def models_probe(auth: str = "key", root: bool = False) -> Probe:
+    """``GET /models`` on the base URL (or without ``/v1`` when ``root``)."""
+    id = "models" if auth == "key" and not root else f"models.{'root' if root else auth}"
+    return Probe(id, "GET", "/models", auth=auth, root=root)  # type: ignore[arg-type]
+
+
+def _model_list_outcome(ex: Exchange) -> Outcome:
+    fail = _http_failure(ex)
+    if fail is not None:
+        return fail
+    obj = ex.json()
+    if obj is None:
+        return _failed(ex, "not_json", f"the body is not JSON ({ex.content_type})")
+    problems = violations("model.list", obj)
+    if problems:
+        return _failed(
+            ex, "contract_violation", "not an OpenAI model list: " + "; ".join(problems[:3])
+        )
+    if not obj["data"]:
+        return _failed(ex, "no_models", "the model list is empty")
+    ids = [m["id"] for m in obj["data"]]
+    return _passed(ex, f"{len(ids)} models: {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}")
+
+
+async def _models(ctx: Context) -> Outcome:
+    return _model_list_outcome(await ctx.client.send(models_probe()))
+
+
+async def _models_root(ctx: Context) -> Outcome:
+    if ctx.client.root_url is None:
+        return _skipped("not_offered", "the base URL does not end in /v1")
+    ex = await ctx.client.send(models_probe(root=True))
+    if ex.status == 404:
+        return _failed(ex, "not_offered", "GET /models (without /v1) answers 404")
+    return _model_list_outcome(ex)
+
+
+async def _models_no_key(ctx: Context) -> Outcome:
+    if not ctx.client.key:
+        return _skipped("no_key", "no --key given: models.list already asked without a key")
+    ex = await ctx.client.send(models_probe(auth="none"))
+    if ex.status == 200:
+        out = _model_list_outcome(ex)
+        if out.status == "passed":
+            out.message = "the target is open: " + out.message
+        return out
+    return _error_outcome(ex, (401,), "no key")
+
+
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("models.list", "GET /models lists models in OpenAI form", True, _models),
+    CheckSpec("models.root", "GET /models without /v1 answers the same list", False, _models_root),
+    CheckSpec(
+        "models.no_key",
+        "Without a key: the list (open) or 401 in OpenAI form",
+        True,
+        _models_no_key,
+    ),
+    CheckSpec("auth.wrong_key", "A wrong key is refused with 401 in OpenAI form", True, _wrong_key),
+    CheckSpec("chat.en", "English echo, not streamed", True, _echo_en),
+    CheckSpec("chat.en.stream", "English echo, streamed", True, _echo_en_stream),
+    CheckSpec("chat.zh", "Chinese echo, not streamed", True, _echo_zh),
+    CheckSpec("chat.zh.stream", "Chinese echo, streamed", True, _echo_zh_stream),
+    CheckSpec(
+        "stream.framing",
+        "SSE framing: `data: <json>` events and blank lines",
+        True,
+        _stream_framing,
+    ),
+    CheckSpec(
+        "stream.contract", "Every chunk is a ChatCompletionChunk, one id", True, _stream_contract
+    ),
+    CheckSpec(
+        "stream.role_first", "The first chunk carries the assistant role", True, _stream_role
+    ),
+    CheckSpec("stream.no_duplicates", "No text is re-sent across chunks", True, _stream_duplicates),
+    CheckSpec(
+        "stream.finish_reason", "Exactly one chunk carries a finish_reason", True, _stream_finish
+    ),
+    CheckSpec("stream.done", "The stream ends with `data: [DONE]`", True, _stream_done),
+    CheckSpec(
+        "stream.usage",
+        "A final usage chunk with stream_options.include_usage",
+        False,
+        _stream_usage,
+    ),
+    CheckSpec(
+        "reasoning.thinking", "A -thinking model streams reasoning_content", True, _reasoning
+    ),
+    CheckSpec("images.chat", "An image model answers with a fetchable image", True, _image_chat),
+    CheckSpec(
+        "images.generations",
+        "/images/generations returns a fetchable image",
+        True,
+        _image_generations,
+    ),
+    CheckSpec("errors.bad_json", "Malformed JSON: 400 with an OpenAI error", True, _bad_json),
+    CheckSpec(
+        "errors.unknown_model", "Unknown model: 404 with an OpenAI error", True, _unknown_model
+    ),
+    CheckSpec("errors.oversize", "Oversized body: 413 with an OpenAI error", True, _oversize),
+)
+"""Every check, in report order."""
