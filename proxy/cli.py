@@ -171,5 +171,194 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _split_models(values: tuple[str, ...]) -> list[str]:
+    return [m.strip() for v in values for m in v.split(",") if m.strip()]
+
+
+def _parse_rewrites(values: tuple[str, ...]) -> dict[str, str]:
+    rewrites: dict[str, str] = {}
+    for value in values:
+        old, sep, new = value.partition("=")
+        if not sep or not old.startswith(("http://", "https://")) or not new:
+            raise click.UsageError(f"--rewrite-url wants FROM=TO with http(s) URLs, got {value!r}")
+        rewrites[old] = new
+    return rewrites
+
+
+@main.command()
+@click.argument("base_url")
+@click.option(
+    "--key",
+    envvar="QWEN_PROXY_CHECK_KEY",
+    default=None,
+    help="API key of the target, sent as a Bearer token [env: QWEN_PROXY_CHECK_KEY]. "
+    "Never printed.",
+)
+@click.option(
+    "--models",
+    multiple=True,
+    help="Model ids to probe first (repeatable or comma-separated), e.g. qwen3-max,"
+    "qwen3-max-thinking,qwen3-max-image [default: picked from /v1/models].",
+)
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report as JSON to this file.",
+)
+@click.option(
+    "--markdown",
+    "markdown_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the Markdown report to this file instead of stdout.",
+)
+@click.option(
+    "--required",
+    multiple=True,
+    metavar="CHECK",
+    help="Make checks required (a failure fails the run); an id, a glob (stream.*) or "
+    "a prefix (images). Repeatable.",
+)
+@click.option(
+    "--optional",
+    multiple=True,
+    metavar="CHECK",
+    help="Make checks optional (reported, never fail the run). Wins over --required.",
+)
+@click.option("--skip", multiple=True, metavar="CHECK", help="Leave checks out. Repeatable.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    show_default=True,
+    help="Seconds allowed per request.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--oversize-bytes",
+    type=click.IntRange(min=1),
+    default=16 * 1024 * 1024,
+    show_default=True,
+    help="Size of the oversized-body probe's padding.",
+)
+@click.option(
+    "--rewrite-url",
+    "rewrite_url",
+    multiple=True,
+    metavar="FROM=TO",
+    help="Fetch returned image URLs starting with FROM from TO instead (e.g. a CDN "
+    "mirrored locally). Repeatable.",
+)
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    help="Let image downloads reach private and loopback addresses.",
+)
+def check(
+    base_url: str,
+    key: str | None,
+    models: tuple[str, ...],
+    json_file: Path | None,
+    markdown_file: Path | None,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+    skip: tuple[str, ...],
+    timeout_s: float,
+    concurrency: int,
+    oversize_bytes: int,
+    rewrite_url: tuple[str, ...],
+    allow_private_urls: bool,
+) -> None:
+    """Check an OpenAI-compatible Qwen proxy at BASE_URL (e.g. http://127.0.0.1:8000/v1).
+
+    Sends fixed probes (model list, auth, English and Chinese echo, streaming, reasoning,
+    images, errors), validates every answer against the OpenAI contract and prints a Markdown
+    report. Progress goes to stderr. Exit status: 0 when every required check passed (skipped
+    checks do not fail), 1 when a required check failed, 2 for usage errors or when the target
+    cannot be reached.
+    """
+    import asyncio
+
+    from proxy.conformance import CheckResult, TargetUnreachableError, check_ids, run_checks
+
+    if not base_url.startswith(("http://", "https://")):
+        raise click.UsageError(f"BASE_URL must be an http(s) URL, got {base_url!r}")
+    ids = check_ids()
+    for flag, patterns in (("--required", required), ("--optional", optional), ("--skip", skip)):
+        for pattern in patterns:
+            from fnmatch import fnmatchcase
+
+            if not any(fnmatchcase(i, pattern) or i.startswith(pattern + ".") for i in ids):
+                raise click.UsageError(
+                    f"{flag} {pattern!r} matches no check; checks: {', '.join(ids)}"
+                )
+    rewrites = _parse_rewrites(rewrite_url)
+    tty = sys.stderr.isatty()
+    bar_cm: Any = (
+        click.progressbar(length=len(ids), label="checking", file=sys.stderr) if tty else None
+    )
+    bar = bar_cm.__enter__() if bar_cm is not None else None
+    marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+
+    def progress(result: CheckResult, done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(1)
+            return
+        timing = f" {result.total_s:.2f}s" if result.total_s is not None else ""
+        click.echo(
+            f"[{done:2d}/{total}] {marks[result.status]:5s} {result.id} ({result.diagnosis})"
+            f"{timing}",
+            err=True,
+        )
+
+    try:
+        report = asyncio.run(
+            run_checks(
+                base_url,
+                key or None,
+                _split_models(models),
+                timeout_s=timeout_s,
+                concurrency=concurrency,
+                required=required,
+                optional=optional,
+                skip=skip,
+                oversize_bytes=oversize_bytes,
+                url_rewrites=rewrites,
+                allow_private_urls=allow_private_urls,
+                on_result=progress,
+            )
+        )
+    except TargetUnreachableError as exc:
+        click.echo(f"qwen-proxy check: cannot reach the target: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        if bar_cm is not None:
+            bar_cm.__exit__(None, None, None)
+    markdown = report.to_markdown()
+    if json_file is not None:
+        json_file.write_text(report.to_json() + "\n", encoding="utf-8")
+    if markdown_file is not None:
+        markdown_file.write_text(markdown, encoding="utf-8")
+    else:
+        click.echo(markdown, nl=False)
+    counts = report.counts()
+    click.echo(
+        f"qwen-proxy check: {'PASS' if report.exit_code() == 0 else 'FAIL'}: "
+        f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped, "
+        f"{counts['error']} errors",
+        err=True,
+    )
+    sys.exit(report.exit_code())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
