@@ -1,0 +1,124 @@
+"""Offline CI: ``qwen-proxy check`` against our own proxy in front of the replay server.
+
+The replay server plays ``cassettes/`` (which hold the probe answers of
+``recorder/synthetic_probes.py``) plus the in-memory t2i probe cassettes; our proxy runs in front
+of it with an API key, and the harness must find every required check passing. Image checks run
+as soon as the proxy offers ``-image`` models or ``/v1/images/generations``, and are skipped with
+the reason until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from test_conformance_broken import tiny_png
+
+from proxy.app import make_app
+from proxy.config import Settings
+from proxy.conformance import Report, run_checks
+from proxy.conformance.pytest_plugin import qwen_conformance  # noqa: F401  (the fixture)
+from recorder.cassette import load_all
+from recorder.replay import make_replay_app
+from recorder.synthetic_probes import IMAGE_URL_BASE, build_image_probes
+
+KEY = "sk-ci-conformance-0815"
+Factory = Callable[[web.Application], Awaitable[TestServer]]
+
+
+async def start_proxy(aiohttp_server: Factory, **settings: object) -> TestServer:
+    """The replay server (cassettes/ + t2i probes) and our proxy in front of it."""
+    cassettes = [*load_all(["cassettes"]), *build_image_probes()]
+    replay = await aiohttp_server(make_replay_app(cassettes, speed=0))
+    upstream = str(replay.make_url("")).rstrip("/")
+    return await aiohttp_server(make_app(Settings(upstream_url=upstream, **settings)))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def cdn(aiohttp_server: Factory) -> str:
+    """A stand-in for cdn.qwenlm.ai serving a PNG at every path; its base URL."""
+
+    async def png(_: web.Request) -> web.Response:
+        return web.Response(body=tiny_png(), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", png)
+    return str((await aiohttp_server(app)).make_url("")).rstrip("/")
+
+
+async def test_our_proxy_passes_every_required_check(
+    aiohttp_server: Factory,
+    cdn: str,
+    qwen_conformance: Callable[..., Awaitable[Report]],  # noqa: F811
+) -> None:
+    """Every required check but the image ones passes on our proxy (images: next test)."""
+    proxy = await start_proxy(aiohttp_server, api_keys=[KEY])
+    report = await qwen_conformance(
+        str(proxy.make_url("/v1")),
+        KEY,
+        url_rewrites={IMAGE_URL_BASE: cdn + "/output"},
+        optional=["images"],
+    )
+    by_id = report.by_id()
+    not_passed = {r.id: (r.status, r.diagnosis) for r in report.results if r.status != "passed"}
+    assert set(not_passed) <= {"images.chat", "images.generations"}, not_passed
+    assert report.capabilities["text_model"] == "qwen3-max"
+    assert report.capabilities["thinking_model"] == "qwen3-max-thinking"
+    assert by_id["chat.zh.stream"].ttft_s is not None
+    assert by_id["auth.wrong_key"].evidence is not None
+    assert by_id["auth.wrong_key"].evidence.status == 401
+    assert KEY not in report.to_json() and KEY not in report.to_markdown()
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="the proxy lists -image models (0c8e953) but its chat route does not yet turn "
+    "image_gen frames into an image: 502 upstream_empty (media work in progress)",
+)
+async def test_our_proxy_image_checks_pass_or_skip(aiohttp_server: Factory, cdn: str) -> None:
+    """Image checks pass when the proxy offers images, and are skipped with a reason otherwise."""
+    proxy = await start_proxy(aiohttp_server, api_keys=[KEY])
+    report = await run_checks(
+        str(proxy.make_url("/v1")),
+        KEY,
+        url_rewrites={IMAGE_URL_BASE: cdn + "/output"},
+        skip=["chat", "stream", "reasoning", "errors", "auth", "models.root", "models.no_key"],
+    )
+    for check in ("images.chat", "images.generations"):
+        result = report.by_id()[check]
+        assert result.status in ("passed", "skipped"), (check, result.diagnosis, result.message)
+        assert result.message
+
+
+async def test_open_proxy_without_key_skips_auth_checks(aiohttp_server: Factory) -> None:
+    """Without --key the auth checks are skipped, with the reason, and the run still passes."""
+    proxy = await start_proxy(aiohttp_server)
+    report = await run_checks(
+        str(proxy.make_url("/v1")), skip=["images", "errors.oversize", "stream"]
+    )
+    by_id = report.by_id()
+    assert (by_id["auth.wrong_key"].status, by_id["auth.wrong_key"].diagnosis) == (
+        "skipped",
+        "no_key",
+    )
+    assert by_id["models.no_key"].status == "skipped"
+    assert by_id["stream.done"].diagnosis == "not_requested"
+    assert report.exit_code() == 0
+
+
+async def test_required_and_optional_overrides(aiohttp_server: Factory) -> None:
+    """--optional makes a failing check harmless; --required makes an optional one count."""
+    proxy = await start_proxy(aiohttp_server)
+    base = str(proxy.make_url("/v1"))
+    kinds = {"images", "stream", "reasoning", "errors", "chat", "auth"}
+    report = await run_checks(base, models=["no-such-model"], skip=sorted(kinds - {"chat"}))
+    assert report.by_id()["chat.en"].diagnosis == "http_status"  # the preferred model is unknown
+    assert report.exit_code() == 1
+    relaxed = await run_checks(
+        base, models=["no-such-model"], skip=sorted(kinds - {"chat"}), optional=["chat"]
+    )
+    assert not relaxed.by_id()["chat.en"].required and relaxed.exit_code() == 0
+    strict = await run_checks(base, skip=sorted(kinds), required=["models.root"])
+    assert strict.by_id()["models.root"].required
