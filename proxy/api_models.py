@@ -17,8 +17,11 @@ from proxy.errors import ClientRequestError, InvalidJSONError
 __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
+    "ImageGenerationRequest",
     "StreamOptions",
+    "VideoGenerationRequest",
     "decode_json_body",
+    "parse_body",
     "parse_chat_request",
 ]
 
@@ -43,7 +46,8 @@ class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions`` body.
 
     ``enable_thinking`` (a Qwen-API extension) turns reasoning on for any model that supports
-    it, like the ``-thinking`` model suffix does.
+    it, like the ``-thinking`` model suffix does; ``size`` (an extension too) is the aspect ratio
+    or ``WxH`` of an ``-image`` model's picture.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -53,6 +57,48 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     enable_thinking: bool | None = None
     n: int | None = Field(default=None, ge=1, le=1)
+    size: str | None = Field(
+        default=None, description="Qwen extension: aspect ratio or WxH for -image models."
+    )
+
+
+class ImageGenerationRequest(BaseModel):
+    """``POST /v1/images/generations`` body (also the fields of ``/v1/images/edits``).
+
+    ``size``: an OpenAI size (``1024x1024``…), any ``WxH`` or an aspect ratio (``16:9``);
+    ``n``: 1 to 4 images (one upstream turn each); ``quality``, ``style``, ``user``… are
+    accepted and ignored.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    n: int = Field(default=1, ge=1, le=4)
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+
+
+class VideoGenerationRequest(BaseModel):
+    """``POST /v1/videos/generations`` body: ``prompt``, optional ``model`` and ``size``."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    size: str | None = None
+
+
+def parse_body[M: BaseModel](model: type[M], obj: Any) -> M:
+    """Validate a decoded body as ``model``. Raises :class:`ClientRequestError` naming the
+    bad field."""
+    if not isinstance(obj, dict):
+        raise ClientRequestError("the request body must be a JSON object")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        msg = first.get("msg", "invalid value")
+        raise ClientRequestError(f"invalid request: {loc}: {msg}", param=loc or None) from None
 
 
 def parse_chat_request(obj: Any) -> ChatCompletionRequest:

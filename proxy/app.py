@@ -27,7 +27,9 @@ from proxy.errors import (
 )
 from proxy.routes.chat import chat_completions
 from proxy.routes.health import healthz
+from proxy.routes.images import images_edits, images_generations
 from proxy.routes.models import get_model, list_models
+from proxy.routes.videos import videos_generations
 from proxy.service import ChatService
 from proxy.state import SERVICE, SETTINGS, START_KEY
 
@@ -186,7 +188,16 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for the whole app, closed on shutdown."""
     settings = app[SETTINGS]
     if REPLAY_URL in app:
-        settings = settings.model_copy(update={"upstream_url": app[REPLAY_URL]})
+        # Offline: the replay server is the site, the CDN (media URLs handed out and fetched
+        # are rewritten to it) and the object store (uploads land in it).
+        url = app[REPLAY_URL]
+        settings = settings.model_copy(
+            update={
+                "upstream_url": url,
+                "media_base_url": settings.media_base_url or url,
+                "object_store_url": settings.object_store_url or url,
+            }
+        )
     elif not settings.tokens:
         log.warning(
             "no_upstream_token",
@@ -218,6 +229,9 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_client_ctx)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/images/generations", images_generations)
+        app.router.add_post(f"{prefix}/images/edits", images_edits)
+        app.router.add_post(f"{prefix}/videos/generations", videos_generations)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
     app.router.add_get("/healthz", healthz)

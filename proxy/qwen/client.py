@@ -1,7 +1,10 @@
 """The upstream HTTP client: the only module of ``proxy.qwen`` that does I/O.
 
 It speaks the v2 flow (PROTOCOL.md §3, §4) over the app's one ``aiohttp.ClientSession``:
-``GET /api/models``, ``POST /api/v2/chats/new``, ``POST /api/v2/chat/completions?chat_id=…``.
+``GET /api/models``, ``POST /api/v2/chats/new``, ``POST /api/v2/chat/completions?chat_id=…``;
+for media (§6, §7) also the t2v JSON completion, ``GET /api/v1/tasks/status/<id>``,
+``POST /api/v2/files/getstsToken``, the signed OSS PutObject and the download of a generated
+image from the CDN (never with the account's token: CDN URLs are signed by their ``?key=``).
 Every answer that is not the expected JSON success or SSE stream is turned into an
 :class:`~proxy.errors.UpstreamError` by :func:`proxy.qwen.envelope.classify_response`
 (PROTOCOL.md §4.3: branch on the content type before parsing).
@@ -21,6 +24,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -28,6 +32,7 @@ import orjson
 from proxy.accounts import Account
 from proxy.config import Settings
 from proxy.errors import (
+    UpstreamBadMediaError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamReplayMissError,
@@ -35,6 +40,7 @@ from proxy.errors import (
     UpstreamUnavailableError,
 )
 from proxy.qwen.envelope import classify_response, envelope_error
+from proxy.qwen.files import OssPut, StsGrant, parse_sts, sniff
 from proxy.qwen.request import encode_json
 
 __all__ = ["QwenClient", "js_timezone_header"]
@@ -155,6 +161,95 @@ class QwenClient:
             yield resp
         finally:
             resp.release()
+
+    # -- media (PROTOCOL.md §6, §7) ----------------------------------------------------------
+
+    async def completion_json(self, account: Account, chat_id: str, body: dict[str, Any]) -> Any:
+        """``POST /api/v2/chat/completions`` with ``stream: false`` (t2v, §6.3): the JSON answer.
+
+        Raises :class:`UpstreamError` for an error envelope, a WAF page or a failed request.
+        """
+        return await self._json(
+            "POST",
+            f"/api/v2/chat/completions?chat_id={chat_id}",
+            account,
+            body,
+            referer=f"/c/{chat_id}",
+        )
+
+    async def task_status(self, account: Account, task_id: str) -> Any:
+        """``GET /api/v1/tasks/status/<task_id>`` (§6.3): the decoded JSON."""
+        path = f"/api/v1/tasks/status/{quote(task_id, safe='')}"
+        return await self._json("GET", path, account, None, referer="/")
+
+    async def sts_token(
+        self, account: Account, filename: str, size: int, filetype: str
+    ) -> StsGrant:
+        """``POST /api/v2/files/getstsToken`` (§7.1): the upload grant (secrets stay inside it)."""
+        body = {"filename": filename, "filesize": str(size), "filetype": filetype}
+        payload = await self._json("POST", "/api/v2/files/getstsToken", account, body, referer="/")
+        return parse_sts(payload)
+
+    async def put_object(self, put: OssPut, data: bytes) -> None:
+        """Send the signed OSS PutObject (§7.2). Raises :class:`UpstreamUnavailableError` when the
+        object store does not answer 200 (its answer is not quoted: it may echo the request)."""
+        resp = await self._open("PUT", put.url, data, put.headers)
+        try:
+            await resp.content.read(ERROR_BODY_LIMIT)
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        finally:
+            resp.release()
+        if resp.status not in (200, 201, 204):
+            raise UpstreamUnavailableError(
+                f"the upload to chat.qwen.ai's object store failed (HTTP {resp.status})"
+            )
+
+    async def fetch_media(self, url: str, *, limit: int, timeout_s: float) -> tuple[bytes, str]:
+        """Download a generated image from the CDN: ``(bytes, media type from magic bytes)``.
+
+        Sent without credentials. Raises :class:`UpstreamBadMediaError` when the answer is not
+        200, is larger than ``limit`` bytes, or is not an image (content type and magic bytes,
+        §6.4: a captcha page is not an image); :class:`UpstreamTimeoutError` after
+        ``timeout_s`` seconds.
+        """
+        headers = {"User-Agent": self._settings.user_agent, "Accept": "image/*,*/*;q=0.8"}
+        try:
+            async with asyncio.timeout(timeout_s):
+                resp = await self._open("GET", url, None, headers)
+                try:
+                    declared = resp.headers.get("Content-Type", "").lower()
+                    length = resp.content_length
+                    if resp.status != 200:
+                        raise UpstreamBadMediaError(
+                            f"the generated image could not be downloaded (HTTP {resp.status})"
+                        )
+                    if length is not None and length > limit:
+                        raise UpstreamBadMediaError(
+                            f"the generated image is larger than {limit} bytes"
+                        )
+                    buf = bytearray()
+                    async for chunk in resp.content.iter_chunked(65536):
+                        buf += chunk
+                        if len(buf) > limit:
+                            raise UpstreamBadMediaError(
+                                f"the generated image is larger than {limit} bytes"
+                            )
+                finally:
+                    resp.release()
+        except TimeoutError:
+            raise UpstreamTimeoutError("the generated image did not download in time") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailableError(
+                f"the generated image could not be downloaded ({type(exc).__name__})"
+            ) from exc
+        kind = sniff(bytes(buf[:16]))
+        if kind is None or not kind.startswith("image/") or not declared.startswith("image/"):
+            raise UpstreamBadMediaError(
+                f"the generated image URL answered {declared or 'untyped'} data that is not an "
+                "image (a captcha or error page?)"
+            )
+        return bytes(buf), kind
 
     # -- internals -----------------------------------------------------------------------------
 

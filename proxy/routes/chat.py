@@ -9,6 +9,10 @@ into the pure :class:`Translator`, and the translator's events out through the
 Nothing is sent to a streaming client until the first piece of text: until then every failure
 can still be a real HTTP error status (never an empty 200). After that, a failure is sent as an
 OpenAI ``error`` event and the stream ends without ``[DONE]``: never a silent truncation.
+
+Media models: ``-image``/``-image-edit`` answer Markdown ``![image](<url>)`` (the image is the
+answer; no image is an error, never ``![image](null)``); ``-video`` is handed to
+:func:`proxy.routes.videos.video_chat` (task polling with keep-alive comments).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from aiohttp import web
 from proxy.api_models import ChatCompletionRequest, decode_json_body, parse_chat_request
 from proxy.qwen.sse import SSEDecoder
 from proxy.qwen.translate import Aggregate, ChunkEncoder, Failure, OutEvent, Translator
+from proxy.routes.videos import video_chat
 from proxy.service import OpenChat
 from proxy.state import SERVICE, SETTINGS, START_KEY
 
@@ -65,7 +70,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Handle one chat completion, streamed or not (OpenAI Chat Completions API)."""
     req = parse_chat_request(decode_json_body(await request.read()))
     service = request.app[SERVICE]
-    async with service.open_chat(req) as chat:
+    route = await service.route_for(req)
+    if route.chat_type == "t2v":
+        return await video_chat(request, req, route)
+    async with service.open_chat(req, route=route) as chat:
         if req.stream:
             return await _relay(request, req, chat)
         return await _aggregate(request, req, chat)
@@ -80,7 +88,7 @@ async def _relay(
 ) -> web.StreamResponse:
     t0: float = request[START_KEY]
     completion_id, created = _ids()
-    translator = Translator(reasoning=request.app[SETTINGS].reasoning)
+    translator = chat.translator(request.app[SETTINGS].reasoning)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     encoder = ChunkEncoder(
         completion_id=completion_id, model=req.model, created=created, include_usage=include_usage
@@ -166,7 +174,7 @@ async def _aggregate(
 ) -> web.Response:
     t0: float = request[START_KEY]
     completion_id, created = _ids()
-    translator = Translator(reasoning=request.app[SETTINGS].reasoning)
+    translator = chat.translator(request.app[SETTINGS].reasoning)
     decoder = SSEDecoder()
     agg = Aggregate()
     upstream_s = chat.upstream_wait_s

@@ -1,0 +1,102 @@
+"""Video generation: ``POST /v1/videos/generations`` and chat with a ``-video`` model.
+
+The t2v flow (PROTOCOL.md §6.3): ``chats/new`` (``chat_type: t2v``), a ``stream: false``
+completion answered with JSON holding the task id, then ``GET /api/v1/tasks/status/<id>`` until
+``task_status`` is ``success`` (the URL in ``content``), ``failed`` (502
+``upstream_task_failed``) or ``video_deadline_s`` passes (504 ``upstream_task_timeout``).
+
+``POST /v1/videos/generations`` takes ``{"prompt", "model"?, "size"?}`` (``size`` an aspect ratio
+or ``WxH``, default ``16:9``) and answers, once the video is ready,
+``{"created": <unix s>, "data": [{"url": "<video url>"}]}``: the shape of the images API. It
+holds the connection until then (30-120 s upstream), so give the client a long timeout.
+
+Chat with ``<model>-video``: the content is ``[video](<url>)``. Not streamed, the answer comes
+when the video is ready. Streamed, the task is created first (its failures are real HTTP
+errors), then the 200 is committed with the role chunk, and an SSE comment ``: keep-alive``
+is written before every poll wait (at most ``video_poll_max_interval_s`` apart) so proxies and
+clients do not time out. A failure after that point is an OpenAI ``error`` event without
+``[DONE]``, like any mid-stream failure.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+from aiohttp import web
+
+from proxy.api_models import (
+    ChatCompletionRequest,
+    VideoGenerationRequest,
+    decode_json_body,
+    parse_body,
+)
+from proxy.errors import ProxyError, error_body
+from proxy.qwen.media import aspect_ratio
+from proxy.qwen.request import ModelRoute, flatten_messages
+from proxy.qwen.translate import Aggregate, ChunkEncoder, Finish
+from proxy.state import SERVICE
+
+__all__ = ["KEEPALIVE", "video_chat", "videos_generations"]
+
+KEEPALIVE = b": keep-alive\n\n"
+"""The SSE comment sent while a video task runs (ignored by SSE parsers)."""
+
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+async def videos_generations(request: web.Request) -> web.Response:
+    """``POST /v1/videos/generations``: one video, answered when ready (see module doc)."""
+    body = parse_body(VideoGenerationRequest, decode_json_body(await request.read()))
+    service = request.app[SERVICE]
+    route = await service.media_route(body.model, "t2v")
+    task = await service.start_video(
+        route, body.prompt, size=aspect_ratio(body.size, default="16:9")
+    )
+    media = await service.wait_video(task)
+    payload = {"created": int(time.time()), "data": [{"url": media.url}]}
+    return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+
+async def video_chat(
+    request: web.Request, req: ChatCompletionRequest, route: ModelRoute
+) -> web.StreamResponse:
+    """A chat completion with a ``-video`` model, streamed (keep-alives) or not."""
+    service = request.app[SERVICE]
+    prompt = flatten_messages(req.messages)
+    task = await service.start_video(route, prompt, size=aspect_ratio(req.size, default="16:9"))
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if not req.stream:
+        media = await service.wait_video(task)
+        agg = Aggregate()
+        agg.add(media)
+        agg.add(Finish())
+        out = agg.completion(
+            completion_id=completion_id, model=req.model, created=created, usage=None
+        )
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    encoder = ChunkEncoder(
+        completion_id=completion_id, model=req.model, created=created, include_usage=include_usage
+    )
+    resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+    await resp.prepare(request)
+    await resp.write(encoder.role())
+
+    async def keepalive() -> None:
+        await resp.write(KEEPALIVE)
+
+    try:
+        media = await service.wait_video(task, on_wait=keepalive)
+    except ProxyError as exc:
+        await resp.write(b"data: " + orjson.dumps(error_body(exc)) + b"\n\n")
+        await resp.write_eof()
+        return resp
+    await resp.write(encoder.encode(media) + encoder.encode(Finish()))
+    await resp.write_eof()
+    return resp
