@@ -1,6 +1,9 @@
-"""``qwen-record``: replay, import, validate, list and generate cassettes (format v1).
+"""``qwen-record``: capture, replay, import, validate, list and generate cassettes (format v1);
+infer upstream schemas and diff new traffic against them.
 
-See docs/cassette-format.md for the file layout and the matching rules of the replay server.
+See docs/cassette-format.md for the file layout and the matching rules of the replay server;
+``capture`` runs ``recorder/addon.py`` in mitmdump (TOOLING.md section 1.4); ``schema`` and
+``diff`` are ``recorder/schema.py`` (TOOLING.md section 4).
 """
 
 from __future__ import annotations
