@@ -7,11 +7,15 @@ optional ``response.x_stream`` chunk list for streamed bodies. The layout is des
 
 Units: every time is in seconds (float), every length in bytes of the UTF-8 encoded body.
 Streamed bodies are SSE (PROTOCOL.md section 5.1), which is UTF-8 by definition, so a body is
-always stored as text; individual chunks may end inside a multi-byte character.
+stored as text; individual chunks may end inside a multi-byte character. A binary body (an
+image from the CDN) is stored as base64 text with ``response.x_body_encoding: "base64"``; then
+lengths count the decoded bytes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import tempfile
@@ -114,7 +118,8 @@ class Interaction:
 
     Headers map a name to the list of its values (vcrpy's layout). ``request_body`` is the exact
     text the client sent (UTF-8) or ``None``; ``response_body`` is the whole decoded body text.
-    ``stream`` is set for streamed (chunk-recorded) bodies.
+    ``stream`` is set for streamed (chunk-recorded) bodies. ``body_encoding`` is ``"base64"``
+    when ``response_body`` is the base64 text of a binary body (``response.x_body_encoding``).
     """
 
     method: str
@@ -126,9 +131,12 @@ class Interaction:
     response_headers: dict[str, list[str]]
     response_body: str
     stream: StreamInfo | None = None
+    body_encoding: Literal["base64"] | None = None
 
     def body_bytes(self) -> bytes:
-        """The response body as UTF-8 bytes."""
+        """The response body bytes: UTF-8 text, or the decoded base64 of a binary body."""
+        if self.body_encoding == "base64":
+            return base64.b64decode(self.response_body)
         return self.response_body.encode("utf-8")
 
     def request_body_bytes(self) -> bytes | None:
@@ -221,6 +229,8 @@ class Interaction:
             "headers": _copy_headers(self.response_headers),
             "body": {"string": self.response_body},
         }
+        if self.body_encoding is not None:
+            response["x_body_encoding"] = self.body_encoding
         if self.stream is not None:
             response["x_stream"] = self.stream.to_dict()
         return {
@@ -250,6 +260,7 @@ class Interaction:
                 response_headers=_copy_headers(resp.get("headers") or {}),
                 response_body=str(resp["body"]["string"]),
                 stream=None if x_stream is None else StreamInfo.from_dict(x_stream),
+                body_encoding="base64" if resp.get("x_body_encoding") == "base64" else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CassetteError(f"malformed interaction: {exc!r}") from exc
@@ -470,11 +481,23 @@ def _invariant_problems(data: dict[str, Any]) -> list[str]:
         text = body.get("string") if isinstance(body, dict) else None
         if not isinstance(text, str):
             continue
-        try:
-            body_len = len(text.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            problems.append(f"{where}.response.body.string: not valid UTF-8 text ({exc.reason})")
-            continue
+        if resp.get("x_body_encoding") == "base64":
+            try:
+                body_len = len(base64.b64decode(text, validate=True))
+            except (binascii.Error, ValueError):
+                problems.append(
+                    f"{where}.response.body.string: x_body_encoding is base64 but the "
+                    "text is not valid base64"
+                )
+                continue
+        else:
+            try:
+                body_len = len(text.encode("utf-8"))
+            except UnicodeEncodeError as exc:
+                problems.append(
+                    f"{where}.response.body.string: not valid UTF-8 text ({exc.reason})"
+                )
+                continue
         xs = resp.get("x_stream")
         if not isinstance(xs, dict):
             continue

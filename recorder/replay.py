@@ -5,11 +5,24 @@ matched with ``recorder.matching`` (docs/cassette-format.md). Streamed interacti
 one HTTP chunk per recorded chunk, so a client's ``iter_chunks()`` sees the recorded boundaries,
 including chunks that end inside a UTF-8 character (PROTOCOL.md section 5.1). Faults change the
 boundaries or the timing of a body, never its content (``drop_after`` truncates it).
+
+Two stateful behaviours stand in for parts of the site that are not request/answer pairs:
+
+- **Task polling** (PROTOCOL.md §6.3): successive ``GET /api/v1/tasks/status/<id>`` requests for
+  the same path are answered by that path's recorded interactions in load order (pending,
+  running, success…); once they are used up the last one repeats. State is per app.
+- **Object store** (§7.2): a ``PUT`` that matches no recorded interaction is an OSS PutObject.
+  It needs ``Authorization: OSS <id>:<signature>`` and ``x-oss-security-token`` (else 403) and a
+  ``Content-MD5`` that fits the body when given (else 400); the bytes are kept in
+  :data:`UPLOADS_KEY` and the answer is 200 with an ``ETag``. A later ``GET`` of that path
+  serves the stored bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -20,19 +33,22 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from recorder.cassette import Cassette, Interaction
-from recorder.matching import Hit, Index, fingerprint
+from recorder.matching import Hit, Index, fingerprint, normalise_path
 
 __all__ = [
     "FAULT_KEY",
     "INDEX_KEY",
     "REQUESTS_KEY",
     "SPEED_KEY",
+    "TASK_STATUS_PREFIX",
+    "UPLOADS_KEY",
     "Bytewise",
     "Coalesce",
     "DropAfter",
     "Fault",
     "ReceivedRequest",
     "SplitUtf8",
+    "StoredObject",
     "apply_fault",
     "make_replay_app",
 ]
@@ -56,6 +72,17 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: bytes
     matched: str | None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object PUT into the stand-in object store: ``path``, ``body``, ``content_type`` and
+    the request ``headers`` (they hold the STS token; tests only, never logged)."""
+
+    path: str
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
 
 
 class Fault:
@@ -168,6 +195,15 @@ SPEED_KEY = web.AppKey("replay_speed", float)
 """Timing factor: 1.0 real time, 2.0 twice as fast, 0 no delay."""
 FAULT_KEY: web.AppKey[Fault | None] = web.AppKey("replay_fault")
 """The fault applied to every answered body, or ``None``."""
+UPLOADS_KEY = web.AppKey("replay_uploads", list[StoredObject])
+"""Every object PUT into the stand-in object store, in order."""
+SEQUENCES_KEY = web.AppKey("replay_sequences", dict[str, list[Hit]])
+"""Per task-status path: its recorded interactions, in load order."""
+CURSORS_KEY = web.AppKey("replay_cursors", dict[str, int])
+"""Per task-status path: how many GETs were answered so far."""
+
+TASK_STATUS_PREFIX = "/api/v1/tasks/status/"
+"""Paths whose successive GETs advance through their recorded answers (PROTOCOL.md §6.3)."""
 
 
 def _response_headers(inter: Interaction) -> CIMultiDict[str]:
@@ -227,11 +263,64 @@ async def _serve_hit(request: web.Request, hit: Hit) -> web.StreamResponse:
     return resp
 
 
+def _sequences(cassettes: Sequence[Cassette]) -> dict[str, list[Hit]]:
+    found: dict[str, list[Hit]] = {}
+    for cassette in cassettes:
+        for i, inter in enumerate(cassette.interactions):
+            path = normalise_path(inter.uri)
+            if inter.method.upper() == "GET" and TASK_STATUS_PREFIX in path + "/":
+                found.setdefault(path, []).append(Hit(cassette, i, inter))
+    return found
+
+
+def _next_in_sequence(app: web.Application, method: str, path: str) -> Hit | None:
+    if method != "GET":
+        return None
+    key = normalise_path(path)
+    hits = app[SEQUENCES_KEY].get(key)
+    if not hits:
+        return None
+    n = app[CURSORS_KEY].get(key, 0)
+    app[CURSORS_KEY][key] = n + 1
+    return hits[min(n, len(hits) - 1)]
+
+
+def _store_object(request: web.Request, body: bytes) -> web.Response:
+    """The stand-in OSS PutObject (see the module docstring)."""
+    auth = request.headers.get("Authorization", "")
+    if (
+        not auth.startswith("OSS ")
+        or ":" not in auth
+        or not request.headers.get("x-oss-security-token")
+    ):
+        return web.Response(status=403, text="AccessDenied: not signed with an STS grant")
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode("ascii")
+    given = request.headers.get("Content-MD5")
+    if given is not None and given != md5:
+        return web.Response(status=400, text="InvalidDigest: Content-MD5 does not match")
+    request.app[UPLOADS_KEY].append(
+        StoredObject(
+            path=request.path,
+            body=body,
+            content_type=request.headers.get("Content-Type", ""),
+            headers=dict(request.headers),
+        )
+    )
+    etag = '"' + hashlib.md5(body).hexdigest().upper() + '"'
+    return web.Response(status=200, headers={"ETag": etag})
+
+
+def _stored(app: web.Application, path: str) -> StoredObject | None:
+    objects: list[StoredObject] = app[UPLOADS_KEY]
+    return next((o for o in reversed(objects) if o.path == path), None)
+
+
 async def _handle(request: web.Request) -> web.StreamResponse:
     app = request.app
     body = await request.read()
     fp = fingerprint(request.method, request.path_qs, body)
-    result = app[INDEX_KEY].find(fp)
+    in_sequence = _next_in_sequence(app, request.method, request.path)
+    result = in_sequence if in_sequence is not None else app[INDEX_KEY].find(fp)
     matched = result.cassette.name if isinstance(result, Hit) else None
     app[REQUESTS_KEY].append(
         ReceivedRequest(
@@ -245,6 +334,12 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if isinstance(result, Hit):
         log.info("%s %s -> %s[%d]", request.method, request.path, matched, result.interaction_index)
         return await _serve_hit(request, result)
+    if request.method == "PUT":
+        log.info("PUT %s -> object store", request.path)
+        return _store_object(request, body)
+    stored = _stored(app, request.path) if request.method == "GET" else None
+    if stored is not None:
+        return web.Response(body=stored.body, content_type=stored.content_type or None)
     log.warning("%s %s -> miss", request.method, request.path)
     payload: dict[str, Any] = {
         "type": "replay_miss",
@@ -265,7 +360,8 @@ def make_replay_app(
     ``speed`` scales recorded timings (seconds): 1.0 real time, 2.0 twice as fast, 0 no delay;
     delays apply before the headers (``t_headers_s``) and between chunks. ``fault`` applies to
     streamed bodies (``DropAfter`` also to plain ones). A miss answers HTTP 404 with a JSON
-    ``replay_miss`` error. Raises ``ValueError`` for a negative speed.
+    ``replay_miss`` error, except an unmatched ``PUT`` (stored as an object-store upload) and a
+    ``GET`` of a stored object. Raises ``ValueError`` for a negative speed.
     """
     if speed < 0:
         raise ValueError(f"speed must be >= 0, got {speed}")
@@ -274,5 +370,8 @@ def make_replay_app(
     app[INDEX_KEY] = Index(cassettes)
     app[SPEED_KEY] = float(speed)
     app[FAULT_KEY] = fault
+    app[UPLOADS_KEY] = []
+    app[SEQUENCES_KEY] = _sequences(cassettes)
+    app[CURSORS_KEY] = {}
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app
