@@ -72,11 +72,6 @@ async def test_our_proxy_passes_every_required_check(
     assert KEY not in report.to_json() and KEY not in report.to_markdown()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the proxy lists -image models (0c8e953) but its chat route does not yet turn "
-    "image_gen frames into an image: 502 upstream_empty (media work in progress)",
-)
 async def test_our_proxy_image_checks_pass_or_skip(aiohttp_server: Factory, cdn: str) -> None:
     """Image checks pass when the proxy offers images, and are skipped with a reason otherwise."""
     proxy = await start_proxy(aiohttp_server, api_keys=[KEY])
