@@ -155,9 +155,16 @@ def test_phase_missing_breaks_against_committed_schemas() -> None:
 
 
 def test_t2i_envelope_breaks_against_committed_schemas() -> None:
-    """Against schemas/upstream, a t2i turn answered by an envelope is breaking whether or not
-    t2i traffic is known there (content type changed, or a new endpoint answering an error)."""
-    report = _report("drift_t2i_envelope", load_schemas(UPSTREAM))
+    """Against schemas/upstream, a t2i turn answered by an envelope is breaking when t2i is known
+    there only as a stream (content type changed) or not at all (a new endpoint answering an
+    error); once the baseline itself records t2i envelopes (cassettes/media_t2i_ratelimited), it
+    is still reported, as a known error answer."""
+    schemas = load_schemas(UPSTREAM)
+    report = _report("drift_t2i_envelope", schemas)
+    known = schemas.get(T2I, {}).get("x-qwen-endpoint", {}).get("content_types", [])
+    if any("json" in ct for ct in known):
+        assert ("info", "error_answer") in {(i.severity, i.kind) for i in report.items}
+        return
     kinds = {i.kind for i in report.breaking if i.endpoint == T2I}
     assert kinds & {"content_type_changed", "endpoint_added_error"}
 
