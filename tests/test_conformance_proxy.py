@@ -103,6 +103,20 @@ async def test_open_proxy_without_key_skips_auth_checks(aiohttp_server: Factory)
     assert report.exit_code() == 0
 
 
+async def test_open_proxy_with_a_key_given_skips_the_wrong_key_check(
+    aiohttp_server: Factory,
+) -> None:
+    """A proxy without API keys is open: with --key the wrong-key check is skipped, not failed."""
+    proxy = await start_proxy(aiohttp_server)
+    report = await run_checks(
+        str(proxy.make_url("/v1")), key="sk-anything", skip=["images", "errors", "stream"]
+    )
+    wrong = report.by_id()["auth.wrong_key"]
+    assert (wrong.status, wrong.diagnosis) == ("skipped", "open_target")
+    assert "without any key" in wrong.message
+    assert report.exit_code() == 0
+
+
 async def test_required_and_optional_overrides(aiohttp_server: Factory) -> None:
     """--optional makes a failing check harmless; --required makes an optional one count."""
     proxy = await start_proxy(aiohttp_server)

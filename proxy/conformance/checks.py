@@ -15,7 +15,8 @@ Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.cl
 ``no_reasoning``, ``no_answer``, ``null_image_url``, ``text_instead_of_image``, ``no_image``,
 ``unsafe_url``, ``image_fetch_failed``, ``not_an_image``, ``empty_200``, ``error_as_200``,
 ``wrong_key_accepted``, ``server_error``, ``wrong_status``, ``not_openai_error``,
-``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``, ``not_offered``.
+``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``, ``not_offered``,
+``open_target``.
 """
 
 from __future__ import annotations
@@ -644,6 +645,19 @@ _ERRORISH = re.compile(
 )
 
 
+def _served_without_key(ex: Exchange) -> bool:
+    """True when a request without a key was served: not 401/403, not an error dressed as 200."""
+    if ex.status in (401, 403):
+        return False
+    if ex.status != 200:
+        return True  # got past authentication (e.g. an upstream or validation error)
+    obj = ex.json()
+    if not ex.body.strip() or violations("chat.completion", obj):
+        return False
+    text = obj["choices"][0]["message"].get("content") or ""
+    return not _ERRORISH.search(text)
+
+
 async def _wrong_key(ctx: Context) -> Outcome:
     if not ctx.client.key:
         return _skipped("no_key", "no --key given: cannot tell whether the target checks keys")
@@ -654,6 +668,22 @@ async def _wrong_key(ctx: Context) -> Outcome:
         auth="wrong",
     )
     ex = await ctx.client.send(probe)
+    if ex.status != 401:
+        # Is the target open? Then there is no key to refuse, and nothing to fail.
+        open_probe = Probe.json(
+            "auth.no_key",
+            "/chat/completions",
+            chat_body(ctx.text_model, AUTH_PROMPT, stream=False),
+            auth="none",
+        )
+        no_key = await ctx.client.send(open_probe)
+        if _served_without_key(no_key):
+            return _skipped(
+                "open_target",
+                "the target accepts requests without any key (no API keys configured), so "
+                f"there is no key to refuse (no key: HTTP {no_key.status}, wrong key: HTTP "
+                f"{ex.status})",
+            )
     if ex.status == 200:
         obj = ex.json()
         if not ex.body.strip():
