@@ -73,3 +73,65 @@ async def test_cors_preflight_and_streamed_responses(aiohttp_server: Any) -> Non
             proxy.make_url("/v1/models"), headers={"Origin": "https://other.example"}
         ) as r:
             assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def _fake_upstream(aiohttp_server: Any, completion_body: bytes, ctype: str) -> str:
+    """A minimal chat.qwen.ai: one model, chats/new, and a fixed completions answer."""
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "qwen3-max"}]})
+
+    async def new_chat(_: web.Request) -> web.Response:
+        return web.json_response({"success": True, "data": {"id": "chat-1"}})
+
+    async def completions(_: web.Request) -> web.Response:
+        return web.Response(body=completion_body, headers={"Content-Type": ctype})
+
+    app = web.Application()
+    app.router.add_get("/api/models", models)
+    app.router.add_post("/api/v2/chats/new", new_chat)
+    app.router.add_post("/api/v2/chat/completions", completions)
+    return str((await aiohttp_server(app)).make_url("")).rstrip("/")
+
+
+async def test_envelope_labelled_as_a_stream_is_still_classified(
+    aiohttp_server: Any, aiohttp_client: Any
+) -> None:
+    """An error envelope sent with Content-Type text/event-stream still gives 429, not 502."""
+    envelope = (
+        b'{"success":false,"request_id":"r","data":{"code":"RateLimited",'
+        b'"details":"You\'ve reached the upper limit for today\'s usage.","num":2}}'
+    )
+    upstream = await _fake_upstream(aiohttp_server, envelope, "text/event-stream; charset=utf-8")
+    client = await aiohttp_client(make_app(Settings(upstream_url=upstream)))
+    for stream in (True, False):
+        body = {
+            "model": "qwen3-max",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        resp = await client.post("/v1/chat/completions", json=body)
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == str(2 * 3600)
+        assert (await resp.json())["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_answer_finished_without_text_is_a_502(
+    aiohttp_server: Any, aiohttp_client: Any
+) -> None:
+    """A stream whose answer finishes with no text gives 502 upstream_empty, never an empty 200."""
+    sse = (
+        b'data: {"response.created":{"chat_id":"chat-1","response_id":"r"}}\n\n'
+        b'data: {"choices":[{"delta":{"content":"","phase":"answer","status":"finished"}}]}\n\n'
+    )
+    upstream = await _fake_upstream(aiohttp_server, sse, "text/event-stream; charset=utf-8")
+    client = await aiohttp_client(make_app(Settings(upstream_url=upstream)))
+    for stream in (True, False):
+        body = {
+            "model": "qwen3-max",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        resp = await client.post("/v1/chat/completions", json=body)
+        assert resp.status == 502
+        assert (await resp.json())["error"]["code"] == "upstream_empty"

@@ -87,6 +87,7 @@ def test_real_internal_error_sample_is_a_502(samples_dir: Path) -> None:
         ),
         (200, "text/html", b"<html>maintenance</html>", UpstreamProtocolError, 502),
         (401, "text/plain", b"Token has expired", UpstreamUnauthorizedError, 401),
+        (200, "text/plain", b"Token has expired", UpstreamUnauthorizedError, 401),
         (500, "text/plain", b"oops", UpstreamUnavailableError, 502),
         (504, "text/plain", b"", UpstreamTimeoutError, 504),
         (

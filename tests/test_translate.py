@@ -294,3 +294,18 @@ def test_aggregate_builds_a_completion_or_raises() -> None:
         bad.add(e)
     with pytest.raises(UpstreamTruncatedError):
         bad.completion(completion_id="c", model="m", created=1, usage=None)
+
+
+def test_finished_answer_without_text_is_empty_not_success() -> None:
+    """A finished answer frame after no answer text is an empty answer (502), never a 200."""
+    out = run([CREATED, delta("think", "hmm"), FINISHED])
+    assert isinstance(out[-1], Failure)
+    assert isinstance(out[-1].error, UpstreamEmptyError)
+
+
+def test_fail_ends_the_stream_once() -> None:
+    """fail() ends the stream with the given error; afterwards nothing more is emitted."""
+    tr = Translator()
+    (failure,) = tr.fail(UpstreamTruncatedError("x"))
+    assert isinstance(failure, Failure) and tr.done
+    assert tr.fail(UpstreamTruncatedError("y")) == [] and tr.feed(delta("answer", "z")) == []

@@ -152,6 +152,12 @@ def classify_response(status: int, content_type: str, body: bytes) -> UpstreamEr
         found = envelope_error(obj)
         if found is not None:
             return found
+    low = body[:4096].lower()
+    if status in (200, 401, 403) and (b"token has expired" in low or b"invalid token" in low):
+        return UpstreamUnauthorizedError(
+            "chat.qwen.ai refused the upstream token (expired or invalid): sign in at "
+            "https://chat.qwen.ai, copy the new token into the proxy's configuration and restart."
+        )
     if status in (401, 403):
         return UpstreamUnauthorizedError(
             f"chat.qwen.ai answered HTTP {status}: the upstream token is invalid or expired."

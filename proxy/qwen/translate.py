@@ -288,6 +288,12 @@ class Translator:
             )
         return self._fail(self._empty_error())
 
+    def fail(self, error: UpstreamError) -> list[OutEvent]:
+        """End the stream with ``error`` (found outside the frames, e.g. a stray envelope)."""
+        if self.done:
+            return []
+        return self._fail(error)
+
     def abort(self, reason: str) -> list[OutEvent]:
         """The upstream connection broke (``reason`` is safe, secret-free text)."""
         if self.done:
@@ -368,7 +374,10 @@ class Translator:
                 self._answer_chars += len(content)
                 out.append(Text("content", content))
             if status == "finished" and phase == "answer":
-                out.extend(self._finish())
+                # A finished answer with no text at all is an empty answer, not a success.
+                out.extend(
+                    self._finish() if self._answer_chars else self._fail(self._empty_error())
+                )
             return out
         if phase == "think":
             if isinstance(content, str) and content:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 import aiohttp
 import orjson
@@ -27,7 +28,9 @@ import structlog
 from aiohttp import web
 
 from proxy.api_models import ChatCompletionRequest, decode_json_body, parse_chat_request
-from proxy.qwen.sse import SSEDecoder
+from proxy.errors import UpstreamError
+from proxy.qwen.envelope import classify_response
+from proxy.qwen.sse import SSEDecoder, SSEEvent
 from proxy.qwen.translate import Aggregate, ChunkEncoder, Failure, OutEvent, Translator
 from proxy.routes.videos import video_chat
 from proxy.service import OpenChat
@@ -83,6 +86,69 @@ def _ids() -> tuple[str, int]:
     return f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
 
+class _Pump:
+    """Reads chat.qwen.ai's stream and yields batches of translated events.
+
+    Shared by the streaming relay and the non-stream aggregation. ``wait_s`` (seconds) counts
+    the time spent waiting on chat.qwen.ai while ``counting`` is on (until the client's response
+    is committed), for ``Server-Timing``. A body labelled ``text/event-stream`` that holds no SSE
+    event at all (an error envelope sent with the stream's content type) is classified like any
+    non-stream answer, so it still becomes the right error (PROTOCOL.md §4.3, §10).
+    """
+
+    _HEAD_LIMIT = 64 * 1024
+
+    def __init__(self, chat: OpenChat, translator: Translator) -> None:
+        self.wait_s = chat.upstream_wait_s
+        self.counting = True
+        self._translator = translator
+        self._decoder = SSEDecoder()
+        self._it = chat.response.content.iter_any().__aiter__()
+        self._ctype = chat.response.headers.get("Content-Type", "").lower()
+        self._head = bytearray()
+        self._seen_event = False
+
+    async def batches(self) -> AsyncGenerator[list[OutEvent]]:
+        """Event batches until the translator is done (a finish or a failure)."""
+        tr = self._translator
+        while not tr.done:
+            t_read = time.perf_counter()
+            try:
+                chunk = await _next_chunk(self._it)
+            except _UpstreamBroken as exc:
+                yield tr.abort(str(exc))
+                return
+            if self.counting:
+                self.wait_s += time.perf_counter() - t_read
+            if chunk is None:
+                out = self._feed(self._decoder.close())
+                if not tr.done:
+                    stray = self._stray_body()
+                    out.extend(tr.fail(stray) if stray is not None else tr.close())
+                yield out
+                return
+            if not self._seen_event and len(self._head) < self._HEAD_LIMIT:
+                self._head += chunk[: self._HEAD_LIMIT - len(self._head)]
+            out = self._feed(self._decoder.feed(chunk))
+            if out:
+                yield out
+
+    def _feed(self, events: list[SSEEvent]) -> list[OutEvent]:
+        tr = self._translator
+        out: list[OutEvent] = []
+        for event in events:
+            self._seen_event = True
+            out.extend(tr.feed(event.data))
+            if tr.done:
+                break
+        return out
+
+    def _stray_body(self) -> UpstreamError | None:
+        if self._seen_event or not bytes(self._head).strip():
+            return None
+        return classify_response(200, self._ctype, bytes(self._head))
+
+
 async def _relay(
     request: web.Request, req: ChatCompletionRequest, chat: OpenChat
 ) -> web.StreamResponse:
@@ -93,46 +159,19 @@ async def _relay(
     encoder = ChunkEncoder(
         completion_id=completion_id, model=req.model, created=created, include_usage=include_usage
     )
-    decoder = SSEDecoder()
-    upstream_s = chat.upstream_wait_s
+    pump = _Pump(chat, translator)
     resp: web.StreamResponse | None = None
-    it = chat.response.content.iter_any().__aiter__()
-    out: list[OutEvent] = []
     try:
-        while not translator.done:
-            t_read = time.perf_counter()
-            try:
-                chunk = await _next_chunk(it)
-            except _UpstreamBroken as exc:
-                out = translator.abort(str(exc))
-                break
-            if resp is None:
-                upstream_s += time.perf_counter() - t_read
-            if chunk is None:
-                out = []
-                for event in decoder.close():
-                    out.extend(translator.feed(event.data))
-                out.extend(translator.close())
-                break
-            out = []
-            for event in decoder.feed(chunk):
-                out.extend(translator.feed(event.data))
-                if translator.done:
-                    break
-            if not out:
-                continue
-            if resp is None:
-                resp = await _start(request, out, encoder, t0, upstream_s)
-                await resp.write(encoder.role() + _encode(encoder, out, translator))
-            else:
-                await resp.write(_encode(encoder, out, translator))
-            out = []
-        if out:
-            if resp is None:
-                resp = await _start(request, out, encoder, t0, upstream_s)
-                await resp.write(encoder.role() + _encode(encoder, out, translator))
-            else:
-                await resp.write(_encode(encoder, out, translator))
+        async with aclosing(pump.batches()) as batches:
+            async for out in batches:
+                if not out:
+                    continue
+                if resp is None:
+                    resp = await _start(request, out, encoder, t0, pump.wait_s)
+                    pump.counting = False
+                    await resp.write(encoder.role() + _encode(encoder, out, translator))
+                else:
+                    await resp.write(_encode(encoder, out, translator))
         assert resp is not None  # translator.done implies events were produced
         await resp.write_eof()
     except ConnectionResetError:
@@ -175,31 +214,12 @@ async def _aggregate(
     t0: float = request[START_KEY]
     completion_id, created = _ids()
     translator = chat.translator(request.app[SETTINGS].reasoning)
-    decoder = SSEDecoder()
     agg = Aggregate()
-    upstream_s = chat.upstream_wait_s
-    it = chat.response.content.iter_any().__aiter__()
-    while not translator.done:
-        t_read = time.perf_counter()
-        try:
-            chunk = await _next_chunk(it)
-        except _UpstreamBroken as exc:
-            for e in translator.abort(str(exc)):
+    pump = _Pump(chat, translator)
+    async with aclosing(pump.batches()) as batches:
+        async for out in batches:
+            for e in out:
                 agg.add(e)
-            break
-        upstream_s += time.perf_counter() - t_read
-        if chunk is None:
-            for event in decoder.close():
-                for e in translator.feed(event.data):
-                    agg.add(e)
-            for e in translator.close():
-                agg.add(e)
-            break
-        for event in decoder.feed(chunk):
-            for e in translator.feed(event.data):
-                agg.add(e)
-            if translator.done:
-                break
     body = agg.completion(
         completion_id=completion_id, model=req.model, created=created, usage=translator.usage
     )
@@ -207,7 +227,7 @@ async def _aggregate(
     return web.Response(
         body=orjson.dumps(body),
         content_type="application/json",
-        headers={"Server-Timing": _server_timing(t0, upstream_s)},
+        headers={"Server-Timing": _server_timing(t0, pump.wait_s)},
     )
 
 
