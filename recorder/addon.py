@@ -34,10 +34,8 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import re
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -56,7 +54,7 @@ try:  # mitmdump loads this file by path; make the package importable from a pla
 except ModuleNotFoundError:  # pragma: no cover - only without an installed project
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recorder.cassette import Cassette, CassetteError, Interaction, Provenance
+from recorder.cassette import Cassette, CassetteError, Interaction, Provenance, write_atomic
 from recorder.redact import Redactor
 
 __all__ = [
@@ -66,7 +64,6 @@ __all__ = [
     "Tee",
     "build_interaction",
     "chat_id_of",
-    "write_atomic",
 ]
 
 log = logging.getLogger("recorder.addon")
@@ -347,25 +344,6 @@ def build_interaction(
     if wire_encoding is not None and inter.stream is not None:
         inter.stream = dataclasses.replace(inter.stream, wire_encoding=wire_encoding)
     return inter
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: temporary file, fsync, ``os.replace``.
-
-    Readers see the old file or the new one, never a partial one; a failure leaves the old
-    file untouched and removes the temporary file. Raises ``OSError``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 from genson import SchemaBuilder
 
-from recorder.cassette import Cassette, Interaction
+from recorder.cassette import Cassette, Interaction, write_atomic
 from recorder.matching import normalise_path
 
 __all__ = [
@@ -384,21 +384,10 @@ def write_schemas(docs: Mapping[str, Mapping[str, Any]], out_dir: Path) -> list[
     Stale files are ``*.json`` files in ``out_dir`` that are not in ``docs`` and carry the
     ``x-qwen-endpoint`` mark (other files are left alone). Raises ``OSError``.
     """
-    import os
-    import tempfile
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, doc in sorted(docs.items()):
-        path = out_dir / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(render(doc))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = write_atomic(out_dir / name, render(doc))
         written.append(path)
     for old in sorted(out_dir.glob("*.json")):
         if old.name in docs:

@@ -30,6 +30,7 @@ with warnings.catch_warnings():
     from mitmproxy.test import taddons, tflow, tutils
 
     from recorder import addon as addon_module
+    from recorder import cassette as cassette_module
     from recorder.addon import Recorder, Tee
 
 pytestmark = pytest.mark.filterwarnings(f"ignore:{_PYPARSING}:DeprecationWarning")
@@ -379,7 +380,7 @@ async def test_failed_write_keeps_the_previous_file(
         def boom(src: str, dst: str) -> None:
             raise OSError("disk full")
 
-        monkeypatch.setattr(addon_module.os, "replace", boom)
+        monkeypatch.setattr(cassette_module.os, "replace", boom)
         await rec.response(_flow("/api/v2/chats/new"))
     assert _read(tmp_path) == before
     assert len(Cassette.load(tmp_path / "t.json").interactions) == 1
