@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -345,9 +346,9 @@ def check(
             bar_cm.__exit__(None, None, None)
     markdown = report.to_markdown()
     if json_file is not None:
-        json_file.write_text(report.to_json() + "\n", encoding="utf-8")
+        _write_report(json_file, report.to_json() + "\n")
     if markdown_file is not None:
-        markdown_file.write_text(markdown, encoding="utf-8")
+        _write_report(markdown_file, markdown)
     else:
         click.echo(markdown, nl=False)
     counts = report.counts()
@@ -358,6 +359,16 @@ def check(
         err=True,
     )
     sys.exit(report.exit_code())
+
+
+def _write_report(path: Path, text: str) -> None:
+    """Write a report atomically (temporary file, then ``os.replace``): never half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
