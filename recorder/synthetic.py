@@ -264,19 +264,23 @@ def _epoch(sc: Scenario) -> int:
     return BASE_EPOCH_S + 60 * names.index(sc.name)
 
 
-def _chats_new(sc: Scenario) -> Interaction:
-    """Step 1 of the flow (§3): create the chat; always a success."""
+def chats_new_interaction(name: str, model: str, chat_type: str, epoch_s: int) -> Interaction:
+    """Step 1 of the flow (§3) for scenario ``name``: create the chat; always a success.
+
+    ``epoch_s`` is the scenario's clock in seconds; the request carries milliseconds (§3, §4.1
+    field notes). Shared by every synthetic set.
+    """
     body = {
         "title": "New Chat",
-        "models": [sc.model],
+        "models": [model],
         "chat_mode": "normal",
-        "chat_type": sc.chat_type,
-        "timestamp": _epoch(sc) * 1000 - 1250,  # milliseconds here (§3, §4.1 field notes)
+        "chat_type": chat_type,
+        "timestamp": epoch_s * 1000 - 1250,
     }
     answer = {
         "success": True,
-        "request_id": _uid(sc.name, "request_id/chats_new"),
-        "data": {"id": _uid(sc.name, "chat_id")},
+        "request_id": _uid(name, "request_id/chats_new"),
+        "data": {"id": _uid(name, "chat_id")},
     }
     return Interaction(
         method="POST",
@@ -288,6 +292,10 @@ def _chats_new(sc: Scenario) -> Interaction:
         response_headers=dict(_JSON_RESPONSE_HEADERS),
         response_body=_json_compact(answer),
     )
+
+
+def _chats_new(sc: Scenario) -> Interaction:
+    return chats_new_interaction(sc.name, sc.model, sc.chat_type, _epoch(sc))
 
 
 def _completions_uri(sc: Scenario) -> str:
@@ -1106,21 +1114,29 @@ _BUILDERS: dict[str, Callable[[Scenario], list[Interaction]]] = {
 }
 
 
-def build(sc: Scenario) -> Cassette:
-    """The cassette of one scenario (in memory; nothing is written)."""
+def synthetic_cassette(
+    name: str, description: str, sections: Sequence[str], interactions: list[Interaction]
+) -> Cassette:
+    """A cassette labelled as synthetic: built by this tool on :data:`SYNTH_DATE`, following
+    the ``PROTOCOL.md`` ``sections``. Shared by every synthetic set."""
     return Cassette(
-        name=sc.name,
-        description=sc.description,
+        name=name,
+        description=description,
         provenance=Provenance(
             kind="synthetic",
             date=SYNTH_DATE,
             tool=SYNTH_TOOL,
             tool_version=SYNTH_TOOL_VERSION,
-            protocol_sections=list(sc.protocol_sections),
+            protocol_sections=list(sections),
             source=None,
         ),
-        interactions=_BUILDERS[sc.name](sc),
+        interactions=interactions,
     )
+
+
+def build(sc: Scenario) -> Cassette:
+    """The cassette of one scenario (in memory; nothing is written)."""
+    return synthetic_cassette(sc.name, sc.description, sc.protocol_sections, _BUILDERS[sc.name](sc))
 
 
 def build_all() -> list[Cassette]:

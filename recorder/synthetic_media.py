@@ -38,15 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from recorder.cassette import Cassette, Interaction, Provenance
+from recorder.cassette import Cassette, Interaction
 from recorder.synthetic import (
     BASE_EPOCH_S,
     BASE_URL,
-    CHATS_NEW_URL,
     COMPLETIONS_URL,
-    SYNTH_DATE,
-    SYNTH_TOOL,
-    SYNTH_TOOL_VERSION,
     Scenario,
     _base_headers,
     _chats_new_headers,
@@ -56,6 +52,8 @@ from recorder.synthetic import (
     _pieces,
     _t_headers,
     _uid,
+    chats_new_interaction,
+    synthetic_cassette,
 )
 
 __all__ = [
@@ -400,19 +398,7 @@ def _epoch(sc: MediaScenario) -> int:
 
 def _chats_new(sc: MediaScenario) -> Interaction:
     """Step 1 (§3) with the scenario's chat type; always a success."""
-    body = {
-        "title": "New Chat",
-        "models": [sc.model],
-        "chat_mode": "normal",
-        "chat_type": sc.chat_type,
-        "timestamp": _epoch(sc) * 1000 - 1250,
-    }
-    answer = {
-        "success": True,
-        "request_id": _uid(sc.name, "request_id/chats_new"),
-        "data": {"id": _uid(sc.name, "chat_id")},
-    }
-    return _json_interaction("POST", CHATS_NEW_URL, _chats_new_headers(), body, answer)
+    return chats_new_interaction(sc.name, sc.model, sc.chat_type, _epoch(sc))
 
 
 def _json_interaction(
@@ -762,19 +748,7 @@ def _build(sc: MediaScenario) -> list[Interaction]:
 
 def build(sc: MediaScenario) -> Cassette:
     """The cassette of one media scenario (in memory)."""
-    return Cassette(
-        name=sc.name,
-        description=sc.description,
-        provenance=Provenance(
-            kind="synthetic",
-            date=SYNTH_DATE,
-            tool=SYNTH_TOOL,
-            tool_version=SYNTH_TOOL_VERSION,
-            protocol_sections=list(sc.protocol_sections),
-            source=None,
-        ),
-        interactions=_build(sc),
-    )
+    return synthetic_cassette(sc.name, sc.description, sc.protocol_sections, _build(sc))
 
 
 def build_all() -> list[Cassette]:

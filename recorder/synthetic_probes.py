@@ -19,16 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from recorder.cassette import Cassette, Interaction, Provenance
+from recorder.cassette import Cassette, Interaction
 from recorder.synthetic import (
     BASE_EPOCH_S,
-    CHATS_NEW_URL,
     COMPLETIONS_URL,
-    SYNTH_DATE,
-    SYNTH_TOOL,
-    SYNTH_TOOL_VERSION,
     Scenario,
-    _chats_new_headers,
     _completions_headers,
     _Frames,
     _json_compact,
@@ -36,6 +31,8 @@ from recorder.synthetic import (
     _pieces,
     _t_headers,
     _uid,
+    chats_new_interaction,
+    synthetic_cassette,
 )
 
 __all__ = ["IMAGE_PROBE_SCENARIOS", "PROBE_SCENARIOS", "build", "build_all", "build_image_probes"]
@@ -183,28 +180,7 @@ def _epoch(sc: Scenario) -> int:
 
 def _chats_new(sc: Scenario) -> Interaction:
     """Step 1 (§3): create the chat (milliseconds timestamp); always a success."""
-    body = {
-        "title": "New Chat",
-        "models": [sc.model],
-        "chat_mode": "normal",
-        "chat_type": sc.chat_type,
-        "timestamp": _epoch(sc) * 1000 - 1250,
-    }
-    answer = {
-        "success": True,
-        "request_id": _uid(sc.name, "request_id/chats_new"),
-        "data": {"id": _uid(sc.name, "chat_id")},
-    }
-    return Interaction(
-        method="POST",
-        uri=CHATS_NEW_URL,
-        request_headers=_chats_new_headers(),
-        request_body=_json_compact(body),
-        status=200,
-        reason="OK",
-        response_headers={"Content-Type": ["application/json; charset=utf-8"]},
-        response_body=_json_compact(answer),
-    )
+    return chats_new_interaction(sc.name, sc.model, sc.chat_type, _epoch(sc))
 
 
 def _completions_body(sc: Scenario) -> str:
@@ -353,19 +329,7 @@ _BUILDERS: dict[str, Callable[[Scenario], list[Interaction]]] = {
 
 def build(sc: Scenario) -> Cassette:
     """The cassette of one probe scenario (in memory)."""
-    return Cassette(
-        name=sc.name,
-        description=sc.description,
-        provenance=Provenance(
-            kind="synthetic",
-            date=SYNTH_DATE,
-            tool=SYNTH_TOOL,
-            tool_version=SYNTH_TOOL_VERSION,
-            protocol_sections=list(sc.protocol_sections),
-            source=None,
-        ),
-        interactions=_BUILDERS[sc.name](sc),
-    )
+    return synthetic_cassette(sc.name, sc.description, sc.protocol_sections, _BUILDERS[sc.name](sc))
 
 
 def build_all() -> list[Cassette]:
