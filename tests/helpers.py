@@ -253,3 +253,26 @@ def sse_data(raw: bytes) -> list[str]:
     """The ``data:`` payloads of a raw SSE body, in order."""
     text = raw.decode("utf-8")
     return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
+
+
+def fake_jwt(subject: str) -> str:
+    """An obviously fake JWT for redaction tests: ``alg: none``, a ``fake`` claim, no signature.
+
+    It has a real JWT's shape (three base64url parts starting ``eyJ``), so the redactors must
+    catch it, and is built at run time so no token-like literal sits in the repository.
+    """
+    import base64
+    import json
+
+    def part(obj: object) -> str:
+        raw = json.dumps(obj, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signature = base64.urlsafe_b64encode(f"not-a-signature-{subject}".encode()).rstrip(b"=")
+    return ".".join(
+        [
+            part({"alg": "none", "typ": "JWT"}),
+            part({"sub": f"fake-{subject}", "fake": True}),
+            signature.decode(),
+        ]
+    )

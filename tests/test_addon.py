@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import fake_jwt
 
 pytest.importorskip("mitmproxy")
 
@@ -36,7 +37,7 @@ with warnings.catch_warnings():
 pytestmark = pytest.mark.filterwarnings(f"ignore:{_PYPARSING}:DeprecationWarning")
 
 ADDON_FILE = Path(addon_module.__file__)
-JWT = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjEyMyJ9.c2lnbmF0dXJl"
+JWT = fake_jwt("addon")
 CHAT = "5f3c1b1e-2c6a-4f1a-9c7e-0a1b2c3d4e5f"
 CHAT2 = "6a4d2c2f-3d7b-4a2b-8d8f-1b2c3d4e5f60"
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import fake_jwt
 
 from proxy.errors import (
     UpstreamBadRequestError,
@@ -118,7 +119,7 @@ def test_success_objects_are_not_errors() -> None:
 
 def test_secrets_in_upstream_details_are_scrubbed() -> None:
     """A JWT or e-mail quoted in upstream details never reaches the client message."""
-    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6ImFiY2RlZmdoIn0.c2lnbmF0dXJlX3NpZw"
+    jwt = fake_jwt("envelope")
     body = json.dumps(
         {"success": False, "data": {"code": "Odd", "details": f"bad {jwt} for a@b.example"}}
     ).encode()

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from click.testing import CliRunner
+from helpers import fake_jwt
 
 from recorder.cassette import Cassette
 from recorder.cli import main
@@ -31,8 +32,8 @@ ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, we
 
 REQUEST_SAMPLE = "request_stream_t2t_logged_in_2025-10-26.http"
 SSE_SAMPLE = "sse_t2t_answer_no_thinking_2025-10-26.txt"
-JWT = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjEyMyJ9.c2lnbmF0dXJl"
-JWT2 = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjQ1NiJ9.b3RoZXI"
+JWT = fake_jwt("import-1")
+JWT2 = fake_jwt("import-2")
 
 
 # --- redaction --------------------------------------------------------------------------------

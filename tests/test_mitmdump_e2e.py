@@ -31,6 +31,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from helpers import fake_jwt
 
 from recorder.cassette import Cassette, Interaction
 from recorder.replay import DropAfter, Fault, make_replay_app
@@ -48,7 +49,7 @@ if not MITMDUMP:
 
 TIMING_TOL_S = 0.1
 READY_DEADLINE_S = 30.0
-JWT = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6ImUyZSIsImV4cCI6MTc5NTM0NTIwMH0.ZmFrZS1zaWduYXR1cmU"
+JWT = fake_jwt("mitmdump-e2e")
 SECRET_HEADERS = {
     "Authorization": f"Bearer {JWT}",
     "Cookie": f"token={JWT}; ssxmod_itna=e2e-cookie-value",

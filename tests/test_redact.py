@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 
+from helpers import fake_jwt
 from hypothesis import given
 from hypothesis import strategies as st
 
 from recorder.redact import Redactor
 
-JWT = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjEyMyIsImV4cCI6MTc5NTM0NTIwMH0.c2lnbmF0dXJlLXgtMTIz"
+JWT = fake_jwt("redact")
 CHAT_ID = "5f3c1b1e-2c6a-4f1a-9c7e-0a1b2c3d4e5f"
 
 
