@@ -104,9 +104,11 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """``prompt_tokens + completion_tokens``."""
         return self.prompt_tokens + self.completion_tokens
 
     def as_openai(self) -> dict[str, int]:
+        """The OpenAI ``usage`` object: prompt, completion and total token counts."""
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
