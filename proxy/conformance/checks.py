@@ -461,11 +461,28 @@ async def _stream_usage(ctx: Context) -> Outcome:
 _THINK_TAGS = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
+def _has_reasoning(ex: Exchange) -> bool:
+    """Whether a streamed answer carries any reasoning (``reasoning_content`` or think tags)."""
+    if ex.status != 200:
+        return False
+    _, s = _stream_failure(ex)
+    return bool("".join(s.reasoning).strip()) or bool(_THINK_TAGS.search("".join(s.content)))
+
+
 async def _reasoning(ctx: Context) -> Outcome:
     model = ctx.caps.thinking_model
-    if model is None:
-        return _skipped("no_capability", ctx.caps.reasons.get("thinking", "no -thinking model"))
-    ex = await ctx.client.send(ctx.chat("reasoning", THINK_PROMPT, stream=True, model=model))
+    via_flag = model is None
+    if via_flag:
+        # No -thinking model: some proxies switch reasoning on with the `enable_thinking`
+        # body field instead (LANDSCAPE.md §1). Try it; a target that ignores it is skipped.
+        model = ctx.text_model
+        probe = ctx.chat("reasoning", THINK_PROMPT, stream=True, enable_thinking=True)
+    else:
+        probe = ctx.chat("reasoning", THINK_PROMPT, stream=True, model=model)
+    ex = await ctx.client.send(probe)
+    if via_flag and not _has_reasoning(ex):
+        why = ctx.caps.reasons.get("thinking", "no -thinking model")
+        return _skipped("no_capability", f"{why}, and `enable_thinking: true` gave no reasoning")
     fail, s = _stream_failure(ex)
     fail = fail or _contract_failure(ex, s)
     if fail is not None:
@@ -489,8 +506,12 @@ async def _reasoning(ctx: Context) -> Outcome:
             notes=notes,
             ttft_s=s.ttft_s,
         )
+    switch = " (with `enable_thinking: true`)" if via_flag else ""
     return _passed(
-        ex, f"`{model}` streams reasoning as {how}, then an answer", notes=notes, ttft_s=s.ttft_s
+        ex,
+        f"`{model}`{switch} streams reasoning as {how}, then an answer",
+        notes=notes,
+        ttft_s=s.ttft_s,
     )
 
 
