@@ -309,3 +309,14 @@ def test_fail_ends_the_stream_once() -> None:
     (failure,) = tr.fail(UpstreamTruncatedError("x"))
     assert isinstance(failure, Failure) and tr.done
     assert tr.fail(UpstreamTruncatedError("y")) == [] and tr.feed(delta("answer", "z")) == []
+
+
+def test_thinking_summary_as_a_single_string_is_diffed_too() -> None:
+    """A summary_thought whose content is one growing string is prefix-diffed like an array."""
+    frames = [
+        delta("thinking_summary", "", extra={"summary_thought": {"content": "Step one"}}),
+        delta("thinking_summary", "", extra={"summary_thought": {"content": "Step one, two"}}),
+        delta("answer", "ok"),
+        FINISHED,
+    ]
+    assert texts(run(frames), "reasoning") == "Step one, two"

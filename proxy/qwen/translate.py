@@ -463,6 +463,8 @@ class Translator:
             return []
         thought = extra.get("summary_thought")
         parts = thought.get("content") if isinstance(thought, dict) else None
+        if isinstance(parts, str):
+            parts = [parts]  # a single cumulative string instead of an array of paragraphs
         if not isinstance(parts, list):
             return []
         snapshot = "\n\n".join(p for p in parts if isinstance(p, str))
