@@ -135,3 +135,38 @@ async def test_answer_finished_without_text_is_a_502(
         resp = await client.post("/v1/chat/completions", json=body)
         assert resp.status == 502
         assert (await resp.json())["error"]["code"] == "upstream_empty"
+
+
+async def test_client_disconnect_mid_stream_releases_the_upstream(aiohttp_server: Any) -> None:
+    """A client that hangs up mid-stream frees the upstream connection long before the end."""
+    import asyncio
+
+    from proxy.state import SERVICE
+    from recorder.cassette import load_all
+    from recorder.replay import make_replay_app
+
+    cassettes = load_all(["cassettes/models_list.json", "cassettes/chinese_emoji.json"])
+    # 10x slower than recorded: the answer would take another 4 s to relay after its headers.
+    replay = await aiohttp_server(make_replay_app(cassettes, speed=0.1))
+    proxy = await aiohttp_server(
+        make_app(Settings(upstream_url=str(replay.make_url("")).rstrip("/")))
+    )
+    connector = proxy.app[SERVICE].session.connector
+    body = {
+        "model": "qwen3-max",
+        "stream": True,
+        "messages": [{"role": "user", "content": "用一句话介绍你自己，并加一个表情。"}],
+    }
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(proxy.make_url("/v1/chat/completions"), json=body)
+        assert resp.status == 200
+        await resp.content.readuntil(b"\n\n")  # the first chunk, then hang up
+        resp.close()
+    for _ in range(200):  # the proxy notices at its next write (0.1-0.4 s apart at this speed)
+        if not connector._acquired:  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.01)
+    assert not connector._acquired  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as s:
+        async with s.get(proxy.make_url("/healthz")) as r:
+            assert r.status == 200
