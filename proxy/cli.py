@@ -149,8 +149,15 @@ def run(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     app = make_app(settings)
     mode = "offline (cassettes)" if settings.replay else settings.upstream_url
+    accounts = f"{len(settings.tokens)} account(s)" if settings.tokens else "no token"
+    keys = (
+        f"{len(settings.api_keys)} API key(s) required"
+        if settings.api_keys
+        else "open (no API key)"
+    )
     click.echo(
-        f"qwen-proxy: OpenAI API at http://{settings.host}:{settings.port}/v1  upstream: {mode}",
+        f"qwen-proxy: OpenAI API at http://{settings.host}:{settings.port}/v1  upstream: {mode}  "
+        f"[{accounts}; {keys}]",
         err=True,
     )
     web.run_app(
