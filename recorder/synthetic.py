@@ -302,6 +302,26 @@ def _completions_uri(sc: Scenario) -> str:
     return f"{COMPLETIONS_URL}?chat_id={_uid(sc.name, 'chat_id')}"
 
 
+def user_message(sc: Scenario, feature_config: dict[str, Any], ts: int) -> dict[str, Any]:
+    """The one user message of a v2 completions body (§4.1); ``ts`` in seconds."""
+    return {
+        "fid": _uid(sc.name, "fid"),
+        "parentId": None,
+        "parent_id": None,
+        "childrenIds": [_uid(sc.name, "children_id")],
+        "role": "user",
+        "content": sc.prompt,
+        "user_action": "chat",
+        "files": [],
+        "timestamp": ts,
+        "models": [sc.model],
+        "chat_type": sc.chat_type,
+        "sub_chat_type": sc.chat_type,
+        "feature_config": feature_config,
+        "extra": {"meta": {"subChatType": sc.chat_type}},
+    }
+
+
 def _completions_body(sc: Scenario, *, thinking_format: str | None = None) -> str:
     """The v2 completions body of §4.1: one message, seconds timestamps, phase output."""
     chat_id = _uid(sc.name, "chat_id")
@@ -318,24 +338,7 @@ def _completions_body(sc: Scenario, *, thinking_format: str | None = None) -> st
         "model": sc.model,
         "parent_id": None,
         "timestamp": ts + 1,
-        "messages": [
-            {
-                "fid": _uid(sc.name, "fid"),
-                "parentId": None,
-                "parent_id": None,
-                "childrenIds": [_uid(sc.name, "children_id")],
-                "role": "user",
-                "content": sc.prompt,
-                "user_action": "chat",
-                "files": [],
-                "timestamp": ts,
-                "models": [sc.model],
-                "chat_type": sc.chat_type,
-                "sub_chat_type": sc.chat_type,
-                "feature_config": feature_config,
-                "extra": {"meta": {"subChatType": sc.chat_type}},
-            }
-        ],
+        "messages": [user_message(sc, feature_config, ts)],
     }
     return _json_compact(body)
 

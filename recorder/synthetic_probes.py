@@ -33,6 +33,7 @@ from recorder.synthetic import (
     _uid,
     chats_new_interaction,
     synthetic_cassette,
+    user_message,
 )
 
 __all__ = ["IMAGE_PROBE_SCENARIOS", "PROBE_SCENARIOS", "build", "build_all", "build_image_probes"]
@@ -202,24 +203,7 @@ def _completions_body(sc: Scenario) -> str:
     }
     if sc.chat_type == "t2i":
         body["size"] = "1:1"
-    body["messages"] = [
-        {
-            "fid": _uid(sc.name, "fid"),
-            "parentId": None,
-            "parent_id": None,
-            "childrenIds": [_uid(sc.name, "children_id")],
-            "role": "user",
-            "content": sc.prompt,
-            "user_action": "chat",
-            "files": [],
-            "timestamp": ts,
-            "models": [sc.model],
-            "chat_type": sc.chat_type,
-            "sub_chat_type": sc.chat_type,
-            "feature_config": feature_config,
-            "extra": {"meta": {"subChatType": sc.chat_type}},
-        }
-    ]
+    body["messages"] = [user_message(sc, feature_config, ts)]
     return _json_compact(body)
 
 
