@@ -1,7 +1,8 @@
 """The aiohttp application factory: routes, middlewares and the app's lifecycle.
 
-Resources live in ``cleanup_ctx``: one ``aiohttp.ClientSession`` per app (and, in offline mode,
-the in-process replay server it talks to). Middlewares: the single error mapping (every failure
+Resources live in ``cleanup_ctx``: the shared state store (:mod:`proxy.store`), one
+``aiohttp.ClientSession`` per app (and, in offline mode, the in-process replay server it talks
+to). Middlewares: the single error mapping (every failure
 becomes an OpenAI error object with its status, via :func:`proxy.errors.to_openai`), then client
 API-key checking (constant-time), then timing.
 """
@@ -31,7 +32,8 @@ from proxy.routes.images import images_edits, images_generations
 from proxy.routes.models import get_model, list_models
 from proxy.routes.videos import videos_generations
 from proxy.service import ChatService
-from proxy.state import SERVICE, SETTINGS, START_KEY
+from proxy.state import SERVICE, SETTINGS, START_KEY, STORE
+from proxy.store import MemoryStore
 
 __all__ = ["make_app"]
 
@@ -184,6 +186,16 @@ async def _replay_ctx(app: web.Application) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The app's :class:`~proxy.store.StateStore` (in-process), closed on shutdown."""
+    store = MemoryStore()
+    app[STORE] = store
+    try:
+        yield
+    finally:
+        await store.close()
+
+
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for the whole app, closed on shutdown."""
     settings = app[SETTINGS]
@@ -225,6 +237,7 @@ def make_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     if settings.cors_origins:
         _install_cors(app, settings.cors_origins)
+    app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_replay_ctx)
     app.cleanup_ctx.append(_client_ctx)
     for prefix in ("/v1", ""):

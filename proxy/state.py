@@ -6,10 +6,13 @@ from aiohttp import web
 
 from proxy.config import Settings
 from proxy.service import ChatService
+from proxy.store import StateStore
 
-__all__ = ["SERVICE", "SETTINGS", "START_KEY"]
+__all__ = ["SERVICE", "SETTINGS", "START_KEY", "STORE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", ChatService)
+#: The app's shared state (:mod:`proxy.store`), created in ``cleanup_ctx`` before the service.
+STORE = web.AppKey("store", StateStore)
 #: Per-request key: ``time.perf_counter()`` when the proxy started handling the request.
 START_KEY = web.RequestKey("qwen_proxy_t0", float)
