@@ -9,11 +9,23 @@ STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint types clean
 
+# Set-up is safe to run twice at once (`make serve` and `make test` started together): the
+# first one takes a lock (.venv.lock, a directory: mkdir is atomic everywhere), the second waits
+# for it and then finds the stamp up to date. A lock older than 15 minutes is stale (a killed
+# set-up) and is taken over.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
+	@while ! mkdir .venv.lock 2>/dev/null; do \
+	    if [ -n "$$(find .venv.lock -maxdepth 0 -mmin +15 2>/dev/null)" ]; then \
+	        rm -rf .venv.lock; continue; fi; \
+	    echo "waiting for another set-up of $(VENV) to finish..." >&2; sleep 2; \
+	done; \
+	trap 'rm -rf .venv.lock' EXIT INT TERM; \
+	if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then exit 0; fi; \
+	set -e; \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --upgrade pip; \
+	$(BIN)/python -m pip install --quiet -e '.[test]'; \
+	touch $(STAMP)
 
 ## serve: run the proxy offline on http://127.0.0.1:8000/v1 from the recorded cassettes
 serve: $(STAMP)
@@ -32,4 +44,4 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv.lock .pytest_cache .hypothesis
