@@ -14,10 +14,11 @@ STAMP := $(VENV)/.installed
 # for it and then finds the stamp up to date. A lock older than 15 minutes is stale (a killed
 # set-up) and is taken over.
 $(STAMP): pyproject.toml
-	@while ! mkdir .venv.lock 2>/dev/null; do \
+	@said=; while ! mkdir .venv.lock 2>/dev/null; do \
 	    if [ -n "$$(find .venv.lock -maxdepth 0 -mmin +15 2>/dev/null)" ]; then \
 	        rm -rf .venv.lock; continue; fi; \
-	    echo "waiting for another set-up of $(VENV) to finish..." >&2; sleep 2; \
+	    [ -n "$$said" ] || echo "waiting for another set-up of $(VENV) to finish..." >&2; \
+	    said=1; sleep 2; \
 	done; \
 	trap 'rm -rf .venv.lock' EXIT INT TERM; \
 	if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then exit 0; fi; \

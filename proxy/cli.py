@@ -14,13 +14,12 @@ import os
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import structlog
-from pydantic import ValidationError
 
-from proxy.config import Settings, load_settings
+from proxy.config import ConfigError, Settings, load_settings, unknown_env_vars
 
 __all__ = ["main"]
 
@@ -135,9 +134,18 @@ def serve(
             log_format=log_format,
             access_log=access_log,
         )
-    except (ValidationError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc)) from None
+    except (ConfigError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for warning in unknown_env_vars():
+        click.echo(f"qwen-proxy: warning: {warning}", err=True)
     run(settings)
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    """Print ``qwen-proxy: <message>`` (each line prefixed) on stderr and exit."""
+    for line in message.splitlines() or [""]:
+        click.echo(f"qwen-proxy: {line}", err=True)
+    sys.exit(status)
 
 
 def run(settings: Settings) -> None:
@@ -155,19 +163,26 @@ def run(settings: Settings) -> None:
         if settings.api_keys
         else "open (no API key)"
     )
-    click.echo(
+    banner = (
         f"qwen-proxy: OpenAI API at http://{settings.host}:{settings.port}/v1  upstream: {mode}  "
-        f"[{accounts}; {keys}]",
-        err=True,
+        f"[{accounts}; {keys}]"
     )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        loop=_new_loop(),
-    )
+    try:  # the banner is printed once the port is really bound
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=lambda _: click.echo(banner, err=True),
+            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+            loop=_new_loop(),
+        )
+    except OSError as exc:
+        from recorder.listen import listen_failure
+
+        reason = listen_failure(exc, settings.host, settings.port)
+        if reason is None:
+            raise
+        _fail(reason)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

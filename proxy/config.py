@@ -9,11 +9,15 @@ never show up in ``repr``, logs or error bodies.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,7 +26,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "closest_setting",
+    "load_settings",
+    "setting_names",
+    "unknown_env_vars",
+]
 
 _MB = 1024 * 1024
 _MEDIA_HOSTS = ["cdn.qwenlm.ai", "*.qwenlm.ai", "*.alicdn.com", "*.aliyuncs.com"]
@@ -172,21 +183,165 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 
+#: ``QWEN_PROXY_*`` variables that are not settings but are read elsewhere (CLI options).
+EXTRA_ENV_VARS = frozenset({"QWEN_PROXY_CONFIG", "QWEN_PROXY_CHECK_KEY"})
+
+_ENV_PREFIX = "QWEN_PROXY_"
+_SECRET_FIELDS = frozenset({"tokens", "cookies", "api_keys"})
+
+
+class ConfigError(Exception):
+    """A setting is wrong. The message names where it came from (file and line, variable,
+    flag), the setting, what is wrong with it and, for a misspelt name, the closest setting.
+    Secret values are never quoted."""
+
+
+def setting_names() -> list[str]:
+    """Every setting's name (the TOML keys), in declaration order."""
+    return list(Settings.model_fields)
+
+
+def closest_setting(name: str) -> str | None:
+    """The setting whose name is closest to ``name`` (case-insensitive), or ``None``."""
+    names = setting_names()
+    lowered = {n.lower(): n for n in names}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def unknown_env_vars(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warnings for ``QWEN_PROXY_*`` variables that no setting reads (a misspelt name is
+    otherwise silently ignored), each with the closest real variable when there is one."""
+    env = os.environ if environ is None else environ
+    known = {_ENV_PREFIX + n.upper() for n in setting_names()} | EXTRA_ENV_VARS
+    warnings = []
+    for var in sorted(env):
+        if not var.upper().startswith(_ENV_PREFIX) or var.upper() in known:
+            continue
+        tail = var.upper().removeprefix(_ENV_PREFIX)
+        tails = sorted(k.removeprefix(_ENV_PREFIX) for k in known)
+        guess = difflib.get_close_matches(tail, tails, n=1, cutoff=0.7)
+        hint = f"; did you mean {_ENV_PREFIX}{guess[0]}?" if guess else ""
+        warnings.append(f"{var} is not a qwen-proxy setting and is ignored{hint}")
+    return warnings
+
+
+def _describe(err: Mapping[str, Any], *, secret: bool) -> str:
+    msg = str(err.get("msg", "invalid value"))
+    if secret or "input" not in err or err.get("type") == "missing":
+        return msg
+    value = repr(err["input"])
+    if len(value) > 60:
+        value = value[:57] + "..."
+    return f"{msg} (got {value})"
+
+
+def _toml_line(text: str, key: str) -> int | None:
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", re.MULTILINE)
+    m = pattern.search(text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    return data, text
+
+
+def _check_file(path: Path, data: dict[str, Any], text: str) -> None:
+    """Unknown keys and wrong values of the file itself, whatever flags or variables say."""
+    problems: list[str] = []
+    for key in data:
+        if key not in Settings.model_fields:
+            line = _toml_line(text, key)
+            where = f"{path}, line {line}" if line else str(path)
+            guess = closest_setting(key)
+            hint = f"; did you mean `{guess}`?" if guess else ""
+            problems.append(f"config file {where}: unknown setting `{key}`{hint}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    try:
+        _FileOnly(_toml_data=data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err.get("loc") else "?"
+            line = _toml_line(text, key)
+            where = f"{path}, line {line}" if line else str(path)
+            problems.append(
+                f"config file {where}: `{key}`: {_describe(err, secret=key in _SECRET_FIELDS)}"
+            )
+        raise ConfigError("\n".join(problems)) from None
+
+
+class _FileOnly(Settings):
+    """Validates a TOML file's values alone (no environment, no flags)."""
+
+    def __init__(self, *, _toml_data: dict[str, Any]) -> None:
+        super().__init__(**_toml_data)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _explain(exc: ValidationError, flags: Mapping[str, Any]) -> ConfigError:
+    problems = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err.get("loc") else "?"
+        var = _ENV_PREFIX + key.upper()
+        if key in flags:
+            source = f"--{key.replace('_', '-')}"
+        elif var in os.environ:
+            source = f"environment variable {var}"
+        else:
+            source = f"setting `{key}`"
+        problems.append(f"{source}: {_describe(err, secret=key in _SECRET_FIELDS)}")
+    return ConfigError("\n".join(problems))
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build :class:`Settings` from ``overrides`` (flags), the environment and a TOML file.
 
     ``config_file`` defaults to ``$QWEN_PROXY_CONFIG``; ``None`` values in ``overrides`` are
-    ignored (a flag not given). Raises ``FileNotFoundError`` when a named file is missing and
-    ``pydantic.ValidationError`` for bad values.
+    ignored (a flag not given). The file is checked on its own first, so a wrong value there is
+    reported even when a flag or a variable overrides it. Raises ``FileNotFoundError`` when a
+    named file is missing and :class:`ConfigError` (one line per problem, naming the file and
+    line, the variable or the flag, and the closest setting for a misspelt key) for anything
+    else.
     """
     path = config_file or (Path(p) if (p := os.environ.get("QWEN_PROXY_CONFIG")) else None)
     clean = {k: v for k, v in overrides.items() if v is not None}
-    if path is None:
-        return Settings(**clean)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data, text = _read_toml(path)
+        _check_file(path, data, text)
+    try:
+        if path is None:
+            return Settings(**clean)
 
-    class FileSettings(Settings):
-        model_config = SettingsConfigDict(env_prefix="QWEN_PROXY_", extra="forbid", toml_file=path)
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(
+                env_prefix=_ENV_PREFIX, extra="forbid", toml_file=path
+            )
 
-    return FileSettings(**clean)
+        return FileSettings(**clean)
+    except ValidationError as exc:
+        raise _explain(exc, clean) from None

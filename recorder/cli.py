@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from recorder.cassette import Cassette, CassetteError, load_all
+from recorder.listen import listen_failure
 from recorder.matching import fingerprint, normalise_path
 
 __all__ = ["main"]
@@ -85,11 +87,18 @@ def replay(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     count = sum(len(c.interactions) for c in loaded)
     app = make_replay_app(loaded, speed=speed, fault=fault)
-    click.echo(
+    banner = (
         f"Replaying {count} interactions from {len(loaded)} cassettes at http://{host}:{port}/"
         f" (speed {speed:g}, fault {fault or 'none'}); Ctrl-C stops."
     )
-    web.run_app(app, host=host, port=port, print=None)
+    try:  # the banner is printed once the port is really bound
+        web.run_app(app, host=host, port=port, print=lambda _: click.echo(banner))
+    except OSError as exc:
+        reason = listen_failure(exc, host, port)
+        if reason is None:
+            raise
+        click.echo(f"qwen-record: {reason}", err=True)
+        sys.exit(2)
 
 
 @main.command("import")

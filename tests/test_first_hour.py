@@ -1,0 +1,154 @@
+"""What a new user meets first: one-line errors for a busy port, a bad config file or variable,
+warnings for misspelt ``QWEN_PROXY_*`` variables (issue 12 §2)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from proxy.cli import main
+from proxy.config import ConfigError, closest_setting, load_settings, unknown_env_vars
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port another socket is listening on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("QWEN_PROXY_")}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [sys.executable, "-m", "proxy", "serve", "--offline", "--port"],
+        [sys.executable, "-m", "recorder", "replay", "cassettes", "--port"],
+    ],
+    ids=["qwen-proxy serve", "qwen-record replay"],
+)
+def test_port_in_use_is_one_line_exit_2(argv: list[str], busy_port: int) -> None:
+    """A busy port: exit 2, one line naming the port and the flag, no traceback, no banner."""
+    proc = subprocess.run(
+        [*argv, str(busy_port)],
+        cwd=REPO_ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert f"port {busy_port} is in use" in out
+    assert "pass --port" in out
+    assert "Traceback" not in out
+    assert "OpenAI API at" not in out and "Replaying" not in out  # no "started" banner
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "qwen-proxy.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_unknown_key_names_file_line_and_closest_setting(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'host = "127.0.0.1"\nprot = 8020\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == (
+        f"config file {path}, line 2: unknown setting `prot`; did you mean `port`?"
+    )
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "port = \n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert message.startswith(f"config file {path}: not valid TOML")
+    assert "line 1" in message
+    assert "\n" not in message
+
+
+def test_wrong_type_in_file_is_rejected_even_when_a_flag_overrides_it(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'reasoning = "field"\nport = "abc"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, port=9000)
+    message = str(info.value)
+    assert message.startswith(f"config file {path}, line 2: `port`:")
+    assert "'abc'" in message
+
+
+def test_secret_values_are_never_quoted(tmp_path: Path) -> None:
+    path = _write(tmp_path, "tokens = 12345678\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "`tokens`" in str(info.value)
+    assert "12345678" not in str(info.value)
+
+
+def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWEN_PROXY_PORT", "abc")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("environment variable QWEN_PROXY_PORT: ")
+    assert "'abc'" in str(info.value)
+
+
+def test_misspelt_environment_variables_are_warned_about() -> None:
+    warnings = unknown_env_vars(
+        {
+            "QWEN_PROXY_TOKEN": "x",
+            "QWEN_PROXY_PORT": "8000",
+            "QWEN_PROXY_CONFIG": "a.toml",
+            "QWEN_PROXY_CHECK_KEY": "k",
+            "QWEN_PROXY_ZZZZ": "1",
+            "OTHER": "1",
+        }
+    )
+    assert warnings == [
+        "QWEN_PROXY_TOKEN is not a qwen-proxy setting and is ignored; "
+        "did you mean QWEN_PROXY_TOKENS?",
+        "QWEN_PROXY_ZZZZ is not a qwen-proxy setting and is ignored",
+    ]
+
+
+def test_closest_setting() -> None:
+    assert closest_setting("prot") == "port"
+    assert closest_setting("PORT") == "port"
+    assert closest_setting("upstream") == "upstream_url"
+    assert closest_setting("zzzzzz") is None
+
+
+def test_serve_prints_config_errors_in_one_line_per_problem(tmp_path: Path) -> None:
+    path = _write(tmp_path, "prot = 8020\n")
+    result = CliRunner(env={"QWEN_PROXY_CONFIG": None}).invoke(
+        main, ["serve", "--config", str(path)]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"qwen-proxy: config file {path}, line 1: unknown setting `prot`; did you mean `port`?"
+    )
+    assert "Traceback" not in result.output
+
+
+def test_serve_rejects_bad_environment_without_a_pydantic_dump() -> None:
+    result = CliRunner(env={"QWEN_PROXY_PORT": "abc"}).invoke(main, ["serve"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("qwen-proxy: environment variable QWEN_PROXY_PORT:")
+    assert "pydantic" not in result.output
