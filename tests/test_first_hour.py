@@ -15,6 +15,8 @@ from click.testing import CliRunner
 
 from proxy.cli import main
 from proxy.config import ConfigError, closest_setting, load_settings, unknown_env_vars
+from proxy.errors import ModelNotFoundError
+from proxy.qwen.models import Catalog, UpstreamModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,3 +154,38 @@ def test_serve_rejects_bad_environment_without_a_pydantic_dump() -> None:
     assert len(lines) == 1
     assert lines[0].startswith("qwen-proxy: environment variable QWEN_PROXY_PORT:")
     assert "pydantic" not in result.output
+
+
+def _catalog() -> Catalog:
+    return Catalog(
+        [
+            UpstreamModel("qwen3-max", "Qwen3-Max", True, True, 0, ("t2t", "search")),
+            UpstreamModel("qwen-plus-2025-09-11", "Qwen Plus", False, False, 0, ("t2t",)),
+            UpstreamModel("Qwen3-Coder", "Qwen3-Coder", False, False, 0, ("t2t",)),
+        ]
+    )
+
+
+def test_model_names_match_case_insensitively() -> None:
+    catalog = _catalog()
+    assert catalog.route("QWEN3-MAX").model == "qwen3-max"
+    route = catalog.route("Qwen3-Max-Thinking")
+    assert (route.model, route.thinking) == ("qwen3-max", True)
+    assert catalog.route("qwen3-coder").model == "Qwen3-Coder"
+
+
+def test_unknown_model_suggests_the_closest_and_lists_every_model() -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        _catalog().route("qwen3-max-thinkng")
+    message = info.value.message
+    assert "Did you mean `qwen3-max-thinking`?" in message
+    assert "The 3 models are: Qwen3-Coder, qwen-plus-2025-09-11, qwen3-max" in message
+    assert info.value.param == "model"
+
+
+def test_unknown_model_without_a_close_one_has_no_guess_and_a_capped_echo() -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        _catalog().route("x" * 10_000)
+    message = info.value.message
+    assert "Did you mean" not in message
+    assert len(message) < 500

@@ -17,6 +17,8 @@ Media variants do not combine with ``-thinking`` or ``-search``.
 
 from __future__ import annotations
 
+import difflib
+
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +104,27 @@ class Catalog:
 
     def __init__(self, models: Iterable[UpstreamModel]) -> None:
         self.models = {m.id: m for m in models}
+        self._folded = {m.id.lower(): m for m in self.models.values()}
+
+    def model_ids(self) -> list[str]:
+        """Every id ``GET /v1/models`` lists (variants included), in its order."""
+        return [entry["id"] for entry in self.openai_list()["data"]]
+
+    def _unknown(self, name: str) -> str:
+        """The 404 message: the closest id, and every model (variants are at /v1/models)."""
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        ids = self.model_ids()
+        guess = difflib.get_close_matches(name.lower(), [i.lower() for i in ids], n=1, cutoff=0.6)
+        hint = ""
+        if guess:
+            hint = " Did you mean `" + next(i for i in ids if i.lower() == guess[0]) + "`?"
+        if not self.models:
+            return f"The model `{shown}` does not exist: the upstream lists no models."
+        return (
+            f"The model `{shown}` does not exist.{hint} The {len(self.models)} models are: "
+            f"{', '.join(sorted(self.models))} (GET /v1/models lists all {len(ids)} ids, "
+            "with their -thinking, -search, -image, -image-edit and -video variants)."
+        )
 
     def openai_list(self) -> dict[str, Any]:
         """``GET /v1/models`` body: ``{"object": "list", "data": [{id, object, created,
@@ -124,17 +147,15 @@ class Catalog:
     def route(self, name: str, *, enable_thinking: bool | None = None) -> ModelRoute:
         """Resolve an OpenAI model id. Raises :class:`ModelNotFoundError` for unknown ids or
         variants the model does not support."""
-        if name in self.models:
-            base, flags = name, frozenset[str]()
+        exact = self.models.get(name) or self._folded.get(name.lower())
+        if exact is not None:
+            base, flags = exact.id, frozenset[str]()
         else:
-            base, flags = split_model_name(name)
-        model = self.models.get(base)
+            base, flags = split_model_name(name.lower())
+        model = self.models.get(base) or self._folded.get(base)
         if model is None:
-            known = ", ".join(sorted(self.models)[:12]) or "none"
-            raise ModelNotFoundError(
-                f"The model `{name}` does not exist on chat.qwen.ai (available: {known}).",
-                param="model",
-            )
+            raise ModelNotFoundError(self._unknown(name), param="model")
+        base = model.id
         if "thinking" in flags and not model.thinking:
             raise ModelNotFoundError(f"The model `{base}` has no thinking variant.", param="model")
         if "search" in flags and not model.search:
