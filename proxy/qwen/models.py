@@ -18,7 +18,6 @@ Media variants do not combine with ``-thinking`` or ``-search``.
 from __future__ import annotations
 
 import difflib
-
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
