@@ -2,9 +2,10 @@
 
 Resources live in ``cleanup_ctx``: the shared state store (:mod:`proxy.store`), one
 ``aiohttp.ClientSession`` per app (and, in offline mode, the in-process replay server it talks
-to). Middlewares: the single error mapping (every failure
-becomes an OpenAI error object with its status, via :func:`proxy.errors.to_openai`), then client
-API-key checking (constant-time), then timing.
+to). Middlewares: the single error mapping (every failure becomes the error object of the
+request's front door, with its status: OpenAI's :func:`proxy.errors.to_openai` unless the route
+says otherwise, see :func:`front_door_of`), then client API-key checking (constant-time), then
+timing.
 """
 
 from __future__ import annotations
@@ -22,20 +23,21 @@ from proxy.config import Settings
 from proxy.errors import (
     AuthenticationError,
     BodyTooLargeError,
-    ClientRequestError,
+    HTTPStatusError,
     ProxyError,
-    to_openai,
 )
+from proxy.frontdoors import OPENAI, FrontDoor
+from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.routes.chat import chat_completions
 from proxy.routes.health import healthz
 from proxy.routes.images import images_edits, images_generations
 from proxy.routes.models import get_model, list_models
 from proxy.routes.videos import videos_generations
 from proxy.service import ChatService
-from proxy.state import SERVICE, SETTINGS, START_KEY, STORE
+from proxy.state import FRONT_DOOR, FRONT_DOORS, SERVICE, SETTINGS, START_KEY, STORE
 from proxy.store import MemoryStore
 
-__all__ = ["make_app"]
+__all__ = ["front_door_of", "make_app"]
 
 log = structlog.get_logger("proxy.app")
 
@@ -44,8 +46,30 @@ _OPEN_PATHS = frozenset({"/healthz", "/"})
 REPLAY_URL = web.AppKey("replay_url", str)
 
 
-def _error_response(exc: BaseException) -> web.Response:
-    status, headers, body = to_openai(exc)
+def front_door_of(request: web.Request) -> FrontDoor:
+    """The front door whose error shape ``request`` gets: the one its handler set
+    (:data:`~proxy.state.FRONT_DOOR`), else the one registered for its route's path
+    (:data:`~proxy.state.FRONT_DOORS`, for failures before the handler runs), else OpenAI."""
+    door = request.get(FRONT_DOOR)
+    if door is not None:
+        return door
+    doors = request.app.get(FRONT_DOORS)
+    if doors:
+        resource = request.match_info.route.resource
+        found = doors.get(resource.canonical) if resource is not None else None
+        if found is None and request.match_info.http_exception is not None:
+            # Unknown path or method: the API whose prefix it is under, if any.
+            found = next(
+                (d for p, d in doors.items() if request.path.startswith(p.rstrip("/") + "/")),
+                None,
+            )
+        if found is not None:
+            return found
+    return OPENAI
+
+
+def _error_response(request: web.Request, exc: ProxyError) -> web.Response:
+    status, headers, body = front_door_of(request).render_error(exc)
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )
@@ -53,7 +77,7 @@ def _error_response(exc: BaseException) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every failure to an OpenAI error object, in this one place."""
+    """Map every failure to the front door's error object, in this one place."""
     request[START_KEY] = time.perf_counter()
     try:
         return await handler(request)
@@ -65,32 +89,32 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             code=exc.error_code(),
             message=exc.message,
         )
-        return _error_response(exc)
+        return _error_response(request, exc)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
         return _error_response(
-            BodyTooLargeError(f"the request body is larger than the limit of {limit} bytes")
+            request,
+            BodyTooLargeError(f"the request body is larger than the limit of {limit} bytes"),
         )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         if exc.status == 404:
-            err: ProxyError = ClientRequestError(f"unknown path {request.path}")
-            return _with_status(err, 404, "not_found")
-        if exc.status == 405:
-            err = ClientRequestError(f"method {request.method} is not allowed on {request.path}")
-            return _with_status(err, 405, "method_not_allowed")
-        return _with_status(ClientRequestError(exc.reason), exc.status, "http_error")
+            err = HTTPStatusError(f"unknown path {request.path}", status=404, code="not_found")
+        elif exc.status == 405:
+            err = HTTPStatusError(
+                f"method {request.method} is not allowed on {request.path}",
+                status=405,
+                code="method_not_allowed",
+            )
+        else:
+            err = HTTPStatusError(exc.reason, status=exc.status, code="http_error")
+        return _error_response(request, err)
     except ConnectionResetError:
         raise
     except Exception:
         log.exception("unhandled_error", path=request.path)
-        return _error_response(ProxyError("internal error in the proxy; see its log"))
-
-
-def _with_status(exc: ProxyError, status: int, code: str) -> web.Response:
-    body = {"error": {"message": exc.message, "type": exc.type, "param": None, "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+        return _error_response(request, ProxyError("internal error in the proxy; see its log"))
 
 
 def _auth_middleware(keys: list[bytes]) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -235,6 +259,7 @@ def make_app(settings: Settings) -> web.Application:
         middlewares.append(_auth_middleware(keys))
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
+    app[FRONT_DOORS] = {}
     if settings.cors_origins:
         _install_cors(app, settings.cors_origins)
     app.cleanup_ctx.append(_store_ctx)
@@ -242,6 +267,7 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_client_ctx)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app[FRONT_DOORS][f"{prefix}/chat/completions"] = OPENAI_CHAT
         app.router.add_post(f"{prefix}/images/generations", images_generations)
         app.router.add_post(f"{prefix}/images/edits", images_edits)
         app.router.add_post(f"{prefix}/videos/generations", videos_generations)

@@ -13,6 +13,7 @@ carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass 
     │   ├── InvalidJSONError           400 invalid_json / invalid_encoding
     │   ├── UnsupportedContentError    400 unsupported_content
     │   ├── ModelNotFoundError         404 model_not_found
+    │   ├── HTTPStatusError            404 not_found / 405 method_not_allowed / http_error
     │   ├── BodyTooLargeError          413 request_too_large
     │   │   └── MediaTooLargeError     413 media_too_large          (a file/URL/data: URI input)
     │   └── MediaFetchError            400 media_fetch_failed       (a client-given URL, §7)
@@ -49,6 +50,7 @@ __all__ = [
     "AuthenticationError",
     "BodyTooLargeError",
     "ClientRequestError",
+    "HTTPStatusError",
     "InvalidJSONError",
     "MediaFetchError",
     "MediaFetchTimeoutError",
@@ -136,6 +138,24 @@ class ModelNotFoundError(ClientRequestError):
 
     status = 404
     code = "model_not_found"
+
+
+class HTTPStatusError(ClientRequestError):
+    """The router refused the request: unknown path (404 ``not_found``), method not allowed
+    (405 ``method_not_allowed``), or another HTTP status (``http_error``)."""
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self._status = status
+        self._code = code
+
+    def http_status(self) -> int:
+        """The router's status."""
+        return self._status
+
+    def error_code(self) -> str:
+        """``not_found``, ``method_not_allowed`` or ``http_error``."""
+        return self._code
 
 
 class BodyTooLargeError(ClientRequestError):

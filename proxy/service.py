@@ -27,8 +27,8 @@ import aiohttp
 import structlog
 
 from proxy.accounts import Account, AccountPool
-from proxy.api_models import ChatCompletionRequest
 from proxy.config import Settings
+from proxy.conversation import Conversation
 from proxy.errors import (
     ClientRequestError,
     UpstreamBadMediaError,
@@ -138,10 +138,10 @@ class ChatService:
             rewrite_to=self.settings.media_base_url,
         )
 
-    async def route_for(self, req: ChatCompletionRequest) -> ModelRoute:
-        """Resolve the request's model (suffix variants included). Raises
+    async def route_for(self, conv: Conversation) -> ModelRoute:
+        """Resolve the conversation's model (suffix variants included). Raises
         :class:`~proxy.errors.ModelNotFoundError`."""
-        return (await self.catalog()).route(req.model, enable_thinking=req.enable_thinking)
+        return (await self.catalog()).route(conv.model, enable_thinking=conv.thinking)
 
     async def media_route(self, name: str | None, chat_type: str) -> ModelRoute:
         """The route for a media endpoint (``chat_type`` ``t2i``, ``image_edit`` or ``t2v``).
@@ -187,10 +187,10 @@ class ChatService:
             task_id=str(uuid.uuid4()),
         )
 
-    async def ingest_parts(self, req: ChatCompletionRequest) -> list[Blob]:
-        """Fetch or decode the request's media parts (before any account is used). Raises
+    async def ingest_parts(self, conv: Conversation) -> list[Blob]:
+        """Fetch or decode the conversation's media parts (before any account is used). Raises
         the :mod:`proxy.fetch` errors and :class:`ClientRequestError` for too many parts."""
-        parts = media_parts(req.messages)
+        parts = media_parts(conv.turns)
         if len(parts) > self.settings.max_files_per_request:
             raise ClientRequestError(
                 f"the messages hold {len(parts)} media parts; at most "
@@ -201,26 +201,26 @@ class ChatService:
 
     @asynccontextmanager
     async def open_chat(
-        self, req: ChatCompletionRequest, *, route: ModelRoute | None = None
+        self, conv: Conversation, *, route: ModelRoute | None = None
     ) -> AsyncIterator[OpenChat]:
         """Resolve the model, upload the media parts, create the chat and open the stream
         (PROTOCOL.md §3, §4, §7).
 
         Raises :class:`~proxy.errors.ClientRequestError` for bad input and
         :class:`~proxy.errors.UpstreamError` when chat.qwen.ai refuses; the account that drew a
-        quota, captcha or token error is rested (:class:`AccountPool`). ``size`` (a Qwen
+        quota, captcha or token error is rested (:class:`AccountPool`). ``conv.size`` (a Qwen
         extension of the chat request) is the aspect ratio of ``-image`` answers.
         """
-        blobs = await self.ingest_parts(req)
-        prompt = flatten_messages(req.messages, allow_empty=bool(blobs))
+        blobs = await self.ingest_parts(conv)
+        prompt = flatten_messages(conv.turns, allow_empty=bool(blobs))
         if route is None:
-            route = await self.route_for(req)
+            route = await self.route_for(conv)
         if route.chat_type == "image_edit" and not any(b.kind == "image" for b in blobs):
             raise ClientRequestError(
                 "an -image-edit model needs the image to edit as an image_url part",
                 param="messages",
             )
-        size = aspect_ratio(req.size) if route.chat_type in ("t2i", "image_edit") else None
+        size = aspect_ratio(conv.size) if route.chat_type in ("t2i", "image_edit") else None
         async with self.open_turn(route, prompt, size=size, blobs=blobs) as chat:
             yield chat
 

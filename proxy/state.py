@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.config import Settings
+from proxy.frontdoors import FrontDoor
 from proxy.service import ChatService
 from proxy.store import StateStore
 
-__all__ = ["SERVICE", "SETTINGS", "START_KEY", "STORE"]
+__all__ = ["FRONT_DOOR", "FRONT_DOORS", "SERVICE", "SETTINGS", "START_KEY", "STORE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", ChatService)
@@ -16,3 +17,9 @@ SERVICE = web.AppKey("service", ChatService)
 STORE = web.AppKey("store", StateStore)
 #: Per-request key: ``time.perf_counter()`` when the proxy started handling the request.
 START_KEY = web.RequestKey("qwen_proxy_t0", float)
+#: Per-request key: the front door (client API) the request came through; the error middleware
+#: renders failures in its shape. Set by the handler.
+FRONT_DOOR = web.RequestKey("qwen_proxy_front_door", FrontDoor)
+#: App key: front doors by route path (``request.match_info.route.resource.canonical``), for
+#: failures raised before the handler runs (API keys, unknown methods).
+FRONT_DOORS = web.AppKey("front_doors", dict[str, FrontDoor])

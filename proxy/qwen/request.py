@@ -13,17 +13,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
-from proxy.api_models import ChatMessage
 from proxy.errors import UnsupportedContentError
 
 __all__ = [
     "MAX_PROMPT_CHARS",
     "MEDIA_CHAT_TYPES",
     "MediaPart",
+    "MessageLike",
     "ModelRoute",
     "chats_new_body",
     "completion_body",
@@ -85,6 +85,17 @@ def split_model_name(name: str) -> tuple[str, frozenset[str]]:
     return base, frozenset(flags)
 
 
+class MessageLike(Protocol):
+    """A message with a ``role`` and OpenAI chat ``content`` (text, parts or ``None``): an
+    OpenAI :class:`~proxy.api_models.ChatMessage` or a :class:`~proxy.conversation.Turn`."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str | list[dict[str, Any]] | None: ...
+
+
 _MEDIA_PART_TYPES = frozenset({"image_url", "input_image", "file", "input_file", "input_audio"})
 
 
@@ -129,7 +140,7 @@ def _media_part(part: dict[str, Any]) -> MediaPart:
     raise UnsupportedContentError(f"a {kind!r} message part has no usable data", param="messages")
 
 
-def media_parts(messages: Sequence[ChatMessage]) -> list[MediaPart]:
+def media_parts(messages: Sequence[MessageLike]) -> list[MediaPart]:
     """The media parts of every message, in order (``image_url``, ``file``, ``input_audio``).
 
     Raises :class:`UnsupportedContentError` for a media part without usable data.
@@ -143,7 +154,7 @@ def media_parts(messages: Sequence[ChatMessage]) -> list[MediaPart]:
     return found
 
 
-def _text_of(message: ChatMessage) -> str:
+def _text_of(message: MessageLike) -> str:
     content = message.content
     if content is None:
         return ""
@@ -177,7 +188,7 @@ _ROLE_LABELS = {
 }
 
 
-def flatten_messages(messages: Sequence[ChatMessage], *, allow_empty: bool = False) -> str:
+def flatten_messages(messages: Sequence[MessageLike], *, allow_empty: bool = False) -> str:
     """Turn an OpenAI history into the single prompt the v2 protocol accepts.
 
     One user message (the common case) is sent verbatim. Otherwise system messages come first,

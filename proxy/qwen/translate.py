@@ -63,6 +63,7 @@ __all__ = [
     "Source",
     "Sources",
     "Text",
+    "ToolCall",
     "Translator",
     "Usage",
 ]
@@ -118,9 +119,30 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """The answer finished normally. ``reason`` is the OpenAI ``finish_reason``."""
+    """The answer finished normally. ``reason`` is the OpenAI ``finish_reason``: ``stop``,
+    ``length`` or ``tool_calls`` (at least one :class:`ToolCall` was emitted).
+
+    ``stop_sequence``: the client's stop sequence that cut the answer (``reason`` is then
+    ``stop``), so APIs that report it (Anthropic ``stop_sequence``) can.
+    """
 
     reason: str = "stop"
+    stop_sequence: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One complete, validated tool call of the answer (emitted whole, never half a call).
+
+    ``index``: 0, 1, … within the answer; ``id``: ``call_`` + 24 hex characters (front doors
+    may re-prefix it); ``arguments``: JSON object text, already checked against the tool's
+    schema (:mod:`proxy.tools.validate`).
+    """
+
+    index: int
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +166,7 @@ class Media:
         return f"![image]({self.url})" if self.kind == "image" else f"[video]({self.url})"
 
 
-OutEvent = Text | Sources | Media | Finish | Failure
+OutEvent = Text | Sources | Media | ToolCall | Finish | Failure
 
 IMAGE_PHASES = frozenset({"image_gen", "image_edit", "image_gen_tool", "image_edit_tool"})
 """Phases whose frames carry generated images (PROTOCOL.md §5.3)."""
@@ -594,6 +616,8 @@ class ChunkEncoder:
         if isinstance(event, Sources):
             ann = [_annotation(s) for s in event.items]
             return self._head + _dumps({"annotations": ann}) + self._tail
+        if isinstance(event, ToolCall):
+            return self._tool_call(event)
         if isinstance(event, Finish):
             reason = _dumps(event.reason)
             out = self._head + b"{}" + b',"logprobs":null,"finish_reason":' + reason + b"}]}\n\n"
@@ -604,6 +628,22 @@ class ChunkEncoder:
         if isinstance(event, Failure):
             return b"data: " + _dumps(error_body(event.error)) + b"\n\n"
         raise TypeError(f"unknown event {event!r}")
+
+    def _tool_call(self, call: ToolCall) -> bytes:
+        """Two chunks, as OpenAI streams a call: ``index``, ``id``, ``type``, ``function.name``
+        and empty ``arguments`` first, then ``index`` and the ``arguments`` text."""
+        first = {
+            "tool_calls": [
+                {
+                    "index": call.index,
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+            ]
+        }
+        rest = {"tool_calls": [{"index": call.index, "function": {"arguments": call.arguments}}]}
+        return self._head + _dumps(first) + self._tail + self._head + _dumps(rest) + self._tail
 
 
 def _annotation(s: Source) -> dict[str, Any]:
@@ -621,6 +661,7 @@ class Aggregate:
     reasoning: list[str] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
     media: list[Media] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     error: UpstreamError | None = None
 
@@ -633,6 +674,8 @@ class Aggregate:
             self.media.append(event)
         elif isinstance(event, Sources):
             self.sources.extend(event.items)
+        elif isinstance(event, ToolCall):
+            self.tool_calls.append(event)
         elif isinstance(event, Finish):
             self.finish_reason = event.reason
         elif isinstance(event, Failure):
@@ -645,6 +688,17 @@ class Aggregate:
         if self.error is not None:
             raise self.error
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
+        if self.tool_calls:
+            # OpenAI: content is null when the answer is only calls, else the preface text.
+            message["content"] = message["content"] or None
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
         if self.reasoning:
             message["reasoning_content"] = "".join(self.reasoning)
         if self.sources:

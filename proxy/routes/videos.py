@@ -26,12 +26,8 @@ import uuid
 import orjson
 from aiohttp import web
 
-from proxy.api_models import (
-    ChatCompletionRequest,
-    VideoGenerationRequest,
-    decode_json_body,
-    parse_body,
-)
+from proxy.api_models import VideoGenerationRequest, decode_json_body, parse_body
+from proxy.conversation import Conversation
 from proxy.errors import ProxyError, error_body
 from proxy.qwen.media import aspect_ratio
 from proxy.qwen.request import ModelRoute, flatten_messages
@@ -64,25 +60,27 @@ async def videos_generations(request: web.Request) -> web.Response:
 
 
 async def video_chat(
-    request: web.Request, req: ChatCompletionRequest, route: ModelRoute
+    request: web.Request, conv: Conversation, route: ModelRoute
 ) -> web.StreamResponse:
     """A chat completion with a ``-video`` model, streamed (keep-alives) or not."""
     service = request.app[SERVICE]
-    prompt = flatten_messages(req.messages)
-    task = await service.start_video(route, prompt, size=aspect_ratio(req.size, default="16:9"))
+    prompt = flatten_messages(conv.turns)
+    task = await service.start_video(route, prompt, size=aspect_ratio(conv.size, default="16:9"))
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    if not req.stream:
+    if not conv.stream:
         media = await service.wait_video(task)
         agg = Aggregate()
         agg.add(media)
         agg.add(Finish())
         out = agg.completion(
-            completion_id=completion_id, model=req.model, created=created, usage=None
+            completion_id=completion_id, model=conv.model, created=created, usage=None
         )
         return web.Response(body=orjson.dumps(out), content_type="application/json")
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
     encoder = ChunkEncoder(
-        completion_id=completion_id, model=req.model, created=created, include_usage=include_usage
+        completion_id=completion_id,
+        model=conv.model,
+        created=created,
+        include_usage=conv.include_usage,
     )
     resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
     await resp.prepare(request)
