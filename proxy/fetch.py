@@ -35,6 +35,7 @@ from proxy.errors import (
     MediaTooLargeError,
     MediaURLRefusedError,
 )
+from proxy.qwen.client import network_failure
 from proxy.qwen.files import Blob, Kind, content_type_kind, decode_data_uri, make_blob
 from proxy.qwen.request import MediaPart
 
@@ -156,7 +157,7 @@ async def fetch_url(
         ) from None
     except aiohttp.ClientError as exc:
         raise MediaFetchError(
-            f"the media URL could not be fetched ({type(exc).__name__})", param="messages"
+            f"the media URL could not be fetched: {network_failure(exc)}", param="messages"
         ) from None
 
 

@@ -9,13 +9,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 
+from proxy.app import make_app
 from proxy.cli import main
-from proxy.config import ConfigError, closest_setting, load_settings, unknown_env_vars
+from proxy.config import ConfigError, Settings, closest_setting, load_settings, unknown_env_vars
 from proxy.errors import ModelNotFoundError
+from proxy.qwen.client import network_failure, upstream_label
 from proxy.qwen.models import Catalog, UpstreamModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -189,3 +193,45 @@ def test_unknown_model_without_a_close_one_has_no_guess_and_a_capped_echo() -> N
     message = info.value.message
     assert "Did you mean" not in message
     assert len(message) < 500
+
+
+# -- upstream failures are said in words and name the configured upstream -----------------------
+
+
+def test_upstream_label() -> None:
+    assert upstream_label("https://chat.qwen.ai") == "chat.qwen.ai"
+    assert upstream_label("http://127.0.0.1:8001") == "the upstream at http://127.0.0.1:8001"
+    assert upstream_label("https://user:pw@mirror.example/x") == (
+        "the upstream at https://mirror.example"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (aiohttp.ServerDisconnectedError(), "it closed the connection without answering"),
+        (aiohttp.ClientPayloadError("x"), "the answer was cut off before its end"),
+        (TimeoutError(), "it did not answer in time"),
+        (ConnectionResetError(104, "Connection reset by peer"), "(connection reset by peer)"),
+        (RuntimeError("boom"), "a network error occurred"),
+    ],
+)
+def test_network_failures_are_words_not_class_names(exc: BaseException, words: str) -> None:
+    said = network_failure(exc)
+    assert words in said
+    assert type(exc).__name__ not in said
+
+
+async def test_unreachable_upstream_is_named_and_said_in_words(aiohttp_client: Any) -> None:
+    """A proxy pointed at a closed port: 502 naming that upstream, the refusal in words."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])  # closed again when the block ends: nothing listens
+    client = await aiohttp_client(make_app(Settings(upstream_url=f"http://127.0.0.1:{port}")))
+    resp = await client.get("/v1/models")
+    assert resp.status == 502
+    message = (await resp.json())["error"]["message"]
+    assert message == (
+        f"could not reach the upstream at http://127.0.0.1:{port}: the connection was refused "
+        "(nothing listens there?)"
+    )

@@ -18,13 +18,14 @@ send it (§1). No anti-bot token is generated or forged here.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -43,7 +44,7 @@ from proxy.qwen.envelope import classify_response, envelope_error
 from proxy.qwen.files import OssPut, StsGrant, parse_sts, sniff
 from proxy.qwen.request import encode_json
 
-__all__ = ["QwenClient", "js_timezone_header"]
+__all__ = ["QwenClient", "js_timezone_header", "network_failure", "upstream_label"]
 
 #: Bytes read from a non-stream error answer (an envelope is small; a WAF page a few KB).
 ERROR_BODY_LIMIT = 256 * 1024
@@ -70,12 +71,51 @@ def js_timezone_header(now: datetime | None = None) -> str:
     )
 
 
+def upstream_label(url: str) -> str:
+    """How messages name the upstream: ``chat.qwen.ai`` for the site, else ``the upstream at
+    <scheme://host:port>`` (a replay server, a mirror), never with credentials or a path."""
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    if host == "chat.qwen.ai":
+        return "chat.qwen.ai"
+    port = f":{parts.port}" if parts.port else ""
+    return f"the upstream at {parts.scheme}://{host}{port}"
+
+
+def network_failure(exc: BaseException) -> str:
+    """What went wrong on the network, in words (never a library class name): ``"the host
+    name could not be resolved"``, ``"the connection was refused"``, ``"the answer was cut off"``…"""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "its host name could not be resolved"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "its TLS certificate was not accepted"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if exc.os_error.errno == errno.ECONNREFUSED:
+            return "the connection was refused (nothing listens there?)"
+        return "no connection could be made"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "it closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut off before its end"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "it sent a malformed HTTP answer"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "the URL is not valid"
+    if isinstance(exc, TimeoutError):
+        return "it did not answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"a network error occurred ({exc.strerror.lower()})"
+    return "a network error occurred"
+
+
 class QwenClient:
     """Calls chat.qwen.ai for one app. ``session`` is the app's shared ``ClientSession``."""
 
     def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
         self._session = session
         self._base = settings.upstream_url
+        #: How error messages name the upstream (:func:`upstream_label`).
+        self.label = upstream_label(settings.upstream_url)
         self._settings = settings
         self._proxy = settings.upstream_proxy
         self._timeout = aiohttp.ClientTimeout(
@@ -241,7 +281,7 @@ class QwenClient:
             raise UpstreamTimeoutError("the generated image did not download in time") from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailableError(
-                f"the generated image could not be downloaded ({type(exc).__name__})"
+                f"the generated image could not be downloaded: {network_failure(exc)}"
             ) from exc
         kind = sniff(bytes(buf[:16]))
         if kind is None or not kind.startswith("image/") or not declared.startswith("image/"):
@@ -267,10 +307,10 @@ class QwenClient:
             else:
                 raw = await resp.content.read(ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError("chat.qwen.ai did not answer in time") from exc
+            raise self._timed_out() from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailableError(
-                f"chat.qwen.ai broke the connection ({type(exc).__name__})"
+                f"{self.label} broke the connection: {network_failure(exc)}"
             ) from exc
         finally:
             resp.release()
@@ -306,17 +346,24 @@ class QwenClient:
                     proxy=self._proxy,
                 )
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise UpstreamTimeoutError("chat.qwen.ai did not answer in time") from exc
+                raise self._timed_out() from exc
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if attempt == 2 or isinstance(exc, aiohttp.ClientConnectorError):
                     raise UpstreamUnavailableError(
-                        f"could not reach chat.qwen.ai ({type(exc).__name__})"
+                        f"could not reach {self.label}: {network_failure(exc)}"
                     ) from exc
             except aiohttp.ClientError as exc:
                 raise UpstreamUnavailableError(
-                    f"could not reach chat.qwen.ai ({type(exc).__name__})"
+                    f"could not reach {self.label}: {network_failure(exc)}"
                 ) from exc
         raise AssertionError("unreachable")
+
+    def _timed_out(self) -> UpstreamTimeoutError:
+        s = self._settings
+        return UpstreamTimeoutError(
+            f"{self.label} did not answer in time (connect timeout {s.connect_timeout_s:g} s, "
+            f"read timeout {s.read_timeout_s:g} s)"
+        )
 
     async def _failure(self, resp: aiohttp.ClientResponse, ctype: str) -> UpstreamError:
         try:
