@@ -63,8 +63,14 @@ def main() -> None:
         "drop_after:N (send N bytes, then drop the connection)."
     ),
 )
+@click.option("-v", "--verbose", is_flag=True, help="Log debug lines too (hang-ups, matching).")
 def replay(
-    cassettes: tuple[Path, ...], host: str, port: int, speed: float, fault_spec: str | None
+    cassettes: tuple[Path, ...],
+    host: str,
+    port: int,
+    speed: float,
+    fault_spec: str | None,
+    verbose: bool,
 ) -> None:
     """Serve CASSETTES (files or directories of *.json) as a fake chat.qwen.ai until Ctrl-C.
 
@@ -84,7 +90,11 @@ def replay(
         loaded = load_all(cassettes)
     except CassetteError as exc:
         raise click.ClickException(str(exc)) from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
     count = sum(len(c.interactions) for c in loaded)
     app = make_replay_app(loaded, speed=speed, fault=fault)
     banner = (

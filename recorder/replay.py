@@ -250,16 +250,19 @@ async def _serve_hit(request: web.Request, hit: Hit) -> web.StreamResponse:
     if not streamed:
         # A truncated plain body: announce the full length so the client sees a short read.
         resp.content_length = len(inter.body_bytes())
-    await resp.prepare(request)
-    previous = 0.0
-    for t, piece in chunks:
-        await _pause(t - previous, speed)
-        previous = max(previous, t)
-        await resp.write(piece)
-    if drop:
-        _drop(request)
-        return resp
-    await resp.write_eof()
+    try:
+        await resp.prepare(request)
+        previous = 0.0
+        for t, piece in chunks:
+            await _pause(t - previous, speed)
+            previous = max(previous, t)
+            await resp.write(piece)
+        if drop:
+            _drop(request)
+            return resp
+        await resp.write_eof()
+    except ConnectionResetError:  # the client hung up: normal for a client, not a server fault
+        log.debug("client hung up during %s %s", request.method, request.path)
     return resp
 
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,65 @@ async def test_unreachable_upstream_is_named_and_said_in_words(aiohttp_client: A
         f"could not reach the upstream at http://127.0.0.1:{port}: the connection was refused "
         "(nothing listens there?)"
     )
+
+
+def test_replay_server_logs_a_client_hang_up_as_one_debug_line() -> None:
+    """A client that leaves mid-stream is one debug line on the replay console, no traceback.
+
+    A real ``qwen-record replay`` process (the test server of aiohttp cancels handlers on a
+    hang-up, so only a real one shows what users see), five times slower than recorded.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    from recorder.cassette import Cassette
+
+    cas = Cassette.load(REPO_ROOT / "cassettes" / "chinese_emoji.json")
+    inter = next(i for i in cas.interactions if i.stream is not None)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recorder", "replay", "cassettes/chinese_emoji.json", "-v"]
+        + ["--port", str(port), "--speed", "0.2"],
+        cwd=REPO_ROOT,
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    watchdog = threading.Timer(60, proc.kill)  # bounds the reads below if the server stalls
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:  # the banner comes once the port is bound
+            lines.append(line)
+            if "Replaying" in line:
+                break
+        url = urlsplit(inter.uri)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(
+            inter.method,
+            url.path + (f"?{url.query}" if url.query else ""),
+            body=inter.request_body_bytes(),
+            headers={"Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.read1(65536)  # the first chunk, then hang up
+        conn.sock.close()  # type: ignore[union-attr]
+        conn.close()
+        for line in proc.stdout:  # the handler ends at its next write: then the access line
+            lines.append(line)
+            if "aiohttp.access" in line or "Error handling request" in line:
+                break
+    finally:
+        watchdog.cancel()
+        proc.terminate()
+        rest, _ = proc.communicate(timeout=30)
+        lines.append(rest)
+    output = "".join(lines)
+    assert "client hung up during POST /api/v2/chat/completions" in output
+    assert "Traceback" not in output
+    assert "Error handling request" not in output
