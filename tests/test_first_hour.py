@@ -255,8 +255,10 @@ def test_replay_server_logs_a_client_hang_up_as_one_debug_line() -> None:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recorder", "replay", "cassettes/chinese_emoji.json", "-v"]
-        + ["--port", str(port), "--speed", "0.2"],
+        [
+            *(sys.executable, "-m", "recorder", "replay", "cassettes/chinese_emoji.json", "-v"),
+            *("--port", str(port), "--speed", "0.2"),
+        ],
         cwd=REPO_ROOT,
         env=_clean_env(),
         stdout=subprocess.PIPE,

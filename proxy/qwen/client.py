@@ -83,8 +83,9 @@ def upstream_label(url: str) -> str:
 
 
 def network_failure(exc: BaseException) -> str:
-    """What went wrong on the network, in words (never a library class name): ``"the host
-    name could not be resolved"``, ``"the connection was refused"``, ``"the answer was cut off"``…"""
+    """What went wrong on the network, in words, never a library class name: ``"its host
+    name could not be resolved"``, ``"the connection was refused"``, ``"the answer was cut
+    off before its end"``…"""
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "its host name could not be resolved"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
