@@ -31,6 +31,7 @@ from aiohttp import web
 
 from proxy.conversation import Conversation
 from proxy.errors import UpstreamError
+from proxy.qwen.client import network_failure
 from proxy.qwen.envelope import classify_response
 from proxy.qwen.sse import SSEDecoder, SSEEvent
 from proxy.qwen.translate import Failure, OutEvent, Translator, Usage
@@ -109,9 +110,9 @@ async def _next_chunk(it: AsyncIterator[bytes]) -> bytes | None:
     except StopAsyncIteration:
         return None
     except TimeoutError:
-        raise _UpstreamBroken("no data from chat.qwen.ai within the read timeout") from None
+        raise _UpstreamBroken("no data within the read timeout") from None
     except aiohttp.ClientError as exc:
-        raise _UpstreamBroken(type(exc).__name__) from None
+        raise _UpstreamBroken(network_failure(exc)) from None
 
 
 def server_timing(t0: float, upstream_s: float) -> str:
@@ -137,6 +138,7 @@ class _Pump:
     def __init__(self, chat: OpenChat, translator: Translator) -> None:
         self.wait_s = chat.upstream_wait_s
         self.counting = True
+        self._upstream = chat.upstream
         self._translator = translator
         self._decoder = SSEDecoder()
         self._it = chat.response.content.iter_any().__aiter__()
@@ -152,7 +154,7 @@ class _Pump:
             try:
                 chunk = await _next_chunk(self._it)
             except _UpstreamBroken as exc:
-                yield tr.abort(str(exc))
+                yield tr.abort(str(exc), upstream=self._upstream)
                 return
             if self.counting:
                 self.wait_s += time.perf_counter() - t_read

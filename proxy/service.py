@@ -39,7 +39,7 @@ from proxy.errors import (
     scrub,
 )
 from proxy.fetch import ingest
-from proxy.qwen.client import QwenClient
+from proxy.qwen.client import QwenClient, network_failure
 from proxy.qwen.files import Blob, file_entry, filetype_of, oss_put_request
 from proxy.qwen.media import MediaPolicy, aspect_ratio, find_task_id, task_state
 from proxy.qwen.models import Catalog, parse_models
@@ -78,6 +78,7 @@ class OpenChat:
     upstream_wait_s: float
     policy: MediaPolicy = field(default_factory=MediaPolicy)
     expect_image: bool = False
+    upstream: str = "chat.qwen.ai"  # how messages name the upstream (QwenClient.label)
 
     def translator(self, reasoning: Any = "field") -> Translator:
         """A :class:`Translator` set up for this turn (reasoning mode, media policy)."""
@@ -277,6 +278,7 @@ class ChatService:
                     wait,
                     policy=self.policy([f["url"] for f in files]),
                     expect_image=route.chat_type in ("t2i", "image_edit"),
+                    upstream=self.client.label,
                 )
         except UpstreamError as exc:
             self.pool.report(account, exc)
@@ -411,7 +413,7 @@ async def drain(response: aiohttp.ClientResponse, translator: Translator) -> lis
             events.extend(translator.close())
             break
         except (TimeoutError, aiohttp.ClientError) as exc:
-            events.extend(translator.abort(type(exc).__name__))
+            events.extend(translator.abort(network_failure(exc)))
             break
         for event in decoder.feed(chunk):
             events.extend(translator.feed(event.data))

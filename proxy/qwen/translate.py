@@ -318,8 +318,9 @@ class Translator:
             return []
         return self._fail(error)
 
-    def abort(self, reason: str) -> list[OutEvent]:
-        """The upstream connection broke (``reason`` is safe, secret-free text)."""
+    def abort(self, reason: str, *, upstream: str = "chat.qwen.ai") -> list[OutEvent]:
+        """The upstream connection broke (``reason`` is safe, secret-free text; ``upstream``
+        names it, see :func:`proxy.qwen.client.upstream_label`)."""
         if self.done:
             return []
         got = (
@@ -328,7 +329,7 @@ class Translator:
             else ("before any answer text")
         )
         return self._fail(
-            UpstreamTruncatedError(f"the connection to chat.qwen.ai broke {got}: {reason}")
+            UpstreamTruncatedError(f"the connection to {upstream} broke {got}: {reason}")
         )
 
     # -- internals -----------------------------------------------------------------------------
