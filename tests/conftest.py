@@ -26,7 +26,11 @@ def samples_dir() -> Path:
     """The folder of real captured payloads; skips the test where it is absent."""
     path = _shared_dir() / "protocol" / "samples"
     if not path.is_dir():
-        pytest.skip(f"shared samples not found at {path}")
+        pytest.skip(
+            f"real captures not found at {path}: set QWEN_SHARED_DIR to a folder holding "
+            "protocol/samples/ (the published captures of docs/protocol.md §14 [S3], or your own "
+            "`qwen-record capture` files under the same names) to run these tests"
+        )
     return path
 
 

@@ -84,7 +84,10 @@ def test_rechunked_cassette_streams_translate_identically(
     assert b"\xef\xbf\xbd" not in expected  # no U+FFFD ever produced
 
 
-@pytest.mark.skipif(not REAL_SAMPLE.is_file(), reason="../shared samples are absent")
+@pytest.mark.skipif(
+    not REAL_SAMPLE.is_file(),
+    reason="real capture absent: set QWEN_SHARED_DIR (see tests/conftest.py, samples_dir)",
+)
 @settings(max_examples=25, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=200))
 def test_real_capture_rechunked_translates_identically(cuts: list[int]) -> None:
