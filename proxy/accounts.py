@@ -75,6 +75,14 @@ class AccountPool:
             retry_after_s=max(1, int(soonest - now)),
         )
 
+    def by_label(self, label: str) -> Account | None:
+        """The account named ``label`` if it exists and is not resting (a conversation's chat
+        lives on one account), else ``None``."""
+        for account in self.accounts:
+            if account.label == label:
+                return account if account.parked_until <= self._clock() else None
+        return None
+
     def report(self, account: Account, error: UpstreamError) -> None:
         """Rest ``account`` if ``error`` says it should (quota, captcha, refused token)."""
         if isinstance(error, UpstreamRateLimitedError):

@@ -5,11 +5,14 @@ Resources live in ``cleanup_ctx``: the shared state store (:mod:`proxy.store`), 
 to). Middlewares: the single error mapping (every failure becomes the error object of the
 request's front door, with its status: OpenAI's :func:`proxy.errors.to_openai` unless the route
 says otherwise, see :func:`front_door_of`), then client API-key checking (constant-time), then
-timing.
+timing; :func:`proxy.hangup.hangup_middleware` cancels a
+handler whose client disconnected.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +22,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from proxy.cleanup import ChatJanitor
 from proxy.config import Settings
 from proxy.errors import (
     AuthenticationError,
@@ -28,13 +32,14 @@ from proxy.errors import (
 )
 from proxy.frontdoors import OPENAI, FrontDoor
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
+from proxy.hangup import hangup_middleware
 from proxy.routes.chat import chat_completions
 from proxy.routes.health import healthz
 from proxy.routes.images import images_edits, images_generations
 from proxy.routes.models import get_model, list_models
 from proxy.routes.videos import videos_generations
 from proxy.service import ChatService
-from proxy.state import FRONT_DOOR, FRONT_DOORS, SERVICE, SETTINGS, START_KEY, STORE
+from proxy.state import FRONT_DOOR, FRONT_DOORS, JANITOR, SERVICE, SETTINGS, START_KEY, STORE
 from proxy.store import MemoryStore
 
 __all__ = ["front_door_of", "make_app"]
@@ -247,13 +252,37 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
         trust_env=False,  # True costs a thread-pool hop per request; use `upstream_proxy`
         json_serialize=lambda o: orjson.dumps(o).decode(),
     ) as session:
-        app[SERVICE] = ChatService(session, settings)
+        service = ChatService(session, settings, app[STORE])
+        app[SERVICE] = service
+        try:
+            yield
+        finally:
+            await service.close()  # stop calls still on their way
+
+
+async def _janitor_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Delete the gateway's idle and leftover chats in the background (issue 9 §2)."""
+    service = app[SERVICE]
+    if not service.cleans_up:
         yield
+        return
+    janitor = ChatJanitor(service)
+    app[JANITOR] = janitor
+    task = asyncio.get_running_loop().create_task(janitor.run(), name="chat-janitor")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def make_app(settings: Settings) -> web.Application:
     """Build the proxy app for ``settings``. Nothing is started until the app runs."""
-    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = [error_middleware]
+    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = [
+        error_middleware,
+        hangup_middleware,
+    ]
     keys = [k.get_secret_value().encode("utf-8") for k in settings.api_keys]
     if keys:
         middlewares.append(_auth_middleware(keys))
@@ -265,6 +294,7 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_replay_ctx)
     app.cleanup_ctx.append(_client_ctx)
+    app.cleanup_ctx.append(_janitor_ctx)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app[FRONT_DOORS][f"{prefix}/chat/completions"] = OPENAI_CHAT

@@ -142,6 +142,39 @@ class Settings(BaseSettings):
         ge=0,
         description="Give up on a t2v task after this long (504 upstream_task_timeout).",
     )
+    # -- conversations and chat cleanup (issue 9 §1, §2) ---------------------------------------
+    conversations: Literal["native", "flatten"] = Field(
+        "native",
+        description="native: a history that continues an answer of the gateway sends only the "
+        "new turn to the same upstream chat (parent_id); flatten: every request is one prompt "
+        "in a new chat.",
+    )
+    conversation_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long a conversation is remembered after its last turn; with "
+        "chat_cleanup=delete its chat is deleted once idle this long.",
+    )
+    chat_cleanup: Literal["delete", "keep", "temporary"] = Field(
+        "delete",
+        description="delete: remove the chats the gateway created once idle; keep: leave them; "
+        "temporary: create them with chat_mode 'local' (likely unlisted; unproven).",
+    )
+    chat_title_prefix: str = Field(
+        "qwen-gateway",
+        min_length=3,
+        description="Title of the chats the gateway creates; the reconciler deletes only chats "
+        "whose title starts with it.",
+    )
+    chat_reconcile_interval_s: float = Field(
+        3600.0,
+        ge=0,
+        description="How often leftover gateway chats are looked for (also at start-up); "
+        "0 = never (idle chats the gateway tracks are still deleted).",
+    )
+    chat_deletes_per_minute: float = Field(
+        20.0, gt=0, description="Upper bound on chat deletions per minute (cleanup, reconciler)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     access_log: bool = Field(False, description="Log one line per request.")

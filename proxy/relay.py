@@ -141,7 +141,7 @@ class _Pump:
         self._upstream = chat.upstream
         self._translator = translator
         self._decoder = SSEDecoder()
-        self._it = chat.response.content.iter_any().__aiter__()
+        self._it = chat.chunks()
         self._ctype = chat.response.headers.get("Content-Type", "").lower()
         self._head = bytearray()
         self._seen_event = False

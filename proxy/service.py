@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -26,20 +26,24 @@ from typing import Any
 import aiohttp
 import structlog
 
+from proxy import continuation
 from proxy.accounts import Account, AccountPool
 from proxy.config import Settings
-from proxy.conversation import Conversation
+from proxy.conversation import Conversation, Turn
 from proxy.errors import (
     ClientRequestError,
     UpstreamBadMediaError,
+    UpstreamCaptchaError,
     UpstreamError,
     UpstreamNoMediaError,
     UpstreamTaskFailedError,
     UpstreamTaskTimeoutError,
+    UpstreamTimeoutError,
     scrub,
 )
 from proxy.fetch import ingest
 from proxy.qwen.client import QwenClient, network_failure
+from proxy.qwen.envelope import classify_response
 from proxy.qwen.files import Blob, file_entry, filetype_of, oss_put_request
 from proxy.qwen.media import MediaPolicy, aspect_ratio, find_task_id, task_state
 from proxy.qwen.models import Catalog, parse_models
@@ -52,9 +56,16 @@ from proxy.qwen.request import (
     media_parts,
 )
 from proxy.qwen.sse import SSEDecoder
-from proxy.qwen.translate import Failure, Media, OutEvent, Translator
+from proxy.qwen.translate import Failure, Finish, Media, OutEvent, Text, Translator
+from proxy.store import MemoryStore, StateStore
 
 __all__ = ["ChatService", "OpenChat", "VideoTask"]
+
+#: Chat types whose turns can continue a chat natively (media turns always get a new chat).
+NATIVE_CHAT_TYPES = frozenset({"t2t", "search"})
+
+#: Bytes of a continuation's stream read, at most, to see whether the site accepted it.
+PEEK_LIMIT = 256 * 1024
 
 #: OpenAI model names that mean "the default image/video model" on the media endpoints.
 OPENAI_MEDIA_MODELS = ("dall-e", "gpt-image", "sora")
@@ -69,6 +80,9 @@ class OpenChat:
     ``upstream_wait_s`` is the time (seconds) spent waiting on chat.qwen.ai for the chat id and
     the stream's headers (and the uploads). ``policy`` says which image URLs are answers;
     ``expect_image`` is true for t2i and image edit (the answer must be an image).
+    ``continued`` is true when the turn continues an earlier chat natively (§4.1 (a)); then
+    ``prelude`` holds the first chunks, already read to check that the site accepted it: read
+    the stream with :meth:`chunks`, never from ``response`` directly.
     """
 
     response: aiohttp.ClientResponse
@@ -79,10 +93,106 @@ class OpenChat:
     policy: MediaPolicy = field(default_factory=MediaPolicy)
     expect_image: bool = False
     upstream: str = "chat.qwen.ai"  # how messages name the upstream (QwenClient.label)
+    continued: bool = False
+    prelude: list[bytes] = field(default_factory=list)
+    on_answer: Callable[[Translator, str, tuple[Any, ...]], None] | None = None
+    _translator: Translator | None = None
 
     def translator(self, reasoning: Any = "field") -> Translator:
-        """A :class:`Translator` set up for this turn (reasoning mode, media policy)."""
-        return Translator(reasoning=reasoning, media=self.policy, expect_image=self.expect_image)
+        """A :class:`Translator` set up for this turn (reasoning mode, media policy).
+
+        The service keeps a reference to it: when the turn's block ends before the translator
+        is :attr:`~Translator.done` (the client left), the site's stop call is sent; when the
+        answer finishes, the conversation map learns it (native multi-turn).
+        """
+        if self.on_answer is not None:
+            self._translator = _RecordingTranslator(
+                self.on_answer,
+                reasoning=reasoning,
+                media=self.policy,
+                expect_image=self.expect_image,
+            )
+        else:
+            self._translator = Translator(
+                reasoning=reasoning, media=self.policy, expect_image=self.expect_image
+            )
+        return self._translator
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The upstream body, chunk by chunk (the prelude first)."""
+        it = self.response.content.iter_any().__aiter__()
+        if not self.prelude:
+            return it
+        return _chain(self.prelude, it)
+
+    @property
+    def finished(self) -> bool:
+        """True once the upstream answer ended (finished or failed), as far as it was read."""
+        return self._translator is not None and self._translator.done
+
+    @property
+    def response_id(self) -> str | None:
+        """The upstream ``response_id`` from ``response.created`` (§5.2), once read."""
+        return self._translator.response_id if self._translator is not None else None
+
+
+async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+class _RecordingTranslator(Translator):
+    """A :class:`Translator` that keeps the answer's content text and tool calls, and calls
+    ``on_answer(self, text, tool_calls)`` once the answer finished without a failure."""
+
+    __slots__ = ("_calls", "_on_answer", "_texts")
+
+    def __init__(
+        self, on_answer: Callable[[Translator, str, tuple[Any, ...]], None], **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self._on_answer = on_answer
+        self._texts: list[str] = []
+        self._calls: list[Any] = []
+
+    def _see(self, events: list[OutEvent]) -> list[OutEvent]:
+        for e in events:
+            if isinstance(e, Text):
+                if e.kind == "content":
+                    self._texts.append(e.text)
+            elif isinstance(e, Finish):
+                self._on_answer(self, "".join(self._texts), tuple(self._calls))
+            elif hasattr(e, "arguments") and hasattr(e, "name"):  # a tool call
+                self._calls.append(e)
+        return events
+
+    def feed(self, data: str) -> list[OutEvent]:
+        return self._see(super().feed(data))
+
+    def close(self) -> list[OutEvent]:
+        return self._see(super().close())
+
+
+class ContinuationFailedError(Exception):
+    """A native continuation was refused before any text (PARENT_NOT_FOUND, a deleted chat, any
+    error): the caller falls back to the flattened history in a new chat. ``error`` is the
+    upstream error (its message is secret-free)."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class _Resume:
+    """Where a continuation goes: the stored chat, its account, the answer it follows."""
+
+    key: str
+    chat_id: str
+    account: Account
+    parent_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +207,21 @@ class VideoTask:
 class ChatService:
     """Holds the per-app upstream state: accounts, the cached catalog and the client."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        store: StateStore | None = None,
+    ) -> None:
         self.settings = settings
         self.session = session
+        self.store: StateStore = store if store is not None else MemoryStore()
         self.client = QwenClient(session, settings)
         self.pool = AccountPool(settings.tokens, cooldown_s=settings.account_cooldown_s)
         self._catalog: Catalog | None = None
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def catalog(self) -> Catalog:
         """The model catalog, fetched from ``/api/models`` at most every ``models_ttl_s``."""
@@ -188,10 +305,10 @@ class ChatService:
             task_id=str(uuid.uuid4()),
         )
 
-    async def ingest_parts(self, conv: Conversation) -> list[Blob]:
-        """Fetch or decode the conversation's media parts (before any account is used). Raises
+    async def ingest_parts(self, turns: Sequence[Turn]) -> list[Blob]:
+        """Fetch or decode the media parts of ``turns`` (before any account is used). Raises
         the :mod:`proxy.fetch` errors and :class:`ClientRequestError` for too many parts."""
-        parts = media_parts(conv.turns)
+        parts = media_parts(turns)
         if len(parts) > self.settings.max_files_per_request:
             raise ClientRequestError(
                 f"the messages hold {len(parts)} media parts; at most "
@@ -202,28 +319,78 @@ class ChatService:
 
     @asynccontextmanager
     async def open_chat(
-        self, conv: Conversation, *, route: ModelRoute | None = None
+        self,
+        conv: Conversation,
+        *,
+        route: ModelRoute | None = None,
+        scope: str = "",
     ) -> AsyncIterator[OpenChat]:
         """Resolve the model, upload the media parts, create the chat and open the stream
         (PROTOCOL.md §3, §4, §7).
+
+        With ``conversations = "native"`` (t2t and search), a history whose messages up to the
+        last assistant turn match an answer this gateway gave (:mod:`proxy.continuation`;
+        ``scope`` separates API keys) continues that chat: only the newer messages (and their
+        media) are sent, with ``parent_id`` = that answer's ``response_id``. If the site refuses
+        the continuation before any text, the whole history is flattened into a new chat
+        instead, transparently. Every answer is remembered for the next turn.
 
         Raises :class:`~proxy.errors.ClientRequestError` for bad input and
         :class:`~proxy.errors.UpstreamError` when chat.qwen.ai refuses; the account that drew a
         quota, captcha or token error is rested (:class:`AccountPool`). ``conv.size`` (a Qwen
         extension of the chat request) is the aspect ratio of ``-image`` answers.
         """
-        blobs = await self.ingest_parts(conv)
-        prompt = flatten_messages(conv.turns, allow_empty=bool(blobs))
         if route is None:
             route = await self.route_for(conv)
-        if route.chat_type == "image_edit" and not any(b.kind == "image" for b in blobs):
-            raise ClientRequestError(
-                "an -image-edit model needs the image to edit as an image_url part",
-                param="messages",
-            )
         size = aspect_ratio(conv.size) if route.chat_type in ("t2i", "image_edit") else None
-        async with self.open_turn(route, prompt, size=size, blobs=blobs) as chat:
+        native = self.settings.conversations == "native" and route.chat_type in NATIVE_CHAT_TYPES
+        plan = (
+            continuation.plan(conv.turns, scope + continuation.tools_scope(conv.tools))
+            if native
+            else None
+        )
+        resume = await self._resume(plan) if plan is not None else None
+        async with AsyncExitStack() as stack:
+            chat: OpenChat | None = None
+            if resume is not None and plan is not None:
+                tail = conv.turns[plan.tail_start :]
+                blobs = await self.ingest_parts(tail)
+                prompt = flatten_messages(tail, allow_empty=bool(blobs))
+                try:
+                    chat = await stack.enter_async_context(
+                        self.open_turn(route, prompt, blobs=blobs, resume=resume, plan=plan)
+                    )
+                except ContinuationFailedError as exc:
+                    log.info(
+                        "conversation_fallback",
+                        account=resume.account.label,
+                        error=exc.error.error_code(),
+                    )
+                    await self.store.delete_conversation(resume.key)
+            if chat is None:
+                blobs = await self.ingest_parts(conv.turns)
+                prompt = flatten_messages(conv.turns, allow_empty=bool(blobs))
+                if route.chat_type == "image_edit" and not any(b.kind == "image" for b in blobs):
+                    raise ClientRequestError(
+                        "an -image-edit model needs the image to edit as an image_url part",
+                        param="messages",
+                    )
+                chat = await stack.enter_async_context(
+                    self.open_turn(route, prompt, size=size, blobs=blobs, plan=plan)
+                )
             yield chat
+
+    async def _resume(self, plan: continuation.Plan) -> _Resume | None:
+        """The stored chat ``plan`` continues, if it can be continued now."""
+        if plan.key is None:
+            return None
+        entry = await self.store.get_conversation(plan.key)
+        if entry is None or not continuation.usable_entry(entry, plan.digests[: plan.tail_start]):
+            return None
+        account = self.pool.by_label(entry["account"])
+        if account is None:  # resting, or no longer configured: start over elsewhere
+            return None
+        return _Resume(plan.key, entry["chat_id"], account, entry["parent_id"])
 
     @asynccontextmanager
     async def open_turn(
@@ -233,10 +400,15 @@ class ChatService:
         *,
         size: str | None = None,
         blobs: Sequence[Blob] = (),
+        resume: _Resume | None = None,
+        plan: continuation.Plan | None = None,
     ) -> AsyncIterator[OpenChat]:
         """One streamed turn: account, uploads, ``chats/new``, completion (§3, §4, §7).
 
-        Raises :class:`~proxy.errors.UpstreamError` (the account is reported to the pool).
+        ``resume`` continues a stored chat instead of creating one (§4.1 (a)); ``plan`` (the
+        request's message digests) makes the finished answer a stored conversation.
+        Raises :class:`~proxy.errors.UpstreamError` (the account is reported to the pool) and,
+        with ``resume``, :class:`ContinuationFailedError` for any refusal before text.
         """
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ClientRequestError(
@@ -245,12 +417,15 @@ class ChatService:
                 param="messages",
             )
         t0 = time.perf_counter()
-        account = self.pool.acquire()
+        account = resume.account if resume is not None else self.pool.acquire()
+        opened: OpenChat | None = None
         try:
             files = [await self.upload(account, b) for b in blobs]
-            chat_id = await self.client.new_chat(
-                account, chats_new_body(route, now_ms=int(time.time() * 1000))
-            )
+            if resume is not None:
+                chat_id = resume.chat_id
+                await self._touch(chat_id)
+            else:
+                chat_id = await self.new_chat(account, route)
             body = completion_body(
                 route,
                 chat_id=chat_id,
@@ -258,31 +433,137 @@ class ChatService:
                 now_s=int(time.time()),
                 size=size,
                 files=files,
+                parent_id=resume.parent_id if resume is not None else None,
+                chat_mode=self._chat_mode,
             )
-            async with self.client.completion(account, chat_id, body) as resp:
-                wait = time.perf_counter() - t0
-                log.debug(
-                    "upstream_stream_open",
-                    model=route.model,
-                    chat_type=route.chat_type,
-                    thinking=route.thinking,
-                    account=account.label,
-                    files=len(files),
-                    wait_ms=round(wait * 1000, 2),
-                )
-                yield OpenChat(
-                    resp,
-                    route,
-                    account,
-                    chat_id,
-                    wait,
-                    policy=self.policy([f["url"] for f in files]),
-                    expect_image=route.chat_type in ("t2i", "image_edit"),
-                    upstream=self.client.label,
-                )
+            try:
+                async with self.client.completion(account, chat_id, body) as resp:
+                    prelude = await _peek(resp) if resume is not None else []
+                    wait = time.perf_counter() - t0
+                    log.debug(
+                        "upstream_stream_open",
+                        model=route.model,
+                        chat_type=route.chat_type,
+                        thinking=route.thinking,
+                        account=account.label,
+                        files=len(files),
+                        continued=resume is not None,
+                        wait_ms=round(wait * 1000, 2),
+                    )
+                    opened = OpenChat(
+                        resp,
+                        route,
+                        account,
+                        chat_id,
+                        wait,
+                        policy=self.policy([f["url"] for f in files]),
+                        expect_image=route.chat_type in ("t2i", "image_edit"),
+                        upstream=self.client.label,
+                        continued=resume is not None,
+                        prelude=prelude,
+                        on_answer=self._remember(plan, chat_id, account, route)
+                        if plan is not None
+                        else None,
+                    )
+                    try:
+                        yield opened
+                    finally:
+                        if not opened.finished:  # the client left: free the account (§13.1)
+                            self.stop_later(account, chat_id, opened.response_id)
+            except asyncio.CancelledError:
+                if opened is None:  # gone while the site was being asked
+                    self.stop_later(account, chat_id, None)
+                raise
         except UpstreamError as exc:
             self.pool.report(account, exc)
+            if resume is not None and opened is None and _may_fall_back(exc):
+                raise ContinuationFailedError(exc) from exc
             raise
+
+    async def new_chat(self, account: Account, route: ModelRoute) -> str:
+        """``chats/new`` (§3) titled with ``chat_title_prefix``; the chat is tracked for deletion
+        when ``chat_cleanup`` is ``delete``. Raises :class:`UpstreamError`."""
+        body = chats_new_body(
+            route,
+            now_ms=int(time.time() * 1000),
+            title=self.settings.chat_title_prefix,
+            chat_mode=self._chat_mode,
+        )
+        chat_id = await self.client.new_chat(account, body)
+        if self.cleans_up:
+            deadline = time.time() + self.settings.conversation_ttl_s
+            await self.store.track_chat(chat_id, account.label, deadline)
+        return chat_id
+
+    @property
+    def _chat_mode(self) -> str:
+        return "local" if self.settings.chat_cleanup == "temporary" else "normal"
+
+    @property
+    def cleans_up(self) -> bool:
+        """True when the chats made are tracked for deletion: ``chat_cleanup = "delete"`` and
+        accounts with tokens (guest chats have no chat list to keep clean)."""
+        return self.settings.chat_cleanup == "delete" and bool(self.settings.tokens)
+
+    async def _touch(self, chat_id: str) -> None:
+        if self.cleans_up:
+            await self.store.touch_chat(chat_id, time.time() + self.settings.conversation_ttl_s)
+
+    def _remember(
+        self, plan: continuation.Plan, chat_id: str, account: Account, route: ModelRoute
+    ) -> Callable[[Translator, str, tuple[Any, ...]], None]:
+        """The callback that stores a finished answer as a conversation (ids and hashes)."""
+
+        def on_answer(translator: Translator, text: str, calls: tuple[Any, ...]) -> None:
+            if not translator.response_id:
+                return  # nothing to hang the next turn on
+            digests = (*plan.digests, continuation.answer_digest(text, calls))
+            key = continuation.conversation_key(digests, plan.scope)
+            entry = continuation.conversation_entry(
+                chat_id=chat_id,
+                account=account.label,
+                parent_id=translator.response_id,
+                model=route.model,
+                digests=digests,
+                now=time.time(),
+            )
+            ttl = self.settings.conversation_ttl_s
+            self.spawn(self.store.put_conversation(key, entry, ttl), name="conversation-put")
+
+        return on_answer
+
+    # -- background work -------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` in the background; :meth:`close` waits for it. Never raises."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def stop_later(self, account: Account, chat_id: str, response_id: str | None) -> None:
+        """Send the site's stop call for an answer nobody reads (PROTOCOL.md §13.1), in the
+        background so the handler that is unwinding is not delayed."""
+        self.spawn(self._stop(account, chat_id, response_id), name="qwen-stop")
+
+    async def _stop(self, account: Account, chat_id: str, response_id: str | None) -> None:
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s + 5):
+                await self.client.stop(account, chat_id, response_id)
+        except (UpstreamError, TimeoutError) as exc:
+            log.info("upstream_stop_failed", account=account.label, error=type(exc).__name__)
+        else:
+            log.info("upstream_stopped", account=account.label)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Wait up to ``timeout_s`` seconds for background work (stop calls), then cancel it."""
+        pending = set(self._background)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
 
     # -- images (§6.1, §6.2) ---------------------------------------------------------------------
 
@@ -333,11 +614,14 @@ class ChatService:
         """
         account = self.pool.acquire()
         try:
-            chat_id = await self.client.new_chat(
-                account, chats_new_body(route, now_ms=int(time.time() * 1000))
-            )
+            chat_id = await self.new_chat(account, route)
             body = completion_body(
-                route, chat_id=chat_id, prompt=prompt, now_s=int(time.time()), size=size
+                route,
+                chat_id=chat_id,
+                prompt=prompt,
+                now_s=int(time.time()),
+                size=size,
+                chat_mode=self._chat_mode,
             )
             payload = await self.client.completion_json(account, chat_id, body)
             task_id = find_task_id(payload)
@@ -396,6 +680,61 @@ class ChatService:
         if verdict != "ok":
             raise UpstreamBadMediaError(f"chat.qwen.ai's video URL is unusable: {verdict}")
         return Media("video", policy.public(url), url)
+
+
+def _may_fall_back(exc: UpstreamError) -> bool:
+    """Whether a refused continuation is retried as a new chat: any error except a captcha
+    (retrying a challenged account makes the WAF worse, §11.8) and a timeout (it would double
+    the client's wait)."""
+    return not isinstance(exc, (UpstreamCaptchaError, UpstreamTimeoutError))
+
+
+async def _peek(resp: aiohttp.ClientResponse) -> list[bytes]:
+    """Read a continuation's stream until its first event; return the chunks read.
+
+    Raises the :class:`UpstreamError` the site answered instead of text (an error frame or
+    envelope, an empty or broken stream): the caller then falls back to a new chat. Reads at
+    most :data:`PEEK_LIMIT` bytes.
+    """
+    decoder = SSEDecoder()
+    translator = Translator()
+    chunks: list[bytes] = []
+    size = 0
+    seen_event = False
+    it = resp.content.iter_any().__aiter__()
+    while size < PEEK_LIMIT:
+        try:
+            chunk = await anext(it)
+        except StopAsyncIteration:
+            break
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            broken = next(
+                e for e in translator.abort(network_failure(exc)) if isinstance(e, Failure)
+            )
+            raise broken.error from None
+        chunks.append(chunk)
+        size += len(chunk)
+        out: list[OutEvent] = []
+        for event in decoder.feed(chunk):
+            seen_event = True
+            out.extend(translator.feed(event.data))
+        if out:
+            if isinstance(out[0], Failure):
+                raise out[0].error
+            return chunks
+    else:
+        return chunks
+    for event in decoder.close():
+        seen_event = True
+        translator.feed(event.data)
+    body = b"".join(chunks)
+    if not seen_event and body.strip():
+        raise classify_response(200, resp.headers.get("Content-Type", "").lower(), body)
+    events = translator.close()
+    failure = next((e for e in events if isinstance(e, Failure)), None)
+    if failure is not None:
+        raise failure.error
+    return chunks
 
 
 async def drain(response: aiohttp.ClientResponse, translator: Translator) -> list[OutEvent]:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.cleanup import ChatJanitor
 from proxy.config import Settings
 from proxy.frontdoors import FrontDoor
 from proxy.service import ChatService
 from proxy.store import StateStore
 
-__all__ = ["FRONT_DOOR", "FRONT_DOORS", "SERVICE", "SETTINGS", "START_KEY", "STORE"]
+__all__ = ["FRONT_DOOR", "FRONT_DOORS", "JANITOR", "SERVICE", "SETTINGS", "START_KEY", "STORE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", ChatService)
+#: The deleter of idle gateway chats (issue 9 §2), when ``chat_cleanup = "delete"`` and tokens.
+JANITOR = web.AppKey("janitor", ChatJanitor)
 #: The app's shared state (:mod:`proxy.store`), created in ``cleanup_ctx`` before the service.
 STORE = web.AppKey("store", StateStore)
 #: Per-request key: ``time.perf_counter()`` when the proxy started handling the request.

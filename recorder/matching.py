@@ -3,7 +3,8 @@
 Pure functions and data only (no aiohttp). The rules are those of docs/cassette-format.md,
 "How the replay server matches": method and path (without query, trailing slash ignored) must be
 equal; for ``POST /api/v2/chat/completions`` also ``model``, ``messages[0].chat_type``,
-``messages[0].feature_config.thinking_enabled`` and the user text (PROTOCOL.md section 4.1);
+``messages[0].feature_config.thinking_enabled``, the user text and, for a turn that continues a
+chat, its ``parent_id`` (the answer it follows, PROTOCOL.md section 4.1 (a));
 for ``POST /api/v2/chats/new`` also ``chat_type`` (PROTOCOL.md section 3). Server-issued ids and
 timestamps are never compared.
 
@@ -99,7 +100,8 @@ def fingerprint(method: str, uri: str, body: bytes | str | None) -> dict[str, An
     ``uri`` may be a full URL or a path with query. Always has ``method`` (upper-case) and
     ``path`` (no query, trailing slash removed). For a JSON object body sent to
     ``POST …/api/v2/chat/completions`` adds ``model``, ``chat_type``, ``thinking_enabled``
-    (``None`` when absent) and ``text`` (PROTOCOL.md 4.1); for ``POST …/api/v2/chats/new`` adds
+    (``None`` when absent), ``text`` and, when not null, ``parent_id`` (PROTOCOL.md 4.1); for
+    ``POST …/api/v2/chats/new`` adds
     ``chat_type`` (PROTOCOL.md 3). OpenAI side: ``POST …/v1/chat/completions`` adds ``model``,
     ``stream`` (``None`` when absent) and ``text`` (the last user message's text);
     ``POST …/v1/images/generations`` adds ``model`` and ``prompt``. Bodies that are not JSON
@@ -132,6 +134,9 @@ def fingerprint(method: str, uri: str, body: bytes | str | None) -> dict[str, An
     fp["chat_type"] = first.get("chat_type")
     fp["thinking_enabled"] = features.get("thinking_enabled")
     fp["text"] = _user_text(first.get("content"))
+    parent = data.get("parent_id")
+    if parent is not None:  # absent == null: first turns keep their old fingerprints
+        fp["parent_id"] = parent
     return fp
 
 

@@ -16,26 +16,39 @@ Two stateful behaviours stand in for parts of the site that are not request/answ
   ``Content-MD5`` that fits the body when given (else 400); the bytes are kept in
   :data:`UPLOADS_KEY` and the answer is 200 with an ``ETag``. A later ``GET`` of that path
   serves the stored bytes.
+- **Chats** (§2, §3, §4.1 (a), §13.1): :class:`recorder.chats.ChatMemory` (:data:`CHATS_KEY`)
+  remembers the chats created through the server (each with its own id), the responses each holds
+  and which were deleted: a turn in a deleted chat or after an unknown ``parent_id`` gets the
+  site's error envelope; ``GET /api/v2/chats/``, ``DELETE /api/v2/chats/<id>`` and
+  ``POST /api/v2/chat/completions/stop`` are answered from it when no cassette records them.
+
+A client that hangs up is noticed between chunks and during pauses (at most
+:data:`HANGUP_POLL_S` late): the server stops sending, as the site does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from time import time
 from typing import Any, ClassVar
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from recorder.cassette import Cassette, Interaction
+from recorder.chats import ChatMemory, response_id_in
 from recorder.matching import Hit, Index, fingerprint, normalise_path
 
 __all__ = [
+    "CHATS_KEY",
     "FAULT_KEY",
     "INDEX_KEY",
     "REQUESTS_KEY",
@@ -201,6 +214,13 @@ SEQUENCES_KEY = web.AppKey("replay_sequences", dict[str, list[Hit]])
 """Per task-status path: its recorded interactions, in load order."""
 CURSORS_KEY = web.AppKey("replay_cursors", dict[str, int])
 """Per task-status path: how many GETs were answered so far."""
+CHATS_KEY = web.AppKey("replay_chats", ChatMemory)
+"""The chats created, answered, deleted and stopped through this server."""
+
+CHATS_NEW_PATH = "/api/v2/chats/new"
+COMPLETIONS_PATH = "/api/v2/chat/completions"
+STOP_PATH = "/api/v2/chat/completions/stop"
+CHATS_PREFIX = "/api/v2/chats/"
 
 TASK_STATUS_PREFIX = "/api/v1/tasks/status/"
 """Paths whose successive GETs advance through their recorded answers (PROTOCOL.md §6.3)."""
@@ -216,9 +236,26 @@ def _response_headers(inter: Interaction) -> CIMultiDict[str]:
     return headers
 
 
-async def _pause(seconds: float, speed: float) -> None:
-    if speed > 0 and seconds > 0:
-        await asyncio.sleep(seconds / speed)
+HANGUP_POLL_S = 0.1
+"""Longest sleep between two checks that the client is still there."""
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _pause(seconds: float, speed: float, request: web.Request | None = None) -> bool:
+    """Wait ``seconds / speed``; ``False`` when the client hung up meanwhile."""
+    if speed <= 0 or seconds <= 0:
+        return request is None or not _gone(request)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds / speed
+    while (left := end - loop.time()) > 0:
+        await asyncio.sleep(min(left, HANGUP_POLL_S) if request is not None else left)
+        if request is not None and _gone(request):
+            return False
+    return True
 
 
 def _drop(request: web.Request) -> None:
@@ -240,7 +277,8 @@ async def _serve_hit(request: web.Request, hit: Hit) -> web.StreamResponse:
         drop = drop or dropped
     else:
         chunks = [(t, b) for t, b in chunks if b]
-    await _pause(inter.stream.t_headers_s if inter.stream else 0.0, speed)
+    if not await _pause(inter.stream.t_headers_s if inter.stream else 0.0, speed, request):
+        return web.Response(status=499)  # nobody is listening any more
     headers = _response_headers(inter)
     if not streamed and not drop:
         return web.Response(
@@ -254,7 +292,9 @@ async def _serve_hit(request: web.Request, hit: Hit) -> web.StreamResponse:
         await resp.prepare(request)
         previous = 0.0
         for t, piece in chunks:
-            await _pause(t - previous, speed)
+            if not await _pause(t - previous, speed, request):
+                log.debug("client hung up during %s %s", request.method, request.path)
+                return resp
             previous = max(previous, t)
             await resp.write(piece)
         if drop:
@@ -318,6 +358,81 @@ def _stored(app: web.Application, path: str) -> StoredObject | None:
     return next((o for o in reversed(objects) if o.path == path), None)
 
 
+def _envelope(success: bool, data: dict[str, Any]) -> web.Response:
+    """The site's JSON envelope (§2), HTTP 200 also for failures (§4.3)."""
+    body = {"success": success, "request_id": str(uuid.uuid4()), "data": data}
+    return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8")) if body else None
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _turn_refused(request: web.Request, body: bytes) -> web.Response | None:
+    """A completion in a deleted chat or after an unknown ``parent_id`` (see ChatMemory)."""
+    data = _json_object(body)
+    chat_id = request.query.get("chat_id") or data.get("chat_id")
+    refused = request.app[CHATS_KEY].check_turn(chat_id, data.get("parent_id"))
+    if refused is None:
+        return None
+    code, details = refused
+    log.info("%s %s -> %s", request.method, request.path, code)
+    return _envelope(False, {"code": code, "details": details})
+
+
+def _new_chat(request: web.Request, body: bytes, hit: Hit) -> Hit:
+    """A recorded ``chats/new`` success, remembered; when its chat id is taken already, the id is
+    replaced by a fresh one (the rest of the recorded bytes and headers unchanged)."""
+    inter = hit.interaction
+    data = _json_object(inter.body_bytes()).get("data")
+    old = data.get("id") if isinstance(data, dict) else None
+    if inter.status != 200 or not isinstance(old, str) or not old or inter.body_encoding:
+        return hit
+    sent = _json_object(body)
+    record = request.app[CHATS_KEY].create(
+        title=str(sent.get("title") or ""),
+        chat_type=str(sent.get("chat_type") or ""),
+        now=time(),
+        recorded_id=old,
+    )
+    if record.id == old:
+        return hit
+    text = inter.response_body.replace(json.dumps(old), json.dumps(record.id), 1)
+    return Hit(hit.cassette, hit.interaction_index, dataclasses.replace(inter, response_body=text))
+
+
+def _chat_state(request: web.Request, body: bytes) -> web.Response | None:
+    """Unrecorded stop, list and delete calls, answered from the chat memory."""
+    chats = request.app[CHATS_KEY]
+    path = normalise_path(request.path)
+    if request.method == "POST" and path == STOP_PATH:
+        data = _json_object(body)
+        chat_id = request.query.get("chat_id") or str(data.get("chat_id") or "")
+        rid = data.get("response_id")
+        chats.stops.append((chat_id, rid if isinstance(rid, str) else None))
+        log.info("POST %s -> stopped", request.path)
+        return _envelope(True, {"status": True})
+    if request.method == "GET" and path == CHATS_PREFIX.rstrip("/"):
+        try:
+            page = int(request.query.get("page", "1"))
+        except ValueError:
+            page = 1
+        listing = {"success": True, "request_id": str(uuid.uuid4()), "data": chats.page(page)}
+        return web.json_response(listing)
+    if request.method == "DELETE" and path.startswith(CHATS_PREFIX):
+        chat_id = path[len(CHATS_PREFIX) :]
+        if chats.delete(chat_id):
+            log.info("DELETE %s -> deleted", request.path)
+            return _envelope(True, {"status": True})
+        missing = {"code": "Not_Found", "details": f"The chat {chat_id} is not exist"}
+        return _envelope(False, missing)
+    return None
+
+
 async def _handle(request: web.Request) -> web.StreamResponse:
     app = request.app
     body = await request.read()
@@ -334,9 +449,23 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             matched=matched,
         )
     )
+    path = normalise_path(request.path)
+    if request.method == "POST" and path.endswith(COMPLETIONS_PATH):
+        refused = _turn_refused(request, body)
+        if refused is not None:
+            return refused
     if isinstance(result, Hit):
         log.info("%s %s -> %s[%d]", request.method, request.path, matched, result.interaction_index)
+        if request.method == "POST" and path.endswith(CHATS_NEW_PATH):
+            result = _new_chat(request, body, result)
+        if request.method == "POST" and path.endswith(COMPLETIONS_PATH):
+            chat_id = request.query.get("chat_id") or _json_object(body).get("chat_id")
+            rid = response_id_in(result.interaction.response_body)
+            app[CHATS_KEY].answered(chat_id, rid, time())
         return await _serve_hit(request, result)
+    state = _chat_state(request, body)
+    if state is not None:
+        return state
     if request.method == "PUT":
         log.info("PUT %s -> object store", request.path)
         return _store_object(request, body)
@@ -376,5 +505,6 @@ def make_replay_app(
     app[UPLOADS_KEY] = []
     app[SEQUENCES_KEY] = _sequences(cassettes)
     app[CURSORS_KEY] = {}
+    app[CHATS_KEY] = ChatMemory()
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app

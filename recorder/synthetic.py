@@ -1150,7 +1150,11 @@ def build_all() -> list[Cassette]:
 #: Further synthetic sets, each in its own module exposing ``build_all() -> list[Cassette]``
 #: (chat-side scenarios for images/video, probe answers for the conformance harness). They are
 #: written into ``cassettes/`` together with this module's set.
-EXTRA_SETS = ("recorder.synthetic_media", "recorder.synthetic_probes")
+EXTRA_SETS = (
+    "recorder.synthetic_media",
+    "recorder.synthetic_probes",
+    "recorder.synthetic_conversations",
+)
 
 
 def build_everything() -> list[Cassette]:

@@ -203,6 +203,31 @@ class QwenClient:
         finally:
             resp.release()
 
+    async def stop(self, account: Account, chat_id: str, response_id: str | None) -> None:
+        """``POST /api/v2/chat/completions/stop?chat_id=<id>`` with ``{"chat_id", "response_id"}``
+        (PROTOCOL.md §13.1): what the browser sends when the user presses stop, so the account is
+        not kept busy with an answer nobody reads. ``response_id`` is left out when the stream
+        never said it. Raises :class:`UpstreamError`."""
+        body: dict[str, Any] = {"chat_id": chat_id}
+        if response_id:
+            body["response_id"] = response_id
+        path = f"/api/v2/chat/completions/stop?chat_id={quote(chat_id, safe='')}"
+        await self._json("POST", path, account, body, referer=f"/c/{chat_id}")
+
+    async def list_chats(self, account: Account, page: int) -> list[dict[str, Any]]:
+        """``GET /api/v2/chats/?page=N`` (§2): the page's chats (``id``, ``title``,
+        ``updated_at``…), ``[]`` past the last page. Raises :class:`UpstreamError`."""
+        payload = await self._json("GET", f"/api/v2/chats/?page={page}", account, None, referer="/")
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if isinstance(data, dict):  # tolerate a {"data": {"data": [...]}} wrapping
+            data = data.get("data")
+        return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+
+    async def delete_chat(self, account: Account, chat_id: str) -> None:
+        """``DELETE /api/v2/chats/<id>`` (§2). Raises :class:`UpstreamError`."""
+        path = f"/api/v2/chats/{quote(chat_id, safe='')}"
+        await self._json("DELETE", path, account, None, referer="/")
+
     # -- media (PROTOCOL.md §6, §7) ----------------------------------------------------------
 
     async def completion_json(self, account: Account, chat_id: str, body: dict[str, Any]) -> Any:

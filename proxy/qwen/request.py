@@ -213,12 +213,18 @@ def flatten_messages(messages: Sequence[MessageLike], *, allow_empty: bool = Fal
     return prompt
 
 
-def chats_new_body(route: ModelRoute, *, now_ms: int) -> dict[str, Any]:
-    """Body of ``POST /api/v2/chats/new`` (PROTOCOL.md §3); ``now_ms`` in milliseconds."""
+def chats_new_body(
+    route: ModelRoute, *, now_ms: int, title: str = "New Chat", chat_mode: str = "normal"
+) -> dict[str, Any]:
+    """Body of ``POST /api/v2/chats/new`` (PROTOCOL.md §3); ``now_ms`` in milliseconds.
+
+    ``title`` marks the chats the gateway made (the reconciler finds them by it); ``chat_mode``
+    ``"local"`` asks for a temporary chat (§13.2, unproven).
+    """
     return {
-        "title": "New Chat",
+        "title": title,
         "models": [route.model],
-        "chat_mode": "normal",
+        "chat_mode": chat_mode,
         "chat_type": route.chat_type,
         "timestamp": now_ms,
     }
@@ -233,8 +239,13 @@ def completion_body(
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     size: str | None = None,
     files: Sequence[dict[str, Any]] = (),
+    parent_id: str | None = None,
+    chat_mode: str = "normal",
 ) -> dict[str, Any]:
     """Body of ``POST /api/v2/chat/completions?chat_id=…`` (PROTOCOL.md §4.1).
+
+    ``parent_id`` (the previous answer's ``response_id``) continues the chat's conversation
+    on the site (§4.1 (a)): it goes at the top level and in the message.
 
     ``stream: true`` (``stream: false`` answers Bad_Request since 2025-11, §11.3) except for
     ``t2v``, which still takes ``stream: false`` and answers JSON (§6.3); ``version: "2.1"``,
@@ -252,13 +263,13 @@ def completion_body(
         "version": "2.1",
         "incremental_output": True,
         "chat_id": chat_id,
-        "chat_mode": "normal",
+        "chat_mode": chat_mode,
         "model": route.model,
-        "parent_id": None,
+        "parent_id": parent_id,
         "messages": [
             {
                 "fid": new_id(),
-                "parentId": None,
+                "parentId": parent_id,
                 "childrenIds": [new_id()],
                 "role": "user",
                 "content": prompt,
@@ -270,7 +281,7 @@ def completion_body(
                 "feature_config": feature,
                 "extra": {"meta": {"subChatType": route.chat_type}},
                 "sub_chat_type": route.chat_type,
-                "parent_id": None,
+                "parent_id": parent_id,
             }
         ],
         "timestamp": now_s,

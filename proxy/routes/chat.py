@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.continuation import scope_of
 from proxy.frontdoors.openai_chat import OPENAI_CHAT, ChatBody, ChatStream, parse_chat
 from proxy.relay import aggregate, relay
 from proxy.routes.videos import video_chat
@@ -32,7 +33,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     route = await service.route_for(conv)
     if route.chat_type == "t2v":
         return await video_chat(request, conv, route)
-    async with service.open_chat(conv, route=route) as chat:
+    async with service.open_chat(conv, route=route, scope=scope_of(request.headers)) as chat:
         if conv.stream:
             return await relay(request, conv, chat, ChatStream(conv))
         return await aggregate(request, conv, chat, ChatBody(conv))

@@ -1,0 +1,185 @@
+"""Chats do not pile up in the user's account (issue 9 §2): deletion of idle gateway chats.
+
+Every chat the gateway creates is titled ``chat_title_prefix`` and, with
+``chat_cleanup = "delete"``, tracked in the state store with a deadline ``conversation_ttl_s``
+after its last turn (:meth:`proxy.service.ChatService.new_chat`; a continuation moves it).
+:class:`ChatJanitor` then:
+
+- **sweeps** every :data:`SWEEP_INTERVAL_S` seconds: the tracked chats past their deadline are
+  deleted (``DELETE /api/v2/chats/<id>``, PROTOCOL.md §2) with the account that created them,
+  and forgotten;
+- **reconciles** at start-up (:data:`START_DELAY_S` after it) and every
+  ``chat_reconcile_interval_s``: each account's chat list (``GET /api/v2/chats/?page=N``) is read
+  and the chats whose title starts with the prefix and that were idle for ``conversation_ttl_s``
+  are deleted: leftovers of an earlier run, a crash or another instance's lost bookkeeping. A chat
+  with any other title is the user's own and is never touched.
+
+Only accounts with a token have a chat list to keep clean: without ``tokens`` (guest or offline
+use) nothing is tracked and no janitor runs. Deletions (and list pages) are spaced to at most
+``chat_deletes_per_minute``. Logs name the account label and the chat id, never a token. Several
+instances may sweep the same chat: the second deletion finds it gone, which counts as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from proxy.accounts import Account
+from proxy.errors import UpstreamError
+from proxy.service import ChatService
+
+__all__ = ["MAX_PAGES", "SWEEP_BATCH", "SWEEP_INTERVAL_S", "ChatJanitor", "is_gateway_chat"]
+
+SWEEP_INTERVAL_S = 30.0
+"""Seconds between two sweeps of the tracked chats."""
+SWEEP_BATCH = 50
+"""Tracked chats deleted at most per sweep."""
+MAX_PAGES = 10
+"""List pages read per account and reconciliation."""
+RETRY_S = 600.0
+"""A chat whose deletion failed is tried again this many seconds later."""
+START_DELAY_S = 1.0
+"""The start-up reconciliation waits this long, so it does not compete with the first requests."""
+
+log = structlog.get_logger("proxy.cleanup")
+
+
+def _seconds(value: Any) -> float | None:
+    """An epoch timestamp in seconds (the site may give seconds or milliseconds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value / 1000.0 if value > 1e11 else float(value)
+
+
+def is_gateway_chat(chat: dict[str, Any], prefix: str, now: float, idle_s: float) -> bool:
+    """True when a listed chat (``id``, ``title``, ``updated_at``/``created_at``) is one the
+    gateway made (title starting with ``prefix``) and idle for ``idle_s`` seconds at ``now``."""
+    title = chat.get("title")
+    if not isinstance(title, str) or not title.startswith(prefix):
+        return False
+    if not isinstance(chat.get("id"), str) or not chat["id"]:
+        return False
+    last = _seconds(chat.get("updated_at"))
+    if last is None:
+        last = _seconds(chat.get("created_at"))
+    return last is not None and now - last >= idle_s
+
+
+def _gone(exc: UpstreamError) -> bool:
+    text = exc.message.lower()
+    return "not exist" in text or "not_found" in text or "not found" in text
+
+
+class ChatJanitor:
+    """Deletes the gateway's idle chats (see the module docstring). ``clock``: epoch seconds."""
+
+    def __init__(self, service: ChatService, *, clock: Callable[[], float] = time.time) -> None:
+        self._service = service
+        self._settings = service.settings
+        self._clock = clock
+        self._gap_s = 60.0 / self._settings.chat_deletes_per_minute
+        self._next_call = 0.0
+        self.deleted = 0
+
+    async def run(self) -> None:
+        """Reconcile (after :data:`START_DELAY_S`), then sweep every :data:`SWEEP_INTERVAL_S` and
+        reconcile every ``chat_reconcile_interval_s`` seconds (``0``: never), until cancelled."""
+        interval = self._settings.chat_reconcile_interval_s
+        if interval > 0:
+            await asyncio.sleep(START_DELAY_S)
+            await self._guarded(self.reconcile)
+        last_reconcile = time.monotonic()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            await self._guarded(self.sweep)
+            if interval > 0 and time.monotonic() - last_reconcile >= interval:
+                last_reconcile = time.monotonic()
+                await self._guarded(self.reconcile)
+
+    async def _guarded(self, job: Callable[[], Any]) -> None:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let the janitor die; the next round tries again
+            log.exception("chat_cleanup_failed")
+
+    async def _pace(self) -> None:
+        """Space upstream calls ``60 / chat_deletes_per_minute`` seconds apart."""
+        now = time.monotonic()
+        wait = self._next_call - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._next_call = max(now, self._next_call) + self._gap_s
+
+    def _account(self, label: str) -> Account | None:
+        return next((a for a in self._service.pool.accounts if a.label == label), None)
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete the tracked chats past their deadline at ``now`` (epoch s; default: the
+        clock). Returns how many were deleted (or found gone)."""
+        now = self._clock() if now is None else now
+        store = self._service.store
+        done = 0
+        for chat_id, label in await store.due_chats(now, SWEEP_BATCH):
+            account = self._account(label)
+            if account is None:  # the token is no longer configured: nothing can delete it
+                await store.forget_chat(chat_id)
+                continue
+            if account.parked_until > time.monotonic():  # resting: do not poke it now
+                await store.touch_chat(chat_id, now + RETRY_S)
+                continue
+            if await self._delete(account, chat_id, reason="idle"):
+                await store.forget_chat(chat_id)
+                done += 1
+            else:
+                await store.touch_chat(chat_id, now + RETRY_S)
+        return done
+
+    async def reconcile(self, now: float | None = None) -> int:
+        """Delete leftover gateway chats (title prefix, idle ``conversation_ttl_s``) from every
+        account's chat list. Returns how many were deleted."""
+        now = self._clock() if now is None else now
+        prefix = self._settings.chat_title_prefix
+        idle_s = self._settings.conversation_ttl_s
+        done = 0
+        for account in list(self._service.pool.accounts):
+            if account.parked_until > time.monotonic():
+                continue
+            leftovers: list[str] = []
+            for page in range(1, MAX_PAGES + 1):
+                await self._pace()
+                try:
+                    chats = await self._service.client.list_chats(account, page)
+                except UpstreamError as exc:
+                    log.info("chat_list_failed", account=account.label, error=exc.error_code())
+                    break
+                leftovers += [c["id"] for c in chats if is_gateway_chat(c, prefix, now, idle_s)]
+                if not chats:
+                    break
+            for chat_id in leftovers:
+                if await self._delete(account, chat_id, reason="leftover"):
+                    await self._service.store.forget_chat(chat_id)
+                    done += 1
+        return done
+
+    async def _delete(self, account: Account, chat_id: str, *, reason: str) -> bool:
+        await self._pace()
+        try:
+            await self._service.client.delete_chat(account, chat_id)
+        except UpstreamError as exc:
+            if _gone(exc):
+                return True
+            self._service.pool.report(account, exc)
+            log.info(
+                "chat_delete_failed", account=account.label, chat_id=chat_id, error=exc.error_code()
+            )
+            return False
+        self.deleted += 1
+        log.info("chat_deleted", account=account.label, chat_id=chat_id, reason=reason)
+        return True

@@ -1,0 +1,194 @@
+"""Issue 9 §2: the gateway's chats do not pile up in the user's account.
+
+The replay server remembers chats (``recorder.chats``): what the gateway creates, what it lists
+and deletes. Each test drives the janitor directly with an explicit ``now`` (no waiting on its
+timers), except the start-up reconciliation, which runs on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from helpers import SCENARIO, Stack, cassettes, start_stack
+
+from proxy.app import make_app
+from proxy.cleanup import ChatJanitor, is_gateway_chat
+from proxy.config import Settings
+from proxy.state import JANITOR, SERVICE, STORE
+from recorder.chats import PAGE_SIZE, ChatMemory
+from recorder.replay import CHATS_KEY, make_replay_app
+
+TOKEN = "tok-cleanup-secret-1"
+TTL = 600.0
+PROMPT = SCENARIO["t2t_answer"].prompt
+ANSWER = SCENARIO["t2t_answer"].expected_content
+
+
+async def ask(stack: Stack, prompt: str = PROMPT) -> str:
+    async with stack.async_client() as client:
+        done = await client.chat.completions.create(
+            model="qwen3-max", messages=[{"role": "user", "content": prompt}]
+        )
+    return done.choices[0].message.content or ""
+
+
+def memory(stack: Stack) -> ChatMemory:
+    return stack.replay.app[CHATS_KEY]
+
+
+async def cleaning_stack(aiohttp_server: Any, **settings: Any) -> Stack:
+    base: dict[str, Any] = {
+        "tokens": [TOKEN],
+        "conversation_ttl_s": TTL,
+        "chat_deletes_per_minute": 60_000,
+        "chat_reconcile_interval_s": 0,
+    }
+    return await start_stack(aiohttp_server, **{**base, **settings})
+
+
+async def test_idle_chats_are_deleted_with_their_account(aiohttp_server: Any, capsys: Any) -> None:
+    stack = await cleaning_stack(aiohttp_server)
+    assert await ask(stack) == ANSWER
+    [chat] = memory(stack).live()
+    assert chat.title == "qwen-gateway"
+    janitor: ChatJanitor = stack.proxy.app[JANITOR]
+    assert await janitor.sweep(now=time.time() + TTL / 2) == 0  # not idle long enough
+    assert memory(stack).live() == [chat]
+    assert await janitor.sweep(now=time.time() + TTL + 1) == 1
+    assert memory(stack).live() == [] and memory(stack).deleted == [chat.id]
+    [delete] = [r for r in stack.requests if r.method == "DELETE"]
+    assert delete.path_qs == f"/api/v2/chats/{chat.id}"
+    assert delete.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert await stack.proxy.app[STORE].due_chats(time.time() + 10 * TTL, 10) == []
+    out = capsys.readouterr()
+    assert "chat_deleted" in out.out and TOKEN not in out.out + out.err
+
+
+async def test_a_continued_conversation_keeps_its_chat(aiohttp_server: Any) -> None:
+    """Each turn moves the chat's deadline; an idle one is deleted after the last turn."""
+    from recorder.synthetic_conversations import CONVERSATIONS
+
+    conv = CONVERSATIONS[0]
+    stack = await cleaning_stack(aiohttp_server)
+    async with stack.async_client() as client:
+        await client.chat.completions.create(model="qwen3-max", messages=conv.first_messages())  # type: ignore[arg-type]
+        await stack.proxy.app[SERVICE].close()
+        t_second = time.time()
+        await client.chat.completions.create(model="qwen3-max", messages=conv.messages())  # type: ignore[arg-type]
+    [chat] = memory(stack).live()
+    janitor: ChatJanitor = stack.proxy.app[JANITOR]
+    assert await janitor.sweep(now=t_second + TTL - 5) == 0
+    assert await janitor.sweep(now=t_second + TTL + 5) == 1
+    assert memory(stack).deleted == [chat.id]
+
+
+async def test_the_reconciler_deletes_only_idle_gateway_chats(aiohttp_server: Any) -> None:
+    stack = await cleaning_stack(aiohttp_server)
+    chats = memory(stack)
+    old = time.time() - 2 * TTL
+    own = chats.create(title="My holiday plans", chat_type="t2t", now=old, owner="user")
+    own_prefixed = chats.create(title="qwen gateway notes", chat_type="t2t", now=old, owner="user")
+    leftovers = [
+        chats.create(title="qwen-gateway", chat_type="t2t", now=old) for _ in range(PAGE_SIZE + 3)
+    ]
+    recent = chats.create(title="qwen-gateway", chat_type="t2t", now=time.time())
+    janitor: ChatJanitor = stack.proxy.app[JANITOR]
+    assert await janitor.reconcile() == len(leftovers)  # across two list pages
+    assert {c.id for c in chats.live()} == {own.id, own_prefixed.id, recent.id}
+    lists = [
+        r for r in stack.requests if r.method == "GET" and r.path_qs.startswith("/api/v2/chats")
+    ]
+    assert [r.path_qs for r in lists][:2] == ["/api/v2/chats/?page=1", "/api/v2/chats/?page=2"]
+
+
+async def test_reconciliation_runs_at_start_up(aiohttp_server: Any) -> None:
+    replay: TestServer = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
+    chats = replay.app[CHATS_KEY]
+    leftover = chats.create(title="qwen-gateway", chat_type="t2t", now=time.time() - 2 * TTL)
+    own = chats.create(title="Recipes", chat_type="t2t", now=time.time() - 2 * TTL, owner="user")
+    settings = Settings(
+        upstream_url=str(replay.make_url("")).rstrip("/"),
+        tokens=[TOKEN],
+        conversation_ttl_s=TTL,
+        chat_deletes_per_minute=60_000,
+    )
+    await aiohttp_server(make_app(settings))
+    deadline = time.monotonic() + 10
+    while chats.deleted != [leftover.id]:
+        assert time.monotonic() < deadline, "the start-up reconciliation did not run"
+        await asyncio.sleep(0.02)
+    assert [c.id for c in chats.live()] == [own.id]
+
+
+async def test_deletions_are_rate_limited(aiohttp_server: Any) -> None:
+    stack = await cleaning_stack(aiohttp_server, chat_deletes_per_minute=600)  # 0.1 s apart
+    chats = memory(stack)
+    for _ in range(4):
+        chats.create(title="qwen-gateway", chat_type="t2t", now=time.time() - 2 * TTL)
+    janitor = ChatJanitor(stack.proxy.app[SERVICE])
+    t0 = time.monotonic()
+    assert await janitor.reconcile() == 4
+    assert time.monotonic() - t0 >= 0.1 * 4  # one list page + four deletions, spaced
+
+
+async def test_keep_mode_tracks_and_deletes_nothing(aiohttp_server: Any) -> None:
+    stack = await cleaning_stack(aiohttp_server, chat_cleanup="keep")
+    assert await ask(stack) == ANSWER
+    assert JANITOR not in stack.proxy.app
+    assert await stack.proxy.app[STORE].due_chats(time.time() + 10 * TTL, 10) == []
+    assert len(memory(stack).live()) == 1
+
+
+async def test_without_tokens_nothing_is_tracked(aiohttp_server: Any) -> None:
+    """Guest/offline use has no chat list: no janitor, no bookkeeping."""
+    stack = await start_stack(aiohttp_server)
+    assert await ask(stack) == ANSWER
+    assert JANITOR not in stack.proxy.app
+    assert await stack.proxy.app[STORE].due_chats(time.time() + 10 * TTL, 10) == []
+
+
+async def test_temporary_mode_asks_for_local_chats(aiohttp_server: Any) -> None:
+    stack = await cleaning_stack(aiohttp_server, chat_cleanup="temporary")
+    assert await ask(stack) == ANSWER
+    [new] = stack.upstream("/api/v2/chats/new")
+    [turn] = stack.upstream("/api/v2/chat/completions")
+    assert json.loads(new.body)["chat_mode"] == "local"
+    assert json.loads(turn.body)["chat_mode"] == "local"
+    assert JANITOR not in stack.proxy.app
+
+
+async def test_a_chat_of_a_removed_account_is_forgotten(aiohttp_server: Any) -> None:
+    stack = await cleaning_stack(aiohttp_server)
+    store = stack.proxy.app[STORE]
+    await store.track_chat("chat-of-account-9", "account-9", time.time() - 1)
+    assert await stack.proxy.app[JANITOR].sweep() == 0
+    assert await store.due_chats(time.time() + 10 * TTL, 10) == []
+    assert not [r for r in stack.requests if r.method == "DELETE"]
+
+
+NOW = 1_795_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("chat", "expected"),
+    [
+        ({"id": "a", "title": "qwen-gateway", "updated_at": NOW - 601}, True),
+        ({"id": "a", "title": "qwen-gateway", "updated_at": NOW - 10}, False),  # recent
+        ({"id": "a", "title": "qwen-gateway", "created_at": NOW - 601}, True),
+        ({"id": "a", "title": "qwen-gateway", "updated_at": (NOW - 601) * 1000}, True),  # ms
+        ({"id": "a", "title": "qwen-gateway", "updated_at": (NOW - 10) * 1000}, False),
+        ({"id": "a", "title": "qwen-gateway (2)", "updated_at": 0}, True),
+        ({"id": "a", "title": "Other", "updated_at": 0}, False),
+        ({"id": "a", "title": "my qwen-gateway", "updated_at": 0}, False),
+        ({"id": "a", "title": "qwen-gateway"}, False),  # no age: never guess
+        ({"title": "qwen-gateway", "updated_at": 0}, False),
+        ({"id": "a", "title": None, "updated_at": 0}, False),
+    ],
+)
+def test_is_gateway_chat(chat: dict[str, Any], expected: bool) -> None:
+    assert is_gateway_chat(chat, "qwen-gateway", now=NOW, idle_s=600.0) is expected
