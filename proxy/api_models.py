@@ -1,8 +1,12 @@
 """The OpenAI request shapes the proxy accepts, validated with pydantic.
 
 Only the fields the proxy acts on are typed; every other OpenAI parameter (``temperature``,
-``top_p``, ``max_tokens``, ``tools``…) is accepted and ignored, because chat.qwen.ai has no slot
-for it (PROTOCOL.md §4.1, "Unsupported/ignored").
+``top_p``, ``seed``…) is accepted and ignored, because chat.qwen.ai has no slot for it
+(PROTOCOL.md §4.1, "Unsupported/ignored"). ``stop`` and ``max_tokens`` /
+``max_completion_tokens`` have no slot either; the relay emulates them (:mod:`proxy.stop`).
+``tools``, ``tool_choice`` and ``parallel_tool_calls`` are typed loosely here and checked field
+by field by the chat front door (:mod:`proxy.frontdoors.openai_chat`), so errors name the exact
+``param``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
 
 
 class ChatCompletionRequest(BaseModel):
@@ -57,6 +63,12 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     enable_thinking: bool | None = None
     n: int | None = Field(default=None, ge=1, le=1)
+    stop: str | list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = Field(default=None, strict=True)
     size: str | None = Field(
         default=None, description="Qwen extension: aspect ratio or WxH for -image models."
     )

@@ -39,8 +39,18 @@ from proxy.routes.images import images_edits, images_generations
 from proxy.routes.models import get_model, list_models
 from proxy.routes.videos import videos_generations
 from proxy.service import ChatService
-from proxy.state import FRONT_DOOR, FRONT_DOORS, JANITOR, SERVICE, SETTINGS, START_KEY, STORE
+from proxy.state import (
+    FRONT_DOOR,
+    FRONT_DOORS,
+    JANITOR,
+    SERVICE,
+    SETTINGS,
+    START_KEY,
+    STORE,
+    TOOL_COUNTERS,
+)
 from proxy.store import MemoryStore
+from proxy.tools.stage import ToolCounters
 
 __all__ = ["front_door_of", "make_app"]
 
@@ -289,6 +299,7 @@ def make_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[FRONT_DOORS] = {}
+    app[TOOL_COUNTERS] = ToolCounters()
     if settings.cors_origins:
         _install_cors(app, settings.cors_origins)
     app.cleanup_ctx.append(_store_ctx)

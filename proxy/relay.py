@@ -1,7 +1,8 @@
 """The one streaming relay and its non-stream twin, for every front door (the hot path).
 
 The relay only moves bytes: upstream chunks go into the pure :class:`SSEDecoder`, its events
-into the pure :class:`Translator` (and, when tools are offered, the pure tool stage), and the
+into the pure :class:`Translator` (then, when tools are offered, the pure tool stage, and, when
+the request has stop sequences or an output-token limit, the pure stop stage), and the
 resulting events out through the front door's :class:`StreamRenderer`. Upstream is always
 streamed (``stream:false`` is refused upstream since 2025-11, PROTOCOL.md §11.3); a non-stream
 client gets the same events folded by the front door's :class:`BodyRenderer`.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any, Protocol
 
 import aiohttp
@@ -36,7 +38,10 @@ from proxy.qwen.envelope import classify_response
 from proxy.qwen.sse import SSEDecoder, SSEEvent
 from proxy.qwen.translate import Failure, OutEvent, Translator, Usage
 from proxy.service import OpenChat
-from proxy.state import SETTINGS, START_KEY
+from proxy.state import SERVICE, SETTINGS, START_KEY, TOOL_COUNTERS
+from proxy.stop import StopStage
+from proxy.tools.prompt import CORRECTION_KEY, repeated_calls
+from proxy.tools.stage import ToolStage
 
 __all__ = [
     "SSE_HEADERS",
@@ -135,11 +140,19 @@ class _Pump:
 
     _HEAD_LIMIT = 64 * 1024
 
-    def __init__(self, chat: OpenChat, translator: Translator) -> None:
+    def __init__(
+        self,
+        chat: OpenChat,
+        translator: Translator,
+        stage: ToolStage | None = None,
+        stop: StopStage | None = None,
+    ) -> None:
         self.wait_s = chat.upstream_wait_s
         self.counting = True
         self._upstream = chat.upstream
         self._translator = translator
+        self._stage = stage
+        self._stop = stop
         self._decoder = SSEDecoder()
         self._it = chat.chunks()
         self._ctype = chat.response.headers.get("Content-Type", "").lower()
@@ -147,22 +160,22 @@ class _Pump:
         self._seen_event = False
 
     async def batches(self) -> AsyncGenerator[list[OutEvent]]:
-        """Event batches until the translator is done (a finish or a failure)."""
+        """Event batches until the answer is done (a finish or a failure)."""
         tr = self._translator
-        while not tr.done:
+        while not tr.done and not self._cut():
             t_read = time.perf_counter()
             try:
                 chunk = await _next_chunk(self._it)
             except _UpstreamBroken as exc:
-                yield tr.abort(str(exc), upstream=self._upstream)
+                yield self._staged(tr.abort(str(exc), upstream=self._upstream))
                 return
             if self.counting:
                 self.wait_s += time.perf_counter() - t_read
             if chunk is None:
                 out = self._feed(self._decoder.close())
-                if not tr.done:
+                if not tr.done and not self._cut():
                     stray = self._stray_body()
-                    out.extend(tr.fail(stray) if stray is not None else tr.close())
+                    out.extend(self._staged(tr.fail(stray) if stray is not None else tr.close()))
                 yield out
                 return
             if not self._seen_event and len(self._head) < self._HEAD_LIMIT:
@@ -171,13 +184,36 @@ class _Pump:
             if out:
                 yield out
 
+    def _cut(self) -> bool:
+        return self._stop is not None and self._stop.done
+
+    def _staged(self, out: list[OutEvent]) -> list[OutEvent]:
+        if self._stage is not None:
+            out = self._stage.feed(out)
+        if self._stop is not None:
+            out = self._stop.feed(out, self._translator.usage)
+        return out
+
     def _feed(self, events: list[SSEEvent]) -> list[OutEvent]:
+        """Translate (and stage) the events of one chunk. Without stages, the plain hot path;
+        with them, event by event, so a cut (stop sequence, token limit) lands on the event."""
         tr = self._translator
         out: list[OutEvent] = []
+        if self._stage is None and self._stop is None:
+            for event in events:
+                self._seen_event = True
+                out.extend(tr.feed(event.data))
+                if tr.done:
+                    break
+            return out
         for event in events:
             self._seen_event = True
-            out.extend(tr.feed(event.data))
-            if tr.done:
+            got = tr.feed(event.data)
+            if got:
+                out.extend(self._staged(got))
+            elif self._stop is not None and self._stop.active:
+                out.extend(self._stop.feed([], tr.usage))  # usage-only frames count too
+            if tr.done or self._cut():
                 break
         return out
 
@@ -196,29 +232,60 @@ async def relay(
     middleware then answers with a real HTTP status); ``ConnectionResetError`` when the client
     left before the commit.
     """
-    t0: float = request[START_KEY]
-    translator = chat.translator(request.app[SETTINGS].reasoning)
-    pump = _Pump(chat, translator)
-    resp: web.StreamResponse | None = None
-    try:
-        async with aclosing(pump.batches()) as batches:
-            async for out in batches:
-                if not out:
-                    continue
-                if resp is None:
-                    resp = await _start(request, out, renderer, t0, pump.wait_s)
-                    pump.counting = False
-                    await resp.write(renderer.head() + renderer.render(out, translator.usage))
-                else:
-                    await resp.write(renderer.render(out, translator.usage))
-        assert resp is not None  # translator.done implies events were produced
-        await resp.write_eof()
-    except ConnectionResetError:
-        log.info("client_disconnected", response_id=renderer.id)
-        if resp is None:
-            raise
-    _log_done(renderer.id, conv, translator, chat)
+    turn = _Turn(request, renderer)
+    stage = await turn.run(conv, chat, hold=_correctable(conv))
+    if stage is not None and stage.wants_retry:
+        corrected = _corrected(renderer.id, conv, stage)
+        async with request.app[SERVICE].open_chat(corrected, route=chat.route) as again:
+            await turn.run(corrected, again, hold=False)
+    resp = turn.resp
+    assert resp is not None  # a finished or failed answer always produced events
+    if not turn.gone:
+        try:
+            await resp.write_eof()
+        except ConnectionResetError:
+            log.info("client_disconnected", response_id=renderer.id)
     return resp
+
+
+class _Turn:
+    """The streaming state of one answer across its upstream turns (one, or two when a
+    required tool call gets its corrective turn): the committed response, if any."""
+
+    def __init__(self, request: web.Request, renderer: StreamRenderer) -> None:
+        self.request = request
+        self.renderer = renderer
+        self.resp: web.StreamResponse | None = None
+        self.wait_s = 0.0  # upstream wait of earlier turns
+        self.gone = False
+
+    async def run(self, conv: Conversation, chat: OpenChat, *, hold: bool) -> ToolStage | None:
+        """Relay one upstream turn; returns its tool stage (``None`` without tools)."""
+        request, renderer = self.request, self.renderer
+        translator, pump, stage = _pipeline(request, conv, chat, hold=hold)
+        try:
+            async with aclosing(pump.batches()) as batches:
+                async for out in batches:
+                    if not out:
+                        continue
+                    if self.resp is None:
+                        t0: float = request[START_KEY]
+                        wait = self.wait_s + pump.wait_s
+                        self.resp = await _start(request, out, renderer, t0, wait)
+                        pump.counting = False
+                        head = renderer.head() + renderer.render(out, translator.usage)
+                        await self.resp.write(head)
+                    else:
+                        await self.resp.write(renderer.render(out, translator.usage))
+        except ConnectionResetError:
+            log.info("client_disconnected", response_id=renderer.id)
+            if self.resp is None:
+                raise
+            self.gone = True
+        self.wait_s += pump.wait_s
+        _log_done(request, renderer.id, conv, translator, chat, stage)
+        _remember(chat, translator, stage)
+        return stage
 
 
 async def _start(
@@ -249,23 +316,111 @@ async def aggregate(
     """Answer ``chat`` as one JSON body built by ``renderer`` from the same events a stream
     gets. Raises the stream's :class:`UpstreamError` if it failed."""
     t0: float = request[START_KEY]
-    translator = chat.translator(request.app[SETTINGS].reasoning)
-    pump = _Pump(chat, translator)
+    stage, usage, wait = await _fold(request, conv, chat, renderer, hold=_correctable(conv))
+    if stage is not None and stage.wants_retry:
+        corrected = _corrected(renderer.id, conv, stage)
+        async with request.app[SERVICE].open_chat(corrected, route=chat.route) as again:
+            _, usage, more = await _fold(request, corrected, again, renderer, hold=False)
+            wait += more
+    body = renderer.body(usage)
+    return web.Response(
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={"Server-Timing": server_timing(t0, wait)},
+    )
+
+
+async def _fold(
+    request: web.Request, conv: Conversation, chat: OpenChat, renderer: BodyRenderer, *, hold: bool
+) -> tuple[ToolStage | None, Usage | None, float]:
+    translator, pump, stage = _pipeline(request, conv, chat, hold=hold)
     async with aclosing(pump.batches()) as batches:
         async for out in batches:
             for e in out:
                 renderer.add(e)
-    body = renderer.body(translator.usage)
-    _log_done(renderer.id, conv, translator, chat)
-    return web.Response(
-        body=orjson.dumps(body),
-        content_type="application/json",
-        headers={"Server-Timing": server_timing(t0, pump.wait_s)},
+    _log_done(request, renderer.id, conv, translator, chat, stage)
+    _remember(chat, translator, stage)
+    return stage, translator.usage, pump.wait_s
+
+
+def _remember(chat: OpenChat, translator: Translator, stage: ToolStage | None) -> None:
+    """With tools, tell the conversation map (native multi-turn) the answer the client got:
+    its text without call markup and its calls, which is what the client sends back next."""
+    if stage is None or chat.on_answer is None:
+        return
+    if stage.finished and translator.failure is None:
+        chat.on_answer(translator, "".join(stage.texts), tuple(stage.calls))
+
+
+def _correctable(conv: Conversation) -> bool:
+    """``tool_choice`` asks for a call and this is not already the corrective turn."""
+    return (
+        conv.tools_active
+        and conv.tool_choice.mode in ("required", "named")
+        and CORRECTION_KEY not in conv.metadata
     )
 
 
-def _log_done(response_id: str, conv: Conversation, translator: Translator, chat: OpenChat) -> None:
+def _corrected(response_id: str, conv: Conversation, stage: ToolStage) -> Conversation:
+    """The conversation of the one corrective turn: the prose answer and a system line asking
+    for the call (:func:`proxy.tools.prompt.build_prompt`)."""
+    log.info("tool_choice_retry", completion_id=response_id, mode=conv.tool_choice.mode)
+    return replace(conv, metadata={**conv.metadata, CORRECTION_KEY: stage.prose()})
+
+
+def _pipeline(
+    request: web.Request, conv: Conversation, chat: OpenChat, *, hold: bool = False
+) -> tuple[Translator, _Pump, ToolStage | None]:
+    """Translator, pump and (when tools are offered) the tool stage; stop
+    sequences and the output-token limit (:mod:`proxy.stop`) when the conversation has them."""
+    stage = ToolStage(conv, hold_prose=hold) if conv.tools else None
+    stop = StopStage(conv.stop, conv.max_output_tokens)
+    translator = chat.translator(
+        request.app[SETTINGS].reasoning, native_tools=conv.tools_active, record=stage is None
+    )
+    pump = _Pump(chat, translator, stage, stop if stop.active else None)
+    return translator, pump, stage
+
+
+def _log_done(
+    request: web.Request,
+    response_id: str,
+    conv: Conversation,
+    translator: Translator,
+    chat: OpenChat,
+    stage: ToolStage | None,
+) -> None:
     failure = translator.failure
+    tools: dict[str, Any] = {}
+    if stage is not None:
+        counters = request.app.get(TOOL_COUNTERS)
+        if counters is not None:
+            counters.record(conv, stage)
+        for r in stage.rejections:
+            log.warning(
+                "tool_call_rejected",
+                completion_id=response_id,
+                reason=r.reason,
+                tool=r.name,
+                detail=r.detail,
+            )
+        unmet = not stage.calls and not stage.wants_retry and not failure
+        if unmet and conv.tool_choice.mode in ("required", "named"):
+            log.info("tool_choice_unmet", completion_id=response_id, mode=conv.tool_choice.mode)
+        repeated = repeated_calls(conv.turns)
+        if repeated:
+            if counters is not None:
+                counters.repeated_in_history += 1
+            log.info(
+                "tool_call_repeated_in_history",
+                completion_id=response_id,
+                tools=sorted({name for name, _, _ in repeated}),
+            )
+        tools = {
+            "tool_calls": len(stage.calls),
+            "tool_rejections": len(stage.rejections) or None,
+            "dropped_after_call": stage.dropped_chars or None,
+        }
     log.info(
         "chat_completion",
         completion_id=response_id,
@@ -276,4 +431,5 @@ def _log_done(response_id: str, conv: Conversation, translator: Translator, chat
         completion_tokens=translator.usage.completion_tokens if translator.usage else None,
         failure=failure.error_code() if failure else None,
         ignored_phases=translator.ignored_phases or None,
+        **tools,
     )

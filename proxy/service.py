@@ -52,12 +52,12 @@ from proxy.qwen.request import (
     ModelRoute,
     chats_new_body,
     completion_body,
-    flatten_messages,
     media_parts,
 )
 from proxy.qwen.sse import SSEDecoder
 from proxy.qwen.translate import Failure, Finish, Media, OutEvent, Text, Translator
 from proxy.store import MemoryStore, StateStore
+from proxy.tools.prompt import build_prompt
 
 __all__ = ["ChatService", "OpenChat", "VideoTask"]
 
@@ -98,23 +98,32 @@ class OpenChat:
     on_answer: Callable[[Translator, str, tuple[Any, ...]], None] | None = None
     _translator: Translator | None = None
 
-    def translator(self, reasoning: Any = "field") -> Translator:
-        """A :class:`Translator` set up for this turn (reasoning mode, media policy).
+    def translator(
+        self, reasoning: Any = "field", *, native_tools: bool = False, record: bool = True
+    ) -> Translator:
+        """A :class:`Translator` set up for this turn (reasoning mode, media policy; native
+        ``local_tool`` calls when the request offers tools).
 
         The service keeps a reference to it: when the turn's block ends before the translator
         is :attr:`~Translator.done` (the client left), the site's stop call is sent; when the
-        answer finishes, the conversation map learns it (native multi-turn).
+        answer finishes, the conversation map learns it (native multi-turn). ``record=False``:
+        the caller reports the answer itself (:attr:`on_answer`), as the tool stage does, since
+        the client's answer (calls, no markup) is not the translator's text.
         """
-        if self.on_answer is not None:
+        if self.on_answer is not None and record:
             self._translator = _RecordingTranslator(
                 self.on_answer,
                 reasoning=reasoning,
                 media=self.policy,
                 expect_image=self.expect_image,
+                native_tools=native_tools,
             )
         else:
             self._translator = Translator(
-                reasoning=reasoning, media=self.policy, expect_image=self.expect_image
+                reasoning=reasoning,
+                media=self.policy,
+                expect_image=self.expect_image,
+                native_tools=native_tools,
             )
         return self._translator
 
@@ -355,7 +364,7 @@ class ChatService:
             if resume is not None and plan is not None:
                 tail = conv.turns[plan.tail_start :]
                 blobs = await self.ingest_parts(tail)
-                prompt = flatten_messages(tail, allow_empty=bool(blobs))
+                prompt = build_prompt(conv, start=plan.tail_start, allow_empty=bool(blobs))
                 try:
                     chat = await stack.enter_async_context(
                         self.open_turn(route, prompt, blobs=blobs, resume=resume, plan=plan)
@@ -369,7 +378,7 @@ class ChatService:
                     await self.store.delete_conversation(resume.key)
             if chat is None:
                 blobs = await self.ingest_parts(conv.turns)
-                prompt = flatten_messages(conv.turns, allow_empty=bool(blobs))
+                prompt = build_prompt(conv, allow_empty=bool(blobs))
                 if route.chat_type == "image_edit" and not any(b.kind == "image" for b in blobs):
                     raise ClientRequestError(
                         "an -image-edit model needs the image to edit as an image_url part",

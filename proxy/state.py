@@ -9,8 +9,18 @@ from proxy.config import Settings
 from proxy.frontdoors import FrontDoor
 from proxy.service import ChatService
 from proxy.store import StateStore
+from proxy.tools.stage import ToolCounters
 
-__all__ = ["FRONT_DOOR", "FRONT_DOORS", "JANITOR", "SERVICE", "SETTINGS", "START_KEY", "STORE"]
+__all__ = [
+    "FRONT_DOOR",
+    "FRONT_DOORS",
+    "JANITOR",
+    "SERVICE",
+    "SETTINGS",
+    "START_KEY",
+    "STORE",
+    "TOOL_COUNTERS",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", ChatService)
@@ -26,3 +36,5 @@ FRONT_DOOR = web.RequestKey("qwen_proxy_front_door", FrontDoor)
 #: App key: front doors by route path (``request.match_info.route.resource.canonical``), for
 #: failures raised before the handler runs (API keys, unknown methods).
 FRONT_DOORS = web.AppKey("front_doors", dict[str, FrontDoor])
+#: App key: tool-call outcome counts (:class:`~proxy.tools.stage.ToolCounters`), for metrics.
+TOOL_COUNTERS = web.AppKey("tool_counters", ToolCounters)

@@ -1154,6 +1154,7 @@ EXTRA_SETS = (
     "recorder.synthetic_media",
     "recorder.synthetic_probes",
     "recorder.synthetic_conversations",
+    "recorder.synthetic_tools",
 )
 
 

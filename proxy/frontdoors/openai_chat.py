@@ -2,7 +2,12 @@
 
 - :func:`parse_chat` / :func:`conversation_of`: the request body -> :class:`Conversation`
   (roles ``developer`` -> ``system``, ``function`` -> ``tool``; content parts kept as OpenAI
-  chat parts, so media uploads work unchanged).
+  chat parts, so media uploads work unchanged). ``tools`` (``type: "function"`` only; names
+  ``[a-zA-Z0-9_-]{1,64}``, unique; ``parameters`` a JSON Schema object), ``tool_choice``
+  (``auto``, ``none``, ``required`` or ``{"type": "function", "function": {"name"}}`` naming an
+  offered tool) and assistant ``tool_calls`` are checked here: a malformed one is a 400 whose
+  ``param`` points at it (``tools[0].function.name``…). ``stop`` (a string or up to 4) and
+  ``max_completion_tokens`` / ``max_tokens`` are emulated by the relay (:mod:`proxy.stop`).
 - :class:`ChatStream`: the :class:`~proxy.relay.StreamRenderer`, OpenAI ``chat.completion.chunk``
   SSE bytes (:class:`~proxy.qwen.translate.ChunkEncoder`), ending ``data: [DONE]``; a failure is
   ``data: {"error": {...}}`` and no ``[DONE]``.
@@ -13,6 +18,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from typing import Any
@@ -23,10 +30,18 @@ from proxy.api_models import (
     decode_json_body,
     parse_chat_request,
 )
-from proxy.conversation import Conversation, Role, Turn
-from proxy.errors import ProxyError, to_openai
+from proxy.conversation import (
+    Conversation,
+    Role,
+    ToolCallRecord,
+    ToolChoice,
+    ToolSpec,
+    Turn,
+)
+from proxy.errors import ClientRequestError, ProxyError, to_openai
 from proxy.frontdoors import FrontDoor
 from proxy.qwen.translate import Aggregate, ChunkEncoder, OutEvent, Usage
+from proxy.tools.validate import check_tool_schema
 
 __all__ = [
     "OPENAI_CHAT",
@@ -60,16 +75,125 @@ def parse_chat(raw: bytes) -> Conversation:
     return conversation_of(parse_chat_request(decode_json_body(raw)))
 
 
-def _turn(message: ChatMessage) -> Turn:
-    return Turn(role=_ROLES[message.role], content=message.content, name=message.name)
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _bad(message: str, param: str) -> ClientRequestError:
+    return ClientRequestError(message, param=param)
+
+
+def _tools(raw: list[Any] | None) -> tuple[ToolSpec, ...]:
+    if raw is None:
+        return ()
+    specs: list[ToolSpec] = []
+    for i, tool in enumerate(raw):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise _bad("each tool must be an object", where)
+        if tool.get("type") != "function":
+            raise _bad(
+                f"tool type {tool.get('type')!r} is not supported; only 'function' tools",
+                f"{where}.type",
+            )
+        fn = tool.get("function")
+        if not isinstance(fn, dict):
+            raise _bad("a function tool needs a `function` object", f"{where}.function")
+        name = fn.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise _bad(
+                "a function name must be 1-64 characters of a-z, A-Z, 0-9, _ and -",
+                f"{where}.function.name",
+            )
+        if any(s.name == name for s in specs):
+            raise _bad(f"the tool name {name!r} is used twice", f"{where}.function.name")
+        description = fn.get("description", "")
+        if description is None:
+            description = ""
+        if not isinstance(description, str):
+            raise _bad("a function description must be a string", f"{where}.function.description")
+        params = fn.get("parameters")
+        if params is not None:
+            params = check_tool_schema(params, param=f"{where}.function.parameters")
+        specs.append(ToolSpec(name, description, params))
+    return tuple(specs)
+
+
+def _tool_choice(raw: Any, tools: tuple[ToolSpec, ...]) -> ToolChoice:
+    if raw is None:
+        return ToolChoice("auto")
+    if raw in ("auto", "none", "required"):
+        if raw == "required" and not tools:
+            raise _bad("tool_choice 'required' needs `tools`", "tool_choice")
+        return ToolChoice(raw)
+    if isinstance(raw, dict) and raw.get("type") == "function":
+        fn = raw.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            raise _bad("a named tool_choice needs `function.name`", "tool_choice.function.name")
+        if not any(t.name == name for t in tools):
+            raise _bad(
+                f"tool_choice names {name!r}, which is not in `tools`", "tool_choice.function.name"
+            )
+        return ToolChoice("named", name)
+    raise _bad(
+        "tool_choice must be 'auto', 'none', 'required' or "
+        '{"type": "function", "function": {"name": ...}}',
+        "tool_choice",
+    )
+
+
+def _tool_calls(raw: list[Any] | None, where: str) -> tuple[ToolCallRecord, ...]:
+    if not raw:
+        return ()
+    out: list[ToolCallRecord] = []
+    for i, call in enumerate(raw):
+        at = f"{where}.tool_calls[{i}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad("a tool call needs `function.name`", f"{at}.function.name")
+        args = fn.get("arguments", "{}")
+        if isinstance(args, dict):  # lenient: an object instead of JSON text
+            args = json.dumps(args, ensure_ascii=False)
+        if not isinstance(args, str):
+            raise _bad("tool call arguments must be a JSON string", f"{at}.function.arguments")
+        call_id = call.get("id")
+        out.append(
+            ToolCallRecord(call_id if isinstance(call_id, str) else f"call_{i}", fn["name"], args)
+        )
+    return tuple(out)
+
+
+def _stops(raw: str | list[str] | None) -> tuple[str, ...]:
+    stops = [raw] if isinstance(raw, str) else (raw or [])
+    if len(stops) > 4:
+        raise _bad("at most 4 stop sequences are allowed", "stop")
+    return tuple(s for s in stops if s)
+
+
+def _turn(message: ChatMessage, i: int) -> Turn:
+    role = _ROLES[message.role]
+    return Turn(
+        role=role,
+        content=message.content,
+        name=message.name,
+        tool_calls=_tool_calls(message.tool_calls, f"messages[{i}]") if role == "assistant" else (),
+        tool_call_id=message.tool_call_id if role == "tool" else None,
+    )
 
 
 def conversation_of(req: ChatCompletionRequest) -> Conversation:
-    """The :class:`Conversation` of a validated chat request."""
+    """The :class:`Conversation` of a validated chat request. Raises
+    :class:`ClientRequestError` (with ``param``) for malformed tools, tool_choice or calls."""
+    tools = _tools(req.tools)
     return Conversation(
         model=req.model,
-        turns=[_turn(m) for m in req.messages],
+        turns=[_turn(m, i) for i, m in enumerate(req.messages)],
+        tools=tools,
+        tool_choice=_tool_choice(req.tool_choice, tools),
+        parallel_tool_calls=req.parallel_tool_calls is not False,
         stream=req.stream,
+        stop=_stops(req.stop),
+        max_output_tokens=req.max_completion_tokens or req.max_tokens,
         thinking=req.enable_thinking,
         size=req.size,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),

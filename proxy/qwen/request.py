@@ -31,6 +31,7 @@ __all__ = [
     "flatten_messages",
     "media_parts",
     "split_model_name",
+    "text_of",
 ]
 
 #: The site caps one message at 131072 characters (PROTOCOL.md §4.1, [L]).
@@ -154,7 +155,9 @@ def media_parts(messages: Sequence[MessageLike]) -> list[MediaPart]:
     return found
 
 
-def _text_of(message: MessageLike) -> str:
+def text_of(message: MessageLike) -> str:
+    """The text of a message: its string content, or its text parts joined by newlines (media
+    parts skipped). Raises :class:`UnsupportedContentError` for unknown part types."""
     content = message.content
     if content is None:
         return ""
@@ -198,7 +201,7 @@ def flatten_messages(messages: Sequence[MessageLike], *, allow_empty: bool = Fal
     parts are skipped here (:func:`media_parts` collects them); ``allow_empty`` accepts a prompt
     with no text (a message that is only an image).
     """
-    texts = [(m.role, _text_of(m)) for m in messages]
+    texts = [(m.role, text_of(m)) for m in messages]
     if len(texts) == 1 and texts[0][0] == "user":
         prompt = texts[0][1]
     else:

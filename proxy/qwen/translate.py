@@ -58,6 +58,7 @@ __all__ = [
     "Failure",
     "Finish",
     "Media",
+    "NativeToolCall",
     "OutEvent",
     "ReasoningMode",
     "Source",
@@ -166,7 +167,18 @@ class Media:
         return f"![image]({self.url})" if self.kind == "image" else f"[video]({self.url})"
 
 
-OutEvent = Text | Sources | Media | ToolCall | Finish | Failure
+@dataclass(frozen=True, slots=True)
+class NativeToolCall:
+    """A call the site's native tool path produced (a ``phase: "local_tool"`` frame with
+    ``extra.local_mcp``, PROTOCOL.md §5.5, §5.6). Only emitted when the translator was built with
+    ``native_tools=True``; the tool stage (:mod:`proxy.tools.stage`) turns it into a checked
+    :class:`ToolCall`, so renderers never see it. ``name`` is without its namespace prefix."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+OutEvent = Text | Sources | Media | ToolCall | NativeToolCall | Finish | Failure
 
 IMAGE_PHASES = frozenset({"image_gen", "image_edit", "image_gen_tool", "image_edit_tool"})
 """Phases whose frames carry generated images (PROTOCOL.md §5.3)."""
@@ -198,6 +210,9 @@ class Translator:
         "_expect_image",
         "_media",
         "_media_urls",
+        "_native_pending",
+        "_native_seen",
+        "_native_tools",
         "_reasoning_mode",
         "_rejected",
         "_sources_seen",
@@ -218,7 +233,11 @@ class Translator:
         reasoning: ReasoningMode = "field",
         media: MediaPolicy | None = None,
         expect_image: bool = False,
+        native_tools: bool = False,
     ) -> None:
+        self._native_tools = native_tools
+        self._native_seen: set[str] = set()
+        self._native_pending: list[NativeToolCall] = []
         if expect_image and media is None:
             media = MediaPolicy()
         self._media = media
@@ -303,6 +322,8 @@ class Translator:
             return []
         if self._expect_image and self._media_urls:
             return self._finish()
+        if self._native_answer() and not self._answer_chars:
+            return self._finish()  # a native call is a whole answer (PROTOCOL.md §5.6)
         if self._answer_chars:
             return self._fail(
                 UpstreamTruncatedError(
@@ -357,15 +378,21 @@ class Translator:
         return out
 
     def _end_marker(self) -> list[OutEvent]:
-        if self._answer_chars:
+        if self._answer_chars or self._native_answer():
             return self._finish()
         return self._fail(self._empty_error())
 
     def _finish(self) -> list[OutEvent]:
         self.done = True
+        out: list[OutEvent] = list(self._native_pending)  # calls never confirmed by "finished"
+        self._native_pending = []
         if self._tag_open:
-            return [self._close_tag(), Finish("stop")]
-        return [Finish("stop")]
+            out.append(self._close_tag())
+        out.append(Finish("stop"))
+        return out
+
+    def _native_answer(self) -> bool:
+        return bool(self._native_seen or self._native_pending)
 
     def _close_tag(self) -> Text:
         self._tag_open = False
@@ -400,10 +427,11 @@ class Translator:
                 out.append(Text("content", content))
             if status == "finished" and phase == "answer":
                 # A finished answer with no text at all is an empty answer, not a success.
-                out.extend(
-                    self._finish() if self._answer_chars else self._fail(self._empty_error())
-                )
+                answered = self._answer_chars or self._native_answer()
+                out.extend(self._finish() if answered else self._fail(self._empty_error()))
             return out
+        if phase == "local_tool" and self._native_tools:
+            return self._local_tool(delta.get("extra"), status)
         if phase == "think":
             if isinstance(content, str) and content:
                 return self._reasoning(content)
@@ -414,6 +442,42 @@ class Translator:
             return self._search(delta)
         self.ignored_phases[str(phase)] = self.ignored_phases.get(str(phase), 0) + 1
         return []
+
+    def _local_tool(self, extra: Any, status: Any) -> list[OutEvent]:
+        """``extra.local_mcp: {"<ns>": [{"tool_name": "<ns>-<name>", "params": {...}}]}``
+        (§5.5); each call once, however many frames repeat it. Calls are emitted from the
+        ``finished`` frame; a ``typing`` frame's calls (maybe still partial) are only kept as
+        the latest snapshot, emitted at the end if no finished frame confirmed them."""
+        mcp = extra.get("local_mcp") if isinstance(extra, dict) else None
+        if not isinstance(mcp, dict):
+            return []
+        if status == "typing":
+            self._native_pending = self._native_calls(mcp, mark=False)
+            return []
+        self._native_pending = []
+        return list(self._native_calls(mcp, mark=True))
+
+    def _native_calls(self, mcp: dict[str, Any], *, mark: bool) -> list[NativeToolCall]:
+        out: list[NativeToolCall] = []
+        for ns, calls in mcp.items():
+            for call in calls if isinstance(calls, list) else [calls]:
+                if not isinstance(call, dict):
+                    continue
+                name = call.get("tool_name") or call.get("name")
+                params = call.get("params", call.get("arguments"))
+                if not isinstance(name, str) or not name:
+                    continue
+                if name.startswith(f"{ns}-"):
+                    name = name[len(ns) + 1 :]
+                if not isinstance(params, dict):
+                    params = {}
+                key = name + "\0" + orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+                if key in self._native_seen:
+                    continue
+                if mark:
+                    self._native_seen.add(key)
+                out.append(NativeToolCall(name, params))
+        return out
 
     # -- images (§5.3, §5.5, §6) ----------------------------------------------------------------
 

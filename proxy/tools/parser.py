@@ -1,0 +1,256 @@
+"""The streaming tool-call parser: answer text in, plain text and call blocks out (pure).
+
+Qwen models answer calls as markup in the text (AGENTS.md §1.3-§1.5):
+
+- Hermes JSON: ``<tool_call>\\n{"name": "read_file", "arguments": {"path": "a.py"}}\\n</tool_call>``
+- the XML form of Qwen3-Coder and Qwen3.5+, inside ``<tool_call>`` or bare:
+  ``<function=read_file>\\n<parameter=path>\\na.py\\n</parameter>\\n</function>``
+
+:class:`ToolCallParser` takes the answer in pieces of any size (split at any character) and
+returns, in order, plain-text pieces (``str``) and :class:`Block` s. Text that may be the start
+of a tag (``<``, ``<tool_c``…) is held back until the next piece decides it, so no markup is ever
+returned as text; a stray ``</tool_call>`` or ``</function>`` is dropped. The cost is
+O(answer length): each character is looked at a bounded number of times (the held-back suffix
+is shorter than the longest tag, and the closing tag is searched only in the new text plus that
+many characters).
+
+:func:`decode_block` turns a block into calls (``name`` + decoded ``arguments``) or says why it
+cannot (not JSON, unfinished).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "BadBlock",
+    "Block",
+    "ParsedCall",
+    "ToolCallParser",
+    "decode_block",
+]
+
+_OPEN_CALL = "<tool_call>"
+_CLOSE_CALL = "</tool_call>"
+_OPEN_FUNC = "<function="
+_CLOSE_FUNC = "</function>"
+# Tags recognised in plain text: the two openings, and stray closing tags to drop.
+_TAGS = (_OPEN_CALL, _OPEN_FUNC, _CLOSE_CALL, _CLOSE_FUNC)
+_MAX_TAG = max(len(t) for t in _TAGS)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One call block. ``body``: the text inside ``<tool_call>…</tool_call>``, or the whole
+    ``<function=…>…</function>`` of a bare XML call; ``closed``: its closing tag was seen (a block
+    still open when the answer ends is ``closed=False``)."""
+
+    body: str
+    closed: bool
+
+
+class ToolCallParser:
+    """Incremental splitter of answer text into text pieces and :class:`Block` s.
+
+    :meth:`feed` each piece of the answer; :meth:`close` at the end of the answer returns what
+    was held back (text, or an unfinished block).
+    """
+
+    __slots__ = ("_close", "_held", "_parts", "_prefix", "_tail")
+
+    def __init__(self) -> None:
+        self._held = ""  # text state: a suffix that may start a tag
+        self._close: str | None = None  # block state: the closing tag awaited
+        self._prefix = ""  # block state: kept at the head of the body (bare XML form)
+        self._parts: list[str] = []  # block state: the body so far
+        self._tail = ""  # block state: last len(close)-1 chars of the body, for split tags
+
+    @property
+    def in_block(self) -> bool:
+        """True while inside a call block."""
+        return self._close is not None
+
+    def feed(self, text: str) -> list[str | Block]:
+        """Split one piece of answer text. Returns text pieces and completed blocks in order."""
+        out: list[str | Block] = []
+        while text:
+            if self._close is None:
+                text = self._text(text, out)
+            else:
+                text = self._block(text, out)
+        return out
+
+    def close(self) -> list[str | Block]:
+        """End of the answer: the held-back text, or the unfinished block (``closed=False``)."""
+        out: list[str | Block] = []
+        if self._close is not None:
+            out.append(Block(self._prefix + "".join(self._parts), closed=False))
+            self._close = None
+            self._parts = []
+            self._tail = ""
+        elif self._held:
+            out.append(self._held)
+        self._held = ""
+        return out
+
+    # -- text state ------------------------------------------------------------------------------
+
+    def _text(self, text: str, out: list[str | Block]) -> str:
+        """Consume ``text`` in the text state; returns what is left for the block state."""
+        s = self._held + text if self._held else text
+        self._held = ""
+        i = s.find("<")
+        while i != -1:
+            for tag in _TAGS:
+                if s.startswith(tag, i):
+                    if i:
+                        out.append(s[:i])
+                    rest = s[i + len(tag) :]
+                    if tag == _OPEN_CALL:
+                        self._enter(_CLOSE_CALL, "")
+                    elif tag == _OPEN_FUNC:
+                        self._enter(_CLOSE_FUNC, _OPEN_FUNC)
+                    else:  # a stray closing tag: dropped
+                        return rest
+                    return rest
+            if len(s) - i < _MAX_TAG:
+                frag = s[i:]
+                if any(tag.startswith(frag) for tag in _TAGS):
+                    if i:
+                        out.append(s[:i])
+                    self._held = frag
+                    return ""
+            i = s.find("<", i + 1)
+        out.append(s)
+        return ""
+
+    def _enter(self, close: str, prefix: str) -> None:
+        self._close = close
+        self._prefix = prefix
+        self._parts = []
+        self._tail = ""
+
+    # -- block state -----------------------------------------------------------------------------
+
+    def _block(self, text: str, out: list[str | Block]) -> str:
+        """Consume ``text`` inside a block; returns the text after its closing tag, if any."""
+        close = self._close
+        assert close is not None
+        tail = self._tail
+        window = tail + text
+        k = window.find(close)
+        if k < 0:
+            self._parts.append(text)
+            self._tail = window[-(len(close) - 1) :]
+            return ""
+        cut = k - len(tail)  # where the closing tag starts in ``text`` (< 0: inside the tail)
+        body = "".join(self._parts)
+        if cut >= 0:
+            body += text[:cut]
+        else:
+            body = body[:cut]
+        if close == _CLOSE_FUNC:
+            body = self._prefix + body + _CLOSE_FUNC
+        out.append(Block(body, closed=True))
+        self._close = None
+        self._parts = []
+        self._tail = ""
+        self._prefix = ""
+        return window[k + len(close) :]
+
+
+# -- decoding blocks ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCall:
+    """A call read from a block: the tool ``name`` as written, ``arguments`` decoded (an object,
+    or whatever the model wrote there), ``xml``: from the XML form (values are raw text)."""
+
+    name: Any
+    arguments: Any
+    xml: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BadBlock:
+    """A block that holds no readable call: ``detail`` says why (short, no block text)."""
+
+    detail: str
+
+
+_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+_XML_FUNC = re.compile(r"<function=([^>\n]*)>(.*?)(?:</function>|$)", re.DOTALL)
+_XML_PARAM = re.compile(r"<parameter=([^>\n]*)>(.*?)</parameter>", re.DOTALL)
+_NAME_KEYS = ("name", "tool", "function", "tool_name")
+_ARG_KEYS = ("arguments", "parameters", "args", "input", "params")
+
+
+def _from_object(obj: Any) -> ParsedCall | None:
+    if not isinstance(obj, dict):
+        return None
+    fn = obj.get("function")
+    if isinstance(fn, dict) and "name" in fn:  # the OpenAI shape written back by the model
+        obj = fn
+    name = next((obj[k] for k in _NAME_KEYS if k in obj and isinstance(obj[k], str)), None)
+    if name is None:
+        return None
+    args = next((obj[k] for k in _ARG_KEYS if k in obj), None)
+    return ParsedCall(name, args)
+
+
+def _strip_value(v: str) -> str:
+    if v.startswith("\n"):
+        v = v[1:]
+    if v.endswith("\n"):
+        v = v[:-1]
+    return v
+
+
+def _decode_xml(body: str, closed: bool) -> list[ParsedCall] | BadBlock:
+    calls: list[ParsedCall] = []
+    for m in _XML_FUNC.finditer(body):
+        name = m.group(1).strip()
+        inner = m.group(2)
+        finished = m.group(0).endswith(_CLOSE_FUNC)
+        if not finished and not closed:
+            return BadBlock("the answer ended inside an unfinished call")
+        params = {p.group(1).strip(): _strip_value(p.group(2)) for p in _XML_PARAM.finditer(inner)}
+        calls.append(ParsedCall(name, params, xml=True))
+    if not calls:
+        return BadBlock("the block holds no <function=…> call")
+    return calls
+
+
+def decode_block(block: Block) -> list[ParsedCall] | BadBlock:
+    """The calls in ``block`` (usually one), or :class:`BadBlock`.
+
+    JSON blocks: one object (or a list of objects) with the name under ``name`` (also ``tool``,
+    ``function``) and the arguments under ``arguments`` (also ``parameters``, ``args``,
+    ``input``), optionally inside a Markdown code fence. XML blocks: ``<function=NAME>`` with
+    ``<parameter=KEY>VALUE</parameter>`` items. An unfinished block is a call only if what
+    arrived is complete (JSON that parses, or XML whose ``</function>`` arrived): truncated
+    arguments are never repaired (AGENTS.md §6).
+    """
+    body = block.body.strip()
+    if body.startswith(_OPEN_FUNC):
+        return _decode_xml(body, block.closed)
+    fence = _FENCE.match(body)
+    if fence:
+        body = fence.group(1).strip()
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        if _OPEN_FUNC in body:
+            return _decode_xml(body[body.index(_OPEN_FUNC) :], block.closed)
+        if not block.closed:
+            return BadBlock("the answer ended inside an unfinished call")
+        return BadBlock("the call block is not valid JSON")
+    items = obj if isinstance(obj, list) else [obj]
+    calls = [_from_object(o) for o in items]
+    if not calls or any(c is None for c in calls):
+        return BadBlock("the call block has no tool name")
+    return [c for c in calls if c is not None]

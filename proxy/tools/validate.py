@@ -1,0 +1,166 @@
+"""Checking tool definitions and call arguments (pure; ``jsonschema``).
+
+- :func:`check_tool_schema`: a client's ``parameters`` must be a JSON Schema object
+  (request-time, 400 with ``param``).
+- :class:`ToolBox`: the offered tools, their compiled validators, name canonicalisation
+  (``functions.read_file`` / ``Read_File`` -> ``read_file``, AGENTS.md §6 "Tool names with
+  prefixes or noise"), and :meth:`ToolBox.check`, which turns a parsed call into JSON argument
+  text or a :class:`Rejection` saying why it is not a call (string values the schema types
+  otherwise, ``"20"`` for an integer, are typed before giving up).
+- :func:`coerce_xml_params`: the XML form's raw-text parameter values, typed by the schema
+  (AGENTS.md §1.5: integers/numbers parsed, booleans, JSON for objects/arrays, ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+
+from proxy.conversation import ToolSpec
+from proxy.errors import ClientRequestError
+
+__all__ = [
+    "Rejection",
+    "ToolBox",
+    "check_tool_schema",
+    "coerce_xml_params",
+]
+
+_NAME_NOISE = re.compile(r"^(?:functions|function|default_api|tools|tool)[.:]", re.IGNORECASE)
+
+
+def check_tool_schema(schema: Any, *, param: str) -> dict[str, Any]:
+    """``schema`` as a JSON Schema object. Raises :class:`ClientRequestError` (``param``) when it
+    is not an object or not a valid schema of its draft."""
+    if not isinstance(schema, dict):
+        raise ClientRequestError("a tool's parameters must be a JSON Schema object", param=param)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        raise ClientRequestError(
+            f"a tool's parameters are not a valid JSON Schema: {exc.message}", param=param
+        ) from None
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A block that is not turned into a call. ``reason``: ``invalid_json``,
+    ``unknown_tool``, ``invalid_arguments``, ``not_allowed`` (tool_choice none, another tool
+    than the named one, or a second call when parallel calls are off); ``name``: the tool the
+    model named, if any; ``detail``: short, secret-free text for the log and the client's note.
+    """
+
+    reason: str
+    name: str | None
+    detail: str
+
+
+class ToolBox:
+    """The tools of one request, ready to check calls against."""
+
+    __slots__ = ("_by_lower", "_specs", "_validators")
+
+    def __init__(self, tools: tuple[ToolSpec, ...]) -> None:
+        self._specs = {t.name: t for t in tools}
+        self._by_lower = {t.name.lower(): t.name for t in tools}
+        self._validators: dict[str, Validator] = {}
+        for t in tools:
+            if t.parameters:
+                cls = jsonschema.validators.validator_for(t.parameters)
+                self._validators[t.name] = cls(t.parameters)
+
+    def spec(self, name: str) -> ToolSpec | None:
+        """The offered tool called ``name`` (exact), or ``None``."""
+        return self._specs.get(name)
+
+    def canonical(self, name: str) -> str | None:
+        """The offered tool ``name`` means: exact, then without a namespace prefix and trimmed,
+        then case-insensitive. ``None`` when no tool matches."""
+        if name in self._specs:
+            return name
+        cleaned = _NAME_NOISE.sub("", name.strip()).strip()
+        if cleaned in self._specs:
+            return cleaned
+        return self._by_lower.get(cleaned.lower())
+
+    def check(self, name: Any, arguments: Any) -> tuple[str, str] | Rejection:
+        """``(canonical name, arguments JSON text)`` for a valid call, else a :class:`Rejection`.
+
+        ``arguments`` is the decoded arguments object (``None`` means ``{}``); a JSON string
+        holding an object is decoded first (some models double-encode).
+        """
+        if not isinstance(name, str) or not name.strip():
+            return Rejection("invalid_json", None, "the call names no tool")
+        canon = self.canonical(name)
+        if canon is None:
+            return Rejection("unknown_tool", name[:64], f"no tool named {name[:64]!r} was offered")
+        if arguments is None:
+            arguments = {}
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except ValueError:
+                return Rejection("invalid_json", canon, "the arguments are not JSON")
+        if not isinstance(arguments, dict):
+            return Rejection("invalid_arguments", canon, "the arguments are not a JSON object")
+        validator = self._validators.get(canon)
+        if validator is not None:
+            error = next(iter(validator.iter_errors(arguments)), None)
+            if error is not None:
+                # Models often quote numbers and booleans ("20"): type string values by the
+                # schema, as for the XML form, and accept the call if that makes it valid.
+                strings = {k: v for k, v in arguments.items() if isinstance(v, str)}
+                typed = {**arguments, **coerce_xml_params(strings, self._specs[canon])}
+                if typed != arguments and next(iter(validator.iter_errors(typed)), None) is None:
+                    return canon, json.dumps(typed, ensure_ascii=False)
+                where = "/".join(str(p) for p in error.absolute_path) or "arguments"
+                return Rejection("invalid_arguments", canon, f"{where}: {error.message[:200]}")
+        return canon, json.dumps(arguments, ensure_ascii=False)
+
+
+def _coerce(value: str, schema: Any) -> Any:
+    types = schema.get("type") if isinstance(schema, dict) else None
+    if isinstance(types, str):
+        types = [types]
+    if not isinstance(types, list) or not types:
+        return value
+    text = value.strip()
+    for t in types:
+        if t == "null" and text in ("null", "None"):
+            return None
+        if t == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if t == "integer" and re.fullmatch(r"[-+]?\d+", text):
+            return int(text)
+        if t == "number":
+            try:
+                return float(text) if not re.fullmatch(r"[-+]?\d+", text) else int(text)
+            except ValueError:
+                pass
+        if t in ("object", "array"):
+            try:
+                decoded = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(decoded, dict if t == "object" else list):
+                return decoded
+        if t == "string":
+            return value
+    return value
+
+
+def coerce_xml_params(params: dict[str, str], spec: ToolSpec | None) -> dict[str, Any]:
+    """Type the raw-text values of an XML call (``<parameter=k>v</parameter>``) by the tool's
+    schema; unknown parameters and values that do not parse stay strings (the schema check then
+    decides)."""
+    props: Any = (spec.parameters or {}).get("properties") if spec is not None else None
+    if not isinstance(props, dict):
+        props = {}
+    return {k: _coerce(v, props.get(k)) for k, v in params.items()}

@@ -1,0 +1,394 @@
+"""The tool-call parser and stage: pure, any chunking, no markup as content, checked calls."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.conversation import Conversation, ToolChoice, ToolSpec, Turn
+from proxy.errors import UpstreamTruncatedError
+from proxy.qwen.translate import (
+    Failure,
+    Finish,
+    NativeToolCall,
+    OutEvent,
+    Text,
+    ToolCall,
+    Translator,
+)
+from proxy.tools.parser import BadBlock, Block, ParsedCall, ToolCallParser, decode_block
+from proxy.tools.stage import ToolStage
+
+MARKUP = ("<tool_call>", "</tool_call>", "<function=", "</function>")
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "Weather",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
+    },
+)
+READ = ToolSpec("read_file", "", {"type": "object", "properties": {"path": {"type": "string"}}})
+TOOLS = (WEATHER, READ)
+
+
+def _conv(**kw: Any) -> Conversation:
+    return Conversation("qwen3-max", [Turn("user", "hi")], tools=TOOLS, **kw)
+
+
+def _ids() -> Iterator[str]:
+    return (f"call_{i:024d}" for i in itertools.count())
+
+
+def _run(answer: str, cuts: list[int], **kw: Any) -> list[OutEvent]:
+    """Feed ``answer`` cut at ``cuts`` through a stage, then the finish."""
+    stage = ToolStage(_conv(**kw), new_id=_ids().__next__)
+    out: list[OutEvent] = []
+    prev = 0
+    for cut in [*sorted(set(cuts)), len(answer)]:
+        if cut > prev:
+            out += stage.feed([Text("content", answer[prev:cut])])
+            prev = cut
+    out += stage.feed([Finish()])
+    return out
+
+
+def _summary(events: list[OutEvent]) -> tuple[str, list[tuple[int, str, str, str]], Any]:
+    content = "".join(e.text for e in events if isinstance(e, Text))
+    calls = [(e.index, e.id, e.name, e.arguments) for e in events if isinstance(e, ToolCall)]
+    finish = [e.reason for e in events if isinstance(e, Finish)]
+    return content, calls, finish
+
+
+def _parse(text: str, cuts: list[int]) -> tuple[str, list[Block]]:
+    p = ToolCallParser()
+    out: list[str | Block] = []
+    prev = 0
+    for cut in [*sorted(set(cuts)), len(text)]:
+        if cut > prev:
+            out += p.feed(text[prev:cut])
+            prev = cut
+    out += p.close()
+    return "".join(x for x in out if isinstance(x, str)), [x for x in out if isinstance(x, Block)]
+
+
+# -- examples ------------------------------------------------------------------------------------
+
+PREFACE = (
+    "Let me check.\n<tool_call>\n"
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+)
+
+
+def test_preface_then_call() -> None:
+    content, calls, finish = _summary(_run(PREFACE, []))
+    assert content == "Let me check."
+    assert calls == [(0, "call_" + "0" * 24, "get_weather", '{"city": "Paris"}')]
+    assert finish == ["tool_calls"]
+
+
+@pytest.mark.parametrize("cut", range(1, len(PREFACE)))
+def test_split_at_every_boundary(cut: int) -> None:
+    """Markup split at every character boundary gives the same content and call."""
+    assert _summary(_run(PREFACE, [cut])) == _summary(_run(PREFACE, []))
+
+
+def test_parallel_calls_get_distinct_ids_and_indexes() -> None:
+    answer = (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "A"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "read_file", "arguments": {"path": "b"}}\n</tool_call>'
+    )
+    _, calls, finish = _summary(_run(answer, []))
+    assert [c[0] for c in calls] == [0, 1]
+    assert len({c[1] for c in calls}) == 2
+    assert [c[2] for c in calls] == ["get_weather", "read_file"]
+    assert finish == ["tool_calls"]
+
+
+def test_parallel_off_keeps_the_first_call() -> None:
+    answer = (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "A"}}</tool_call>'
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "B"}}</tool_call>'
+    )
+    stage = ToolStage(_conv(parallel_tool_calls=False), new_id=_ids().__next__)
+    out = stage.feed([Text("content", answer), Finish()])
+    assert [json.loads(c[3]) for c in _summary(out)[1]] == [{"city": "A"}]
+    assert [r.reason for r in stage.rejections] == ["not_allowed"]
+
+
+def test_xml_form_with_schema_coercion() -> None:
+    answer = (
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n"
+        "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>"
+    )
+    _, calls, _ = _summary(_run(answer, [5, 30, 60]))
+    assert [(c[2], json.loads(c[3])) for c in calls] == [
+        ("get_weather", {"city": "New York", "days": 3})
+    ]
+
+
+def test_bare_xml_function_without_wrapper() -> None:
+    answer = "Sure.\n<function=read_file>\n<parameter=path>\na.py\n</parameter>\n</function>"
+    content, calls, _ = _summary(_run(answer, [9]))
+    assert content == "Sure."
+    assert [(c[2], json.loads(c[3])) for c in calls] == [("read_file", {"path": "a.py"})]
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        ('<tool_call>{"name": "get_weather", "arguments": {"city": </tool_call>', "not valid JSON"),
+        ('<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>', "no tool named 'rm_rf'"),
+        ('<tool_call>{"name": "get_weather", "arguments": {"days": 2}}</tool_call>', "city"),
+        ('<tool_call>{"name": "get_weather", "arguments": {"city": "P', "unfinished"),
+    ],
+)
+def test_bad_blocks_become_a_note_never_a_call(answer: str, detail: str) -> None:
+    content, calls, finish = _summary(_run(answer, []))
+    assert calls == [] and finish == ["stop"]
+    assert content.startswith("(tool call dropped by the proxy: ") and detail in content
+    assert not any(m in content for m in MARKUP)
+
+
+def test_unclosed_but_complete_block_is_a_call() -> None:
+    """A model that stops before </tool_call> still made a complete call."""
+    _, calls, _ = _summary(_run('<tool_call>\n{"name": "read_file", "arguments": {}}\n', []))
+    assert [c[2] for c in calls] == ["read_file"]
+
+
+def test_text_after_a_call_is_dropped_and_counted() -> None:
+    stage = ToolStage(_conv(), new_id=_ids().__next__)
+    stage.feed([Text("content", '<tool_call>{"name": "read_file"}</tool_call> and done.')])
+    out = stage.feed([Finish()])
+    assert stage.dropped_chars == len("and done.")
+    assert isinstance(out[-1], Finish) and out[-1].reason == "tool_calls"
+
+
+def test_named_choice_rejects_other_tools_and_names_are_canonicalised() -> None:
+    stage = ToolStage(_conv(tool_choice=ToolChoice("named", "read_file")), new_id=_ids().__next__)
+    out = stage.feed(
+        [
+            Text("content", '<tool_call>{"name": "get_weather", "arguments": {"city": "x"}}'),
+            Text("content", '</tool_call><tool_call>{"name": "functions.Read_File"}</tool_call>'),
+            Finish(),
+        ]
+    )
+    assert [c[2] for c in _summary(out)[1]] == ["read_file"]
+    assert [r.reason for r in stage.rejections] == ["not_allowed"]
+
+
+def test_plain_text_with_angle_brackets_passes_untouched() -> None:
+    text = "if a < b and b > c: print('<tool>') # <t"
+    content, calls, finish = _summary(_run(text, [1, 5, len(text) - 1]))
+    assert content == text and calls == [] and finish == ["stop"]
+
+
+def test_reasoning_is_never_parsed() -> None:
+    stage = ToolStage(_conv(), new_id=_ids().__next__)
+    thought = Text("reasoning", '<tool_call>{"name": "read_file"}</tool_call>')
+    out = stage.feed([thought, Text("content", "No call."), Finish()])
+    assert out[0] == thought
+    assert _summary(out)[1] == []
+
+
+def test_failure_discards_an_open_block() -> None:
+    stage = ToolStage(_conv(), new_id=_ids().__next__)
+    out = stage.feed([Text("content", 'Hi <tool_call>{"name": "read_file"')])
+    fail = Failure(UpstreamTruncatedError("cut"))
+    out += stage.feed([fail])
+    assert _summary(out)[0] == "Hi" and out[-1] == fail
+    assert not any(isinstance(e, ToolCall) for e in out)
+
+
+def test_native_local_tool_frame_becomes_the_same_call() -> None:
+    """phase local_tool (PROTOCOL.md §5.5) -> NativeToolCall -> the same checked ToolCall."""
+    tr = Translator(native_tools=True)
+    frame = {
+        "choices": [
+            {
+                "delta": {
+                    "phase": "local_tool",
+                    "status": "finished",
+                    "content": "",
+                    "extra": {
+                        "local_mcp": {
+                            "★": [{"tool_name": "★-get_weather", "params": {"city": "Oslo"}}]
+                        }
+                    },
+                }
+            }
+        ]
+    }
+    events = tr.feed(json.dumps(frame)) + tr.feed(json.dumps(frame))  # repeated: once
+    assert events == [NativeToolCall("get_weather", {"city": "Oslo"})]
+    events += tr.close()
+    assert isinstance(events[-1], Finish)
+    stage = ToolStage(_conv(), new_id=_ids().__next__)
+    _, calls, finish = _summary(stage.feed(events))
+    assert [(c[2], json.loads(c[3])) for c in calls] == [("get_weather", {"city": "Oslo"})]
+    assert finish == ["tool_calls"]
+    assert Translator().feed(json.dumps(frame)) == []  # off by default: ignored as before
+
+
+def test_decode_block_shapes() -> None:
+    assert decode_block(Block('```json\n{"name": "f", "parameters": {"a": 1}}\n```', True)) == [
+        ParsedCall("f", {"a": 1})
+    ]
+    assert decode_block(Block('[{"name": "f"}, {"tool": "g", "args": {}}]', True)) == [
+        ParsedCall("f", None),
+        ParsedCall("g", {}),
+    ]
+    assert isinstance(decode_block(Block('{"arguments": {}}', True)), BadBlock)
+
+
+# -- properties ----------------------------------------------------------------------------------
+
+_TEXT = st.text(alphabet="ab <>/=_\n{}\"'`tolcfunpjs", max_size=30).filter(
+    lambda s: not any(m in s for m in MARKUP)
+)
+_NAME = st.sampled_from(["get_weather", "read_file", "nope"])
+_ARGS = st.fixed_dictionaries({"city": st.text(alphabet="xyz <>", max_size=5)})
+
+
+@st.composite
+def _block(draw: st.DrawFn) -> str:
+    name = draw(_NAME)
+    args = draw(_ARGS)
+    kind = draw(st.sampled_from(["json", "xml", "bare", "broken"]))
+    if kind == "json":
+        return f"<tool_call>\n{json.dumps({'name': name, 'arguments': args})}\n</tool_call>"
+    if kind == "broken":
+        return '<tool_call>\n{"name": "' + name + '", "arguments": {\n</tool_call>'
+    params = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in args.items())
+    fn = f"<function={name}>\n{params}</function>"
+    return f"<tool_call>\n{fn}\n</tool_call>" if kind == "xml" else fn
+
+
+@st.composite
+def _answer_and_cuts(draw: st.DrawFn) -> tuple[str, list[int], list[int]]:
+    parts = draw(st.lists(st.one_of(_TEXT, _block()), max_size=6))
+    answer = "".join(parts)
+    n = len(answer)
+    cuts_a = draw(st.lists(st.integers(0, n), max_size=12)) if n else []
+    cuts_b = draw(st.lists(st.integers(0, n), max_size=12)) if n else []
+    return answer, cuts_a, cuts_b
+
+
+@settings(max_examples=400, deadline=None)
+@given(_answer_and_cuts())
+def test_same_calls_and_content_on_any_rechunking(case: tuple[str, list[int], list[int]]) -> None:
+    answer, cuts_a, cuts_b = case
+    a = _summary(_run(answer, cuts_a))
+    assert a == _summary(_run(answer, cuts_b))
+    assert a == _summary(_run(answer, []))
+    assert not any(m in a[0] for m in MARKUP), a[0]
+    assert a[2] == (["tool_calls"] if a[1] else ["stop"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="<>/=_tolcafunixy\n{}", max_size=60), st.data())
+def test_parser_is_chunking_invariant_on_any_text(text: str, data: st.DataObject) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=15))
+    assert _parse(text, cuts) == _parse(text, [])
+
+
+def test_inline_think_tags_are_never_parsed() -> None:
+    """reasoning="think_tags": a call written inside <think>…</think> is not a call."""
+    tr = Translator(reasoning="think_tags")
+
+    def frame(phase: str, content: str, status: str = "typing") -> str:
+        delta = {"phase": phase, "content": content, "status": status}
+        return json.dumps({"choices": [{"delta": delta}]})
+
+    events = tr.feed(frame("think", 'maybe <tool_call>{"name": "read_file"}</tool_call>'))
+    events += tr.feed(frame("answer", 'Ok.\n<tool_call>{"name": "get_weather", '))
+    events += tr.feed(frame("answer", '"arguments": {"city": "Rome"}}</tool_call>'))
+    events += tr.feed(frame("answer", "", "finished"))
+    stage = ToolStage(_conv(), new_id=_ids().__next__)
+    content, calls, finish = _summary(stage.feed(events))
+    assert [c[2] for c in calls] == ["get_weather"]
+    assert content.startswith("<think>\nmaybe <tool_call>") and content.endswith("</think>\n\nOk.")
+    assert finish == ["tool_calls"]
+
+
+def _local_frame(status: str, params: dict[str, Any]) -> str:
+    call = {"tool_name": "★-get_weather", "params": params}
+    delta = {"phase": "local_tool", "status": status, "extra": {"local_mcp": {"★": [call]}}}
+    return json.dumps({"choices": [{"delta": delta}]})
+
+
+def test_native_typing_frames_wait_for_the_finished_one() -> None:
+    """A typing local_tool frame may hold partial params: only the finished frame counts."""
+    tr = Translator(native_tools=True)
+    assert tr.feed(_local_frame("typing", {"city": "Os"})) == []
+    assert tr.feed(_local_frame("finished", {"city": "Oslo"})) == [
+        NativeToolCall("get_weather", {"city": "Oslo"})
+    ]
+    end = tr.feed(json.dumps({"choices": [{"delta": {"phase": "answer", "status": "finished"}}]}))
+    assert end == [Finish()]
+
+
+def test_native_typing_snapshot_is_used_when_no_finished_frame_comes() -> None:
+    tr = Translator(native_tools=True)
+    tr.feed(_local_frame("typing", {"city": "O"}))
+    tr.feed(_local_frame("typing", {"city": "Oslo"}))
+    assert tr.close() == [NativeToolCall("get_weather", {"city": "Oslo"}), Finish()]
+
+
+def test_hold_prose_releases_the_preface_with_the_call() -> None:
+    """tool_choice required: text is held until a call comes, then sent before it."""
+    stage = ToolStage(
+        _conv(tool_choice=ToolChoice("required")), new_id=_ids().__next__, hold_prose=True
+    )
+    assert stage.feed([Text("reasoning", "hmm"), Text("content", "Let me check.\n<tool")]) == []
+    out = stage.feed([Text("content", '_call>{"name": "read_file"}</tool_call>'), Finish()])
+    assert out[:2] == [Text("reasoning", "hmm"), Text("content", "Let me check.")]
+    assert isinstance(out[2], ToolCall) and out[-1] == Finish("tool_calls")
+    assert not stage.wants_retry
+
+
+def test_hold_prose_without_a_call_asks_for_the_corrective_turn() -> None:
+    stage = ToolStage(_conv(tool_choice=ToolChoice("required")), hold_prose=True)
+    assert stage.feed([Text("content", "It is sunny.")]) == []
+    assert stage.feed([Finish()]) == []
+    assert stage.wants_retry and stage.prose() == "It is sunny."
+
+
+def test_hold_prose_failure_flushes_what_was_held() -> None:
+    stage = ToolStage(_conv(tool_choice=ToolChoice("required")), hold_prose=True)
+    stage.feed([Text("content", "Partial")])
+    fail = Failure(UpstreamTruncatedError("cut"))
+    assert stage.feed([Text("content", " answer"), fail]) == [
+        Text("content", "Partial"),
+        Text("content", " answer"),
+        fail,
+    ]
+
+
+def test_tool_choice_none_never_calls_and_never_leaks_markup() -> None:
+    content, calls, finish = _summary(
+        _run(
+            'Sure. <tool_call>{"name": "read_file"}</tool_call>',
+            [9],
+            tool_choice=ToolChoice("none"),
+        )
+    )
+    assert calls == [] and finish == ["stop"]
+    assert content == "Sure.\n\n(tool call dropped by the proxy: tool_choice is none)"
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_a_code_fence_around_a_call_does_not_leak(cut: int) -> None:
+    answer = 'Here:\n```json\n<tool_call>{"name": "read_file"}</tool_call>\n```'
+    content, calls, _ = _summary(_run(answer, [cut]))
+    assert content == "Here:" and [c[2] for c in calls] == ["read_file"]
+    prose = "Code:\n```python\nprint(1)\n```"
+    assert _summary(_run(prose, [cut]))[0] == prose
