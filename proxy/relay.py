@@ -153,6 +153,7 @@ class _Pump:
         self._translator = translator
         self._stage = stage
         self._stop = stop
+        self._plain = stage is None and stop is None
         self._decoder = SSEDecoder()
         self._it = chat.chunks()
         self._ctype = chat.response.headers.get("Content-Type", "").lower()
@@ -162,7 +163,8 @@ class _Pump:
     async def batches(self) -> AsyncGenerator[list[OutEvent]]:
         """Event batches until the answer is done (a finish or a failure)."""
         tr = self._translator
-        while not tr.done and not self._cut():
+        stop = self._stop
+        while not tr.done and (stop is None or not stop.done):
             t_read = time.perf_counter()
             try:
                 chunk = await _next_chunk(self._it)
@@ -199,7 +201,7 @@ class _Pump:
         with them, event by event, so a cut (stop sequence, token limit) lands on the event."""
         tr = self._translator
         out: list[OutEvent] = []
-        if self._stage is None and self._stop is None:
+        if self._plain:
             for event in events:
                 self._seen_event = True
                 out.extend(tr.feed(event.data))
