@@ -73,9 +73,14 @@ def front_door_of(request: web.Request) -> FrontDoor:
         resource = request.match_info.route.resource
         found = doors.get(resource.canonical) if resource is not None else None
         if found is None and request.match_info.http_exception is not None:
-            # Unknown path or method: the API whose prefix it is under, if any.
+            # Unknown path or method (GET /v1/messages): the API of that path or prefix, if any.
+            path = request.path.rstrip("/")
             found = next(
-                (d for p, d in doors.items() if request.path.startswith(p.rstrip("/") + "/")),
+                (
+                    d
+                    for p, d in doors.items()
+                    if path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/")
+                ),
                 None,
             )
         if found is not None:

@@ -16,6 +16,9 @@ Rules every front door gets from here:
   without the API's success terminator: never a silent truncation.
 - ``Server-Timing: proxy;dur=…, upstream;dur=…`` (milliseconds) on every answer: time spent in
   the proxy and time spent waiting on chat.qwen.ai until the response was committed.
+- A renderer may carry ``reasoning_mode`` (``"field"`` or ``"think_tags"``): the translator's
+  reasoning mode for its API (``None`` or absent: the ``reasoning`` setting). APIs with their
+  own reasoning blocks (Anthropic ``thinking``, Responses ``reasoning`` items) set ``"field"``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from proxy.errors import UpstreamError
 from proxy.qwen.client import network_failure
 from proxy.qwen.envelope import classify_response
 from proxy.qwen.sse import SSEDecoder, SSEEvent
-from proxy.qwen.translate import Failure, OutEvent, Translator, Usage
+from proxy.qwen.translate import Failure, OutEvent, ReasoningMode, Translator, Usage
 from proxy.service import OpenChat
 from proxy.state import SERVICE, SETTINGS, START_KEY, TOOL_COUNTERS
 from proxy.stop import StopStage
@@ -44,6 +47,7 @@ from proxy.tools.prompt import CORRECTION_KEY, repeated_calls
 from proxy.tools.stage import ToolStage
 
 __all__ = [
+    "KEEPALIVE_S",
     "SSE_HEADERS",
     "BodyRenderer",
     "StreamRenderer",
@@ -60,6 +64,9 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 """Headers of every streamed answer (``X-Accel-Buffering: no`` keeps nginx from buffering)."""
+
+KEEPALIVE_S = 10.0
+"""Seconds without a write after which an idle committed stream gets ``renderer.keepalive()``."""
 
 
 class StreamRenderer(Protocol):
@@ -182,8 +189,9 @@ class _Pump:
                 return
             if not self._seen_event and len(self._head) < self._HEAD_LIMIT:
                 self._head += chunk[: self._HEAD_LIMIT - len(self._head)]
-            out = self._feed(self._decoder.feed(chunk))
-            if out:
+            events = self._decoder.feed(chunk)
+            out = self._feed(events)
+            if out or events:  # an empty batch still says upstream is alive (keep-alives)
                 yield out
 
     def _cut(self) -> bool:
@@ -226,15 +234,25 @@ class _Pump:
 
 
 async def relay(
-    request: web.Request, conv: Conversation, chat: OpenChat, renderer: StreamRenderer
+    request: web.Request,
+    conv: Conversation,
+    chat: OpenChat,
+    renderer: StreamRenderer,
+    *,
+    keepalive_s: float = KEEPALIVE_S,
 ) -> web.StreamResponse:
     """Stream ``chat``'s answer to the client through ``renderer`` (see the module doc).
+
+    After the commit, while chat.qwen.ai sends frames that give the client nothing (its
+    ``response.info`` keep-alives, a long think phase in a mode that hides it, a held-back
+    required call), ``renderer.keepalive()`` is written whenever ``keepalive_s`` seconds passed
+    since the last write (OpenAI: an SSE comment; Anthropic: ``ping``).
 
     Raises the stream's :class:`UpstreamError` when it fails before the first event (the error
     middleware then answers with a real HTTP status); ``ConnectionResetError`` when the client
     left before the commit.
     """
-    turn = _Turn(request, renderer)
+    turn = _Turn(request, renderer, keepalive_s)
     stage = await turn.run(conv, chat, hold=_correctable(conv))
     if stage is not None and stage.wants_retry:
         corrected = _corrected(renderer.id, conv, stage)
@@ -254,22 +272,32 @@ class _Turn:
     """The streaming state of one answer across its upstream turns (one, or two when a
     required tool call gets its corrective turn): the committed response, if any."""
 
-    def __init__(self, request: web.Request, renderer: StreamRenderer) -> None:
+    def __init__(self, request: web.Request, renderer: StreamRenderer, keepalive_s: float) -> None:
         self.request = request
         self.renderer = renderer
+        self.keepalive_s = keepalive_s
         self.resp: web.StreamResponse | None = None
         self.wait_s = 0.0  # upstream wait of earlier turns
         self.gone = False
+        self.last_write = 0.0
 
     async def run(self, conv: Conversation, chat: OpenChat, *, hold: bool) -> ToolStage | None:
         """Relay one upstream turn; returns its tool stage (``None`` without tools)."""
         request, renderer = self.request, self.renderer
-        translator, pump, stage = _pipeline(request, conv, chat, hold=hold)
+        translator, pump, stage = _pipeline(
+            request, conv, chat, hold=hold, reasoning=getattr(renderer, "reasoning_mode", None)
+        )
         try:
             async with aclosing(pump.batches()) as batches:
                 async for out in batches:
                     if not out:
+                        if self.resp is not None:
+                            now = time.perf_counter()
+                            if now - self.last_write >= self.keepalive_s:
+                                self.last_write = now
+                                await self.resp.write(renderer.keepalive())
                         continue
+                    self.last_write = time.perf_counter()
                     if self.resp is None:
                         t0: float = request[START_KEY]
                         wait = self.wait_s + pump.wait_s
@@ -335,7 +363,9 @@ async def aggregate(
 async def _fold(
     request: web.Request, conv: Conversation, chat: OpenChat, renderer: BodyRenderer, *, hold: bool
 ) -> tuple[ToolStage | None, Usage | None, float]:
-    translator, pump, stage = _pipeline(request, conv, chat, hold=hold)
+    translator, pump, stage = _pipeline(
+        request, conv, chat, hold=hold, reasoning=getattr(renderer, "reasoning_mode", None)
+    )
     async with aclosing(pump.batches()) as batches:
         async for out in batches:
             for e in out:
@@ -371,14 +401,21 @@ def _corrected(response_id: str, conv: Conversation, stage: ToolStage) -> Conver
 
 
 def _pipeline(
-    request: web.Request, conv: Conversation, chat: OpenChat, *, hold: bool = False
+    request: web.Request,
+    conv: Conversation,
+    chat: OpenChat,
+    *,
+    hold: bool = False,
+    reasoning: ReasoningMode | None = None,
 ) -> tuple[Translator, _Pump, ToolStage | None]:
     """Translator, pump and (when tools are offered) the tool stage; stop
     sequences and the output-token limit (:mod:`proxy.stop`) when the conversation has them."""
     stage = ToolStage(conv, hold_prose=hold) if conv.tools else None
     stop = StopStage(conv.stop, conv.max_output_tokens)
     translator = chat.translator(
-        request.app[SETTINGS].reasoning, native_tools=conv.tools_active, record=stage is None
+        reasoning or request.app[SETTINGS].reasoning,
+        native_tools=conv.tools_active,
+        record=stage is None,
     )
     pump = _Pump(chat, translator, stage, stop if stop.active else None)
     return translator, pump, stage

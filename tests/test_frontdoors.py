@@ -152,3 +152,12 @@ def test_body_carries_tool_calls_with_null_or_preface_content(preface: str) -> N
     assert [c["id"] for c in choice["message"]["tool_calls"]] == ["call_1", "call_2"]
     assert choice["message"]["tool_calls"][1]["function"] == {"name": "g", "arguments": '{"a": 1}'}
     assert out["usage"]["total_tokens"] == 7
+
+
+async def test_405_on_a_registered_path_uses_its_front_door(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(_app())
+    resp = await client.get("/v1/fakepath")
+    assert resp.status == 405
+    assert await resp.json() == {"fake_error": "method_not_allowed"}
+    resp = await client.get("/v1/fakepath/sub")
+    assert resp.status == 404 and await resp.json() == {"fake_error": "not_found"}

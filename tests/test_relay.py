@@ -1,0 +1,106 @@
+"""The one relay, driven with a stub upstream turn: keep-alives while idle, reasoning per API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+from aiohttp import web
+from helpers import sse_data
+
+from proxy.app import make_app
+from proxy.config import Settings
+from proxy.conversation import Conversation, Turn
+from proxy.frontdoors.openai_chat import ChatStream
+from proxy.qwen.translate import Translator
+from proxy.relay import relay
+
+
+def _frame(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def _delta(phase: str, content: str, status: str = "typing") -> bytes:
+    delta = {"phase": phase, "content": content, "status": status}
+    return _frame({"choices": [{"delta": delta}], "usage": {"input_tokens": 1, "output_tokens": 1}})
+
+
+INFO = _frame({"response.info": {"action": "keep_alive"}})
+
+
+class _StubChat:
+    """What the relay reads of an OpenChat: chunks exactly as given (one per read)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        self.response = SimpleNamespace(headers={"Content-Type": "text/event-stream"})
+        self.upstream_wait_s = 0.0
+        self.upstream = "stub"
+        self.route = SimpleNamespace(model="m", chat_type="t2t")
+        self.account = SimpleNamespace(label="stub")
+        self.on_answer = None
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        async def gen() -> AsyncIterator[bytes]:
+            for c in self._chunks:
+                yield c
+
+        return gen()
+
+    def translator(self, reasoning: Any = "field", **kw: Any) -> Translator:
+        return Translator(reasoning=reasoning, native_tools=kw.get("native_tools", False))
+
+
+class _FieldStream(ChatStream):
+    reasoning_mode = "field"
+
+
+async def _serve(aiohttp_client: Any, chunks: list[bytes], renderer: type, **kw: Any) -> bytes:
+    app = make_app(Settings(upstream_url="http://127.0.0.1:9", reasoning="think_tags"))
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        conv = Conversation("m", [Turn("user", "hi")], stream=True)
+        return await relay(request, conv, _StubChat(chunks), renderer(conv), **kw)  # type: ignore[arg-type]
+
+    app.router.add_post("/stub", handler)
+    client = await aiohttp_client(app)
+    resp = await client.post("/stub")
+    assert resp.status == 200
+    return await resp.read()
+
+
+async def test_idle_committed_stream_gets_keepalives(aiohttp_client: Any) -> None:
+    chunks = [
+        _delta("answer", "Hi"),
+        INFO,
+        INFO,
+        _delta("answer", "!"),
+        _delta("answer", "", "finished"),
+    ]
+    raw = await _serve(aiohttp_client, chunks, ChatStream, keepalive_s=0)
+    text = raw.decode()
+    assert text.count(": keep-alive\n\n") == 2
+    assert text.index('"Hi"') < text.index(": keep-alive") < text.index('"!"')
+    assert raw.endswith(b"data: [DONE]\n\n")
+    raw = await _serve(aiohttp_client, chunks, ChatStream, keepalive_s=3600)
+    assert b"keep-alive" not in raw
+
+
+async def test_renderer_reasoning_mode_overrides_the_setting(aiohttp_client: Any) -> None:
+    """reasoning = think_tags puts reasoning inline for chat clients; a renderer that asks for
+    "field" (Anthropic, Responses) gets it as reasoning events."""
+    chunks = [_delta("think", "hmm"), _delta("answer", "Yes"), _delta("answer", "", "finished")]
+    inline = [
+        json.loads(d) for d in sse_data(await _serve(aiohttp_client, chunks, ChatStream))[:-1]
+    ]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in inline).startswith(
+        "<think>"
+    )
+    field = [
+        json.loads(d) for d in sse_data(await _serve(aiohttp_client, chunks, _FieldStream))[:-1]
+    ]
+    deltas = [c["choices"][0]["delta"] for c in field]
+    assert "".join(d.get("reasoning_content") or "" for d in deltas) == "hmm"
+    assert "".join(d.get("content") or "" for d in deltas) == "Yes"
