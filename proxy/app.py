@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from proxy.accounts import ADMISSION, Admission
 from proxy.cleanup import ChatJanitor
 from proxy.config import Settings
 from proxy.errors import (
@@ -33,6 +35,8 @@ from proxy.errors import (
 from proxy.frontdoors import OPENAI, FrontDoor
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.hangup import hangup_middleware
+from proxy.metrics import MODEL_KEY, Metrics
+from proxy.routes.admin import admin_accounts, metrics
 from proxy.routes.chat import chat_completions
 from proxy.routes.health import healthz
 from proxy.routes.images import images_edits, images_generations
@@ -43,13 +47,16 @@ from proxy.state import (
     FRONT_DOOR,
     FRONT_DOORS,
     JANITOR,
+    KEY_RULE,
+    METRICS,
     SERVICE,
     SETTINGS,
     START_KEY,
     STORE,
     TOOL_COUNTERS,
+    KeyRule,
 )
-from proxy.store import MemoryStore
+from proxy.store import MemoryStore, StateStore
 from proxy.tools.stage import ToolCounters
 
 __all__ = ["front_door_of", "make_app"]
@@ -137,20 +144,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(request, ProxyError("internal error in the proxy; see its log"))
 
 
-def _auth_middleware(keys: list[bytes]) -> Callable[..., Awaitable[web.StreamResponse]]:
+def _auth_middleware(
+    keys: list[tuple[bytes, KeyRule | None]], open_paths: frozenset[str]
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Require ``Authorization: Bearer <key>`` (or ``x-api-key``) for every API path."""
-        if request.path in _OPEN_PATHS:
+        """Require ``Authorization: Bearer <key>`` (or ``x-api-key``) for every API path; a
+        key with limits is noted in ``request[KEY_RULE]``."""
+        if request.path in open_paths or request.path.startswith("/admin/"):
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        given = value.strip() if scheme.lower() == "bearer" else ""
-        given = given or request.headers.get("x-api-key", "")
+        given = _bearer(request) or request.headers.get("x-api-key", "")
         supplied = given.encode("utf-8", "surrogateescape")
         ok = False
-        for key in keys:  # compare against every key, in constant time per key
-            ok |= hmac.compare_digest(supplied, key)
+        rule: KeyRule | None = None
+        for key, key_rule in keys:  # compare against every key, in constant time per key
+            match = hmac.compare_digest(supplied, key)
+            ok |= match
+            if match and key_rule is not None:
+                rule = key_rule
+        if rule is not None:
+            request[KEY_RULE] = rule
         if not ok:
             raise AuthenticationError(
                 "Incorrect API key provided."
@@ -160,6 +173,81 @@ def _auth_middleware(keys: list[bytes]) -> Callable[..., Awaitable[web.StreamRes
         return await handler(request)
 
     return auth_middleware
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Per-key limits (requests per minute, answers at once) on POST requests, shared through
+    the store. The request is counted with its first account slot, in the same store step
+    (:data:`proxy.accounts.ADMISSION`); beyond a limit that step raises
+    :class:`~proxy.errors.KeyRateLimitedError` (429 + ``Retry-After``). Requests that never
+    reach chat.qwen.ai (refused input, unknown model) are not counted."""
+    rule = request.get(KEY_RULE)
+    if rule is None or request.method != "POST":
+        return await handler(request)
+    admission = Admission(rule.key_id, rule.name, rule.requests_per_minute, rule.max_streams)
+    token = ADMISSION.set(admission)
+    try:
+        return await handler(request)
+    finally:
+        ADMISSION.reset(token)
+        if admission.consumed and admission.streams > 0:
+            await request.app[STORE].release_stream(rule.key_id)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by route template, status and model; time it."""
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ProxyError as exc:
+        status = exc.http_status()
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        status = 499  # the client went away
+        raise
+    finally:
+        metrics = request.app[METRICS]
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.requests.labels(route, str(status), request.get(MODEL_KEY, "")).inc()
+        metrics.duration.labels(route).observe(time.perf_counter() - request[START_KEY])
+
+
+async def _first_byte(request: web.Request, response: web.StreamResponse) -> None:
+    """Time to first token: a streamed answer's headers leave with its first text."""
+    if response.content_type == "text/event-stream" and START_KEY in request:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[METRICS].ttft.labels(route).observe(time.perf_counter() - request[START_KEY])
+
+
+def _key_rules(settings: Settings) -> list[tuple[bytes, KeyRule | None]]:
+    keys: list[tuple[bytes, KeyRule | None]] = [
+        (k.get_secret_value().encode("utf-8"), None) for k in settings.api_keys
+    ]
+    for i, limits in enumerate(settings.keys):
+        secret = limits.key.get_secret_value()
+        rule = KeyRule(
+            key_id=hashlib.sha256(secret.encode("utf-8")).hexdigest()[:24],
+            name=limits.name or f"key-{i + 1}",
+            requests_per_minute=limits.requests_per_minute,
+            max_streams=limits.max_streams,
+        )
+        has_limits = rule.requests_per_minute > 0 or rule.max_streams > 0
+        keys.append((secret.encode("utf-8"), rule if has_limits else None))
+    return keys
 
 
 def _install_cors(app: web.Application, origins: list[str]) -> None:
@@ -231,8 +319,24 @@ async def _replay_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The app's :class:`~proxy.store.StateStore` (in-process), closed on shutdown."""
-    store = MemoryStore()
+    """The app's :class:`~proxy.store.StateStore`: Redis when ``redis_url`` is set (checked
+    once at start; an unreachable Redis is logged and the app serves from memory), else
+    in-process. Closed on shutdown."""
+    settings = app[SETTINGS]
+    store: StateStore
+    if settings.redis_url is not None:
+        from proxy.store.redis import RedisStore
+
+        redis_store = RedisStore(
+            settings.redis_url.get_secret_value(),
+            prefix=settings.redis_prefix,
+            timeout_s=settings.redis_timeout_s,
+        )
+        ok = await redis_store.ping()
+        log.info("state_store", backend="redis", redis=redis_store.target, reachable=ok)
+        store = redis_store
+    else:
+        store = MemoryStore()
     app[STORE] = store
     try:
         yield
@@ -267,7 +371,7 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
         trust_env=False,  # True costs a thread-pool hop per request; use `upstream_proxy`
         json_serialize=lambda o: orjson.dumps(o).decode(),
     ) as session:
-        service = ChatService(session, settings, app[STORE])
+        service = ChatService(session, settings, app[STORE], metrics=app[METRICS])
         app[SERVICE] = service
         try:
             yield
@@ -297,14 +401,21 @@ def make_app(settings: Settings) -> web.Application:
     middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = [
         error_middleware,
         hangup_middleware,
+        metrics_middleware,
     ]
-    keys = [k.get_secret_value().encode("utf-8") for k in settings.api_keys]
+    keys = _key_rules(settings)
     if keys:
-        middlewares.append(_auth_middleware(keys))
+        open_paths = _OPEN_PATHS | ({"/metrics"} if settings.metrics_key else set())
+        middlewares.append(_auth_middleware(keys, open_paths))
+    if any(rule is not None for _, rule in keys):
+        middlewares.append(limits_middleware)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[FRONT_DOORS] = {}
     app[TOOL_COUNTERS] = ToolCounters()
+    app[METRICS] = Metrics()
+    app[METRICS].watch_tools(app[TOOL_COUNTERS])
+    app.on_response_prepare.append(_first_byte)
     if settings.cors_origins:
         _install_cors(app, settings.cors_origins)
     app.cleanup_ctx.append(_store_ctx)
@@ -320,4 +431,6 @@ def make_app(settings: Settings) -> web.Application:
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/accounts", admin_accounts)
     return app

@@ -126,12 +126,14 @@ class ChatJanitor:
         now = self._clock() if now is None else now
         store = self._service.store
         done = 0
-        for chat_id, label in await store.due_chats(now, SWEEP_BATCH):
+        due = await store.due_chats(now, SWEEP_BATCH)
+        resting = await self._service.pool.resting_labels() if due else set()
+        for chat_id, label in due:
             account = self._account(label)
             if account is None:  # the token is no longer configured: nothing can delete it
                 await store.forget_chat(chat_id)
                 continue
-            if account.parked_until > time.monotonic():  # resting: do not poke it now
+            if account.label in resting:  # resting: do not poke it now
                 await store.touch_chat(chat_id, now + RETRY_S)
                 continue
             if await self._delete(account, chat_id, reason="idle"):
@@ -148,8 +150,9 @@ class ChatJanitor:
         prefix = self._settings.chat_title_prefix
         idle_s = self._settings.conversation_ttl_s
         done = 0
+        resting = await self._service.pool.resting_labels()
         for account in list(self._service.pool.accounts):
-            if account.parked_until > time.monotonic():
+            if account.label in resting:
                 continue
             leftovers: list[str] = []
             for page in range(1, MAX_PAGES + 1):
@@ -175,7 +178,7 @@ class ChatJanitor:
         except UpstreamError as exc:
             if _gone(exc):
                 return True
-            self._service.pool.report(account, exc)
+            await self._service.pool.report(account, exc)
             log.info(
                 "chat_delete_failed", account=account.label, chat_id=chat_id, error=exc.error_code()
             )

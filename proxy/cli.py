@@ -383,6 +383,87 @@ def check(
     sys.exit(report.exit_code())
 
 
+@main.command()
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    envvar="QWEN_PROXY_URL",
+    help="The running gateway's base URL [env: QWEN_PROXY_URL].",
+)
+@click.option(
+    "--admin-key",
+    envvar="QWEN_PROXY_ADMIN_KEY",
+    required=True,
+    help="The gateway's admin_key [env: QWEN_PROXY_ADMIN_KEY].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON instead of a table.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds.")
+def accounts(url: str, admin_key: str, as_json: bool, timeout: float) -> None:
+    """Show the upstream accounts of a running gateway: state, rest, answers in flight, last
+    error and token expiry (from GET /admin/accounts; tokens never appear)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(
+        url.rstrip("/") + "/admin/accounts", headers={"Authorization": f"Bearer {admin_key}"}
+    )
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            payload = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = ""
+        try:
+            detail = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        hint = " (is admin_key set on the gateway?)" if exc.code == 404 else ""
+        raise click.ClickException(f"{url}: HTTP {exc.code}{hint} {detail}".strip()) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(format_accounts(payload["data"], now=float(payload.get("now") or 0)))
+    if payload.get("store") == "degraded":
+        click.echo("state store: degraded (Redis unreachable; in-process state)", err=True)
+
+
+def format_accounts(rows: list[dict[str, Any]], *, now: float) -> str:
+    """The ``qwen-proxy accounts`` table for ``/admin/accounts`` rows (times in UTC)."""
+    from datetime import UTC, datetime
+
+    def when(ts: Any) -> str:
+        if not ts:
+            return "-"
+        return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M")
+
+    header = ("LABEL", "STATE", "RESTS UNTIL", "IN FLIGHT", "LAST ERROR", "EXPIRES")
+    table = [header]
+    for r in rows:
+        resting = r.get("resting_until")
+        rest = (
+            f"{when(resting)} ({r.get('rest_reason') or '?'})" if resting and resting > now else "-"
+        )
+        limit = r.get("max_inflight") or 0
+        inflight = f"{r.get('inflight', 0)}/{limit}" if limit else str(r.get("inflight", 0))
+        expiry = when(r.get("expires_at"))
+        if r.get("state") == "expired":
+            expiry += " (expired)"
+        elif r.get("expires_soon"):
+            expiry += " (soon)"
+        table.append(
+            (str(r["label"]), str(r["state"]), rest, inflight, r.get("last_error") or "-", expiry)
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    )
+
+
 def _write_report(path: Path, text: str) -> None:
     """Write a report atomically (temporary file, then ``os.replace``): never half-written."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 __all__ = [
     "ConfigError",
+    "KeyLimits",
     "Settings",
     "closest_setting",
     "load_settings",
@@ -48,6 +49,18 @@ def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
+
+
+class KeyLimits(BaseModel):
+    """One API key with its limits (``[[keys]]`` in the TOML file). Limits are shared by every
+    gateway process on the same Redis. ``0`` = no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr = Field(description="The key clients send as `Authorization: Bearer <key>`.")
+    name: str | None = Field(None, description="A label for logs and metrics (never the key).")
+    requests_per_minute: int = Field(0, ge=0, description="Requests in any 60-second window.")
+    max_streams: int = Field(0, ge=0, description="Answers (streamed or not) in flight at once.")
 
 
 class Settings(BaseSettings):
@@ -91,6 +104,38 @@ class Settings(BaseSettings):
     models_ttl_s: float = Field(300.0, ge=0, description="How long the model list is cached.")
     account_cooldown_s: float = Field(
         600.0, ge=0, description="How long an account rests after a captcha or a refused token."
+    )
+    max_inflight_per_account: int = Field(
+        4,
+        ge=0,
+        description="Answers in flight at once per upstream account (0 = no limit); beyond it "
+        "requests go to another account, or get 429 accounts_busy when all are at the limit.",
+    )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Share state (account rests and load, conversations, per-key limits) with "
+        "other gateway processes through Redis, e.g. redis://127.0.0.1:6379/0; unset = "
+        "in-process state.",
+    )
+    redis_prefix: str = Field("qwen-gateway:", description="Prefix of every Redis key.")
+    redis_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        description="Limit for a Redis connect or command; beyond it the gateway serves from "
+        "in-process state and reports `degraded` in /healthz.",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Bearer key for /admin/* (`qwen-proxy accounts`); unset = admin endpoints off.",
+    )
+    metrics_key: SecretStr | None = Field(
+        None,
+        description="Bearer key for /metrics; unset = guarded like the API (api_keys).",
+    )
+    keys: list[KeyLimits] = Field(
+        default_factory=list,
+        description="API keys with limits (TOML array of tables: key, name, "
+        "requests_per_minute, max_streams); accepted like api_keys.",
     )
     replay: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -184,6 +229,14 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("redis_url", "admin_key", "metrics_key", "cookies", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # An empty variable (compose's `${VAR:-}`) means "not set", never "the empty key".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("upstream_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -217,10 +270,12 @@ class Settings(BaseSettings):
 
 
 #: ``QWEN_PROXY_*`` variables that are not settings but are read elsewhere (CLI options).
-EXTRA_ENV_VARS = frozenset({"QWEN_PROXY_CONFIG", "QWEN_PROXY_CHECK_KEY"})
+EXTRA_ENV_VARS = frozenset({"QWEN_PROXY_CONFIG", "QWEN_PROXY_CHECK_KEY", "QWEN_PROXY_URL"})
 
 _ENV_PREFIX = "QWEN_PROXY_"
-_SECRET_FIELDS = frozenset({"tokens", "cookies", "api_keys"})
+_SECRET_FIELDS = frozenset(
+    {"tokens", "cookies", "api_keys", "keys", "redis_url", "admin_key", "metrics_key"}
+)
 
 
 class ConfigError(Exception):

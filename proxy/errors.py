@@ -19,6 +19,8 @@ carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass 
     │   └── MediaFetchError            400 media_fetch_failed       (a client-given URL, §7)
     │       └── MediaURLRefusedError   400 media_url_refused        (scheme, private address)
     ├── AuthenticationError            401 invalid_api_key          (the client's key)
+    ├── KeyRateLimitedError            429 rate_limit_exceeded      (a per-key limit, + Retry-After)
+    ├── AccountsBusyError              429 accounts_busy            (every account at its limit)
     ├── NoUpstreamTokenError           503 no_upstream_account
     ├── MediaFetchTimeoutError         504 media_fetch_timeout      (a client-given URL)
     └── UpstreamError                  502 upstream_error           (chat.qwen.ai failed)
@@ -47,11 +49,13 @@ import re
 from typing import Any, ClassVar
 
 __all__ = [
+    "AccountsBusyError",
     "AuthenticationError",
     "BodyTooLargeError",
     "ClientRequestError",
     "HTTPStatusError",
     "InvalidJSONError",
+    "KeyRateLimitedError",
     "MediaFetchError",
     "MediaFetchTimeoutError",
     "MediaTooLargeError",
@@ -199,6 +203,40 @@ class AuthenticationError(ProxyError):
     code = "invalid_api_key"
 
 
+class KeyRateLimitedError(ProxyError):
+    """The client's API key is over one of its limits (requests per minute, streams at once).
+
+    ``retry_after_s`` (seconds, rounded up) becomes ``Retry-After``.
+    """
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class AccountsBusyError(ProxyError):
+    """Every usable upstream account already has ``max_inflight_per_account`` answers in
+    flight. ``Retry-After`` is a short wait: answers finish within seconds."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "accounts_busy"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class NoUpstreamTokenError(ProxyError):
     """Every upstream account is parked (rate-limited or blocked) or none is configured."""
 
@@ -223,15 +261,22 @@ class UpstreamError(ProxyError):
 
 
 class UpstreamRateLimitedError(UpstreamError):
-    """The account's quota is used up (``RateLimited``; ``num`` is hours to wait)."""
+    """The account's quota is used up (``RateLimited``; ``num`` is hours to wait), or it is
+    answering too much at once (``ParallelLimited``, ``Too_Many_Requests``, ``quotaLimited``,
+    ``ExceedLimit``, ``quota_exhausted``: PROTOCOL.md §13.3). ``upstream_code`` is the code
+    chat.qwen.ai sent (``None`` for a bare HTTP 429), used to choose how long the account rests.
+    """
 
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: int | None = None, upstream_code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.upstream_code = upstream_code
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}

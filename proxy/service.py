@@ -31,7 +31,9 @@ from proxy.accounts import Account, AccountPool
 from proxy.config import Settings
 from proxy.conversation import Conversation, Turn
 from proxy.errors import (
+    AccountsBusyError,
     ClientRequestError,
+    NoUpstreamTokenError,
     UpstreamBadMediaError,
     UpstreamCaptchaError,
     UpstreamError,
@@ -42,6 +44,7 @@ from proxy.errors import (
     scrub,
 )
 from proxy.fetch import ingest
+from proxy.metrics import Metrics
 from proxy.qwen.client import QwenClient, network_failure
 from proxy.qwen.envelope import classify_response
 from proxy.qwen.files import Blob, file_entry, filetype_of, oss_put_request
@@ -221,12 +224,21 @@ class ChatService:
         session: aiohttp.ClientSession,
         settings: Settings,
         store: StateStore | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
         self.store: StateStore = store if store is not None else MemoryStore()
         self.client = QwenClient(session, settings)
-        self.pool = AccountPool(settings.tokens, cooldown_s=settings.account_cooldown_s)
+        self.pool = AccountPool(
+            settings.tokens,
+            self.store,
+            cooldown_s=settings.account_cooldown_s,
+            max_inflight=settings.max_inflight_per_account,
+            on_error=metrics.upstream_error if metrics is not None else None,
+        )
+        self.metrics = metrics
         self._catalog: Catalog | None = None
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
@@ -242,13 +254,16 @@ class ChatService:
                 self.settings.models_ttl_s
             ):
                 return self._catalog
-            account = self.pool.acquire()
             try:
-                payload = await self.client.fetch_models(account)
-            except UpstreamError as exc:
-                self.pool.report(account, exc)
+                async with self.pool.lease(rotate=False, admit=False) as account:
+                    try:
+                        payload = await self.client.fetch_models(account)
+                    except UpstreamError as exc:
+                        await self.pool.report(account, exc)
+                        raise
+            except (UpstreamError, NoUpstreamTokenError, AccountsBusyError) as exc:
                 if self._catalog is not None:
-                    log.warning("models_refresh_failed", error=exc.message, account=account.label)
+                    log.warning("models_refresh_failed", error=exc.message)
                     return self._catalog  # serve the stale list rather than fail
                 raise
             self._catalog = Catalog(parse_models(payload))
@@ -426,7 +441,15 @@ class ChatService:
                 param="messages",
             )
         t0 = time.perf_counter()
-        account = resume.account if resume is not None else self.pool.acquire()
+        if resume is not None:
+            taken = await self.pool.acquire_label(resume.account.label)
+            if taken is None:  # resting or at its limit now: the history goes to a new chat
+                raise ContinuationFailedError(
+                    UpstreamError(f"{resume.account.label} is resting or busy")
+                )
+            account = taken
+        else:
+            account = await self.pool.acquire()
         opened: OpenChat | None = None
         try:
             files = [await self.upload(account, b) for b in blobs]
@@ -474,9 +497,14 @@ class ChatService:
                         if plan is not None
                         else None,
                     )
+                    self.pool.succeeded()
+                    if self.metrics is not None:
+                        self.metrics.streams_in_flight.inc()
                     try:
                         yield opened
                     finally:
+                        if self.metrics is not None:
+                            self.metrics.streams_in_flight.dec()
                         if not opened.finished:  # the client left: free the account (§13.1)
                             self.stop_later(account, chat_id, opened.response_id)
             except asyncio.CancelledError:
@@ -484,10 +512,12 @@ class ChatService:
                     self.stop_later(account, chat_id, None)
                 raise
         except UpstreamError as exc:
-            self.pool.report(account, exc)
+            await self.pool.report(account, exc)
             if resume is not None and opened is None and _may_fall_back(exc):
                 raise ContinuationFailedError(exc) from exc
             raise
+        finally:
+            await self.pool.release(account)
 
     async def new_chat(self, account: Account, route: ModelRoute) -> str:
         """``chats/new`` (§3) titled with ``chat_title_prefix``; the chat is tracked for deletion
@@ -596,7 +626,7 @@ class ChatService:
                 events = await drain(chat.response, chat.translator())
             failure = next((e for e in events if isinstance(e, Failure)), None)
             if failure is not None:
-                self.pool.report(chat.account, failure.error)
+                await self.pool.report(chat.account, failure.error)
                 raise failure.error
             media = [e for e in events if isinstance(e, Media)]
             if not media:  # the translator fails instead; kept as a guard against null answers
@@ -621,7 +651,7 @@ class ChatService:
         Raises :class:`UpstreamError`: an error envelope (quota: 429), a WAF page, or an answer
         without a task id (502 ``upstream_no_media``).
         """
-        account = self.pool.acquire()
+        account = await self.pool.acquire()
         try:
             chat_id = await self.new_chat(account, route)
             body = completion_body(
@@ -639,8 +669,10 @@ class ChatService:
                     "chat.qwen.ai accepted the video request but returned no task id"
                 )
         except UpstreamError as exc:
-            self.pool.report(account, exc)
+            await self.pool.report(account, exc)
             raise
+        finally:
+            await self.pool.release(account)
         log.info("video_task_started", account=account.label, model=route.model)
         return VideoTask(task_id, account, chat_id)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from proxy.cleanup import ChatJanitor
 from proxy.config import Settings
 from proxy.frontdoors import FrontDoor
+from proxy.metrics import Metrics
 from proxy.service import ChatService
 from proxy.store import StateStore
 from proxy.tools.stage import ToolCounters
@@ -15,12 +18,27 @@ __all__ = [
     "FRONT_DOOR",
     "FRONT_DOORS",
     "JANITOR",
+    "KEY_RULE",
+    "METRICS",
     "SERVICE",
     "SETTINGS",
     "START_KEY",
     "STORE",
     "TOOL_COUNTERS",
+    "KeyRule",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRule:
+    """The limits of one API key. ``key_id`` is a hash of the key (never the key), the same in
+    every process, so counters add up across instances; ``0`` = no limit."""
+
+    key_id: str
+    name: str
+    requests_per_minute: int
+    max_streams: int
+
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", ChatService)
@@ -38,3 +56,7 @@ FRONT_DOOR = web.RequestKey("qwen_proxy_front_door", FrontDoor)
 FRONT_DOORS = web.AppKey("front_doors", dict[str, FrontDoor])
 #: App key: tool-call outcome counts (:class:`~proxy.tools.stage.ToolCounters`), for metrics.
 TOOL_COUNTERS = web.AppKey("tool_counters", ToolCounters)
+#: The app's Prometheus metrics (:mod:`proxy.metrics`).
+METRICS = web.AppKey("metrics", Metrics)
+#: Per-request key: the limits of the API key that authenticated the request, if it has any.
+KEY_RULE = web.RequestKey("qwen_proxy_key_rule", KeyRule)

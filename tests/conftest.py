@@ -8,6 +8,11 @@ cleanly where that folder is absent.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +43,39 @@ def samples_dir() -> Path:
 def cassettes_dir() -> Path:
     """The repository's own cassettes."""
     return CASSETTES_DIR
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A real ``redis-server`` on a free loopback port for the whole session: its URL.
+
+    Skips (with the reason) where the binary is absent; CI installs it (``.ci/run``).
+    Nothing is persisted to disk.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # ready when it accepts a connection and answers PING
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("redis-server did not start")
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

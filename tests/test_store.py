@@ -1,20 +1,27 @@
 """The state store contract (proxy/store): every backend behaves the same.
 
-The in-process backend runs on a fake clock; the Redis backend (tests/test_store_redis.py) runs
-the same contract against a real redis-server.
+Each contract test runs against the in-process backend and against :class:`RedisStore` on a real
+redis-server (skipped where the binary is absent), both on a fake clock. Expiry by TTL in Redis
+is Redis's own; for it the tests read the key's TTL instead of waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.app import make_app
 from proxy.config import Settings
 from proxy.state import STORE
 from proxy.store import MemoryStore, StateStore
+from proxy.store.redis import RedisStore
 
 
 class FakeClock:
@@ -35,18 +42,32 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def store(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> AsyncIterator[MemoryStore | RedisStore]:
+    if request.param == "memory":
+        yield MemoryStore(clock=clock, max_conversations=3, max_response_bytes=10)
+        return
+    url = request.getfixturevalue("redis_server")
+    redis_store = RedisStore(url, prefix=f"t{uuid.uuid4().hex[:8]}:", clock=clock)
+    assert await redis_store.ping()
+    yield redis_store
+    await redis_store.close()
+
+
 @pytest.fixture
-def store(clock: FakeClock) -> MemoryStore:
+def memory(clock: FakeClock) -> MemoryStore:
     return MemoryStore(clock=clock, max_conversations=3, max_response_bytes=10)
 
 
-def test_memory_store_is_a_state_store(store: MemoryStore) -> None:
+def test_stores_are_state_stores(store: MemoryStore | RedisStore) -> None:
     assert isinstance(store, StateStore)
     assert store.health() == "ok"
 
 
 async def test_rests_end_and_only_a_longer_rest_replaces(
-    store: MemoryStore, clock: FakeClock
+    store: MemoryStore | RedisStore, clock: FakeClock
 ) -> None:
     await store.rest_account("account-1", clock.now + 60, "quota reached")
     await store.rest_account("account-1", clock.now + 10, "ParallelLimited")
@@ -57,7 +78,7 @@ async def test_rests_end_and_only_a_longer_rest_replaces(
     assert await store.rests() == {}
 
 
-async def test_inflight_is_limited_and_never_negative(store: MemoryStore) -> None:
+async def test_inflight_is_limited_and_never_negative(store: MemoryStore | RedisStore) -> None:
     assert await store.try_acquire_inflight("account-1", 2)
     assert await store.try_acquire_inflight("account-1", 2)
     assert not await store.try_acquire_inflight("account-1", 2)
@@ -71,37 +92,59 @@ async def test_inflight_is_limited_and_never_negative(store: MemoryStore) -> Non
     assert await store.try_acquire_inflight("account-1", 0)
 
 
-async def test_conversations_expire_and_are_bounded(store: MemoryStore, clock: FakeClock) -> None:
-    entry: dict[str, Any] = {"chat_id": "c1", "account": "account-1", "turn_hashes": ["h"]}
+async def test_conversations_round_trip(store: MemoryStore | RedisStore) -> None:
+    entry: dict[str, Any] = {
+        "chat_id": "c1",
+        "account": "account-1",
+        "parent_id": "r-9",
+        "model": "qwen3-max",
+        "turn_hashes": ["h1", "h2"],
+        "updated": 1_800_000_000.5,
+    }
     await store.put_conversation("k1", entry, ttl_s=10)
+    stored = dict(entry)
     entry["chat_id"] = "mutated by the caller"
-    assert (await store.get_conversation("k1") or {})["chat_id"] == "c1"
-    clock.advance(11)
-    assert await store.get_conversation("k1") is None
-    for i in range(5):
-        await store.put_conversation(f"k{i}", {"i": i}, ttl_s=100)
-    assert await store.get_conversation("k0") is None  # beyond max_conversations=3
-    assert await store.get_conversation("k4") == {"i": 4}
-    await store.delete_conversation("k4")
+    got = await store.get_conversation("k1")
+    assert got == stored
+    assert got is not None
+    got["chat_id"] = "mutated copy"
+    assert await store.get_conversation("k1") == stored
+    await store.delete_conversation("k1")
     await store.delete_conversation("never-stored")
-    assert await store.get_conversation("k4") is None
-
-
-async def test_responses_expire_and_are_bounded_by_bytes(
-    store: MemoryStore, clock: FakeClock
-) -> None:
-    await store.put_response("r1", b"12345", ttl_s=10)
-    await store.put_response("r2", b"67890", ttl_s=10)
-    assert await store.get_response("r1") == b"12345"
-    await store.put_response("r3", b"abc", ttl_s=10)  # 13 bytes > 10: the oldest goes
-    assert await store.get_response("r1") is None
-    assert await store.get_response("r3") == b"abc"
-    clock.advance(10)
-    assert await store.get_response("r2") is None
+    assert await store.get_conversation("k1") is None
+    await store.put_response("r1", b"\x00bytes", ttl_s=10)
+    assert await store.get_response("r1") == b"\x00bytes"
     assert await store.get_response("unknown") is None
 
 
-async def test_hit_rate_is_a_sliding_minute(store: MemoryStore, clock: FakeClock) -> None:
+async def test_memory_conversations_expire_and_are_bounded(
+    memory: MemoryStore, clock: FakeClock
+) -> None:
+    await memory.put_conversation("k1", {"chat_id": "c1"}, ttl_s=10)
+    clock.advance(11)
+    assert await memory.get_conversation("k1") is None
+    for i in range(5):
+        await memory.put_conversation(f"k{i}", {"i": i}, ttl_s=100)
+    assert await memory.get_conversation("k0") is None  # beyond max_conversations=3
+    assert await memory.get_conversation("k4") == {"i": 4}
+
+
+async def test_memory_responses_expire_and_are_bounded_by_bytes(
+    memory: MemoryStore, clock: FakeClock
+) -> None:
+    await memory.put_response("r1", b"12345", ttl_s=10)
+    await memory.put_response("r2", b"67890", ttl_s=10)
+    assert await memory.get_response("r1") == b"12345"
+    await memory.put_response("r3", b"abc", ttl_s=10)  # 13 bytes > 10: the oldest goes
+    assert await memory.get_response("r1") is None
+    assert await memory.get_response("r3") == b"abc"
+    clock.advance(10)
+    assert await memory.get_response("r2") is None
+
+
+async def test_hit_rate_is_a_sliding_minute(
+    store: MemoryStore | RedisStore, clock: FakeClock
+) -> None:
     assert await store.hit_rate("key-a", 2) is None
     clock.advance(20)
     assert await store.hit_rate("key-a", 2) is None
@@ -114,7 +157,7 @@ async def test_hit_rate_is_a_sliding_minute(store: MemoryStore, clock: FakeClock
     assert await store.hit_rate("key-a", 0) is None  # 0: no limit
 
 
-async def test_streams_per_key(store: MemoryStore) -> None:
+async def test_streams_per_key(store: MemoryStore | RedisStore) -> None:
     assert await store.try_acquire_stream("key-a", 1)
     assert not await store.try_acquire_stream("key-a", 1)
     assert await store.try_acquire_stream("key-b", 1)
@@ -122,7 +165,7 @@ async def test_streams_per_key(store: MemoryStore) -> None:
     assert await store.try_acquire_stream("key-a", 1)
 
 
-async def test_chat_bookkeeping(store: MemoryStore, clock: FakeClock) -> None:
+async def test_chat_bookkeeping(store: MemoryStore | RedisStore, clock: FakeClock) -> None:
     now = clock.now
     await store.track_chat("chat-1", "account-1", now + 30)
     await store.track_chat("chat-2", "account-2", now + 10)
@@ -147,3 +190,184 @@ async def test_the_app_owns_one_store() -> None:
         assert store.health() == "ok"
         resp = await client.get("/healthz")
         assert resp.status == 200
+
+
+async def test_acquire_account_takes_the_least_busy_non_resting(
+    store: MemoryStore | RedisStore, clock: FakeClock
+) -> None:
+    labels = ["account-1", "account-2", "account-3"]
+    now = clock.now
+    await store.rest_account("account-1", now + 100, "captcha")
+    assert await store.acquire_account(labels, 2, now) == ("account-2", 0.0)
+    assert await store.acquire_account(labels, 2, now) == ("account-3", 0.0)
+    assert await store.acquire_account(labels, 2, now) == ("account-2", 0.0)
+    assert await store.acquire_account(labels, 2, now) == ("account-3", 0.0)
+    assert await store.acquire_account(labels, 2, now) == (None, 0.0)  # busy, not resting
+    assert await store.inflight() == {"account-2": 2, "account-3": 2}
+    await store.release_inflight("account-3")
+    assert await store.acquire_account(labels, 2, now) == ("account-3", 0.0)
+    await store.rest_account("account-2", now + 50, "ParallelLimited")
+    await store.rest_account("account-3", now + 70, "quota")
+    assert await store.acquire_account(labels, 2, now) == (None, now + 50)
+    clock.advance(101)
+    assert await store.acquire_account(labels, 0, clock.now) == ("account-1", 0.0)
+
+
+async def test_admit_key_counts_both_limits_at_once(
+    store: MemoryStore | RedisStore, clock: FakeClock
+) -> None:
+    assert await store.admit_key("k", 3, 1) is None
+    assert await store.admit_key("k", 3, 1) == ("streams", 1.0)  # not counted as a request
+    await store.release_stream("k")
+    assert await store.admit_key("k", 3, 1) is None
+    await store.release_stream("k")
+    clock.advance(30)
+    assert await store.admit_key("k", 3, 0) is None
+    refused = await store.admit_key("k", 3, 1)
+    assert refused is not None
+    assert refused[0] == "requests_per_minute"
+    assert refused[1] == pytest.approx(30.0)
+    assert await store.admit_key("k", 0, 0) is None
+
+
+async def test_redis_entries_carry_their_ttl(redis_server: str, clock: FakeClock) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(redis_server, prefix=prefix, clock=clock)
+    try:
+        await store.put_conversation("k", {"chat_id": "c"}, ttl_s=30)
+        await store.put_response("r", b"x", ttl_s=5)
+        conv_ttl = await store._redis.pttl(prefix + "conv:k")
+        resp_ttl = await store._redis.pttl(prefix + "resp:r")
+        assert 29_000 < conv_ttl <= 30_000
+        assert 4_000 < resp_ttl <= 5_000
+    finally:
+        await store.close()
+
+
+async def test_two_redis_stores_share_rests_and_slots(redis_server: str, clock: FakeClock) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    one = RedisStore(redis_server, prefix=prefix, clock=clock)
+    two = RedisStore(redis_server, prefix=prefix, clock=clock)
+    try:
+        await one.rest_account("account-1", clock.now + 60, "ParallelLimited")
+        assert (await two.rests())["account-1"] == (clock.now + 60, "ParallelLimited")
+        assert await one.try_acquire_inflight("account-2", 1)
+        assert not await two.try_acquire_inflight("account-2", 1)
+        assert await two.acquire_account(["account-1", "account-2"], 1, clock.now) == (None, 0.0)
+        await two.release_inflight("account-2")  # two holds no slot: nothing given back
+        assert (await one.inflight()) == {"account-2": 1}
+        await one.release_inflight("account-2")
+        # the release travels with one's next call, or after flush_s: here, an explicit flush
+        assert (await two.inflight()) == {"account-2": 1}
+        await one.flush()
+        assert await two.acquire_account(["account-1", "account-2"], 1, clock.now) == (
+            "account-2",
+            0.0,
+        )
+        assert await one.admit_key("key", 2, 0) is None
+        assert await two.admit_key("key", 2, 0) is None
+        assert (await one.admit_key("key", 2, 0) or ("", 0))[0] == "requests_per_minute"
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_dead_process_does_not_hold_slots_forever(
+    redis_server: str, clock: FakeClock
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    dead = RedisStore(redis_server, prefix=prefix, clock=clock, lease_ttl_s=60)
+    alive = RedisStore(redis_server, prefix=prefix, clock=clock, lease_ttl_s=60)
+    try:
+        assert await dead.try_acquire_inflight("account-1", 1)
+        assert await dead.admit_key("key", 0, 1) is None
+        assert not await alive.try_acquire_inflight("account-1", 1)
+        clock.advance(61)  # the dead process never gives its slots back
+        assert await alive.try_acquire_inflight("account-1", 1)
+        assert await alive.admit_key("key", 0, 1) is None
+    finally:
+        await dead.close()
+        await alive.close()
+
+
+async def test_unreachable_redis_serves_from_memory_and_logs_once_a_minute(
+    clock: FakeClock,
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = RedisStore(f"redis://:hunter2@127.0.0.1:{port}/0", clock=clock, retry_s=0)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert not await store.ping()
+            assert store.health() == "degraded"
+            assert await store.acquire_account(["account-1"], 1, clock.now) == ("account-1", 0.0)
+            assert await store.acquire_account(["account-1"], 1, clock.now) == (None, 0.0)
+            await store.release_inflight("account-1")
+            assert await store.try_acquire_inflight("account-1", 1)
+            await store.put_conversation("k", {"chat_id": "c"}, ttl_s=60)
+            assert await store.get_conversation("k") == {"chat_id": "c"}
+            await store.rest_account("account-1", clock.now + 5, "captcha")
+            assert "account-1" in await store.rests()
+            assert await store.admit_key("key", 1, 0) is None
+            assert await store.admit_key("key", 1, 0) is not None
+        lines = [e for e in logs if e["event"] == "redis_unreachable"]
+        assert len(lines) == 1
+        assert "hunter2" not in repr(logs)
+        assert lines[0]["redis"] == f"127.0.0.1:{port}/0"
+    finally:
+        await store.close()
+
+
+async def test_a_given_back_slot_reaches_redis_with_the_next_call_or_a_flush(
+    redis_server: str, clock: FakeClock
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    one = RedisStore(redis_server, prefix=prefix, clock=clock, flush_s=0.01)
+    two = RedisStore(redis_server, prefix=prefix, clock=clock)
+    try:
+        assert await one.acquire_account(["account-1"], 1, clock.now) == ("account-1", 0.0)
+        await one.release_inflight("account-1")
+        assert await one.acquire_account(["account-1"], 1, clock.now) == ("account-1", 0.0)
+        await one.release_inflight("account-1")
+        flushed = asyncio.get_running_loop().create_future()
+        real_flush = one.flush
+
+        async def spy() -> None:
+            await real_flush()
+            if not flushed.done():
+                flushed.set_result(None)
+
+        one.flush = spy  # type: ignore[method-assign]
+        await asyncio.wait_for(flushed, 5)  # the timer flushes without any other call
+        assert await two.inflight() == {}
+        assert await two.acquire_account(["account-1"], 1, clock.now) == ("account-1", 0.0)
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_admit_and_acquire_counts_only_what_reaches_an_account(
+    store: MemoryStore | RedisStore, clock: FakeClock
+) -> None:
+    labels = ["account-1", "account-2"]
+    now = clock.now
+    assert await store.admit_and_acquire("k", 2, 1, labels, 1, now) == ("account-1", 0.0, None)
+    refused = await store.admit_and_acquire("k", 2, 1, labels, 1, now)
+    assert refused == (None, 0.0, ("streams", 1.0))
+    await store.release_stream("k")
+    assert await store.admit_and_acquire("k", 2, 1, labels, 1, now) == ("account-2", 0.0, None)
+    await store.release_stream("k")
+    # both accounts busy: no account, and the key's request is not counted
+    assert await store.admit_and_acquire("k", 3, 0, labels, 1, now) == (None, 0.0, None)
+    await store.release_inflight("account-1")
+    label, _, none = await store.admit_and_acquire("k", 3, 0, labels, 1, now)
+    assert (label, none) == ("account-1", None)
+    label, _, refused = await store.admit_and_acquire("k", 3, 0, labels, 0, now)
+    assert label is None
+    assert refused is not None
+    assert refused[0] == "requests_per_minute"
+    assert refused[1] == pytest.approx(60.0)
+    await store.rest_account("account-1", now + 9, "ParallelLimited")
+    await store.rest_account("account-2", now + 5, "captcha")
+    assert await store.admit_and_acquire("other", 0, 0, labels, 0, now) == (None, now + 5, None)

@@ -32,7 +32,13 @@ from proxy.errors import (
     scrub,
 )
 
-__all__ = ["CAPTCHA_ADVICE", "classify_response", "envelope_error", "looks_like_waf"]
+__all__ = [
+    "CAPTCHA_ADVICE",
+    "LIMIT_CODES",
+    "classify_response",
+    "envelope_error",
+    "looks_like_waf",
+]
 
 CAPTCHA_ADVICE = (
     "chat.qwen.ai's bot protection (Aliyun WAF) answered with a captcha instead of the model. "
@@ -48,6 +54,18 @@ _WAF_MARKERS = (
     b"RGV587",
     b"/punish",
     b"Access Verification",
+)
+#: Codes that say the account answers too much or its quota is used up (PROTOCOL.md §10, §13.3):
+#: the account rests and the client gets 429.
+LIMIT_CODES = frozenset(
+    {
+        "RateLimited",
+        "ParallelLimited",
+        "Too_Many_Requests",
+        "quotaLimited",
+        "ExceedLimit",
+        "quota_exhausted",
+    }
 )
 _CLIENT_FAULT = re.compile(r"(?i)too long|exceed|more than \d+ characters|content length|too large")
 
@@ -100,15 +118,18 @@ def _from_code(code: Any, details: Any, data: dict[str, Any]) -> UpstreamError:
     code_s = str(code or "").strip()
     det = scrub(str(details)) if details else ""
     low = f"{code_s} {det}".lower()
-    if code_s == "RateLimited" or "ratelimit" in low.replace("_", "").replace(" ", ""):
-        hours = data.get("num")
+    if code_s in LIMIT_CODES or "ratelimit" in low.replace("_", "").replace(" ", ""):
+        busy = code_s in ("ParallelLimited", "Too_Many_Requests")
+        hours = None if busy else data.get("num")
         retry: int | None = None
         if isinstance(hours, int | float) and hours > 0:
             retry = int(hours * 3600)
         wait = f" Try again in {hours} hours." if retry else ""
+        what = "has too many answers in progress" if busy else "reached its usage limit"
         return UpstreamRateLimitedError(
-            f"chat.qwen.ai: this account reached its usage limit ({det or code_s}).{wait}",
+            f"chat.qwen.ai: this account {what} ({det or code_s}).{wait}",
             retry_after_s=retry,
+            upstream_code=code_s or "RateLimited",
         )
     if code_s in ("Unauthorized", "Not_Login") or "401" in low or "token has expired" in low:
         return UpstreamUnauthorizedError(

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy.continuation import scope_of
 from proxy.frontdoors.openai_chat import OPENAI_CHAT, ChatBody, ChatStream, parse_chat
+from proxy.metrics import MODEL_KEY
 from proxy.relay import aggregate, relay
 from proxy.routes.videos import video_chat
 from proxy.state import FRONT_DOOR, SERVICE
@@ -31,6 +32,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     conv = parse_chat(await request.read())
     service = request.app[SERVICE]
     route = await service.route_for(conv)
+    request[MODEL_KEY] = conv.model
     if route.chat_type == "t2v":
         return await video_chat(request, conv, route)
     async with service.open_chat(conv, route=route, scope=scope_of(request.headers)) as chat:

@@ -16,6 +16,7 @@ Backends: :class:`proxy.store.memory.MemoryStore` (in the process, the default) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = ["Health", "StateStore"]
@@ -53,6 +54,37 @@ class StateStore(Protocol):
 
     async def inflight(self) -> dict[str, int]:
         """Answers in flight per account label (labels with none may be absent)."""
+        ...
+
+    async def acquire_account(
+        self, labels: Sequence[str], limit: int, now: float
+    ) -> tuple[str | None, float]:
+        """In one atomic step (one round trip): among ``labels`` (in order of preference), take
+        an answer slot on the least busy account that is not resting at ``now`` and has fewer
+        than ``limit`` answers in flight (``limit`` <= 0: no limit).
+
+        Returns ``(label, 0.0)``, or ``(None, until)`` when none qualifies: ``until`` is the end
+        (epoch s) of the soonest rest when every account rests, ``0.0`` when some are only busy.
+        The slot is given back with :meth:`release_inflight`.
+        """
+        ...
+
+    async def admit_and_acquire(
+        self,
+        key_id: str,
+        per_min: int,
+        streams: int,
+        labels: Sequence[str],
+        limit: int,
+        now: float,
+    ) -> tuple[str | None, float, tuple[str, float] | None]:
+        """:meth:`admit_key` and :meth:`acquire_account` in one atomic step (one round trip,
+        the request path of a key with limits). Returns ``(label, soonest, refused)``:
+        ``refused`` is ``(limit_name, retry_after_s)`` when the key is over a limit (nothing
+        counted, no slot); ``label`` ``None`` when no account qualifies (``soonest`` as in
+        :meth:`acquire_account`; the key's request is not counted either); else the request is
+        counted, a stream slot taken if ``streams`` > 0 and an answer slot on ``label``.
+        """
         ...
 
     # -- conversations (native multi-turn) -------------------------------------------------------
@@ -93,6 +125,13 @@ class StateStore(Protocol):
 
     async def release_stream(self, key_id: str) -> None:
         """Give back a stream slot (never below zero)."""
+        ...
+
+    async def admit_key(self, key_id: str, per_min: int, streams: int) -> tuple[str, float] | None:
+        """Both per-key limits in one atomic step (one round trip): ``None`` when admitted (one
+        request counted by :meth:`hit_rate` and, if ``streams`` > 0, one stream slot taken, to be
+        given back with :meth:`release_stream`); else ``(limit_name, retry_after_s)`` with
+        ``limit_name`` ``"requests_per_minute"`` or ``"streams"`` and nothing counted."""
         ...
 
     # -- chat cleanup bookkeeping ----------------------------------------------------------------

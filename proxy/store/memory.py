@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from proxy.store.base import Health
@@ -69,6 +69,52 @@ class MemoryStore:
 
     async def inflight(self) -> dict[str, int]:
         return dict(self._inflight)
+
+    async def acquire_account(
+        self, labels: Sequence[str], limit: int, now: float
+    ) -> tuple[str | None, float]:
+        best: str | None = None
+        best_n = 0
+        soonest = 0.0
+        resting = 0
+        for label in labels:
+            rest = self._rests.get(label)
+            if rest is not None and rest[0] > now:
+                resting += 1
+                soonest = rest[0] if soonest == 0.0 else min(soonest, rest[0])
+                continue
+            n = self._inflight.get(label, 0)
+            if (limit <= 0 or n < limit) and (best is None or n < best_n):
+                best, best_n = label, n
+        if best is not None:
+            self._inflight[best] = best_n + 1
+            return best, 0.0
+        return None, soonest if resting == len(labels) else 0.0
+
+    async def admit_and_acquire(
+        self,
+        key_id: str,
+        per_min: int,
+        streams: int,
+        labels: Sequence[str],
+        limit: int,
+        now: float,
+    ) -> tuple[str | None, float, tuple[str, float] | None]:
+        if streams > 0 and self._streams.get(key_id, 0) >= streams:
+            return None, 0.0, ("streams", 1.0)
+        hits = self._hits.setdefault(key_id, deque())
+        while hits and hits[0] <= now - RATE_WINDOW_S:
+            hits.popleft()
+        if per_min > 0 and len(hits) >= per_min:
+            wait = max(0.001, hits[len(hits) - per_min] + RATE_WINDOW_S - now)
+            return None, 0.0, ("requests_per_minute", wait)
+        label, soonest = await self.acquire_account(labels, limit, now)
+        if label is None:
+            return None, soonest, None
+        hits.append(now)
+        if streams > 0:
+            self._streams[key_id] = self._streams.get(key_id, 0) + 1
+        return label, 0.0, None
 
     # -- conversations ---------------------------------------------------------------------------
 
@@ -135,6 +181,16 @@ class MemoryStore:
 
     async def release_stream(self, key_id: str) -> None:
         _release(self._streams, key_id)
+
+    async def admit_key(self, key_id: str, per_min: int, streams: int) -> tuple[str, float] | None:
+        if streams > 0 and self._streams.get(key_id, 0) >= streams:
+            return ("streams", 1.0)
+        wait = await self.hit_rate(key_id, per_min)
+        if wait is not None:
+            return ("requests_per_minute", wait)
+        if streams > 0:
+            _acquire(self._streams, key_id, streams)
+        return None
 
     # -- chat cleanup ----------------------------------------------------------------------------
 
