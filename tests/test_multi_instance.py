@@ -7,6 +7,7 @@ both. Skipped where redis-server is absent (CI installs it: .ci/run).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,21 @@ import pytest
 from fake_qwen import make_jwt
 from helpers import SCENARIO, cassettes
 
+from proxy.store.redis import RedisStore
 from recorder.replay import REQUESTS_KEY, make_replay_app
+from recorder.synthetic_conversations import CONVERSATIONS, response_id
+
+
+@dataclass
+class Gateways:
+    """Two gateway URLs, the replay server they share, their tokens and Redis key prefix."""
+
+    a: str
+    b: str
+    replay: Any
+    tokens: list[str]
+    prefix: str
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -74,9 +90,9 @@ async def _start_gateway(
 @pytest.fixture
 async def two_gateways(
     aiohttp_server: Any, redis_server: str, tmp_path: Path
-) -> AsyncIterator[tuple[str, str, Any, list[str]]]:
-    """(url A, url B, the replay server, the tokens): two `qwen-proxy serve` processes with two
-    accounts each, one Redis (a fresh key prefix), the replay server as upstream."""
+) -> AsyncIterator[Gateways]:
+    """Two `qwen-proxy serve` processes with two accounts each, one Redis (a fresh key prefix),
+    the replay server as upstream."""
     replay = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
     tokens = [make_jwt(f"multi-{i}", time.time() + 30 * 86400) for i in (1, 2)]
     config = tmp_path / "gateway.toml"
@@ -89,19 +105,21 @@ async def two_gateways(
         "requests_per_minute = 3\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN_PROXY_")}
+    prefix = f"multi-{uuid.uuid4().hex[:8]}:"
     env |= {
         "QWEN_PROXY_UPSTREAM_URL": str(replay.make_url("")).rstrip("/"),
         "QWEN_PROXY_TOKENS": ",".join(tokens),
         "QWEN_PROXY_REDIS_URL": redis_server,
-        "QWEN_PROXY_REDIS_PREFIX": f"multi-{uuid.uuid4().hex[:8]}:",
+        "QWEN_PROXY_REDIS_PREFIX": prefix,
     }
+
     procs = []
     try:
         a, pa = await _start_gateway(tmp_path, "a", env, config)
         procs.append(pa)
         b, pb = await _start_gateway(tmp_path, "b", env, config)
         procs.append(pb)
-        yield a, b, replay, tokens
+        yield Gateways(a, b, replay, tokens, prefix)
     finally:
         for p in procs:
             p.terminate()
@@ -125,9 +143,10 @@ async def _accounts(s: aiohttp.ClientSession, base: str) -> dict[str, dict[str, 
 
 
 async def test_an_account_rested_by_one_instance_is_rested_for_the_other(
-    two_gateways: tuple[str, str, Any, list[str]],
+    two_gateways: Gateways,
 ) -> None:
-    a, b, replay, tokens = two_gateways
+    g = two_gateways
+    a, b, replay, tokens = g.a, g.b, g.replay, g.tokens
     team = {"Authorization": "Bearer team-key"}
     async with aiohttp.ClientSession() as s:
         async with s.post(
@@ -166,9 +185,9 @@ async def test_an_account_rested_by_one_instance_is_rested_for_the_other(
 
 
 async def test_per_key_limits_add_up_across_instances(
-    two_gateways: tuple[str, str, Any, list[str]],
+    two_gateways: Gateways,
 ) -> None:
-    a, b, _, _ = two_gateways
+    a, b = two_gateways.a, two_gateways.b
     team = {"Authorization": "Bearer team-key"}
     async with aiohttp.ClientSession() as s:
         statuses = []
@@ -182,3 +201,37 @@ async def test_per_key_limits_add_up_across_instances(
                     assert body["error"]["code"] == "rate_limit_exceeded"
                     assert 1 <= int(r.headers["Retry-After"]) <= 60
         assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_a_conversation_started_on_one_instance_continues_on_the_other(
+    two_gateways: Gateways, redis_server: str
+) -> None:
+    a, b, replay = two_gateways.a, two_gateways.b, two_gateways.replay
+    conv = CONVERSATIONS[0]
+    team = {"Authorization": "Bearer team-key"}
+    store = RedisStore(redis_server, prefix=two_gateways.prefix)
+    try:
+        async with aiohttp.ClientSession() as s:
+            first = {"model": "qwen3-max", "messages": conv.first_messages()}
+            async with s.post(f"{a}/v1/chat/completions", json=first, headers=team) as r:
+                assert r.status == 200, await r.text()
+            # A stores the conversation right after its answer (in the background): wait for it
+            for _ in range(200):
+                keys = [k async for k in store._redis.scan_iter(match=store._p + "conv:*")]
+                if keys:
+                    break
+                await asyncio.sleep(0.02)
+            assert keys, "instance A never stored the conversation"
+            second = {"model": "qwen3-max", "messages": conv.messages()}
+            async with s.post(f"{b}/v1/chat/completions", json=second, headers=team) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["choices"][0]["message"]["content"] == "".join(conv.answer2)
+    finally:
+        await store.close()
+    sent = [
+        json.loads(q.body) for q in replay.app[REQUESTS_KEY] if "/chat/completions" in q.path_qs
+    ]
+    assert len(sent) == 2
+    assert sent[1]["chat_id"] == sent[0]["chat_id"]
+    assert sent[1]["parent_id"] == response_id(conv, "1")
+    assert sent[1]["messages"][0]["content"] == conv.user2
