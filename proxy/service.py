@@ -502,6 +502,14 @@ class ChatService:
                         self.metrics.streams_in_flight.inc()
                     try:
                         yield opened
+                    except BaseException:
+                        raise  # reported below (an UpstreamError) or not an upstream failure
+                    else:
+                        # a failure after the answer began (sent as an error event, not
+                        # raised): the pool and the metrics still learn it
+                        late = opened._translator.failure if opened._translator else None
+                        if late is not None:
+                            await self.pool.report(account, late)
                     finally:
                         if self.metrics is not None:
                             self.metrics.streams_in_flight.dec()
@@ -625,8 +633,7 @@ class ChatService:
             async with self.open_turn(route, prompt, size=size, blobs=blobs) as chat:
                 events = await drain(chat.response, chat.translator())
             failure = next((e for e in events if isinstance(e, Failure)), None)
-            if failure is not None:
-                await self.pool.report(chat.account, failure.error)
+            if failure is not None:  # open_turn already reported it to the pool
                 raise failure.error
             media = [e for e in events if isinstance(e, Media)]
             if not media:  # the translator fails instead; kept as a guard against null answers

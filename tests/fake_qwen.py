@@ -43,6 +43,7 @@ class FakeQwen:
     _gate: asyncio.Event = field(default_factory=asyncio.Event)
     holding: int = 0
     extra: dict[str, Any] = field(default_factory=lambda: {"num": 2})  # envelope extras
+    body: bytes | None = None  # the completion stream (default: the t2t_answer recording)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def release(self) -> None:
@@ -81,7 +82,8 @@ class FakeQwen:
                     }
                 )
             return web.Response(
-                body=answer, headers={"Content-Type": "text/event-stream; charset=utf-8"}
+                body=answer if self.body is None else self.body,
+                headers={"Content-Type": "text/event-stream; charset=utf-8"},
             )
 
         app.router.add_get("/api/models", models)

@@ -213,3 +213,24 @@ def test_empty_secret_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.admin_key is None
     assert settings.metrics_key is None
     assert settings.redis_url is None
+
+
+async def test_a_failure_after_the_answer_began_is_counted_once(aiohttp_server: Any) -> None:
+    """A stream that breaks off after text (an error event, not an HTTP error) still reaches
+    the upstream-error metrics, once."""
+    from helpers import completion_interaction_body
+
+    body = completion_interaction_body("t2t_answer").encode()
+    cut = body.index(b"\n\n", body.index(b'"content": "Hello"')) + 2
+    fake = FakeQwen()
+    client = await gateway(aiohttp_server, fake)
+    fake.body = body[:cut]  # the stream ends after the first text: upstream_truncated
+    try:
+        resp = await client.post("/v1/chat/completions", json={**BODY, "stream": True})
+        assert resp.status == 200
+        assert b'"error"' in await resp.read()
+        got = samples(await (await client.get("/metrics")).text())
+        code = frozenset({("code", "upstream_truncated")})
+        assert got[("qwen_gateway_upstream_errors_total", code)] == 1
+    finally:
+        await client.close()
