@@ -8,7 +8,9 @@ is Redis's own; for it the tests read the key's TTL instead of waiting.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -371,3 +373,49 @@ async def test_admit_and_acquire_counts_only_what_reaches_an_account(
     await store.rest_account("account-1", now + 9, "ParallelLimited")
     await store.rest_account("account-2", now + 5, "captcha")
     assert await store.admit_and_acquire("other", 0, 0, labels, 0, now) == (None, now + 5, None)
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def _until_up(store: RedisStore) -> None:
+    for _ in range(500):  # readiness: the fresh server answers PING
+        if await store.ping():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("redis-server did not come back")
+
+
+async def test_the_store_goes_degraded_and_comes_back_with_redis(clock: FakeClock) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _start_redis(port)
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", clock=clock, retry_s=0, prefix="rec:")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await _until_up(store)
+            await store.rest_account("account-1", clock.now + 60, "captcha")
+            server.terminate()
+            server.wait(timeout=10)
+            assert await store.acquire_account(["account-2"], 1, clock.now) == ("account-2", 0.0)
+            assert store.health() == "degraded"
+            assert "account-1" in await store.rests()  # remembered in memory too
+            server = _start_redis(port)
+            await _until_up(store)
+            assert store.health() == "ok"
+            assert "account-1" not in await store.rests()  # Redis was restarted empty
+        events = [e["event"] for e in logs]
+        assert events.count("redis_unreachable") == 1  # one line a minute, however many calls
+        assert events[-1] == "redis_recovered"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        await store.close()
