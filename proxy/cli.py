@@ -158,11 +158,12 @@ def run(settings: Settings) -> None:
     app = make_app(settings)
     mode = "offline (cassettes)" if settings.replay else settings.upstream_url
     accounts = f"{len(settings.tokens)} account(s)" if settings.tokens else "no token"
-    keys = (
-        f"{len(settings.api_keys)} API key(s) required"
-        if settings.api_keys
-        else "open (no API key)"
-    )
+    n_keys = len(settings.api_keys) + len(settings.keys)
+    keys = f"{n_keys} API key(s) required" if n_keys else "open (no API key)"
+    if settings.redis_url is not None:
+        from proxy.store.redis import redacted_target
+
+        keys += f"; state in Redis {redacted_target(settings.redis_url.get_secret_value())}"
     banner = (
         f"qwen-proxy: OpenAI API at http://{settings.host}:{settings.port}/v1  upstream: {mode}  "
         f"[{accounts}; {keys}]"
