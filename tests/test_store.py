@@ -238,6 +238,7 @@ async def test_redis_entries_carry_their_ttl(redis_server: str, clock: FakeClock
     try:
         await store.put_conversation("k", {"chat_id": "c"}, ttl_s=30)
         await store.put_response("r", b"x", ttl_s=5)
+        await store.flush()  # the conversation write waits for the next call or flush_s
         conv_ttl = await store._redis.pttl(prefix + "conv:k")
         resp_ttl = await store._redis.pttl(prefix + "resp:r")
         assert 29_000 < conv_ttl <= 30_000
@@ -419,3 +420,29 @@ async def test_the_store_goes_degraded_and_comes_back_with_redis(clock: FakeCloc
         server.terminate()
         server.wait(timeout=10)
         await store.close()
+
+
+async def test_deferred_writes_are_read_back_at_once_and_reach_other_processes(
+    redis_server: str, clock: FakeClock
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    one = RedisStore(redis_server, prefix=prefix, clock=clock)
+    two = RedisStore(redis_server, prefix=prefix, clock=clock)
+    try:
+        await one.put_conversation("k", {"chat_id": "c1"}, ttl_s=60)
+        assert await one.get_conversation("k") == {"chat_id": "c1"}  # its own write, at once
+        await one.track_chat("chat-1", "account-1", clock.now - 1)
+        # the writes ride on one's next script call
+        assert await one.acquire_account(["account-1"], 0, clock.now) == ("account-1", 0.0)
+        assert await two.get_conversation("k") == {"chat_id": "c1"}
+        assert await two.due_chats(clock.now, 10) == [("chat-1", "account-1")]
+        await one.delete_conversation("k")
+        assert await one.get_conversation("k") is None
+        await one.forget_chat("chat-1")
+        await one.flush()
+        assert await two.get_conversation("k") is None
+        assert await two.due_chats(clock.now, 10) == []
+        assert not one._overlay  # nothing left waiting
+    finally:
+        await one.close()
+        await two.close()

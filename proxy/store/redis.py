@@ -72,14 +72,36 @@ end
 return out
 """
 
-# Slots given back are not a round trip of their own: each script that takes slots first drops
-# the leases this process gave back since its last call (ARGV[1] = their count, then key/lease
-# pairs); the script's own arguments follow, as A[1]…
+# Writes nobody waits for are not a round trip of their own: slots given back (R), chat
+# bookkeeping (T track, U touch, F forget) and conversation entries (C put, D delete) wait in the
+# process and travel in front of its next script call, or within ``flush_s``. ARGV[1] = their
+# count, ARGV[2] = the key prefix, then 4 values per write; the script's own arguments follow,
+# as A[1]…
 _RELEASES = """
 local n = tonumber(ARGV[1])
-for i = 2, 2 * n, 2 do redis.call('ZREM', ARGV[i], ARGV[i + 1]) end
+local p = ARGV[2]
+local i = 3
+for _ = 1, n do
+  local kind, x, y, z = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if kind == 'R' then
+    redis.call('ZREM', x, y)
+  elseif kind == 'T' then
+    redis.call('ZADD', p .. 'chats', z, x)
+    redis.call('HSET', p .. 'chat-accounts', x, y)
+  elseif kind == 'U' then
+    redis.call('ZADD', p .. 'chats', 'XX', z, x)
+  elseif kind == 'F' then
+    redis.call('ZREM', p .. 'chats', x)
+    redis.call('HDEL', p .. 'chat-accounts', x)
+  elseif kind == 'C' then
+    redis.call('SET', p .. 'conv:' .. x, y, 'PX', z)
+  elseif kind == 'D' then
+    redis.call('DEL', p .. 'conv:' .. x)
+  end
+  i = i + 4
+end
 local A = {}
-for i = 2 * n + 2, #ARGV do A[#A + 1] = ARGV[i] end
+for j = i, #ARGV do A[#A + 1] = ARGV[j] end
 """
 
 _RELEASE = _RELEASES + "return n\n"
@@ -253,9 +275,11 @@ return {best, '0'}
 """
 )
 
-# KEYS: chats zset, chat-accounts hash; ARGV: now, limit
-_DUE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+# KEYS: chats zset, chat-accounts hash; A: now, limit
+_DUE = (
+    _RELEASES
+    + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', A[1], 'LIMIT', 0, A[2])
 local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
@@ -263,6 +287,7 @@ for _, id in ipairs(ids) do
 end
 return out
 """
+)
 
 
 def _s(value: Any) -> str:
@@ -338,7 +363,12 @@ class RedisStore:
         self._release = r.register_script(_RELEASE)
         self._admit_acquire = r.register_script(_ADMIT_ACQUIRE)
         self._flush_s = flush_s
-        self._pending: list[str] = []  # key, lease, key, lease… given back, not yet sent
+        self._pending: list[str] = []  # kind, x, y, z per write not yet sent (see _RELEASES)
+        self._seq_queued = 0  # writes queued so far
+        self._seq_sent = 0
+        # conversation writes not yet sent: key -> (write number, expiry (monotonic), entry or
+        # None for a deletion), so this process reads its own writes at once
+        self._overlay: dict[str, tuple[int, float, dict[str, Any] | None]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
 
@@ -386,23 +416,35 @@ class RedisStore:
         return None
 
     async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """Run ``script`` with the pending slot releases in front of ``args`` (see
-        ``_RELEASES``); they stay pending if the call fails."""
-        released = self._pending
+        """Run ``script`` with the pending writes in front of ``args`` (see ``_RELEASES``);
+        they stay pending if the call fails."""
+        writes = self._pending
         self._pending = []
         try:
-            return await script(keys=keys, args=[len(released) // 2, *released, *args])
+            out = await script(keys=keys, args=[len(writes) // 4, self._p, *writes, *args])
         except BaseException:
-            self._pending = released + self._pending
+            self._pending = writes + self._pending
             raise
+        if writes and self._overlay:
+            sent = self._seq_sent = self._seq_queued - len(self._pending) // 4
+            self._overlay = {k: v for k, v in self._overlay.items() if v[0] > sent}
+        return out
 
-    def _defer_release(self, key: str, lease: str) -> None:
-        self._pending += [key, lease]
+    def _defer(self, kind: str, x: str, y: str = "", z: str = "") -> None:
+        self._pending += [kind, x, y, z]
+        self._seq_queued += 1
         if len(self._pending) > _MAX_PENDING:  # Redis away for long: leases expire anyway
-            del self._pending[: len(self._pending) - _MAX_PENDING]
+            dropped = (len(self._pending) - _MAX_PENDING) // 4
+            del self._pending[: dropped * 4]
+            gone = self._seq_queued - len(self._pending) // 4
+            self._overlay = {k: v for k, v in self._overlay.items() if v[0] > gone}
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(self._flush_s, self._start_flush)
+
+    def _writes_go_to_memory(self) -> bool:
+        """True while Redis is known to be away (writes then go to the embedded store)."""
+        return self._down and time.monotonic() < self._retry_at
 
     def _start_flush(self) -> None:
         self._flush_handle = None
@@ -414,7 +456,7 @@ class RedisStore:
             )
 
     async def flush(self) -> None:
-        """Send the slot releases still pending (one round trip; none if nothing is)."""
+        """Send the pending writes now (one round trip; none if nothing waits)."""
         if not self._pending:
             return
 
@@ -422,6 +464,10 @@ class RedisStore:
             await self._script(self._release, [], [])
 
         await self._run(op, self._noop)
+        if self._pending and self._flush_handle is None:  # Redis away: try again later
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                max(self._flush_s, self._retry_s), self._start_flush
+            )
 
     def _lease_id(self) -> str:
         return f"{self._instance}:{next(self._seq)}"
@@ -484,7 +530,7 @@ class RedisStore:
             await self.memory.release_inflight(label)
             return
 
-        self._defer_release(self._p + "inflight:" + label, lease)
+        self._defer("R", self._p + "inflight:" + label, lease)
 
     async def inflight(self) -> dict[str, int]:
         async def op() -> dict[str, int]:
@@ -582,17 +628,19 @@ class RedisStore:
     # -- conversations ---------------------------------------------------------------------------
 
     async def put_conversation(self, key: str, entry: dict[str, Any], ttl_s: float) -> None:
-        data = orjson.dumps(entry)
-
-        async def op() -> None:
-            await self._redis.set(self._p + "conv:" + key, data, px=max(1, int(ttl_s * 1000)))
-
-        async def fb() -> None:
+        if self._writes_go_to_memory():
             await self.memory.put_conversation(key, entry, ttl_s)
-
-        await self._run(op, fb)
+            return
+        ttl_ms = max(1, int(ttl_s * 1000))
+        self._defer("C", key, orjson.dumps(entry).decode(), str(ttl_ms))
+        self._overlay[key] = (self._seq_queued, time.monotonic() + ttl_s, dict(entry))
 
     async def get_conversation(self, key: str) -> dict[str, Any] | None:
+        local = self._overlay.get(key)
+        if local is not None:  # written by this process, not yet in Redis
+            _, expires, entry = local
+            return dict(entry) if entry is not None and expires > time.monotonic() else None
+
         async def op() -> dict[str, Any] | None:
             raw = await self._redis.get(self._p + "conv:" + key)
             return None if raw is None else orjson.loads(raw)
@@ -604,11 +652,11 @@ class RedisStore:
         return result
 
     async def delete_conversation(self, key: str) -> None:
-        async def op() -> None:
-            await self._redis.delete(self._p + "conv:" + key)
-
         await self.memory.delete_conversation(key)
-        await self._run(op, self._noop)
+        if self._writes_go_to_memory():
+            return
+        self._defer("D", key)
+        self._overlay[key] = (self._seq_queued, time.monotonic() + 3600.0, None)
 
     # -- responses -------------------------------------------------------------------------------
 
@@ -697,36 +745,28 @@ class RedisStore:
             await self.memory.release_stream(key_id)
             return
 
-        self._defer_release(self._p + "streams:" + key_id, lease)
+        self._defer("R", self._p + "streams:" + key_id, lease)
 
     # -- chat cleanup ----------------------------------------------------------------------------
 
     async def track_chat(self, chat_id: str, account_label: str, idle_deadline: float) -> None:
-        async def op() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(self._p + "chats", {chat_id: idle_deadline})
-                pipe.hset(self._p + "chat-accounts", chat_id, account_label)
-                await pipe.execute()
-
-        async def fb() -> None:
+        if self._writes_go_to_memory():
             await self.memory.track_chat(chat_id, account_label, idle_deadline)
-
-        await self._run(op, fb)
+        else:
+            self._defer("T", chat_id, account_label, repr(idle_deadline))
 
     async def touch_chat(self, chat_id: str, idle_deadline: float) -> None:
-        async def op() -> None:
-            await self._redis.zadd(self._p + "chats", {chat_id: idle_deadline}, xx=True)
-
-        async def fb() -> None:
+        if self._writes_go_to_memory():
             await self.memory.touch_chat(chat_id, idle_deadline)
-
-        await self._run(op, fb)
+        else:
+            self._defer("U", chat_id, "", repr(idle_deadline))
 
     async def due_chats(self, now: float, limit: int) -> list[tuple[str, str]]:
         async def op() -> list[tuple[str, str]]:
-            flat = await self._due(
-                keys=[self._p + "chats", self._p + "chat-accounts"],
-                args=[repr(now), max(0, limit)],
+            flat = await self._script(
+                self._due,
+                [self._p + "chats", self._p + "chat-accounts"],
+                [repr(now), max(0, limit)],
             )
             return [(_s(flat[i]), _s(flat[i + 1])) for i in range(0, len(flat), 2)]
 
@@ -737,14 +777,9 @@ class RedisStore:
         return result
 
     async def forget_chat(self, chat_id: str) -> None:
-        async def op() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self._p + "chats", chat_id)
-                pipe.hdel(self._p + "chat-accounts", chat_id)
-                await pipe.execute()
-
         await self.memory.forget_chat(chat_id)
-        await self._run(op, self._noop)
+        if not self._writes_go_to_memory():
+            self._defer("F", chat_id)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
