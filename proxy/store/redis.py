@@ -75,14 +75,18 @@ return out
 # Writes nobody waits for are not a round trip of their own: slots given back (R), chat
 # bookkeeping (T track, U touch, F forget) and conversation entries (C put, D delete) wait in the
 # process and travel in front of its next script call, or within ``flush_s``. ARGV[1] = their
-# count, ARGV[2] = the key prefix, then 4 values per write; the script's own arguments follow,
-# as A[1]…
+# count, ARGV[2] = the key prefix, ARGV[3] = the writes, 4 values each, joined by \x1f (one
+# argument: each argument costs client CPU to encode); the script's own arguments follow, as A[1]…
 _RELEASES = """
 local n = tonumber(ARGV[1])
 local p = ARGV[2]
-local i = 3
+local W = {}
+if n > 0 then
+  for w in string.gmatch(ARGV[3] .. '\\31', '(.-)\\31') do W[#W + 1] = w end
+end
+local i = 1
 for _ = 1, n do
-  local kind, x, y, z = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local kind, x, y, z = W[i], W[i + 1], W[i + 2], W[i + 3]
   if kind == 'R' then
     redis.call('ZREM', x, y)
   elseif kind == 'T' then
@@ -101,7 +105,7 @@ for _ = 1, n do
   i = i + 4
 end
 local A = {}
-for j = i, #ARGV do A[#A + 1] = ARGV[j] end
+for j = 4, #ARGV do A[#A + 1] = ARGV[j] end
 """
 
 _RELEASE = _RELEASES + "return n\n"
@@ -421,7 +425,8 @@ class RedisStore:
         writes = self._pending
         self._pending = []
         try:
-            out = await script(keys=keys, args=[len(writes) // 4, self._p, *writes, *args])
+            packed = "\x1f".join(writes)
+            out = await script(keys=keys, args=[len(writes) // 4, self._p, packed, *args])
         except BaseException:
             self._pending = writes + self._pending
             raise
