@@ -46,6 +46,7 @@ from proxy.errors import (
     UpstreamRateLimitedError,
     UpstreamUnauthorizedError,
 )
+from proxy.qwen.envelope import LIMIT_CODES
 from proxy.store import MemoryStore, StateStore
 
 __all__ = [
@@ -299,10 +300,19 @@ class AccountPool:
         if soonest:
             rests = await self.store.rests()
             reasons = sorted({reason for _, reason in rests.values() if reason})
+            wait = max(1, int(soonest - now + 0.999))
+            if reasons and all(r in LIMIT_CODES or r.startswith("rate limited") for r in reasons):
+                # every account is over a site limit: the client is rate limited (429)
+                raise UpstreamRateLimitedError(
+                    f"every upstream account is over chat.qwen.ai's limits ({'; '.join(reasons)})"
+                    f"; retry in {wait} s or add tokens",
+                    retry_after_s=wait,
+                    upstream_code=reasons[0],
+                )
             raise NoUpstreamTokenError(
                 f"every upstream account is resting ({'; '.join(reasons) or 'no reason recorded'}"
                 "); add tokens or wait",
-                retry_after_s=max(1, int(soonest - now + 0.999)),
+                retry_after_s=wait,
             )
         raise AccountsBusyError(
             f"every upstream account already has {self.max_inflight} answers in flight "

@@ -420,7 +420,7 @@ def accounts(url: str, admin_key: str, as_json: bool, timeout: float) -> None:
             detail = json.loads(exc.read())["error"]["message"]
         except (ValueError, KeyError, TypeError):
             pass
-        hint = " (is admin_key set on the gateway?)" if exc.code == 404 else ""
+        hint = " (is admin_key set on the gateway?)" if exc.code in (403, 404) else ""
         raise click.ClickException(f"{url}: HTTP {exc.code}{hint} {detail}".strip()) from None
     except (urllib.error.URLError, OSError) as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from None

@@ -183,7 +183,9 @@ async def test_admin_accounts_is_guarded_and_never_shows_tokens(aiohttp_server: 
     toks = tokens(2)
     _, client = await gateway(aiohttp_server, fake, tokens=toks, api_keys=["api"])
     try:
-        assert (await client.get("/admin/accounts")).status == 404  # no admin_key: off
+        off = await client.get("/admin/accounts")  # no admin_key: off, and says so
+        assert off.status == 403
+        assert (await off.json())["error"]["code"] == "admin_disabled"
     finally:
         await client.close()
     _, client = await gateway(aiohttp_server, fake, tokens=toks, api_keys=["api"], admin_key="adm")
@@ -260,3 +262,48 @@ async def test_quota_codes_without_a_wait_rest_an_hour(aiohttp_server: Any) -> N
         assert resp.headers["Retry-After"] == "3600"
     finally:
         await client.close()
+
+
+async def test_every_account_over_its_limits_is_a_429_not_a_503(aiohttp_server: Any) -> None:
+    fake = FakeQwen(extra={})
+    t1, t2 = tokens(2)
+    fake.behaviour[t1] = "quota_exhausted"
+    fake.behaviour[t2] = "ParallelLimited"
+    _, client = await gateway(aiohttp_server, fake, tokens=[t1, t2])
+    try:
+        for _ in range(2):
+            assert (await client.post("/v1/chat/completions", json=BODY)).status == 429
+        third = await client.post("/v1/chat/completions", json=BODY)
+        assert third.status == 429
+        assert 25 <= int(third.headers["Retry-After"]) <= 30  # the soonest rest ends first
+        body = await third.json()
+        assert body["error"]["code"] == "rate_limit_exceeded"
+        assert "ParallelLimited" in body["error"]["message"]
+        assert len(fake.served) == 2  # the third never reached the site
+    finally:
+        await client.close()
+
+
+async def test_a_captcha_rest_on_every_account_stays_a_503(aiohttp_server: Any) -> None:
+    fake = FakeQwen()
+    t1, t2 = tokens(2)
+    fake.behaviour[t1] = fake.behaviour[t2] = "captcha"
+    _, client = await gateway(aiohttp_server, fake, tokens=[t1, t2])
+    try:
+        for _ in range(2):
+            assert (await client.post("/v1/chat/completions", json=BODY)).status == 503
+        third = await client.post("/v1/chat/completions", json=BODY)
+        assert third.status == 503
+        assert (await third.json())["error"]["code"] == "no_upstream_account"
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("spelling", ["parallel_limited", "PARALLELLIMITED", "ParallelLimited"])
+def test_limit_codes_are_recognised_in_any_spelling(spelling: str) -> None:
+    from proxy.errors import UpstreamRateLimitedError
+    from proxy.qwen.envelope import envelope_error
+
+    err = envelope_error({"success": False, "data": {"code": spelling, "details": "busy"}})
+    assert isinstance(err, UpstreamRateLimitedError)
+    assert err.upstream_code == "ParallelLimited"

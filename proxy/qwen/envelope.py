@@ -67,6 +67,8 @@ LIMIT_CODES = frozenset(
         "quota_exhausted",
     }
 )
+# the same codes spelt in any case, with or without underscores (quota_limited, QuotaLimited…)
+_LIMIT_BY_KEY = {c.replace("_", "").lower(): c for c in LIMIT_CODES}
 _CLIENT_FAULT = re.compile(r"(?i)too long|exceed|more than \d+ characters|content length|too large")
 
 
@@ -118,7 +120,9 @@ def _from_code(code: Any, details: Any, data: dict[str, Any]) -> UpstreamError:
     code_s = str(code or "").strip()
     det = scrub(str(details)) if details else ""
     low = f"{code_s} {det}".lower()
-    if code_s in LIMIT_CODES or "ratelimit" in low.replace("_", "").replace(" ", ""):
+    canon = _LIMIT_BY_KEY.get(code_s.replace("_", "").lower())
+    if canon is not None or "ratelimit" in low.replace("_", "").replace(" ", ""):
+        code_s = canon or code_s
         busy = code_s in ("ParallelLimited", "Too_Many_Requests")
         hours = None if busy else data.get("num")
         retry: int | None = None

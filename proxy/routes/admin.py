@@ -10,7 +10,7 @@ from collections import Counter
 from aiohttp import web
 from pydantic import SecretStr
 
-from proxy.errors import AuthenticationError
+from proxy.errors import AuthenticationError, HTTPStatusError
 from proxy.metrics import CONTENT_TYPE_LATEST
 from proxy.state import METRICS, SERVICE, SETTINGS, STORE
 
@@ -33,11 +33,15 @@ def _require(request: web.Request, key: SecretStr, what: str) -> None:
 async def admin_accounts(request: web.Request) -> web.Response:
     """``{"object": "list", "data": [AccountStatus…], "store": "ok"|"degraded", "now": epoch s}``.
 
-    404 when ``admin_key`` is not set; 401 for a missing or wrong key.
+    403 ``admin_disabled`` when ``admin_key`` is not set; 401 for a missing or wrong key.
     """
     settings = request.app[SETTINGS]
     if settings.admin_key is None:
-        raise web.HTTPNotFound()
+        raise HTTPStatusError(
+            "the admin endpoints are off: set admin_key (QWEN_PROXY_ADMIN_KEY) on the gateway",
+            status=403,
+            code="admin_disabled",
+        )
     _require(request, settings.admin_key, "admin key")
     pool = request.app[SERVICE].pool
     rows = await pool.statuses()
