@@ -118,7 +118,8 @@ class ChatJanitor:
         self._next_call = max(now, self._next_call) + self._gap_s
 
     def _account(self, label: str) -> Account | None:
-        return next((a for a in self._service.pool.accounts if a.label == label), None)
+        # None also for an expired token: it must not be sent upstream
+        return self._service.pool.by_label(label)
 
     async def sweep(self, now: float | None = None) -> int:
         """Delete the tracked chats past their deadline at ``now`` (epoch s; default: the
@@ -151,7 +152,7 @@ class ChatJanitor:
         idle_s = self._settings.conversation_ttl_s
         done = 0
         resting = await self._service.pool.resting_labels()
-        for account in list(self._service.pool.accounts):
+        for account in self._service.pool.check_expiry():  # expired tokens are never sent
             if account.label in resting:
                 continue
             leftovers: list[str] = []

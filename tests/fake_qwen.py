@@ -44,6 +44,7 @@ class FakeQwen:
     holding: int = 0
     extra: dict[str, Any] = field(default_factory=lambda: {"num": 2})  # envelope extras
     body: bytes | None = None  # the completion stream (default: the t2t_answer recording)
+    seen_tokens: set[str] = field(default_factory=set)  # every token any request carried
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def release(self) -> None:
@@ -52,7 +53,15 @@ class FakeQwen:
 
     def app(self) -> web.Application:
         answer = completion_interaction_body("t2t_answer").encode()
-        app = web.Application()
+
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            auth = request.headers.get("Authorization", "")
+            if auth:
+                self.seen_tokens.add(auth.removeprefix("Bearer "))
+            return await handler(request)
+
+        app = web.Application(middlewares=[record])
 
         async def models(_: web.Request) -> web.Response:
             return web.json_response({"data": [{"id": "qwen3-max"}]})

@@ -23,7 +23,7 @@ from proxy.app import make_app
 from proxy.cli import main
 from proxy.config import Settings
 from proxy.errors import NoUpstreamTokenError
-from proxy.state import SERVICE
+from proxy.state import JANITOR, SERVICE
 from proxy.store import MemoryStore
 
 DAY = 86400.0
@@ -307,3 +307,22 @@ def test_limit_codes_are_recognised_in_any_spelling(spelling: str) -> None:
     err = envelope_error({"success": False, "data": {"code": spelling, "details": "busy"}})
     assert isinstance(err, UpstreamRateLimitedError)
     assert err.upstream_code == "ParallelLimited"
+
+
+async def test_an_expired_token_is_never_sent_upstream(aiohttp_server: Any) -> None:
+    """Not for answers, the model list, nor the chat cleanup's chat listing and deletes."""
+    fake = FakeQwen()
+    expired = make_jwt("old", time.time() - 3600)
+    fine = make_jwt("new", time.time() + 30 * DAY)
+    _, client = await gateway(aiohttp_server, fake, tokens=[expired, fine])
+    try:
+        for _ in range(3):
+            assert (await client.post("/v1/chat/completions", json=BODY)).status == 200
+        assert client.app is not None
+        janitor = client.app[JANITOR]
+        await janitor.reconcile()
+        await janitor.sweep(now=time.time() + 10 * DAY)
+        assert fine in fake.seen_tokens
+        assert expired not in fake.seen_tokens
+    finally:
+        await client.close()
