@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from proxy.api_models import ImageGenerationRequest, decode_json_body, parse_body
 from proxy.errors import ClientRequestError, MediaTooLargeError
+from proxy.metrics import MODEL_KEY
 from proxy.qwen.files import Blob, make_blob
 from proxy.qwen.media import aspect_ratio
 from proxy.qwen.translate import Media
@@ -39,6 +40,7 @@ async def images_generations(request: web.Request) -> web.Response:
     body = parse_body(ImageGenerationRequest, decode_json_body(await request.read()))
     service = request.app[SERVICE]
     route = await service.media_route(body.model, "t2i")
+    request[MODEL_KEY] = route.model
     media = await service.generate_images(
         route, body.prompt, n=body.n, size=aspect_ratio(body.size)
     )
@@ -76,6 +78,7 @@ async def images_edits(request: web.Request) -> web.Response:
         loc = ".".join(str(p) for p in first.get("loc", ()))
         raise ClientRequestError(f"invalid request: {loc}: {first.get('msg')}", param=loc) from None
     route = await service.media_route(body.model, "image_edit")
+    request[MODEL_KEY] = route.model
     media = await service.generate_images(
         route, body.prompt, n=body.n, size=aspect_ratio(body.size), blobs=blobs
     )

@@ -29,6 +29,7 @@ from aiohttp import web
 from proxy.api_models import VideoGenerationRequest, decode_json_body, parse_body
 from proxy.conversation import Conversation
 from proxy.errors import ProxyError, error_body
+from proxy.metrics import MODEL_KEY
 from proxy.qwen.media import aspect_ratio
 from proxy.qwen.request import ModelRoute, flatten_messages
 from proxy.qwen.translate import Aggregate, ChunkEncoder, Finish
@@ -51,6 +52,7 @@ async def videos_generations(request: web.Request) -> web.Response:
     body = parse_body(VideoGenerationRequest, decode_json_body(await request.read()))
     service = request.app[SERVICE]
     route = await service.media_route(body.model, "t2v")
+    request[MODEL_KEY] = route.model
     task = await service.start_video(
         route, body.prompt, size=aspect_ratio(body.size, default="16:9")
     )
