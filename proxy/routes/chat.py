@@ -32,7 +32,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     conv = parse_chat(await request.read())
     service = request.app[SERVICE]
     route = await service.route_for(conv)
-    request[MODEL_KEY] = conv.model
+    request[MODEL_KEY] = route.model  # the catalog id: a bounded label set
     if route.chat_type == "t2v":
         return await video_chat(request, conv, route)
     async with service.open_chat(conv, route=route, scope=scope_of(request.headers)) as chat:
