@@ -446,3 +446,39 @@ async def test_deferred_writes_are_read_back_at_once_and_reach_other_processes(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_cancelled_account_call_leaks_no_slot(redis_server: str, clock: FakeClock) -> None:
+    """The client leaves while the account call is out: Redis took the slot, the answer never
+    came back; the slot (and the key's stream slot) must still be given back."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(redis_server, prefix=prefix, clock=clock)
+    real_script = store._script
+    ran = asyncio.Event()
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def slow_reply(*args: Any) -> Any:
+        out = await real_script(*args)  # Redis has run the script: the slot is taken
+        ran.set()
+        await never  # …but the reply is still on its way when the client leaves
+        return out
+
+    try:
+        store._script = slow_reply  # type: ignore[method-assign]
+        labels = ["account-1", "account-2"]
+        call = asyncio.ensure_future(store.admit_and_acquire("k", 0, 1, labels, 1, clock.now))
+        await asyncio.wait_for(ran.wait(), 5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        store._script = real_script  # type: ignore[method-assign]
+        await store.flush()
+        assert await store.inflight() == {}
+        assert await store.admit_and_acquire("k", 0, 1, ["account-1"], 1, clock.now) == (
+            "account-1",
+            0.0,
+            None,
+        )
+    finally:
+        never.cancel()
+        await store.close()

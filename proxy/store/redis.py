@@ -573,10 +573,22 @@ class RedisStore:
         async def fb() -> tuple[str | None, float]:
             return await self.memory.acquire_account(labels, limit, now)
 
-        (label, soonest), in_redis = await self._run(op, fb)
+        try:
+            (label, soonest), in_redis = await self._run(op, fb)
+        except asyncio.CancelledError:
+            self._abandon(lease, labels)
+            raise
         if label is not None:
             self._push("a:" + label, in_redis, lease)
         return label, soonest
+
+    def _abandon(self, lease: str, labels: Sequence[str], key_id: str | None = None) -> None:
+        """A call that may have taken ``lease`` was cancelled (the client left) before its
+        answer came back: give the lease back wherever it may be, so no slot leaks."""
+        for label in labels:
+            self._defer("R", self._p + "inflight:" + label, lease)
+        if key_id is not None:
+            self._defer("R", self._p + "streams:" + key_id, lease)
 
     async def admit_and_acquire(
         self,
@@ -619,7 +631,11 @@ class RedisStore:
         async def fb() -> tuple[str | None, float, tuple[str, float] | None]:
             return await self.memory.admit_and_acquire(key_id, per_min, streams, labels, limit, now)
 
-        (label, soonest, refused), in_redis = await self._run(op, fb)
+        try:
+            (label, soonest, refused), in_redis = await self._run(op, fb)
+        except asyncio.CancelledError:
+            self._abandon(lease, labels, key_id if streams > 0 else None)
+            raise
         if label is not None:
             self._push("a:" + label, in_redis, lease)
             if streams > 0:
