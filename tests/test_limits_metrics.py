@@ -234,3 +234,16 @@ async def test_a_failure_after_the_answer_began_is_counted_once(aiohttp_server: 
         assert got[("qwen_gateway_upstream_errors_total", code)] == 1
     finally:
         await client.close()
+
+
+def test_a_redis_url_must_be_a_redis_url_and_is_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from proxy.config import ConfigError
+
+    monkeypatch.setenv("QWEN_PROXY_REDIS_URL", "http://user:hunter2@cache:6379")
+    with pytest.raises(ConfigError, match="redis://, rediss:// or unix://") as info:
+        load_settings()
+    assert "hunter2" not in str(info.value)
+    monkeypatch.setenv("QWEN_PROXY_REDIS_URL", "rediss://cache:6380/1")
+    assert load_settings().redis_url is not None

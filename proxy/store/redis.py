@@ -664,7 +664,11 @@ class RedisStore:
 
         async def op() -> dict[str, Any] | None:
             raw = await self._redis.get(self._p + "conv:" + key)
-            return None if raw is None else orjson.loads(raw)
+            try:
+                entry = None if raw is None else orjson.loads(raw)
+            except orjson.JSONDecodeError:  # not ours (a foreign writer): as if absent
+                return None
+            return entry if isinstance(entry, dict) else None
 
         async def fb() -> dict[str, Any] | None:
             return await self.memory.get_conversation(key)
