@@ -393,6 +393,7 @@ def test_stream_text_then_tool_use_grammar() -> None:
     names = [n for n, _ in _parse_sse(raw)]
     assert names == [
         "message_start",
+        "ping",
         "content_block_start",
         "content_block_delta",
         "content_block_stop",
@@ -406,7 +407,7 @@ def test_stream_text_then_tool_use_grammar() -> None:
         "message_delta",
         "message_stop",
     ]
-    frames = _parse_sse(raw)
+    frames = [f for f in _parse_sse(raw) if f[0] != "ping"]
     assert frames[0][1]["message"]["usage"] == {"input_tokens": 812, "output_tokens": 0}
     assert frames[8][1]["content_block"] == {
         "type": "tool_use",
@@ -547,6 +548,8 @@ def test_stream_and_body_agree_on_any_events(
     open_index = None
     next_index = 0
     for name, data in frames[1:]:
+        if name == "ping":
+            continue
         if name == "content_block_start":
             assert open_index is None and data["index"] == next_index
             open_index, next_index = data["index"], next_index + 1

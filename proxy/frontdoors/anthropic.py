@@ -586,35 +586,33 @@ def _usage(usage: Usage | None, input_estimate: int, output: _OutputCounter) -> 
 class AnthropicStream:
     """Renders translator events as Anthropic Messages SSE bytes for one message.
 
-    ``head()`` is empty: ``message_start`` leaves with the first :meth:`render` call, so its
-    ``usage.input_tokens`` can be chat.qwen.ai's count when the first frames carried one (else
-    ``input_tokens``, the request's estimate). Blocks are numbered in order across kinds:
-    reasoning opens a ``thinking`` block (``thinking_delta``; ``signature`` stays empty: there is
-    nothing to sign), answer text and media Markdown a ``text`` block (``text_delta``), each
-    :class:`ToolCall` one ``tool_use`` block (``input_json_delta`` with the whole arguments
-    JSON). :class:`Finish` closes the open block and sends ``message_delta`` (``stop_reason``
-    ``end_turn``, ``tool_use``, ``max_tokens`` or ``stop_sequence``; cumulative usage) and
-    ``message_stop``. :class:`Failure` sends one ``error`` event and nothing after it. Search
-    sources are not rendered (the Messages API has no slot for them without citations).
+    ``head()`` is empty: ``message_start`` (then one ``ping``, as Anthropic does) leaves with
+    the first :meth:`render` call, so its ``usage.input_tokens`` can be chat.qwen.ai's count
+    when the first frames carried one (else ``input_tokens``, the request's estimate). Blocks
+    are numbered in order across kinds: reasoning opens a ``thinking`` block
+    (``thinking_delta``; ``signature`` stays empty: there is nothing to sign), answer text and
+    media Markdown a ``text`` block (``text_delta``), each :class:`ToolCall` one ``tool_use``
+    block (``input_json_delta`` with the whole arguments JSON). :class:`Finish` closes the open
+    block and sends ``message_delta`` (``stop_reason`` ``end_turn``, ``tool_use``,
+    ``max_tokens`` or ``stop_sequence``; cumulative usage) and ``message_stop``.
+    :class:`Failure` sends one ``error`` event and nothing after it. Search sources are not
+    rendered (the Messages API has no slot for them without citations).
     """
 
     content_type = "text/event-stream; charset=utf-8"
+    #: Reasoning must arrive as its own events (thinking blocks), whatever ``reasoning`` says.
+    reasoning_mode = "field"
 
-    __slots__ = ("_block", "_index", "_input_tokens", "_message_id", "_model", "_out", "_started")
+    __slots__ = ("_block", "_index", "_input_tokens", "_model", "_out", "_started", "id")
 
     def __init__(self, *, model: str, input_tokens: int, msg_id: str | None = None) -> None:
+        self.id = msg_id or message_id()
         self._model = model
         self._input_tokens = input_tokens
-        self._message_id = msg_id or message_id()
         self._started = False
         self._block: str | None = None  # the open block's type
         self._index = -1
         self._out = _OutputCounter()
-
-    @property
-    def message_id(self) -> str:
-        """This message's ``id``."""
-        return self._message_id
 
     def head(self) -> bytes:
         """Nothing: ``message_start`` is sent with the first events (see the class doc)."""
@@ -630,6 +628,7 @@ class AnthropicStream:
         if not self._started:
             self._started = True
             out += self._message_start(usage)
+            out += self.keepalive()  # Anthropic sends a ping right after message_start too
         for event in events:
             kind = type(event)
             if kind is Text:
@@ -672,7 +671,7 @@ class AnthropicStream:
             {
                 "type": "message_start",
                 "message": {
-                    "id": self._message_id,
+                    "id": self.id,
                     "type": "message",
                     "role": "assistant",
                     "model": self._model,
@@ -743,12 +742,14 @@ class AnthropicBody:
     :meth:`body` raises the recorded :class:`~proxy.errors.UpstreamError` if the stream failed.
     """
 
-    __slots__ = ("_blocks", "_failure", "_finish", "_input_tokens", "_message_id", "_model", "_out")
+    reasoning_mode = "field"
+
+    __slots__ = ("_blocks", "_failure", "_finish", "_input_tokens", "_model", "_out", "id")
 
     def __init__(self, *, model: str, input_tokens: int, msg_id: str | None = None) -> None:
+        self.id = msg_id or message_id()
         self._model = model
         self._input_tokens = input_tokens
-        self._message_id = msg_id or message_id()
         self._blocks: list[dict[str, Any]] = []
         self._finish: Finish | None = None
         self._failure: Failure | None = None
@@ -795,7 +796,7 @@ class AnthropicBody:
             raise self._failure.error
         reason, sequence = _stop_reason(self._finish or Finish())
         return {
-            "id": self._message_id,
+            "id": self.id,
             "type": "message",
             "role": "assistant",
             "model": self._model,
