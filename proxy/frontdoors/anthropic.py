@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from proxy.api_models import parse_body
 from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpec, Turn
 from proxy.errors import ClientRequestError, ProxyError, UnsupportedContentError
+from proxy.frontdoors import FrontDoor
 from proxy.qwen.translate import (
     Failure,
     Finish,
@@ -50,6 +51,7 @@ from proxy.qwen.translate import (
 )
 
 __all__ = [
+    "ANTHROPIC",
     "AnthropicBody",
     "AnthropicStream",
     "CountTokensRequest",
@@ -867,3 +869,7 @@ def render_error(exc: BaseException) -> tuple[int, dict[str, str], dict[str, Any
         "request_id": request_id,
     }
     return status, headers, body
+
+
+ANTHROPIC = FrontDoor("anthropic", render_error)
+"""The Anthropic Messages API (``/v1/messages``, ``/v1/messages/count_tokens``)."""
