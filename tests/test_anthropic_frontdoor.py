@@ -9,6 +9,7 @@ non-stream body.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -17,8 +18,9 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
+from proxy.config import Settings, load_settings
 from proxy.errors import (
     AuthenticationError,
     BodyTooLargeError,
@@ -628,3 +630,33 @@ def test_retry_after_is_kept() -> None:
     assert headers["Retry-After"] == "7200"
     _, headers, _ = render_error(NoUpstreamTokenError("r", retry_after_s=30))
     assert headers["Retry-After"] == "30"
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def test_model_map_settings_from_env_and_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The map comes from a TOML table, or from the environment as pairs or JSON."""
+    toml = tmp_path / "proxy.toml"
+    toml.write_text(
+        'anthropic_default_model = "qwen3.6-plus"\n\n'
+        '[anthropic_model_map]\n"claude-*haiku*" = "qwen3.6-plus"\n"claude-*opus*" = "qwen3-max"\n'
+    )
+    settings = load_settings(toml)
+    assert settings.anthropic_model_map == {
+        "claude-*haiku*": "qwen3.6-plus",
+        "claude-*opus*": "qwen3-max",
+    }
+    assert settings.anthropic_default_model == "qwen3.6-plus"
+    monkeypatch.setenv("QWEN_PROXY_ANTHROPIC_MODEL_MAP", " claude-*haiku* = a , claude-x=b ")
+    assert load_settings().anthropic_model_map == {"claude-*haiku*": "a", "claude-x": "b"}
+    monkeypatch.setenv("QWEN_PROXY_ANTHROPIC_MODEL_MAP", '{"claude-y": "c"}')
+    assert load_settings().anthropic_model_map == {"claude-y": "c"}
+    monkeypatch.setenv("QWEN_PROXY_ANTHROPIC_MODEL_MAP", "no-equals-sign")
+    with pytest.raises(ValidationError):
+        load_settings()
+    monkeypatch.delenv("QWEN_PROXY_ANTHROPIC_MODEL_MAP")
+    assert Settings().anthropic_default_model == "qwen3-max"
+    assert Settings().anthropic_model_map == {}
