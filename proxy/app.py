@@ -170,7 +170,7 @@ def _auth_middleware(
             raise AuthenticationError(
                 "Incorrect API key provided."
                 if given
-                else "Missing API key: send `Authorization: Bearer <key>`."
+                else "Missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`."
             )
         return await handler(request)
 

@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Keys clients must send as `Authorization: Bearer <key>`; empty = no check.",
+        description="Keys clients must send as `Authorization: Bearer <key>` (or `x-api-key`); "
+        "empty = no check.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

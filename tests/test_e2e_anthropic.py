@@ -420,6 +420,12 @@ async def test_api_keys_x_api_key_and_bearer(aiohttp_server: ServerFactory) -> N
         assert isinstance(info.value.body, dict)
         assert info.value.body["error"]["type"] == "authentication_error"
         assert "sk-wrong" not in json.dumps(info.value.body)
+    status, _, raw = await raw_post(
+        stack, "/v1/messages/count_tokens", {"model": "x", "messages": user("x")}
+    )
+    err = json.loads(raw)
+    assert (status, err["error"]["type"]) == (401, "authentication_error")
+    assert "x-api-key" in err["error"]["message"]
 
 
 async def test_model_map_setting(aiohttp_server: ServerFactory) -> None:
