@@ -16,7 +16,7 @@ import anthropic
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
@@ -660,3 +660,114 @@ def test_model_map_settings_from_env_and_toml(
     monkeypatch.delenv("QWEN_PROXY_ANTHROPIC_MODEL_MAP")
     assert Settings().anthropic_default_model == "qwen3-max"
     assert Settings().anthropic_model_map == {}
+
+
+# -- fuzzing the parser ----------------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_block_type = st.sampled_from(
+    ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "x"]
+)
+_fuzzy_block = st.fixed_dictionaries(
+    {"type": _block_type},
+    optional={
+        "text": _json,
+        "source": st.fixed_dictionaries(
+            {"type": st.sampled_from(["base64", "url", "text", "content", "file"])},
+            optional={"media_type": _json, "data": _json, "url": _json, "content": _json},
+        ),
+        "id": _json,
+        "name": _json,
+        "input": _json,
+        "tool_use_id": _json,
+        "content": _json | st.lists(st.fixed_dictionaries({"type": _block_type, "text": _json})),
+        "thinking": _json,
+        "is_error": _json,
+    },
+)
+_s = st.text(max_size=6)
+_block = st.one_of(
+    _fuzzy_block,
+    st.fixed_dictionaries({"type": st.just("text"), "text": _s}),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("image"),
+            "source": st.fixed_dictionaries(
+                {"type": st.just("base64"), "media_type": st.just("image/png"), "data": _s}
+            )
+            | st.fixed_dictionaries({"type": st.just("url"), "url": _s}),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("tool_use"),
+            "id": _s,
+            "name": _s,
+            "input": st.dictionaries(_s, _json, max_size=2),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("tool_result"),
+            "tool_use_id": _s,
+            "content": _s | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _s})),
+            "is_error": st.booleans(),
+        }
+    ),
+    st.fixed_dictionaries({"type": st.just("thinking"), "thinking": _s, "signature": _s}),
+)
+_message = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(
+            ["user", "assistant", "user", "assistant", "user", "assistant", "system"]
+        ),
+        "content": st.text(max_size=5) | st.lists(_block, max_size=3),
+    }
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            "model": st.sampled_from(["claude-x", "qwen3-max", "claude-y", ""]),
+            "messages": st.lists(_message, min_size=1, max_size=3),
+            "max_tokens": st.integers(1, 9) | st.integers(1, 9) | _json,
+        },
+        optional={
+            "system": st.text(max_size=5) | _json,
+            "tools": _json
+            | st.lists(
+                st.fixed_dictionaries(
+                    {"name": _s, "input_schema": st.just({"type": "object"})},
+                    optional={"description": _json, "type": st.sampled_from(["custom", "bash"])},
+                ),
+                max_size=2,
+            ),
+            "tool_choice": _json
+            | st.fixed_dictionaries(
+                {"type": st.sampled_from(["auto", "any", "tool", "none"])},
+                optional={"name": _s, "disable_parallel_tool_use": _json},
+            ),
+            "thinking": _json,
+            "stop_sequences": _json,
+            "stream": _json,
+        },
+    )
+    | _json
+)
+@settings(max_examples=300)
+def test_parser_never_fails_other_than_with_a_client_error(body: Any) -> None:
+    """Any body either parses (and its estimate is positive) or is a 400-class client error."""
+    try:
+        conv = parse_messages(body)
+    except ClientRequestError as exc:
+        status, _, err = render_error(exc)
+        assert status == 400 and err["error"]["type"] == "invalid_request_error"
+        return
+    assert conv.metadata["input_tokens"] >= 1
