@@ -28,6 +28,7 @@ from helpers import (
 
 from proxy.app import make_app
 from proxy.config import Settings
+from proxy.state import SERVICE
 from recorder.replay import UPLOADS_KEY, make_replay_app
 from recorder.synthetic_media import BY_NAME as MEDIA
 from recorder.synthetic_media import png
@@ -440,3 +441,48 @@ async def test_model_map_setting(aiohttp_server: ServerFactory) -> None:
     assert message.model == "claude-3-5-haiku-20241022"
     assert message.content[-1].text == SUMMARY.expected_content
     assert upstream_body(stack)["model"] == "qwen3.6-plus"
+
+
+# -- native multi-turn (issue 9) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_second_turn_continues_the_upstream_chat(
+    aiohttp_server: ServerFactory, stream: bool
+) -> None:
+    """Claude-style history (top-level ``system``, text blocks) continues the gateway's chat:
+    the second turn sends only the new user text, to the same chat, after the first answer."""
+    from recorder.synthetic_conversations import CONVERSATIONS, flattened, response_id
+
+    conv = next(c for c in CONVERSATIONS if c.name == "conversation_system_prompt")
+    stack = await start_stack(aiohttp_server)
+
+    async def ask(messages: list[dict[str, Any]]) -> str:
+        kw: dict[str, Any] = {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 256,
+            "system": [{"type": "text", "text": conv.system}],
+            "messages": messages,
+        }
+        async with client_for(stack) as client:
+            if stream:
+                async with client.messages.stream(**kw) as s:
+                    message = await s.get_final_message()
+            else:
+                message = await client.messages.create(**kw)
+        return "".join(b.text for b in message.content if b.type == "text")
+
+    first = [{"role": "user", "content": [{"type": "text", "text": conv.user1}]}]
+    assert await ask(first) == "".join(conv.answer1)
+    await stack.proxy.app[SERVICE].close()  # let the conversation store's put finish
+    second = [
+        *first,
+        {"role": "assistant", "content": [{"type": "text", "text": "".join(conv.answer1)}]},
+        {"role": "user", "content": conv.user2},
+    ]
+    assert await ask(second) == "".join(conv.answer2)
+    one, two = (json.loads(r.body) for r in stack.upstream(COMPLETIONS_PATH))
+    assert one["messages"][0]["content"] == flattened(conv.first_messages())
+    assert two["chat_id"] == one["chat_id"]
+    assert two["messages"][0]["content"] == conv.user2
+    assert two["parent_id"] == response_id(conv, "1")

@@ -6,7 +6,9 @@ The body becomes a :class:`~proxy.conversation.Conversation`
 the service opens the upstream turn; the one relay (:mod:`proxy.relay`) streams the answer
 through :class:`~proxy.frontdoors.anthropic.AnthropicStream` or folds it with
 :class:`~proxy.frontdoors.anthropic.AnthropicBody`. Errors leave in Anthropic's shape (the
-request's front door is :data:`~proxy.frontdoors.anthropic.ANTHROPIC`). ``count_tokens`` is
+request's front door is :data:`~proxy.frontdoors.anthropic.ANTHROPIC`). A history that continues
+an answer of the gateway continues its upstream chat (native multi-turn, :mod:`proxy.continuation`,
+scoped by the client's key) exactly as on the OpenAI side. ``count_tokens`` is
 answered from the request alone: nothing goes upstream (Claude Code calls it dozens of times a
 second at start-up). Query strings (``?beta=true``) and ``anthropic-version`` /
 ``anthropic-beta`` headers are accepted and ignored.
@@ -18,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from proxy.api_models import decode_json_body
+from proxy.continuation import scope_of
 from proxy.errors import ClientRequestError
 from proxy.frontdoors.anthropic import (
     ANTHROPIC,
@@ -52,7 +55,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         )
     model = str(conv.metadata.get("requested_model", conv.model))
     input_tokens = int(conv.metadata.get("input_tokens", 0))
-    async with service.open_chat(conv, route=route) as chat:
+    async with service.open_chat(conv, route=route, scope=scope_of(request.headers)) as chat:
         if conv.stream:
             return await relay(
                 request, conv, chat, AnthropicStream(model=model, input_tokens=input_tokens)
