@@ -486,3 +486,26 @@ async def test_second_turn_continues_the_upstream_chat(
     assert two["chat_id"] == one["chat_id"]
     assert two["messages"][0]["content"] == conv.user2
     assert two["parent_id"] == response_id(conv, "1")
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+async def test_models_for_anthropic_clients(stack: Stack) -> None:
+    """The anthropic SDK lists and retrieves models (Claude Code's gateway model discovery);
+    the OpenAI shape is unchanged, with the Anthropic fields added."""
+    async with client_for(stack) as client:
+        page = await client.models.list()
+        ids = [m.id async for m in page]
+        one = await client.models.retrieve("qwen3-max")
+        with pytest.raises(anthropic.NotFoundError) as info:
+            await client.models.retrieve("qwen-nope")
+    assert "qwen3-max" in ids and "qwen3-max-thinking" in ids
+    assert (one.id, one.type, one.display_name) == ("qwen3-max", "model", "qwen3-max")
+    assert one.created_at.year >= 2000
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["error"]["type"] == "not_found_error"
+    async with stack.async_client() as openai_client:
+        listed = await openai_client.models.list()
+    assert [m.id for m in listed.data] == ids
+    assert all(m.object == "model" for m in listed.data)

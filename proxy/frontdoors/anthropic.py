@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
@@ -60,6 +61,8 @@ __all__ = [
     "error_type",
     "estimate_tokens",
     "message_id",
+    "model_info",
+    "models_page",
     "parse_count_tokens",
     "parse_messages",
     "render_error",
@@ -811,6 +814,37 @@ class AnthropicBody:
                 "cache_read_input_tokens": 0,
             },
         }
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def model_info(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One OpenAI model object (``id``, ``object``, ``created`` in Unix seconds, ``owned_by``)
+    with Anthropic's ``ModelInfo`` fields added: ``type: "model"``, ``display_name`` (the id) and
+    ``created_at`` (RFC 3339). Both SDKs read the result."""
+    created = entry.get("created")
+    stamp = datetime.fromtimestamp(created if isinstance(created, int) else 0, UTC)
+    return {
+        **entry,
+        "type": "model",
+        "display_name": entry["id"],
+        "created_at": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def models_page(openai_list: Mapping[str, Any]) -> dict[str, Any]:
+    """``GET /v1/models`` for an Anthropic client (``anthropic-version`` header): the OpenAI list
+    with :func:`model_info` entries and Anthropic's page fields (``has_more: false``,
+    ``first_id``, ``last_id``); every model is on the one page."""
+    data = [model_info(m) for m in openai_list.get("data", [])]
+    return {
+        **openai_list,
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 # -- errors -------------------------------------------------------------------------------------
