@@ -50,6 +50,7 @@ from proxy.qwen.translate import (
     ToolCall,
     Usage,
 )
+from proxy.tools.prompt import build_prompt
 
 __all__ = [
     "ANTHROPIC",
@@ -73,10 +74,6 @@ __all__ = [
 #: Tokens counted for one image or document block (Anthropic's own ceiling for an image is
 #: about 1,600 tokens; the proxy does not decode images to measure them).
 IMAGE_TOKENS = 1600
-#: Tokens counted per message for its role framing.
-TURN_OVERHEAD_TOKENS = 4
-#: Tokens counted once when tools are offered, for the tool instructions the prompt carries.
-TOOLS_OVERHEAD_TOKENS = 160
 
 
 # -- request models -----------------------------------------------------------------------------
@@ -492,44 +489,24 @@ def estimate_tokens(text: str) -> int:
     return -(-ascii_chars // 4) + (len(text) - ascii_chars)
 
 
-def _content_tokens(content: str | list[dict[str, Any]] | None) -> int:
-    if content is None:
-        return 0
-    if isinstance(content, str):
-        return estimate_tokens(content)
-    total = 0
-    for part in content:
-        if part.get("type") == "text":
-            total += estimate_tokens(part.get("text") or "")
-        else:
-            total += IMAGE_TOKENS
-    return total
-
-
 def count_tokens(conv: Conversation) -> int:
     """The ``input_tokens`` estimate for a conversation (``/v1/messages/count_tokens``).
 
-    Sums :func:`estimate_tokens` over the system text, every turn's text, reasoning and tool
-    calls, plus :data:`TURN_OVERHEAD_TOKENS` per turn, :data:`IMAGE_TOKENS` per image or
-    document, and the tools' JSON definitions plus :data:`TOOLS_OVERHEAD_TOKENS` when tools are
-    offered (the tool instructions the prompt carries). An estimate, documented as such: it
-    errs high on code and English, and is never below 1.
+    :func:`estimate_tokens` of the prompt the proxy sends for it
+    (:func:`proxy.tools.prompt.build_prompt`: the system text, the tool section when tools are
+    offered, every turn with its tool calls and results, flattened), plus
+    :data:`IMAGE_TOKENS` per image or document part. An estimate, documented as such; never
+    below 1.
     """
-    total = 0
-    for turn in conv.turns:
-        total += TURN_OVERHEAD_TOKENS + _content_tokens(turn.content)
-        if turn.reasoning:
-            total += estimate_tokens(turn.reasoning)
-        for call in turn.tool_calls:
-            total += estimate_tokens(call.name) + estimate_tokens(call.arguments) + 8
-    if conv.tools:
-        total += TOOLS_OVERHEAD_TOKENS
-        for tool in conv.tools:
-            spec: dict[str, Any] = {"name": tool.name, "description": tool.description}
-            if tool.parameters is not None:
-                spec["parameters"] = tool.parameters
-            total += estimate_tokens(orjson.dumps(spec).decode())
-    return max(total, 1)
+    media = sum(
+        1
+        for turn in conv.turns
+        if isinstance(turn.content, list)
+        for part in turn.content
+        if part.get("type") != "text"
+    )
+    prompt = build_prompt(conv, allow_empty=True)
+    return max(estimate_tokens(prompt) + media * IMAGE_TOKENS, 1)
 
 
 # -- ids ----------------------------------------------------------------------------------------
