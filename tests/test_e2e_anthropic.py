@@ -509,3 +509,31 @@ async def test_models_for_anthropic_clients(stack: Stack) -> None:
         listed = await openai_client.models.list()
     assert [m.id for m in listed.data] == ids
     assert all(m.object == "model" for m in listed.data)
+
+
+# -- max_tokens and stop_sequences -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_stop_sequence_and_max_tokens(stack: Stack, stream: bool) -> None:
+    """``stop_sequences`` cut the text before the sequence (``stop_reason: "stop_sequence"``,
+    the sequence named); a small ``max_tokens`` ends the answer early with ``max_tokens``."""
+
+    async def ask(**kw: Any) -> anthropic.types.Message:
+        body: dict[str, Any] = {"model": "claude-sonnet-4-6", "messages": user(T2T.prompt), **kw}
+        async with client_for(stack) as client:
+            if stream:
+                async with client.messages.stream(**body) as s:
+                    return await s.get_final_message()
+            return await client.messages.create(**body)
+
+    cut = await ask(max_tokens=256, stop_sequences=["nice", "zzz"])
+    assert cut.content[0].type == "text"
+    assert cut.content[0].text == T2T.expected_content.split("nice")[0]
+    assert (cut.stop_reason, cut.stop_sequence) == ("stop_sequence", "nice")
+    short = await ask(max_tokens=2)
+    assert short.stop_reason == "max_tokens"
+    assert short.content[0].type == "text"
+    text = short.content[0].text
+    assert text and len(text) < len(T2T.expected_content)
+    assert T2T.expected_content.startswith(text)
