@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import anthropic
 import pytest
+from aiohttp import web
 from helpers import (
     COMPLETIONS_PATH,
     SCENARIO,
@@ -28,6 +31,10 @@ from helpers import (
 
 from proxy.app import make_app
 from proxy.config import Settings
+from proxy.conversation import Conversation, Turn
+from proxy.frontdoors.anthropic import AnthropicStream
+from proxy.qwen.translate import Translator
+from proxy.relay import relay
 from proxy.state import SERVICE
 from recorder.replay import UPLOADS_KEY, make_replay_app
 from recorder.synthetic_media import BY_NAME as MEDIA
@@ -537,3 +544,83 @@ async def test_stop_sequence_and_max_tokens(stack: Stack, stream: bool) -> None:
     text = short.content[0].text
     assert text and len(text) < len(T2T.expected_content)
     assert T2T.expected_content.startswith(text)
+
+
+# -- pings ---------------------------------------------------------------------------------------
+
+
+class _StubChat:
+    """What the relay reads of an OpenChat: these chunks, exactly one per read."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        self.response = SimpleNamespace(headers={"Content-Type": "text/event-stream"})
+        self.upstream_wait_s = 0.0
+        self.upstream = "stub"
+        self.route = SimpleNamespace(model="m", chat_type="t2t")
+        self.account = SimpleNamespace(label="stub")
+        self.on_answer = None
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        async def gen() -> AsyncIterator[bytes]:
+            for c in self._chunks:
+                yield c
+
+        return gen()
+
+    def translator(self, reasoning: Any = "field", **kw: Any) -> Translator:
+        return Translator(reasoning=reasoning, native_tools=kw.get("native_tools", False))
+
+
+def _frame(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def _delta(phase: str, content: str, status: str = "typing") -> bytes:
+    delta = {"phase": phase, "content": content, "status": status}
+    return _frame({"choices": [{"delta": delta}], "usage": {"input_tokens": 3, "output_tokens": 2}})
+
+
+async def test_pings_while_the_site_sends_nothing_new(aiohttp_client: Any) -> None:
+    """After message_start, site keep-alives that give the client nothing become ``ping``
+    events (the relay's interval is 0 here), in place, and the stream still ends properly;
+    under ``reasoning = think_tags`` the reasoning is still a thinking block."""
+    info = _frame({"response.info": {"action": "keep_alive"}})
+    chunks = [
+        _delta("think", "hmm"),
+        info,
+        _delta("answer", "Yes"),
+        info,
+        info,
+        _delta("answer", "", "finished"),
+    ]
+    app = make_app(Settings(upstream_url="http://127.0.0.1:9", reasoning="think_tags"))
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        conv = Conversation("m", [Turn("user", "hi")], stream=True)
+        renderer = AnthropicStream(model="claude-sonnet-4-6", input_tokens=1)
+        return await relay(request, conv, _StubChat(chunks), renderer, keepalive_s=0)  # type: ignore[arg-type]
+
+    app.router.add_post("/stub", handler)
+    client = await aiohttp_client(app)
+    resp = await client.post("/stub")
+    assert resp.status == 200
+    frames = sse_frames(await resp.read())
+    names = [n for n, _ in frames]
+    assert names == [
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "ping",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "ping",
+        "ping",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert frames[2][1]["content_block"]["type"] == "thinking"
+    assert frames[7][1]["delta"] == {"type": "text_delta", "text": "Yes"}
