@@ -372,6 +372,13 @@ async def test_unknown_path_under_messages_is_not_found(stack: Stack) -> None:
             await client.messages.batches.retrieve("msgbatch_01")
     assert isinstance(info.value.body, dict)
     assert info.value.body["error"]["type"] == "not_found_error"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(stack.url("/v1/messages")) as resp,
+    ):
+        assert resp.status == 405
+        err = await resp.json()
+    assert (err["type"], err["error"]["type"]) == ("error", "invalid_request_error")
 
 
 @pytest.mark.parametrize(
