@@ -198,3 +198,59 @@ async def test_tool_choice_none_sends_no_tool_prompt(stack: Stack) -> None:
     assert message.content[0].type == "text"
     assert message.content[0].text == SCENARIO["t2t_answer"].expected_content
     assert message.stop_reason == "end_turn"
+
+
+async def test_claude_code_shaped_request(stack: Stack) -> None:
+    """What Claude Code adds around a turn (``?beta=true``, beta and app headers,
+    ``cache_control`` everywhere, ``metadata``, ``context_management``, tool extras) changes
+    nothing: the same upstream prompt, the same call."""
+    import aiohttp
+
+    ts = BY_NAME["tool_preface_call"]
+    tools = [
+        {**t, "cache_control": {"type": "ephemeral"}, "defer_loading": False, "input_examples": []}
+        for t in anthropic_tools()
+    ]
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 32000,
+        "stream": True,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": ts.messages[0]["content"],
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            }
+        ],
+        "tools": tools,
+        "metadata": {"user_id": "user_abc_account__session_1"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "temperature": 1,
+    }
+    headers = {
+        "x-api-key": "test",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+        "fine-grained-tool-streaming-2025-05-14",
+        "x-app": "cli",
+        "User-Agent": "claude-cli/2.0.0 (external, cli)",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(stack.url("/v1/messages?beta=true"), json=body, headers=headers) as resp,
+    ):
+        assert resp.status == 200
+        raw = (await resp.read()).decode()
+    frames = [json.loads(b.split("\n")[1][6:]) for b in raw.split("\n\n") if b.strip()]
+    starts = [f["content_block"] for f in frames if f["type"] == "content_block_start"]
+    assert [(s["type"], s.get("name")) for s in starts] == [
+        ("text", None),
+        ("tool_use", "get_weather"),
+    ]
+    sent = json.loads(stack.upstream(COMPLETIONS_PATH)[0].body)
+    assert sent["messages"][0]["content"] == ts.scenario.prompt
