@@ -626,10 +626,15 @@ def test_permission_error_for_403() -> None:
 
 
 def test_retry_after_is_kept() -> None:
+    """Retry-After passes through; a wait over a minute also says x-should-retry: false."""
     _, headers, _ = render_error(UpstreamRateLimitedError("q", retry_after_s=7200))
-    assert headers["Retry-After"] == "7200"
+    assert (headers["Retry-After"], headers["x-should-retry"]) == ("7200", "false")
     _, headers, _ = render_error(NoUpstreamTokenError("r", retry_after_s=30))
-    assert headers["Retry-After"] == "30"
+    assert headers["Retry-After"] == "30" and "x-should-retry" not in headers
+    _, headers, _ = render_error(UpstreamCaptchaError("c"))
+    assert (headers["Retry-After"], headers["x-should-retry"]) == ("600", "false")
+    _, headers, _ = render_error(UpstreamEmptyError("e"))
+    assert "Retry-After" not in headers and "x-should-retry" not in headers
 
 
 # -- settings ------------------------------------------------------------------------------------

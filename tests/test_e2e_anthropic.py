@@ -331,7 +331,8 @@ async def test_upstream_errors_before_any_text(
     assert err.body["error"]["message"]
     assert err.response.headers["request-id"].startswith("req_")
     if status in (429, 529):
-        assert int(err.response.headers["retry-after"]) > 0
+        assert int(err.response.headers["retry-after"]) > 60
+        assert err.response.headers["x-should-retry"] == "false"
 
 
 @pytest.mark.parametrize("name", ["stream_cut", "error_frame"])

@@ -859,11 +859,23 @@ def error_type(exc: ProxyError) -> tuple[int, str]:
     return status, kind
 
 
+SHOULD_RETRY_LIMIT_S = 60
+"""A ``Retry-After`` longer than this (seconds) also gets ``x-should-retry: false``: Anthropic's
+SDKs (and Claude Code) retry 429 and 5xx at once when the wait is over a minute, which for a
+used-up quota (hours) or a captcha wall (10 minutes) only hits the wall again."""
+
+
+def _retry_after(headers: Mapping[str, str]) -> int:
+    value = headers.get("Retry-After", "")
+    return int(value) if value.isdigit() else 0
+
+
 def render_error(exc: BaseException) -> tuple[int, dict[str, str], dict[str, Any]]:
     """``(status, headers, body)`` of the Anthropic error for any exception.
 
     Body: ``{"type": "error", "error": {"type", "message"}, "request_id"}``; headers: the
-    error's own (``Retry-After`` on 429 and on the overloaded cases) plus ``request-id``.
+    error's own (``Retry-After`` on 429 and on the overloaded cases) plus ``request-id``, and
+    ``x-should-retry: false`` when ``Retry-After`` exceeds :data:`SHOULD_RETRY_LIMIT_S`.
     Exceptions outside the proxy's tree become a bare 500 ``api_error``.
     """
     if not isinstance(exc, ProxyError):
@@ -871,6 +883,8 @@ def render_error(exc: BaseException) -> tuple[int, dict[str, str], dict[str, Any
     status, kind = error_type(exc)
     request_id = "req_" + uuid.uuid4().hex
     headers = {**exc.headers(), "request-id": request_id}
+    if _retry_after(headers) > SHOULD_RETRY_LIMIT_S:
+        headers["x-should-retry"] = "false"  # a quota or captcha wait: retrying now is futile
     message = exc.message
     if exc.param and exc.param not in message:
         message = f"{exc.param}: {message}"  # Anthropic names the field in the message
