@@ -585,7 +585,16 @@ class AnthropicStream:
     #: Reasoning must arrive as its own events (thinking blocks), whatever ``reasoning`` says.
     reasoning_mode = "field"
 
-    __slots__ = ("_block", "_index", "_input_tokens", "_model", "_out", "_started", "id")
+    __slots__ = (
+        "_block",
+        "_delta_head",
+        "_index",
+        "_input_tokens",
+        "_model",
+        "_out",
+        "_started",
+        "id",
+    )
 
     def __init__(self, *, model: str, input_tokens: int, msg_id: str | None = None) -> None:
         self.id = msg_id or message_id()
@@ -593,6 +602,7 @@ class AnthropicStream:
         self._input_tokens = input_tokens
         self._started = False
         self._block: str | None = None  # the open block's type
+        self._delta_head = b""  # the open text/thinking block's delta frame, up to the text
         self._index = -1
         self._out = _OutputCounter()
 
@@ -688,15 +698,20 @@ class AnthropicStream:
                 if block == "text"
                 else {"type": "thinking", "thinking": "", "signature": ""},
             )
+            # Every delta of this block is this head + the JSON string + "}}": encoded once.
+            self._delta_head = (
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                + str(self._index).encode()
+                + b',"delta":{"type":"'
+                + delta.encode()
+                + b'","'
+                + key.encode()
+                + b'":'
+            )
         self._out.add(text)
-        out += _sse(
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": self._index,
-                "delta": {"type": delta, key: text},
-            },
-        )
+        out += self._delta_head
+        out += orjson.dumps(text)
+        out += b"}}\n\n"
 
     def _tool_use(self, out: bytearray, call: ToolCall) -> None:
         self._open(
