@@ -632,3 +632,25 @@ async def test_pings_while_the_site_sends_nothing_new(aiohttp_client: Any) -> No
     ]
     assert frames[2][1]["content_block"]["type"] == "thinking"
     assert frames[7][1]["delta"] == {"type": "text_delta", "text": "Yes"}
+
+
+async def test_sync_client_stream_and_create(stack: Stack) -> None:
+    """The sync SDK (what scripts use), in a thread: the same answer streamed and not."""
+    import asyncio
+
+    def run() -> tuple[str, str]:
+        with anthropic.Anthropic(
+            base_url=str(stack.proxy.make_url("")), api_key="test", max_retries=0
+        ) as client:
+            created = client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=256, messages=user(ZH.prompt)
+            )
+            with client.messages.stream(
+                model="claude-sonnet-4-6", max_tokens=256, messages=user(ZH.prompt)
+            ) as s:
+                streamed = "".join(s.text_stream)
+        assert created.content[0].type == "text"
+        return created.content[0].text, streamed
+
+    created, streamed = await asyncio.to_thread(run)
+    assert created == streamed == ZH.expected_content
