@@ -521,6 +521,8 @@ def test_tool_use_id() -> None:
 _text = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=12)
 _event = st.one_of(
     st.builds(Text, st.sampled_from(["content", "reasoning"]), _text),
+    st.builds(Media, st.just("image"), st.sampled_from(["https://cdn/a.png", "https://cdn/b"])),
+    st.builds(Sources, st.just(())),
     st.builds(
         lambda i, name, arg: ToolCall(i, f"call_{i:024x}", name, json.dumps({"a": arg})),
         st.integers(0, 5),
