@@ -28,8 +28,9 @@ documentation; anthropic-sdk-python's ``types`` and ``_streaming.py``):
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
@@ -139,8 +140,7 @@ def parse_messages(
     """Validate a decoded ``/v1/messages`` body and convert it into a :class:`Conversation`.
 
     ``Conversation.model`` is the Qwen model (:func:`resolve_model`); ``metadata`` holds
-    ``requested_model`` (the client's name, echoed in answers) and ``input_tokens`` (the
-    :func:`count_tokens` estimate, used when chat.qwen.ai reports no usage). Raises
+    ``requested_model`` (the client's name, echoed in answers). Raises
     :class:`ClientRequestError` (400, with ``param``) for a malformed body and
     :class:`UnsupportedContentError` for blocks or tools the proxy cannot carry.
     """
@@ -150,7 +150,6 @@ def parse_messages(
     conv.max_output_tokens = req.max_tokens
     if req.stop_sequences:
         conv.stop = tuple(s for s in req.stop_sequences if s)
-    conv.metadata["input_tokens"] = count_tokens(conv)
     return conv
 
 
@@ -559,10 +558,23 @@ class _OutputCounter:
         return -(-self._ascii // 4) + self._other
 
 
-def _usage(usage: Usage | None, input_estimate: int, output: _OutputCounter) -> dict[str, int]:
+InputTokens = int | Callable[[], int]
+"""The request's ``input_tokens`` estimate, or a function computing it (only called when
+chat.qwen.ai sent no usage: the estimate builds the whole prompt once more)."""
+
+
+def _once(estimate: InputTokens) -> InputTokens:
+    """``estimate``, computed at most once when it is a function."""
+    return functools.cache(estimate) if callable(estimate) else estimate
+
+
+def _usage(usage: Usage | None, estimate: InputTokens, output: _OutputCounter) -> dict[str, int]:
     if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
         return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
-    return {"input_tokens": input_estimate, "output_tokens": output.tokens()}
+    return {
+        "input_tokens": estimate() if callable(estimate) else estimate,
+        "output_tokens": output.tokens(),
+    }
 
 
 class AnthropicStream:
@@ -596,10 +608,10 @@ class AnthropicStream:
         "id",
     )
 
-    def __init__(self, *, model: str, input_tokens: int, msg_id: str | None = None) -> None:
+    def __init__(self, *, model: str, input_tokens: InputTokens, msg_id: str | None = None) -> None:
         self.id = msg_id or message_id()
         self._model = model
-        self._input_tokens = input_tokens
+        self._input_tokens = _once(input_tokens)
         self._started = False
         self._block: str | None = None  # the open block's type
         self._delta_head = b""  # the open text/thinking block's delta frame, up to the text
@@ -743,10 +755,10 @@ class AnthropicBody:
 
     __slots__ = ("_blocks", "_failure", "_finish", "_input_tokens", "_model", "_out", "id")
 
-    def __init__(self, *, model: str, input_tokens: int, msg_id: str | None = None) -> None:
+    def __init__(self, *, model: str, input_tokens: InputTokens, msg_id: str | None = None) -> None:
         self.id = msg_id or message_id()
         self._model = model
-        self._input_tokens = input_tokens
+        self._input_tokens = _once(input_tokens)
         self._blocks: list[dict[str, Any]] = []
         self._finish: Finish | None = None
         self._failure: Failure | None = None

@@ -54,7 +54,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
             param="model",
         )
     model = str(conv.metadata.get("requested_model", conv.model))
-    input_tokens = int(conv.metadata.get("input_tokens", 0))
+
+    def input_tokens() -> int:  # only when the site reports no usage
+        return count_tokens(conv)
+
     async with service.open_chat(conv, route=route, scope=scope_of(request.headers)) as chat:
         if conv.stream:
             return await relay(
