@@ -30,6 +30,7 @@ from proxy.frontdoors.anthropic import (
     parse_count_tokens,
     parse_messages,
 )
+from proxy.metrics import MODEL_KEY
 from proxy.relay import aggregate, relay
 from proxy.state import FRONT_DOOR, SERVICE, SETTINGS
 
@@ -47,6 +48,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     )
     service = request.app[SERVICE]
     route = await service.route_for(conv)
+    request[MODEL_KEY] = route.model  # the catalog id (metrics label), not the client's name
     if route.chat_type == "t2v":
         raise ClientRequestError(
             f"`{conv.model}` is a video model; /v1/messages cannot carry a video task, use "
