@@ -33,6 +33,7 @@ from proxy.errors import (
     ProxyError,
 )
 from proxy.frontdoors import OPENAI, FrontDoor
+from proxy.frontdoors.anthropic import ANTHROPIC
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.hangup import hangup_middleware
 from proxy.metrics import MODEL_KEY, Metrics
@@ -40,6 +41,7 @@ from proxy.routes.admin import admin_accounts, metrics
 from proxy.routes.chat import chat_completions
 from proxy.routes.health import healthz
 from proxy.routes.images import images_edits, images_generations
+from proxy.routes.messages import messages, messages_count_tokens
 from proxy.routes.models import get_model, list_models
 from proxy.routes.videos import videos_generations
 from proxy.service import ChatService
@@ -168,7 +170,7 @@ def _auth_middleware(
             raise AuthenticationError(
                 "Incorrect API key provided."
                 if given
-                else "Missing API key: send `Authorization: Bearer <key>`."
+                else "Missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`."
             )
         return await handler(request)
 
@@ -430,6 +432,10 @@ def make_app(settings: Settings) -> web.Application:
         app.router.add_post(f"{prefix}/videos/generations", videos_generations)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
+        app.router.add_post(f"{prefix}/messages", messages)
+        app.router.add_post(f"{prefix}/messages/count_tokens", messages_count_tokens)
+        app[FRONT_DOORS][f"{prefix}/messages"] = ANTHROPIC
+        app[FRONT_DOORS][f"{prefix}/messages/count_tokens"] = ANTHROPIC
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/accounts", admin_accounts)

@@ -10,6 +10,7 @@ never show up in ``repr``, logs or error bodies.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
@@ -63,6 +64,25 @@ class KeyLimits(BaseModel):
     max_streams: int = Field(0, ge=0, description="Answers (streamed or not) in flight at once.")
 
 
+def _parse_map(value: Any) -> Any:
+    """A ``{pattern: model}`` map from the environment: a JSON object, or comma-separated
+    ``pattern=model`` pairs (``claude-*haiku*=qwen3.6-plus,claude-*=qwen3-max``)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    pairs: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, target = item.partition("=")
+        if not sep or not key.strip() or not target.strip():
+            raise ValueError(f"expected pattern=model, got {item.strip()!r}")
+        pairs[key.strip()] = target.strip()
+    return pairs
+
+
 class Settings(BaseSettings):
     """Every setting of ``qwen-proxy serve``. Units are in the names (``_s`` seconds, bytes)."""
 
@@ -83,7 +103,8 @@ class Settings(BaseSettings):
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Keys clients must send as `Authorization: Bearer <key>`; empty = no check.",
+        description="Keys clients must send as `Authorization: Bearer <key>` (or `x-api-key`); "
+        "empty = no check.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -220,6 +241,18 @@ class Settings(BaseSettings):
     chat_deletes_per_minute: float = Field(
         20.0, gt=0, description="Upper bound on chat deletions per minute (cleanup, reconciler)."
     )
+    # -- Anthropic Messages API (/v1/messages) ----------------------------------------------
+    anthropic_model_map: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Model names of /v1/messages requests to Qwen models: {pattern: model}, "
+        "exact names or shell-style patterns (`claude-*haiku*`), first match wins. In the "
+        "environment a JSON object or `pattern=model,pattern=model`.",
+    )
+    anthropic_default_model: str = Field(
+        "qwen3-max",
+        description="Qwen model for a `claude-…` name the map does not match; other names "
+        "(`qwen3-max`, `qwen3-max-thinking`) pass through unchanged.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     access_log: bool = Field(False, description="Log one line per request.")
@@ -245,6 +278,11 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("anthropic_model_map", mode="before")
+    @classmethod
+    def _map(cls, value: Any) -> Any:
+        return _parse_map(value)
 
     @field_validator("upstream_url")
     @classmethod
