@@ -40,7 +40,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +53,7 @@ __all__ = [
     "ENUM_FIELDS",
     "ERROR_ANSWERS",
     "SCHEMA_URI",
+    "Contract",
     "DriftItem",
     "DriftReport",
     "answer_kind",
@@ -60,6 +61,7 @@ __all__ = [
     "endpoint_key",
     "frame_kind",
     "infer",
+    "judge",
     "load_schemas",
     "render",
     "sse_data",
@@ -516,6 +518,8 @@ class DriftItem:
     message: str
     before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    feature: str = ""
+    failure: str = ""
 
     def sort_key(self) -> tuple[int, str, str, str, str]:
         """Order: severity, endpoint, where, path, kind."""
@@ -532,6 +536,8 @@ class DriftItem:
             "message": self.message,
             "before": list(self.before),
             "after": list(self.after),
+            "feature": self.feature,
+            "failure": self.failure,
         }
 
 
@@ -583,9 +589,9 @@ class DriftReport:
             head = f"Drift: {len(self.breaking)} breaking, {len(self.notable)} notable."
         lines = [head + (f" ({len(self.info)} info)" if self.info else "")]
         titles = {
-            "breaking": "BREAKING (the proxy may fail on this traffic)",
-            "notable": "NOTABLE (new shapes or values; check the proxy handles them)",
-            "info": "INFO (not drift)",
+            "breaking": "BREAKING (something the gateway depends on changed)",
+            "notable": "NOTABLE (new shapes or values; the gateway ignores them today)",
+            "info": "INFO (the recording client's side, unread fields, error answers seen)",
         }
         for severity in ("breaking", "notable", "info"):
             group = [i for i in self.items if i.severity == severity]
@@ -601,6 +607,8 @@ class DriftReport:
                 where = f"[{item.where}] " if item.where else ""
                 path = f"{item.path} " if item.path else ""
                 lines.append(f"    {item.kind}: {where}{path}- {item.message}")
+                if item.failure:
+                    lines.append(f"      -> {item.feature}: {item.failure}")
         return "\n".join(lines) + "\n"
 
 
@@ -812,15 +820,20 @@ def _diff_endpoint(key: str, base: Mapping[str, Any], new: Mapping[str, Any]) ->
 
 
 def diff(
-    baseline: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]]
+    baseline: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+    contract: Contract | None = None,
 ) -> DriftReport:
     """Compare new endpoint documents with baseline ones (both ``{endpoint key: document}``,
     as from ``load_schemas`` or ``by_key(infer(...))``) and classify every difference.
 
     Endpoints of the baseline absent from the new traffic are not reported (the new traffic is
-    a sample). A new endpoint is ``notable`` (``endpoint_added``), or ``breaking``
-    (``endpoint_added_error``) when every answer it got is an error (envelope, WAF, HTML page,
-    cut stream, or HTTP >= 400).
+    a sample). A new endpoint is ``notable`` (``endpoint_added``), or ``endpoint_added_error``
+    when every answer it got is an error (envelope, WAF, HTML page, cut stream, or HTTP >= 400).
+
+    Severities are then judged by ``contract`` (what the gateway reads, :class:`Contract`): see
+    :func:`judge`. Without a contract every response-side difference keeps its structural
+    severity; request-side differences are ``info`` either way.
     """
     items: list[DriftItem] = []
     for key in sorted(new):
@@ -852,5 +865,366 @@ def diff(
         for kind in answers:
             if _is_error_answer(kind):
                 items.append(DriftItem("info", "error_answer", key, kind, "", f"answered {kind}"))
-    items.sort(key=DriftItem.sort_key)
-    return DriftReport(items)
+    judged = judge(items, baseline, new, contract)
+    judged.sort(key=DriftItem.sort_key)
+    return DriftReport(judged)
+
+
+# ------------------------------------------------------------------------------------------------
+# The consumer contract: judging drift by what the gateway reads
+
+
+@dataclass(frozen=True)
+class ContractField:
+    """One field the gateway reads (``proxy/qwen/contract.py``, ``Field``)."""
+
+    endpoint: str
+    where: str
+    path: str
+    types: frozenset[str]
+    feature: str
+    use: str
+    failure: str
+
+
+@dataclass(frozen=True)
+class ContractEndpoint:
+    """An endpoint the gateway calls and the content types it reads there."""
+
+    key: str
+    answers: tuple[str, ...]
+    feature: str
+    failure: str
+
+
+@dataclass(frozen=True)
+class ContractValue:
+    """An enum value the gateway depends on at ``path`` in ``where`` frames of ``endpoint``."""
+
+    endpoint: str
+    where: str
+    path: str
+    value: str
+    feature: str
+    failure: str
+    unless: str = ""
+
+
+def _endpoint_matches(pattern: str, key: str) -> bool:
+    return pattern == "*" or key == pattern or key.startswith(pattern + " [")
+
+
+def _where_matches(pattern: str, where: str) -> bool:
+    from fnmatch import fnmatchcase
+
+    kind = where.split(" vs ", 1)[0]
+    return fnmatchcase(kind, pattern)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What the gateway depends on, as ``schemas/gateway_contract.json`` states it.
+
+    ``fields``: the fields read, with the feature each serves and how it fails; ``endpoints``:
+    the endpoints called and the content types read there; ``error_codes``: the error codes
+    the gateway knows; ``phases``/``statuses``: the ``delta`` values it knows; ``values``: enum
+    values whose disappearance breaks a feature (``finished`` ends an answer).
+    """
+
+    fields: tuple[ContractField, ...]
+    endpoints: tuple[ContractEndpoint, ...]
+    error_codes: frozenset[str]
+    phases: frozenset[str]
+    statuses: frozenset[str]
+    values: tuple[ContractValue, ...] = ()
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Contract:
+        """Build from the JSON object (raises ``ValueError`` naming what is malformed)."""
+        try:
+            fields = tuple(
+                ContractField(
+                    str(f["endpoint"]),
+                    str(f["where"]),
+                    str(f["path"]),
+                    frozenset(str(t) for t in f["types"]),
+                    str(f["feature"]),
+                    str(f.get("use", "")),
+                    str(f.get("failure", "")),
+                )
+                for f in obj["fields"]
+            )
+            endpoints = tuple(
+                ContractEndpoint(
+                    str(e["key"]), tuple(map(str, e["answers"])), str(e["feature"]), e["failure"]
+                )
+                for e in obj["endpoints"]
+            )
+            values = tuple(
+                ContractValue(
+                    str(v["endpoint"]),
+                    str(v["where"]),
+                    str(v["path"]),
+                    str(v["value"]),
+                    str(v["feature"]),
+                    str(v["failure"]),
+                    str(v.get("unless") or ""),
+                )
+                for v in obj.get("values", [])
+            )
+            return cls(
+                fields,
+                endpoints,
+                frozenset(map(str, obj["error_codes"])),
+                frozenset(map(str, obj["phases"])),
+                frozenset(map(str, obj["statuses"])),
+                values,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a gateway contract: {exc!r}") from exc
+
+    @classmethod
+    def load(cls, path: Path) -> Contract:
+        """Read a contract file. Raises ``OSError`` or ``ValueError`` naming the file."""
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def endpoint(self, key: str) -> ContractEndpoint | None:
+        """The most specific contract endpoint covering ``key`` (a variant wins), or ``None``."""
+        found = [e for e in self.endpoints if _endpoint_matches(e.key, key)]
+        return max(found, key=lambda e: len(e.key)) if found else None
+
+    def dependencies(self, endpoint: str, where: str, path: str) -> list[ContractField]:
+        """Fields read at ``path`` or below it, in ``where`` frames of ``endpoint``; exact
+        matches first."""
+        out: list[tuple[int, ContractField]] = []
+        for f in self.fields:
+            if not (_endpoint_matches(f.endpoint, endpoint) and _where_matches(f.where, where)):
+                continue
+            if f.path == path:
+                out.append((0, f))
+            elif f.path.startswith((path + ".", path + "[")):
+                out.append((1, f))
+        return [f for _, f in sorted(out, key=lambda p: p[0])]
+
+
+def _accepted(new_types: Sequence[str], accepted: frozenset[str]) -> bool:
+    wanted = set(accepted) | ({"integer"} if "number" in accepted else set())
+    return set(new_types) <= wanted
+
+
+def _request_side(item: DriftItem) -> bool:
+    return item.where == "request" or item.where.startswith("request ")
+
+
+def _codes(doc: Mapping[str, Any]) -> set[str]:
+    """Error codes a document records: ``envelope:<code>`` kinds and ``code`` enum values."""
+    found: set[str] = set()
+    for name, schema in (doc.get("$defs") or {}).items():
+        if name.startswith("envelope:") and name != "envelope:<none>":
+            found.add(name.removeprefix("envelope:"))
+        if name.startswith("envelope:") or name in ("error", "json"):
+            for path, values in (schema.get("x-enum-values") or {}).items():
+                if path in ("$.data.code", "$.error.code", "$.code", "$.data.error.code"):
+                    found.update(v for v in values if isinstance(v, str))
+    return found
+
+
+def _code_sites(doc: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """``(code, where, path)`` of every error code in a document."""
+    for name, schema in sorted((doc.get("$defs") or {}).items()):
+        if name.startswith("envelope:") and name != "envelope:<none>":
+            yield name.removeprefix("envelope:"), name, "$.data.code"
+        if name == "error":
+            for path, values in sorted((schema.get("x-enum-values") or {}).items()):
+                if path in ("$.error.code", "$.code"):
+                    for v in values:
+                        if isinstance(v, str):
+                            yield v, name, path
+
+
+def judge(
+    items: Sequence[DriftItem],
+    baseline: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+    contract: Contract | None,
+) -> list[DriftItem]:
+    """Re-judge structural drift items by what the gateway depends on.
+
+    - The request side (what the recording client sent) is ``info``: it describes the client.
+    - A field gone, no longer always present or of a new type is ``breaking`` when the gateway
+      reads it (or something below it) and a feature fails without it: the item names the
+      feature and the failure. The same for a field the gateway does not read is ``info``.
+    - A content type never seen, or a new HTTP status >= 400, on an endpoint the gateway calls
+      is ``breaking``; on others ``notable``. So is a new endpoint answering only errors.
+    - An error code neither the baseline nor the contract knows adds ``breaking``
+      ``error_code_unknown``; SSE data that is not JSON adds ``breaking`` ``unparseable``; an enum
+      value the gateway depends on that vanished (``status: finished`` of answers, the ``answer``
+      phase) adds ``breaking`` ``value_gone``.
+    - New fields, frames, phases and enum values stay ``notable``.
+    """
+    out: list[DriftItem] = []
+    for item in items:
+        if _request_side(item):
+            out.append(
+                replace(
+                    item,
+                    severity="info",
+                    message=item.message + " (request side: describes the recording client)",
+                )
+            )
+            continue
+        if contract is None:
+            out.append(item)
+            continue
+        out.append(_judge_one(item, contract))
+    if contract is not None:
+        out.extend(_extra_findings(baseline, new, contract))
+    return out
+
+
+def _judge_one(item: DriftItem, contract: Contract) -> DriftItem:
+    if item.kind in ("field_removed", "required_missing", "type_changed"):
+        deps = [d for d in contract.dependencies(item.endpoint, item.where, item.path) if d.failure]
+        if item.kind == "type_changed":
+            deps = [d for d in deps if d.path == item.path and not _accepted(item.after, d.types)]
+        if deps:
+            d = deps[0]
+            return replace(
+                item,
+                severity="breaking",
+                message=f"{item.message}; the gateway reads it: {d.use}",
+                feature=d.feature,
+                failure=d.failure,
+            )
+        return replace(
+            item,
+            severity="info",
+            message=item.message + "; the gateway does not depend on it",
+        )
+    if item.kind in ("content_type_changed", "status_added", "endpoint_added_error"):
+        ep = contract.endpoint(item.endpoint)
+        serious = item.kind != "status_added" or int(item.after[0]) >= 400
+        if ep is not None and serious:
+            failure = ep.failure
+            if item.kind == "status_added":
+                failure = f"chat.qwen.ai answers HTTP {item.after[0]} here: {ep.failure}"
+            return replace(item, severity="breaking", feature=ep.feature, failure=failure)
+        return replace(item, severity="notable" if item.severity != "info" else "info")
+    if item.kind == "enum_value_added" and item.path == "$.choices[].delta.phase":
+        unknown = [v for v in item.after if json.loads(v) not in contract.phases]
+        if unknown:
+            return replace(
+                item,
+                message=item.message + f"; unknown to the gateway: {', '.join(unknown)} "
+                "(ignored, never answer text)",
+            )
+    if item.kind == "enum_value_added" and item.path == "$.choices[].delta.status":
+        unknown = [v for v in item.after if json.loads(v) not in contract.statuses]
+        if unknown:
+            return replace(item, message=item.message + f"; unknown to the gateway: {unknown}")
+    return item
+
+
+def _extra_findings(
+    baseline: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+    contract: Contract,
+) -> list[DriftItem]:
+    out: list[DriftItem] = []
+    known = set(contract.error_codes)
+    for doc in baseline.values():
+        known |= _codes(doc)
+    for key, ndoc in sorted(new.items()):
+        if contract.endpoint(key) is None:
+            continue
+        reported: set[str] = set()
+        for code, where, path in _code_sites(ndoc):
+            if code in known or code in reported:
+                continue
+            reported.add(code)
+            out.append(
+                DriftItem(
+                    "breaking",
+                    "error_code_unknown",
+                    key,
+                    where,
+                    path,
+                    f"error code {code!r} is unknown to the gateway and to the baseline",
+                    tuple(sorted(known)),
+                    (code,),
+                    feature="errors",
+                    failure=(
+                        f"users get a generic HTTP 502 upstream_error for {code!r} instead of "
+                        "the right status and advice"
+                    ),
+                )
+            )
+        meta = ndoc[ENDPOINT_MARK]
+        if "non-json" in meta["sse_frames"]:
+            bmeta = baseline.get(key, {}).get(ENDPOINT_MARK, {})
+            if "non-json" not in bmeta.get("sse_frames", []):
+                out.append(
+                    DriftItem(
+                        "breaking",
+                        "unparseable",
+                        key,
+                        "non-json",
+                        "",
+                        "SSE data that is not JSON",
+                        feature="answer",
+                        failure=(
+                            "streams fail with HTTP 502 upstream_protocol_error ('a stream frame "
+                            "that is not JSON')"
+                        ),
+                    )
+                )
+        if key in baseline and "sse" in meta["answers"]:
+            out.extend(_values_gone(key, baseline[key], ndoc, contract))
+    return out
+
+
+def _enum_values(doc: Mapping[str, Any], where: str, path: str) -> set[str] | None:
+    """The values of ``path`` over the frame kinds matching ``where``; ``None`` if no frame
+    kind matches."""
+    found: set[str] | None = None
+    for name, schema in (doc.get("$defs") or {}).items():
+        if not _where_matches(where, name):
+            continue
+        found = found if found is not None else set()
+        for v in (schema.get("x-enum-values") or {}).get(path, []):
+            found.add(_enc(v))
+    return found
+
+
+def _values_gone(
+    key: str, bdoc: Mapping[str, Any], ndoc: Mapping[str, Any], contract: Contract
+) -> list[DriftItem]:
+    out: list[DriftItem] = []
+    for v in contract.values:
+        if not _endpoint_matches(v.endpoint, key):
+            continue
+        if v.unless and v.unless in ndoc[ENDPOINT_MARK]["sse_frames"]:
+            continue
+        before = _enum_values(bdoc, v.where, v.path)
+        after = _enum_values(ndoc, v.where, v.path)
+        want = _enc(v.value)
+        if before is None or want not in before or after is None or want in after:
+            continue
+        out.append(
+            DriftItem(
+                "breaking",
+                "value_gone",
+                key,
+                v.where,
+                v.path,
+                f"{want} no longer appears (seen: {', '.join(sorted(after)) or 'nothing'})",
+                (want,),
+                tuple(sorted(after)),
+                feature=v.feature,
+                failure=v.failure,
+            )
+        )
+    return out

@@ -18,6 +18,12 @@ schemas inferred from them are the baseline the ``drift_*`` cassettes are diffed
 ``drift_waf``              the baxia ``FAIL_SYS_USER_VALIDATE`` JSON and the slider page
                            (§4.3, §10, §11.8)
 ``drift_stream_false``     ``stream: false`` answered with ``Bad_Request`` (§4.2, §10, §11.3)
+``drift_token_expired``    the token expired: chats/new answers HTTP 401 ``Unauthorized``
+                           (§3, §9, §10, §11.11)
+``drift_summary_thought``  after §11.6: ``thinking_summary`` frames no longer carry
+                           ``extra.summary_thought`` (only the titles); diffed against the
+                           baseline plus ``drift_thinking_summary`` (§5.3, §5.5, §11)
+``drift_unknown_code``     an error envelope with a code nobody has seen (§5.7, §10, §11)
 =========================  =====================================================================
 
 Output is deterministic (uuid5 ids, fixed timestamps and chunk timings). Regenerate with::
@@ -451,6 +457,78 @@ def _drift_stream_false() -> Cassette:
     )
 
 
+def _drift_token_expired() -> Cassette:
+    name = "drift_token_expired"
+    answer = _compact(
+        {
+            "success": False,
+            "request_id": _uid(name, "req/new"),
+            "data": {"code": "Unauthorized", "details": "401 Token has expired"},
+        }
+    )
+    inter = _chats_new(name, "t2t", "qwen3-max")
+    expired = Interaction(
+        method=inter.method,
+        uri=inter.uri,
+        request_headers=inter.request_headers,
+        request_body=inter.request_body,
+        status=401,
+        reason="Unauthorized",
+        response_headers=dict(_JSON),
+        response_body=answer,
+    )
+    return _cassette(
+        name,
+        "Synthetic §11.11 breakage: the token expired, chats/new answers HTTP 401 Unauthorized.",
+        ("3", "9", "10", "11"),
+        [expired],
+    )
+
+
+def _drift_summary_thought() -> Cassette:
+    name = "drift_summary_thought"
+    f = _Frames(name)
+    f.created()
+    titles: list[str] = []
+    extra: dict[str, Any] = {}
+    for title in ("Reading", "Adding"):
+        titles.append(title)
+        extra = {"summary_title": {"content": list(titles)}}
+        f.delta("", "thinking_summary", extra=extra)
+    f.delta("", "thinking_summary", "finished", extra=extra)
+    for piece in ("2 + 2", " = 4."):
+        f.delta(piece, "answer")
+    f.delta("", "answer", "finished")
+    body = _completion_body(
+        name, "What is 2 + 2? Think first.", thinking=True, thinking_format="summary"
+    )
+    return _cassette(
+        name,
+        "Synthetic drift after §11.6: thinking_summary frames carry only extra.summary_title, "
+        "no extra.summary_thought.",
+        ("4.1", "5.3", "5.5", "11"),
+        [_chats_new(name, "t2t", "qwen3-max"), _stream(name, body, f.events)],
+    )
+
+
+def _drift_unknown_code() -> Cassette:
+    name = "drift_unknown_code"
+    answer = _compact(
+        {
+            "success": False,
+            "request_id": _uid(name, "req/completions"),
+            "data": {"code": "Account_Frozen", "details": "This account is frozen."},
+        }
+    )
+    body = _completion_body(name, "Say something short.")
+    return _cassette(
+        name,
+        "Synthetic drift: completions answered with an error code never seen before.",
+        ("4.3", "5.7", "10", "11"),
+        [_chats_new(name, "t2t", "qwen3-max"), _plain(name, body, answer, _JSON)],
+    )
+
+
 def build_all() -> list[Cassette]:
     """The baseline cassettes, then the drift cassettes (in the module docstring's order)."""
     return [
@@ -462,6 +540,9 @@ def build_all() -> list[Cassette]:
         _drift_t2i_envelope(),
         _drift_waf(),
         _drift_stream_false(),
+        _drift_token_expired(),
+        _drift_summary_thought(),
+        _drift_unknown_code(),
     ]
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "PHASES",
     "READERS",
     "STATUSES",
+    "VALUES",
     "Endpoint",
     "Field",
     "contract_json",
@@ -256,7 +257,8 @@ FIELDS: tuple[Field, ...] = (
           "no -thinking, -search, -image or -video variants are offered", _M),
     Field(MODELS, "json", "$.data[].info.meta.abilities", ("object",), "models",
           "abilities (numbers)", "", _M),
-    Field(MODELS, "json", "$.data[].info.meta.abilities.thinking", ("integer", "boolean"),
+    Field(MODELS, "json", "$.data[].info.meta.abilities.thinking",
+          ("integer", "number", "boolean", "string"),
           "models", "offers the -thinking variant", "-thinking variants disappear", _M),
     Field(MODELS, "json", "$.data[].info.meta.capabilities", ("object",), "models",
           "capabilities (booleans)", "", _M),
@@ -319,7 +321,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(f"{COMPLETIONS} [t2v]", ("application/json",), "video",
              "video requests fail: the task answer is not JSON"),
     Endpoint(CHATS_NEW, ("application/json",), "chat",
-             "every request fails with HTTP 502: no chat can be opened"),
+             "no chat can be opened, so every chat request fails"),
     Endpoint(MODELS, ("application/json",), "models",
              "/v1/models is empty and every request fails with model_not_found"),
     Endpoint("GET /api/v2/models", ("application/json",), "models",
@@ -402,6 +404,37 @@ ERROR_CODES: dict[str, str] = {
 }
 """Error codes seen in PROTOCOL.md §10 and §13.3, and what the client gets for each."""
 
+VALUES: tuple[dict[str, str], ...] = tuple(
+    {
+        "endpoint": f"{COMPLETIONS} [{variant}]",
+        "where": where,
+        "path": path,
+        "value": value,
+        "feature": "answer",
+        "failure": failure,
+        "unless": unless,
+    }
+    for variant in ("t2t", "search")
+    for where, path, value, failure, unless in (
+        (
+            "delta:*",
+            f"{_D}.phase",
+            "answer",
+            _EMPTY + "; the answer now comes in another phase",
+            "delta:<none>",  # phase-less frames are answer text: the phase item says what fails
+        ),
+        (
+            "delta:answer",
+            f"{_D}.status",
+            "finished",
+            "streams never finish: answers end in HTTP 502 upstream_truncated",
+            "",
+        ),
+    )
+)
+"""Enum values whose disappearance from complete text streams breaks a feature (``unless``:
+a frame kind whose presence means the feature still works another way)."""
+
 NOT_FIELDS: dict[str, dict[str, str]] = {
     _E: {
         "401": "substring of an error text",
@@ -443,6 +476,7 @@ def contract_json() -> dict[str, Any]:
         "phases": PHASES,
         "statuses": STATUSES,
         "error_codes": ERROR_CODES,
+        "values": list(VALUES),
     }
 
 
