@@ -209,34 +209,65 @@ def _short(text: object) -> str:
 
 @main.command("list")
 @click.argument("cassettes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def list_(cassettes: tuple[Path, ...]) -> None:
+@click.option("--full", is_flag=True, help="Print whole prompts (newlines shown as \\n).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON array of objects (whole prompts)."
+)
+def list_(cassettes: tuple[Path, ...], full: bool, as_json: bool) -> None:
     """Print one line per interaction in CASSETTES.
 
     Columns (tab-separated): cassette name, provenance kind, method, path, model, chat_type,
-    user text (truncated), response status, content type, stream chunk count ('-' if not
-    streamed).
+    user text (truncated to 40 characters unless --full), response status, content type, stream
+    chunk count ('-' if not streamed). --json prints the same as objects (keys: cassette,
+    provenance, method, path, model, chat_type, prompt, status, content_type, chunks).
     """
+    import json
+
     try:
         loaded = load_all(cassettes)
     except CassetteError as exc:
         raise click.ClickException(str(exc)) from exc
+    rows: list[dict[str, object]] = []
     for c in loaded:
         for inter in c.interactions:
             fp = fingerprint(inter.method, inter.uri, inter.request_body)
-            chunks = "-" if inter.stream is None else str(len(inter.stream.chunks))
-            row = [
-                c.name,
-                c.provenance.kind,
-                inter.method,
-                normalise_path(inter.uri),
-                _short(fp.get("model")),
-                _short(fp.get("chat_type")),
-                _short(fp.get("text")),
-                str(inter.status),
-                inter.content_type or "-",
-                chunks,
-            ]
-            click.echo("\t".join(row))
+            rows.append(
+                {
+                    "cassette": c.name,
+                    "provenance": c.provenance.kind,
+                    "method": inter.method,
+                    "path": normalise_path(inter.uri),
+                    "model": fp.get("model"),
+                    "chat_type": fp.get("chat_type"),
+                    "prompt": fp.get("text"),
+                    "status": inter.status,
+                    "content_type": inter.content_type or None,
+                    "chunks": None if inter.stream is None else len(inter.stream.chunks),
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        prompt = r["prompt"]
+        text = (
+            ("-" if prompt is None else str(prompt).replace("\n", "\\n").replace("\t", "\\t"))
+            if full
+            else _short(prompt)
+        )
+        row = [
+            str(r["cassette"]),
+            str(r["provenance"]),
+            str(r["method"]),
+            str(r["path"]),
+            _short(r["model"]),
+            _short(r["chat_type"]),
+            text,
+            str(r["status"]),
+            str(r["content_type"] or "-"),
+            "-" if r["chunks"] is None else str(r["chunks"]),
+        ]
+        click.echo("\t".join(row))
 
 
 @main.command()
