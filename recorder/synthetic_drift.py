@@ -26,6 +26,11 @@ schemas inferred from them are the baseline the ``drift_*`` cassettes are diffed
 ``drift_unknown_code``     an error envelope with a code nobody has seen (§5.7, §10, §11)
 =========================  =====================================================================
 
+:func:`probe_drift` derives, from the synthetic answers to the conformance probes
+(``recorder/synthetic_probes.py``), the reasoning probe's answer with ``extra.summary_thought``
+gone: served by the replay server it makes ``qwen-proxy doctor`` see ``reasoning.thinking`` fail
+and the drift that explains it (``tests/test_doctor.py``).
+
 Output is deterministic (uuid5 ids, fixed timestamps and chunk timings). Regenerate with::
 
     python -m recorder.synthetic_drift tests/cassettes/drift
@@ -36,13 +41,13 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from recorder.cassette import Cassette, Interaction, Provenance
 
-__all__ = ["DRIFT_DATE", "DRIFT_TOOL", "build_all", "write_all"]
+__all__ = ["DRIFT_DATE", "DRIFT_TOOL", "build_all", "mutate_frames", "probe_drift", "write_all"]
 
 DRIFT_DATE = "2026-11-22"
 DRIFT_TOOL = "recorder.synthetic_drift"
@@ -526,6 +531,75 @@ def _drift_unknown_code() -> Cassette:
         "Synthetic drift: completions answered with an error code never seen before.",
         ("4.3", "5.7", "10", "11"),
         [_chats_new(name, "t2t", "qwen3-max"), _plain(name, body, answer, _JSON)],
+    )
+
+
+def mutate_frames(
+    cassette: Cassette,
+    fn: Callable[[Any], Any],
+    *,
+    name: str,
+    description: str,
+    sections: Sequence[str],
+) -> Cassette:
+    """A synthetic copy of ``cassette`` whose streamed SSE frames went through ``fn`` (parsed
+    JSON in, JSON out); requests are kept, so the replay server matches the same requests.
+    Streams are re-chunked one event per chunk, 20 ms apart."""
+    from recorder.schema import sse_data
+
+    inters: list[Interaction] = []
+    for inter in cassette.interactions:
+        if inter.stream is None:
+            inters.append(inter)
+            continue
+        events = []
+        for data in sse_data(inter.response_body):
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                events.append(("data: " + data + "\n\n").encode("utf-8"))
+                continue
+            events.append(_event(fn(obj)))
+        inters.append(
+            Interaction.streamed(
+                method=inter.method,
+                uri=inter.uri,
+                request_headers=inter.request_headers,
+                request_body=inter.request_body,
+                pieces=[(i * 0.02, ev) for i, ev in enumerate(events)],
+                status=inter.status,
+                reason=inter.reason,
+                response_headers=inter.response_headers,
+                t_headers_s=inter.stream.t_headers_s,
+            )
+        )
+    return _cassette(name, description, sections, inters)
+
+
+def _without_summary_thought(frame: Any) -> Any:
+    if isinstance(frame, dict) and isinstance(frame.get("choices"), list):
+        delta = frame["choices"][0].get("delta", {})
+        extra = delta.get("extra")
+        if delta.get("phase") == "thinking_summary" and isinstance(extra, dict):
+            extra.pop("summary_thought", None)
+    return frame
+
+
+def probe_drift() -> Cassette:
+    """The conformance reasoning probe's answer, with ``extra.summary_thought`` gone from its
+    ``thinking_summary`` frames (named ``probe_thinking``, so it replaces the healthy one)."""
+    from recorder.synthetic_probes import build_all as build_probes
+
+    healthy = next(c for c in build_probes() if c.name == "probe_thinking")
+    return mutate_frames(
+        healthy,
+        _without_summary_thought,
+        name="probe_thinking",
+        description=(
+            "Synthetic drift of the reasoning probe's answer: thinking_summary frames no longer "
+            "carry extra.summary_thought."
+        ),
+        sections=("5.3", "5.5", "11"),
     )
 
 
