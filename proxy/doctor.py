@@ -309,6 +309,16 @@ class _Recorder:
             "--set",
             f"qwen_run_name={run_name}",
         ]
+        # The gateway builds Origin/Referer from its upstream URL, the recorder's loopback
+        # address; the site must see its own origin, as when the gateway talks to it directly.
+        parts = urlsplit(upstream)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        self.cmd += [
+            "--set",
+            f"modify_headers=/~q/Origin/{origin}",
+            "--set",
+            f"modify_headers=/~q/Referer/{origin}/",
+        ]
         if confdir is not None:
             self.cmd += ["--set", f"confdir={confdir}"]
         self.proc: asyncio.subprocess.Process | None = None

@@ -111,6 +111,22 @@ def test_frames_of_another_response_are_ignored() -> None:
     assert tr.response_id == "r1" and tr.foreign_frames == 2
 
 
+def test_frames_whose_ids_never_match_created_are_still_the_answer() -> None:
+    """If every content frame carries an id other than response.created's (another id format),
+    the answer is kept: the first id on a content frame is the turn's."""
+    created = '{"response.created":{"chat_id":"c","parent_id":"p","response_id":"r1"}}'
+    out = run(
+        [
+            created,
+            delta("answer", "kept", response_id="m1"),
+            delta("answer", " all", response_id="m1"),
+            delta("answer", "", "finished", response_id="m1"),
+        ]
+    )
+    assert content(out) == "kept all"
+    assert out[-1] == Finish("stop")
+
+
 def test_first_framed_response_id_is_the_turns_without_created() -> None:
     """Without response.created, the first response_id seen on a frame is the turn's."""
     out = run(

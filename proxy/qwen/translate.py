@@ -233,6 +233,7 @@ class Translator:
         "_native_pending",
         "_native_seen",
         "_native_tools",
+        "_own_frames",
         "_reasoning_mode",
         "_rejected",
         "_snapshots",
@@ -284,6 +285,7 @@ class Translator:
         self.response_id: str | None = None
         self.ignored_phases: dict[str, int] = {}
         self.foreign_frames = 0
+        self._own_frames = False
 
     @property
     def answered(self) -> bool:
@@ -320,12 +322,15 @@ class Translator:
         if isinstance(choices, list):
             rid = frame.get("response_id")
             if isinstance(rid, str) and rid:
-                if self.response_id is None:
+                if self.response_id is None or not self._own_frames:
+                    # The first id carried by a content frame is the turn's, even if it is not
+                    # the one response.created named: never drop a whole answer on an id format.
                     self.response_id = rid
                 elif rid != self.response_id:
                     # A second response in the same stream (PROTOCOL.md §13.2): not this turn's.
                     self.foreign_frames += 1
                     return []
+                self._own_frames = True
             usage = frame.get("usage")
             if isinstance(usage, dict):
                 self.usage = Usage(
