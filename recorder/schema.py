@@ -1210,6 +1210,8 @@ def _values_gone(
             continue
         before = _enum_values(bdoc, v.where, v.path)
         after = _enum_values(ndoc, v.where, v.path)
+        if after is None and v.where.endswith("*"):
+            after = set()  # no frame of the family at all: the value is gone with them
         want = _enc(v.value)
         if before is None or want not in before or after is None or want in after:
             continue

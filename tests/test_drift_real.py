@@ -182,6 +182,11 @@ MUTATIONS: dict[str, tuple[Mutation, set[tuple[str, str, str]], set[str]]] = {
         {("value_gone", T2T, "$.choices[].delta.status")},
         {"enum_value_added"},
     ),
+    "choices renamed": (
+        _sse(lambda o: {"choice": o.pop("choices"), **o} if "choices" in o else o),
+        {("value_gone", T2T, "$.choices[].delta.phase")},
+        set(),  # the frames are now of kind "json", which the non-stream capture already has
+    ),
     "usage as string": (
         _sse(_usage_string),
         {("type_changed", T2T, "$.usage.output_tokens")},
