@@ -71,7 +71,6 @@ def test_real_captures_have_no_breaking_drift(samples_dir: Path, tmp_path: Path)
     assert {(i.endpoint, i.path) for i in report.info} >= {
         (MODELS, "$.data[].info.meta.max_generation_length"),
         (T2T, "$.version"),
-        (T2T, "$.parent_id"),
     }
 
 

@@ -52,6 +52,7 @@ MODELS = "GET /api/models"
 CHATS_NEW = "POST /api/v2/chats/new"
 STS = "POST /api/v2/files/getstsToken"
 TASK_STATUS = "GET /api/v1/tasks/status/{id}"
+CHATS_LIST = "GET /api/v2/chats"
 
 FEATURES: dict[str, str] = {
     "chat": "opening a chat (chats/new) and following the turn's response",
@@ -106,8 +107,9 @@ _M = "proxy.qwen.models"
 _MD = "proxy.qwen.media"
 _F = "proxy.qwen.files"
 _C = "proxy.qwen.client"
+_CL = "proxy.cleanup"
 
-READERS = (_T, _E, _M, _MD, _F, _C)
+READERS = (_T, _E, _M, _MD, _F, _C, _CL)
 """The modules that read upstream answers (scanned by tests/test_contract.py)."""
 
 ANSWER_STREAM = "text/event-stream"
@@ -125,9 +127,10 @@ FIELDS: tuple[Field, ...] = (
     Field(COMPLETIONS, "response.created", '$["response.created"].chat_id', ("string",),
           "chat", "the chat the turn belongs to", "", _T),
     Field(COMPLETIONS, "response.created", '$["response.created"].response_id', ("string",),
-          "answer", "the turn's response id: frames of another response are ignored",
-          "frames of a second response in the same stream can no longer be told apart and may "
-          "leak into the answer", _T),
+          "chat", "the turn's response id: the parent_id of the next turn of a native "
+          "conversation, what a stop names, and frames of another response are ignored",
+          "native conversations cannot continue (every follow-up turn starts over as a new, "
+          "flattened chat) and frames of a second response may leak into the answer", _T),
     Field(COMPLETIONS, "delta:*", "$.response_id", ("string",), "answer",
           "the response a frame belongs to (2026 frames)", "", _T),
     Field(COMPLETIONS, "response.info", '$["response.info"]', ("object",), "answer",
@@ -272,6 +275,19 @@ FIELDS: tuple[Field, ...] = (
           "every request fails with HTTP 502 ('returned no chat id')", _C),
     Field(CHATS_NEW, "json", "$.data.id", ("string",), "chat", "the server-issued chat id",
           "every request fails with HTTP 502 ('returned no chat id')", _C),
+    # -- the chat list (§2), read by the cleanup of idle gateway chats ------------------------
+    Field(CHATS_LIST, "json", "$.data", ("array", "object"), "chat", "the chat list",
+          "idle gateway chats are no longer found and deleted (they pile up in the sidebar)", _C),
+    Field(CHATS_LIST, "json", "$.data.data", ("array",), "chat", "a wrapped chat list", "", _C),
+    Field(CHATS_LIST, "json", "$.data[].id", ("string",), "chat", "the chat to delete",
+          "idle gateway chats are no longer deleted", _CL),
+    Field(CHATS_LIST, "json", "$.data[].title", ("string",), "chat",
+          "tells the gateway's chats (title prefix) from the user's",
+          "idle gateway chats are no longer deleted", _CL),
+    Field(CHATS_LIST, "json", "$.data[].updated_at", ("integer", "number"), "chat",
+          "idle time", "", _CL),
+    Field(CHATS_LIST, "json", "$.data[].created_at", ("integer", "number"), "chat",
+          "idle time when updated_at is missing", "", _CL),
     # -- uploads (§7.1) ---------------------------------------------------------------------
     Field(STS, "json", "$.data", ("object",), "uploads", "the v2 grant (v1: flat)", "", _F),
     *(
@@ -327,6 +343,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET /api/v2/models", ("application/json",), "models",
              "the fallback model list cannot be read"),
     Endpoint(STS, ("application/json",), "uploads", "uploads fail with HTTP 502"),
+    Endpoint(CHATS_LIST, ("application/json",), "chat",
+             "idle gateway chats are no longer found and deleted"),
     Endpoint(TASK_STATUS, ("application/json",), "video",
              "video requests poll until they time out"),
 )  # fmt: skip
@@ -453,6 +471,11 @@ NOT_FIELDS: dict[str, dict[str, str]] = {
         "json": "substring of the content type",
     },
     _M: {"search": "a chat_type value, tested with `in`"},
+    _CL: {
+        "not exist": "substring of an error text (the chat is already gone)",
+        "not found": "substring of an error text",
+        "not_found": "substring of an error text",
+    },
     _F: {"base64": "substring of a data: URI the client sent"},
 }
 """String keys the reading modules use that are not upstream fields, with the reason."""
