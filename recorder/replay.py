@@ -11,11 +11,11 @@ Two stateful behaviours stand in for parts of the site that are not request/answ
 - **Task polling** (PROTOCOL.md §6.3): successive ``GET /api/v1/tasks/status/<id>`` requests for
   the same path are answered by that path's recorded interactions in load order (pending,
   running, success…); once they are used up the last one repeats. State is per app.
-- **A default model list** (§8): when the cassettes hold no ``GET /api/models`` (an imported
-  capture of one chat, say), that path and ``/api/v2/models`` answer a built-in list naming the
-  models the cassettes' requests use (``qwen3-max`` when none), so the gateway can replay the
-  capture alone; the server logs that it does so. Likewise ``POST /api/v2/chats/new`` answers a
-  fresh chat id (§3) when no cassette holds that step (captures often hold only the turn).
+- **A default model list** (§8): when the cassettes hold chat turns but no ``GET /api/models``
+  (an imported capture of one chat, say), that path and ``/api/v2/models`` answer a built-in
+  list naming the models the cassettes' requests use, so the gateway can replay the capture
+  alone; the server logs that it does so. Likewise ``POST /api/v2/chats/new`` answers a fresh
+  chat id (§3) when no cassette holds that step (captures often hold only the turn).
 - **Object store** (§7.2): a ``PUT`` that matches no recorded interaction is an OSS PutObject.
   It needs ``Authorization: OSS <id>:<signature>`` and ``x-oss-security-token`` (else 403) and a
   ``Content-MD5`` that fits the body when given (else 400); the bytes are kept in
@@ -344,6 +344,15 @@ def _next_in_sequence(app: web.Application, method: str, path: str) -> Hit | Non
     return hits[min(n, len(hits) - 1)]
 
 
+def _holds_turns(cassettes: Sequence[Cassette]) -> bool:
+    """Whether the cassettes hold chat.qwen.ai turns (``POST …/api/v2/chat/completions``)."""
+    return any(
+        normalise_path(i.uri).endswith(COMPLETIONS_PATH) and i.method.upper() == "POST"
+        for c in cassettes
+        for i in c.interactions
+    )
+
+
 def default_models(cassettes: Sequence[Cassette]) -> bytes | None:
     """The built-in model list for cassettes that hold none (else ``None``).
 
@@ -353,6 +362,8 @@ def default_models(cassettes: Sequence[Cassette]) -> bytes | None:
     """
     chat_types: dict[str, set[str]] = {}
     thinking: set[str] = set()
+    if not _holds_turns(cassettes):
+        return None  # not chat.qwen.ai traffic (e.g. an OpenAI-side recording): no stand-in
     for cassette in cassettes:
         for inter in cassette.interactions:
             path = normalise_path(inter.uri)
@@ -547,7 +558,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if (
         app[NEW_CHAT_KEY]
         and request.method == "POST"
-        and normalise_path(request.path) == "/api/v2/chats/new"
+        and normalise_path(request.path) == CHATS_NEW_PATH
     ):
         log.info("POST /api/v2/chats/new -> built-in stand-in (a new chat id)")
         sent = _json_object(body)
@@ -593,10 +604,10 @@ def make_replay_app(
     app[CURSORS_KEY] = {}
     app[CHATS_KEY] = ChatMemory()
     app[MODELS_KEY] = default_models(cassettes)
-    app[NEW_CHAT_KEY] = not any(
-        normalise_path(i.uri) == "/api/v2/chats/new" for c in cassettes for i in c.interactions
+    app[NEW_CHAT_KEY] = _holds_turns(cassettes) and not any(
+        normalise_path(i.uri) == CHATS_NEW_PATH for c in cassettes for i in c.interactions
     )
-    if app[NEW_CHAT_KEY] and len(app[INDEX_KEY]):
+    if app[NEW_CHAT_KEY]:
         log.warning("the cassettes hold no chats/new: it answers a built-in stand-in (a new id)")
     if app[MODELS_KEY] is not None:
         names = [m["id"] for m in json.loads(app[MODELS_KEY] or b"{}")["data"]]

@@ -25,13 +25,21 @@ the SSE frame kinds. One file per endpoint plus ``index.json``; output is determ
 keys, sorted lists, cassettes read in path order) so ``schemas/upstream/`` is reproducible.
 
 Diff (``diff``): a small structural comparison over the genson subset (``type``, ``properties``,
-``required``, ``items``, ``anyOf``; TOOLING.md section 4.2). Items are ``breaking`` (a required
-field gone or no longer always present, a type changed, a content type never seen, a new status
->= 400, a new endpoint that only answers errors), ``notable`` (a field added, a new enum value, a
-new frame or answer kind, a new endpoint, a new status < 400) or ``info`` (error answers seen,
-known SSE frame kinds not seen in the new sample). A frame kind new to an endpoint is also compared
-with the union of the known kinds of its family (``delta:*``, ``envelope:*``), so frames that lost
-``phase`` (PROTOCOL.md section 11.7) show as ``$.choices[].delta.phase`` removed.
+``required``, ``items``, ``anyOf``; TOOLING.md section 4.2) finds field_removed, required_missing,
+type_changed, field_added, enum_value_added, frame_type_added/unseen, content_type_changed,
+status_added, endpoint_added(_error) and error_answer items. A frame kind new to an endpoint is
+also compared with the union of the known kinds of its family (``delta:*``, ``envelope:*``), so
+frames that lost ``phase`` (PROTOCOL.md section 11.7) show as ``$.choices[].delta.phase`` removed.
+
+Severity (``judge``) is then decided by what the gateway depends on, its consumer contract
+(:class:`Contract`, ``schemas/gateway_contract.json``, generated from ``proxy/qwen/contract.py``):
+``breaking`` when a field the gateway reads is gone, not always present or of a type it cannot
+use, when a content type or HTTP error never seen reaches an endpoint it calls, when an error
+code is unknown, SSE data is not JSON, or a value it needs (``status: finished``, ``phase:
+answer``) vanished, each naming the feature that fails and how; ``notable`` for new fields,
+frames, phases, enum values and endpoints; ``info`` for everything on the request side (it
+describes the recording client), fields it does not read, error answers seen, frame kinds a
+sample lacks.
 """
 
 from __future__ import annotations
