@@ -196,6 +196,13 @@ def test_incremental_streams_pass_untouched_unless_snapshot_shaped(pieces: list[
         assert content(out) == so_far
 
 
+def test_null_phase_finished_before_any_text_ends_nothing() -> None:
+    """A phase-less finished frame before any answer text neither ends nor fails the stream."""
+    out = run([delta(None, "", "finished"), delta("answer", "late"), FINISHED])
+    assert content(out) == "late"
+    assert out[-1] == Finish("stop")
+
+
 def test_null_phase_finished_ends_the_answer() -> None:
     """Frames without a phase (old format / output_schema missing) end on their finished frame."""
     out = run([delta(None, "plain"), delta(None, "", "finished")])

@@ -471,11 +471,14 @@ class Translator:
                 self._answer_pieces.append(content)
                 self._answer_len += len(content)
                 out.append(Text("content", content))
-            if status == "finished":
-                # phase null is the old format's answer (§5.3): its finished frame ends it too.
+            if status == "finished" and phase == "answer":
                 # A finished answer with no text at all is an empty answer, not a success.
                 answered = self._answer_chars or self._native_answer()
                 out.extend(self._finish() if answered else self._fail(self._empty_error()))
+            elif status == "finished" and self._answer_chars:
+                # phase null is the old format's answer (§5.3, §11.7): once it has text, its
+                # finished frame ends it too (before any text it is not trusted to).
+                out.extend(self._finish())
             return out
         if phase == "local_tool" and self._native_tools:
             return self._local_tool(delta.get("extra"), status)
