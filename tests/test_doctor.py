@@ -186,3 +186,61 @@ def test_cli_doctor_usage_errors(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2
     assert "no baseline schemas" in res.output
+
+
+@needs_mitmdump
+def test_cli_doctor_end_to_end(tmp_path: Path) -> None:
+    """`qwen-proxy doctor` (the command) against `qwen-record replay` serving the drift: exit 1,
+    the verdict on stdout, the report files written."""
+    import socket
+    import subprocess
+    import time
+
+    served = tmp_path / "served"
+    served.mkdir()
+    for c in [c for c in cassettes() if c.name != "probe_thinking"] + [probe_drift()]:
+        c.save(served / f"{c.name}.json")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    exe = str(Path(sys.executable).parent / "qwen-record")
+    replay = subprocess.Popen(
+        [exe, "replay", str(served), "--port", str(port), "--speed", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "replay server did not start"
+                time.sleep(0.1)
+        out = tmp_path / "report"
+        res = CliRunner().invoke(
+            main,
+            [
+                "doctor",
+                "--upstream",
+                f"http://127.0.0.1:{port}",
+                "-o",
+                str(out),
+                "--schemas",
+                str(REPO / "schemas" / "upstream"),
+                "--skip",
+                "images",
+                "--timeout",
+                "30",
+                "--mitm-confdir",
+                str(tmp_path / "mitm"),
+            ],
+            env={"QWEN_PROXY_TOKENS": "", "QWEN_PROXY_API_KEYS": ""},
+        )
+    finally:
+        replay.terminate()
+        replay.wait(10)
+    assert res.exit_code == 1, res.output
+    assert "reasoning.thinking failed: delta:thinking_summary frames no longer carry" in res.output
+    assert (out / "doctor.md").is_file() and (out / "doctor.json").is_file()
