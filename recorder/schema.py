@@ -1089,7 +1089,12 @@ def judge(
             continue
         out.append(_judge_one(item, contract))
     if contract is not None:
-        out.extend(_extra_findings(baseline, new, contract))
+        seen = {(i.endpoint, i.where.split(" vs ", 1)[0], i.path) for i in out}
+        out.extend(
+            i
+            for i in _extra_findings(baseline, new, contract)
+            if i.kind != "field_removed" or (i.endpoint, i.where, i.path) not in seen
+        )
     return out
 
 
@@ -1191,6 +1196,47 @@ def _extra_findings(
                 )
         if key in baseline and "sse" in meta["answers"]:
             out.extend(_values_gone(key, baseline[key], ndoc, contract))
+        if key in baseline:
+            out.extend(_optional_gone(key, baseline[key], ndoc, contract))
+    return out
+
+
+def _optional_gone(
+    key: str, bdoc: Mapping[str, Any], ndoc: Mapping[str, Any], contract: Contract
+) -> list[DriftItem]:
+    """Fields the gateway depends on that the baseline had (even if not in every sample) and no
+    new sample of the same frame kind has, while their parent is still there."""
+    out: list[DriftItem] = []
+    bdefs: Mapping[str, Any] = bdoc.get("$defs") or {}
+    ndefs: Mapping[str, Any] = ndoc.get("$defs") or {}
+    for name in sorted(set(bdefs) & set(ndefs)):
+        if name == "request":
+            continue
+        bidx, nidx = _index(bdefs[name]), _index(ndefs[name])
+        bpaths = {_render_path(p): p for p in bidx}
+        npaths = {_render_path(p) for p in nidx}
+        for dep in contract.fields:
+            if not dep.failure or dep.path not in bpaths or dep.path in npaths:
+                continue
+            if not (_endpoint_matches(dep.endpoint, key) and _where_matches(dep.where, name)):
+                continue
+            parent = bpaths[dep.path][:-1]
+            while parent and parent[-1] == "[]":
+                parent = parent[:-1]
+            if _render_path(parent) not in npaths:
+                continue  # its parent is gone too: reported there, or not read at all
+            out.append(
+                DriftItem(
+                    "breaking",
+                    "field_removed",
+                    key,
+                    name,
+                    dep.path,
+                    f"in known samples, absent from every new one; the gateway reads it: {dep.use}",
+                    feature=dep.feature,
+                    failure=dep.failure,
+                )
+            )
     return out
 
 

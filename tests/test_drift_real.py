@@ -181,6 +181,11 @@ MUTATIONS: dict[str, tuple[Mutation, set[tuple[str, str, str]], set[str]]] = {
         {("value_gone", T2T, "$.choices[].delta.status")},
         {"enum_value_added"},
     ),
+    "usage gone": (
+        _sse(lambda o: {k: v for k, v in o.items() if k != "usage"}),
+        {("field_removed", T2T, "$.usage")},
+        set(),
+    ),
     "choices renamed": (
         _sse(lambda o: {"choice": o.pop("choices"), **o} if "choices" in o else o),
         {("value_gone", T2T, "$.choices[].delta.phase")},
