@@ -1,7 +1,10 @@
 """``qwen-proxy``: the command line of the OpenAI-compatible gateway.
 
 ``qwen-proxy serve`` runs the proxy; ``qwen-proxy serve --offline`` serves the recorded
-cassettes in ``cassettes/`` instead of calling chat.qwen.ai. Settings come from flags, then
+cassettes in ``cassettes/`` instead of calling chat.qwen.ai. ``qwen-proxy check`` runs the
+conformance probes against any OpenAI-compatible Qwen proxy; ``qwen-proxy doctor`` records them
+through this gateway and ties each failure to protocol drift (:mod:`proxy.doctor`). Settings
+come from flags, then
 ``QWEN_PROXY_*`` environment variables, then a TOML file (``--config``), then defaults
 (:mod:`proxy.config`).
 """
