@@ -71,6 +71,15 @@ CHECK_FEATURES: dict[str, tuple[str, ...]] = {
 (``proxy/qwen/contract.py`` FEATURES); ``()`` for checks of the gateway alone (auth, its own
 400s). Unknown checks are tied to every feature."""
 
+FEATURE_FRAMES: dict[str, tuple[str, ...]] = {
+    "answer": ("delta:answer",),
+    "reasoning": ("delta:think", "delta:thinking_summary"),
+    "sources": ("delta:web_search",),
+    "images": ("delta:image_gen", "delta:image_edit", "delta:image_gen_tool"),
+}
+"""SSE frame kinds that carry each feature: when a failing check's frames are missing from the
+recording, that is part of its explanation."""
+
 READY_DEADLINE_S = 30.0
 
 
@@ -116,9 +125,8 @@ class Explanation:
                 self.upstream_errors
             )
         if self.related:
-            return f"`{self.check}` failed; no breaking drift, but new shapes: " + _describe(
-                self.related[0]
-            )
+            shown = "; ".join(_describe(i) for i in self.related[:3])
+            return f"`{self.check}` failed; no breaking drift, but: {shown}"
         return f"`{self.check}` failed; the recording shows no drift that explains it"
 
     def to_json(self) -> dict[str, Any]:
@@ -141,6 +149,12 @@ def _describe(item: Mapping[str, Any]) -> str:
     frame = where.split(" vs ", 1)[0]
     subject = f"`{frame}` frames" if frame.startswith(("delta:", "response.")) else "answers"
     kind = item["kind"]
+    if kind == "frame_type_unseen":
+        return f"no `{frame}` frames any more"
+    if kind == "frame_type_added":
+        return f"a new frame kind `{frame}` on {item['endpoint']}"
+    if kind == "enum_value_added" and path:
+        return f"`{path}` has a new value {', '.join(item.get('after') or [])}"
     if kind == "field_removed" and path:
         text = f"{subject} no longer carry `{path}`"
     elif kind == "required_missing" and path:
@@ -172,9 +186,13 @@ def explain(results: Sequence[Mapping[str, Any]], drift: Mapping[str, Any]) -> l
             for i in items
             if i["severity"] == "breaking" and (feats is None or i.get("feature") in feats)
         ]
-        related = []
+        related: list[dict[str, Any]] = []
         if not breaking and feats != ():
-            related = [i for i in items if i["severity"] == "notable"][:5]
+            frames = {f for feat in (feats or FEATURE_FRAMES) for f in FEATURE_FRAMES.get(feat, ())}
+            related = [
+                i for i in items if i["kind"] == "frame_type_unseen" and i["where"] in frames
+            ]
+            related += [i for i in items if i["severity"] == "notable"][:5]
         out.append(
             Explanation(
                 check=str(r["id"]),
@@ -246,8 +264,8 @@ def render_markdown(result: DoctorResult) -> str:
         lines.append(f"  - check said ({e.diagnosis}): {e.message}")
         for item in e.drift[1:]:
             lines.append(f"  - also: {_describe(item)}")
-        for item in e.related[1:]:
-            lines.append(f"  - new shape: {_describe(item)}")
+        for item in e.related[3:]:
+            lines.append(f"  - also: {_describe(item)}")
     lines += ["", "## Drift against the baseline schemas", "", "```", result.drift_text, "```"]
     lines += ["", "## Checks", "", "| check | status | diagnosis |", "|---|---|---|"]
     for r in result.checks.get("results", []):

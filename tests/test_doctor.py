@@ -89,6 +89,25 @@ def test_explain_ties_failures_to_their_features() -> None:
     assert "no drift" in auth.verdict
 
 
+def test_a_renamed_phase_is_explained_by_missing_and_new_frames() -> None:
+    """No breaking drift: a failed reasoning check names the reasoning frames that vanished and
+    the new frame kind that appeared instead."""
+    results = [{"id": "reasoning.thinking", "status": "failed", "diagnosis": "x", "message": "m"}]
+    t2t = "POST /api/v2/chat/completions [t2t]"
+    drift = {
+        "items": [
+            _item("info", kind="frame_type_unseen", where="delta:thinking_summary", path=""),
+            _item("info", kind="frame_type_unseen", where="delta:answer", path=""),
+            _item("notable", kind="frame_type_added", where="delta:thinking_v2", path=""),
+        ]
+    }
+    (e,) = explain(results, drift)
+    assert e.verdict == (
+        "`reasoning.thinking` failed; no breaking drift, but: no `delta:thinking_summary` frames "
+        f"any more; a new frame kind `delta:thinking_v2` on {t2t}"
+    )
+
+
 def test_markdown_report_lists_failures_first() -> None:
     """The Markdown report opens with the verdict and the explained failures."""
     checks = {"results": [{"id": "reasoning.thinking", "status": "failed", "required": True}]}
