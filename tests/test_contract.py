@@ -264,3 +264,50 @@ def test_every_path_the_translator_reads_on_the_cassettes_is_listed(
     listed = {f.path for f in contract.FIELDS if f.reader in readers}
     assert log, "nothing was read"
     assert log - listed == set(), sorted(log - listed)
+
+
+def test_every_path_the_other_readers_read_on_the_cassettes_is_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same for whole-body readers: every recorded model list, task status, upload grant,
+    t2v answer and error body goes through its reader with instrumented JSON objects."""
+    from proxy.errors import ProxyError
+    from proxy.qwen import files, media, models
+    from proxy.qwen.envelope import classify_response
+
+    log: set[str] = set()
+    real_loads = orjson.loads
+    monkeypatch.setattr(orjson, "loads", lambda data: _track(real_loads(data), "$", log))
+    seen: set[str] = set()
+    for cassette in load_all([REPO / "cassettes"]):
+        for inter in cassette.interactions:
+            if inter.stream is not None or not inter.content_type.startswith("application/json"):
+                if "html" in inter.content_type:
+                    classify_response(inter.status, inter.content_type, inter.body_bytes())
+                continue
+            body = json.loads(inter.response_body)
+            path = inter.uri.split("?", 1)[0]
+            if path.endswith("/api/models"):
+                seen.add("models")
+                models.parse_models(_track(body, "$", log))
+            elif "/tasks/status/" in path:
+                seen.add("tasks")
+                media.task_state(_track(body, "$", log))
+            elif path.endswith("/getstsToken"):
+                seen.add("sts")
+                files.parse_sts(_track(body, "$", log))
+            elif path.endswith("/chat/completions"):
+                if isinstance(body, dict) and body.get("success") is False or "ret" in body:
+                    seen.add("errors")
+                    classify_response(inter.status, inter.content_type, inter.body_bytes())
+                else:
+                    seen.add("t2v")
+                    try:
+                        media.find_task_id(_track(body, "$", log))
+                    except ProxyError:
+                        pass
+    assert seen >= {"models", "tasks", "sts", "errors", "t2v"}, seen
+    readers = {"proxy.qwen.envelope", "proxy.qwen.models", "proxy.qwen.media", "proxy.qwen.files"}
+    listed = {f.path for f in contract.FIELDS if f.reader in readers}
+    assert log, "nothing was read"
+    assert log - listed == set(), sorted(log - listed)

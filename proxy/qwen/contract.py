@@ -307,26 +307,40 @@ FIELDS: tuple[Field, ...] = (
           "uploads fail unless region is given", _F),
     Field(STS, "json", "$.data.region", ("string",), "uploads", "the OSS region (v1)", "", _F),
     # -- video (§6.3) -----------------------------------------------------------------------
-    Field(f"{COMPLETIONS} [t2v]", "json", "$.data.messages[].extra.wanx.task_id", ("string",),
-          "video", "the task to poll",
-          "video requests fail unless a task_id appears elsewhere in the answer", _MD),
-    Field(TASK_STATUS, "json", "$.data", ("object",), "video", "the task answer", "", _MD),
-    Field(TASK_STATUS, "json", "$.data.task_status", ("string",), "video", "task state",
-          "video requests poll until they time out (HTTP 504 upstream_task_timeout)", _MD),
-    Field(TASK_STATUS, "json", "$.task_status", ("string",), "video", "task state (flat)",
-          "", _MD),
-    Field(TASK_STATUS, "json", "$.status", ("string",), "video", "task state (variant)", "",
-          _MD),
     *(
-        Field(TASK_STATUS, "json", f"$.{name}", ("string", "null"), "video", f"task {name}",
-              "", _MD)
-        for name in ("message", "error", "details")
+        Field(f"{COMPLETIONS} [t2v]", "json", f"$.data.messages{tail}", types, "video",
+              "the task to poll (data.messages[0].extra.wanx.task_id)",
+              "video requests fail unless a task_id appears elsewhere in the answer"
+              if tail.endswith("task_id") else "", _MD)
+        for tail, types in (
+            ("", ("array",)),
+            ("[].extra", ("object",)),
+            ("[].extra.wanx", ("object",)),
+            ("[].extra.wanx.task_id", ("string",)),
+        )
     ),
+    # Task status answers come flat ({task_status, content}, the recorded form) or wrapped in
+    # data; both are read, the flat one is what the baseline knows (PROTOCOL.md §6.3).
+    Field(TASK_STATUS, "json", "$.data", ("object",), "video", "a wrapped task answer", "", _MD),
     *(
-        Field(TASK_STATUS, "json", f"$.data.{name}", ("string", "null"), "video",
-              "the video URL" if name == "content" else "a video URL candidate",
-              "finished videos have no URL (HTTP 502)" if name == "content" else "", _MD)
-        for name in ("content", "url", "video_url", "videoUrl", "image_url", "file_url")
+        Field(TASK_STATUS, "json", f"{base}.{name}", types, "video", use,
+              failure if base == "$" else "", _MD)
+        for base in ("$", "$.data")
+        for name, types, use, failure in (
+            ("task_status", ("string",), "the task state",
+             "video requests poll until they time out (HTTP 504 upstream_task_timeout)"),
+            ("status", ("string",), "the task state (variant)", ""),
+            ("message", ("string", "null"), "the task's message", ""),
+            ("error", ("string", "null"), "the task's error", ""),
+            ("details", ("string", "null"), "the task's details", ""),
+            ("content", ("string", "null"), "the video URL",
+             "finished videos have no URL (HTTP 502)"),
+            ("url", ("string", "null"), "a video URL candidate", ""),
+            ("video_url", ("string", "null"), "a video URL candidate", ""),
+            ("videoUrl", ("string", "null"), "a video URL candidate", ""),
+            ("image_url", ("string", "null"), "a video URL candidate", ""),
+            ("file_url", ("string", "null"), "a video URL candidate", ""),
+        )
     ),
 )  # fmt: skip
 """Every upstream field the gateway reads (see the module docstring)."""
