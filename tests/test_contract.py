@@ -297,7 +297,7 @@ def test_every_path_the_other_readers_read_on_the_cassettes_is_listed(
                 seen.add("sts")
                 files.parse_sts(_track(body, "$", log))
             elif path.endswith("/chat/completions"):
-                if isinstance(body, dict) and body.get("success") is False or "ret" in body:
+                if isinstance(body, dict) and (body.get("success") is False or "ret" in body):
                     seen.add("errors")
                     classify_response(inter.status, inter.content_type, inter.body_bytes())
                 else:
