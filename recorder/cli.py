@@ -577,15 +577,15 @@ def _is_schema_dir(path: Path) -> bool:
 @click.option(
     "--contract",
     "contract_file",
-    default=Path("schemas/gateway_contract.json"),
-    show_default=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
     help="What the gateway reads (generated from proxy/qwen/contract.py); severities are "
-    "judged by it. When the file is missing, severities are structural.",
+    "judged by it [default: schemas/gateway_contract.json, else gateway_contract.json next to "
+    "the schema folder]. Without one, severities are structural.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def diff(
-    paths: tuple[Path, ...], schema_dir: Path | None, contract_file: Path, as_json: bool
+    paths: tuple[Path, ...], schema_dir: Path | None, contract_file: Path | None, as_json: bool
 ) -> None:
     """Compare traffic with a baseline and report protocol drift, judged by what the gateway
     reads.
@@ -627,6 +627,11 @@ def diff(
         else:
             baseline = load_schemas(schema_dir or Path("schemas/upstream"))
             new = by_key(infer(load_all(paths)))
+        if contract_file is None:
+            candidates = [Path("schemas/gateway_contract.json")]
+            if schema_dir is not None:
+                candidates.append(schema_dir.parent / "gateway_contract.json")
+            contract_file = next((c for c in candidates if c.is_file()), candidates[0])
         contract = Contract.load(contract_file) if contract_file.is_file() else None
     except (CassetteError, OSError, ValueError) as exc:
         click.echo(f"Error: {exc}", err=True)
