@@ -67,10 +67,13 @@ __all__ = [
     "answer_kind",
     "diff",
     "endpoint_key",
+    "ends_at_wildcard",
     "frame_kind",
     "infer",
     "judge",
     "load_schemas",
+    "path_is_ancestor",
+    "path_matches",
     "render",
     "sse_data",
     "write_schemas",
@@ -1011,11 +1014,49 @@ class Contract:
         for f in self.fields:
             if not (_endpoint_matches(f.endpoint, endpoint) and _where_matches(f.where, where)):
                 continue
-            if f.path == path:
+            if path_matches(f.path, path):
                 out.append((0, f))
-            elif f.path.startswith((path + ".", path + "[")):
+            elif path_is_ancestor(path, f.path):
                 out.append((1, f))
         return [f for _, f in sorted(out, key=lambda p: p[0])]
+
+
+_SEGMENTS = re.compile(r'\[\]|\["(?:[^"\\]|\\.)*"\]|\.[^.\[]+')
+_ANY_KEY = r'(?:\.[A-Za-z_][A-Za-z0-9_]*|\["(?:[^"\\]|\\.)*"\])'
+
+
+def _segments(path: str) -> list[str]:
+    return _SEGMENTS.findall(path[1:] if path.startswith("$") else path)
+
+
+def _pattern(segments: Sequence[str]) -> re.Pattern[str]:
+    body = "".join(_ANY_KEY if seg == ".*" else re.escape(seg) for seg in segments)
+    return re.compile(r"\$" + body)
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """Whether the JSON path ``path`` (``$.a[].b["c.d"]``) is ``pattern``, in which a ``.*``
+    segment stands for any one key (``local_mcp.*[]``: any tool namespace)."""
+    if ".*" not in pattern:
+        return pattern == path
+    return _pattern(_segments(pattern)).fullmatch(path) is not None
+
+
+def ends_at_wildcard(path: str, pattern: str) -> bool:
+    """Whether ``path`` is one of the keys a ``.*`` segment of ``pattern`` stands for (a key the
+    gateway accepts under any name, so losing one such key is not losing a dependency)."""
+    segs = _segments(pattern)
+    return any(
+        segs[k - 1] == ".*" and _pattern(segs[:k]).fullmatch(path) for k in range(1, len(segs))
+    )
+
+
+def path_is_ancestor(path: str, pattern: str) -> bool:
+    """Whether ``path`` lies strictly above some path ``pattern`` stands for."""
+    if ".*" not in pattern:
+        return pattern.startswith((path + ".", path + "["))
+    segs = _segments(pattern)
+    return any(_pattern(segs[:k]).fullmatch(path) for k in range(len(segs)))
 
 
 def _accepted(new_types: Sequence[str], accepted: frozenset[str]) -> bool:
@@ -1100,7 +1141,11 @@ def judge(
 
 def _judge_one(item: DriftItem, contract: Contract) -> DriftItem:
     if item.kind in ("field_removed", "required_missing", "type_changed"):
-        deps = [d for d in contract.dependencies(item.endpoint, item.where, item.path) if d.failure]
+        deps = [
+            d
+            for d in contract.dependencies(item.endpoint, item.where, item.path)
+            if d.failure and not ends_at_wildcard(item.path, d.path)
+        ]
         if item.kind == "type_changed":
             deps = [d for d in deps if d.path == item.path and not _accepted(item.after, d.types)]
         if deps:
@@ -1216,27 +1261,31 @@ def _optional_gone(
         bpaths = {_render_path(p): p for p in bidx}
         npaths = {_render_path(p) for p in nidx}
         for dep in contract.fields:
-            if not dep.failure or dep.path not in bpaths or dep.path in npaths:
+            if not dep.failure:
                 continue
             if not (_endpoint_matches(dep.endpoint, key) and _where_matches(dep.where, name)):
                 continue
-            parent = bpaths[dep.path][:-1]
-            while parent and parent[-1] == "[]":
-                parent = parent[:-1]
-            if _render_path(parent) not in npaths:
-                continue  # its parent is gone too: reported there, or not read at all
-            out.append(
-                DriftItem(
-                    "breaking",
-                    "field_removed",
-                    key,
-                    name,
-                    dep.path,
-                    f"in known samples, absent from every new one; the gateway reads it: {dep.use}",
-                    feature=dep.feature,
-                    failure=dep.failure,
+            for rendered in sorted(p for p in bpaths if path_matches(dep.path, p)):
+                if rendered in npaths:
+                    continue
+                parent = bpaths[rendered][:-1]
+                while parent and parent[-1] == "[]":
+                    parent = parent[:-1]
+                if _render_path(parent) not in npaths:
+                    continue  # its parent is gone too: reported there, or not read at all
+                out.append(
+                    DriftItem(
+                        "breaking",
+                        "field_removed",
+                        key,
+                        name,
+                        rendered,
+                        "in known samples, absent from every new one; the gateway reads it: "
+                        + dep.use,
+                        feature=dep.feature,
+                        failure=dep.failure,
+                    )
                 )
-            )
     return out
 
 

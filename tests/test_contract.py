@@ -27,7 +27,7 @@ import pytest
 from proxy.qwen import contract
 from proxy.qwen import translate as translate_mod
 from recorder.cassette import load_all
-from recorder.schema import sse_data
+from recorder.schema import path_is_ancestor, path_matches, sse_data
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_FILE = REPO / "schemas" / "gateway_contract.json"
@@ -243,7 +243,8 @@ def _frames() -> Iterator[str]:
 def test_every_path_the_translator_reads_on_the_cassettes_is_listed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Feed every recorded frame to translators (chat, image mode) with instrumented JSON:
+    """Feed every recorded frame to translators (chat, image mode, native tools) with
+    instrumented JSON:
     each path read is a contract path of the translator or of the envelope reader."""
     log: set[str] = set()
     real_loads = orjson.loads
@@ -254,7 +255,7 @@ def test_every_path_the_translator_reads_on_the_cassettes_is_listed(
     monkeypatch.setattr(translate_mod.orjson, "loads", loads)
     frames = list(_frames())
     assert len(frames) > 50
-    for kwargs in ({}, {"expect_image": True}):
+    for kwargs in ({}, {"expect_image": True}, {"native_tools": True}):
         tr = translate_mod.Translator(**kwargs)  # type: ignore[arg-type]
         for data in frames:
             tr.feed(data)
@@ -263,7 +264,20 @@ def test_every_path_the_translator_reads_on_the_cassettes_is_listed(
     readers = ("proxy.qwen.translate", "proxy.qwen.envelope")
     listed = {f.path for f in contract.FIELDS if f.reader in readers}
     assert log, "nothing was read"
-    assert log - listed == set(), sorted(log - listed)
+    assert "$.choices[].delta.extra.local_mcp" in log, "no native tool call was replayed"
+    unlisted = {p for p in log if not any(path_matches(q, p) for q in listed)}
+    assert unlisted == set(), sorted(unlisted)
+
+
+def test_wildcard_paths() -> None:
+    """A `.*` segment of a contract path stands for any one key, plain or quoted."""
+    pattern = "$.choices[].delta.extra.local_mcp.*[].tool_name"
+    assert path_matches(pattern, '$.choices[].delta.extra.local_mcp["★"][].tool_name')
+    assert path_matches(pattern, "$.choices[].delta.extra.local_mcp.LocalTools[].tool_name")
+    assert not path_matches(pattern, "$.choices[].delta.extra.local_mcp[].tool_name")
+    assert path_is_ancestor('$.choices[].delta.extra.local_mcp["★"]', pattern)
+    assert path_is_ancestor("$.choices[].delta.extra", pattern)
+    assert not path_is_ancestor(pattern.replace(".*", ".x"), pattern)
 
 
 def test_every_path_the_other_readers_read_on_the_cassettes_is_listed(

@@ -317,3 +317,32 @@ def test_diff_cli_input_errors_exit_3(tmp_path: Path) -> None:
     res = runner.invoke(main, ["diff", str(DRIFT_DIR), "--schemas", str(tmp_path / "none")])
     assert res.exit_code == 3
     assert "no such schema directory" in res.output
+
+
+def test_tool_namespace_is_any_key_but_the_call_is_a_dependency() -> None:
+    """local_mcp's namespace key may change (★ -> LocalTools): not breaking; a call that loses
+    its tool_name is."""
+    from recorder.synthetic_drift import mutate_frames
+
+    tools = next(c for c in load_all([REPO / "cassettes"]) if c.name == "tool_local_tool")
+    baseline = by_key(infer([tools]))
+
+    def rename(frame: dict) -> dict:
+        for choice in frame.get("choices", []):
+            mcp = (choice["delta"].get("extra") or {}).get("local_mcp")
+            if mcp:
+                choice["delta"]["extra"]["local_mcp"] = {"LocalTools": list(mcp.values())[0]}
+        return frame
+
+    def unnamed(frame: dict) -> dict:
+        for choice in frame.get("choices", []):
+            for calls in ((choice["delta"].get("extra") or {}).get("local_mcp") or {}).values():
+                for call in calls:
+                    call.pop("tool_name", None)
+        return frame
+
+    args = {"name": "x", "description": "synthetic", "sections": ("5.6",)}
+    renamed = diff(baseline, by_key(infer([mutate_frames(tools, rename, **args)])), CONTRACT)
+    assert renamed.breaking == [], renamed.text()
+    gone = diff(baseline, by_key(infer([mutate_frames(tools, unnamed, **args)])), CONTRACT)
+    assert [(i.kind, i.feature) for i in gone.breaking] == [("field_removed", "tools")], gone.text()

@@ -16,7 +16,8 @@ listed, and every listed key is read).
 Paths use the drift diff's notation: ``$`` the frame or body, ``.name`` a field, ``[]`` any
 array item, ``["response.created"]`` a key that is not an identifier. ``where`` is the answer or
 frame kind of ``recorder.schema.frame_kind`` (``delta:answer``, ``envelope:*``, ``json``, …; a
-trailing ``*`` matches any suffix). ``endpoint`` is an endpoint key of the diff without its
+trailing ``*`` matches any suffix). A ``.*`` segment stands for any one key (``local_mcp.*[]``: any tool namespace). ``endpoint``
+is an endpoint key of the diff without its
 ``[chat_type]`` variant (it covers every variant) or with one (only that variant); ``*`` is every
 endpoint. Sources: PROTOCOL.md §3, §5.2–§5.7, §6, §7, §8, §10, §13.
 """
@@ -65,6 +66,7 @@ FEATURES: dict[str, str] = {
     "models": "the model list (/v1/models) and model routing",
     "uploads": "file and image uploads (STS grant)",
     "errors": "mapping upstream errors to the right HTTP status and advice",
+    "tools": "native tool calls (tools declared in feature_config.local_mcp, PROTOCOL.md §5.6)",
 }
 """Feature ids used by :data:`FIELDS` (and by ``qwen-proxy doctor`` to tie checks to drift)."""
 
@@ -117,6 +119,7 @@ ANSWER_STREAM = "text/event-stream"
 _EMPTY = "answers come back empty: HTTP 502 upstream_empty ('ended the stream without an answer')"
 _NO_IMAGE = "image requests fail with HTTP 502 upstream_no_media ('without an image')"
 _REASONING_EMPTY = "reasoning_content will be empty"
+_NO_TOOLS = "native tool calls are lost: the client gets no tool_calls"
 _GENERIC_ERROR = "upstream errors become a generic HTTP 502 upstream_error without advice"
 _D = "$.choices[].delta"
 
@@ -204,6 +207,20 @@ FIELDS: tuple[Field, ...] = (
           "the older wanx layout", "", _T),
     Field(COMPLETIONS, "delta:image_*", f"{_D}.extra.wanx.image_list", ("array",), "images",
           "image URLs of the older wanx layout", "", _T),
+    # -- native tool calls (§5.5, §5.6): extra.local_mcp {"<namespace>": [{tool_name, params}]} -
+    Field(COMPLETIONS, "delta:local_tool", f"{_D}.extra", ("object",), "tools",
+          "the native tool-call payload", _NO_TOOLS, _T),
+    Field(COMPLETIONS, "delta:local_tool", f"{_D}.extra.local_mcp", ("object",), "tools",
+          "tool calls by namespace (the namespace key is arbitrary, §13.2)", _NO_TOOLS, _T),
+    Field(COMPLETIONS, "delta:local_tool", f"{_D}.extra.local_mcp.*[].tool_name", ("string",),
+          "tools", "the called tool (<namespace>-<name>)", _NO_TOOLS, _T),
+    Field(COMPLETIONS, "delta:local_tool", f"{_D}.extra.local_mcp.*[].name", ("string",),
+          "tools", "the called tool (variant)", "", _T),
+    Field(COMPLETIONS, "delta:local_tool", f"{_D}.extra.local_mcp.*[].params", ("object",),
+          "tools", "the call's arguments", "tool calls reach the client with empty arguments",
+          _T),
+    Field(COMPLETIONS, "delta:local_tool", f"{_D}.extra.local_mcp.*[].arguments", ("object",),
+          "tools", "the call's arguments (variant)", "", _T),
     # -- errors (§5.7, §10) -----------------------------------------------------------------
     Field("*", "waf", "$.ret", ("array",), "errors",
           "recognises the captcha wall (FAIL_SYS_USER_VALIDATE / RGV587)",
