@@ -331,7 +331,7 @@ def test_tool_namespace_is_any_key_but_the_call_is_a_dependency() -> None:
         for choice in frame.get("choices", []):
             mcp = (choice["delta"].get("extra") or {}).get("local_mcp")
             if mcp:
-                choice["delta"]["extra"]["local_mcp"] = {"LocalTools": list(mcp.values())[0]}
+                choice["delta"]["extra"]["local_mcp"] = {"LocalTools": next(iter(mcp.values()))}
         return frame
 
     def unnamed(frame: dict) -> dict:
