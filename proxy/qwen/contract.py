@@ -16,8 +16,8 @@ listed, and every listed key is read).
 Paths use the drift diff's notation: ``$`` the frame or body, ``.name`` a field, ``[]`` any
 array item, ``["response.created"]`` a key that is not an identifier. ``where`` is the answer or
 frame kind of ``recorder.schema.frame_kind`` (``delta:answer``, ``envelope:*``, ``json``, …; a
-trailing ``*`` matches any suffix). A ``.*`` segment stands for any one key (``local_mcp.*[]``: any tool namespace). ``endpoint``
-is an endpoint key of the diff without its
+trailing ``*`` matches any suffix). A ``.*`` path segment stands for any one key
+(``local_mcp.*[]``: any tool namespace). ``endpoint`` is an endpoint key of the diff without its
 ``[chat_type]`` variant (it covers every variant) or with one (only that variant); ``*`` is every
 endpoint. Sources: PROTOCOL.md §3, §5.2–§5.7, §6, §7, §8, §10, §13.
 """
