@@ -66,16 +66,20 @@ CHECK_FEATURES: dict[str, tuple[str, ...]] = {
     "sources": ("sources",),
     "search": ("sources",),
     "video": ("video",),
+    "tools": ("tools", "answer", "chat", "errors"),
+    "wire": (),
+    "profile": ("chat", "answer", "errors"),
 }
 """Check-id prefixes (longest wins) and the contract features a failing check can come from
 (``proxy/qwen/contract.py`` FEATURES); ``()`` for checks of the gateway alone (auth, its own
-400s). Unknown checks are tied to every feature."""
+400s, the OpenAI wire shape). Unknown checks are tied to every feature."""
 
 FEATURE_FRAMES: dict[str, tuple[str, ...]] = {
     "answer": ("delta:answer",),
     "reasoning": ("delta:think", "delta:thinking_summary"),
     "sources": ("delta:web_search",),
     "images": ("delta:image_gen", "delta:image_edit", "delta:image_gen_tool"),
+    "tools": ("delta:local_tool",),
 }
 """SSE frame kinds that carry each feature: when a failing check's frames are missing from the
 recording, that is part of its explanation."""
