@@ -613,7 +613,7 @@ def diff(
     """
     import json
 
-    from recorder.schema import Contract, by_key, infer, load_schemas
+    from recorder.schema import DEFAULT_CONTRACT_FILE, Contract, by_key, infer, load_schemas
     from recorder.schema import diff as diff_schemas
 
     try:
@@ -631,6 +631,7 @@ def diff(
             candidates = [Path("schemas/gateway_contract.json")]
             if schema_dir is not None:
                 candidates.append(schema_dir.parent / "gateway_contract.json")
+            candidates.append(DEFAULT_CONTRACT_FILE)
             contract_file = next((c for c in candidates if c.is_file()), candidates[0])
         contract = Contract.load(contract_file) if contract_file.is_file() else None
     except (CassetteError, OSError, ValueError) as exc:

@@ -65,6 +65,7 @@ __all__ = [
     "DriftItem",
     "DriftReport",
     "answer_kind",
+    "default_contract",
     "diff",
     "endpoint_key",
     "ends_at_wildcard",
@@ -830,10 +831,19 @@ def _diff_endpoint(key: str, base: Mapping[str, Any], new: Mapping[str, Any]) ->
     return out
 
 
+DEFAULT_CONTRACT_FILE = Path(__file__).resolve().parents[1] / "schemas" / "gateway_contract.json"
+"""The gateway's contract in a source checkout (``python -m proxy.qwen.contract`` writes it)."""
+
+
+def default_contract() -> Contract | None:
+    """The contract of :data:`DEFAULT_CONTRACT_FILE`, or ``None`` when the file is absent."""
+    return Contract.load(DEFAULT_CONTRACT_FILE) if DEFAULT_CONTRACT_FILE.is_file() else None
+
+
 def diff(
     baseline: Mapping[str, Mapping[str, Any]],
     new: Mapping[str, Mapping[str, Any]],
-    contract: Contract | None = None,
+    contract: Contract | Literal["default"] | None = "default",
 ) -> DriftReport:
     """Compare new endpoint documents with baseline ones (both ``{endpoint key: document}``,
     as from ``load_schemas`` or ``by_key(infer(...))``) and classify every difference.
@@ -842,10 +852,13 @@ def diff(
     a sample). A new endpoint is ``notable`` (``endpoint_added``), or ``endpoint_added_error``
     when every answer it got is an error (envelope, WAF, HTML page, cut stream, or HTTP >= 400).
 
-    Severities are then judged by ``contract`` (what the gateway reads, :class:`Contract`): see
-    :func:`judge`. Without a contract every response-side difference keeps its structural
-    severity; request-side differences are ``info`` either way.
+    Severities are then judged by ``contract`` (what the gateway reads, :class:`Contract`; by
+    default :func:`default_contract`): see :func:`judge`. With ``contract=None`` every
+    response-side difference keeps its structural severity; request-side differences are
+    ``info`` either way.
     """
+    if contract == "default":
+        contract = default_contract()
     items: list[DriftItem] = []
     for key in sorted(new):
         ndoc = new[key]
@@ -876,7 +889,7 @@ def diff(
         for kind in answers:
             if _is_error_answer(kind):
                 items.append(DriftItem("info", "error_answer", key, kind, "", f"answered {kind}"))
-    judged = judge(items, baseline, new, contract)
+    judged = judge(items, baseline, new, contract if isinstance(contract, Contract) else None)
     judged.sort(key=DriftItem.sort_key)
     return DriftReport(judged)
 

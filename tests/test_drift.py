@@ -186,9 +186,16 @@ def test_summary_thought_gone_breaks_reasoning() -> None:
 def test_without_contract_request_side_is_still_info() -> None:
     """With no contract the severities are structural, but the request side stays info."""
     new = by_key(infer([_cassettes()["drift_stream_false"]]))
-    report = diff(_baseline(), new)
+    report = diff(_baseline(), new, None)
     request = [i for i in report.items if i.where == "request"]
     assert request and all(i.severity == "info" for i in request)
+
+
+def test_the_default_contract_is_the_checkout_file() -> None:
+    """Without a contract argument the checkout's schemas/gateway_contract.json judges."""
+    new = by_key(infer([_cassettes()["drift_unknown_code"]]))
+    assert _items(diff(_baseline(), new)) == _items(diff(_baseline(), new, CONTRACT))
+    assert _items(diff(_baseline(), new)) != _items(diff(_baseline(), new, None))
 
 
 def test_content_type_item_names_the_types() -> None:
