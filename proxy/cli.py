@@ -1,7 +1,10 @@
 """``qwen-proxy``: the command line of the OpenAI-compatible gateway.
 
 ``qwen-proxy serve`` runs the proxy; ``qwen-proxy serve --offline`` serves the recorded
-cassettes in ``cassettes/`` instead of calling chat.qwen.ai. Settings come from flags, then
+cassettes in ``cassettes/`` instead of calling chat.qwen.ai. ``qwen-proxy check`` runs the
+conformance probes against any OpenAI-compatible Qwen proxy; ``qwen-proxy doctor`` records them
+through this gateway and ties each failure to protocol drift (:mod:`proxy.doctor`). Settings
+come from flags, then
 ``QWEN_PROXY_*`` environment variables, then a TOML file (``--config``), then defaults
 (:mod:`proxy.config`).
 """
@@ -463,6 +466,126 @@ def format_accounts(rows: list[dict[str, Any]], *, now: float) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in table
     )
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML settings file [env: QWEN_PROXY_CONFIG] (tokens, upstream, ...).",
+)
+@click.option(
+    "--upstream",
+    default=None,
+    help="The upstream to diagnose [default: the configured one, https://chat.qwen.ai].",
+)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the recording and the report [default: doctor-<UTC time>].",
+)
+@click.option(
+    "--schemas",
+    "schema_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas/upstream"),
+    show_default=True,
+    help="The baseline schemas the recording is diffed against.",
+)
+@click.option("--models", multiple=True, help="Model ids to probe first (as for `check`).")
+@click.option("--skip", multiple=True, metavar="CHECK", help="Leave checks out. Repeatable.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    show_default=True,
+    help="Seconds allowed per request.",
+)
+@click.option(
+    "--rewrite-url",
+    "rewrite_url",
+    multiple=True,
+    metavar="FROM=TO",
+    help="Fetch returned image URLs starting with FROM from TO instead. Repeatable.",
+)
+@click.option(
+    "--mitm-confdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="mitmproxy's configuration folder [default: ~/.mitmproxy].",
+)
+def doctor(
+    config_file: Path | None,
+    upstream: str | None,
+    out_dir: Path | None,
+    schema_dir: Path,
+    models: tuple[str, ...],
+    skip: tuple[str, ...],
+    timeout_s: float,
+    rewrite_url: tuple[str, ...],
+    mitm_confdir: Path | None,
+) -> None:
+    """Diagnose a misbehaving gateway in one command.
+
+    Starts the recorder (mitmdump with recorder/addon.py, reverse mode) in front of the
+    upstream, runs the conformance probes through a gateway instance that talks through it,
+    writes the recording as cassettes, diffs it against the baseline schemas (judged by what
+    the gateway reads) and writes one report tying each failing check to the drift that
+    explains it: OUT/doctor.md, OUT/doctor.json, OUT/cassettes/. Secrets are redacted in
+    everything written. Exit status: 0 healthy, 1 a required check failed or drift is
+    breaking, 2 the doctor could not run.
+    """
+    import asyncio
+    from datetime import UTC, datetime
+
+    from proxy.doctor import DoctorError, run_doctor
+
+    try:
+        settings = load_settings(config_file, upstream_url=upstream)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if out_dir is None:
+        out_dir = Path("doctor-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    configure_logging("warning", settings.log_format)
+    if not schema_dir.is_dir():
+        raise click.UsageError(
+            f"{schema_dir}: no baseline schemas; run from the project folder or give --schemas"
+        )
+    click.echo(
+        f"qwen-proxy doctor: recording {settings.upstream_url} into {out_dir}/ ...", err=True
+    )
+    try:
+        result = asyncio.run(
+            run_doctor(
+                settings,
+                out_dir=out_dir,
+                schema_dir=schema_dir,
+                models=_split_models(models),
+                skip=skip,
+                timeout_s=timeout_s,
+                url_rewrites=_parse_rewrites(rewrite_url),
+                mitm_confdir=mitm_confdir,
+            )
+        )
+    except DoctorError as exc:
+        click.echo(f"qwen-proxy doctor: {exc}", err=True)
+        sys.exit(2)
+    for e in result.explanations:
+        click.echo(e.verdict.replace("`", ""))
+    summary = result.drift.get("summary", {})
+    click.echo(
+        f"qwen-proxy doctor: {'healthy' if result.exit_code == 0 else 'problems found'}: "
+        f"{len(result.explanations)} failing check(s), {summary.get('breaking', 0)} breaking "
+        f"drift; report: {out_dir / 'doctor.md'}",
+        err=True,
+    )
+    sys.exit(result.exit_code)
 
 
 def _write_report(path: Path, text: str) -> None:

@@ -111,7 +111,9 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API (CORS), e.g. http://localhost:3000 "
         "or *; empty = no CORS headers (a web page cannot use your accounts through the proxy).",
     )
-    frontend_version: str = Field("0.2.91", description="The `version` header (PROTOCOL.md §1).")
+    frontend_version: str = Field(
+        "0.3.11", description="The `version` header (PROTOCOL.md §1, §13.2: 0.3.11 in 2026-09)."
+    )
     user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent sent upstream.")
     reasoning: Literal["field", "think_tags"] = Field(
         "field",

@@ -209,34 +209,65 @@ def _short(text: object) -> str:
 
 @main.command("list")
 @click.argument("cassettes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def list_(cassettes: tuple[Path, ...]) -> None:
+@click.option("--full", is_flag=True, help="Print whole prompts (newlines shown as \\n).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON array of objects (whole prompts)."
+)
+def list_(cassettes: tuple[Path, ...], full: bool, as_json: bool) -> None:
     """Print one line per interaction in CASSETTES.
 
     Columns (tab-separated): cassette name, provenance kind, method, path, model, chat_type,
-    user text (truncated), response status, content type, stream chunk count ('-' if not
-    streamed).
+    user text (truncated to 40 characters unless --full), response status, content type, stream
+    chunk count ('-' if not streamed). --json prints the same as objects (keys: cassette,
+    provenance, method, path, model, chat_type, prompt, status, content_type, chunks).
     """
+    import json
+
     try:
         loaded = load_all(cassettes)
     except CassetteError as exc:
         raise click.ClickException(str(exc)) from exc
+    rows: list[dict[str, object]] = []
     for c in loaded:
         for inter in c.interactions:
             fp = fingerprint(inter.method, inter.uri, inter.request_body)
-            chunks = "-" if inter.stream is None else str(len(inter.stream.chunks))
-            row = [
-                c.name,
-                c.provenance.kind,
-                inter.method,
-                normalise_path(inter.uri),
-                _short(fp.get("model")),
-                _short(fp.get("chat_type")),
-                _short(fp.get("text")),
-                str(inter.status),
-                inter.content_type or "-",
-                chunks,
-            ]
-            click.echo("\t".join(row))
+            rows.append(
+                {
+                    "cassette": c.name,
+                    "provenance": c.provenance.kind,
+                    "method": inter.method,
+                    "path": normalise_path(inter.uri),
+                    "model": fp.get("model"),
+                    "chat_type": fp.get("chat_type"),
+                    "prompt": fp.get("text"),
+                    "status": inter.status,
+                    "content_type": inter.content_type or None,
+                    "chunks": None if inter.stream is None else len(inter.stream.chunks),
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        prompt = r["prompt"]
+        text = (
+            ("-" if prompt is None else str(prompt).replace("\n", "\\n").replace("\t", "\\t"))
+            if full
+            else _short(prompt)
+        )
+        row = [
+            str(r["cassette"]),
+            str(r["provenance"]),
+            str(r["method"]),
+            str(r["path"]),
+            _short(r["model"]),
+            _short(r["chat_type"]),
+            text,
+            str(r["status"]),
+            str(r["content_type"] or "-"),
+            "-" if r["chunks"] is None else str(r["chunks"]),
+        ]
+        click.echo("\t".join(row))
 
 
 @main.command()
@@ -520,45 +551,99 @@ class _DiffCommand(click.Command):
             raise _DiffUsageError(exc.message, exc.ctx) from exc
 
 
+def _is_schema_dir(path: Path) -> bool:
+    """A directory written by ``qwen-record schema`` (it holds an index.json with endpoints)."""
+    index = path / "index.json"
+    if not (path.is_dir() and index.is_file()):
+        return False
+    try:
+        import json
+
+        return "endpoints" in json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
 @main.command(cls=_DiffCommand)
-@click.argument("cassettes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--schemas",
     "schema_dir",
-    default=Path("schemas/upstream"),
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The baseline schema directory (written by `qwen-record schema`).",
+    help="The baseline schema directory (written by `qwen-record schema`) "
+    "[default: schemas/upstream, unless two recordings are given].",
+)
+@click.option(
+    "--contract",
+    "contract_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="What the gateway reads (generated from proxy/qwen/contract.py); severities are "
+    "judged by it [default: schemas/gateway_contract.json, else gateway_contract.json next to "
+    "the schema folder]. Without one, severities are structural.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def diff(cassettes: tuple[Path, ...], schema_dir: Path, as_json: bool) -> None:
-    """Compare the traffic in CASSETTES with the baseline schemas; report protocol drift.
+def diff(
+    paths: tuple[Path, ...], schema_dir: Path | None, contract_file: Path | None, as_json: bool
+) -> None:
+    """Compare traffic with a baseline and report protocol drift, judged by what the gateway
+    reads.
 
-    Breaking: a required field gone or not always present, a type changed, a content type never
-    seen for the endpoint, a new HTTP status >= 400, a new endpoint that only answers errors.
-    Notable: a new field, a new enum value (phase, status, chat_type, code, ...), a new frame or
-    answer kind, a new endpoint. Info (not drift): error answers seen, known SSE frame kinds
-    absent from the sample.
+    \b
+    qwen-record diff CASSETTES...            new traffic vs schemas/upstream/
+    qwen-record diff CASSETTES... --schemas DIR
+    qwen-record diff OLD NEW                 two recordings (cassette files or folders),
+                                             no schemas needed; OLD may be a schema folder
+
+    Breaking: something the gateway reads (schemas/gateway_contract.json) is gone, changed
+    type or became unparseable; a content type never seen (where a stream was expected) or a
+    new HTTP status >= 400 on an endpoint the gateway calls; an error code never seen; a value
+    it depends on vanished (status finished, phase answer). Each names the feature that fails
+    and how. Notable: new fields, frames, phases, enum values and endpoints. Info: everything on
+    the request side (it describes the recording client, not the site), fields the gateway does
+    not read that disappeared or changed, error answers seen, frame kinds absent from a sample.
 
     \b
     Exit codes:
       0  no drift (info items only)
       1  notable drift only
       2  breaking drift
-      3  usage error, or cassettes/schemas that cannot be read
+      3  usage error, or cassettes/schemas/contract that cannot be read
     """
     import json
 
-    from recorder.schema import by_key, infer, load_schemas
+    from recorder.schema import DEFAULT_CONTRACT_FILE, Contract, by_key, infer, load_schemas
     from recorder.schema import diff as diff_schemas
 
     try:
-        baseline = load_schemas(schema_dir)
-        new = by_key(infer(load_all(cassettes)))
+        if schema_dir is None and len(paths) == 2:
+            old, fresh = paths
+            if _is_schema_dir(old):
+                baseline = load_schemas(old)
+            else:
+                baseline = by_key(infer(load_all([old])))
+            new = by_key(infer(load_all([fresh])))
+        else:
+            baseline = load_schemas(schema_dir or Path("schemas/upstream"))
+            new = by_key(infer(load_all(paths)))
+        if contract_file is None:
+            candidates = [Path("schemas/gateway_contract.json")]
+            if schema_dir is not None:
+                candidates.append(schema_dir.parent / "gateway_contract.json")
+            candidates.append(DEFAULT_CONTRACT_FILE)
+            contract_file = next((c for c in candidates if c.is_file()), candidates[0])
+        contract = Contract.load(contract_file) if contract_file.is_file() else None
     except (CassetteError, OSError, ValueError) as exc:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(3) from exc
-    report = diff_schemas(baseline, new)
+    if contract is None:
+        click.echo(
+            f"warning: {contract_file} not found; severities are structural, not judged by "
+            "what the gateway reads",
+            err=True,
+        )
+    report = diff_schemas(baseline, new, contract)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:

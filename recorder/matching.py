@@ -16,7 +16,9 @@ compares ``model`` and ``prompt``.
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,8 @@ __all__ = [
     "Miss",
     "fingerprint",
     "normalise_path",
+    "prompt_diff",
+    "similarity",
 ]
 
 COMPLETIONS_PATH = "/api/v2/chat/completions"
@@ -156,15 +160,77 @@ class Hit:
     interaction: Interaction
 
 
+_TOKEN = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)
+_SIMILARITY_CHARS = 4000
+
+
+def similarity(a: Any, b: Any) -> float:
+    """How alike two prompts are, 0.0 … 1.0 (``difflib`` ratio over words; first 4000
+    characters). Non-strings compare as equal (1.0) or not (0.0)."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return 1.0 if a == b else 0.0
+    if a == b:
+        return 1.0
+    ta = _TOKEN.findall(a[:_SIMILARITY_CHARS])
+    tb = _TOKEN.findall(b[:_SIMILARITY_CHARS])
+    return difflib.SequenceMatcher(None, ta, tb, autojunk=False).ratio()
+
+
+def _clip(text: str, n: int, *, tail: bool = False) -> str:
+    text = text.replace("\n", "⏎")
+    if len(text) <= n:
+        return text
+    return "…" + text[-(n - 1) :] if tail else text[: n - 1] + "…"
+
+
+def prompt_diff(recorded: str, received: str, *, limit: int = 240, context: int = 24) -> str:
+    """A short word diff of two prompts: unchanged stretches clipped to ``context``
+    characters, removals as ``[-old-]``, additions as ``{+new+}``; at most ``limit`` characters.
+    """
+    a = _TOKEN.findall(recorded[:_SIMILARITY_CHARS])
+    b = _TOKEN.findall(received[:_SIMILARITY_CHARS])
+    parts: list[str] = []
+    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    for k, (tag, i1, i2, j1, j2) in enumerate(ops):
+        if tag == "equal":
+            same = "".join(a[i1:i2])
+            if k == 0:
+                parts.append(_clip(same, context, tail=True))
+            elif k == len(ops) - 1:
+                parts.append(_clip(same, context))
+            elif len(same) > 2 * context:
+                parts.append(_clip(same, context) + _clip(same, context, tail=True)[1:])
+            else:
+                parts.append(same.replace("\n", "⏎"))
+            continue
+        if i2 > i1:
+            parts.append("[-" + _clip("".join(a[i1:i2]), 60) + "-]")
+        if j2 > j1:
+            parts.append("{+" + _clip("".join(b[j1:j2]), 60) + "+}")
+    return _clip("".join(parts), limit)
+
+
 @dataclass(frozen=True)
 class Closest:
-    """The recorded request nearest to a missed one."""
+    """The recorded request nearest to a missed one. ``similarity``: of the prompts (0…1),
+    ``None`` when the request has no prompt."""
 
     cassette: str
     interaction: int
     method: str
     uri: str
     fingerprint: dict[str, Any]
+    similarity: float | None = None
+
+    @property
+    def path(self) -> str:
+        """The recorded path, without host and query (never the upstream URL)."""
+        return normalise_path(self.uri)
+
+
+def _short_value(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+    return repr(_clip(text, 60)) if isinstance(v, str) else text
 
 
 @dataclass(frozen=True)
@@ -175,20 +241,37 @@ class Miss:
     closest: Closest | None
     differs: list[tuple[str, Any, Any]] = field(default_factory=list)
 
+    @property
+    def prompt_diff(self) -> str | None:
+        """A short diff of the recorded and received prompts, when they differ."""
+        for name, recorded, received in self.differs:
+            if name == "text" and isinstance(recorded, str) and isinstance(received, str):
+                return prompt_diff(recorded, received)
+        return None
+
     def message(self) -> str:
-        """One readable sentence naming the closest recorded request and the differing fields."""
+        """One readable sentence: the closest recording (by prompt similarity), the fields that
+        differ, and a short diff of the prompt. Paths only, never a URL."""
         head = f"No recorded interaction matches {self.request['method']} {self.request['path']}"
         if self.closest is None:
             return f"{head}: no cassette holds any interaction."
         c = self.closest
         fields = "; ".join(
-            f"{name} (recorded {recorded!r}, received {received!r})"
+            f"{name} (recorded {_short_value(recorded)}, received {_short_value(received)})"
             for name, recorded, received in self.differs
+            if name != "text"
         )
-        return (
-            f"{head}; the closest is cassette {c.cassette!r} interaction {c.interaction} "
-            f"({c.method} {c.uri}), which differs in {fields}."
+        if any(name == "text" for name, _, _ in self.differs):
+            fields = "; ".join(filter(None, ["text (the prompt)", fields]))
+        alike = f", prompt {round(c.similarity * 100)}% alike" if c.similarity is not None else ""
+        out = (
+            f"{head}; the closest recording is cassette {c.cassette!r} interaction "
+            f"{c.interaction} ({c.method} {c.path}{alike}), which differs in {fields}."
         )
+        diff = self.prompt_diff
+        if diff:
+            out += f" Prompt diff (recorded -> received): {diff}"
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """The ``closest`` object of the replay server's miss body, or ``None``."""
@@ -200,8 +283,10 @@ class Miss:
                 "cassette": c.cassette,
                 "interaction": c.interaction,
                 "method": c.method,
-                "uri": c.uri,
+                "path": c.path,
+                "similarity": None if c.similarity is None else round(c.similarity, 3),
                 "differs": [{"field": f, "recorded": r, "received": x} for f, r, x in self.differs],
+                "prompt_diff": self.prompt_diff,
             }
         }
 
@@ -238,31 +323,34 @@ class Index:
     def find(self, fp: dict[str, Any]) -> Hit | Miss:
         """The first recorded interaction whose fingerprint equals ``fp``, else a ``Miss``.
 
-        The miss names the recorded request with the same method and path and the fewest
-        differing fields, or, when there is none, the one with the fewest differences overall.
+        The miss names the closest recording: among those with the same method and path (else
+        among all), the one whose prompt is most alike (:func:`similarity`), then the one with
+        the fewest differing fields, then the first in load order.
         """
         bucket = self._by_key.get((fp.get("method", ""), fp.get("path", "")), [])
-        best = self._best(bucket, fp)
-        if best is not None and not best[1]:
-            e = best[0]
-            return Hit(e.cassette, e.index, e.interaction)
-        if best is None:
-            best = self._best(self._entries, fp)
+        for e in bucket:
+            if e.fp == fp:
+                return Hit(e.cassette, e.index, e.interaction)
+        best = self._best(bucket, fp) or self._best(self._entries, fp)
         if best is None:
             return Miss(request=dict(fp), closest=None)
-        e, differs = best
-        closest = Closest(e.cassette.name, e.index, e.interaction.method, e.interaction.uri, e.fp)
+        e, differs, alike = best
+        closest = Closest(
+            e.cassette.name, e.index, e.interaction.method, e.interaction.uri, e.fp, alike
+        )
         return Miss(request=dict(fp), closest=closest, differs=differs)
 
     @staticmethod
     def _best(
         entries: Sequence[_Entry], fp: dict[str, Any]
-    ) -> tuple[_Entry, list[tuple[str, Any, Any]]] | None:
-        best: tuple[_Entry, list[tuple[str, Any, Any]]] | None = None
+    ) -> tuple[_Entry, list[tuple[str, Any, Any]], float | None] | None:
+        best: tuple[_Entry, list[tuple[str, Any, Any]], float | None] | None = None
+        best_key: tuple[float, int] | None = None
+        has_text = "text" in fp
         for entry in entries:
             differs = _differs(entry.fp, fp)
-            if best is None or len(differs) < len(best[1]):
-                best = (entry, differs)
-                if not differs:
-                    break
+            alike = similarity(entry.fp.get("text"), fp.get("text")) if has_text else None
+            key = (-(alike if alike is not None else 1.0), len(differs))
+            if best_key is None or key < best_key:
+                best, best_key = (entry, differs, alike), key
         return best

@@ -11,6 +11,11 @@ Two stateful behaviours stand in for parts of the site that are not request/answ
 - **Task polling** (PROTOCOL.md §6.3): successive ``GET /api/v1/tasks/status/<id>`` requests for
   the same path are answered by that path's recorded interactions in load order (pending,
   running, success…); once they are used up the last one repeats. State is per app.
+- **A default model list** (§8): when the cassettes hold chat turns but no ``GET /api/models``
+  (an imported capture of one chat, say), that path and ``/api/v2/models`` answer a built-in
+  list naming the models the cassettes' requests use, so the gateway can replay the capture
+  alone; the server logs that it does so. Likewise ``POST /api/v2/chats/new`` answers a fresh
+  chat id (§3) when no cassette holds that step (captures often hold only the turn).
 - **Object store** (§7.2): a ``PUT`` that matches no recorded interaction is an OSS PutObject.
   It needs ``Authorization: OSS <id>:<signature>`` and ``x-oss-security-token`` (else 403) and a
   ``Content-MD5`` that fits the body when given (else 400); the bytes are kept in
@@ -51,6 +56,7 @@ __all__ = [
     "CHATS_KEY",
     "FAULT_KEY",
     "INDEX_KEY",
+    "MODELS_KEY",
     "REQUESTS_KEY",
     "SPEED_KEY",
     "TASK_STATUS_PREFIX",
@@ -63,6 +69,7 @@ __all__ = [
     "SplitUtf8",
     "StoredObject",
     "apply_fault",
+    "default_models",
     "make_replay_app",
 ]
 
@@ -222,6 +229,15 @@ COMPLETIONS_PATH = "/api/v2/chat/completions"
 STOP_PATH = "/api/v2/chat/completions/stop"
 CHATS_PREFIX = "/api/v2/chats/"
 
+MODELS_KEY: web.AppKey[bytes | None] = web.AppKey("replay_default_models")
+"""The built-in ``/api/models`` answer, or ``None`` when the cassettes hold a model list."""
+
+NEW_CHAT_KEY = web.AppKey("replay_default_new_chat", bool)
+"""Whether ``POST /api/v2/chats/new`` is answered by a stand-in (no cassette holds it)."""
+
+MODEL_PATHS = ("/api/models", "/api/v2/models")
+"""Paths of the model list (PROTOCOL.md §2, §8)."""
+
 TASK_STATUS_PREFIX = "/api/v1/tasks/status/"
 """Paths whose successive GETs advance through their recorded answers (PROTOCOL.md §6.3)."""
 
@@ -326,6 +342,65 @@ def _next_in_sequence(app: web.Application, method: str, path: str) -> Hit | Non
     n = app[CURSORS_KEY].get(key, 0)
     app[CURSORS_KEY][key] = n + 1
     return hits[min(n, len(hits) - 1)]
+
+
+def _holds_turns(cassettes: Sequence[Cassette]) -> bool:
+    """Whether the cassettes hold chat.qwen.ai turns (``POST …/api/v2/chat/completions``)."""
+    return any(
+        normalise_path(i.uri).endswith(COMPLETIONS_PATH) and i.method.upper() == "POST"
+        for c in cassettes
+        for i in c.interactions
+    )
+
+
+def default_models(cassettes: Sequence[Cassette]) -> bytes | None:
+    """The built-in model list for cassettes that hold none (else ``None``).
+
+    One entry per model the cassettes' requests name (``model`` of completions, ``models`` of
+    chats/new), with the chat types those requests use and ``abilities.thinking`` when one
+    turned thinking on; ``qwen3-max`` (t2t) when no request names a model. Shape of §8.
+    """
+    chat_types: dict[str, set[str]] = {}
+    thinking: set[str] = set()
+    if not _holds_turns(cassettes):
+        return None  # not chat.qwen.ai traffic (e.g. an OpenAI-side recording): no stand-in
+    for cassette in cassettes:
+        for inter in cassette.interactions:
+            path = normalise_path(inter.uri)
+            if inter.method.upper() == "GET" and path in MODEL_PATHS:
+                return None
+            fp = fingerprint(inter.method, inter.uri, inter.request_body)
+            model = fp.get("model")
+            if isinstance(model, str) and model:
+                types = chat_types.setdefault(model, set())
+                if isinstance(fp.get("chat_type"), str):
+                    types.add(fp["chat_type"])
+                if fp.get("thinking_enabled") is True:
+                    thinking.add(model)
+    if not chat_types:
+        chat_types = {"qwen3-max": {"t2t"}}
+    data = []
+    for model, types in sorted(chat_types.items()):
+        types = types | {"t2t"}
+        data.append(
+            {
+                "id": model,
+                "name": model,
+                "object": "model",
+                "owned_by": "qwen",
+                "info": {
+                    "id": model,
+                    "name": model,
+                    "is_active": True,
+                    "meta": {
+                        "abilities": {"thinking": 1 if model in thinking else 0},
+                        "capabilities": {"thinking": model in thinking},
+                        "chat_type": sorted(types),
+                    },
+                },
+            }
+        )
+    return json.dumps({"data": data}, ensure_ascii=False).encode("utf-8")
 
 
 def _store_object(request: web.Request, body: bytes) -> web.Response:
@@ -472,6 +547,27 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     stored = _stored(app, request.path) if request.method == "GET" else None
     if stored is not None:
         return web.Response(body=stored.body, content_type=stored.content_type or None)
+    models = app[MODELS_KEY]
+    if (
+        models is not None
+        and request.method == "GET"
+        and normalise_path(request.path) in MODEL_PATHS
+    ):
+        log.info("%s %s -> built-in default model list", request.method, request.path)
+        return web.Response(body=models, content_type="application/json")
+    if (
+        app[NEW_CHAT_KEY]
+        and request.method == "POST"
+        and normalise_path(request.path) == CHATS_NEW_PATH
+    ):
+        log.info("POST /api/v2/chats/new -> built-in stand-in (a new chat id)")
+        sent = _json_object(body)
+        record = app[CHATS_KEY].create(
+            title=str(sent.get("title") or ""),
+            chat_type=str(sent.get("chat_type") or ""),
+            now=time(),
+        )
+        return _envelope(True, {"id": record.id})
     log.warning("%s %s -> miss", request.method, request.path)
     payload: dict[str, Any] = {
         "type": "replay_miss",
@@ -492,8 +588,9 @@ def make_replay_app(
     ``speed`` scales recorded timings (seconds): 1.0 real time, 2.0 twice as fast, 0 no delay;
     delays apply before the headers (``t_headers_s``) and between chunks. ``fault`` applies to
     streamed bodies (``DropAfter`` also to plain ones). A miss answers HTTP 404 with a JSON
-    ``replay_miss`` error, except an unmatched ``PUT`` (stored as an object-store upload) and a
-    ``GET`` of a stored object. Raises ``ValueError`` for a negative speed.
+    ``replay_miss`` error, except an unmatched ``PUT`` (stored as an object-store upload), a
+    ``GET`` of a stored object, and the model list when the cassettes hold none
+    (:func:`default_models`). Raises ``ValueError`` for a negative speed.
     """
     if speed < 0:
         raise ValueError(f"speed must be >= 0, got {speed}")
@@ -506,5 +603,17 @@ def make_replay_app(
     app[SEQUENCES_KEY] = _sequences(cassettes)
     app[CURSORS_KEY] = {}
     app[CHATS_KEY] = ChatMemory()
+    app[MODELS_KEY] = default_models(cassettes)
+    app[NEW_CHAT_KEY] = _holds_turns(cassettes) and not any(
+        normalise_path(i.uri) == CHATS_NEW_PATH for c in cassettes for i in c.interactions
+    )
+    if app[NEW_CHAT_KEY]:
+        log.warning("the cassettes hold no chats/new: it answers a built-in stand-in (a new id)")
+    if app[MODELS_KEY] is not None:
+        names = [m["id"] for m in json.loads(app[MODELS_KEY] or b"{}")["data"]]
+        log.warning(
+            "the cassettes hold no model list: GET /api/models answers a built-in default (%s)",
+            ", ".join(names),
+        )
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app

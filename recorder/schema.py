@@ -25,13 +25,21 @@ the SSE frame kinds. One file per endpoint plus ``index.json``; output is determ
 keys, sorted lists, cassettes read in path order) so ``schemas/upstream/`` is reproducible.
 
 Diff (``diff``): a small structural comparison over the genson subset (``type``, ``properties``,
-``required``, ``items``, ``anyOf``; TOOLING.md section 4.2). Items are ``breaking`` (a required
-field gone or no longer always present, a type changed, a content type never seen, a new status
->= 400, a new endpoint that only answers errors), ``notable`` (a field added, a new enum value, a
-new frame or answer kind, a new endpoint, a new status < 400) or ``info`` (error answers seen,
-known SSE frame kinds not seen in the new sample). A frame kind new to an endpoint is also compared
-with the union of the known kinds of its family (``delta:*``, ``envelope:*``), so frames that lost
-``phase`` (PROTOCOL.md section 11.7) show as ``$.choices[].delta.phase`` removed.
+``required``, ``items``, ``anyOf``; TOOLING.md section 4.2) finds field_removed, required_missing,
+type_changed, field_added, enum_value_added, frame_type_added/unseen, content_type_changed,
+status_added, endpoint_added(_error) and error_answer items. A frame kind new to an endpoint is
+also compared with the union of the known kinds of its family (``delta:*``, ``envelope:*``), so
+frames that lost ``phase`` (PROTOCOL.md section 11.7) show as ``$.choices[].delta.phase`` removed.
+
+Severity (``judge``) is then decided by what the gateway depends on, its consumer contract
+(:class:`Contract`, ``schemas/gateway_contract.json``, generated from ``proxy/qwen/contract.py``):
+``breaking`` when a field the gateway reads is gone, not always present or of a type it cannot
+use, when a content type or HTTP error never seen reaches an endpoint it calls, when an error
+code is unknown, SSE data is not JSON, or a value it needs (``status: finished``, ``phase:
+answer``) vanished, each naming the feature that fails and how; ``notable`` for new fields,
+frames, phases, enum values and endpoints; ``info`` for everything on the request side (it
+describes the recording client), fields it does not read, error answers seen, frame kinds a
+sample lacks.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,14 +61,20 @@ __all__ = [
     "ENUM_FIELDS",
     "ERROR_ANSWERS",
     "SCHEMA_URI",
+    "Contract",
     "DriftItem",
     "DriftReport",
     "answer_kind",
+    "default_contract",
     "diff",
     "endpoint_key",
+    "ends_at_wildcard",
     "frame_kind",
     "infer",
+    "judge",
     "load_schemas",
+    "path_is_ancestor",
+    "path_matches",
     "render",
     "sse_data",
     "write_schemas",
@@ -516,6 +530,8 @@ class DriftItem:
     message: str
     before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    feature: str = ""
+    failure: str = ""
 
     def sort_key(self) -> tuple[int, str, str, str, str]:
         """Order: severity, endpoint, where, path, kind."""
@@ -532,6 +548,8 @@ class DriftItem:
             "message": self.message,
             "before": list(self.before),
             "after": list(self.after),
+            "feature": self.feature,
+            "failure": self.failure,
         }
 
 
@@ -583,9 +601,9 @@ class DriftReport:
             head = f"Drift: {len(self.breaking)} breaking, {len(self.notable)} notable."
         lines = [head + (f" ({len(self.info)} info)" if self.info else "")]
         titles = {
-            "breaking": "BREAKING (the proxy may fail on this traffic)",
-            "notable": "NOTABLE (new shapes or values; check the proxy handles them)",
-            "info": "INFO (not drift)",
+            "breaking": "BREAKING (something the gateway depends on changed)",
+            "notable": "NOTABLE (new shapes or values; the gateway ignores them today)",
+            "info": "INFO (the recording client's side, unread fields, error answers seen)",
         }
         for severity in ("breaking", "notable", "info"):
             group = [i for i in self.items if i.severity == severity]
@@ -601,6 +619,8 @@ class DriftReport:
                 where = f"[{item.where}] " if item.where else ""
                 path = f"{item.path} " if item.path else ""
                 lines.append(f"    {item.kind}: {where}{path}- {item.message}")
+                if item.failure:
+                    lines.append(f"      -> {item.feature}: {item.failure}")
         return "\n".join(lines) + "\n"
 
 
@@ -811,17 +831,34 @@ def _diff_endpoint(key: str, base: Mapping[str, Any], new: Mapping[str, Any]) ->
     return out
 
 
+DEFAULT_CONTRACT_FILE = Path(__file__).resolve().parents[1] / "schemas" / "gateway_contract.json"
+"""The gateway's contract in a source checkout (``python -m proxy.qwen.contract`` writes it)."""
+
+
+def default_contract() -> Contract | None:
+    """The contract of :data:`DEFAULT_CONTRACT_FILE`, or ``None`` when the file is absent."""
+    return Contract.load(DEFAULT_CONTRACT_FILE) if DEFAULT_CONTRACT_FILE.is_file() else None
+
+
 def diff(
-    baseline: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]]
+    baseline: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+    contract: Contract | Literal["default"] | None = "default",
 ) -> DriftReport:
     """Compare new endpoint documents with baseline ones (both ``{endpoint key: document}``,
     as from ``load_schemas`` or ``by_key(infer(...))``) and classify every difference.
 
     Endpoints of the baseline absent from the new traffic are not reported (the new traffic is
-    a sample). A new endpoint is ``notable`` (``endpoint_added``), or ``breaking``
-    (``endpoint_added_error``) when every answer it got is an error (envelope, WAF, HTML page,
-    cut stream, or HTTP >= 400).
+    a sample). A new endpoint is ``notable`` (``endpoint_added``), or ``endpoint_added_error``
+    when every answer it got is an error (envelope, WAF, HTML page, cut stream, or HTTP >= 400).
+
+    Severities are then judged by ``contract`` (what the gateway reads, :class:`Contract`; by
+    default :func:`default_contract`): see :func:`judge`. With ``contract=None`` every
+    response-side difference keeps its structural severity; request-side differences are
+    ``info`` either way.
     """
+    if contract == "default":
+        contract = default_contract()
     items: list[DriftItem] = []
     for key in sorted(new):
         ndoc = new[key]
@@ -852,5 +889,460 @@ def diff(
         for kind in answers:
             if _is_error_answer(kind):
                 items.append(DriftItem("info", "error_answer", key, kind, "", f"answered {kind}"))
-    items.sort(key=DriftItem.sort_key)
-    return DriftReport(items)
+    judged = judge(items, baseline, new, contract if isinstance(contract, Contract) else None)
+    judged.sort(key=DriftItem.sort_key)
+    return DriftReport(judged)
+
+
+# ------------------------------------------------------------------------------------------------
+# The consumer contract: judging drift by what the gateway reads
+
+
+@dataclass(frozen=True)
+class ContractField:
+    """One field the gateway reads (``proxy/qwen/contract.py``, ``Field``)."""
+
+    endpoint: str
+    where: str
+    path: str
+    types: frozenset[str]
+    feature: str
+    use: str
+    failure: str
+
+
+@dataclass(frozen=True)
+class ContractEndpoint:
+    """An endpoint the gateway calls and the content types it reads there."""
+
+    key: str
+    answers: tuple[str, ...]
+    feature: str
+    failure: str
+
+
+@dataclass(frozen=True)
+class ContractValue:
+    """An enum value the gateway depends on at ``path`` in ``where`` frames of ``endpoint``."""
+
+    endpoint: str
+    where: str
+    path: str
+    value: str
+    feature: str
+    failure: str
+    unless: str = ""
+
+
+def _endpoint_matches(pattern: str, key: str) -> bool:
+    return pattern == "*" or key == pattern or key.startswith(pattern + " [")
+
+
+def _where_matches(pattern: str, where: str) -> bool:
+    from fnmatch import fnmatchcase
+
+    kind = where.split(" vs ", 1)[0]
+    return fnmatchcase(kind, pattern)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What the gateway depends on, as ``schemas/gateway_contract.json`` states it.
+
+    ``fields``: the fields read, with the feature each serves and how it fails; ``endpoints``:
+    the endpoints called and the content types read there; ``error_codes``: the error codes
+    the gateway knows; ``phases``/``statuses``: the ``delta`` values it knows; ``values``: enum
+    values whose disappearance breaks a feature (``finished`` ends an answer).
+    """
+
+    fields: tuple[ContractField, ...]
+    endpoints: tuple[ContractEndpoint, ...]
+    error_codes: frozenset[str]
+    phases: frozenset[str]
+    statuses: frozenset[str]
+    values: tuple[ContractValue, ...] = ()
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Contract:
+        """Build from the JSON object (raises ``ValueError`` naming what is malformed)."""
+        try:
+            fields = tuple(
+                ContractField(
+                    str(f["endpoint"]),
+                    str(f["where"]),
+                    str(f["path"]),
+                    frozenset(str(t) for t in f["types"]),
+                    str(f["feature"]),
+                    str(f.get("use", "")),
+                    str(f.get("failure", "")),
+                )
+                for f in obj["fields"]
+            )
+            endpoints = tuple(
+                ContractEndpoint(
+                    str(e["key"]), tuple(map(str, e["answers"])), str(e["feature"]), e["failure"]
+                )
+                for e in obj["endpoints"]
+            )
+            values = tuple(
+                ContractValue(
+                    str(v["endpoint"]),
+                    str(v["where"]),
+                    str(v["path"]),
+                    str(v["value"]),
+                    str(v["feature"]),
+                    str(v["failure"]),
+                    str(v.get("unless") or ""),
+                )
+                for v in obj.get("values", [])
+            )
+            return cls(
+                fields,
+                endpoints,
+                frozenset(map(str, obj["error_codes"])),
+                frozenset(map(str, obj["phases"])),
+                frozenset(map(str, obj["statuses"])),
+                values,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a gateway contract: {exc!r}") from exc
+
+    @classmethod
+    def load(cls, path: Path) -> Contract:
+        """Read a contract file. Raises ``OSError`` or ``ValueError`` naming the file."""
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def endpoint(self, key: str) -> ContractEndpoint | None:
+        """The most specific contract endpoint covering ``key`` (a variant wins), or ``None``."""
+        found = [e for e in self.endpoints if _endpoint_matches(e.key, key)]
+        return max(found, key=lambda e: len(e.key)) if found else None
+
+    def dependencies(self, endpoint: str, where: str, path: str) -> list[ContractField]:
+        """Fields read at ``path`` or below it, in ``where`` frames of ``endpoint``; exact
+        matches first."""
+        out: list[tuple[int, ContractField]] = []
+        for f in self.fields:
+            if not (_endpoint_matches(f.endpoint, endpoint) and _where_matches(f.where, where)):
+                continue
+            if path_matches(f.path, path):
+                out.append((0, f))
+            elif path_is_ancestor(path, f.path):
+                out.append((1, f))
+        return [f for _, f in sorted(out, key=lambda p: p[0])]
+
+
+_SEGMENTS = re.compile(r'\[\]|\["(?:[^"\\]|\\.)*"\]|\.[^.\[]+')
+_ANY_KEY = r'(?:\.[A-Za-z_][A-Za-z0-9_]*|\["(?:[^"\\]|\\.)*"\])'
+
+
+def _segments(path: str) -> list[str]:
+    return _SEGMENTS.findall(path[1:] if path.startswith("$") else path)
+
+
+def _pattern(segments: Sequence[str]) -> re.Pattern[str]:
+    body = "".join(_ANY_KEY if seg == ".*" else re.escape(seg) for seg in segments)
+    return re.compile(r"\$" + body)
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """Whether the JSON path ``path`` (``$.a[].b["c.d"]``) is ``pattern``, in which a ``.*``
+    segment stands for any one key (``local_mcp.*[]``: any tool namespace)."""
+    if ".*" not in pattern:
+        return pattern == path
+    return _pattern(_segments(pattern)).fullmatch(path) is not None
+
+
+def ends_at_wildcard(path: str, pattern: str) -> bool:
+    """Whether ``path`` is one of the keys a ``.*`` segment of ``pattern`` stands for (a key the
+    gateway accepts under any name, so losing one such key is not losing a dependency)."""
+    segs = _segments(pattern)
+    return any(
+        segs[k - 1] == ".*" and _pattern(segs[:k]).fullmatch(path) for k in range(1, len(segs))
+    )
+
+
+def path_is_ancestor(path: str, pattern: str) -> bool:
+    """Whether ``path`` lies strictly above some path ``pattern`` stands for."""
+    if ".*" not in pattern:
+        return pattern.startswith((path + ".", path + "["))
+    segs = _segments(pattern)
+    return any(_pattern(segs[:k]).fullmatch(path) for k in range(len(segs)))
+
+
+def _accepted(new_types: Sequence[str], accepted: frozenset[str]) -> bool:
+    wanted = set(accepted) | ({"integer"} if "number" in accepted else set())
+    return set(new_types) <= wanted
+
+
+def _request_side(item: DriftItem) -> bool:
+    return item.where == "request" or item.where.startswith("request ")
+
+
+def _codes(doc: Mapping[str, Any]) -> set[str]:
+    """Error codes a document records: ``envelope:<code>`` kinds and ``code`` enum values."""
+    found: set[str] = set()
+    for name, schema in (doc.get("$defs") or {}).items():
+        if name.startswith("envelope:") and name != "envelope:<none>":
+            found.add(name.removeprefix("envelope:"))
+        if name.startswith("envelope:") or name in ("error", "json"):
+            for path, values in (schema.get("x-enum-values") or {}).items():
+                if path in ("$.data.code", "$.error.code", "$.code", "$.data.error.code"):
+                    found.update(v for v in values if isinstance(v, str))
+    return found
+
+
+def _code_sites(doc: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """``(code, where, path)`` of every error code in a document."""
+    for name, schema in sorted((doc.get("$defs") or {}).items()):
+        if name.startswith("envelope:") and name != "envelope:<none>":
+            yield name.removeprefix("envelope:"), name, "$.data.code"
+        if name == "error":
+            for path, values in sorted((schema.get("x-enum-values") or {}).items()):
+                if path in ("$.error.code", "$.code"):
+                    for v in values:
+                        if isinstance(v, str):
+                            yield v, name, path
+
+
+def judge(
+    items: Sequence[DriftItem],
+    baseline: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+    contract: Contract | None,
+) -> list[DriftItem]:
+    """Re-judge structural drift items by what the gateway depends on.
+
+    - The request side (what the recording client sent) is ``info``: it describes the client.
+    - A field gone, no longer always present or of a new type is ``breaking`` when the gateway
+      reads it (or something below it) and a feature fails without it: the item names the
+      feature and the failure. The same for a field the gateway does not read is ``info``.
+    - A content type never seen, or a new HTTP status >= 400, on an endpoint the gateway calls
+      is ``breaking``; on others ``notable``. So is a new endpoint answering only errors.
+    - An error code neither the baseline nor the contract knows adds ``breaking``
+      ``error_code_unknown``; SSE data that is not JSON adds ``breaking`` ``unparseable``; an enum
+      value the gateway depends on that vanished (``status: finished`` of answers, the ``answer``
+      phase) adds ``breaking`` ``value_gone``.
+    - New fields, frames, phases and enum values stay ``notable``.
+    """
+    out: list[DriftItem] = []
+    for item in items:
+        if _request_side(item):
+            out.append(
+                replace(
+                    item,
+                    severity="info",
+                    message=item.message + " (request side: describes the recording client)",
+                )
+            )
+            continue
+        if contract is None:
+            out.append(item)
+            continue
+        out.append(_judge_one(item, contract))
+    if contract is not None:
+        seen = {(i.endpoint, i.where.split(" vs ", 1)[0], i.path) for i in out}
+        out.extend(
+            i
+            for i in _extra_findings(baseline, new, contract)
+            if i.kind != "field_removed" or (i.endpoint, i.where, i.path) not in seen
+        )
+    return out
+
+
+def _judge_one(item: DriftItem, contract: Contract) -> DriftItem:
+    if item.kind in ("field_removed", "required_missing", "type_changed"):
+        deps = [
+            d
+            for d in contract.dependencies(item.endpoint, item.where, item.path)
+            if d.failure and not ends_at_wildcard(item.path, d.path)
+        ]
+        if item.kind == "type_changed":
+            deps = [d for d in deps if d.path == item.path and not _accepted(item.after, d.types)]
+        if deps:
+            d = deps[0]
+            return replace(
+                item,
+                severity="breaking",
+                message=f"{item.message}; the gateway reads it: {d.use}",
+                feature=d.feature,
+                failure=d.failure,
+            )
+        return replace(
+            item,
+            severity="info",
+            message=item.message + "; the gateway does not depend on it",
+        )
+    if item.kind in ("content_type_changed", "status_added", "endpoint_added_error"):
+        ep = contract.endpoint(item.endpoint)
+        serious = item.kind != "status_added" or int(item.after[0]) >= 400
+        if ep is not None and serious:
+            failure = ep.failure
+            if item.kind == "status_added":
+                failure = f"chat.qwen.ai answers HTTP {item.after[0]} here: {ep.failure}"
+            return replace(item, severity="breaking", feature=ep.feature, failure=failure)
+        return replace(item, severity="notable" if item.severity != "info" else "info")
+    if item.kind == "enum_value_added" and item.path == "$.choices[].delta.phase":
+        unknown = [v for v in item.after if json.loads(v) not in contract.phases]
+        if unknown:
+            return replace(
+                item,
+                message=item.message + f"; unknown to the gateway: {', '.join(unknown)} "
+                "(ignored, never answer text)",
+            )
+    if item.kind == "enum_value_added" and item.path == "$.choices[].delta.status":
+        unknown = [v for v in item.after if json.loads(v) not in contract.statuses]
+        if unknown:
+            return replace(item, message=item.message + f"; unknown to the gateway: {unknown}")
+    return item
+
+
+def _extra_findings(
+    baseline: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+    contract: Contract,
+) -> list[DriftItem]:
+    out: list[DriftItem] = []
+    known = set(contract.error_codes)
+    for doc in baseline.values():
+        known |= _codes(doc)
+    for key, ndoc in sorted(new.items()):
+        if contract.endpoint(key) is None:
+            continue
+        reported: set[str] = set()
+        for code, where, path in _code_sites(ndoc):
+            if code in known or code in reported:
+                continue
+            reported.add(code)
+            out.append(
+                DriftItem(
+                    "breaking",
+                    "error_code_unknown",
+                    key,
+                    where,
+                    path,
+                    f"error code {code!r} is unknown to the gateway and to the baseline",
+                    tuple(sorted(known)),
+                    (code,),
+                    feature="errors",
+                    failure=(
+                        f"users get a generic HTTP 502 upstream_error for {code!r} instead of "
+                        "the right status and advice"
+                    ),
+                )
+            )
+        meta = ndoc[ENDPOINT_MARK]
+        if "non-json" in meta["sse_frames"]:
+            bmeta = baseline.get(key, {}).get(ENDPOINT_MARK, {})
+            if "non-json" not in bmeta.get("sse_frames", []):
+                out.append(
+                    DriftItem(
+                        "breaking",
+                        "unparseable",
+                        key,
+                        "non-json",
+                        "",
+                        "SSE data that is not JSON",
+                        feature="answer",
+                        failure=(
+                            "streams fail with HTTP 502 upstream_protocol_error ('a stream frame "
+                            "that is not JSON')"
+                        ),
+                    )
+                )
+        if key in baseline and "sse" in meta["answers"]:
+            out.extend(_values_gone(key, baseline[key], ndoc, contract))
+        if key in baseline:
+            out.extend(_optional_gone(key, baseline[key], ndoc, contract))
+    return out
+
+
+def _optional_gone(
+    key: str, bdoc: Mapping[str, Any], ndoc: Mapping[str, Any], contract: Contract
+) -> list[DriftItem]:
+    """Fields the gateway depends on that the baseline had (even if not in every sample) and no
+    new sample of the same frame kind has, while their parent is still there."""
+    out: list[DriftItem] = []
+    bdefs: Mapping[str, Any] = bdoc.get("$defs") or {}
+    ndefs: Mapping[str, Any] = ndoc.get("$defs") or {}
+    for name in sorted(set(bdefs) & set(ndefs)):
+        if name == "request":
+            continue
+        bidx, nidx = _index(bdefs[name]), _index(ndefs[name])
+        bpaths = {_render_path(p): p for p in bidx}
+        npaths = {_render_path(p) for p in nidx}
+        for dep in contract.fields:
+            if not dep.failure:
+                continue
+            if not (_endpoint_matches(dep.endpoint, key) and _where_matches(dep.where, name)):
+                continue
+            for rendered in sorted(p for p in bpaths if path_matches(dep.path, p)):
+                if rendered in npaths:
+                    continue
+                parent = bpaths[rendered][:-1]
+                while parent and parent[-1] == "[]":
+                    parent = parent[:-1]
+                if _render_path(parent) not in npaths:
+                    continue  # its parent is gone too: reported there, or not read at all
+                out.append(
+                    DriftItem(
+                        "breaking",
+                        "field_removed",
+                        key,
+                        name,
+                        rendered,
+                        "in known samples, absent from every new one; the gateway reads it: "
+                        + dep.use,
+                        feature=dep.feature,
+                        failure=dep.failure,
+                    )
+                )
+    return out
+
+
+def _enum_values(doc: Mapping[str, Any], where: str, path: str) -> set[str] | None:
+    """The values of ``path`` over the frame kinds matching ``where``; ``None`` if no frame
+    kind matches."""
+    found: set[str] | None = None
+    for name, schema in (doc.get("$defs") or {}).items():
+        if not _where_matches(where, name):
+            continue
+        found = found if found is not None else set()
+        for v in (schema.get("x-enum-values") or {}).get(path, []):
+            found.add(_enc(v))
+    return found
+
+
+def _values_gone(
+    key: str, bdoc: Mapping[str, Any], ndoc: Mapping[str, Any], contract: Contract
+) -> list[DriftItem]:
+    out: list[DriftItem] = []
+    for v in contract.values:
+        if not _endpoint_matches(v.endpoint, key):
+            continue
+        if v.unless and v.unless in ndoc[ENDPOINT_MARK]["sse_frames"]:
+            continue
+        before = _enum_values(bdoc, v.where, v.path)
+        after = _enum_values(ndoc, v.where, v.path)
+        if after is None and v.where.endswith("*"):
+            after = set()  # no frame of the family at all: the value is gone with them
+        want = _enc(v.value)
+        if before is None or want not in before or after is None or want in after:
+            continue
+        out.append(
+            DriftItem(
+                "breaking",
+                "value_gone",
+                key,
+                v.where,
+                v.path,
+                f"{want} no longer appears (seen: {', '.join(sorted(after)) or 'nothing'})",
+                (want,),
+                tuple(sorted(after)),
+                feature=v.feature,
+                failure=v.failure,
+            )
+        )
+    return out

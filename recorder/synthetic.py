@@ -1155,6 +1155,7 @@ EXTRA_SETS = (
     "recorder.synthetic_probes",
     "recorder.synthetic_conversations",
     "recorder.synthetic_tools",
+    "recorder.synthetic_2026",
 )
 
 

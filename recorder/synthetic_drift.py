@@ -18,7 +18,18 @@ schemas inferred from them are the baseline the ``drift_*`` cassettes are diffed
 ``drift_waf``              the baxia ``FAIL_SYS_USER_VALIDATE`` JSON and the slider page
                            (§4.3, §10, §11.8)
 ``drift_stream_false``     ``stream: false`` answered with ``Bad_Request`` (§4.2, §10, §11.3)
+``drift_token_expired``    the token expired: chats/new answers HTTP 401 ``Unauthorized``
+                           (§3, §9, §10, §11.11)
+``drift_summary_thought``  after §11.6: ``thinking_summary`` frames no longer carry
+                           ``extra.summary_thought`` (only the titles); diffed against the
+                           baseline plus ``drift_thinking_summary`` (§5.3, §5.5, §11)
+``drift_unknown_code``     an error envelope with a code nobody has seen (§5.7, §10, §11)
 =========================  =====================================================================
+
+:func:`probe_drift` derives, from the synthetic answers to the conformance probes
+(``recorder/synthetic_probes.py``), the reasoning probe's answer with ``extra.summary_thought``
+gone: served by the replay server it makes ``qwen-proxy doctor`` see ``reasoning.thinking`` fail
+and the drift that explains it (``tests/test_doctor.py``).
 
 Output is deterministic (uuid5 ids, fixed timestamps and chunk timings). Regenerate with::
 
@@ -30,13 +41,13 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from recorder.cassette import Cassette, Interaction, Provenance
 
-__all__ = ["DRIFT_DATE", "DRIFT_TOOL", "build_all", "write_all"]
+__all__ = ["DRIFT_DATE", "DRIFT_TOOL", "build_all", "mutate_frames", "probe_drift", "write_all"]
 
 DRIFT_DATE = "2026-11-22"
 DRIFT_TOOL = "recorder.synthetic_drift"
@@ -451,6 +462,147 @@ def _drift_stream_false() -> Cassette:
     )
 
 
+def _drift_token_expired() -> Cassette:
+    name = "drift_token_expired"
+    answer = _compact(
+        {
+            "success": False,
+            "request_id": _uid(name, "req/new"),
+            "data": {"code": "Unauthorized", "details": "401 Token has expired"},
+        }
+    )
+    inter = _chats_new(name, "t2t", "qwen3-max")
+    expired = Interaction(
+        method=inter.method,
+        uri=inter.uri,
+        request_headers=inter.request_headers,
+        request_body=inter.request_body,
+        status=401,
+        reason="Unauthorized",
+        response_headers=dict(_JSON),
+        response_body=answer,
+    )
+    return _cassette(
+        name,
+        "Synthetic §11.11 breakage: the token expired, chats/new answers HTTP 401 Unauthorized.",
+        ("3", "9", "10", "11"),
+        [expired],
+    )
+
+
+def _drift_summary_thought() -> Cassette:
+    name = "drift_summary_thought"
+    f = _Frames(name)
+    f.created()
+    titles: list[str] = []
+    extra: dict[str, Any] = {}
+    for title in ("Reading", "Adding"):
+        titles.append(title)
+        extra = {"summary_title": {"content": list(titles)}}
+        f.delta("", "thinking_summary", extra=extra)
+    f.delta("", "thinking_summary", "finished", extra=extra)
+    for piece in ("2 + 2", " = 4."):
+        f.delta(piece, "answer")
+    f.delta("", "answer", "finished")
+    body = _completion_body(
+        name, "What is 2 + 2? Think first.", thinking=True, thinking_format="summary"
+    )
+    return _cassette(
+        name,
+        "Synthetic drift after §11.6: thinking_summary frames carry only extra.summary_title, "
+        "no extra.summary_thought.",
+        ("4.1", "5.3", "5.5", "11"),
+        [_chats_new(name, "t2t", "qwen3-max"), _stream(name, body, f.events)],
+    )
+
+
+def _drift_unknown_code() -> Cassette:
+    name = "drift_unknown_code"
+    answer = _compact(
+        {
+            "success": False,
+            "request_id": _uid(name, "req/completions"),
+            "data": {"code": "Account_Frozen", "details": "This account is frozen."},
+        }
+    )
+    body = _completion_body(name, "Say something short.")
+    return _cassette(
+        name,
+        "Synthetic drift: completions answered with an error code never seen before.",
+        ("4.3", "5.7", "10", "11"),
+        [_chats_new(name, "t2t", "qwen3-max"), _plain(name, body, answer, _JSON)],
+    )
+
+
+def mutate_frames(
+    cassette: Cassette,
+    fn: Callable[[Any], Any],
+    *,
+    name: str,
+    description: str,
+    sections: Sequence[str],
+) -> Cassette:
+    """A synthetic copy of ``cassette`` whose streamed SSE frames went through ``fn`` (parsed
+    JSON in, JSON out); requests are kept, so the replay server matches the same requests.
+    Streams are re-chunked one event per chunk, 20 ms apart."""
+    from recorder.schema import sse_data
+
+    inters: list[Interaction] = []
+    for inter in cassette.interactions:
+        if inter.stream is None:
+            inters.append(inter)
+            continue
+        events = []
+        for data in sse_data(inter.response_body):
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                events.append(("data: " + data + "\n\n").encode("utf-8"))
+                continue
+            events.append(_event(fn(obj)))
+        inters.append(
+            Interaction.streamed(
+                method=inter.method,
+                uri=inter.uri,
+                request_headers=inter.request_headers,
+                request_body=inter.request_body,
+                pieces=[(i * 0.02, ev) for i, ev in enumerate(events)],
+                status=inter.status,
+                reason=inter.reason,
+                response_headers=inter.response_headers,
+                t_headers_s=inter.stream.t_headers_s,
+            )
+        )
+    return _cassette(name, description, sections, inters)
+
+
+def _without_summary_thought(frame: Any) -> Any:
+    if isinstance(frame, dict) and isinstance(frame.get("choices"), list):
+        delta = frame["choices"][0].get("delta", {})
+        extra = delta.get("extra")
+        if delta.get("phase") == "thinking_summary" and isinstance(extra, dict):
+            extra.pop("summary_thought", None)
+    return frame
+
+
+def probe_drift() -> Cassette:
+    """The conformance reasoning probe's answer, with ``extra.summary_thought`` gone from its
+    ``thinking_summary`` frames (named ``probe_thinking``, so it replaces the healthy one)."""
+    from recorder.synthetic_probes import build_all as build_probes
+
+    healthy = next(c for c in build_probes() if c.name == "probe_thinking")
+    return mutate_frames(
+        healthy,
+        _without_summary_thought,
+        name="probe_thinking",
+        description=(
+            "Synthetic drift of the reasoning probe's answer: thinking_summary frames no longer "
+            "carry extra.summary_thought."
+        ),
+        sections=("5.3", "5.5", "11"),
+    )
+
+
 def build_all() -> list[Cassette]:
     """The baseline cassettes, then the drift cassettes (in the module docstring's order)."""
     return [
@@ -462,6 +614,9 @@ def build_all() -> list[Cassette]:
         _drift_t2i_envelope(),
         _drift_waf(),
         _drift_stream_false(),
+        _drift_token_expired(),
+        _drift_summary_thought(),
+        _drift_unknown_code(),
     ]
 
 

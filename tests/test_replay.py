@@ -322,9 +322,12 @@ async def test_miss_answers_404_with_closest(aiohttp_client: ClientFactory) -> N
         "cassette": "s",
         "interaction": 0,
         "method": "POST",
-        "uri": COMPLETIONS,
+        "path": "/api/v2/chat/completions",
+        "similarity": 0.0,
         "differs": [{"field": "text", "recorded": "hi", "received": "bye"}],
+        "prompt_diff": "[-hi-]{+bye+}",
     }
+    assert "chat_id" not in json.dumps(error) and "https://" not in json.dumps(error)
     assert "'s'" in error["message"] and "text" in error["message"]
     client2 = await aiohttp_client(make_replay_app([]))
     resp2 = await client2.get("/anything")

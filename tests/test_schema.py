@@ -161,7 +161,7 @@ def _diff_items(before: list[object], after: list[object]) -> set[tuple[str, str
     uri = "https://chat.qwen.ai/api/models"
     base = by_key(infer([_cassette(*(_json(uri, o) for o in before))]))
     new = by_key(infer([_cassette(*(_json(uri, o) for o in after))]))
-    return {(i.severity, i.kind, i.path) for i in diff(base, new).items}
+    return {(i.severity, i.kind, i.path) for i in diff(base, new, None).items}
 
 
 def test_diff_type_change_is_breaking() -> None:
@@ -204,7 +204,7 @@ def test_diff_new_endpoint_answering_errors_is_breaking() -> None:
     base = by_key(infer([_cassette(_json("https://x/api/models", {"data": []}))]))
     bad = _json("https://x/api/v2/models", {"success": False, "data": {"code": "Not_Found"}})
     good = _json("https://x/api/v3/models", {"data": []})
-    report = diff(base, by_key(infer([_cassette(bad, good)])))
+    report = diff(base, by_key(infer([_cassette(bad, good)])), None)
     kinds = {(i.severity, i.kind, i.endpoint) for i in report.items}
     assert ("breaking", "endpoint_added_error", "GET /api/v2/models") in kinds
     assert ("notable", "endpoint_added", "GET /api/v3/models") in kinds
@@ -226,7 +226,7 @@ def test_diff_new_error_status_is_breaking() -> None:
         {"Content-Type": ["application/json"]},
         "{}",
     )
-    report = diff(base, by_key(infer([_cassette(gone)])))
+    report = diff(base, by_key(infer([_cassette(gone)])), None)
     assert ("breaking", "status_added") in {(i.severity, i.kind) for i in report.items}
 
 

@@ -49,11 +49,12 @@ CAPTCHA_ADVICE = (
 _WAF_MARKERS = (
     b"_____tmd_____",
     b"x5secdata",
-    b"aliyun_waf",
+    b"aliyun_waf",  # also the aliyun_waf_aa variant (PROTOCOL.md §13.3)
     b"FAIL_SYS_USER_VALIDATE",
     b"RGV587",
     b"/punish",
     b"Access Verification",
+    b"action=captcha",  # also action=captchaconnect (§13.3, Rfym21#157)
 )
 #: Codes that say the account answers too much or its quota is used up (PROTOCOL.md §10, §13.3):
 #: the account rests and the client gets 429.
@@ -69,13 +70,15 @@ LIMIT_CODES = frozenset(
 )
 # the same codes spelt in any case, with or without underscores (quota_limited, QuotaLimited…)
 _LIMIT_BY_KEY = {c.replace("_", "").lower(): c for c in LIMIT_CODES}
+_WAF_REDIRECT = re.compile(rb"location\.(?:replace|href)\s*[(=][^;]{0,2048}?punish", re.I)
+"""The captcha wall as a script redirect, ``window.location.replace(…punish…)`` (§13.3)."""
 _CLIENT_FAULT = re.compile(r"(?i)too long|exceed|more than \d+ characters|content length|too large")
 
 
 def looks_like_waf(body: bytes) -> bool:
     """True when ``body`` carries a marker of the Aliyun/baxia captcha (PROTOCOL.md §10)."""
     head = body[:65536]
-    return any(m in head for m in _WAF_MARKERS)
+    return any(m in head for m in _WAF_MARKERS) or _WAF_REDIRECT.search(head) is not None
 
 
 def envelope_error(obj: Any) -> UpstreamError | None:

@@ -183,6 +183,24 @@ OutEvent = Text | Sources | Media | ToolCall | NativeToolCall | Finish | Failure
 IMAGE_PHASES = frozenset({"image_gen", "image_edit", "image_gen_tool", "image_edit_tool"})
 """Phases whose frames carry generated images (PROTOCOL.md §5.3)."""
 _IMAGE_SIDE_PHASES = frozenset({"image_gen_think", "image_gen_websearch"})
+BUNDLE_PHASES = frozenset(
+    {
+        "search_result",
+        "tool_call",
+        "bash",
+        "code_interpreter",
+        "fetch_page",
+        "generate_image",
+        "edit_file",
+        "read_file",
+        "write_file",
+        "present_file",
+    }
+)
+"""Phases of the 2026 frontend bundle (PROTOCOL.md §13.2): the site's own tools at work. Their
+frames are skipped: never answer text, never the end of the answer, never a stream failure (a
+tool's ``status: "error"`` is the tool's, not the answer's)."""
+_SNAPSHOT_MIN = 1
 
 
 def _int(v: Any) -> int:
@@ -205,6 +223,8 @@ class Translator:
 
     __slots__ = (
         "_answer_chars",
+        "_answer_len",
+        "_answer_pieces",
         "_caption",
         "_echoes",
         "_expect_image",
@@ -213,14 +233,17 @@ class Translator:
         "_native_pending",
         "_native_seen",
         "_native_tools",
+        "_own_frames",
         "_reasoning_mode",
         "_rejected",
+        "_snapshots",
         "_sources_seen",
         "_summary_sent",
         "_tag_open",
         "chat_id",
         "done",
         "failure",
+        "foreign_frames",
         "ignored_phases",
         "reasoning_chars",
         "response_id",
@@ -248,6 +271,9 @@ class Translator:
         self._caption = ""
         self._reasoning_mode = reasoning
         self._answer_chars = 0
+        self._answer_pieces: list[str] = []
+        self._answer_len = 0
+        self._snapshots = 0
         self._summary_sent = ""
         self._tag_open = False
         self._sources_seen: set[str] = set()
@@ -258,6 +284,8 @@ class Translator:
         self.chat_id: str | None = None
         self.response_id: str | None = None
         self.ignored_phases: dict[str, int] = {}
+        self.foreign_frames = 0
+        self._own_frames = False
 
     @property
     def answered(self) -> bool:
@@ -292,6 +320,17 @@ class Translator:
             return []
         choices = frame.get("choices")
         if isinstance(choices, list):
+            rid = frame.get("response_id")
+            if isinstance(rid, str) and rid:
+                if self.response_id is None or not self._own_frames:
+                    # The first id carried by a content frame is the turn's, even if it is not
+                    # the one response.created named: never drop a whole answer on an id format.
+                    self.response_id = rid
+                elif rid != self.response_id:
+                    # A second response in the same stream (PROTOCOL.md §13.2): not this turn's.
+                    self.foreign_frames += 1
+                    return []
+                self._own_frames = True
             usage = frame.get("usage")
             if isinstance(usage, dict):
                 self.usage = Usage(
@@ -304,8 +343,9 @@ class Translator:
             return []
         created = frame.get("response.created")
         if isinstance(created, dict):
-            self.chat_id = created.get("chat_id") or self.chat_id
-            self.response_id = created.get("response_id") or self.response_id
+            # The first response opened is the turn's; a later one is another response (§13.2).
+            self.chat_id = self.chat_id or created.get("chat_id")
+            self.response_id = self.response_id or created.get("response_id")
             return []
         if "response.info" in frame:
             return []
@@ -400,6 +440,8 @@ class Translator:
 
     def _delta(self, delta: dict[str, Any]) -> list[OutEvent]:
         phase = delta.get("phase")
+        if phase in BUNDLE_PHASES:
+            return []
         status = delta.get("status")
         content = delta.get("content")
         if status == "error":
@@ -421,14 +463,22 @@ class Translator:
         if phase == "answer" or phase is None:
             out: list[OutEvent] = []
             if isinstance(content, str) and content:
+                content = self._unsnapshot(content)
+            if isinstance(content, str) and content:
                 if self._tag_open:
                     out.append(self._close_tag())
                 self._answer_chars += len(content)
+                self._answer_pieces.append(content)
+                self._answer_len += len(content)
                 out.append(Text("content", content))
             if status == "finished" and phase == "answer":
                 # A finished answer with no text at all is an empty answer, not a success.
                 answered = self._answer_chars or self._native_answer()
                 out.extend(self._finish() if answered else self._fail(self._empty_error()))
+            elif status == "finished" and self._answer_chars:
+                # phase null is the old format's answer (§5.3, §11.7): once it has text, its
+                # finished frame ends it too (before any text it is not trusted to).
+                out.extend(self._finish())
             return out
         if phase == "local_tool" and self._native_tools:
             return self._local_tool(delta.get("extra"), status)
@@ -533,6 +583,26 @@ class Translator:
             "quota or the content filter are the usual causes; retry later or with another "
             "prompt."
         )
+
+    def _unsnapshot(self, content: str) -> str:
+        """The new part of an answer frame: a frame repeating the whole answer so far and more
+        is a cumulative snapshot (PROTOCOL.md §5.4, §13.2), so only what follows the answer so
+        far is new. Guarded so legitimate repetition passes: a piece equal to the answer so
+        far, or made only of copies of it ("ha", "ha", "haha"), is incremental text, unless
+        snapshots were already seen (then an unchanged snapshot adds nothing)."""
+        size = self._answer_len
+        if size < _SNAPSHOT_MIN or len(content) < size:
+            return content
+        so_far = "".join(self._answer_pieces)
+        self._answer_pieces = [so_far]
+        if not content.startswith(so_far):
+            return content
+        if len(content) == size:
+            return "" if self._snapshots else content
+        if not self._snapshots and content == so_far * (len(content) // size):
+            return content
+        self._snapshots += 1
+        return content[size:]
 
     def _reasoning(self, text: str) -> list[OutEvent]:
         self.reasoning_chars += len(text)

@@ -1,0 +1,315 @@
+"""Keeping up with the site (PROTOCOL.md §13): bundle phases, second responses, answer snapshots,
+captcha variants, new limit codes, the 0.3.11 frontend version.
+
+Unit tests drive the translator and the envelope classifier directly; end-to-end tests send the
+§13 scenarios (``recorder/synthetic_2026.py``) through the official SDK, the gateway and the
+replay server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import openai
+import pytest
+from helpers import ServerFactory, Stack, astream, error_object, screate, start_stack
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.config import Settings
+from proxy.errors import UpstreamCaptchaError, UpstreamRateLimitedError
+from proxy.qwen.envelope import classify_response, looks_like_waf
+from proxy.qwen.translate import BUNDLE_PHASES, Failure, Finish, OutEvent, Text, Translator
+from recorder import synthetic_2026
+from recorder.synthetic_2026 import S13_SCENARIOS
+
+SC = {s.name: s for s in S13_SCENARIOS}
+
+
+def delta(phase: str | None, content: Any = "", status: str = "typing", **top: Any) -> str:
+    frame: dict[str, Any] = {
+        "choices": [
+            {"delta": {"role": "assistant", "content": content, "phase": phase, "status": status}}
+        ],
+        **top,
+    }
+    return json.dumps(frame, ensure_ascii=False)
+
+
+FINISHED = delta("answer", "", "finished")
+
+
+def run(frames: list[str], **kw: Any) -> list[OutEvent]:
+    tr = Translator(**kw)
+    out: list[OutEvent] = []
+    for f in frames:
+        out.extend(tr.feed(f))
+    out.extend(tr.close())
+    return out
+
+
+def content(events: list[OutEvent]) -> str:
+    return "".join(e.text for e in events if isinstance(e, Text) and e.kind == "content")
+
+
+# -- bundle phases ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", sorted(BUNDLE_PHASES))
+@pytest.mark.parametrize("status", ["typing", "finished", "error"])
+def test_bundle_phase_never_breaks_nor_leaks(phase: str, status: str) -> None:
+    """A bundle-phase frame, whatever its status, neither ends, fails nor feeds the answer."""
+    out = run(
+        [
+            delta("answer", "one"),
+            delta(phase, "TOOL TEXT", status),
+            delta("answer", " two"),
+            FINISHED,
+        ]
+    )
+    assert content(out) == "one two"
+    assert out[-1] == Finish("stop")
+
+
+def test_bundle_phases_in_image_mode_and_before_any_answer() -> None:
+    """Before any answer (and in image mode) bundle frames are skipped, not 'not understood'."""
+    tr = Translator()
+    for phase in sorted(BUNDLE_PHASES):
+        assert tr.feed(delta(phase, {"structured": True}, "finished")) == []
+    assert tr.ignored_phases == {}
+    assert not tr.done
+
+
+def test_tool_call_does_not_touch_local_tool_handling() -> None:
+    """tool_call (bundle) and local_tool (native tools, §5.6) are different phases."""
+    assert "tool_call" in BUNDLE_PHASES and "local_tool" not in BUNDLE_PHASES
+
+
+# -- frames of another response ----------------------------------------------------------------
+
+
+def test_frames_of_another_response_are_ignored() -> None:
+    """Frames whose top-level response_id is not the turn's are dropped and counted."""
+    created = '{"response.created":{"chat_id":"c","parent_id":"p","response_id":"r1"}}'
+    other = '{"response.created":{"chat_id":"c","parent_id":"p","response_id":"r2"}}'
+    tr = Translator()
+    out: list[OutEvent] = []
+    for f in (
+        created,
+        delta("answer", "mine", response_id="r1"),
+        other,
+        delta("answer", " NOT MINE", response_id="r2"),
+        delta("answer", "", "finished", response_id="r2"),
+        delta("answer", " too", response_id="r1"),
+        delta("answer", "", "finished", response_id="r1"),
+    ):
+        out.extend(tr.feed(f))
+    assert content(out) == "mine too"
+    assert out[-1] == Finish("stop")
+    assert tr.response_id == "r1" and tr.foreign_frames == 2
+
+
+def test_frames_whose_ids_never_match_created_are_still_the_answer() -> None:
+    """If every content frame carries an id other than response.created's (another id format),
+    the answer is kept: the first id on a content frame is the turn's."""
+    created = '{"response.created":{"chat_id":"c","parent_id":"p","response_id":"r1"}}'
+    out = run(
+        [
+            created,
+            delta("answer", "kept", response_id="m1"),
+            delta("answer", " all", response_id="m1"),
+            delta("answer", "", "finished", response_id="m1"),
+        ]
+    )
+    assert content(out) == "kept all"
+    assert out[-1] == Finish("stop")
+
+
+def test_first_framed_response_id_is_the_turns_without_created() -> None:
+    """Without response.created, the first response_id seen on a frame is the turn's."""
+    out = run(
+        [
+            delta("answer", "a", response_id="x"),
+            delta("answer", "b", response_id="y"),
+            delta("answer", "c"),  # frames without an id are the turn's
+            delta("answer", "", "finished", response_id="x"),
+        ]
+    )
+    assert content(out) == "ac"
+
+
+# -- answer snapshots --------------------------------------------------------------------------
+
+
+def test_answer_snapshots_send_only_the_new_part() -> None:
+    """Cumulative answer frames give each character once; an unchanged snapshot adds nothing."""
+    frames = [delta("answer", s) for s in ("Hel", "Hello", "Hello, wo", "Hello, world")]
+    out = run([*frames, delta("answer", "Hello, world"), FINISHED])
+    assert content(out) == "Hello, world"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        (["ha", "ha", "ha"], "hahaha"),
+        (["ha", "haha"], "hahaha"),
+        (["la", "la", "la", "la land"], "lalalala land"),
+        (["1", "1", "2"], "112"),
+    ],
+)
+def test_legitimate_repetition_passes(pieces: list[str], expected: str) -> None:
+    """Pieces equal to, or copies of, the answer so far are incremental text, kept whole."""
+    out = run([*(delta("answer", p) for p in pieces), FINISHED])
+    assert content(out) == expected
+
+
+_WORDS = st.text(alphabet="abc ", min_size=1, max_size=6)
+
+
+@given(_WORDS, st.lists(_WORDS, min_size=1, max_size=12))
+def test_snapshot_streams_give_the_final_text(head: str, pieces: list[str]) -> None:
+    """Any answer sent as growing snapshots comes out exactly once (hypothesis). The first
+    snapshot starts with a mark the later pieces lack, so no snapshot is a mere repetition of
+    the first (that case, "ha" then "haha", is kept as pieces by design: see above)."""
+    so_far = "x" + head
+    frames = [delta("answer", so_far)]
+    for p in pieces:
+        so_far += p
+        frames.append(delta("answer", so_far))
+    out = run([*frames, delta("answer", so_far), FINISHED])
+    assert content(out) == so_far
+
+
+@given(st.lists(_WORDS, min_size=1, max_size=12))
+def test_incremental_streams_pass_untouched_unless_snapshot_shaped(pieces: list[str]) -> None:
+    """Incremental pieces come out unchanged whenever no piece extends the whole text so far."""
+    so_far = ""
+    snapshot_shaped = False
+    for p in pieces:
+        if so_far and p.startswith(so_far) and len(p) > len(so_far):
+            snapshot_shaped = True
+        so_far += p
+    out = run([*(delta("answer", p) for p in pieces), FINISHED])
+    if not snapshot_shaped:
+        assert content(out) == so_far
+
+
+def test_null_phase_finished_before_any_text_ends_nothing() -> None:
+    """A phase-less finished frame before any answer text neither ends nor fails the stream."""
+    out = run([delta(None, "", "finished"), delta("answer", "late"), FINISHED])
+    assert content(out) == "late"
+    assert out[-1] == Finish("stop")
+
+
+def test_null_phase_finished_ends_the_answer() -> None:
+    """Frames without a phase (old format / output_schema missing) end on their finished frame."""
+    out = run([delta(None, "plain"), delta(None, "", "finished")])
+    assert content(out) == "plain"
+    assert out[-1] == Finish("stop")
+
+
+# -- captcha variants and limit codes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<html><script>window.location.replace("https://chat.qwen.ai/" + "punish?u=1")</script>',
+        b"<html><script>window.location.href = '/x/punish'</script></html>",
+        b'<html><head><meta name="aliyun_waf_aa" content="1"></head></html>',
+        b'{"data": {"url": "https://chat.qwen.ai/c?x=1&action=captchaconnect"}}',
+    ],
+)
+def test_captcha_wall_variants_are_captcha_errors(body: bytes) -> None:
+    """Each §13.3 variant of the captcha wall, alone, is an upstream_captcha error."""
+    assert looks_like_waf(body)
+    ctype = "text/html" if body.startswith(b"<") else "application/json"
+    assert isinstance(classify_response(200, ctype, body), UpstreamCaptchaError)
+
+
+def test_the_word_punish_in_text_is_not_a_captcha() -> None:
+    """Only a redirect to a punish URL counts, not the word in a message."""
+    assert not looks_like_waf(b'{"data": {"details": "we never punish users"}}')
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["ParallelLimited", "Too_Many_Requests", "quotaLimited", "ExceedLimit", "quota_exhausted"],
+)
+def test_new_limit_codes_are_rate_limits(code: str) -> None:
+    """The limit codes of §13.3 answer HTTP 429 like RateLimited."""
+    body = json.dumps({"success": False, "data": {"code": code, "details": "x"}}).encode()
+    assert isinstance(classify_response(200, "application/json", body), UpstreamRateLimitedError)
+
+
+def test_default_frontend_version_is_0_3_11() -> None:
+    """The version header default follows the 2026-09 traffic (§13.2)."""
+    assert Settings().frontend_version == "0.3.11"
+
+
+# -- the §13 cassettes end to end ---------------------------------------------------------------
+
+
+def test_s13_cassettes_are_synthetic_and_cite_section_13() -> None:
+    """Every §13 cassette says it is synthetic and cites PROTOCOL.md §13; requests say 0.3.11."""
+    for c in synthetic_2026.build_all():
+        assert c.provenance.kind == "synthetic"
+        assert "13" in c.provenance.protocol_sections
+        assert "synthetic" in c.description.lower()
+        completions = [i for i in c.interactions if "/chat/completions" in i.uri]
+        assert completions and completions[0].request_headers["version"] == ["0.3.11"]
+
+
+def test_bundle_cassette_holds_every_bundle_phase() -> None:
+    """The bundle cassette really carries each phase of the 2026 bundle."""
+    frames = synthetic_2026.frames_json(synthetic_2026.build(SC["s13_bundle_phases"]))
+    phases = {f["choices"][0]["delta"]["phase"] for f in frames if "choices" in f}
+    assert set(BUNDLE_PHASES) <= phases
+
+
+@pytest.fixture
+async def stack(aiohttp_server: ServerFactory) -> Stack:
+    return await start_stack(aiohttp_server)
+
+
+SUCCESS = [s.name for s in S13_SCENARIOS if s.expected_status == 200]
+FAILURE = [s.name for s in S13_SCENARIOS if s.expected_status != 200]
+
+
+@pytest.mark.parametrize("name", SUCCESS)
+async def test_s13_answers_through_the_sdk(stack: Stack, name: str) -> None:
+    """Streamed and not, the SDK gets exactly the turn's answer (no tool text, no second
+    response, no repeated snapshot text)."""
+    sc = SC[name]
+    async with stack.async_client() as client:
+        out = await astream(client, sc.openai_model, sc.prompt)
+    assert out.error is None
+    assert out.content == sc.expected_content
+
+    def sync() -> Any:
+        with stack.sync_client() as client:
+            return screate(client, sc.openai_model, sc.prompt)
+
+    whole = await asyncio.to_thread(sync)
+    assert whole.content == sc.expected_content
+
+
+@pytest.mark.parametrize("name", FAILURE)
+async def test_s13_failures_through_the_sdk(stack: Stack, name: str) -> None:
+    """Captcha variants give 503 upstream_captcha, ParallelLimited 429 rate_limit_exceeded."""
+    sc = SC[name]
+    async with stack.async_client() as client:
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.chat.completions.create(
+                model=sc.openai_model, messages=[{"role": "user", "content": sc.prompt}]
+            )
+    assert info.value.status_code == sc.expected_status
+    assert error_object(info.value)["code"] == sc.expected_error_code
+
+
+def test_failure_is_an_event_type() -> None:
+    """(sanity) Failure stays the closing event type the relay expects."""
+    out = run([delta("mystery", "x")])
+    assert isinstance(out[-1], Failure)
