@@ -19,7 +19,8 @@ In async code ``await run_checks(...)``; in tests ``await assert_conformant(...)
 
 from __future__ import annotations
 
-from proxy.conformance.checks import CHECKS, Capabilities
+from proxy.conformance.catalog import CHECKS
+from proxy.conformance.checks import Capabilities
 from proxy.conformance.report import CheckResult, Evidence, Report, RequestRecord, Status
 from proxy.conformance.runner import (
     DEFAULT_OVERSIZE_BYTES,

@@ -83,6 +83,7 @@ class Report:
     harness_version: str
     capabilities: dict[str, Any]
     results: list[CheckResult]
+    strict: bool = False
 
     def by_id(self) -> dict[str, CheckResult]:
         """The results keyed by check id."""
@@ -110,11 +111,42 @@ class Report:
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
             "harness_version": self.harness_version,
+            "strict": self.strict,
             "verdict": "pass" if self.exit_code() == 0 else "fail",
             "counts": self.counts(),
             "capabilities": self.capabilities,
             "results": [asdict(r) for r in self.results],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """A report read back from :meth:`to_dict` (e.g. an earlier ``--json`` file).
+
+        Raises ``ValueError`` when ``data`` is not such a report."""
+        try:
+            results = []
+            for r in data["results"]:
+                fields = dict(r)
+                request = fields.pop("request", None)
+                evidence = fields.pop("evidence", None)
+                results.append(
+                    CheckResult(
+                        **fields,
+                        request=RequestRecord(**request) if request else None,
+                        evidence=Evidence(**evidence) if evidence else None,
+                    )
+                )
+            return cls(
+                target=data["target"],
+                started_at=data["started_at"],
+                duration_s=float(data["duration_s"]),
+                harness_version=data.get("harness_version", "?"),
+                capabilities=data.get("capabilities", {}),
+                results=results,
+                strict=bool(data.get("strict", False)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a qwen-proxy check JSON report: {exc}") from exc
 
     def to_json(self) -> str:
         """The report as indented JSON text (UTF-8 characters kept as is)."""
