@@ -246,7 +246,9 @@ def _decode_stream(ex: Exchange, strict: bool = False) -> _Stream:
             s.content.append(text)
         if reasoning:
             s.reasoning.append(reasoning)
-        if s.ttft_s is None and ((isinstance(text, str) and text) or reasoning):
+        if s.ttft_s is None and (
+            (isinstance(text, str) and text) or reasoning or d.get("tool_calls")
+        ):
             s.ttft_s = ex.time_at(event.end)
     return s
 
