@@ -26,7 +26,11 @@ from typing import Any, Literal
 
 from proxy.conformance.agents import (
     anthropic_body,
+    anthropic_roundtrip_messages,
+    anthropic_tool,
     responses_body,
+    responses_roundtrip_input,
+    responses_tool,
     roundtrip_messages,
     tool_chat_body,
 )
@@ -535,6 +539,13 @@ _MESSAGE_ITEM = {
     "status": "completed",
     "content": [{"type": "output_text", "text": ECHO_EN_SENTENCE, "annotations": []}],
 }
+_ROUNDTRIP_ITEM = {
+    "id": "msg_probe0002",
+    "type": "message",
+    "role": "assistant",
+    "status": "completed",
+    "content": [{"type": "output_text", "text": "21 °C and sunny.", "annotations": []}],
+}
 _CALL_ITEM = {
     "id": "fc_probe0001",
     "type": "function_call",
@@ -685,6 +696,47 @@ def agent_interactions(p: Proxy) -> list[Interaction]:
         sse_answer(
             _request("/messages", anthropic_body(TEXT, TOOL_PROMPT, stream=True, tools=True)),
             _anthropic_stream([(tool_block, json_deltas)], "tool_use"),
+        ),
+        json_answer(
+            _request("/messages", anthropic_body(TEXT, TOOL_PROMPT, stream=False, tools=True)),
+            200,
+            _anthropic_message([dict(tool_block, input={"city": "Paris"})], "tool_use"),
+        ),
+        json_answer(
+            _request(
+                "/messages",
+                {
+                    "model": TEXT,
+                    "max_tokens": 1024,
+                    "tools": [anthropic_tool()],
+                    "messages": anthropic_roundtrip_messages(),
+                    "stream": False,
+                },
+            ),
+            200,
+            _anthropic_message([dict(tool_block, input={"city": "Berlin"})], "tool_use")
+            if p.roundtrip_repeats
+            else _anthropic_message([{"type": "text", "text": "21 °C and sunny."}], "end_turn"),
+        ),
+        json_answer(
+            _request("/responses", responses_body(TEXT, TOOL_PROMPT, stream=False, tools=True)),
+            200,
+            _response([_CALL_ITEM]),
+        ),
+        json_answer(
+            _request(
+                "/responses",
+                {
+                    "model": TEXT,
+                    "input": responses_roundtrip_input(),
+                    "tools": [responses_tool()],
+                    "stream": False,
+                },
+            ),
+            200,
+            _response([dict(_CALL_ITEM, arguments='{"city": "Berlin"}')])
+            if p.roundtrip_repeats
+            else _response([_ROUNDTRIP_ITEM]),
         ),
         json_answer(_request("/messages", BAD_JSON_BODY.decode()), 400, bad, "Bad Request"),
         json_answer(
@@ -922,7 +974,9 @@ BROKEN: dict[str, Broken] = {
     "tool_call_repeated": Broken(
         "Synthetic proxy whose model calls the same tool again after getting its result.",
         Proxy(roundtrip_repeats=True),
-        {"tools.round_trip": "repeated_call"},
+        dict.fromkeys(
+            ("tools.round_trip", "anthropic.round_trip", "responses.round_trip"), "repeated_call"
+        ),
     ),
     "tool_args_not_json": Broken(
         "Synthetic proxy that sends tool arguments that are not JSON ({city: Paris}).",

@@ -26,7 +26,11 @@ from proxy.app import make_app
 from proxy.config import Settings
 from proxy.conformance.agents import (
     anthropic_body,
+    anthropic_roundtrip_messages,
+    anthropic_tool,
     responses_body,
+    responses_roundtrip_input,
+    responses_tool,
     roundtrip_messages,
     tool_chat_body,
 )
@@ -77,7 +81,42 @@ def agent_probe_requests() -> list[tuple[str, str, dict[str, Any], dict[str, str
             anthropic_body(MODEL, TOOL_PROMPT, stream=True, tools=True),
             anth,
         ),
+        (
+            "tool_call",
+            "/messages",
+            anthropic_body(MODEL, TOOL_PROMPT, stream=False, tools=True),
+            anth,
+        ),
+        (
+            "tool_roundtrip",
+            "/messages",
+            {
+                "model": MODEL,
+                "max_tokens": 1024,
+                "tools": [anthropic_tool()],
+                "messages": anthropic_roundtrip_messages(),
+                "stream": False,
+            },
+            anth,
+        ),
         ("echo_en", "/responses", responses_body(MODEL, ECHO_EN_PROMPT, stream=False), {}),
+        (
+            "tool_call",
+            "/responses",
+            responses_body(MODEL, TOOL_PROMPT, stream=False, tools=True),
+            {},
+        ),
+        (
+            "tool_roundtrip",
+            "/responses",
+            {
+                "model": MODEL,
+                "input": responses_roundtrip_input(),
+                "tools": [responses_tool()],
+                "stream": False,
+            },
+            {},
+        ),
         (
             "tool_call",
             "/responses",

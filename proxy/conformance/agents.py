@@ -68,8 +68,10 @@ from proxy.conformance.probes import (
 __all__ = [
     "AGENT_CHECKS",
     "anthropic_body",
+    "anthropic_roundtrip_messages",
     "anthropic_tool",
     "responses_body",
+    "responses_roundtrip_input",
     "responses_tool",
     "tool_chat_body",
 ]
@@ -158,6 +160,48 @@ def anthropic_body(
         body["tools"] = [anthropic_tool()]
     body.update(more)
     return body
+
+
+def anthropic_roundtrip_messages() -> list[dict[str, Any]]:
+    """The round trip in Anthropic's blocks: question, ``tool_use``, ``tool_result``."""
+    return [
+        {"role": "user", "content": ROUNDTRIP_PROMPT},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_probe0000000000000001",
+                    "name": _TOOL_NAME,
+                    "input": {"city": "Berlin"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_probe0000000000000001",
+                    "content": ROUNDTRIP_RESULT,
+                }
+            ],
+        },
+    ]
+
+
+def responses_roundtrip_input() -> list[dict[str, Any]]:
+    """The round trip as Responses input items: message, ``function_call``, its output."""
+    return [
+        {"type": "message", "role": "user", "content": ROUNDTRIP_PROMPT},
+        {
+            "type": "function_call",
+            "call_id": ROUNDTRIP_CALL_ID,
+            "name": _TOOL_NAME,
+            "arguments": '{"city": "Berlin"}',
+        },
+        {"type": "function_call_output", "call_id": ROUNDTRIP_CALL_ID, "output": ROUNDTRIP_RESULT},
+    ]
 
 
 def responses_body(
@@ -710,6 +754,118 @@ async def _anthropic_tools(ctx: Context) -> Outcome:
     return _passed(ex, "a streamed tool_use block, stop_reason tool_use", notes=notes)
 
 
+def _anthropic_tool_uses(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for b in obj.get("content") or [] if b.get("type") == "tool_use"]
+
+
+def _anthropic_text(obj: dict[str, Any]) -> str:
+    return "".join(b.get("text", "") for b in obj.get("content") or [] if b.get("type") == "text")
+
+
+async def _anthropic_json(
+    ctx: Context, id: str, body: dict[str, Any]
+) -> tuple[Exchange, Outcome | None, dict[str, Any]]:
+    ex = await ctx.client.send(_anthropic_probe(ctx, id, body))
+    fail = _not_offered(ex, "/messages") or _http_failure(ex)
+    if fail is not None:
+        return ex, fail, {}
+    obj = ex.json()
+    problems = _anthropic_message_problems(obj)
+    if problems:
+        return (
+            ex,
+            _failed(
+                ex,
+                "not_anthropic_message",
+                "the body is not an Anthropic message: " + "; ".join(problems[:3]),
+                notes=problems[:8],
+            ),
+            {},
+        )
+    return ex, None, obj
+
+
+async def _anthropic_tools_json(ctx: Context) -> Outcome:
+    body = anthropic_body(ctx.text_model, TOOL_PROMPT, stream=False, tools=True)
+    ex, fail, obj = await _anthropic_json(ctx, "anthropic.tools", body)
+    if fail is not None:
+        return fail
+    uses = _anthropic_tool_uses(obj)
+    text = _anthropic_text(obj)
+    notes = [f"text: {text[:200]!r}", f"stop_reason: {obj['stop_reason']}"]
+    notes += [
+        f"tool_use {u.get('id')!r} {u.get('name')}({json.dumps(u.get('input'))})" for u in uses
+    ]
+    leak = find_tool_markup(text)
+    if leak is not None:
+        return _failed(
+            ex, "tool_markup_in_content", f"tool-call markup in a text block: {leak!r}", notes=notes
+        )
+    if not uses:
+        return _failed(ex, "no_tool_call", "no tool_use block", notes=notes)
+    for use in uses:
+        if use.get("name") != _TOOL_NAME:
+            return _failed(ex, "wrong_tool", f"tool_use of {use.get('name')!r}", notes=notes)
+        if "paris" not in json.dumps(use.get("input")).lower():
+            return _failed(ex, "unexpected_arguments", f"input {use.get('input')!r}", notes=notes)
+    if obj["stop_reason"] != "tool_use":
+        return _failed(ex, "wrong_finish_reason", "stop_reason is not 'tool_use'", notes=notes)
+    return _passed(ex, "a tool_use block with an input object, stop_reason tool_use", notes=notes)
+
+
+async def _anthropic_round_trip(ctx: Context) -> Outcome:
+    body = {
+        "model": ctx.text_model,
+        "max_tokens": 1024,
+        "tools": [anthropic_tool()],
+        "messages": anthropic_roundtrip_messages(),
+        "stream": False,
+    }
+    ex, fail, obj = await _anthropic_json(ctx, "anthropic.round_trip", body)
+    if fail is not None:
+        if ex.status == 400:
+            fail.message = "the history with tool_use and tool_result was refused: " + fail.message
+        return fail
+    text = _anthropic_text(obj)
+    calls = [(str(u.get("name")), json.dumps(u.get("input"))) for u in _anthropic_tool_uses(obj)]
+    return _judge_round_trip(ex, text, calls, obj["stop_reason"], "end_turn")
+
+
+def _judge_round_trip(
+    ex: Exchange, text: str, calls: list[tuple[str, str]], stop: Any, want: str
+) -> Outcome:
+    """After a tool result: use it (21 °C), call nothing again, end normally."""
+    notes = [f"text: {text[:200]!r}", f"stop: {stop}"] + [f"call {n}({a})" for n, a in calls]
+    leak = find_tool_markup(text)
+    if leak is not None:
+        return _failed(
+            ex, "tool_markup_in_content", f"tool-call markup in the text: {leak!r}", notes=notes
+        )
+    again = repeated_call(calls, [(_TOOL_NAME, '{"city": "Berlin"}')])
+    if again is not None:
+        return _failed(
+            ex,
+            "repeated_call",
+            f"the model calls {again[0]}({again[1][:80]}) again although the history already "
+            "holds that call and its result: an agent would loop",
+            notes=notes,
+        )
+    if calls:
+        return _failed(
+            ex, "unexpected_tool_call", "a tool is called again instead of an answer", notes=notes
+        )
+    if "21" not in text:
+        return _failed(
+            ex,
+            "result_not_used",
+            "the answer does not use the tool result (21 °C): was the result sent on?",
+            notes=notes,
+        )
+    if stop != want:
+        return _failed(ex, "wrong_finish_reason", f"{stop!r}, not {want!r}", notes=notes)
+    return _passed(ex, "the answer uses the tool result and calls no tool again", notes=notes)
+
+
 def _anthropic_error_outcome(ex: Exchange, accepted: tuple[int, ...], what: str) -> Outcome:
     if ex.status is None:
         return _failed(ex, "transport_error", f"{what}: {ex.error}")
@@ -816,6 +972,82 @@ async def _responses_basic(ctx: Context) -> Outcome:
     if obj["status"] != "completed":
         return _failed(ex, "wrong_finish_reason", "status is not 'completed'", notes=notes)
     return _passed(ex, "a completed response with a message item", notes=notes)
+
+
+async def _responses_json(
+    ctx: Context, id: str, body: dict[str, Any]
+) -> tuple[Exchange, Outcome | None, dict[str, Any]]:
+    ex = await ctx.client.send(_responses_probe(ctx, id, body))
+    fail = _not_offered(ex, "/responses") or _http_failure(ex)
+    if fail is not None:
+        return ex, fail, {}
+    obj = ex.json()
+    problems = _responses_problems(obj, ctx.strict)
+    if problems:
+        return (
+            ex,
+            _failed(
+                ex,
+                "not_responses_object",
+                "the body is not a Responses `response`: " + "; ".join(problems[:3]),
+                notes=problems[:8],
+            ),
+            {},
+        )
+    return ex, None, obj
+
+
+def _function_calls(output: Any) -> list[dict[str, Any]]:
+    return (
+        [i for i in output if isinstance(i, dict) and i.get("type") == "function_call"]
+        if isinstance(output, list)
+        else []
+    )
+
+
+async def _responses_tools_json(ctx: Context) -> Outcome:
+    body = responses_body(ctx.text_model, TOOL_PROMPT, stream=False, tools=True)
+    ex, fail, obj = await _responses_json(ctx, "responses.tools", body)
+    if fail is not None:
+        return fail
+    text = _output_text(obj["output"])
+    calls = _function_calls(obj["output"])
+    notes = [f"output_text: {text[:200]!r}"] + [
+        f"function_call {c.get('call_id')!r} {c.get('name')}({str(c.get('arguments'))[:120]})"
+        for c in calls
+    ]
+    leak = find_tool_markup(text)
+    if leak is not None:
+        return _failed(
+            ex, "tool_markup_in_content", f"markup in output_text: {leak!r}", notes=notes
+        )
+    if not calls:
+        return _failed(ex, "no_tool_call", "no function_call output item", notes=notes)
+    for call in calls:
+        bad = arguments_problem(call.get("arguments"))
+        if bad is not None:
+            return _failed(ex, "arguments_not_json", bad, notes=notes)
+        if not call.get("call_id") or call.get("name") != _TOOL_NAME:
+            return _failed(ex, "tool_call_shape", f"function_call item {call}", notes=notes)
+    return _passed(ex, "a function_call item with call_id and JSON arguments", notes=notes)
+
+
+async def _responses_round_trip(ctx: Context) -> Outcome:
+    body = {
+        "model": ctx.text_model,
+        "input": responses_roundtrip_input(),
+        "tools": [responses_tool()],
+        "stream": False,
+    }
+    ex, fail, obj = await _responses_json(ctx, "responses.round_trip", body)
+    if fail is not None:
+        if ex.status == 400:
+            fail.message = (
+                "the input with function_call and function_call_output was refused: " + fail.message
+            )
+        return fail
+    calls = [(str(c.get("name")), str(c.get("arguments"))) for c in _function_calls(obj["output"])]
+    return _judge_round_trip(ex, _output_text(obj["output"]), calls, obj["status"], "completed")
 
 
 class _ResponsesStream:
@@ -1043,6 +1275,18 @@ AGENT_CHECKS: tuple[CheckSpec, ...] = (
         _anthropic_tools,
     ),
     CheckSpec(
+        "anthropic.tools",
+        "/messages with tools, not streamed: a tool_use block",
+        True,
+        _anthropic_tools_json,
+    ),
+    CheckSpec(
+        "anthropic.round_trip",
+        "/messages: a tool_result goes back, the answer uses it",
+        True,
+        _anthropic_round_trip,
+    ),
+    CheckSpec(
         "anthropic.errors", "/messages errors in Anthropic's error shape", True, _anthropic_errors
     ),
     CheckSpec(
@@ -1059,6 +1303,18 @@ AGENT_CHECKS: tuple[CheckSpec, ...] = (
         "/responses with tools: a streamed function_call item",
         True,
         _responses_tools,
+    ),
+    CheckSpec(
+        "responses.tools",
+        "/responses with tools, not streamed: a function_call item",
+        True,
+        _responses_tools_json,
+    ),
+    CheckSpec(
+        "responses.round_trip",
+        "/responses: a function_call_output goes back, the answer uses it",
+        True,
+        _responses_round_trip,
     ),
     CheckSpec(
         "responses.errors", "/responses errors as OpenAI error objects", True, _responses_errors
