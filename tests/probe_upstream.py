@@ -10,12 +10,25 @@ output, the answer is the model's (tool calls in Qwen's ``<tool_call>`` markup).
 
 Probes the existing recordings already answer (the gateway sent a text a cassette matches) get
 no new cassette.
+
+The cassettes are also committed into ``cassettes/`` (``agent_probe_*.json``), so
+``qwen-proxy serve --offline`` answers the agent and profile probes too; regenerate them after a
+change to the gateway's prompt rendering with::
+
+    .venv/bin/python tests/probe_upstream.py
+
+``tests/test_conformance_proxy.py`` fails when the committed files differ from what the gateway
+sends now.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,13 +49,17 @@ from proxy.conformance.agents import (
 )
 from proxy.conformance.probes import ECHO_EN_PROMPT, PARALLEL_PROMPT, TOOL_PROMPT
 from proxy.conformance.profiles import PROFILES
-from recorder.cassette import Cassette
+from recorder.cassette import Cassette, load_all
 from recorder.matching import COMPLETIONS_PATH, fingerprint
 from recorder.replay import REQUESTS_KEY, make_replay_app
 from recorder.synthetic_probes import UpstreamAsk, build_agent_probe
 
 Factory = Callable[[web.Application], Awaitable[TestServer]]
 MODEL = "qwen3-max"
+CASSETTES = Path(__file__).resolve().parents[1] / "cassettes"
+PREFIX = "agent_probe_"
+TOOL = "tests/probe_upstream.py"
+"""The provenance ``tool`` of these cassettes (not ``qwen-record synth``: they need the gateway)."""
 
 _PROFILE_KEYS = {
     ("cherry-studio", "topic"): "cherry_topic",
@@ -165,9 +182,45 @@ async def agent_probe_cassettes(
                 )
                 ident = (ask.model, ask.chat_type, ask.thinking, ask.text)
                 if ident not in built:
-                    name = f"probe_{answer}_{len(built)}"
-                    built[ident] = build_agent_probe(answer, ask, name=name)
+                    name = f"{PREFIX}{answer}_{len(built)}"
+                    c = build_agent_probe(answer, ask, name=name)
+                    c.provenance = dataclasses.replace(c.provenance, tool=TOOL)
+                    built[ident] = c
                 break
     await gateway.close()
     await replay.close()
     return list(built.values())
+
+
+def committed() -> list[Cassette]:
+    """The ``agent_probe_*.json`` cassettes in ``cassettes/``."""
+    return load_all(sorted(CASSETTES.glob(f"{PREFIX}*.json")))
+
+
+def base_cassettes() -> list[Cassette]:
+    """``cassettes/`` without the agent probe answers (what a capture starts from)."""
+    return [c for c in load_all([CASSETTES]) if not c.name.startswith(PREFIX)]
+
+
+async def _write() -> list[Path]:
+    servers: list[TestServer] = []
+
+    async def factory(app: web.Application) -> TestServer:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    try:
+        built = await agent_probe_cassettes(factory, base_cassettes(), "sk-capture")
+    finally:
+        for server in servers:
+            await server.close()
+    for stale in CASSETTES.glob(f"{PREFIX}*.json"):
+        stale.unlink()
+    return [c.save(CASSETTES / f"{c.name}.json") for c in built]
+
+
+if __name__ == "__main__":
+    for path in asyncio.run(_write()):
+        print(path, file=sys.stdout)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from probe_upstream import agent_probe_cassettes
+from probe_upstream import agent_probe_cassettes, base_cassettes, committed
 from test_conformance_broken import tiny_png
 
 from proxy.app import make_app
@@ -149,6 +149,16 @@ async def test_our_proxy_image_checks_pass_or_skip(aiohttp_server: Factory, cdn:
         result = report.by_id()[check]
         assert result.status in ("passed", "skipped"), (check, result.diagnosis, result.message)
         assert result.message
+
+
+async def test_committed_agent_probe_cassettes_match_the_gateway(aiohttp_server: Factory) -> None:
+    """cassettes/agent_probe_*.json answer exactly what our gateway sends upstream today for
+    the agent and profile probes (so `serve --offline` answers them too)."""
+    fresh = await agent_probe_cassettes(aiohttp_server, base_cassettes(), "sk-capture")
+    got = {c.name: c.dumps() for c in committed()}
+    assert got == {c.name: c.dumps() for c in fresh}, (
+        "cassettes/agent_probe_*.json are stale: run .venv/bin/python tests/probe_upstream.py"
+    )
 
 
 async def test_open_proxy_without_key_skips_auth_checks(aiohttp_server: Factory) -> None:
