@@ -118,6 +118,19 @@ async def test_our_proxy_passes_every_required_check(
     assert KEY not in report.to_json() and KEY not in report.to_markdown()
 
 
+async def test_our_proxy_passes_strict(aiohttp_server: Factory, cdn: str) -> None:
+    """--strict: our completions and chunks carry every field the OpenAI API returns, so every
+    check that reads them still passes (the pending ones aside)."""
+    report = await _our_report(
+        aiohttp_server, cdn, strict=True, optional=list(PENDING), skip=["errors.oversize"]
+    )
+    failed = {r.id: r.message for r in report.results if r.status == "failed"}
+    assert set(failed) <= set(PENDING), failed
+    assert report.by_id()["wire.completion"].required
+    assert report.by_id()["wire.chunks"].status == "passed"
+    assert report.exit_code() == 0
+
+
 async def test_pending_agent_checks_still_pending(aiohttp_server: Factory, cdn: str) -> None:
     """Each PENDING check still fails or is skipped on our proxy, for the expected reason.
 
