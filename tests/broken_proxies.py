@@ -282,6 +282,7 @@ class Proxy:
     roundtrip_repeats: bool = False
     agent_endpoints: bool = True
     anthropic_openai_errors: bool = False
+    anthropic_unnamed_events: bool = False
     responses_without_completed: bool = False
 
 
@@ -486,9 +487,10 @@ def _anthropic_message(content: list[dict[str, Any]], stop: str) -> dict[str, An
 
 
 def _anthropic_stream(
-    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]], stop: str
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]], stop: str, *, unnamed: bool = False
 ) -> list[str | tuple[str, str]]:
-    """Anthropic's event grammar (AGENTS.md §3.3): ``blocks`` are (start block, deltas)."""
+    """Anthropic's event grammar (AGENTS.md §3.3): ``blocks`` are (start block, deltas);
+    ``unnamed`` leaves out the ``event:`` lines (the Python SDK then skips every frame)."""
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": dict(_anthropic_message([], stop), stop_reason=None)},
         {"type": "ping"},
@@ -505,6 +507,8 @@ def _anthropic_stream(
         }
     )
     events.append({"type": "message_stop"})
+    if unnamed:
+        return [json.dumps(e, ensure_ascii=False) for e in events]
     return [(e["type"], json.dumps(e, ensure_ascii=False)) for e in events]
 
 
@@ -691,11 +695,15 @@ def agent_interactions(p: Proxy) -> list[Interaction]:
         ),
         sse_answer(
             _request("/messages", anthropic_body(TEXT, ECHO_EN_PROMPT, stream=True)),
-            _anthropic_stream([(text_block, text_deltas)], "end_turn"),
+            _anthropic_stream(
+                [(text_block, text_deltas)], "end_turn", unnamed=p.anthropic_unnamed_events
+            ),
         ),
         sse_answer(
             _request("/messages", anthropic_body(TEXT, TOOL_PROMPT, stream=True, tools=True)),
-            _anthropic_stream([(tool_block, json_deltas)], "tool_use"),
+            _anthropic_stream(
+                [(tool_block, json_deltas)], "tool_use", unnamed=p.anthropic_unnamed_events
+            ),
         ),
         json_answer(
             _request("/messages", anthropic_body(TEXT, TOOL_PROMPT, stream=False, tools=True)),
@@ -987,6 +995,15 @@ BROKEN: dict[str, Broken] = {
         "Synthetic proxy whose /v1/messages errors are OpenAI-shaped, not Anthropic's.",
         Proxy(anthropic_openai_errors=True),
         {"anthropic.errors": "not_anthropic_error"},
+    ),
+    "anthropic_unnamed_events": Broken(
+        "Synthetic proxy whose /v1/messages streams have no `event:` lines (data only).",
+        Proxy(anthropic_unnamed_events=True),
+        {
+            "anthropic.stream": "event_order",
+            "anthropic.tools.stream": "event_order",
+            "profile.claude-code": "event_order",
+        },
     ),
     "responses_no_completed": Broken(
         "Synthetic proxy whose /v1/responses streams end without response.completed.",

@@ -135,6 +135,13 @@ def _detail(r: CheckResult) -> str:
     return "".join(parts)
 
 
+def _diagnosis_cell(r: CheckResult) -> str:
+    code = f"<code>{escape(r.diagnosis)}</code>"
+    if r.status in ("failed", "error"):
+        return f'<a href="#check-{escape(r.id)}">{code}</a>'  # to the failure's details
+    return code
+
+
 def to_html(report: Report, comparison: Comparison | None = None) -> str:
     """The whole page for ``report`` (and ``comparison`` when given), as text."""
     counts = report.counts()
@@ -157,7 +164,7 @@ def to_html(report: Report, comparison: Comparison | None = None) -> str:
     rows = "".join(
         f'<tr class="{r.status}" id="row-{escape(r.id)}"><td><code>{escape(r.id)}</code> '
         f'{escape(r.title)}</td><td class="{r.status}">{_ICON[r.status]}</td>'
-        f"<td>{'yes' if r.required else 'no'}</td><td><code>{escape(r.diagnosis)}</code></td>"
+        f"<td>{'yes' if r.required else 'no'}</td><td>{_diagnosis_cell(r)}</td>"
         f'<td class="num">{_secs(r.ttft_s)}</td><td class="num">{_secs(r.total_s)}</td></tr>'
         for r in report.results
     )
