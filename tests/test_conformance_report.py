@@ -219,3 +219,13 @@ async def test_html_report_renders_in_headless_chromium(
         (tmp_path / "report.html").as_uri(),
     )
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
+
+
+def test_a_report_of_another_harness_version_still_reads() -> None:
+    """Fields a newer or older harness wrote are ignored; missing optional ones default."""
+    data = json.loads(report(result("a", ttft=0.3)).to_json())
+    data["results"][0]["new_field"] = 1
+    del data["results"][0]["ttft_s"]
+    data["results"][0]["evidence"] = {"status": 200, "future": True}
+    again = Report.from_dict(data)
+    assert again.results[0].ttft_s is None and again.results[0].evidence is not None

@@ -9,7 +9,7 @@ holds the API key: requests are recorded with the key already masked
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = ["CheckResult", "Evidence", "Report", "RequestRecord", "Status"]
@@ -126,14 +126,16 @@ class Report:
         try:
             results = []
             for r in data["results"]:
-                fields = dict(r)
-                request = fields.pop("request", None)
-                evidence = fields.pop("evidence", None)
+                values = {k: v for k, v in r.items() if k in _RESULT_FIELDS}
+                request = values.pop("request", None)
+                evidence = values.pop("evidence", None)
                 results.append(
                     CheckResult(
-                        **fields,
-                        request=RequestRecord(**request) if request else None,
-                        evidence=Evidence(**evidence) if evidence else None,
+                        **values,
+                        request=RequestRecord(**_known(RequestRecord, request))
+                        if request
+                        else None,
+                        evidence=Evidence(**_known(Evidence, evidence)) if evidence else None,
                     )
                 )
             return cls(
@@ -202,6 +204,15 @@ class Report:
             lines += ["", "## Skipped", ""]
             lines += [f"- `{r.id}`: {r.message}" for r in skipped]
         return "\n".join(lines) + "\n"
+
+
+_RESULT_FIELDS = frozenset(f.name for f in fields(CheckResult))
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without keys ``cls`` does not have (a report from another harness version)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 def _secs(v: float | None) -> str:
