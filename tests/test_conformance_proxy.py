@@ -55,9 +55,6 @@ AGENT_AREAS = ("tools", "anthropic", "responses", "profile", "wire")
 """Check areas the auth and override tests leave out (they are about other things)."""
 
 PENDING: dict[str, str] = {
-    "tools.call": "CORE (branch agents-core): tool calls parsed from Qwen's markup, issue 8 §1",
-    "tools.call.stream": "CORE (branch agents-core): streamed tool calls, issue 8 §1",
-    "tools.parallel": "CORE (branch agents-core): parallel tool calls, issue 8 §1",
     "anthropic.messages": "ANTHROPIC (branch agents-anthropic): POST /v1/messages, issue 8 §2",
     "anthropic.stream": "ANTHROPIC (branch agents-anthropic): streamed /v1/messages, issue 8 §2",
     "anthropic.tools.stream": "ANTHROPIC + CORE: tool_use blocks on /v1/messages, issue 8 §2",
@@ -112,7 +109,9 @@ async def test_our_proxy_passes_every_required_check(
     assert by_id["chat.zh.stream"].ttft_s is not None
     assert by_id["auth.wrong_key"].evidence is not None
     assert by_id["auth.wrong_key"].evidence.status == 401
-    assert by_id["tools.round_trip"].status == "passed"
+    for check_id in ("tools.call", "tools.call.stream", "tools.parallel", "tools.round_trip"):
+        assert by_id[check_id].status == "passed", by_id[check_id]
+        assert by_id[check_id].required == (check_id != "tools.parallel")
     for profile in ("cherry-studio", "open-webui", "langchain", "cline"):
         assert by_id[f"profile.{profile}"].status == "passed", by_id[f"profile.{profile}"]
     assert KEY not in report.to_json() and KEY not in report.to_markdown()
@@ -142,11 +141,7 @@ async def test_pending_agent_checks_still_pending(aiohttp_server: Factory, cdn: 
     assert not now_passing, f"landed, remove from PENDING: {now_passing}"
     for check_id in PENDING:
         r = by_id[check_id]
-        if check_id.startswith("tools."):
-            # The gateway passes the model's <tool_call> markup through as text today.
-            assert (r.status, r.diagnosis) == ("failed", "tool_markup_in_content"), r
-        else:
-            assert (r.status, r.diagnosis) == ("skipped", "not_offered"), r
+        assert (r.status, r.diagnosis) == ("skipped", "not_offered"), r
 
 
 async def test_our_proxy_image_checks_pass_or_skip(aiohttp_server: Factory, cdn: str) -> None:
