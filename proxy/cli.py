@@ -290,6 +290,35 @@ def _parse_rewrites(values: tuple[str, ...]) -> dict[str, str]:
     is_flag=True,
     help="Let image downloads reach private and loopback addresses.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Require every field the OpenAI API returns (message.refusal, annotations, logprobs, "
+    "usage details…): the wire.* checks become required and every answer is held to them.",
+)
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    metavar="NAME",
+    help="Run only these client profiles (cherry-studio, open-webui, langchain, cline, "
+    "claude-code, codex-cli). Repeatable [default: every profile whose endpoints the target "
+    "has].",
+)
+@click.option(
+    "--compare",
+    "compare_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An earlier --json report: print what got better or worse; exit 1 on a regression.",
+)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a self-contained HTML report (verdict, table, failures, timing chart).",
+)
 def check(
     base_url: str,
     key: str | None,
@@ -304,18 +333,26 @@ def check(
     oversize_bytes: int,
     rewrite_url: tuple[str, ...],
     allow_private_urls: bool,
+    strict: bool,
+    profiles: tuple[str, ...],
+    compare_file: Path | None,
+    html_file: Path | None,
 ) -> None:
     """Check an OpenAI-compatible Qwen proxy at BASE_URL (e.g. http://127.0.0.1:8000/v1).
 
     Sends fixed probes (model list, auth, English and Chinese echo, streaming, reasoning,
     images, errors), validates every answer against the OpenAI contract and prints a Markdown
     report. Progress goes to stderr. Exit status: 0 when every required check passed (skipped
-    checks do not fail), 1 when a required check failed, 2 for usage errors or when the target
-    cannot be reached.
+    checks do not fail), 1 when a required check failed (or, with --compare, anything got
+    worse), 2 for usage errors or when the target cannot be reached.
     """
     import asyncio
+    import json
 
-    from proxy.conformance import CheckResult, TargetUnreachableError, check_ids, run_checks
+    from proxy.conformance import CheckResult, Report, TargetUnreachableError, check_ids, run_checks
+    from proxy.conformance.compare import Comparison, compare
+    from proxy.conformance.html import to_html
+    from proxy.conformance.profiles import profile_names
 
     if not base_url.startswith(("http://", "https://")):
         raise click.UsageError(f"BASE_URL must be an http(s) URL, got {base_url!r}")
@@ -329,6 +366,17 @@ def check(
                     f"{flag} {pattern!r} matches no check; checks: {', '.join(ids)}"
                 )
     rewrites = _parse_rewrites(rewrite_url)
+    for name in profiles:
+        if name not in profile_names():
+            raise click.UsageError(
+                f"--profile {name!r} is not a profile; profiles: {', '.join(profile_names())}"
+            )
+    old: Report | None = None
+    if compare_file is not None:
+        try:
+            old = Report.from_dict(json.loads(compare_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"--compare {compare_file}: {exc}") from exc
     tty = sys.stderr.isatty()
     bar_cm: Any = (
         click.progressbar(length=len(ids), label="checking", file=sys.stderr) if tty else None
@@ -361,6 +409,8 @@ def check(
                 oversize_bytes=oversize_bytes,
                 url_rewrites=rewrites,
                 allow_private_urls=allow_private_urls,
+                strict=strict,
+                profiles=list(profiles) or None,
                 on_result=progress,
             )
         )
@@ -370,13 +420,21 @@ def check(
     finally:
         if bar_cm is not None:
             bar_cm.__exit__(None, None, None)
+    comparison: Comparison | None = compare(old, report) if old is not None else None
     markdown = report.to_markdown()
+    if comparison is not None:
+        markdown += "\n" + comparison.to_markdown()
     if json_file is not None:
-        _write_report(json_file, report.to_json() + "\n")
+        data = report.to_dict()
+        if comparison is not None:
+            data["comparison"] = comparison.to_dict()
+        _write_report(json_file, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
     if markdown_file is not None:
         _write_report(markdown_file, markdown)
     else:
         click.echo(markdown, nl=False)
+    if html_file is not None:
+        _write_report(html_file, to_html(report, comparison))
     counts = report.counts()
     click.echo(
         f"qwen-proxy check: {'PASS' if report.exit_code() == 0 else 'FAIL'}: "
@@ -384,7 +442,15 @@ def check(
         f"{counts['error']} errors",
         err=True,
     )
-    sys.exit(report.exit_code())
+    code = report.exit_code()
+    if comparison is not None:
+        click.echo(
+            f"qwen-proxy check: since {comparison.old_started_at}: "
+            f"{len(comparison.regressions)} worse, {len(comparison.improvements)} better",
+            err=True,
+        )
+        code = max(code, comparison.exit_code())
+    sys.exit(code)
 
 
 @main.command()

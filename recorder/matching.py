@@ -9,9 +9,10 @@ for ``POST /api/v2/chats/new`` also ``chat_type`` (PROTOCOL.md section 3). Serve
 timestamps are never compared.
 
 OpenAI-side paths are matched by body too, so cassettes can stand in for a whole OpenAI-compatible
-proxy (the conformance harness's broken-proxy fixtures): ``POST …/v1/chat/completions`` compares
-``model``, ``stream`` and the text of the last user message; ``POST …/v1/images/generations``
-compares ``model`` and ``prompt``.
+proxy (the conformance harness's broken-proxy fixtures): ``POST …/v1/chat/completions``,
+``POST …/v1/messages`` (Anthropic) and ``POST …/v1/responses`` compare ``model``, ``stream`` and
+the text of the last user message (for ``/v1/responses`` the ``input`` string or its last user
+item); ``POST …/v1/images/generations`` compares ``model`` and ``prompt``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ COMPLETIONS_PATH = "/api/v2/chat/completions"
 CHATS_NEW_PATH = "/api/v2/chats/new"
 OPENAI_CHAT_PATH = "/v1/chat/completions"
 OPENAI_IMAGES_PATH = "/v1/images/generations"
+ANTHROPIC_MESSAGES_PATH = "/v1/messages"
+RESPONSES_PATH = "/v1/responses"
+_TEXT_PART_TYPES = frozenset({"text", "input_text"})
 
 
 def normalise_path(uri_or_path: str) -> str:
@@ -67,7 +71,7 @@ def _user_text(content: Any) -> Any:
         for item in content:
             if isinstance(item, str):
                 parts.append(item)
-            elif isinstance(item, dict) and item.get("type") == "text":
+            elif isinstance(item, dict) and item.get("type") in _TEXT_PART_TYPES:
                 text = item.get("text")
                 if isinstance(text, str):
                     parts.append(text)
@@ -91,9 +95,13 @@ def _openai_fingerprint(fp: dict[str, Any], path: str, body: bytes | str | None)
     if not isinstance(data, dict):
         return
     fp["model"] = data.get("model")
-    if path.endswith(OPENAI_CHAT_PATH):
+    if path.endswith((OPENAI_CHAT_PATH, ANTHROPIC_MESSAGES_PATH)):
         fp["stream"] = data.get("stream")
         fp["text"] = _last_user_text(data.get("messages"))
+    elif path.endswith(RESPONSES_PATH):
+        fp["stream"] = data.get("stream")
+        given = data.get("input")
+        fp["text"] = given if isinstance(given, str) else _last_user_text(given)
     else:
         fp["prompt"] = data.get("prompt")
 
@@ -107,7 +115,8 @@ def fingerprint(method: str, uri: str, body: bytes | str | None) -> dict[str, An
     (``None`` when absent), ``text`` and, when not null, ``parent_id`` (PROTOCOL.md 4.1); for
     ``POST …/api/v2/chats/new`` adds
     ``chat_type`` (PROTOCOL.md 3). OpenAI side: ``POST …/v1/chat/completions`` adds ``model``,
-    ``stream`` (``None`` when absent) and ``text`` (the last user message's text);
+    ``stream`` (``None`` when absent) and ``text`` (the last user message's text), and so do
+    ``POST …/v1/messages`` and ``POST …/v1/responses`` (``input`` text);
     ``POST …/v1/images/generations`` adds ``model`` and ``prompt``. Bodies that are not JSON
     objects add nothing. Never raises.
     """
@@ -116,7 +125,9 @@ def fingerprint(method: str, uri: str, body: bytes | str | None) -> dict[str, An
     fp: dict[str, Any] = {"method": m, "path": path}
     if m != "POST":
         return fp
-    if path.endswith((OPENAI_CHAT_PATH, OPENAI_IMAGES_PATH)):
+    if path.endswith(
+        (OPENAI_CHAT_PATH, OPENAI_IMAGES_PATH, ANTHROPIC_MESSAGES_PATH, RESPONSES_PATH)
+    ):
         _openai_fingerprint(fp, path, body)
         return fp
     is_completion = path.endswith(COMPLETIONS_PATH)

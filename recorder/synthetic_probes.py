@@ -17,6 +17,7 @@ The prompts are the harness's (``proxy/conformance/probes.py``); they are repeat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from recorder.cassette import Cassette, Interaction
@@ -36,7 +37,16 @@ from recorder.synthetic import (
     user_message,
 )
 
-__all__ = ["IMAGE_PROBE_SCENARIOS", "PROBE_SCENARIOS", "build", "build_all", "build_image_probes"]
+__all__ = [
+    "AGENT_PROBE_ANSWERS",
+    "IMAGE_PROBE_SCENARIOS",
+    "PROBE_SCENARIOS",
+    "UpstreamAsk",
+    "build",
+    "build_agent_probe",
+    "build_all",
+    "build_image_probes",
+]
 
 # The harness's prompts (proxy/conformance/probes.py), repeated: recorder never imports proxy.
 ECHO_ZH_SENTENCE = "我们在北京的咖啡馆里讨论量子计算。"
@@ -324,3 +334,99 @@ def build_all() -> list[Cassette]:
 def build_image_probes() -> list[Cassette]:
     """The t2i probe cassettes of :data:`IMAGE_PROBE_SCENARIOS` (in memory, for tests)."""
     return [build(sc) for sc in IMAGE_PROBE_SCENARIOS]
+
+
+# -- agent and client-profile probes -----------------------------------------------------------
+#
+# The harness's tool probes, its /messages and /responses probes and its client profiles make
+# the gateway send prompts that depend on the gateway's own rendering (the tool prompt of
+# AGENTS.md §1.2, the flattened history of §4.1). Those texts are never written down here:
+# tests capture what the gateway actually sends for each probe (so the recordings cannot drift
+# from the renderer) and build the answer with :func:`build_agent_probe`. The answers are the
+# model's side, in Qwen's Hermes-style markup (AGENTS.md §1.3), split inside the tags so a
+# gateway's parser must hold back partial markup.
+
+_CALL = '<tool_call>\n{{"name": "get_weather", "arguments": {{"city": "{city}"}}}}\n</tool_call>'
+
+
+def _split_call(city: str) -> tuple[str, ...]:
+    text = _CALL.format(city=city)
+    return (text[:5], text[5:31], text[31:44], text[44:-6], text[-6:])
+
+
+AGENT_PROBE_ANSWERS: dict[str, tuple[str, ...]] = {
+    "tool_call": _split_call("Paris"),
+    "tool_parallel": (*_split_call("Paris"), "\n", *_split_call("Tokyo")),
+    "tool_roundtrip": ("It is 21 °C", " and sunny", " in Berlin."),
+    "echo_en": _EN_PIECES,
+    "cherry_topic": ("量子计算", "讨论"),
+    "owui_title": ('{"title": "🦊', ' Quick Brown Fox"}'),
+    "owui_tags": ('{"tags": ["Language",', ' "Typing practice"]}'),
+    "cline_task": ("<read_file>\n<path>", "README.md</path>\n", "</read_file>"),
+    "claude_quota": ("Hi",),
+}
+"""What the model answers to each agent or profile probe, as incremental answer pieces."""
+
+
+@dataclass(frozen=True)
+class UpstreamAsk:
+    """What a gateway sent chat.qwen.ai for one probe: the upstream ``model``, the
+    ``chat_type``, whether thinking was on, and the one user ``text`` (PROTOCOL.md §4.1) — the
+    fields the replay server matches on."""
+
+    model: str
+    chat_type: str
+    thinking: bool
+    text: str
+
+
+def build_agent_probe(key: str, ask: UpstreamAsk, *, name: str | None = None) -> Cassette:
+    """The cassette answering ``ask`` with :data:`AGENT_PROBE_ANSWERS` ``[key]`` (in memory).
+
+    ``name`` defaults to ``probe_<key>``; give distinct names when one answer serves several
+    asks. Raises ``KeyError`` for an unknown key.
+    """
+    pieces = AGENT_PROBE_ANSWERS[key]
+    cname = name or f"probe_{key}"
+    sc = Scenario(
+        name=cname,
+        description=(
+            f"Synthetic answer to the conformance harness's {key} probe: the user text is what "
+            "the gateway sent upstream for it (captured by the test), the answer is the "
+            "model's, tool calls in Qwen's <tool_call> markup (AGENTS.md §1.3) split inside the "
+            "tags."
+        ),
+        protocol_sections=_T2T,
+        model=ask.model,
+        openai_model=ask.model,
+        prompt=ask.text,
+        chat_type=ask.chat_type,
+        thinking=ask.thinking,
+        expected_content=_join(pieces),
+    )
+    epoch = PROBE_EPOCH_S + 3600 + 60 * list(AGENT_PROBE_ANSWERS).index(key)
+    feature_config: dict[str, Any] = {"thinking_enabled": ask.thinking, "output_schema": "phase"}
+    if ask.thinking:
+        feature_config["thinking_format"] = "summary"
+    body: dict[str, Any] = {
+        "stream": True,
+        "version": "2.1",
+        "incremental_output": True,
+        "chat_id": _uid(cname, "chat_id"),
+        "chat_mode": "normal",
+        "model": ask.model,
+        "parent_id": None,
+        "timestamp": epoch + 1,
+        "messages": [user_message(sc, feature_config, epoch)],
+    }
+    f = _answer(sc, pieces)
+    completion = Interaction.streamed(
+        method="POST",
+        uri=f"{COMPLETIONS_URL}?chat_id={_uid(cname, 'chat_id')}",
+        request_headers=_completions_headers(),
+        request_body=_json_compact(body),
+        pieces=_pieces(sc, f.events),
+        t_headers_s=_t_headers(sc),
+    )
+    chats_new = chats_new_interaction(cname, ask.model, ask.chat_type, epoch)
+    return synthetic_cassette(cname, sc.description, _T2T, [chats_new, completion])

@@ -22,8 +22,18 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from proxy.conformance.agents import (
+    anthropic_body,
+    anthropic_roundtrip_messages,
+    anthropic_tool,
+    responses_body,
+    responses_roundtrip_input,
+    responses_tool,
+    roundtrip_messages,
+    tool_chat_body,
+)
 from proxy.conformance.diagnosis import cp1252_mojibake, gbk_mojibake, latin1_mojibake
 from proxy.conformance.probes import (
     AUTH_PROMPT,
@@ -34,11 +44,14 @@ from proxy.conformance.probes import (
     ECHO_ZH_SENTENCE,
     IMAGE_PROMPT,
     OVERSIZE_PROMPT,
+    PARALLEL_PROMPT,
     STREAM_PROMPT,
     THINK_PROMPT,
+    TOOL_PROMPT,
     UNKNOWN_MODEL,
     UNKNOWN_MODEL_PROMPT,
 )
+from proxy.conformance.profiles import PROFILES
 from recorder.cassette import Cassette, Interaction, Provenance
 
 BROKEN_DIR = Path(__file__).resolve().parent / "cassettes" / "broken"
@@ -48,7 +61,14 @@ TEXT, THINKING, IMAGE = "qwen3-max", "qwen3-max-thinking", "qwen3-max-image"
 IMAGE_URL = "https://images.broken-proxy.test/probe/red-apple.png"
 """The image URL the healthy fixture returns; tests rewrite it to a local image server."""
 CREATED = 1795341600
-SECTIONS = ["LANDSCAPE.md §3", "PROTOCOL.md §5.4", "PROTOCOL.md §6.4", "PROTOCOL.md §11.9"]
+SECTIONS = [
+    "LANDSCAPE.md §3",
+    "PROTOCOL.md §5.4",
+    "PROTOCOL.md §6.4",
+    "PROTOCOL.md §11.9",
+    "AGENTS.md §2, §3, §5, §6",
+    "CLIENTS.md",
+]
 _JSON = {"Content-Type": ["application/json"]}
 _REQ_HEADERS = {"Content-Type": ["application/json"]}
 
@@ -70,9 +90,23 @@ TUTORIAL = (
 # -- OpenAI objects ----------------------------------------------------------------------------
 
 
-def completion(model: str, content: str, cid: str) -> dict[str, Any]:
-    """A ``chat.completion`` with one assistant message."""
-    return {
+def completion(
+    model: str,
+    content: str | None,
+    cid: str,
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    exact: bool = True,
+) -> dict[str, Any]:
+    """A ``chat.completion`` with one assistant message (and ``tool_calls`` when given);
+    ``exact`` adds every field the OpenAI API returns (``contract.EXACT_FIELDS``)."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if exact:
+        message.update(refusal=None, annotations=[])
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    usage: dict[str, Any] = {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}
+    out: dict[str, Any] = {
         "id": f"chatcmpl-{cid}",
         "object": "chat.completion",
         "created": CREATED,
@@ -80,24 +114,36 @@ def completion(model: str, content: str, cid: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "message": message,
+                "finish_reason": "tool_calls" if tool_calls else "stop",
                 "logprobs": None,
             }
         ],
-        "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+        "usage": usage,
     }
+    if exact:
+        usage["prompt_tokens_details"] = {"cached_tokens": 0}
+        usage["completion_tokens_details"] = {"reasoning_tokens": 0}
+        out.update(system_fingerprint=None, service_tier="default")
+    return out
 
 
-def chunk(model: str, cid: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    """A ``chat.completion.chunk`` with one choice."""
-    return {
+def chunk(
+    model: str, cid: str, delta: dict[str, Any], finish: str | None = None, *, exact: bool = True
+) -> dict[str, Any]:
+    """A ``chat.completion.chunk`` with one choice (``exact``: with OpenAI's extra fields)."""
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+    out: dict[str, Any] = {
         "id": f"chatcmpl-{cid}",
         "object": "chat.completion.chunk",
         "created": CREATED,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "choices": [choice],
     }
+    if exact:
+        choice["logprobs"] = None
+        out.update(system_fingerprint=None, service_tier="default")
+    return out
 
 
 @dataclass(frozen=True)
@@ -108,6 +154,7 @@ class StreamStyle:
     done: bool = True
     finish: bool = True
     shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    exact: bool = True
 
 
 def stream_events(
@@ -120,16 +167,20 @@ def stream_events(
     usage: bool = False,
 ) -> list[str]:
     """The ``data:`` payloads of a streamed answer in ``style``."""
-    chunks = [chunk(model, cid, {"role": "assistant", "content": ""})]
-    chunks += [chunk(model, cid, {"reasoning_content": r}) for r in reasoning]
+    ex = style.exact
+    chunks = [chunk(model, cid, {"role": "assistant", "content": ""}, exact=ex)]
+    chunks += [chunk(model, cid, {"reasoning_content": r}, exact=ex) for r in reasoning]
     sent = ""
     for piece in pieces:
         sent += piece
-        chunks.append(chunk(model, cid, {"content": sent if style.cumulative else piece}))
+        chunks.append(chunk(model, cid, {"content": sent if style.cumulative else piece}, exact=ex))
     if style.finish:
-        chunks.append(chunk(model, cid, {}, "stop"))
+        chunks.append(chunk(model, cid, {}, "stop", exact=ex))
     if usage:
-        last = chunk(model, cid, {})
+        if ex:
+            for c in chunks:
+                c["usage"] = None
+        last = chunk(model, cid, {}, exact=ex)
         last["choices"] = []
         last["usage"] = {"prompt_tokens": 21, "completion_tokens": 24, "total_tokens": 45}
         chunks.append(last)
@@ -140,6 +191,29 @@ def stream_events(
 
 
 # -- interactions ------------------------------------------------------------------------------
+
+
+def tool_stream_events(
+    model: str, cid: str, calls: list[tuple[str, str, tuple[str, ...]]]
+) -> list[str]:
+    """A streamed tool-call answer: ``calls`` are ``(id, name, argument pieces)``; the first
+    fragment of each carries index, id, type and name, the next ones argument pieces only."""
+    chunks = [chunk(model, cid, {"role": "assistant", "content": None})]
+    for i, (call_id, name, pieces) in enumerate(calls):
+        first = {"index": i, "id": call_id, "type": "function"}
+        first["function"] = {"name": name, "arguments": ""}
+        chunks.append(chunk(model, cid, {"tool_calls": [first]}))
+        for piece in pieces:
+            chunks.append(
+                chunk(model, cid, {"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+            )
+    chunks.append(chunk(model, cid, {}, "tool_calls"))
+    return [*(json.dumps(c, ensure_ascii=False) for c in chunks), "[DONE]"]
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """One entry of ``message.tool_calls``."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def _request(path: str, body: Any, method: str = "POST") -> dict[str, Any]:
@@ -172,9 +246,13 @@ def json_answer(req: dict[str, Any], status: int, body: Any, reason: str = "") -
     )
 
 
-def sse_answer(req: dict[str, Any], datas: list[str]) -> Interaction:
-    """A streamed answer, one network chunk per event, 15 ms apart."""
-    events = [f"data: {d}\n\n".encode() for d in datas]
+def sse_answer(req: dict[str, Any], datas: list[str | tuple[str, str]]) -> Interaction:
+    """A streamed answer, one network chunk per event, 15 ms apart; an ``(event, data)`` pair
+    is written with an ``event:`` line (Anthropic and Responses streams)."""
+    events = [
+        (f"event: {d[0]}\ndata: {d[1]}\n\n" if isinstance(d, tuple) else f"data: {d}\n\n").encode()
+        for d in datas
+    ]
     return Interaction.streamed(
         pieces=[(round(0.015 * i, 3), e) for i, e in enumerate(events)],
         response_headers={"Content-Type": ["text/event-stream; charset=utf-8"]},
@@ -199,6 +277,13 @@ class Proxy:
     image_url: str | None = IMAGE_URL
     errors_empty_200: bool = False
     auth_as_200: str | None = None
+    exact: bool = True
+    tools: Literal["ok", "ignored", "markup", "dropped_non_stream", "args_not_json"] = "ok"
+    roundtrip_repeats: bool = False
+    agent_endpoints: bool = True
+    anthropic_openai_errors: bool = False
+    anthropic_unnamed_events: bool = False
+    responses_without_completed: bool = False
 
 
 def interactions(p: Proxy) -> list[Interaction]:
@@ -214,7 +299,9 @@ def interactions(p: Proxy) -> list[Interaction]:
         json_answer(_request("/models", None, "GET"), 200, models),
         json_answer(dict(_request("/models", None, "GET"), uri=ROOT + "/models"), 200, models),
         json_answer(
-            chat_request(TEXT, ECHO_EN_PROMPT, False), 200, completion(TEXT, ECHO_EN_SENTENCE, "en")
+            chat_request(TEXT, ECHO_EN_PROMPT, False),
+            200,
+            completion(TEXT, ECHO_EN_SENTENCE, "en", exact=p.exact),
         ),
         sse_answer(
             chat_request(TEXT, ECHO_EN_PROMPT, True),
@@ -241,6 +328,15 @@ def interactions(p: Proxy) -> list[Interaction]:
         ),
         json_answer(
             chat_request(IMAGE, IMAGE_PROMPT, False), 200, completion(IMAGE, p.image_chat, "image")
+        ),
+        sse_answer(
+            chat_request(IMAGE, IMAGE_PROMPT, True),
+            stream_events(
+                IMAGE,
+                "image-stream",
+                (p.image_chat[:9], p.image_chat[9:30], p.image_chat[30:]),
+                StreamStyle(),
+            ),
         ),
         json_answer(
             _request(
@@ -312,6 +408,405 @@ def interactions(p: Proxy) -> list[Interaction]:
             out.append(json_answer(req, 200, None))
         else:
             out.append(json_answer(req, status, body, reason))
+    out = [*out, *agent_interactions(p), *profile_interactions(p)]
+    if not p.agent_endpoints:
+        out = [_not_found(i) if _agent_path(i.uri) else i for i in out]
+    return out
+
+
+def _agent_path(uri: str) -> bool:
+    return "/v1/messages" in uri or "/v1/responses" in uri
+
+
+def _not_found(inter: Interaction) -> Interaction:
+    """What a proxy without the endpoint answers (aiohttp's plain 404)."""
+    req = {
+        "method": inter.method,
+        "uri": inter.uri,
+        "request_headers": inter.request_headers,
+        "request_body": inter.request_body,
+    }
+    return Interaction(
+        status=404,
+        reason="Not Found",
+        response_headers={"Content-Type": ["text/plain; charset=utf-8"]},
+        response_body="404: Not Found",
+        **req,
+    )
+
+
+_ARGS = {"Paris": ('{"city"', ': "Paris"}'), "Tokyo": ('{"city": ', '"Tokyo"}')}
+_BAD_ARGS = {"Paris": ("{city: ", "Paris}"), "Tokyo": ("{city: ", "Tokyo}")}
+_MARKUP = '<tool_call>\n{{"name": "get_weather", "arguments": {{"city": "{city}"}}}}\n</tool_call>'
+
+
+def _tool_answers(p: Proxy, prompt: str, cities: list[str]) -> list[Interaction]:
+    """The chat answers (not streamed, streamed) to a tool probe asking for ``cities``."""
+    args = _BAD_ARGS if p.tools == "args_not_json" else _ARGS
+    ids = [f"call_{c.lower()}{'0' * (19 - len(c))}{i}" for i, c in enumerate(cities)]
+    calls = [
+        tool_call(i, "get_weather", "".join(args[c])) for i, c in zip(ids, cities, strict=True)
+    ]
+    stream_calls = [(i, "get_weather", args[c]) for i, c in zip(ids, cities, strict=True)]
+    key = "tools" if len(cities) == 1 else "parallel"
+    if p.tools == "ignored":
+        prose = "I cannot check the weather, but Paris is often mild."
+        plain = completion(TEXT, prose, key)
+        streamed = stream_events(TEXT, f"{key}-stream", (prose,), StreamStyle())
+    elif p.tools == "markup":
+        text = "\n".join(_MARKUP.format(city=c) for c in cities)
+        plain = completion(TEXT, text, key)
+        streamed = stream_events(TEXT, f"{key}-stream", (text[:15], text[15:]), StreamStyle())
+    else:
+        plain = completion(TEXT, None, key, tool_calls=calls)
+        if p.tools == "dropped_non_stream":
+            plain = completion(TEXT, "", key)
+        streamed = tool_stream_events(TEXT, f"{key}-stream", stream_calls)
+    msgs = [{"role": "user", "content": prompt}]
+    return [
+        json_answer(
+            _request("/chat/completions", tool_chat_body(TEXT, msgs, stream=False)), 200, plain
+        ),
+        sse_answer(
+            _request("/chat/completions", tool_chat_body(TEXT, msgs, stream=True)), streamed
+        ),
+    ]
+
+
+def _anthropic_message(content: list[dict[str, Any]], stop: str) -> dict[str, Any]:
+    return {
+        "id": "msg_probe0001",
+        "type": "message",
+        "role": "assistant",
+        "model": TEXT,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 20, "output_tokens": 12},
+    }
+
+
+def _anthropic_stream(
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]], stop: str, *, unnamed: bool = False
+) -> list[str | tuple[str, str]]:
+    """Anthropic's event grammar (AGENTS.md §3.3): ``blocks`` are (start block, deltas);
+    ``unnamed`` leaves out the ``event:`` lines (the Python SDK then skips every frame)."""
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": dict(_anthropic_message([], stop), stop_reason=None)},
+        {"type": "ping"},
+    ]
+    for i, (block, deltas) in enumerate(blocks):
+        events.append({"type": "content_block_start", "index": i, "content_block": block})
+        events += [{"type": "content_block_delta", "index": i, "delta": d} for d in deltas]
+        events.append({"type": "content_block_stop", "index": i})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": 12},
+        }
+    )
+    events.append({"type": "message_stop"})
+    if unnamed:
+        return [json.dumps(e, ensure_ascii=False) for e in events]
+    return [(e["type"], json.dumps(e, ensure_ascii=False)) for e in events]
+
+
+def _response(output: list[dict[str, Any]], status: str = "completed") -> dict[str, Any]:
+    return {
+        "id": "resp_probe0001",
+        "object": "response",
+        "created_at": CREATED,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "model": TEXT,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 20,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 12,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 32,
+        },
+    }
+
+
+_MESSAGE_ITEM = {
+    "id": "msg_probe0001",
+    "type": "message",
+    "role": "assistant",
+    "status": "completed",
+    "content": [{"type": "output_text", "text": ECHO_EN_SENTENCE, "annotations": []}],
+}
+_ROUNDTRIP_ITEM = {
+    "id": "msg_probe0002",
+    "type": "message",
+    "role": "assistant",
+    "status": "completed",
+    "content": [{"type": "output_text", "text": "21 °C and sunny.", "annotations": []}],
+}
+_CALL_ITEM = {
+    "id": "fc_probe0001",
+    "type": "function_call",
+    "call_id": "call_paris0000000000000000",
+    "name": "get_weather",
+    "arguments": '{"city": "Paris"}',
+    "status": "completed",
+}
+
+
+def _responses_events(p: Proxy, item: dict[str, Any]) -> list[str | tuple[str, str]]:
+    """The Responses streaming order (AGENTS.md §5.3) for one output item."""
+    empty = dict(item, status="in_progress")
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": _response([], "in_progress")},
+        {"type": "response.in_progress", "response": _response([], "in_progress")},
+    ]
+    if item["type"] == "message":
+        events.append(
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": dict(empty, content=[]),
+            }
+        )
+        part = {"type": "output_text", "text": "", "annotations": []}
+        events.append(
+            {
+                "type": "response.content_part.added",
+                "item_id": item["id"],
+                "output_index": 0,
+                "content_index": 0,
+                "part": part,
+            }
+        )
+        for piece in EN_PIECES:
+            events.append(
+                {
+                    "type": "response.output_text.delta",
+                    "item_id": item["id"],
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": piece,
+                    "logprobs": [],
+                }
+            )
+        events.append(
+            {
+                "type": "response.output_text.done",
+                "item_id": item["id"],
+                "output_index": 0,
+                "content_index": 0,
+                "text": ECHO_EN_SENTENCE,
+                "logprobs": [],
+            }
+        )
+        events.append(
+            {
+                "type": "response.content_part.done",
+                "item_id": item["id"],
+                "output_index": 0,
+                "content_index": 0,
+                "part": dict(part, text=ECHO_EN_SENTENCE),
+            }
+        )
+    else:
+        events.append(
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": dict(empty, arguments=""),
+            }
+        )
+        for piece in _ARGS["Paris"]:
+            events.append(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    "item_id": item["id"],
+                    "output_index": 0,
+                    "delta": piece,
+                }
+            )
+        events.append(
+            {
+                "type": "response.function_call_arguments.done",
+                "item_id": item["id"],
+                "output_index": 0,
+                "name": item["name"],
+                "arguments": item["arguments"],
+            }
+        )
+    events.append({"type": "response.output_item.done", "output_index": 0, "item": item})
+    if not p.responses_without_completed:
+        events.append({"type": "response.completed", "response": _response([item])})
+    for n, e in enumerate(events):
+        e["sequence_number"] = n
+    return [(e["type"], json.dumps(e, ensure_ascii=False)) for e in events]
+
+
+def agent_interactions(p: Proxy) -> list[Interaction]:
+    """Answers to the agent probes: chat tools, ``/v1/messages``, ``/v1/responses``."""
+    out = [
+        *_tool_answers(p, TOOL_PROMPT, ["Paris"]),
+        *_tool_answers(p, PARALLEL_PROMPT, ["Paris", "Tokyo"]),
+    ]
+    if p.roundtrip_repeats:
+        again = completion(
+            TEXT,
+            None,
+            "rt",
+            tool_calls=[
+                tool_call("call_berlin000000000000001", "get_weather", '{"city": "Berlin"}')
+            ],
+        )
+    else:
+        again = completion(TEXT, "It is 21 °C and sunny in Berlin.", "rt")
+    out.append(
+        json_answer(
+            _request("/chat/completions", tool_chat_body(TEXT, roundtrip_messages(), stream=False)),
+            200,
+            again,
+        )
+    )
+    if not p.agent_endpoints:
+        return out
+    text_block = {"type": "text", "text": ""}
+    tool_block = {"type": "tool_use", "id": "toolu_probe0001", "name": "get_weather", "input": {}}
+    json_deltas = [{"type": "input_json_delta", "partial_json": a} for a in ("", *_ARGS["Paris"])]
+    text_deltas = [{"type": "text_delta", "text": t} for t in EN_PIECES]
+    bad = (
+        error(400, "the request body is not valid JSON", "invalid_request_error", "invalid_json")
+        if p.anthropic_openai_errors
+        else {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "the body is not valid JSON"},
+        }
+    )
+    out += [
+        json_answer(
+            _request("/messages", anthropic_body(TEXT, ECHO_EN_PROMPT, stream=False)),
+            200,
+            _anthropic_message([{"type": "text", "text": ECHO_EN_SENTENCE}], "end_turn"),
+        ),
+        sse_answer(
+            _request("/messages", anthropic_body(TEXT, ECHO_EN_PROMPT, stream=True)),
+            _anthropic_stream(
+                [(text_block, text_deltas)], "end_turn", unnamed=p.anthropic_unnamed_events
+            ),
+        ),
+        sse_answer(
+            _request("/messages", anthropic_body(TEXT, TOOL_PROMPT, stream=True, tools=True)),
+            _anthropic_stream(
+                [(tool_block, json_deltas)], "tool_use", unnamed=p.anthropic_unnamed_events
+            ),
+        ),
+        json_answer(
+            _request("/messages", anthropic_body(TEXT, TOOL_PROMPT, stream=False, tools=True)),
+            200,
+            _anthropic_message([dict(tool_block, input={"city": "Paris"})], "tool_use"),
+        ),
+        json_answer(
+            _request(
+                "/messages",
+                {
+                    "model": TEXT,
+                    "max_tokens": 1024,
+                    "tools": [anthropic_tool()],
+                    "messages": anthropic_roundtrip_messages(),
+                    "stream": False,
+                },
+            ),
+            200,
+            _anthropic_message([dict(tool_block, input={"city": "Berlin"})], "tool_use")
+            if p.roundtrip_repeats
+            else _anthropic_message([{"type": "text", "text": "21 °C and sunny."}], "end_turn"),
+        ),
+        json_answer(
+            _request("/responses", responses_body(TEXT, TOOL_PROMPT, stream=False, tools=True)),
+            200,
+            _response([_CALL_ITEM]),
+        ),
+        json_answer(
+            _request(
+                "/responses",
+                {
+                    "model": TEXT,
+                    "input": responses_roundtrip_input(),
+                    "tools": [responses_tool()],
+                    "stream": False,
+                },
+            ),
+            200,
+            _response([dict(_CALL_ITEM, arguments='{"city": "Berlin"}')])
+            if p.roundtrip_repeats
+            else _response([_ROUNDTRIP_ITEM]),
+        ),
+        json_answer(_request("/messages", BAD_JSON_BODY.decode()), 400, bad, "Bad Request"),
+        json_answer(
+            _request("/responses", responses_body(TEXT, ECHO_EN_PROMPT, stream=False)),
+            200,
+            _response([_MESSAGE_ITEM]),
+        ),
+        sse_answer(
+            _request("/responses", responses_body(TEXT, ECHO_EN_PROMPT, stream=True)),
+            _responses_events(p, _MESSAGE_ITEM),
+        ),
+        sse_answer(
+            _request("/responses", responses_body(TEXT, TOOL_PROMPT, stream=True, tools=True)),
+            _responses_events(p, _CALL_ITEM),
+        ),
+        json_answer(
+            _request("/responses", BAD_JSON_BODY.decode()),
+            400,
+            error(
+                400, "the request body is not valid JSON", "invalid_request_error", "invalid_json"
+            ),
+            "Bad Request",
+        ),
+    ]
+    return out
+
+
+_PROFILE_ANSWERS = {
+    "topic": "量子计算讨论",
+    "title": '{"title": "🦊 Quick Brown Fox"}',
+    "tags": '{"tags": ["Language", "Typing practice"]}',
+    "task": "<read_file>\n<path>README.md</path>\n</read_file>",
+}
+
+
+def profile_interactions(p: Proxy) -> list[Interaction]:
+    """Answers to the profile calls that the plain probes do not already answer."""
+    out: list[Interaction] = []
+    for profile in PROFILES:
+        for step in profile.steps(TEXT):
+            path = step.path.split("?")[0]
+            if step.name in ("topic", "title", "tags"):
+                out.append(
+                    json_answer(
+                        _request(path, step.body),
+                        200,
+                        completion(TEXT, _PROFILE_ANSWERS[step.name], step.name),
+                    )
+                )
+            elif step.name == "task":
+                pieces = (_PROFILE_ANSWERS["task"][:11], _PROFILE_ANSWERS["task"][11:])
+                out.append(
+                    sse_answer(
+                        _request(path, step.body),
+                        stream_events(TEXT, "task", pieces, StreamStyle(), usage=True),
+                    )
+                )
+            elif step.name == "quota" and p.agent_endpoints:
+                body = _anthropic_message([{"type": "text", "text": "Hi"}], "max_tokens")
+                out.append(json_answer(_request(path, step.body), 200, body))
+            elif step.name == "count_tokens" and p.agent_endpoints:
+                out.append(json_answer(_request(path, step.body), 200, {"input_tokens": 61}))
     return out
 
 
@@ -347,6 +842,9 @@ def _fffd(text: str) -> str:
 
 
 _STREAM_CHECKS = ("chat.en.stream", "chat.zh.stream")
+_PLAIN_STREAM_PROFILES = ("profile.cherry-studio", "profile.open-webui", "profile.langchain")
+"""Profiles whose streamed call is answered by a plain probe's answer (the same prompt)."""
+_TOOL_CHECKS = ("tools.call", "tools.call.stream", "tools.parallel")
 
 
 @dataclass(frozen=True)
@@ -362,7 +860,11 @@ BROKEN: dict[str, Broken] = {
     "garbled_replacement": Broken(
         "Synthetic proxy that decodes UTF-8 per network chunk: Chinese comes back with U+FFFD.",
         Proxy(zh=_fffd(ECHO_ZH_SENTENCE), zh_stream=tuple(_fffd(p) for p in ZH_PIECES)),
-        {"chat.zh": "replacement_chars", "chat.zh.stream": "replacement_chars"},
+        {
+            "chat.zh": "replacement_chars",
+            "chat.zh.stream": "replacement_chars",
+            "profile.cherry-studio": "replacement_chars",
+        },
     ),
     "garbled_latin1": Broken(
         "Synthetic proxy that reads UTF-8 as Latin-1 (non-stream: cp1252): Chinese mojibake.",
@@ -370,14 +872,22 @@ BROKEN: dict[str, Broken] = {
             zh=cp1252_mojibake(ECHO_ZH_SENTENCE),
             zh_stream=tuple(latin1_mojibake(p) for p in ZH_PIECES),
         ),
-        {"chat.zh": "mojibake_latin1", "chat.zh.stream": "mojibake_latin1"},
+        {
+            "chat.zh": "mojibake_latin1",
+            "chat.zh.stream": "mojibake_latin1",
+            "profile.cherry-studio": "mojibake_latin1",
+        },
     ),
     "garbled_gbk": Broken(
         "Synthetic proxy that reads UTF-8 as GBK: Chinese mojibake.",
         Proxy(
             zh=gbk_mojibake(ECHO_ZH_SENTENCE)[-1], zh_stream=(gbk_mojibake(ECHO_ZH_SENTENCE)[0],)
         ),
-        {"chat.zh": "mojibake_gbk", "chat.zh.stream": "mojibake_gbk"},
+        {
+            "chat.zh": "mojibake_gbk",
+            "chat.zh.stream": "mojibake_gbk",
+            "profile.cherry-studio": "mojibake_gbk",
+        },
     ),
     "garbled_claim": Broken(
         "Synthetic proxy whose model sees corrupted Chinese and says the message is garbled.",
@@ -385,7 +895,11 @@ BROKEN: dict[str, Broken] = {
             zh="It looks like your message might be garbled. Could you send it again?",
             zh_stream=("您的消息", "似乎是", "乱码", "，请重新发送。"),
         ),
-        {"chat.zh": "garbled_claim", "chat.zh.stream": "garbled_claim"},
+        {
+            "chat.zh": "garbled_claim",
+            "chat.zh.stream": "garbled_claim",
+            "profile.cherry-studio": "garbled_claim",
+        },
     ),
     "duplicated_deltas": Broken(
         "Synthetic proxy that forwards cumulative snapshots as deltas: streamed text repeats.",
@@ -393,17 +907,22 @@ BROKEN: dict[str, Broken] = {
         {
             "stream.no_duplicates": "duplicated_deltas",
             **dict.fromkeys(_STREAM_CHECKS, "duplicated_deltas"),
+            **dict.fromkeys(_PLAIN_STREAM_PROFILES, "duplicated_deltas"),
         },
     ),
     "image_null": Broken(
         "Synthetic proxy that answers image requests with a null URL: ![image](null).",
         Proxy(image_chat="![image](null)", image_url=None),
-        {"images.chat": "null_image_url", "images.generations": "null_image_url"},
+        {
+            "images.chat": "null_image_url",
+            "images.chat.stream": "null_image_url",
+            "images.generations": "null_image_url",
+        },
     ),
     "t2i_tutorial": Broken(
         "Synthetic proxy that sends image prompts to the text model: a drawing tutorial.",
         Proxy(image_chat=TUTORIAL),
-        {"images.chat": "text_instead_of_image"},
+        {"images.chat": "text_instead_of_image", "images.chat.stream": "text_instead_of_image"},
     ),
     "stream_no_done": Broken(
         "Synthetic proxy whose streams end without data: [DONE].",
@@ -435,7 +954,64 @@ BROKEN: dict[str, Broken] = {
         {
             "stream.contract": "contract_violation",
             "reasoning.thinking": "contract_violation",
+            "wire.chunks": "contract_violation",
             **dict.fromkeys(_STREAM_CHECKS, "contract_violation"),
+        },
+    ),
+    "missing_openai_fields": Broken(
+        "Synthetic proxy whose answers lack fields OpenAI returns: no refusal, annotations, "
+        "logprobs, system_fingerprint, usage details.",
+        Proxy(style=StreamStyle(exact=False), exact=False),
+        {"wire.completion": "missing_openai_fields", "wire.chunks": "missing_openai_fields"},
+    ),
+    "tools_ignored": Broken(
+        "Synthetic proxy that ignores `tools`: prose and finish_reason stop (AGENTS.md §6).",
+        Proxy(tools="ignored"),
+        dict.fromkeys(_TOOL_CHECKS, "no_tool_call"),
+    ),
+    "tool_markup_leak": Broken(
+        "Synthetic proxy that passes the model's <tool_call> markup through as content.",
+        Proxy(tools="markup"),
+        dict.fromkeys(_TOOL_CHECKS, "tool_markup_in_content"),
+    ),
+    "tool_calls_dropped": Broken(
+        "Synthetic proxy that loses tool calls when the request is not streamed.",
+        Proxy(tools="dropped_non_stream"),
+        {"tools.call": "tool_calls_dropped"},
+    ),
+    "tool_call_repeated": Broken(
+        "Synthetic proxy whose model calls the same tool again after getting its result.",
+        Proxy(roundtrip_repeats=True),
+        dict.fromkeys(
+            ("tools.round_trip", "anthropic.round_trip", "responses.round_trip"), "repeated_call"
+        ),
+    ),
+    "tool_args_not_json": Broken(
+        "Synthetic proxy that sends tool arguments that are not JSON ({city: Paris}).",
+        Proxy(tools="args_not_json"),
+        dict.fromkeys(_TOOL_CHECKS, "arguments_not_json"),
+    ),
+    "anthropic_openai_errors": Broken(
+        "Synthetic proxy whose /v1/messages errors are OpenAI-shaped, not Anthropic's.",
+        Proxy(anthropic_openai_errors=True),
+        {"anthropic.errors": "not_anthropic_error"},
+    ),
+    "anthropic_unnamed_events": Broken(
+        "Synthetic proxy whose /v1/messages streams have no `event:` lines (data only).",
+        Proxy(anthropic_unnamed_events=True),
+        {
+            "anthropic.stream": "event_order",
+            "anthropic.tools.stream": "event_order",
+            "profile.claude-code": "event_order",
+        },
+    ),
+    "responses_no_completed": Broken(
+        "Synthetic proxy whose /v1/responses streams end without response.completed.",
+        Proxy(responses_without_completed=True),
+        {
+            "responses.stream": "missing_completed",
+            "responses.tools.stream": "missing_completed",
+            "profile.codex-cli": "missing_completed",
         },
     ),
 }

@@ -11,11 +11,13 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from broken_proxies import BROKEN, BROKEN_DIR, build_broken, healthy
+from broken_proxies import BROKEN, BROKEN_DIR, Proxy, build_broken, healthy
+from broken_proxies import cassette as proxy_cassette
 
 from proxy.conformance import Report, run_checks
 from recorder.cassette import Cassette
@@ -53,7 +55,9 @@ async def image_server(aiohttp_server: object) -> TestServer:
     return await aiohttp_server(app)  # type: ignore[operator, no-any-return]
 
 
-async def check_fixture(aiohttp_server: object, images: TestServer, cassette: Cassette) -> Report:
+async def check_fixture(
+    aiohttp_server: object, images: TestServer, cassette: Cassette, **kw: Any
+) -> Report:
     """Serve ``cassette`` with the replay server and run every check against it."""
     replay = await aiohttp_server(make_replay_app([cassette], speed=0))  # type: ignore[operator]
     return await run_checks(
@@ -62,6 +66,7 @@ async def check_fixture(aiohttp_server: object, images: TestServer, cassette: Ca
         oversize_bytes=200_000,  # the replay server reads at most 1 MiB
         url_rewrites={CDN: str(images.make_url("")).rstrip("/")},
         timeout_s=20,
+        **kw,
     )
 
 
@@ -96,7 +101,58 @@ async def test_broken_fixture_fails_with_the_right_diagnosis(
     got = {r.id: r.diagnosis for r in report.results if r.status != "passed"}
     assert got == BROKEN[name].expect, report.to_markdown()
     assert all(report.by_id()[i].status == "failed" for i in got)
+    required = any(report.by_id()[i].required for i in got)
+    assert report.exit_code() == (1 if required else 0)
+
+
+async def test_strict_requires_every_openai_field(
+    aiohttp_server: object, image_server: TestServer
+) -> None:
+    """--strict: the healthy proxy still passes; one without refusal/annotations/… fails the
+    wire checks (now required) and every chat check that reads a completion or chunks."""
+    report = await check_fixture(aiohttp_server, image_server, healthy(), strict=True)
+    assert report.exit_code() == 0 and report.strict, report.to_markdown()
+    assert report.by_id()["wire.completion"].required
+    lax = Cassette.load(BROKEN_DIR / "missing_openai_fields.json")
+    report = await check_fixture(aiohttp_server, image_server, lax, strict=True)
+    by_id = report.by_id()
     assert report.exit_code() == 1
+    assert by_id["wire.completion"].diagnosis == "missing_openai_fields"
+    assert "choices.0.message.refusal: missing" in by_id["wire.completion"].message
+    assert by_id["chat.en"].diagnosis == "contract_violation"
+    assert "refusal" in by_id["chat.en"].message
+    assert by_id["stream.contract"].diagnosis == "contract_violation"
+
+
+async def test_agent_checks_skip_without_the_endpoints(
+    aiohttp_server: object, image_server: TestServer
+) -> None:
+    """A proxy without /v1/messages and /v1/responses: those checks and the profiles that
+    need them are skipped with the reason; the run passes."""
+    c = proxy_cassette("no_agents", "OpenAI chat only.", Proxy(agent_endpoints=False))
+    report = await check_fixture(aiohttp_server, image_server, c)
+    skipped = {r.id: r.diagnosis for r in report.results if r.status == "skipped"}
+    agent = {i for i in report.by_id() if i.startswith(("anthropic.", "responses."))}
+    assert set(skipped) == agent | {"profile.claude-code", "profile.codex-cli"}, skipped
+    assert set(skipped.values()) == {"not_offered"}
+    assert "no /messages (HTTP 404)" in report.by_id()["anthropic.stream"].message
+    assert report.exit_code() == 0
+
+
+async def test_profile_option_runs_only_the_named_profiles(
+    aiohttp_server: object, image_server: TestServer
+) -> None:
+    """--profile langchain: the other profiles are skipped as not requested."""
+    report = await check_fixture(aiohttp_server, image_server, healthy(), profiles=["langchain"])
+    by_id = report.by_id()
+    assert by_id["profile.langchain"].status == "passed"
+    assert "invoke, stream" in by_id["profile.langchain"].message
+    others = [
+        r for r in report.results if r.id.startswith("profile.") and r.id != "profile.langchain"
+    ]
+    assert others and all(r.diagnosis == "not_requested" for r in others)
+    with pytest.raises(ValueError, match="unknown profile"):
+        await check_fixture(aiohttp_server, image_server, healthy(), profiles=["nope"])
 
 
 async def test_report_shows_request_and_evidence_never_the_key(

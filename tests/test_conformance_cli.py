@@ -115,3 +115,47 @@ def test_serve_command_is_untouched() -> None:
     """`qwen-proxy serve` is still there next to `check`."""
     assert {"serve", "check"} <= set(main.commands)  # type: ignore[attr-defined]
     assert isinstance(web.Application, type)
+
+
+async def test_cli_compare_html_strict_and_profile(
+    aiohttp_server: object,
+    image_server: TestServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A cron run: yesterday's JSON passed; today the target duplicates streamed text.
+    --compare names what got worse and exits 1; --html writes the page; --strict and
+    --profile are accepted."""
+    rewrite = f"{CDN}={str(image_server.make_url('')).rstrip('/')}"
+    common = ("--key", KEY, "--oversize-bytes", "200000", "--rewrite-url", rewrite)
+    old = tmp_path / "old.json"
+    base = await serve(aiohttp_server, healthy())
+    code, _, err = await run_cli(base, *common, "--strict", "--json", str(old))
+    assert code == 0, err
+    assert json.loads(old.read_text(encoding="utf-8"))["strict"] is True
+    broken = await serve(aiohttp_server, Cassette.load(BROKEN_DIR / "duplicated_deltas.json"))
+    page = tmp_path / "report.html"
+    new = tmp_path / "new.json"
+    code, out, err = await run_cli(
+        broken, *common, "--compare", str(old), "--html", str(page), "--json", str(new)
+    )
+    assert code == 1
+    assert "## Compared with the report of" in out and "`stream.no_duplicates`" in out
+    assert "worse" in err
+    assert json.loads(new.read_text(encoding="utf-8"))["comparison"]["regressions"] >= 4
+    html_text = page.read_text(encoding="utf-8")
+    assert html_text.startswith("<!DOCTYPE html>") and "<svg" in html_text
+    assert KEY not in html_text
+    code, _, err = await run_cli(base, *common, "--profile", "langchain", "--skip", "images")
+    assert code == 0, err
+    assert "SKIP  profile.cline (not_requested)" in err
+
+
+def test_cli_rejects_unknown_profile_and_bad_compare(tmp_path: Path) -> None:
+    """An unknown profile or a --compare file that is not a report: usage errors (exit 2)."""
+    runner = CliRunner()
+    bad = runner.invoke(main, ["check", "http://127.0.0.1:1/v1", "--profile", "emacs"])
+    assert bad.exit_code == 2 and "not a profile" in bad.output
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"hello": 1}', encoding="utf-8")
+    bad = runner.invoke(main, ["check", "http://127.0.0.1:1/v1", "--compare", str(junk)])
+    assert bad.exit_code == 2 and "not a qwen-proxy check JSON report" in bad.output

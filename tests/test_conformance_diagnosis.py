@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -9,15 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.conformance import pick_models
-from proxy.conformance.contract import violations
+from proxy.conformance.contract import EXACT_FIELDS, exact_problems, violations
 from proxy.conformance.diagnosis import (
+    arguments_problem,
+    assemble_tool_call_deltas,
     classify_echo,
     classify_image_answer,
     cp1252_mojibake,
     find_duplicated_deltas,
+    find_tool_markup,
     gbk_mojibake,
     latin1_mojibake,
     parse_sse,
+    repeated_call,
     sniff_image,
 )
 from proxy.conformance.probes import ECHO_ZH_SENTENCE as ZH
@@ -187,3 +192,114 @@ def test_exit_code_counts_only_required_failures() -> None:
     assert report(result("error", True)).exit_code() == 1
     assert report(result("failed", True)).exit_code() == 1
     assert "## Skipped" in report(result("skipped", True)).to_markdown()
+
+
+# -- tool calls and wire exactness --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+        "<tool_call>",
+        "<function=read_file>\n<parameter=path>\nsrc/app.py\n</parameter>\n</function>",
+        '✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}',
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+    ],
+)
+def test_tool_markup_is_found(text: str) -> None:
+    """Every dialect of tool-call markup a Qwen model writes is recognised in content."""
+    assert find_tool_markup(text) is not None
+
+
+@pytest.mark.parametrize(
+    "text", ["", None, "It is 21 °C in Berlin.", "Use <b>bold</b>", "<read_file><path>x</path>"]
+)
+def test_plain_text_is_not_markup(text: str | None) -> None:
+    """Prose, HTML and Cline's own XML tools are not tool-call markup."""
+    assert find_tool_markup(text) is None
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=0, max_size=6))
+def test_assembled_arguments_do_not_depend_on_chunking(cuts: list[int]) -> None:
+    """Argument pieces split anywhere assemble to the same text, without shape problems."""
+    args = '{"city": "Paris", "unit": "celsius", "days": [1, 2, 3]}'
+    bounds = sorted({min(c, len(args)) for c in cuts} | {0, len(args)})
+    pieces = [args[a:b] for a, b in itertools.pairwise(bounds)]
+    first: dict[str, object] = {"index": 0, "id": "call_1", "type": "function"}
+    first["function"] = {"name": "get_weather", "arguments": ""}
+    deltas = [{"tool_calls": [first]}] + [
+        {"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces
+    ]
+    calls, problems = assemble_tool_call_deltas(deltas)
+    assert problems == []
+    assert [(c.id, c.name, c.arguments) for c in calls] == [("call_1", "get_weather", args)]
+
+
+def test_assembly_names_the_shape_faults_clients_trip_over() -> None:
+    """A repeated id (openai-python would concatenate it), a first fragment without a name,
+    a fragment without index, arguments as an object."""
+    deltas = [
+        {"tool_calls": [{"index": 0, "id": "call_1", "function": {"arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "id": "call_1", "function": {"arguments": "{}"}}]},
+        {"tool_calls": [{"function": {"arguments": "x"}}]},
+        {"tool_calls": [{"index": 1, "id": "c2", "function": {"name": "f", "arguments": {}}}]},
+    ]
+    _, problems = assemble_tool_call_deltas(deltas)
+    text = " | ".join(problems)
+    assert "first fragment of call 0 lacks name" in text
+    assert "repeats `id`" in text and "no integer index" in text
+    assert "arguments is not a string" in text
+
+
+def test_arguments_and_repeated_calls() -> None:
+    """Arguments must be a JSON object in a string; a call equal (as JSON) to an earlier one
+    is a repeat."""
+    assert arguments_problem('{"city": "Paris"}') is None
+    assert "not JSON" in str(arguments_problem("{city: Paris}"))
+    assert "not an object" in str(arguments_problem("[1]"))
+    assert "not a JSON string" in str(arguments_problem({"city": "Paris"}))
+    earlier = [("get_weather", '{"city": "Berlin"}')]
+    assert repeated_call([("get_weather", '{ "city":"Berlin" }')], earlier) is not None
+    assert repeated_call([("get_weather", '{"city": "Paris"}')], earlier) is None
+    assert repeated_call([("f", "{}"), ("f", "{}")]) == ("f", "{}")
+
+
+def test_exact_fields_name_what_openai_returns() -> None:
+    """A bare completion lacks refusal, annotations, logprobs…; one carrying them has none
+    missing; strict violations add them to the contract."""
+    bare = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    missing = exact_problems("chat.completion", bare)
+    paths = {p.split(":")[0] for p in missing}
+    assert {
+        "choices.0.message.refusal",
+        "choices.0.message.annotations",
+        "choices.0.logprobs",
+        "system_fingerprint",
+        "usage.prompt_tokens_details",
+    } <= paths
+    assert all("OpenAI returns it" in p for p in missing)
+    assert violations("chat.completion", bare) == []
+    assert violations("chat.completion", bare, strict=True) == missing
+    full = json.loads(json.dumps(bare))
+    full.update(system_fingerprint=None, service_tier="default")
+    full["choices"][0].update(logprobs=None)
+    full["choices"][0]["message"].update(refusal=None, annotations=[])
+    full["usage"].update(prompt_tokens_details={}, completion_tokens_details={})
+    assert exact_problems("chat.completion", full) == []
+    full["choices"][0]["message"]["annotations"] = None
+    assert exact_problems("chat.completion", full) == [
+        "choices.0.message.annotations: must be array"
+    ]
+    usage_only = {"id": "c", "choices": [], "system_fingerprint": None, "service_tier": None}
+    assert exact_problems("chat.completion.chunk", usage_only) == []
+    assert EXACT_FIELDS["chat.completion"] and EXACT_FIELDS["chat.completion.chunk"]

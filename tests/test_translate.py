@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from proxy.conformance.contract import exact_problems
 from proxy.errors import (
     UpstreamCaptchaError,
     UpstreamEmptyError,
@@ -251,14 +252,24 @@ def test_encoder_produces_openai_chunks() -> None:
     )
     chunks = parse_sse(raw)
     assert chunks[-1] == "[DONE]"
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "",
+        "refusal": None,
+    }
     assert chunks[1]["choices"][0]["delta"] == {"reasoning_content": "r"}
     assert chunks[2]["choices"][0]["delta"] == {"content": "你好"}
     assert chunks[4]["choices"][0]["finish_reason"] == "stop"
     assert chunks[5]["choices"] == [] and chunks[5]["usage"]["total_tokens"] == 7
     for c in chunks[:-1]:
         assert c["id"] == "chatcmpl-1" and c["object"] == "chat.completion.chunk"
+        # Every field the OpenAI API returns (qwen-proxy check --strict).
+        assert exact_problems("chat.completion.chunk", c) == []
+    assert all(c["usage"] is None for c in chunks[:-2])
+    assert chunks[5]["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
     assert "你好".encode() in raw  # UTF-8, not \\u escapes
+    plain = ChunkEncoder(completion_id="c", model="m", created=5, include_usage=False)
+    assert "usage" not in parse_sse(plain.role())[0]
 
 
 def test_encoder_failure_is_an_error_event_without_done() -> None:
@@ -286,9 +297,12 @@ def test_aggregate_builds_a_completion_or_raises() -> None:
     assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "a",
+        "refusal": None,
+        "annotations": [],
         "reasoning_content": "r",
     }
     assert body["usage"]["total_tokens"] == 3
+    assert exact_problems("chat.completion", body) == []  # qwen-proxy check --strict
     bad = Aggregate()
     for e in run([delta("answer", "a")]):
         bad.add(e)

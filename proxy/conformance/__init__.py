@@ -14,12 +14,19 @@ Library use::
     print(report.to_markdown()); raise SystemExit(report.exit_code())
 
 In async code ``await run_checks(...)``; in tests ``await assert_conformant(...)`` or the
-``qwen_conformance`` fixture of :mod:`proxy.conformance.pytest_plugin`.
+``qwen_conformance`` fixture of :mod:`proxy.conformance.pytest_plugin`. ``run_checks(...,
+strict=True)`` requires every field OpenAI returns; ``profiles=[...]`` picks client profiles
+(:func:`profile_names`); :func:`compare` diffs two reports (``Report.from_dict`` reads one back
+from JSON) and :func:`to_html` renders one as a self-contained page.
 """
 
 from __future__ import annotations
 
-from proxy.conformance.checks import CHECKS, Capabilities
+from proxy.conformance.catalog import CHECKS
+from proxy.conformance.checks import Capabilities
+from proxy.conformance.compare import Comparison, compare
+from proxy.conformance.html import to_html
+from proxy.conformance.profiles import profile_names
 from proxy.conformance.report import CheckResult, Evidence, Report, RequestRecord, Status
 from proxy.conformance.runner import (
     DEFAULT_OVERSIZE_BYTES,
@@ -37,6 +44,7 @@ __all__ = [
     "DEFAULT_OVERSIZE_BYTES",
     "Capabilities",
     "CheckResult",
+    "Comparison",
     "Evidence",
     "ProgressCallback",
     "Report",
@@ -45,7 +53,10 @@ __all__ = [
     "TargetUnreachableError",
     "assert_conformant",
     "check_ids",
+    "compare",
     "pick_models",
+    "profile_names",
     "run_checks",
     "run_checks_sync",
+    "to_html",
 ]

@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from proxy.conformance.contract import violations
+from proxy.conformance.contract import EXACT_FIELDS, exact_problems, violations
 from proxy.conformance.diagnosis import (
     classify_echo,
     classify_image_answer,
@@ -59,7 +59,7 @@ from proxy.conformance.probes import (
 )
 from proxy.conformance.report import Status
 
-__all__ = ["CHECKS", "Capabilities", "CheckSpec", "Context", "Outcome"]
+__all__ = ["CORE_CHECKS", "Capabilities", "CheckSpec", "Context", "Outcome"]
 
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 
@@ -88,6 +88,10 @@ class Context:
     url_rewrites: Mapping[str, str] = field(default_factory=dict)
     allow_private_urls: bool = False
     image_timeout_s: float = 60.0
+    strict: bool = False
+    """``--strict``: answers must carry every field OpenAI returns (contract.EXACT_FIELDS)."""
+    profiles: frozenset[str] | None = None
+    """Client profiles to run (``--profile``); ``None``: every profile the target can serve."""
 
     @property
     def text_model(self) -> str:
@@ -212,7 +216,7 @@ def _reasoning_of(d: Mapping[str, Any]) -> str:
     return ""
 
 
-def _decode_stream(ex: Exchange) -> _Stream:
+def _decode_stream(ex: Exchange, strict: bool = False) -> _Stream:
     s = _Stream()
     for i, event in enumerate(ex.sse.events):
         if s.done_at is not None:
@@ -232,7 +236,8 @@ def _decode_stream(ex: Exchange) -> _Stream:
         s.chunks.append(obj)
         if len(s.problems) < 8:
             s.problems.extend(
-                f"chunk {len(s.chunks) - 1}: {p}" for p in violations("chat.completion.chunk", obj)
+                f"chunk {len(s.chunks) - 1}: {p}"
+                for p in violations("chat.completion.chunk", obj, strict=strict)
             )
         d = _delta(obj)
         text = d.get("content")
@@ -241,12 +246,14 @@ def _decode_stream(ex: Exchange) -> _Stream:
             s.content.append(text)
         if reasoning:
             s.reasoning.append(reasoning)
-        if s.ttft_s is None and ((isinstance(text, str) and text) or reasoning):
+        if s.ttft_s is None and (
+            (isinstance(text, str) and text) or reasoning or d.get("tool_calls")
+        ):
             s.ttft_s = ex.time_at(event.end)
     return s
 
 
-def _stream_failure(ex: Exchange) -> tuple[Outcome | None, _Stream]:
+def _stream_failure(ex: Exchange, strict: bool = False) -> tuple[Outcome | None, _Stream]:
     """The common gate of streamed probes: HTTP 200, an SSE body, chunks that are OpenAI's."""
     fail = _http_failure(ex)
     if fail is not None:
@@ -261,7 +268,7 @@ def _stream_failure(ex: Exchange) -> tuple[Outcome | None, _Stream]:
             ),
             _Stream(),
         )
-    s = _decode_stream(ex)
+    s = _decode_stream(ex, strict)
     return None, s
 
 
@@ -283,7 +290,7 @@ def _contract_failure(ex: Exchange, s: _Stream) -> Outcome | None:
 async def _echo(ctx: Context, id: str, prompt: str, sentence: str, stream: bool) -> Outcome:
     ex = await ctx.client.send(ctx.chat(id, prompt, stream=stream))
     if stream:
-        fail, s = _stream_failure(ex)
+        fail, s = _stream_failure(ex, ctx.strict)
         fail = fail or _contract_failure(ex, s)
         if fail is not None:
             return fail
@@ -299,7 +306,7 @@ async def _echo(ctx: Context, id: str, prompt: str, sentence: str, stream: bool)
         obj = ex.json()
         if obj is None:
             return _failed(ex, "not_json", f"the body is not JSON ({ex.content_type})")
-        problems = violations("chat.completion", obj)
+        problems = violations("chat.completion", obj, strict=ctx.strict)
         if problems:
             return _failed(
                 ex,
@@ -338,7 +345,7 @@ def _stream_probe(ctx: Context) -> Probe:
 
 async def _stream(ctx: Context) -> tuple[Exchange, Outcome | None, _Stream]:
     ex = await ctx.client.send(_stream_probe(ctx))
-    fail, s = _stream_failure(ex)
+    fail, s = _stream_failure(ex, ctx.strict)
     return ex, fail, s
 
 
@@ -456,6 +463,57 @@ async def _stream_usage(ctx: Context) -> Outcome:
     return _passed(ex, f"final usage chunk: {numbers[0]} + {numbers[1]} = {numbers[2]} tokens")
 
 
+# -- wire exactness ----------------------------------------------------------------------------
+
+
+async def _wire_completion(ctx: Context) -> Outcome:
+    """The English echo's completion carries every field OpenAI returns (EXACT_FIELDS)."""
+    ex = await ctx.client.send(ctx.chat("chat.en", ECHO_EN_PROMPT, stream=False))
+    fail = _http_failure(ex)
+    if fail is not None:
+        return fail
+    obj = ex.json()
+    if violations("chat.completion", obj):
+        return _failed(ex, "contract_violation", "the body is not a ChatCompletion (see chat.en)")
+    missing = exact_problems("chat.completion", obj)
+    if missing:
+        return _failed(
+            ex,
+            "missing_openai_fields",
+            "the completion lacks fields the OpenAI API returns: " + "; ".join(missing[:3]),
+            notes=missing[:12],
+        )
+    n = len(EXACT_FIELDS["chat.completion"])
+    return _passed(ex, f"all {n} extra fields OpenAI returns are there")
+
+
+async def _wire_chunks(ctx: Context) -> Outcome:
+    """Every chunk of the streaming probe carries every field OpenAI returns; with
+    ``include_usage`` every chunk but the last has ``usage: null`` (OpenAI API reference, the
+    chat completion chunk object, ``usage``)."""
+    ex, fail, s = await _stream(ctx)
+    fail = fail or _contract_failure(ex, s)
+    if fail is not None:
+        return fail
+    missing: list[str] = []
+    for i, c in enumerate(s.chunks):
+        missing += [f"chunk {i}: {p}" for p in exact_problems("chat.completion.chunk", c)]
+        if i < len(s.chunks) - 1 and (not isinstance(c, dict) or c.get("usage", 0) is not None):
+            missing.append(
+                f"chunk {i}: usage: must be null before the last chunk when "
+                "stream_options.include_usage is set"
+            )
+    if missing:
+        return _failed(
+            ex,
+            "missing_openai_fields",
+            "streamed chunks lack fields the OpenAI API returns: " + "; ".join(missing[:3]),
+            notes=missing[:12],
+            ttft_s=s.ttft_s,
+        )
+    return _passed(ex, f"{len(s.chunks)} chunks carry every field OpenAI returns", ttft_s=s.ttft_s)
+
+
 # -- reasoning ---------------------------------------------------------------------------------
 
 _THINK_TAGS = re.compile(r"<think>(.*?)</think>", re.DOTALL)
@@ -483,7 +541,7 @@ async def _reasoning(ctx: Context) -> Outcome:
     if via_flag and not _has_reasoning(ex):
         why = ctx.caps.reasons.get("thinking", "no -thinking model")
         return _skipped("no_capability", f"{why}, and `enable_thinking: true` gave no reasoning")
-    fail, s = _stream_failure(ex)
+    fail, s = _stream_failure(ex, ctx.strict)
     fail = fail or _contract_failure(ex, s)
     if fail is not None:
         return fail
@@ -519,22 +577,52 @@ async def _reasoning(ctx: Context) -> Outcome:
 
 
 async def _image_chat(ctx: Context) -> Outcome:
+    return await _image_chat_in(ctx, stream=False)
+
+
+async def _image_chat_stream(ctx: Context) -> Outcome:
+    return await _image_chat_in(ctx, stream=True)
+
+
+async def _image_chat_in(ctx: Context, *, stream: bool) -> Outcome:
+    """An image model asked through chat, as chat apps do (Cherry Studio and Open WebUI always
+    stream, CLIENTS.md §1, §2): the answer must hold a fetchable image, in either mode."""
     model = ctx.caps.image_model
     if model is None:
         return _skipped("no_capability", ctx.caps.reasons.get("image", "no image model"))
-    ex = await ctx.client.send(ctx.chat("images.chat", IMAGE_PROMPT, stream=False, model=model))
-    fail = _http_failure(ex)
-    if fail is not None:
-        return fail
-    obj = ex.json()
-    problems = violations("chat.completion", obj)
-    if problems:
-        return _failed(
-            ex, "contract_violation", "the body is not a ChatCompletion: " + "; ".join(problems[:3])
-        )
-    content = obj["choices"][0]["message"].get("content") or ""
+    id = "images.chat.stream" if stream else "images.chat"
+    ex = await ctx.client.send(ctx.chat(id, IMAGE_PROMPT, stream=stream, model=model))
+    ttft: float | None = None
+    if stream:
+        fail, s = _stream_failure(ex, ctx.strict)
+        fail = fail or _contract_failure(ex, s)
+        if fail is not None:
+            return fail
+        content = "".join(s.content)
+        ttft = s.ttft_s
+    else:
+        fail = _http_failure(ex)
+        if fail is not None:
+            return fail
+        obj = ex.json()
+        problems = violations("chat.completion", obj, strict=ctx.strict)
+        if problems:
+            return _failed(
+                ex,
+                "contract_violation",
+                "the body is not a ChatCompletion: " + "; ".join(problems[:3]),
+            )
+        content = obj["choices"][0]["message"].get("content") or ""
     kind = classify_image_answer(content)
     notes = [f"answer: {content[:300]!r}"]
+    out = await _judge_image(ctx, ex, kind, notes, model)
+    out.ttft_s = ttft
+    return out
+
+
+async def _judge_image(
+    ctx: Context, ex: Exchange, kind: Any, notes: list[str], model: str
+) -> Outcome:
     if kind.kind == "null_url":
         return _failed(
             ex,
@@ -776,7 +864,7 @@ async def _models_no_key(ctx: Context) -> Outcome:
     return _error_outcome(ex, (401,), "no key")
 
 
-CHECKS: tuple[CheckSpec, ...] = (
+CORE_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("models.list", "GET /models lists models in OpenAI form", True, _models),
     CheckSpec("models.root", "GET /models without /v1 answers the same list", False, _models_root),
     CheckSpec(
@@ -814,9 +902,27 @@ CHECKS: tuple[CheckSpec, ...] = (
         _stream_usage,
     ),
     CheckSpec(
+        "wire.completion",
+        "The completion carries every field OpenAI returns (refusal, annotations, …)",
+        False,
+        _wire_completion,
+    ),
+    CheckSpec(
+        "wire.chunks",
+        "Every chunk carries every field OpenAI returns (logprobs, usage: null, …)",
+        False,
+        _wire_chunks,
+    ),
+    CheckSpec(
         "reasoning.thinking", "A -thinking model streams reasoning_content", True, _reasoning
     ),
     CheckSpec("images.chat", "An image model answers with a fetchable image", True, _image_chat),
+    CheckSpec(
+        "images.chat.stream",
+        "An image model, streamed, answers with a fetchable image",
+        True,
+        _image_chat_stream,
+    ),
     CheckSpec(
         "images.generations",
         "/images/generations returns a fetchable image",
@@ -829,4 +935,5 @@ CHECKS: tuple[CheckSpec, ...] = (
     ),
     CheckSpec("errors.oversize", "Oversized body: 413 with an OpenAI error", True, _oversize),
 )
-"""Every check, in report order."""
+"""The chat, streaming, image, error and auth checks, in report order (the whole list, with
+the agent checks and client profiles, is :data:`proxy.conformance.catalog.CHECKS`)."""

@@ -17,10 +17,16 @@
 
 Extra fields are never a violation: OpenAI's own types allow them (``extra="allow"``), and
 proxies legitimately add ``reasoning_content`` or ``annotations``.
+
+**Wire exactness** (``--strict``): the types above leave fields optional that the OpenAI API
+always returns, and stricter clients and compliance suites require them. :data:`EXACT_FIELDS`
+lists them per object, each with the reference it comes from; :func:`exact_problems` reports
+the missing ones, and ``violations(..., strict=True)`` adds them to the contract.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from openai.types import ImagesResponse, Model
@@ -28,7 +34,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.shared import ErrorObject
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["Kind", "violations"]
+__all__ = ["EXACT_FIELDS", "ExactField", "Kind", "exact_problems", "violations"]
 
 Kind = Literal["chat.completion", "chat.completion.chunk", "model.list", "images", "error"]
 
@@ -37,6 +43,130 @@ _TYPES: dict[str, type[BaseModel]] = {
     "chat.completion.chunk": ChatCompletionChunk,
     "images": ImagesResponse,
 }
+
+
+_REF = "OpenAI API reference, Chat Completions"
+_SPEC = "openai/openai-openapi openapi.yaml"
+
+
+@dataclass(frozen=True)
+class ExactField:
+    """A field the OpenAI API returns: ``path`` (``choices[].message.refusal``; ``[]`` = every
+    item), the JSON types it may have (``"null"``, ``"string"``, ``"array"``, ``"object"``,
+    ``"integer"``), and ``source``: where the API says so."""
+
+    path: str
+    types: tuple[str, ...]
+    source: str
+
+
+EXACT_FIELDS: dict[str, tuple[ExactField, ...]] = {
+    "chat.completion": (
+        ExactField(
+            "system_fingerprint",
+            ("string", "null"),
+            f"{_REF}, the chat completion object (deprecated, still returned); "
+            f"{_SPEC} CreateChatCompletionResponse",
+        ),
+        ExactField(
+            "service_tier",
+            ("string", "null"),
+            f"{_REF}, the chat completion object; {_SPEC} ServiceTier",
+        ),
+        ExactField(
+            "choices[].logprobs",
+            ("object", "null"),
+            f"{_SPEC} CreateChatCompletionResponse.choices: required, nullable",
+        ),
+        ExactField(
+            "choices[].message.refusal",
+            ("string", "null"),
+            f"{_SPEC} ChatCompletionResponseMessage: required (role, content, refusal)",
+        ),
+        ExactField(
+            "choices[].message.annotations",
+            ("array",),
+            f"{_REF}, the chat completion object (example: annotations []); "
+            f"{_SPEC} ChatCompletionResponseMessage.annotations",
+        ),
+        ExactField("usage", ("object",), f"{_SPEC} CompletionUsage"),
+        ExactField(
+            "usage.prompt_tokens_details",
+            ("object",),
+            f"{_REF}, the chat completion object (cached_tokens, audio_tokens); "
+            f"{_SPEC} CompletionUsage",
+        ),
+        ExactField(
+            "usage.completion_tokens_details",
+            ("object",),
+            f"{_REF}, the chat completion object (reasoning_tokens, audio_tokens, "
+            f"accepted_prediction_tokens, rejected_prediction_tokens); {_SPEC} CompletionUsage",
+        ),
+    ),
+    "chat.completion.chunk": (
+        ExactField(
+            "system_fingerprint",
+            ("string", "null"),
+            f"{_REF}, the chat completion chunk object; {_SPEC} CreateChatCompletionStreamResponse",
+        ),
+        ExactField(
+            "service_tier",
+            ("string", "null"),
+            f"{_REF}, the chat completion chunk object",
+        ),
+        ExactField(
+            "choices[].logprobs",
+            ("object", "null"),
+            f"{_REF}, the chat completion chunk object (choices[].logprobs)",
+        ),
+    ),
+}
+"""The fields OpenAI returns beyond what its SDK types require, per object kind."""
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "string": (str,),
+    "array": (list,),
+    "object": (dict,),
+    "integer": (int,),
+}
+
+
+def _walk(obj: Any, parts: list[str], at: str) -> list[tuple[str, bool, Any]]:
+    """``(path, present, value)`` for every place ``parts`` leads to in ``obj``."""
+    if not parts:
+        return [(at, True, obj)]
+    head, rest = parts[0], parts[1:]
+    many = head.endswith("[]")
+    key = head[:-2] if many else head
+    if not isinstance(obj, dict):
+        return []
+    where = f"{at}.{key}" if at else key
+    if key not in obj:
+        return [(where, False, None)]
+    value = obj[key]
+    if not many:
+        return _walk(value, rest, where)
+    if not isinstance(value, list):
+        return []
+    out: list[tuple[str, bool, Any]] = []
+    for i, item in enumerate(value):
+        out.extend(_walk(item, rest, f"{where}.{i}"))
+    return out
+
+
+def exact_problems(kind: str, obj: Any) -> list[str]:
+    """The fields of :data:`EXACT_FIELDS` ``[kind]`` that ``obj`` lacks or carries with the
+    wrong JSON type; ``[]`` when it carries them all. A usage-only chunk (``choices: []``)
+    has no choice to check. Never raises."""
+    problems: list[str] = []
+    for rule in EXACT_FIELDS.get(kind, ()):
+        for path, present, value in _walk(obj, rule.path.split("."), ""):
+            if not present:
+                problems.append(f"{path}: missing (OpenAI returns it: {rule.source})")
+            elif not isinstance(value, tuple(t for n in rule.types for t in _JSON_TYPES[n])):
+                problems.append(f"{path}: must be {' or '.join(rule.types)}")
+    return problems
 
 
 def _errors(exc: ValidationError, prefix: str = "") -> list[str]:
@@ -57,9 +187,17 @@ def _strict(model: type[BaseModel], obj: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def violations(kind: Kind, obj: Any) -> list[str]:
+def violations(kind: Kind, obj: Any, *, strict: bool = False) -> list[str]:
     """Every way ``obj`` (decoded JSON) breaks the OpenAI contract for ``kind``; ``[]`` when
-    none. Each item is ``"<field path>: <problem>"``. Never raises."""
+    none. Each item is ``"<field path>: <problem>"``. ``strict`` adds the wire-exactness
+    fields (:func:`exact_problems`). Never raises."""
+    problems = _violations(kind, obj)
+    if strict and isinstance(obj, dict):
+        problems += exact_problems(kind, obj)
+    return problems
+
+
+def _violations(kind: Kind, obj: Any) -> list[str]:
     if not isinstance(obj, dict):
         return [f"(root): expected a JSON object, got {type(obj).__name__}"]
     if kind == "model.list":

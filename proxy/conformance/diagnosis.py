@@ -12,29 +12,40 @@ and §11.9/§11.10.
 - :func:`classify_image_answer`: an image, a null image URL, a drawing tutorial, other text.
 - :func:`sniff_image`: the image format from magic bytes.
 - :func:`parse_sse`: SSE framing (WHATWG "server-sent events" rules) with byte offsets.
+- :func:`find_tool_markup`: tool-call markup that leaked into answer text.
+- :func:`assemble_tool_call_deltas`: streamed ``delta.tool_calls`` fragments put together the way
+  openai-python does, with the shape faults clients trip over.
+- :func:`repeated_call`: the same call (name and arguments) made twice.
+- :func:`arguments_problem`: ``function.arguments`` that is not a JSON object in a string.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
+    "AssembledCall",
     "DuplicateFinding",
     "EchoCode",
     "EchoVerdict",
     "ImageAnswer",
     "SSEEvent",
     "SSEParse",
+    "arguments_problem",
+    "assemble_tool_call_deltas",
     "classify_echo",
     "classify_image_answer",
     "cp1252_mojibake",
     "find_duplicated_deltas",
+    "find_tool_markup",
     "gbk_mojibake",
     "latin1_mojibake",
     "parse_sse",
+    "repeated_call",
     "sniff_image",
 ]
 
@@ -371,3 +382,151 @@ def parse_sse(raw: bytes) -> SSEParse:
             f"({out.tail[:80]!r})"
         )
     return out
+
+
+# -- tool calls --------------------------------------------------------------------------------
+
+_TOOL_MARKUP = re.compile(
+    r"</?tool_call>|</?tool_calls>|<function=[\w.-]+>|</function>|<parameter=[\w.-]+>|"
+    r"</?tool_use>|</?tool_response>|✿FUNCTION✿|✿ARGS✿|<\|QNML\|",
+    re.IGNORECASE,
+)
+_JSON_CALL = re.compile(r'\{\s*"name"\s*:\s*"[\w.-]+"\s*,\s*"(?:arguments|parameters)"\s*:')
+
+
+def find_tool_markup(text: str | None) -> str | None:
+    """The first piece of tool-call markup in answer ``text``, or ``None``.
+
+    Markup is what Qwen models write when they call a tool (AGENTS.md §1): Hermes-style
+    ``<tool_call>…</tool_call>`` blocks, the Qwen3-Coder XML form (``<function=…>``,
+    ``<parameter=…>``), Qwen-Agent's ``✿FUNCTION✿`` markers, ``<tool_use>`` and a bare
+    ``{"name": …, "arguments": …}`` call object. Finding any of it in ``content`` means a proxy
+    passed the model's call through as text instead of turning it into ``tool_calls``
+    (AGENTS.md §6 "Markup leaks into content").
+    """
+    if not text:
+        return None
+    m = _TOOL_MARKUP.search(text) or _JSON_CALL.search(text)
+    if m is None:
+        return None
+    start = max(0, m.start() - 20)
+    return text[start : m.end() + 40]
+
+
+@dataclass
+class AssembledCall:
+    """One tool call put together from stream fragments (or read whole from a message):
+    ``index``, ``id``, ``type``, ``name`` and the concatenated ``arguments`` text."""
+
+    index: int
+    id: str = ""
+    type: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+def assemble_tool_call_deltas(
+    deltas: Iterable[dict[str, Any]],
+) -> tuple[list[AssembledCall], list[str]]:
+    """Put streamed ``delta.tool_calls`` fragments together; return ``(calls, problems)``.
+
+    Fragments are keyed by ``index`` (required on every fragment); the first fragment of a call
+    must carry ``id``, ``type: "function"`` and ``function.name``, later ones only ``index`` and
+    ``function.arguments`` pieces (AGENTS.md §2.3, OpenAI's streaming reference). Problems
+    reported, each a sentence: a fragment without an integer ``index``; a call whose first
+    fragment lacks ``id`` or ``function.name`` (Cline drops arguments that arrive before both,
+    CLIENTS.md §7); ``id`` or ``name`` repeated with a different or the same value in a later
+    fragment (openai-python concatenates string fields, so ``call_1`` becomes ``call_1call_1``;
+    NextChat opens a new call on every ``id``). Calls are returned in index order.
+    """
+    calls: dict[int, AssembledCall] = {}
+    problems: list[str] = []
+    for delta in deltas:
+        items = delta.get("tool_calls")
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            problems.append(f"delta.tool_calls is not a list: {items!r}"[:120])
+            continue
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+                problems.append(f"a tool_calls fragment has no integer index: {item!r}"[:160])
+                continue
+            raw_fn = item.get("function")
+            fn: dict[str, Any] = raw_fn if isinstance(raw_fn, dict) else {}
+            i = item["index"]
+            call = calls.get(i)
+            if call is None:
+                call = calls[i] = AssembledCall(index=i)
+                if not item.get("id") or not fn.get("name"):
+                    problems.append(
+                        f"the first fragment of call {i} lacks "
+                        + " and ".join(
+                            n
+                            for n, v in (("id", item.get("id")), ("name", fn.get("name")))
+                            if not v
+                        )
+                    )
+                call.id = str(item.get("id") or "")
+                call.type = str(item.get("type") or "")
+                call.name = str(fn.get("name") or "")
+            else:
+                for field_name, value in (("id", item.get("id")), ("name", fn.get("name"))):
+                    if value:
+                        problems.append(
+                            f"call {i} repeats `{field_name}` ({value!r}) in a later fragment: "
+                            "openai-python concatenates it"
+                        )
+                        if field_name == "id" and not call.id:
+                            call.id = str(value)
+                        if field_name == "name" and not call.name:
+                            call.name = str(value)
+                if item.get("type") and not call.type:
+                    call.type = str(item["type"])
+            args = fn.get("arguments")
+            if isinstance(args, str):
+                call.arguments += args
+            elif args is not None:
+                problems.append(f"call {i}: function.arguments is not a string: {args!r}"[:160])
+    return [calls[i] for i in sorted(calls)], problems
+
+
+def arguments_problem(arguments: Any) -> str | None:
+    """Why ``function.arguments`` is not usable, or ``None``: it must be a string holding a JSON
+    object (OpenAI chat carries arguments as JSON *text*; an object, a list, or text that is
+    not JSON breaks every SDK's ``json.loads``)."""
+    if not isinstance(arguments, str):
+        return f"arguments is a {type(arguments).__name__}, not a JSON string"
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        return f"arguments is not JSON ({exc.msg} at {exc.pos}): {arguments[:80]!r}"
+    if not isinstance(value, dict):
+        return f"arguments is JSON but not an object: {arguments[:80]!r}"
+    return None
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True)
+    except ValueError:
+        return arguments.strip()
+
+
+def repeated_call(
+    calls: Sequence[tuple[str, str]], earlier: Sequence[tuple[str, str]] = ()
+) -> tuple[str, str] | None:
+    """The first ``(name, arguments)`` call that repeats one made before, or ``None``.
+
+    ``calls`` are this answer's calls, ``earlier`` the calls already made in the history
+    (whose results the model has). Arguments are compared as JSON (key order and spacing do
+    not matter). Users of Qwen proxies report agents looping on one call (AGENTS.md §6
+    "Repeated identical calls").
+    """
+    seen = {(n, _canonical(a)) for n, a in earlier}
+    for name, args in calls:
+        key = (name, _canonical(args))
+        if key in seen:
+            return name, args
+        seen.add(key)
+    return None

@@ -31,6 +31,7 @@ from proxy.conformance.diagnosis import SSEParse, parse_sse, sniff_image
 from proxy.conformance.report import Evidence, RequestRecord
 
 __all__ = [
+    "ANTHROPIC_VERSION",
     "AUTH_PROMPT",
     "BAD_JSON_BODY",
     "ECHO_EN_PROMPT",
@@ -39,10 +40,16 @@ __all__ = [
     "ECHO_ZH_SENTENCE",
     "IMAGE_PROMPT",
     "OVERSIZE_PROMPT",
+    "PARALLEL_PROMPT",
+    "ROUNDTRIP_CALL_ID",
+    "ROUNDTRIP_PROMPT",
+    "ROUNDTRIP_RESULT",
     "STREAM_PROMPT",
     "THINK_PROMPT",
+    "TOOL_PROMPT",
     "UNKNOWN_MODEL",
     "UNKNOWN_MODEL_PROMPT",
+    "WEATHER_TOOL",
     "WRONG_KEY",
     "Client",
     "Exchange",
@@ -74,6 +81,33 @@ BAD_JSON_BODY = (
 WRONG_KEY = "sk-conformance-probe-wrong-key"
 """The key the auth probe sends; not a secret, so reports show it."""
 
+# -- agent probes (tools; Anthropic Messages; OpenAI Responses) ------------------------------------
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city name."}},
+            "required": ["city"],
+        },
+    },
+}
+"""The one tool the tool probes offer, in OpenAI chat form (Anthropic and Responses probes
+carry the same name, description and JSON Schema in their own shapes)."""
+TOOL_PROMPT = "Conformance probe: what is the weather in Paris right now? Use the get_weather tool."
+PARALLEL_PROMPT = (
+    "Conformance probe: what is the weather in Paris and in Tokyo? Call get_weather once for "
+    "each city, both calls in one answer."
+)
+ROUNDTRIP_PROMPT = "Conformance probe: what is the weather in Berlin? Use the get_weather tool."
+ROUNDTRIP_CALL_ID = "call_probe0000000000000000001"
+ROUNDTRIP_RESULT = '{"city": "Berlin", "temperature_c": 21, "sky": "sunny"}'
+"""The tool result the round-trip probe sends back; the answer must use it (21 °C)."""
+ANTHROPIC_VERSION = "2023-06-01"
+
 _RESPONSE_CAP = 16 * 1024 * 1024
 _SHOWN_HEADERS = (
     "content-type",
@@ -103,16 +137,20 @@ class Probe:
     """One request: ``id`` (unique per run), ``method``, ``path`` (relative to the base URL, or
     to the site root when ``root``), the raw ``body`` bytes, whether the answer is expected as
     a stream, which key to send (``"key"`` the user's, ``"none"``, ``"wrong"``:
-    :data:`WRONG_KEY`) and ``shown_body``: the body text reports show instead of a huge one."""
+    :data:`WRONG_KEY`; ``"x-api-key"``: the user's key in Anthropic's ``x-api-key`` header),
+    ``shown_body``: the body text reports show instead of a huge one, and ``headers``: extra
+    request headers (a client profile's, Anthropic's ``anthropic-version``), sent as given
+    after the harness's own (so they may replace ``User-Agent``)."""
 
     id: str
     method: str
     path: str
     body: bytes | None = None
     stream: bool = False
-    auth: Literal["key", "none", "wrong"] = "key"
+    auth: Literal["key", "none", "wrong", "x-api-key"] = "key"
     root: bool = False
     shown_body: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def json(cls, id: str, path: str, obj: Any, **kw: Any) -> Probe:
@@ -190,7 +228,10 @@ class Exchange:
         if self.status is None:
             return ev
         if self.probe.stream and self.content_type == "text/event-stream":
-            datas = [self.mask(e.data) for e in self.sse.events]
+            datas = [
+                self.mask(e.data if e.event is None else f"[{e.event}] {e.data}")
+                for e in self.sse.events
+            ]
             ev.events = [_cut(d, 400) for d in datas[:events]]
             if len(datas) > events:
                 ev.events.append("… " + _cut(datas[-1], 400))
@@ -246,10 +287,15 @@ class Client:
             sent["Content-Type"] = "application/json"
         if probe.stream:
             sent["Accept"] = "text/event-stream"
+        for name, value in probe.headers:
+            sent[name] = value
         shown = dict(sent)
         if probe.auth == "key" and self.key:
             sent["Authorization"] = f"Bearer {self.key}"
             shown["Authorization"] = "Bearer <key> (masked)"
+        elif probe.auth == "x-api-key" and self.key:
+            sent["x-api-key"] = self.key
+            shown["x-api-key"] = "<key> (masked)"
         elif probe.auth == "wrong":
             sent["Authorization"] = f"Bearer {WRONG_KEY}"
             shown["Authorization"] = f"Bearer {WRONG_KEY}"

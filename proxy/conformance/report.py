@@ -9,7 +9,7 @@ holds the API key: requests are recorded with the key already masked
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = ["CheckResult", "Evidence", "Report", "RequestRecord", "Status"]
@@ -83,6 +83,7 @@ class Report:
     harness_version: str
     capabilities: dict[str, Any]
     results: list[CheckResult]
+    strict: bool = False
 
     def by_id(self) -> dict[str, CheckResult]:
         """The results keyed by check id."""
@@ -110,11 +111,44 @@ class Report:
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
             "harness_version": self.harness_version,
+            "strict": self.strict,
             "verdict": "pass" if self.exit_code() == 0 else "fail",
             "counts": self.counts(),
             "capabilities": self.capabilities,
             "results": [asdict(r) for r in self.results],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """A report read back from :meth:`to_dict` (e.g. an earlier ``--json`` file).
+
+        Raises ``ValueError`` when ``data`` is not such a report."""
+        try:
+            results = []
+            for r in data["results"]:
+                values = {k: v for k, v in r.items() if k in _RESULT_FIELDS}
+                request = values.pop("request", None)
+                evidence = values.pop("evidence", None)
+                results.append(
+                    CheckResult(
+                        **values,
+                        request=RequestRecord(**_known(RequestRecord, request))
+                        if request
+                        else None,
+                        evidence=Evidence(**_known(Evidence, evidence)) if evidence else None,
+                    )
+                )
+            return cls(
+                target=data["target"],
+                started_at=data["started_at"],
+                duration_s=float(data["duration_s"]),
+                harness_version=data.get("harness_version", "?"),
+                capabilities=data.get("capabilities", {}),
+                results=results,
+                strict=bool(data.get("strict", False)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a qwen-proxy check JSON report: {exc}") from exc
 
     def to_json(self) -> str:
         """The report as indented JSON text (UTF-8 characters kept as is)."""
@@ -170,6 +204,15 @@ class Report:
             lines += ["", "## Skipped", ""]
             lines += [f"- `{r.id}`: {r.message}" for r in skipped]
         return "\n".join(lines) + "\n"
+
+
+_RESULT_FIELDS = frozenset(f.name for f in fields(CheckResult))
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without keys ``cls`` does not have (a report from another harness version)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 def _secs(v: float | None) -> str:

@@ -19,8 +19,10 @@ from typing import Any
 
 import aiohttp
 
-from proxy.conformance.checks import CHECKS, Capabilities, CheckSpec, Context, Outcome, models_probe
+from proxy.conformance.catalog import CHECKS
+from proxy.conformance.checks import Capabilities, CheckSpec, Context, Outcome, models_probe
 from proxy.conformance.probes import Client
+from proxy.conformance.profiles import profile_names
 from proxy.conformance.report import CheckResult, Report
 
 __all__ = [
@@ -128,6 +130,8 @@ async def run_checks(
     oversize_bytes: int = DEFAULT_OVERSIZE_BYTES,
     url_rewrites: Mapping[str, str] | None = None,
     allow_private_urls: bool = False,
+    strict: bool = False,
+    profiles: Sequence[str] | None = None,
     on_result: ProgressCallback | None = None,
 ) -> Report:
     """Run the conformance checks against the OpenAI-compatible API at ``base_url``.
@@ -140,10 +144,21 @@ async def run_checks(
     ``skip`` leaves checks out (reported as skipped). ``oversize_bytes`` sizes the oversized-body
     probe; ``url_rewrites`` maps URL prefixes of returned images to where to fetch them
     instead; ``allow_private_urls`` lets image downloads reach private addresses.
-    ``on_result`` is called as each check finishes.
+    ``strict`` requires every field the OpenAI API returns (``message.refusal``,
+    ``annotations``, ``logprobs``…; :data:`proxy.conformance.contract.EXACT_FIELDS`): the
+    ``wire.*`` checks become required and every chat answer is held to them. ``profiles``
+    names the client profiles to run (:func:`proxy.conformance.profiles.profile_names`);
+    ``None`` runs every profile whose endpoints the target has. ``on_result`` is called as
+    each check finishes.
 
-    Raises :class:`TargetUnreachableError` when ``GET {base_url}/models`` cannot connect.
+    Raises :class:`TargetUnreachableError` when ``GET {base_url}/models`` cannot connect, and
+    ``ValueError`` for an unknown profile name.
     """
+    unknown = sorted(set(profiles or ()) - set(profile_names()))
+    if unknown:
+        raise ValueError(f"unknown profile(s) {unknown}; profiles: {profile_names()}")
+    if strict:
+        required = [*required, "wire"]
     started = datetime.now(UTC).replace(microsecond=0).isoformat()
     t0 = time.perf_counter()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout_s, 30.0))
@@ -161,6 +176,8 @@ async def run_checks(
             url_rewrites=dict(url_rewrites or {}),
             allow_private_urls=allow_private_urls,
             image_timeout_s=min(timeout_s, 60.0),
+            strict=strict,
+            profiles=frozenset(profiles) if profiles is not None else None,
         )
         results: dict[str, CheckResult] = {}
 
@@ -185,6 +202,7 @@ async def run_checks(
                 tg.create_task(one(spec))
     return Report(
         target=base_url,
+        strict=strict,
         started_at=started,
         duration_s=time.perf_counter() - t0,
         harness_version=_version(),

@@ -707,11 +707,43 @@ def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
+# The fields the OpenAI API returns beyond the SDK types' required ones (OpenAI API reference,
+# Chat Completions, "The chat completion object" and "The chat completion chunk object";
+# openai/openai-openapi CreateChatCompletionResponse, CreateChatCompletionStreamResponse,
+# ChatCompletionResponseMessage, CompletionUsage). `qwen-proxy check --strict` requires them
+# (proxy/conformance/contract.py EXACT_FIELDS):
+#   every object: "service_tier": "default", "system_fingerprint": null;
+#   every choice: "logprobs": null;
+#   message: "refusal": null, "annotations": [] (search sources when there are any);
+#   the first chunk's delta: "refusal": null; with include_usage every chunk but the last
+#   "usage": null;
+#   usage: "prompt_tokens_details" and "completion_tokens_details". chat.qwen.ai reports neither
+#   cached nor reasoning tokens (PROTOCOL.md §5.4), so their counts are 0.
+_SERVICE_FIELDS: dict[str, Any] = {"service_tier": "default", "system_fingerprint": None}
+
+
+def openai_usage(usage: Usage | None) -> dict[str, Any]:
+    """The OpenAI ``usage`` object with its detail objects (counts the site does not report
+    are 0)."""
+    return {
+        **(usage or Usage(0, 0)).as_openai(),
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
 class ChunkEncoder:
     """Encodes events as OpenAI ``chat.completion.chunk`` SSE bytes for one completion.
 
     Shapes: ``data: {"id", "object": "chat.completion.chunk", "created", "model",
-    "choices": [{"index": 0, "delta": {...}, "logprobs": null, "finish_reason": ...}]}\\n\\n``.
+    "service_tier": "default", "system_fingerprint": null, "choices": [{"index": 0,
+    "delta": {...}, "logprobs": null, "finish_reason": ...}]}\\n\\n`` (plus ``"usage": null``
+    when usage was asked for), every field the OpenAI API returns (see ``_SERVICE_FIELDS``).
     The first chunk carries ``delta.role = "assistant"``; the finish chunk an empty delta and the
     ``finish_reason``; with ``include_usage`` a last chunk with ``choices: []`` and ``usage``;
     then ``data: [DONE]``. A :class:`Failure` becomes ``data: {"error": {...}}`` and no
@@ -719,7 +751,7 @@ class ChunkEncoder:
     ``delta.annotations`` of type ``url_citation`` (the shape of OpenAI's web-search answers).
     """
 
-    __slots__ = ("_head", "_include_usage", "_tail", "_usage_head")
+    __slots__ = ("_choice_end", "_head", "_include_usage", "_tail", "_usage_head")
 
     def __init__(
         self, *, completion_id: str, model: str, created: int, include_usage: bool
@@ -729,17 +761,19 @@ class ChunkEncoder:
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
+            **_SERVICE_FIELDS,
         }
         # Every chunk is head + delta + tail; the constant parts are encoded once per stream.
         common = b"data: " + _dumps(head)[:-1] + b',"choices":'
         self._head = common + b'[{"index":0,"delta":'
-        self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self._choice_end = b"}]" + (b',"usage":null}\n\n' if include_usage else b"}\n\n")
+        self._tail = b',"logprobs":null,"finish_reason":null' + self._choice_end
         self._usage_head = common + b'[],"usage":'
         self._include_usage = include_usage
 
     def role(self) -> bytes:
-        """The opening chunk: ``delta: {"role": "assistant", "content": ""}``."""
-        return self._head + b'{"role":"assistant","content":""}' + self._tail
+        """The opening chunk: ``delta: {"role": "assistant", "content": "", "refusal": null}``."""
+        return self._head + b'{"role":"assistant","content":"","refusal":null}' + self._tail
 
     def encode(self, event: OutEvent, usage: Usage | None = None) -> bytes:
         """Bytes for one event. ``usage`` is used by the finish event when usage was asked for."""
@@ -755,10 +789,9 @@ class ChunkEncoder:
             return self._tool_call(event)
         if isinstance(event, Finish):
             reason = _dumps(event.reason)
-            out = self._head + b"{}" + b',"logprobs":null,"finish_reason":' + reason + b"}]}\n\n"
+            out = self._head + b'{},"logprobs":null,"finish_reason":' + reason + self._choice_end
             if self._include_usage:
-                u = (usage or Usage(0, 0)).as_openai()
-                out += self._usage_head + _dumps(u) + b"}\n\n"
+                out += self._usage_head + _dumps(openai_usage(usage)) + b"}\n\n"
             return out + b"data: [DONE]\n\n"
         if isinstance(event, Failure):
             return b"data: " + _dumps(error_body(event.error)) + b"\n\n"
@@ -834,16 +867,16 @@ class Aggregate:
                 }
                 for c in self.tool_calls
             ]
+        message["refusal"] = None
+        message["annotations"] = [_annotation(s) for s in self.sources]
         if self.reasoning:
             message["reasoning_content"] = "".join(self.reasoning)
-        if self.sources:
-            message["annotations"] = [_annotation(s) for s in self.sources]
-        u = usage or Usage(0, 0)
         return {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
             "model": model,
+            **_SERVICE_FIELDS,
             "choices": [
                 {
                     "index": 0,
@@ -852,5 +885,5 @@ class Aggregate:
                     "finish_reason": self.finish_reason or "stop",
                 }
             ],
-            "usage": u.as_openai(),
+            "usage": openai_usage(usage),
         }
