@@ -421,6 +421,8 @@ def check(
         if bar_cm is not None:
             bar_cm.__exit__(None, None, None)
     comparison: Comparison | None = compare(old, report) if old is not None else None
+    for note in report.notes:
+        click.echo(f"qwen-proxy check: {note}", err=True)
     markdown = report.to_markdown()
     if comparison is not None:
         markdown += "\n" + comparison.to_markdown()

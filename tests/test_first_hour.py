@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from click.testing import CliRunner
 
 from proxy.app import make_app
@@ -300,3 +301,34 @@ def test_replay_server_logs_a_client_hang_up_as_one_debug_line() -> None:
     assert "client hung up during POST /api/v2/chat/completions" in output
     assert "Traceback" not in output
     assert "Error handling request" not in output
+
+
+# -- `qwen-proxy check` against a keyed target without --key ------------------------------------
+
+
+def _keyed_target() -> web.Application:
+    async def refuse(request: web.Request) -> web.Response:
+        body = {"error": {"message": "Missing API key", "type": "invalid_request_error"}}
+        return web.json_response(body, status=401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    return app
+
+
+async def test_check_says_once_at_the_top_that_the_target_wants_a_key(aiohttp_server: Any) -> None:
+    from proxy.conformance import run_checks
+
+    server = await aiohttp_server(_keyed_target())
+    base = str(server.make_url("/v1"))
+    report = await run_checks(base, None, timeout_s=10)
+    assert len(report.notes) == 1
+    assert "wants an API key" in report.notes[0] and "--key" in report.notes[0]
+    markdown = report.to_markdown()
+    head = markdown.split("| ", 1)[0]  # everything above the results table
+    assert head.count("wants an API key") == 1
+    assert report.to_dict()["notes"] == report.notes
+    assert type(report).from_dict(report.to_dict()).notes == report.notes
+
+    keyed = await run_checks(base, "sk-some-key", timeout_s=10)
+    assert keyed.notes == []

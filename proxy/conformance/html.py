@@ -174,6 +174,7 @@ def to_html(report: Report, comparison: Comparison | None = None) -> str:
     body = [
         f"<h1>Conformance report: <code>{escape(report.target)}</code></h1>",
         f'<p class="verdict {"pass" if ok else "fail"}" id="verdict">{escape(verdict)}</p>',
+        *(f'<p class="note"><strong>Note:</strong> {escape(n)}</p>' for n in report.notes),
         f"<p>{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped, "
         f"{counts['error']} errors in {report.duration_s:.2f} s ({escape(report.started_at)}, "
         f"qwen-proxy check {escape(report.harness_version)}"

@@ -84,6 +84,8 @@ class Report:
     capabilities: dict[str, Any]
     results: list[CheckResult]
     strict: bool = False
+    notes: list[str] = field(default_factory=list)
+    """Run-level hints shown once, above the results (e.g. the target wants an API key)."""
 
     def by_id(self) -> dict[str, CheckResult]:
         """The results keyed by check id."""
@@ -114,6 +116,7 @@ class Report:
             "strict": self.strict,
             "verdict": "pass" if self.exit_code() == 0 else "fail",
             "counts": self.counts(),
+            "notes": list(self.notes),
             "capabilities": self.capabilities,
             "results": [asdict(r) for r in self.results],
         }
@@ -146,6 +149,7 @@ class Report:
                 capabilities=data.get("capabilities", {}),
                 results=results,
                 strict=bool(data.get("strict", False)),
+                notes=[str(n) for n in data.get("notes", [])],
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a qwen-proxy check JSON report: {exc}") from exc
@@ -172,6 +176,7 @@ class Report:
             f"{self.harness_version}).",
             "",
         ]
+        lines += [line for note in self.notes for line in (f"> **Note:** {note}", "")]
         caps = self.capabilities
         picked = [
             f"{label} `{caps[key]}`"

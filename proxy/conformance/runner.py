@@ -168,6 +168,13 @@ async def run_checks(
         if listing.status is None:
             raise TargetUnreachableError(f"{client.url(listing.probe)}: {listing.error}")
         caps = pick_models(_listed_ids(listing.json()), list(models or ()))
+        notes = []
+        if key is None and listing.status in (401, 403):
+            notes.append(
+                f"The target wants an API key: GET /models answered HTTP {listing.status} without "
+                "one, so most checks below fail for that reason alone. Run again with --key "
+                "(or QWEN_PROXY_CHECK_KEY)."
+            )
         ctx = Context(
             client=client,
             caps=caps,
@@ -214,6 +221,7 @@ async def run_checks(
             "reasons": caps.reasons,
         },
         results=[results[c.id] for c in CHECKS],
+        notes=notes,
     )
 
 
