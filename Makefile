@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint types clean
+.PHONY: serve test lint types clean mutants bench
 
 # Set-up is safe to run twice at once (`make serve` and `make test` started together): the
 # first one takes a lock (.venv.lock, a directory: mkdir is atomic everywhere), the second waits
@@ -46,3 +46,17 @@ types: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv.lock .pytest_cache .hypothesis
+
+## mutants: mutation testing (mutmut 3) of the pure modules, one module at a time;
+## MODULES="proxy.qwen.sse" narrows it. Results: mutants/<module>.txt and `mutmut results`.
+MODULES ?= proxy.qwen.sse proxy.qwen.translate proxy.qwen.envelope proxy.errors recorder.redact proxy.conformance.diagnosis
+mutants: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'mutmut>=3.8,<4'
+	@for m in $(MODULES); do \
+	  QWEN_SHARED_DIR=$${QWEN_SHARED_DIR:-$(CURDIR)/../shared} $(BIN)/mutmut run --max-children $${JOBS:-2} "$$m.*" >/dev/null 2>&1; \
+	  $(BIN)/python bench/mutant_score.py "$$m"; \
+	done
+
+## bench: the gateway's cost per stream against a plain aiohttp translating relay (ratios)
+bench: $(STAMP)
+	$(BIN)/python bench/relay_bench.py $(BENCH_ARGS)

@@ -1,20 +1,23 @@
-"""Benchmark the streaming relay: added time to first token, streams per second, CPU per chunk.
+"""Benchmark the streaming relay against a plain aiohttp translating relay, in the same run.
 
-Three processes on loopback, as ../shared/notes/BENCHMARK.md §2.3 asks: a mock chat.qwen.ai
-(Qwen-shaped SSE: response.created, N answer frames with usage, the finished frame), the proxy
-(``python -m proxy serve``), and this load client. Optional ``--pin`` puts the proxy on CPU 0 and
-the mock + client on CPU 1 (taskset).
+Four processes on loopback (../shared/notes/BENCHMARK.md §2.3): a mock chat.qwen.ai (Qwen-shaped
+SSE: response.created, N answer frames with usage, the finished frame), the gateway
+(``python -m proxy serve``, logging at info: one line per request, as deployed), the reference
+``bench/plain_relay.py`` (one ClientSession, line splitting, json.loads/json.dumps per frame, no
+logging), and this load client. ``--pin`` puts both servers on CPU 0 and mock + client on CPU 1.
 
-Metrics
-- TTFT, c = 1: time from request start to the first content byte. "direct" does what the proxy
-  must do upstream (chats/new, then the completions stream) straight against the mock; "proxy"
-  asks the proxy. Added TTFT = proxy - direct (p50, p99).
-- Throughput: unpaced streams at concurrency C for a fixed number of streams; streams/s,
-  chunks/s, and the proxy's CPU-seconds per 1000 relayed chunks (from /proc/<pid>/stat).
+Metrics, each a ratio gateway / plain relay measured in the same run (issue 11 §6 goals):
+- CPU per stream: CPU-seconds (utime + stime from /proc/<pid>/stat) per short stream at
+  concurrency C, over interleaved rounds (gateway, plain, gateway, plain…). Goal ≤ 0.6×.
+- RSS per open stream: (RSS with K streams held open after their first token - RSS before) / K.
+  Goal < 1×.
+- Added TTFT p50 at c = 1: time to the first content byte minus the same through nothing
+  ("direct": chats/new then the completions stream straight against the mock). Goal ≤ 1×.
 
-Usage: ``python bench/relay_bench.py [--n 300] [--frames 64] [--concurrency 50]
-[--streams 1000] [--pin]``. Prints a Markdown table. Nothing here is a test: numbers vary by
-machine; read them with their conditions.
+Usage: ``make bench`` or ``python bench/relay_bench.py [--frames 25] [--concurrency 50]
+[--streams 500] [--rounds 3] [--open 200] [--n 200] [--pin] [--perf]``. Prints the Markdown
+table the README shows. Nothing here is a test: numbers vary by machine and load; read them
+with their conditions.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import aiohttp
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
+HOLD = web.AppKey("hold", asyncio.Event | None)  # type: ignore[arg-type]
 
 
 def free_port() -> int:
@@ -83,13 +87,30 @@ def mock_app(frames: int) -> web.Application:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await resp.prepare(request)
         await resp.write(head)
-        for p in pieces:
+        for i, p in enumerate(pieces):
             await resp.write(p)
+            hold = request.app[HOLD]
+            if i == 0 and hold is not None:
+                await hold.wait()  # the RSS phase: streams stay open after their first token
         await resp.write(tail)
         await resp.write_eof()
         return resp
 
+    async def hold_h(request: web.Request) -> web.Response:
+        request.app[HOLD] = asyncio.Event()
+        return web.Response(text="held")
+
+    async def release_h(request: web.Request) -> web.Response:
+        event = request.app[HOLD]
+        request.app[HOLD] = None
+        if event is not None:
+            event.set()
+        return web.Response(text="released")
+
     app = web.Application()
+    app[HOLD] = None
+    app.router.add_post("/bench/hold", hold_h)
+    app.router.add_post("/bench/release", release_h)
     app.router.add_get("/api/models", models_h)
     app.router.add_post("/api/v2/chats/new", new_h)
     app.router.add_post("/api/v2/chat/completions", completions_h)
@@ -156,27 +177,78 @@ async def wait_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def throughput(s: aiohttp.ClientSession, base: str, streams: int, conc: int) -> int:
+    """Run ``streams`` streams at concurrency ``conc``; returns the chunks relayed."""
+    sem = asyncio.Semaphore(conc)
+    relayed = 0
+
+    async def one() -> None:
+        nonlocal relayed
+        async with sem:
+            _, n = await ttft_proxy(s, base)
+        relayed += n
+
+    await asyncio.gather(*(one() for _ in range(streams)))
+    return relayed
+
+
+async def open_streams(
+    s: aiohttp.ClientSession, mock: str, base: str, pid: int, n: int
+) -> tuple[float, int]:
+    """Hold ``n`` streams open after their first token; ``(KiB of RSS per open stream, idle
+    RSS KiB)`` of process ``pid``."""
+    idle = rss_kib(pid)
+    async with s.post(f"{mock}/bench/hold") as r:
+        await r.read()
+    ready = 0
+    all_ready = asyncio.Event()
+
+    async def one() -> None:
+        nonlocal ready
+        async with s.post(f"{base}/v1/chat/completions", json=BODY) as r:
+            seen = False
+            async for chunk in r.content.iter_any():
+                if not seen and b"tok0" in chunk:
+                    seen = True
+                    ready += 1
+                    if ready == n:
+                        all_ready.set()
+
+    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+    await asyncio.wait_for(all_ready.wait(), 60)
+    await asyncio.sleep(0.3)  # let the server settle (buffers allocated, nothing in flight)
+    steady = rss_kib(pid)
+    async with s.post(f"{mock}/bench/release") as r:
+        await r.read()
+    await asyncio.gather(*tasks)
+    return (steady - idle) / n, idle
+
+
+def _spawn(cmd: list[str], pin: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*pin, sys.executable, *cmd], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    mock_port, proxy_port = free_port(), free_port()
+    mock_port, proxy_port, plain_port = free_port(), free_port(), free_port()
     pin_proxy = ["taskset", "-c", "0"] if args.pin else []
     pin_rest = ["taskset", "-c", "1"] if args.pin else []
-    mock = subprocess.Popen(  # noqa: ASYNC220
-        [
-            *pin_rest,
-            sys.executable,
-            __file__,
-            "--mock",
-            str(mock_port),
-            "--frames",
-            str(args.frames),
-        ]
-    )
-    env = dict(os.environ, QWEN_PROXY_LOG_LEVEL="warning")
+    env = dict(os.environ, QWEN_PROXY_LOG_LEVEL=args.log_level)
+    mock_base = f"http://127.0.0.1:{mock_port}"
+    mock = _spawn([__file__, "--mock", str(mock_port), "--frames", str(args.frames)], pin_rest, env)
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-    proxy = subprocess.Popen(  # noqa: ASYNC220
+    perf = ["-X", "perf"] if args.perf else []
+    proxy = _spawn(
         [
-            *pin_proxy,
-            sys.executable,
+            *perf,
             *profile,
             "-m",
             "proxy",
@@ -184,84 +256,104 @@ async def main_async(args: argparse.Namespace) -> None:
             "--port",
             str(proxy_port),
             "--upstream",
-            f"http://127.0.0.1:{mock_port}",
+            mock_base,
         ],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.DEVNULL,
+        pin_proxy,
+        env,
+    )
+    plain = _spawn(
+        [str(ROOT / "bench" / "plain_relay.py"), str(plain_port), mock_base], pin_proxy, env
     )
     if args.pin:
         os.sched_setaffinity(0, {1})
     try:
-        mock_base, proxy_base = f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{proxy_port}"
+        proxy_base = f"http://127.0.0.1:{proxy_port}"
+        plain_base = f"http://127.0.0.1:{plain_port}"
         await wait_ready(f"{mock_base}/api/models")
         await wait_ready(f"{proxy_base}/healthz")
+        await wait_ready(f"{plain_base}/healthz")
+        servers = {"gateway": (proxy_base, proxy.pid), "plain relay": (plain_base, plain.pid)}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
             for _ in range(30):  # warm-up (model list cache, connection pools)
                 await ttft_direct(s, mock_base)
-                await ttft_proxy(s, proxy_base)
-            direct, via = [], []
-            for _ in range(args.n):  # interleaved rounds
-                direct.append(await ttft_direct(s, mock_base))
-                via.append((await ttft_proxy(s, proxy_base))[0])
-            sem = asyncio.Semaphore(args.concurrency)
-            relayed = 0
-
-            async def one() -> None:
-                nonlocal relayed
-                async with sem:
-                    _, n = await ttft_proxy(s, proxy_base)
-                relayed += n
-
-            cpu0 = cpu_seconds(proxy.pid)
-            t0 = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(args.streams)))
-            wall = time.perf_counter() - t0
-            cpu = cpu_seconds(proxy.pid) - cpu0
+                for base, _pid in servers.values():
+                    await ttft_proxy(s, base)
+            for base, _pid in servers.values():
+                await throughput(s, base, args.concurrency * 2, args.concurrency)
+            # 1. TTFT at c = 1, interleaved
+            ttft: dict[str, list[float]] = {"direct": [], **{k: [] for k in servers}}
+            for _ in range(args.n):
+                ttft["direct"].append(await ttft_direct(s, mock_base))
+                for name, (base, _pid) in servers.items():
+                    ttft[name].append((await ttft_proxy(s, base))[0])
+            # 2. CPU per stream at concurrency C, interleaved rounds
+            cpu = {k: 0.0 for k in servers}
+            chunks = {k: 0 for k in servers}
+            streams = {k: 0 for k in servers}
+            for _ in range(args.rounds):
+                for name, (base, pid) in servers.items():
+                    c0 = cpu_seconds(pid)
+                    chunks[name] += await throughput(s, base, args.streams, args.concurrency)
+                    cpu[name] += cpu_seconds(pid) - c0
+                    streams[name] += args.streams
+            # 3. RSS per open stream
+            rss = {}
+            for name, (base, pid) in servers.items():
+                rss[name] = (await open_streams(s, mock_base, base, pid, args.open))[0]
         ms = 1000.0
-        added = [v - d for v, d in zip(via, direct, strict=True)]
-        rows = [
-            ("metric", "value", f"conditions: {args.frames} frames/stream, pin={args.pin}"),
-            ("---", "---", "---"),
-            (
-                "TTFT direct p50 / p99",
-                f"{pct(direct, 0.5) * ms:.2f} / {pct(direct, 0.99) * ms:.2f} ms",
-                f"c=1, n={args.n}",
-            ),
-            (
-                "TTFT via proxy p50 / p99",
-                f"{pct(via, 0.5) * ms:.2f} / {pct(via, 0.99) * ms:.2f} ms",
-                f"c=1, n={args.n}",
-            ),
-            ("added TTFT p50 (paired)", f"{statistics.median(added) * ms:.2f} ms", ""),
-            (
-                "streams/s",
-                f"{args.streams / wall:.1f}",
-                f"c={args.concurrency}, {args.streams} streams, unpaced",
-            ),
-            ("chunks/s relayed", f"{relayed / wall:.0f}", ""),
-            (
-                "proxy CPU per 1000 chunks",
-                f"{cpu / max(relayed, 1) * 1000 * ms:.1f} ms",
-                "utime+stime",
-            ),
-        ]
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        added = {
+            k: statistics.median([v - d for v, d in zip(ttft[k], ttft["direct"], strict=True)])
+            for k in servers
+        }
+        per_stream = {k: cpu[k] / streams[k] * ms for k in servers}
+        g, p = "gateway", "plain relay"
+        chunks_per_stream = chunks[g] / streams[g]
+        print(
+            f"Conditions: {args.frames} answer frames per stream ({chunks_per_stream:.0f} chunks "
+            f"to the client), CPU at concurrency {args.concurrency} over {args.rounds} "
+            f"interleaved rounds of {args.streams} streams, TTFT at c = 1 (n = {args.n}), RSS "
+            f"with {args.open} streams held open; log level {args.log_level}; pin={args.pin}; "
+            f"{os.cpu_count()} CPUs."
+        )
+        print()
+        print("| metric | gateway | plain aiohttp relay | ratio (gateway / plain) | goal |")
+        print("|---|---|---|---|---|")
+        print(
+            f"| CPU per stream | {per_stream[g]:.3f} ms | {per_stream[p]:.3f} ms | "
+            f"**{per_stream[g] / per_stream[p]:.2f}×** | ≤ 0.6× (aim 0.5×) |"
+        )
+        print(
+            f"| RSS per open stream | {rss[g]:.1f} KiB | {rss[p]:.1f} KiB | "
+            f"**{rss[g] / rss[p]:.2f}×** | < 1× |"
+        )
+        print(
+            f"| added TTFT p50 (vs direct {pct(ttft['direct'], 0.5) * ms:.2f} ms) | "
+            f"{added[g] * ms:.2f} ms | {added[p] * ms:.2f} ms | "
+            f"**{added[g] / added[p]:.2f}×** | ≤ 1× |"
+        )
+        print(
+            f"| TTFT p99 | {pct(ttft[g], 0.99) * ms:.2f} ms | {pct(ttft[p], 0.99) * ms:.2f} ms | "
+            f"{pct(ttft[g], 0.99) / pct(ttft[p], 0.99):.2f}× | (information) |"
+        )
     finally:
-        proxy.send_signal(2)  # SIGINT: a clean shutdown (and the profile is written)
+        for proc in (proxy, plain):
+            proc.send_signal(2)  # SIGINT: a clean shutdown (and the profile is written)
         mock.terminate()
-        proxy.wait(10)
-        mock.wait(10)
+        for proc in (proxy, plain, mock):
+            proc.wait(10)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mock", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--frames", type=int, default=64, help="answer frames per stream")
-    p.add_argument("--n", type=int, default=300, help="sequential TTFT samples per side")
+    p.add_argument("--frames", type=int, default=25, help="answer frames per stream")
+    p.add_argument("--n", type=int, default=200, help="sequential TTFT samples per server")
     p.add_argument("--concurrency", type=int, default=50)
-    p.add_argument("--streams", type=int, default=1000, help="streams in the throughput run")
+    p.add_argument("--streams", type=int, default=500, help="streams per CPU round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved CPU rounds")
+    p.add_argument("--open", type=int, default=200, help="streams held open for RSS")
+    p.add_argument("--log-level", default="info", help="the gateway's log level")
+    p.add_argument("--perf", action="store_true", help="run the gateway with -X perf")
     p.add_argument("--pin", action="store_true", help="pin proxy to CPU 0, the rest to CPU 1")
     p.add_argument("--profile", help="write a cProfile of the proxy process to this file")
     args = p.parse_args()

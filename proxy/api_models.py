@@ -1,8 +1,10 @@
 """The OpenAI request shapes the proxy accepts, validated with pydantic.
 
-Only the fields the proxy acts on are typed; every other OpenAI parameter (``temperature``,
-``top_p``, ``seed``…) is accepted and ignored, because chat.qwen.ai has no slot for it
-(PROTOCOL.md §4.1, "Unsupported/ignored"). ``stop`` and ``max_tokens`` /
+Parameters are checked with OpenAI's types and ranges, strictly (no coercion: ``"0.5"`` is not
+a number, ``"yes"`` is not a boolean), so a bad value is a 400 naming it in ``param`` as
+OpenAI answers. Values of the right type that chat.qwen.ai has no slot for (``temperature``,
+``top_p``, ``seed``, penalties…) are accepted and ignored (PROTOCOL.md §4.1,
+"Unsupported/ignored"); unknown fields are accepted too. ``stop`` and ``max_tokens`` /
 ``max_completion_tokens`` have no slot either; the relay emulates them (:mod:`proxy.stop`).
 ``tools``, ``tool_choice`` and ``parallel_tool_calls`` are typed loosely here and checked field
 by field by the chat front door (:mod:`proxy.frontdoors.openai_chat`), so errors name the exact
@@ -11,10 +13,10 @@ by field by the chat front door (:mod:`proxy.frontdoors.openai_chat`), so errors
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from proxy.errors import ClientRequestError, InvalidJSONError
 
@@ -30,11 +32,29 @@ __all__ = [
 ]
 
 
+StrictBool = Annotated[bool, Strict()]
+StrictInt = Annotated[int, Strict()]
+#: a JSON number (an integer is a number; a boolean or a string is not)
+Number = Annotated[float, Strict()]
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as OpenAI's ``param`` (``messages.0.content``), without the
+    tags pydantic adds for union members (``stop.str`` → ``stop``)."""
+    parts = [
+        str(p)
+        for p in loc
+        if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or "-" in p))
+    ]
+    return ".".join(parts)
+
+
 class StreamOptions(BaseModel):
     """OpenAI ``stream_options``."""
 
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatMessage(BaseModel):
@@ -57,21 +77,36 @@ class ChatCompletionRequest(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=256, strict=True)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    enable_thinking: bool | None = None
-    n: int | None = Field(default=None, ge=1, le=1)
-    stop: str | list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    enable_thinking: StrictBool | None = None
+    n: StrictInt | None = Field(default=None, ge=1, le=1)
+    stop: Annotated[str, Strict()] | list[Annotated[str, Strict()]] | None = Field(
+        default=None, description="Up to 4 stop sequences."
+    )
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     tools: list[Any] | None = None
     tool_choice: Any = None
-    parallel_tool_calls: bool | None = Field(default=None, strict=True)
+    parallel_tool_calls: StrictBool | None = None
     size: str | None = Field(
-        default=None, description="Qwen extension: aspect ratio or WxH for -image models."
+        default=None,
+        strict=True,
+        description="Qwen extension: aspect ratio or WxH for -image models.",
     )
+    # OpenAI parameters chat.qwen.ai cannot honour: type-checked, then ignored
+    temperature: Number | None = Field(default=None, ge=0, le=2)
+    top_p: Number | None = Field(default=None, ge=0, le=1)
+    presence_penalty: Number | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: Number | None = Field(default=None, ge=-2, le=2)
+    seed: StrictInt | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, Number] | None = None
+    user: Annotated[str, Strict()] | None = None
+    store: StrictBool | None = None
 
 
 class ImageGenerationRequest(BaseModel):
@@ -107,10 +142,7 @@ def parse_body[M: BaseModel](model: type[M], obj: Any) -> M:
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        msg = first.get("msg", "invalid value")
-        raise ClientRequestError(f"invalid request: {loc}: {msg}", param=loc or None) from None
+        raise _invalid(exc) from None
 
 
 def parse_chat_request(obj: Any) -> ChatCompletionRequest:
@@ -120,10 +152,15 @@ def parse_chat_request(obj: Any) -> ChatCompletionRequest:
     try:
         return ChatCompletionRequest.model_validate(obj)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        msg = first.get("msg", "invalid value")
-        raise ClientRequestError(f"invalid request: {loc}: {msg}", param=loc or None) from None
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> ClientRequestError:
+    """The 400 for a validation failure: its first error, with the field as ``param``."""
+    first = exc.errors()[0]
+    loc = _param(first.get("loc", ()))
+    msg = first.get("msg", "invalid value")
+    return ClientRequestError(f"invalid request: {loc}: {msg}", param=loc or None)
 
 
 def decode_json_body(raw: bytes) -> Any:

@@ -31,10 +31,12 @@ from proxy.errors import (
     BodyTooLargeError,
     HTTPStatusError,
     ProxyError,
+    clip,
 )
 from proxy.frontdoors import OPENAI, FrontDoor
 from proxy.frontdoors.anthropic import ANTHROPIC
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
+from proxy.guard import guard_middleware
 from proxy.hangup import hangup_middleware
 from proxy.metrics import MODEL_KEY, Metrics
 from proxy.routes.admin import admin_accounts, metrics
@@ -44,6 +46,7 @@ from proxy.routes.images import images_edits, images_generations
 from proxy.routes.messages import messages, messages_count_tokens
 from proxy.routes.models import get_model, list_models
 from proxy.routes.videos import videos_generations
+from proxy.secrets import SecretMasker
 from proxy.service import ChatService
 from proxy.state import (
     FRONT_DOOR,
@@ -68,6 +71,8 @@ log = structlog.get_logger("proxy.app")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = frozenset({"/healthz", "/"})
 REPLAY_URL = web.AppKey("replay_url", str)
+#: Masks every configured secret (tokens, cookie values, API keys) in error bodies and logs.
+MASKER = web.AppKey("secret_masker", SecretMasker)
 
 
 def front_door_of(request: web.Request) -> FrontDoor:
@@ -98,10 +103,14 @@ def front_door_of(request: web.Request) -> FrontDoor:
 
 
 def _error_response(request: web.Request, exc: ProxyError) -> web.Response:
+    exc.message = request.app[MASKER].mask(clip(exc.message, 2000))
     status, headers, body = front_door_of(request).render_error(exc)
-    return web.Response(
+    resp = web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )
+    if status in (408, 413):  # the rest of the body may never come, or is not worth reading
+        resp.force_close()
+    return resp
 
 
 @web.middleware
@@ -113,10 +122,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ProxyError as exc:
         log.info(
             "request_failed",
-            path=request.path,
+            path=clip(request.path),
             status=exc.http_status(),
             code=exc.error_code(),
-            message=exc.message,
+            message=request.app[MASKER].mask(clip(exc.message, 500)),
         )
         return _error_response(request, exc)
     except web.HTTPRequestEntityTooLarge:
@@ -128,22 +137,32 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        path = clip(request.path)
         if exc.status == 404:
-            err = HTTPStatusError(f"unknown path {request.path}", status=404, code="not_found")
+            err = HTTPStatusError(f"unknown path {path}", status=404, code="not_found")
         elif exc.status == 405:
             err = HTTPStatusError(
-                f"method {request.method} is not allowed on {request.path}",
+                f"method {clip(request.method, 20)} is not allowed on {path}",
                 status=405,
                 code="method_not_allowed",
             )
         else:
-            err = HTTPStatusError(exc.reason, status=exc.status, code="http_error")
+            err = HTTPStatusError(clip(exc.reason), status=exc.status, code="http_error")
         return _error_response(request, err)
     except ConnectionResetError:
         raise
     except Exception:
-        log.exception("unhandled_error", path=request.path)
+        log.exception("unhandled_error", path=clip(request.path))
         return _error_response(request, ProxyError("internal error in the proxy; see its log"))
+
+
+async def _server_timing(request: web.Request, response: web.StreamResponse) -> None:
+    """``Server-Timing: total;dur=<ms>`` on every routed response that has none yet (chat
+    answers carry their own ``proxy;dur=…, upstream;dur=…``)."""
+    if "Server-Timing" not in response.headers:
+        t0 = request.get(START_KEY)
+        if t0 is not None:
+            response.headers["Server-Timing"] = f"total;dur={(time.perf_counter() - t0) * 1000:.2f}"
 
 
 def _auth_middleware(
@@ -409,6 +428,9 @@ def make_app(settings: Settings) -> web.Application:
     if keys:
         open_paths = _OPEN_PATHS | ({"/metrics"} if settings.metrics_key else set())
         middlewares.append(_auth_middleware(keys, open_paths))
+    # after the key check: a caller without the key learns nothing more than 401; before the
+    # per-key limits: a refused request costs no quota
+    middlewares.append(guard_middleware(settings))
     if any(rule is not None for _, rule in keys):
         middlewares.append(limits_middleware)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
@@ -418,6 +440,8 @@ def make_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[METRICS].watch_tools(app[TOOL_COUNTERS])
     app.on_response_prepare.append(_first_byte)
+    app[MASKER] = SecretMasker(settings.secret_values())
+    app.on_response_prepare.append(_server_timing)
     if settings.cors_origins:
         _install_cors(app, settings.cors_origins)
     app.cleanup_ctx.append(_store_ctx)

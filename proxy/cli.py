@@ -12,14 +12,17 @@ come from flags, then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
+import orjson
 import structlog
 
 from proxy.config import ConfigError, Settings, load_settings, unknown_env_vars
@@ -36,27 +39,118 @@ def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    """Route structlog and stdlib logging to stderr, as console lines or JSON lines."""
+def _masking(renderer: Any, secrets: list[str]) -> Any:
+    """``renderer`` followed by masking ``secrets`` and their fragments in the rendered line
+    (tracebacks included)."""
+    from proxy.secrets import SecretMasker
+
+    masker = SecretMasker(secrets)
+
+    def render(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        return masker.mask(renderer(logger, name, event))
+
+    return render
+
+
+def _timestamper() -> Any:
+    """A structlog processor adding ``timestamp`` (ISO 8601, UTC, microseconds, ``Z``), like
+    ``TimeStamper(fmt="iso", utc=True)`` but formatting the date and time once per second."""
+    second = -1
+    prefix = ""
+
+    def stamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        nonlocal second, prefix
+        now = time.time()
+        sec = int(now)
+        if sec != second:
+            second, prefix = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        event["timestamp"] = f"{prefix}.{int((now - sec) * 1_000_000):06d}Z"
+        return event
+
+    return stamp
+
+
+def _json_line(obj: Any, **_: Any) -> str:
+    """One JSON log line (orjson; values it cannot encode are written as ``str``)."""
+    return orjson.dumps(obj, default=str).decode()
+
+
+def _console_line(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    """A plain console line, the layout of structlog's ``ConsoleRenderer`` without colours:
+    ``<time> [<level>] <event> key=value…`` (keys sorted, strings quoted), then the traceback
+    of ``exc_info`` if any. About four times cheaper: one such line is written per request."""
+    ts = event.pop("timestamp", "")
+    level = event.pop("level", "")
+    name = event.pop("event", "")
+    exc = event.pop("exc_info", None)
+    parts = [f"{ts} [{level:<9}] {name!s:<30}"]
+    for key in sorted(event):
+        value = event[key]
+        parts.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    line = " ".join(parts)
+    if exc:
+        import traceback
+
+        info = sys.exc_info() if exc is True else exc
+        if isinstance(info, BaseException):
+            info = (type(info), info, info.__traceback__)
+        if info[0] is not None:
+            line += "\n" + "".join(traceback.format_exception(*info)).rstrip()
+    return line
+
+
+def configure_logging(
+    level: str,
+    fmt: str,
+    secrets: list[str] | None = None,
+    *,
+    stream: TextIO | None = None,
+    cache: bool = True,
+) -> None:
+    """Route structlog and stdlib logging to ``stream`` (stderr), as console or JSON lines.
+
+    ``secrets`` (configured tokens, cookie values, API keys) and their fragments are masked in
+    every rendered line. ``cache=False`` lets a later call reconfigure (tests).
+    """
+    stream = stream or sys.stderr
     lvl = getattr(logging, level.upper())
-    logging.basicConfig(level=lvl, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=lvl, stream=stream, format="%(message)s", force=not cache)
+    if secrets:
+        from proxy.secrets import SecretMasker
+
+        stdlib_masker = SecretMasker(secrets)
+
+        def mask_record(record: logging.LogRecord) -> bool:
+            record.msg, record.args = stdlib_masker.mask(record.getMessage()), None
+            if record.exc_info:
+                import traceback
+
+                text = "".join(traceback.format_exception(*record.exc_info))
+                record.msg = f"{record.msg}\n{stdlib_masker.mask(text)}"
+                record.exc_info, record.exc_text = None, None
+            return True
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(mask_record)
     logging.getLogger("aiohttp.access").setLevel(lvl)
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=True)
+        if stream.isatty()
+        else _console_line
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamper(),
             _drop_secrets,
-            renderer,
+            _masking(renderer, secrets) if secrets else renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.WriteLoggerFactory(file=stream),  # one write per line
+        cache_logger_on_first_use=cache,
     )
 
 
@@ -157,7 +251,7 @@ def run(settings: Settings) -> None:
 
     from proxy.app import make_app
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
     app = make_app(settings)
     mode = "offline (cassettes)" if settings.replay else settings.upstream_url
     accounts = f"{len(settings.tokens)} account(s)" if settings.tokens else "no token"
@@ -171,15 +265,13 @@ def run(settings: Settings) -> None:
         f"qwen-proxy: OpenAI API at http://{settings.host}:{settings.port}/v1  upstream: {mode}  "
         f"[{accounts}; {keys}]"
     )
-    try:  # the banner is printed once the port is really bound
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            print=lambda _: click.echo(banner, err=True),
-            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-            loop=_new_loop(),
-        )
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    main_task = loop.create_task(_serve(app, settings, banner))
+    try:
+        loop.run_until_complete(main_task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
     except OSError as exc:
         from recorder.listen import listen_failure
 
@@ -187,6 +279,37 @@ def run(settings: Settings) -> None:
         if reason is None:
             raise
         _fail(reason)
+    finally:
+        main_task.cancel()
+        with contextlib.suppress(
+            asyncio.CancelledError, web.GracefulExit, KeyboardInterrupt, OSError
+        ):
+            loop.run_until_complete(main_task)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+async def _serve(app: Any, settings: Settings, banner: str) -> None:
+    """Serve ``app`` (like ``aiohttp.web.run_app``) with :class:`proxy.guard.GatewayRunner`,
+    whose connections answer HTTP-parser refusals as OpenAI errors, until cancelled; print
+    ``banner`` once the port is really bound. Raises ``OSError`` when it cannot be bound."""
+    from aiohttp import web
+
+    from proxy.guard import GatewayRunner
+
+    runner = GatewayRunner(
+        app,
+        handle_signals=True,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        click.echo(banner, err=True)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API (CORS), e.g. http://localhost:3000 "
         "or *; empty = no CORS headers (a web page cannot use your accounts through the proxy).",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra names clients may use in the Host header (e.g. gateway.lan), besides "
+        "the listening address and localhost; `*` turns the check off. Other Hosts get 403 "
+        "(a defence against DNS rebinding).",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest time a client may take to send a request body (408)."
+    )
     frontend_version: str = Field(
         "0.3.11", description="The `version` header (PROTOCOL.md §1, §13.2: 0.3.11 in 2026-09)."
     )
@@ -259,7 +268,15 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     access_log: bool = Field(False, description="Log one line per request.")
 
-    @field_validator("tokens", "api_keys", "replay", "cors_origins", "media_hosts", mode="before")
+    @field_validator(
+        "tokens",
+        "api_keys",
+        "replay",
+        "cors_origins",
+        "media_hosts",
+        "allowed_hosts",
+        mode="before",
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -295,6 +312,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash_opt(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret as plain text: tokens, API keys and each cookie value."""
+        from proxy.secrets import cookie_values
+
+        out = [t.get_secret_value() for t in self.tokens]
+        out += [k.get_secret_value() for k in self.api_keys]
+        if self.cookies is not None:
+            out += cookie_values(self.cookies.get_secret_value())
+        return out
 
     def media_limit(self, kind: str) -> int:
         """The byte limit in bytes for an input of ``kind`` (``image``, ``video``, ``audio``,

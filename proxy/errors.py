@@ -14,6 +14,12 @@ carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass 
     │   ├── UnsupportedContentError    400 unsupported_content
     │   ├── ModelNotFoundError         404 model_not_found
     │   ├── HTTPStatusError            404 not_found / 405 method_not_allowed / http_error
+    │   ├── ForbiddenRequestError      403 forbidden_host / forbidden_origin (§2 of the README)
+    │   ├── RequestTimeoutError        408 request_timeout          (body not sent in time)
+    │   ├── UnsupportedMediaTypeError  415 unsupported_media_type   (POST body content type)
+    │   ├── HeadersTooLargeError       431 headers_too_large        (refused by the HTTP parser)
+    │   ├── URITooLongError            414 uri_too_long             (refused by the HTTP parser)
+    │   ├── MalformedHTTPError         400 malformed_http           (refused by the HTTP parser)
     │   ├── BodyTooLargeError          413 request_too_large
     │   │   └── MediaTooLargeError     413 media_too_large          (a file/URL/data: URI input)
     │   └── MediaFetchError            400 media_fetch_failed       (a client-given URL, §7)
@@ -53,9 +59,12 @@ __all__ = [
     "AuthenticationError",
     "BodyTooLargeError",
     "ClientRequestError",
+    "ForbiddenRequestError",
     "HTTPStatusError",
+    "HeadersTooLargeError",
     "InvalidJSONError",
     "KeyRateLimitedError",
+    "MalformedHTTPError",
     "MediaFetchError",
     "MediaFetchTimeoutError",
     "MediaTooLargeError",
@@ -63,7 +72,10 @@ __all__ = [
     "ModelNotFoundError",
     "NoUpstreamTokenError",
     "ProxyError",
+    "RequestTimeoutError",
+    "URITooLongError",
     "UnsupportedContentError",
+    "UnsupportedMediaTypeError",
     "UpstreamBadMediaError",
     "UpstreamBadRequestError",
     "UpstreamCaptchaError",
@@ -79,6 +91,7 @@ __all__ = [
     "UpstreamTruncatedError",
     "UpstreamUnauthorizedError",
     "UpstreamUnavailableError",
+    "clip",
     "error_body",
     "scrub",
     "to_openai",
@@ -160,6 +173,58 @@ class HTTPStatusError(ClientRequestError):
     def error_code(self) -> str:
         """``not_found``, ``method_not_allowed`` or ``http_error``."""
         return self._code
+
+
+class ForbiddenRequestError(ClientRequestError):
+    """A request a web page could have forged: a foreign ``Host`` (DNS rebinding) or a browser
+    ``Origin`` not in ``cors_origins`` while no API key is configured."""
+
+    status = 403
+    code = "forbidden"
+
+    def __init__(self, message: str, *, code: str = "forbidden") -> None:
+        super().__init__(message)
+        self._code = code
+
+    def error_code(self) -> str:
+        return self._code
+
+
+class RequestTimeoutError(ClientRequestError):
+    """The client did not send its whole request body within ``body_timeout_s``."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class UnsupportedMediaTypeError(ClientRequestError):
+    """A POST body in a content type the route does not take (``application/json``, or
+    ``multipart/form-data`` where documented)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class MalformedHTTPError(ClientRequestError):
+    """The HTTP request itself was refused by the server's parser (bad request line, invalid
+    characters, bad framing). The message never quotes the offending bytes."""
+
+    code = "malformed_http"
+
+
+class HeadersTooLargeError(MalformedHTTPError):
+    """A header line (or the request line) is longer than the parser allows, or there are too
+    many headers (RFC 6585 §5)."""
+
+    status = 431
+    code = "headers_too_large"
+
+
+class URITooLongError(MalformedHTTPError):
+    """The request line's target is longer than the parser allows (RFC 9110 §15.5.15)."""
+
+    status = 414
+    code = "uri_too_long"
 
 
 class BodyTooLargeError(ClientRequestError):
@@ -378,17 +443,37 @@ class UpstreamTaskTimeoutError(UpstreamTimeoutError):
 
 
 _SECRET_PATTERNS = (
-    re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # JWTs
+    # JWTs, whole or one segment at a time, with "." possibly percent- or JSON-encoded: a JSON
+    # object encoded in base64url always starts "eyJ", so any long run starting so is a secret
+    re.compile(r"eyJ[A-Za-z0-9_-]{8,}(?:(?:\.|%2[Ee]|\\u002[Ee])[A-Za-z0-9_-]*)*"),
     re.compile(r"(?i)([?&](?:x5secdata|key|token|signature|security-token)=)[^&\s\"']+"),
     re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),  # e-mail addresses
+    # credentials quoted in text ("Authorization: Bearer …")
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=%-]{8,}"),
 )
 
 
+def clip(value: object, limit: int = 80) -> str:
+    """``value`` as text for quoting in a message or log line, at most ``limit`` characters
+    (the last one an ellipsis when cut). Use for anything the client sent: model names, paths."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        return text[: limit - 1] + "…"
+    return text
+
+
 def scrub(text: str, limit: int = 300) -> str:
-    """Remove secrets (JWTs, signed-URL keys, e-mails) from upstream text and cap its length."""
+    """Remove secrets from upstream text and cap its length at ``limit`` characters.
+
+    Removed: JWTs and any single JWT segment (also when the dots are ``%2E``- or
+    ``\\u002e``-encoded), signed-URL query keys, e-mail addresses and ``Bearer``/``Basic``
+    credentials. Secrets known by value (configured tokens, cookies, API keys) are masked at the
+    output boundaries by :class:`proxy.secrets.SecretMasker`.
+    """
     text = _SECRET_PATTERNS[0].sub("<redacted>", text)
     text = _SECRET_PATTERNS[1].sub(r"\1<redacted>", text)
     text = _SECRET_PATTERNS[2].sub("<redacted>", text)
+    text = _SECRET_PATTERNS[3].sub(r"\1 <redacted>", text)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text

@@ -2,14 +2,17 @@
 
 A chat message may carry ``image_url``/``file`` parts pointing anywhere. Fetching them for the
 client is a server-side request forgery risk, so :func:`check_url` and :func:`check_address`
-(pure) refuse everything but http(s) to public addresses: loopback, private, link-local,
-multicast, reserved and unspecified addresses are refused (400 ``media_url_refused``) unless
-``allow_private_fetch`` is set. Each redirect (at most 3) is checked again. The body is capped
-at the kind's limit (413 ``media_too_large``, announced ``Content-Length`` refused before
-reading), the whole download at ``media_fetch_timeout_s`` (504 ``media_fetch_timeout``), and the
-content type must be of the expected kind (400 ``media_fetch_failed``); image bytes are also
-checked by their magic numbers. An unreachable host or a non-200 answer is a 400
-``media_fetch_failed``: the client gave a URL that does not work.
+(pure) refuse everything but http(s) to public addresses. The address check is an allow-list:
+only globally routable unicast addresses pass (``ipaddress``'s ``is_global`` minus the special
+ranges it misses), and an IPv6 address that embeds an IPv4 one (IPv4-mapped or -compatible,
+NAT64, 6to4, Teredo) is judged by that IPv4 address; everything else is refused (400
+``media_url_refused``) unless ``allow_private_fetch`` is set. Each redirect (at most 3) is
+checked again. The body is capped at the kind's limit (413 ``media_too_large``, announced
+``Content-Length`` refused before reading), the whole download at ``media_fetch_timeout_s`` (504
+``media_fetch_timeout``), and the content type must be of the expected kind (400
+``media_fetch_failed``); image bytes are also checked by their magic numbers. An unreachable
+host or a non-200 answer is a 400 ``media_fetch_failed``: the client gave a URL that does not
+work.
 
 Known limit: the host is resolved for the check and again by the connection, so a DNS answer
 that changes in between (rebinding) is not caught.
@@ -39,7 +42,7 @@ from proxy.qwen.client import network_failure
 from proxy.qwen.files import Blob, Kind, content_type_kind, decode_data_uri, make_blob
 from proxy.qwen.request import MediaPart
 
-__all__ = ["check_address", "check_url", "fetch_url", "ingest"]
+__all__ = ["check_address", "check_url", "embedded_ipv4", "fetch_url", "ingest", "is_public"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -65,17 +68,75 @@ def check_url(url: str) -> tuple[str, int]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+_NAT64 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # RFC 6052 well-known prefix
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # RFC 8215 local-use prefix
+)
+_6TO4 = ipaddress.IPv6Network("2002::/16")  # RFC 3056
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291 §2.5.5.1 (deprecated)
+# not covered by ipaddress's is_global on every Python version: RFC 6598 shared space,
+# benchmarking, documentation, the 6bone, ORCHIDv2, discard-only (RFC 6666)
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "100.64.0.0/10",
+        "198.18.0.0/15",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+        "2001:db8::/32",
+        "3fff::/20",
+        "2001:20::/28",
+        "100::/64",
+        "5f00::/16",
+    )
+)
+
+
+def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if any: IPv4-mapped (``::ffff:a.b.c.d``),
+    IPv4-compatible (``::a.b.c.d``), NAT64 (``64:ff9b::a.b.c.d``, ``64:ff9b:1::/48``), 6to4
+    (``2002:AABB:CCDD::``) and Teredo (the client address, RFC 4380)."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return None
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr.teredo is not None:
+        return addr.teredo[1]
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    low32 = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    if addr in _IPV4_COMPATIBLE and int(addr) > 1:  # not :: or ::1 (those stay IPv6)
+        return low32
+    if any(addr in net for net in _NAT64):
+        return low32
+    return None
+
+
+def is_public(addr: IPAddress) -> bool:
+    """True only for a globally routable unicast address (an allow-list: ``is_global`` minus
+    the special ranges), judging an IPv6 address that embeds an IPv4 one by the IPv4 one."""
+    inner = embedded_ipv4(addr)
+    if inner is not None:
+        return is_public(inner)
+    if not addr.is_global or addr.is_multicast:
+        return False
+    return not any(addr.version == n.version and addr in n for n in _NOT_GLOBAL)
+
+
 def check_address(host: str, addr: IPAddress, *, allow_private: bool) -> None:
-    """Refuse a non-public address (loopback, private, link-local, reserved, multicast…).
+    """Refuse anything but a public unicast address (see :func:`is_public`): loopback,
+    private, link-local, shared, reserved, documentation, multicast, and IPv6 forms of those
+    (IPv4-mapped or -compatible, NAT64, 6to4, Teredo).
 
     Raises :class:`MediaURLRefusedError` naming the host and address; ``allow_private`` lets
     every address through (tests, trusted internal networks).
     """
     if allow_private:
         return
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if not addr.is_global or addr.is_multicast:
+    if not is_public(addr):
         raise MediaURLRefusedError(
             f"the media URL's host {host} resolves to the non-public address {addr}; the proxy "
             "does not fetch loopback, private or link-local addresses (setting "

@@ -59,6 +59,7 @@ from proxy.qwen.request import (
 )
 from proxy.qwen.sse import SSEDecoder
 from proxy.qwen.translate import Failure, Finish, Media, OutEvent, Text, Translator
+from proxy.secrets import SecretMasker
 from proxy.store import MemoryStore, StateStore
 from proxy.tools.prompt import build_prompt
 
@@ -96,6 +97,7 @@ class OpenChat:
     policy: MediaPolicy = field(default_factory=MediaPolicy)
     expect_image: bool = False
     upstream: str = "chat.qwen.ai"  # how messages name the upstream (QwenClient.label)
+    masker: SecretMasker | None = None
     continued: bool = False
     prelude: list[bytes] = field(default_factory=list)
     on_answer: Callable[[Translator, str, tuple[Any, ...]], None] | None = None
@@ -120,6 +122,7 @@ class OpenChat:
                 media=self.policy,
                 expect_image=self.expect_image,
                 native_tools=native_tools,
+                mask=self.masker.mask if self.masker else None,
             )
         else:
             self._translator = Translator(
@@ -127,6 +130,7 @@ class OpenChat:
                 media=self.policy,
                 expect_image=self.expect_image,
                 native_tools=native_tools,
+                mask=self.masker.mask if self.masker else None,
             )
         return self._translator
 
@@ -170,6 +174,10 @@ class _RecordingTranslator(Translator):
         self._calls: list[Any] = []
 
     def _see(self, events: list[OutEvent]) -> list[OutEvent]:
+        if len(events) == 1 and type(events[0]) is Text:  # the common frame: one piece of text
+            if events[0].kind == "content":
+                self._texts.append(events[0].text)
+            return events
         for e in events:
             if isinstance(e, Text):
                 if e.kind == "content":
@@ -239,6 +247,7 @@ class ChatService:
             on_error=metrics.upstream_error if metrics is not None else None,
         )
         self.metrics = metrics
+        self.masker = SecretMasker(settings.secret_values())
         self._catalog: Catalog | None = None
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
@@ -468,8 +477,10 @@ class ChatService:
                 parent_id=resume.parent_id if resume is not None else None,
                 chat_mode=self._chat_mode,
             )
+            opening = self.client.completion(account, chat_id, body)
+            del body  # the client encodes it; not kept alive for the whole stream
             try:
-                async with self.client.completion(account, chat_id, body) as resp:
+                async with opening as resp:
                     prelude = await _peek(resp) if resume is not None else []
                     wait = time.perf_counter() - t0
                     log.debug(
@@ -491,6 +502,7 @@ class ChatService:
                         policy=self.policy([f["url"] for f in files]),
                         expect_image=route.chat_type in ("t2i", "image_edit"),
                         upstream=self.client.label,
+                        masker=self.masker,
                         continued=resume is not None,
                         prelude=prelude,
                         on_answer=self._remember(plan, chat_id, account, route)

@@ -19,7 +19,9 @@ How a flow is recorded (TOOLING.md sections 1.1-1.6):
   bytes) and its cassette file is rewritten atomically (temporary file, fsync, ``os.replace``),
   off the event loop. A cut stream is kept with ``end: "error"`` and mitmproxy's error text.
 * ``done`` (Ctrl-C, shutdown): streams still open are written as cut (``end: "error"``) and
-  every pending file is flushed.
+  every pending file is flushed. A ``kill -9`` during a write leaves a ``.<name>.<random>.tmp``
+  file beside the intact cassette; the next run removes those when it starts writing to the
+  directory (and logs how many).
 
 Cassettes: ``qwen_cassette_mode=chat`` writes ``<dir>/<run>-chat-<n>.json`` per chat (the id
 comes from the ``chats/new`` answer's ``data.id``, the ``chat_id`` query parameter or a
@@ -54,7 +56,14 @@ try:  # mitmdump loads this file by path; make the package importable from a pla
 except ModuleNotFoundError:  # pragma: no cover - only without an installed project
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recorder.cassette import Cassette, CassetteError, Interaction, Provenance, write_atomic
+from recorder.cassette import (
+    Cassette,
+    CassetteError,
+    Interaction,
+    Provenance,
+    remove_stale_temporaries,
+    write_atomic,
+)
 from recorder.redact import Redactor
 
 __all__ = [
@@ -374,6 +383,13 @@ class CassetteSink:
     """
 
     def __init__(self, directory: Path, mode: Literal["chat", "run"], run_name: str) -> None:
+        stale = remove_stale_temporaries(directory)
+        if stale:
+            log.info(
+                "removed %d temporary file(s) left by an interrupted run in %s",
+                len(stale),
+                directory,
+            )
         self.directory = directory
         self.mode = mode
         self.run_name = run_name

@@ -405,6 +405,26 @@ def write_atomic(path: Path, text: str) -> Path:
     return path
 
 
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files :func:`write_atomic` leaves when the process is killed
+    mid-write (``.<name>.<random>.tmp`` in ``directory``); returns the paths removed.
+
+    Call it when a writer starts, before it writes anything: a temporary file of a running
+    writer lives for milliseconds, so only a killed run leaves one. Raises nothing for a
+    missing directory or a file that vanished meanwhile.
+    """
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for tmp in directory.glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(tmp)
+    return removed
+
+
 def schema_path() -> Path:
     """Path of the repository's ``schemas/cassette.schema.json``."""
     return Path(__file__).resolve().parents[1] / "schemas" / "cassette.schema.json"

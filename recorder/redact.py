@@ -76,6 +76,9 @@ _SECRET_WORDS = (
     "umid",
 )
 
+_MIN_ECHO = 12
+"""Shortest known secret (or piece of one) searched for anywhere in the text, characters."""
+
 Span = tuple[int, int, str]
 """``(start, end, replacement)`` in character offsets of the redacted string."""
 
@@ -99,6 +102,9 @@ class Redactor:
     def __init__(self) -> None:
         self.mapping: dict[str, str] = {}
         self._counts: dict[str, int] = {}
+        # encodings and pieces of known secrets -> their placeholder: a JWT's segments, the
+        # secret with "." percent-encoded; found wherever they occur, not only in known slots
+        self._echoes: dict[str, str] = {}
 
     def placeholder(self, value: str, kind: str) -> str:
         """The placeholder for ``value`` (reused when seen before); placeholders pass through."""
@@ -111,6 +117,13 @@ class Redactor:
         self._counts[kind] = n
         ph = f"<REDACTED:{kind}:{n}>"
         self.mapping[value] = ph
+        if len(value) >= _MIN_ECHO:
+            self._echoes[value] = ph
+            for enc in (value.replace(".", "%2E"), value.replace(".", "%2e")):
+                self._echoes.setdefault(enc, ph)
+            for segment in value.split("."):
+                if len(segment) >= _MIN_ECHO:
+                    self._echoes.setdefault(segment, ph)
         return ph
 
     def _cookie_pairs(self, value: str, *, attributes: bool) -> str:
@@ -201,6 +214,14 @@ class Redactor:
             add(m.start("value"), m.end("value"), m.group("value"), kind)
         for m in _EMAIL.finditer(s):
             add(m.start(), m.end(), m.group(0), "email")
+        # known secrets echoed anywhere (a JSON key, a log line, one JWT segment): longest first
+        for value in sorted(self._echoes, key=len, reverse=True):
+            start = s.find(value)
+            while start != -1:
+                end = start + len(value)
+                if not any(start < e and s0 < end for s0, e, _ in taken):
+                    taken.append((start, end, self._echoes[value]))
+                start = s.find(value, end)
         return sorted(taken)
 
     def text(self, s: str) -> str:
@@ -211,7 +232,9 @@ class Redactor:
         ``AccessKeySecret``…), password, email, cookie, x5sec, bx_ua, bx_umidtoken; JWTs
         (``eyJ….eyJ….…``); query values of ``key``, ``x5secdata``, ``Signature``,
         ``OSSAccessKeyId``, ``*security-token``, ``token``, ``access_token``,
-        ``refresh_token``; e-mail addresses.
+        ``refresh_token``; e-mail addresses. Then every secret this ``Redactor`` has seen
+        (12 characters or more), each of its JWT segments and its ``%2E``-encoded form,
+        wherever they occur (echoed as a JSON key, inside an error message…).
         """
         out: list[str] = []
         pos = 0

@@ -397,3 +397,16 @@ async def test_each_write_replaces_the_whole_file(tmp_path: Path) -> None:
             await rec.response(_flow("/api/models", method="GET", body=b""))
             assert len(Cassette.load(tmp_path / "t.json").interactions) == n
     assert _names(tmp_path) == ["t.json"]
+
+
+def test_sink_removes_temporaries_left_by_a_killed_run(tmp_path: Path) -> None:
+    """A killed run's ``.<name>.<random>.tmp`` files are deleted when the next sink starts;
+    cassettes and other files stay."""
+    from recorder.addon import CassetteSink
+
+    (tmp_path / ".run-chat-1.json.abc123.tmp").write_text("{partial")
+    (tmp_path / ".run-other.json.x.tmp").write_text("")
+    (tmp_path / "run-chat-1.json").write_text("{}")
+    (tmp_path / "notes.tmp").write_text("mine")
+    CassetteSink(tmp_path, "chat", "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.tmp", "run-chat-1.json"]

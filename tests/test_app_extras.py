@@ -31,15 +31,19 @@ async def test_models_fall_back_to_the_2026_path(aiohttp_server: Any, aiohttp_cl
 
 
 async def test_cors_is_off_by_default(aiohttp_server: Any) -> None:
-    """Without cors_origins no Access-Control header is sent, so web pages cannot use the proxy."""
+    """Without cors_origins no Access-Control header is sent, and (no API key being set) a
+    browser Origin is refused outright, so web pages cannot use the proxy."""
     stack = await start_stack(aiohttp_server)
     proxy = stack.proxy
     async with aiohttp.ClientSession() as s:
         async with s.get(
             proxy.make_url("/v1/models"), headers={"Origin": "https://evil.example"}
         ) as r:
-            assert r.status == 200
+            assert r.status == 403
+            assert (await r.json())["error"]["code"] == "forbidden_origin"
             assert "Access-Control-Allow-Origin" not in r.headers
+        async with s.get(proxy.make_url("/v1/models")) as r:
+            assert r.status == 200
 
 
 async def test_cors_preflight_and_streamed_responses(aiohttp_server: Any) -> None:

@@ -26,6 +26,9 @@ def _fake_render(exc: ProxyError) -> tuple[int, dict[str, str], dict[str, Any]]:
 FAKE = FrontDoor("fake", _fake_render)
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def _app(**settings: Any) -> web.Application:
     app = make_app(Settings(upstream_url="http://127.0.0.1:9", **settings))
 
@@ -45,7 +48,7 @@ def _app(**settings: Any) -> web.Application:
 async def test_error_rendered_by_the_handlers_front_door(aiohttp_client: Any) -> None:
     """A handler that sets FRONT_DOOR gets its failures in that front door's shape."""
     client = await aiohttp_client(_app())
-    resp = await client.post("/v1/fake", data=b"{}")
+    resp = await client.post("/v1/fake", data=b"{}", headers=JSON)
     assert resp.status == 429
     assert resp.headers["x-door"] == "fake"
     assert await resp.json() == {"fake_error": "rate_limit_exceeded"}
@@ -58,7 +61,9 @@ async def test_error_rendered_by_path_before_the_handler(aiohttp_client: Any) ->
     resp = await client.post("/v1/fakepath", data=b"{}")
     assert resp.status == 401
     assert await resp.json() == {"fake_error": "invalid_api_key"}
-    resp = await client.post("/v1/fakepath", data=b"{}", headers={"Authorization": "Bearer k"})
+    resp = await client.post(
+        "/v1/fakepath", data=b"{}", headers={"Authorization": "Bearer k", **JSON}
+    )
     assert resp.status == 400 and resp.headers["x-door"] == "fake"
     resp = await client.post("/v1/chat/completions", data=b"{}")
     assert resp.status == 401

@@ -204,7 +204,7 @@ def to_html(report: Report, comparison: Comparison | None = None) -> str:
             *(f"<li><code>{escape(r.id)}</code>: {escape(r.message)}</li>" for r in skipped),
             "</ul>",
         ]
-    return (
+    return report.mask(  # the key, and any fragment of it, never reaches the page
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>qwen-proxy check: {escape(report.target)}</title><style>{_CSS}</style></head>"

@@ -29,6 +29,7 @@ import aiohttp
 
 from proxy.conformance.diagnosis import SSEParse, parse_sse, sniff_image
 from proxy.conformance.report import Evidence, RequestRecord
+from proxy.secrets import SecretMasker
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -212,9 +213,10 @@ class Exchange:
         return None
 
     def mask(self, text: str) -> str:
-        """``text`` with the user's key replaced by ``<key>``."""
+        """``text`` with the user's key, and any fragment of 10 or more of its characters
+        (any case, JSON- or URL-escaped), replaced by ``<key>``."""
         if self.key and len(self.key) >= 4:
-            return text.replace(self.key, "<key>")
+            return SecretMasker([self.key], replacement="<key>").mask(text)
         return text
 
     def evidence(self, *, notes: list[str] | None = None, events: int = 12) -> Evidence:

@@ -1,9 +1,11 @@
 """Results of the conformance harness and their Markdown and JSON forms.
 
 A :class:`Report` holds one :class:`CheckResult` per check. Its exit code is 0 when every
-*required* check passed or was skipped, 1 otherwise (:meth:`Report.exit_code`). Nothing here
-holds the API key: requests are recorded with the key already masked
-(:mod:`proxy.conformance.probes`).
+*required* check passed or was skipped, 1 otherwise (:meth:`Report.exit_code`). Requests are
+recorded with the key already masked (:mod:`proxy.conformance.probes`), and both renderings mask
+it again as a last pass: any fragment of 10 or more of its characters, in any case, also inside
+JSON (``\\u0041``) or URL (``%41``) escapes, becomes ``<key>`` (a target may reflect the key in
+a header such as ``WWW-Authenticate``, upper-cased, cut short or escaped).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+
+from proxy.secrets import SecretMasker
 
 __all__ = ["CheckResult", "Evidence", "Report", "RequestRecord", "Status"]
 
@@ -86,6 +90,15 @@ class Report:
     strict: bool = False
     notes: list[str] = field(default_factory=list)
     """Run-level hints shown once, above the results (e.g. the target wants an API key)."""
+    secrets: list[str] = field(default_factory=list, repr=False)
+    """Values masked in both renderings (the API key); never rendered themselves."""
+
+    def _masker(self) -> SecretMasker:
+        return SecretMasker(self.secrets, replacement="<key>")
+
+    def mask(self, text: str) -> str:
+        """``text`` (a rendering of this report) with the secrets and their fragments masked."""
+        return self._masker().mask(text)
 
     def by_id(self) -> dict[str, CheckResult]:
         """The results keyed by check id."""
@@ -107,7 +120,10 @@ class Report:
         return 1 if self.required_failures() else 0
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the layout of :meth:`to_json`)."""
+        """A JSON-ready dict (the layout of :meth:`to_json`), secrets masked."""
+        return _mask_tree(self._to_dict(), self._masker())
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "started_at": self.started_at,
@@ -155,12 +171,15 @@ class Report:
             raise ValueError(f"not a qwen-proxy check JSON report: {exc}") from exc
 
     def to_json(self) -> str:
-        """The report as indented JSON text (UTF-8 characters kept as is)."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+        """The report as indented JSON text (UTF-8 characters kept as is), secrets masked."""
+        return self._masker().mask(json.dumps(self.to_dict(), ensure_ascii=False, indent=2))
 
     def to_markdown(self) -> str:
         """The report as Markdown: verdict, summary table, then failures in detail (the exact
-        request and the evidence), then skipped checks with their reasons."""
+        request and the evidence), then skipped checks with their reasons. Secrets masked."""
+        return self._masker().mask(self._markdown())
+
+    def _markdown(self) -> str:
         counts = self.counts()
         verdict = (
             "**PASS**: every required check passed"
@@ -218,6 +237,17 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` without keys ``cls`` does not have (a report from another harness version)."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
+
+
+def _mask_tree(value: Any, masker: SecretMasker) -> Any:
+    """``value`` (JSON-like) with every string, keys included, masked."""
+    if isinstance(value, str):
+        return masker.mask(value)
+    if isinstance(value, dict):
+        return {masker.mask(str(k)): _mask_tree(v, masker) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_tree(v, masker) for v in value]
+    return value
 
 
 def _secs(v: float | None) -> str:

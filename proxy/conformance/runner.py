@@ -222,6 +222,7 @@ async def run_checks(
         },
         results=[results[c.id] for c in CHECKS],
         notes=notes,
+        secrets=[key] if key else [],
     )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -42,7 +41,7 @@ from proxy.errors import (
 )
 from proxy.qwen.envelope import classify_response, envelope_error
 from proxy.qwen.files import OssPut, StsGrant, parse_sts, sniff
-from proxy.qwen.request import encode_json
+from proxy.qwen.request import encode_json, new_uuid
 
 __all__ = ["QwenClient", "js_timezone_header", "network_failure", "upstream_label"]
 
@@ -122,39 +121,69 @@ class QwenClient:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
         )
+        static = {
+            "Accept": "application/json, text/plain, */*",
+            "Accept-Language": "en-US,en;q=0.9",
+            "Content-Type": "application/json; charset=utf-8",
+            "Origin": self._base,
+            "User-Agent": settings.user_agent,
+            "source": "web",
+            "version": settings.frontend_version,
+        }
+        #: the first non-ASCII constant header, refused at each request (not at start-up)
+        self._bad_static = next((n for n, v in static.items() if not v.isascii()), None)
+        self._static = static
+        self._static_stream = {**static, "Accept": "text/event-stream", "x-accel-buffering": "no"}
+        self._creds: dict[int, tuple[Account, dict[str, str]]] = {}
+        self._tz: tuple[int, str] = (-1, "")
 
     # -- headers -------------------------------------------------------------------------------
 
     def headers(self, account: Account, *, referer: str, stream: bool = False) -> dict[str, str]:
-        """The header set for one upstream request (PROTOCOL.md §1). All values are ASCII."""
-        s = self._settings
-        h = {
-            "Accept": "text/event-stream" if stream else "application/json, text/plain, */*",
-            "Accept-Language": "en-US,en;q=0.9",
-            "Content-Type": "application/json; charset=utf-8",
-            "Origin": self._base,
-            "Referer": f"{self._base}{referer}",
-            "User-Agent": s.user_agent,
-            "source": "web",
-            "version": s.frontend_version,
-            "timezone": js_timezone_header(),
-            "x-request-id": str(uuid.uuid4()),
-        }
-        if stream:
-            h["x-accel-buffering"] = "no"
+        """The header set for one upstream request (PROTOCOL.md §1). All values are ASCII.
+
+        The constant part is built and checked once per client, the credentials once per
+        account, the ``timezone`` value once per second; per request only ``Referer``,
+        ``timezone`` and ``x-request-id`` are set.
+        """
+        if self._bad_static is not None:
+            raise UpstreamProtocolError(f"refusing to send a non-ASCII `{self._bad_static}` header")
+        h = dict(self._static_stream if stream else self._static)
+        h["Referer"] = f"{self._base}{referer}"
+        h["timezone"] = self._timezone()
+        h["x-request-id"] = new_uuid()
+        creds = self._creds.get(id(account))
+        if creds is None or creds[0] is not account:
+            creds = (account, self._credentials(account))
+            self._creds[id(account)] = creds
+        h.update(creds[1])
+        if not h["Referer"].isascii():
+            raise UpstreamProtocolError("refusing to send a non-ASCII `Referer` header")
+        return h
+
+    def _credentials(self, account: Account) -> dict[str, str]:
+        """``Authorization`` and ``Cookie`` for ``account`` (checked to be ASCII)."""
+        out: dict[str, str] = {}
         cookies: list[str] = []
         if account.token is not None:
             token = account.token.get_secret_value()
-            h["Authorization"] = f"Bearer {token}"
+            out["Authorization"] = f"Bearer {token}"
             cookies.append(f"token={token}")
-        if s.cookies is not None:
-            cookies.append(s.cookies.get_secret_value())
+        if self._settings.cookies is not None:
+            cookies.append(self._settings.cookies.get_secret_value())
         if cookies:
-            h["Cookie"] = "; ".join(cookies)
-        for name, value in h.items():
+            out["Cookie"] = "; ".join(cookies)
+        for name, value in out.items():
             if not value.isascii():
                 raise UpstreamProtocolError(f"refusing to send a non-ASCII `{name}` header")
-        return h
+        return out
+
+    def _timezone(self) -> str:
+        """:func:`js_timezone_header` for now, computed at most once per second."""
+        now = int(time.time())
+        if self._tz[0] != now:
+            self._tz = (now, js_timezone_header())
+        return self._tz[1]
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -194,7 +223,10 @@ class QwenClient:
         """
         url = f"{self._base}/api/v2/chat/completions?chat_id={chat_id}"
         headers = self.headers(account, referer=f"/c/{chat_id}", stream=True)
-        resp = await self._open("POST", url, encode_json(body), headers)
+        data = encode_json(body)
+        del body  # not kept alive for the whole stream
+        resp = await self._open("POST", url, data, headers)
+        del data, headers
         try:
             ctype = resp.headers.get("Content-Type", "").lower()
             if resp.status != 200 or "text/event-stream" not in ctype:

@@ -29,6 +29,7 @@ from proxy.errors import (
     UpstreamTimeoutError,
     UpstreamUnauthorizedError,
     UpstreamUnavailableError,
+    clip,
     scrub,
 )
 
@@ -204,7 +205,7 @@ def classify_response(status: int, content_type: str, body: bytes) -> UpstreamEr
     if isinstance(obj, dict):
         return UpstreamProtocolError(
             f"chat.qwen.ai answered HTTP {status} with JSON this proxy does not understand "
-            f"(keys: {', '.join(sorted(map(str, obj))[:8])})."
+            f"(keys: {scrub(', '.join(clip(k, 40) for k in sorted(map(str, obj))[:8]))})."
         )
     return UpstreamProtocolError(
         f"chat.qwen.ai answered HTTP {status} with unexpected content ({content_type or 'none'})."

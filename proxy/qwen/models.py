@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.errors import ModelNotFoundError
+from proxy.errors import ModelNotFoundError, clip
 from proxy.qwen.request import ModelRoute, split_model_name
 
 __all__ = ["Catalog", "UpstreamModel", "parse_models"]
@@ -156,22 +156,26 @@ class Catalog:
             raise ModelNotFoundError(self._unknown(name), param="model")
         base = model.id
         if "thinking" in flags and not model.thinking:
-            raise ModelNotFoundError(f"The model `{base}` has no thinking variant.", param="model")
+            raise ModelNotFoundError(
+                f"The model `{clip(base)}` has no thinking variant.", param="model"
+            )
         if "search" in flags and not model.search:
-            raise ModelNotFoundError(f"The model `{base}` has no search variant.", param="model")
+            raise ModelNotFoundError(
+                f"The model `{clip(base)}` has no search variant.", param="model"
+            )
         media = flags & {"image", "image_edit", "video"}
         if media:
             if len(flags) > 1:
                 raise ModelNotFoundError(
-                    f"The model `{name}` does not exist: media variants (-image, -image-edit, "
-                    "-video) do not combine with other suffixes.",
+                    f"The model `{clip(name)}` does not exist: media variants (-image, "
+                    "-image-edit, -video) do not combine with other suffixes.",
                     param="model",
                 )
             flag = next(iter(media))
             chat_type = _MEDIA_CHAT_TYPE[flag]
             if chat_type not in model.chat_types:
                 raise ModelNotFoundError(
-                    f"The model `{base}` has no -{flag.replace('_', '-')} variant "
+                    f"The model `{clip(base)}` has no -{flag.replace('_', '-')} variant "
                     f"(chat types: {', '.join(model.chat_types) or 'none'}).",
                     param="model",
                 )

@@ -10,7 +10,7 @@ never locale-dependent), so what the recorder sees is exactly what was sent.
 
 from __future__ import annotations
 
-import uuid
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -30,6 +30,7 @@ __all__ = [
     "encode_json",
     "flatten_messages",
     "media_parts",
+    "new_uuid",
     "split_model_name",
     "text_of",
 ]
@@ -216,6 +217,20 @@ def flatten_messages(messages: Sequence[MessageLike], *, allow_empty: bool = Fal
     return prompt
 
 
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_uuid() -> str:
+    """A random version-4 UUID string (RFC 9562 layout) for request and message ids.
+
+    Drawn from the ``random`` module's generator (seeded from the OS at start-up), not from
+    ``os.urandom``: these ids need to be unique, not unpredictable, and this costs no system
+    call (``uuid.uuid4()`` makes one per id).
+    """
+    h = "%032x" % random.getrandbits(128)  # noqa: UP031 (the fastest formatting here)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
 def chats_new_body(
     route: ModelRoute, *, now_ms: int, title: str = "New Chat", chat_mode: str = "normal"
 ) -> dict[str, Any]:
@@ -239,7 +254,7 @@ def completion_body(
     chat_id: str,
     prompt: str,
     now_s: int,
-    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    new_id: Callable[[], str] = new_uuid,
     size: str | None = None,
     files: Sequence[dict[str, Any]] = (),
     parent_id: str | None = None,

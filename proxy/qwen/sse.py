@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["SSEDecoder", "SSEEvent"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SSEEvent:
     """One dispatched SSE event.
 
@@ -113,6 +113,12 @@ class SSEDecoder:
         return events
 
     def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
+        if raw[:6] == b"data: ":  # the common case, without the general parsing below
+            try:
+                self._data.append(raw[6:].decode("utf-8"))
+                return
+            except UnicodeDecodeError:
+                pass
         if not raw:
             if self._data or self._event is not None:
                 self._dispatch(events)
@@ -137,7 +143,8 @@ class SSEDecoder:
         # "retry" and unknown fields are ignored, as the spec says.
 
     def _dispatch(self, events: list[SSEEvent]) -> None:
-        data = "\n".join(self._data)
+        parts = self._data
+        data = parts[0] if len(parts) == 1 else "\n".join(parts)
         if data:  # the spec drops events whose data buffer is empty
             events.append(SSEEvent(data, self._event, self._id))
         self._data = []

@@ -34,6 +34,7 @@ Protocol facts used (PROTOCOL.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,7 +73,7 @@ __all__ = [
 ReasoningMode = Literal["field", "think_tags"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Text:
     """A piece of answer (``kind="content"``) or reasoning (``kind="reasoning"``) text."""
 
@@ -97,7 +98,7 @@ class Sources:
     items: tuple[Source, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """Token counts, OpenAI names (from upstream ``input_tokens`` / ``output_tokens``)."""
 
@@ -218,7 +219,9 @@ class Translator:
 
     ``reasoning="think_tags"`` puts reasoning inline in the content as ``<think>…</think>``
     instead of ``reasoning_content``. ``media`` enables :class:`Media` events for image phases;
-    ``expect_image`` (needs ``media``) makes the image the answer (t2i, image edit).
+    ``expect_image`` (needs ``media``) makes the image the answer (t2i, image edit). ``mask``
+    (text to text) is applied to the message of the closing failure, if any: the proxy masks
+    its configured secrets there (:class:`proxy.secrets.SecretMasker`).
     """
 
     __slots__ = (
@@ -228,6 +231,7 @@ class Translator:
         "_caption",
         "_echoes",
         "_expect_image",
+        "_mask",
         "_media",
         "_media_urls",
         "_native_pending",
@@ -257,12 +261,14 @@ class Translator:
         media: MediaPolicy | None = None,
         expect_image: bool = False,
         native_tools: bool = False,
+        mask: Callable[[str], str] | None = None,
     ) -> None:
         self._native_tools = native_tools
         self._native_seen: set[str] = set()
         self._native_pending: list[NativeToolCall] = []
         if expect_image and media is None:
             media = MediaPolicy()
+        self._mask = mask
         self._media = media
         self._expect_image = expect_image
         self._media_urls: list[str] = []
@@ -303,21 +309,12 @@ class Translator:
         """Translate one SSE event's ``data`` text. Returns zero or more events."""
         if self.done:
             return []
-        stripped = data.strip()
-        if not stripped:
-            return []
-        if stripped == "[DONE]":
-            return self._end_marker()
-        try:
-            frame = orjson.loads(stripped)
+        try:  # the common case first: a JSON object (orjson ignores surrounding whitespace)
+            frame = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return self._fail(
-                UpstreamProtocolError(
-                    f"chat.qwen.ai sent a stream frame that is not JSON ({len(stripped)} chars)."
-                )
-            )
-        if not isinstance(frame, dict):
-            return []
+            frame = None
+        if type(frame) is not dict:
+            return self._not_an_object(data)
         choices = frame.get("choices")
         if isinstance(choices, list):
             rid = frame.get("response_id")
@@ -333,12 +330,24 @@ class Translator:
                 self._own_frames = True
             usage = frame.get("usage")
             if isinstance(usage, dict):
-                self.usage = Usage(
-                    _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
-                )
+                p, c = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+                u = self.usage
+                if u is None or u.prompt_tokens != p or u.completion_tokens != c:
+                    self.usage = Usage(p, c)
             if choices and isinstance(choices[0], dict):
                 delta = choices[0].get("delta")
                 if isinstance(delta, dict):
+                    content = delta.get("content")
+                    if (  # the common frame: more answer text of a plain chat
+                        delta.get("phase") == "answer"
+                        and delta.get("status") == "typing"
+                        and type(content) is str
+                        and content
+                        and self._media is None
+                        and not self._tag_open
+                    ):
+                        self._answer_chars += len(content)
+                        return [Text("content", content)]
                     return self._delta(delta)
             return []
         created = frame.get("response.created")
@@ -354,6 +363,23 @@ class Translator:
         err = envelope_error(frame)
         if err is not None:
             return self._fail(err)
+        return []
+
+    def _not_an_object(self, data: str) -> list[OutEvent]:
+        """``data`` that is not a JSON object: blank, ``[DONE]``, other JSON, or not JSON."""
+        stripped = data.strip()
+        if not stripped:
+            return []
+        if stripped == "[DONE]":
+            return self._end_marker()
+        try:
+            orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            return self._fail(
+                UpstreamProtocolError(
+                    f"chat.qwen.ai sent a stream frame that is not JSON ({len(stripped)} chars)."
+                )
+            )
         return []
 
     def close(self) -> list[OutEvent]:
@@ -409,6 +435,8 @@ class Translator:
         )
 
     def _fail(self, error: UpstreamError) -> list[OutEvent]:
+        if self._mask is not None:
+            error.message = self._mask(error.message)
         self.done = True
         self.failure = error
         out: list[OutEvent] = []
@@ -572,7 +600,8 @@ class Translator:
             )
         why = []
         if self._echoes:
-            why.append("it only echoed the source image back")
+            times = "once" if self._echoes == 1 else f"{self._echoes} times"
+            why.append(f"it only echoed the source image back ({times})")
         if self.ignored_phases:
             why.append("phases seen but not understood: " + ", ".join(sorted(self.ignored_phases)))
         if self._caption.strip():

@@ -19,14 +19,15 @@ import base64
 import time
 from typing import Any
 
+import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import ValidationError
 
 from proxy.api_models import ImageGenerationRequest, decode_json_body, parse_body
-from proxy.errors import ClientRequestError, MediaTooLargeError
+from proxy.errors import ClientRequestError, MediaTooLargeError, clip
 from proxy.metrics import MODEL_KEY
-from proxy.qwen.files import Blob, make_blob
+from proxy.qwen.files import make_blob
 from proxy.qwen.media import aspect_ratio
 from proxy.qwen.translate import Media
 from proxy.service import ChatService
@@ -50,27 +51,12 @@ async def images_generations(request: web.Request) -> web.Response:
 async def images_edits(request: web.Request) -> web.Response:
     """``POST /v1/images/edits`` (multipart: ``image`` or ``image[]``, ``prompt``, ``model``,
     ``n``, ``size``, ``response_format``)."""
-    if not request.content_type.startswith("multipart/"):
-        raise ClientRequestError("/v1/images/edits takes a multipart/form-data body")
-    form = await request.post()
     service = request.app[SERVICE]
     limit = service.settings.max_image_bytes
-    blobs: list[Blob] = []
-    for field_name in ("image", "image[]"):
-        for item in form.getall(field_name, []):
-            if not isinstance(item, web.FileField):
-                raise ClientRequestError(f"`{field_name}` must be a file", param="image")
-            data = item.file.read(limit + 1)
-            if len(data) > limit:
-                raise MediaTooLargeError(f"the image is larger than the limit of {limit} bytes")
-            blobs.append(make_blob(data, item.content_type, item.filename, expect="image"))
+    files, fields = await _read_form(request, limit)
+    blobs = [make_blob(data, ctype, name, expect="image") for data, ctype, name in files]
     if not blobs:
         raise ClientRequestError("/v1/images/edits needs an `image` file", param="image")
-    fields: dict[str, Any] = {
-        k: form.get(k)
-        for k in ("prompt", "model", "n", "size", "response_format")
-        if isinstance(form.get(k), str)
-    }
     try:
         body = ImageGenerationRequest.model_validate(fields)
     except ValidationError as exc:
@@ -83,6 +69,82 @@ async def images_edits(request: web.Request) -> web.Response:
         route, body.prompt, n=body.n, size=aspect_ratio(body.size), blobs=blobs
     )
     return await _answer(service, media, body.response_format)
+
+
+_TEXT_FIELDS = ("prompt", "model", "n", "size", "response_format")
+_FIELD_LIMIT = 64 * 1024
+
+
+async def _read_form(
+    request: web.Request, image_limit: int
+) -> tuple[list[tuple[bytes, str, str | None]], dict[str, Any]]:
+    """``(files, fields)`` of the multipart body: the ``image``/``image[]`` files as
+    ``(bytes, content type, file name)`` and the known text fields; other parts are skipped.
+
+    Everything is read in memory with limits (``image_limit`` bytes per image, 64 KiB per text
+    field). Raises :class:`ClientRequestError` naming what is malformed: no or wrong boundary,
+    a part without a name, a truncated body, a text field that is not UTF-8 (or its declared
+    charset), a text part where a file is expected; :class:`MediaTooLargeError` for an image
+    over the limit.
+    """
+    if "boundary=" not in request.headers.get("Content-Type", "").lower():
+        raise ClientRequestError(
+            "the multipart body has no boundary: send `Content-Type: multipart/form-data; "
+            "boundary=…` (HTTP clients set it when given a form)"
+        )
+    files: list[tuple[bytes, str, str | None]] = []
+    fields: dict[str, Any] = {}
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ClientRequestError("nested multipart bodies are not supported")
+            name = part.name
+            if not name:
+                raise ClientRequestError("a part of the multipart body has no name")
+            if name in ("image", "image[]"):
+                if part.filename is None:
+                    raise ClientRequestError(f"`{clip(name)}` must be a file", param="image")
+                data = await _read_part(part, image_limit)
+                if data is None:
+                    raise MediaTooLargeError(
+                        f"the image is larger than the limit of {image_limit} bytes"
+                    )
+                files.append((data, part.headers.get("Content-Type", ""), part.filename))
+            elif name in _TEXT_FIELDS and part.filename is None:
+                raw = await _read_part(part, _FIELD_LIMIT)
+                if raw is None:
+                    raise ClientRequestError(f"the `{name}` field is too long", param=name)
+                charset = part.get_charset(default="utf-8")
+                fields[name] = raw.decode(charset)
+            else:
+                await part.release()
+    except UnicodeDecodeError:
+        raise ClientRequestError(
+            "a text field of the multipart body is not valid UTF-8 (or its declared charset)"
+        ) from None
+    except LookupError:
+        raise ClientRequestError("a multipart part declares an unknown charset") from None
+    except (
+        ValueError,
+        AssertionError,
+        aiohttp.ClientPayloadError,
+        aiohttp.BadContentDispositionHeader,  # warnings, raised where warnings are errors
+        aiohttp.BadContentDispositionParam,
+    ) as exc:
+        why = clip(str(exc) or type(exc).__name__, 120)
+        raise ClientRequestError(f"the multipart body is malformed: {why}") from None
+    return files, fields
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes | None:
+    """The decoded bytes of ``part``, or ``None`` when they exceed ``limit`` bytes."""
+    buf = bytearray()
+    while chunk := await part.read_chunk(65536):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(part.decode(bytes(buf)))
 
 
 async def _answer(service: ChatService, media: list[Media], fmt: str | None) -> web.Response:

@@ -1,0 +1,269 @@
+"""Hostile-input defences in front of the routes: forged browser requests, slow bodies, and the
+HTTP parser's own refusals.
+
+:func:`guard_middleware` (one middleware, so one function call per request; it runs after the
+API-key check, so a caller without the key learns nothing beyond 401) checks, in order:
+
+1. ``Host``: the listening address, ``localhost`` (when listening on loopback or on every
+   address), any IP literal (when listening on every address) or a name in ``allowed_hosts``;
+   anything else is 403 ``forbidden_host``. A DNS-rebinding page reaches the gateway under its
+   own domain name, so this is what stops it from reading answers. ``/healthz`` and
+   ``/metrics`` are exempt (probes and scrapers use service names; neither holds a secret).
+2. ``Origin``, when no API key is configured: a browser ``Origin`` that is not in
+   ``cors_origins`` is 403 ``forbidden_origin`` (a web page must not spend the account).
+3. ``Content-Type`` of a POST with a body: ``application/json`` (``multipart/form-data`` for
+   ``/images/edits``), else 415. A cross-site "simple" request (``text/plain``, a form) cannot
+   carry those types without a CORS preflight, which the gateway only answers for
+   ``cors_origins``.
+4. The body must arrive within ``body_timeout_s`` seconds (408 ``request_timeout``); a client
+   that hangs up during its upload is logged in one line (``client_gone``) and gets no answer.
+
+:class:`GatewayRunner` is an :class:`aiohttp.web.AppRunner` whose connections answer requests
+that aiohttp's HTTP parser refuses (over-long request line or header, too many headers, invalid
+characters, bad framing) with an OpenAI error object, 431 for header size, 414 for an over-long
+request target and 400 otherwise, and log them in one line. Neither quotes the offending bytes:
+aiohttp's own answer echoes the first hundred bytes of the header, which may be ``Authorization:
+Bearer <key>``. aiohttp has no supported hook for this (aio-libs/aiohttp#3287), so the runner
+swaps in a :class:`aiohttp.web.RequestHandler` subclass overriding its public ``handle_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import http_exceptions, web
+from aiohttp.web_request import BaseRequest
+
+from proxy.config import Settings
+from proxy.errors import (
+    ForbiddenRequestError,
+    HeadersTooLargeError,
+    MalformedHTTPError,
+    ProxyError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+    URITooLongError,
+    clip,
+    error_body,
+)
+
+__all__ = ["GatewayRunner", "allowed_host_names", "guard_middleware", "parse_error_response"]
+
+log = structlog.get_logger("proxy.guard")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_MULTIPART_PATHS = ("/images/edits",)
+_HOST_EXEMPT = frozenset({"/healthz", "/metrics"})  # probes and scrapers use any name
+_WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def allowed_host_names(settings: Settings) -> tuple[frozenset[str], bool, bool]:
+    """``(names, any_ip_literal, any_host)`` for the Host check (names lower-case, IPv6 without
+    brackets)."""
+    bind = settings.host.strip("[]").lower()
+    names = {bind, *(h.strip("[]").lower() for h in settings.allowed_hosts)}
+    if bind in _WILDCARD_BINDS or _is_loopback(bind):
+        names |= {"localhost", "127.0.0.1", "::1"}
+    return frozenset(names), bind in _WILDCARD_BINDS, "*" in settings.allowed_hosts
+
+
+def _host_name(header: str) -> str:
+    """The host part of a Host header, lower-case, IPv6 brackets removed."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header[1:]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def guard_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The middleware described in the module docstring, for ``settings``."""
+    names, any_ip, any_host = allowed_host_names(settings)
+    origins = frozenset(settings.cors_origins)
+    check_origin = not settings.api_keys and "*" not in origins
+    body_timeout_s = settings.body_timeout_s
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = request.headers
+        if not any_host and request.path not in _HOST_EXEMPT:
+            name = _host_name(headers.get("Host", ""))
+            if name not in names and not (any_ip and _is_ip(name)):
+                raise ForbiddenRequestError(
+                    f"the Host {clip(name, 60)!r} is not one this gateway serves; add it to "
+                    "`allowed_hosts` if it is yours (a defence against DNS rebinding)",
+                    code="forbidden_host",
+                )
+        if check_origin:
+            origin = headers.get("Origin")
+            if origin is not None and origin not in origins:
+                raise ForbiddenRequestError(
+                    f"requests from the web page {clip(origin, 60)!r} are refused: no API key "
+                    "is configured, so only origins listed in `cors_origins` may call the "
+                    "gateway",
+                    code="forbidden_origin",
+                )
+        if request.method != "POST" or not request.body_exists:
+            return await handler(request)  # no body, nothing a page could have forged
+        ctype = request.content_type
+        want = (
+            "multipart/form-data" if request.path.endswith(_MULTIPART_PATHS) else "application/json"
+        )
+        if ctype != want and not (want == "application/json" and ctype.endswith("+json")):
+            raise UnsupportedMediaTypeError(
+                f"{clip(request.path, 60)} takes a `Content-Type: {want}` body, not "
+                f"{clip(ctype, 60)!r}"
+            )
+        if request.content.is_eof():  # the whole body came with the headers (the usual case)
+            return await handler(request)
+        return await _with_body_deadline(request, handler, body_timeout_s)
+
+    return guard
+
+
+async def _with_body_deadline(
+    request: web.Request, handler: Handler, timeout_s: float
+) -> web.StreamResponse:
+    """Run ``handler``; cancel it with 408 if the body is not all received in ``timeout_s``."""
+    content = request.content
+    if content.is_eof():
+        return await handler(request)
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        if not content.is_eof():
+            expired = True
+            task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    try:
+        return await handler(request)
+    except asyncio.CancelledError:
+        if not expired:
+            transport = request.transport
+            if not content.is_eof() and (transport is None or transport.is_closing()):
+                log.info("client_gone", path=clip(request.path), during="upload")
+            raise
+        task.uncancel()
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s (setting body_timeout_s)"
+        ) from None
+    except ConnectionResetError:
+        if content.is_eof():
+            raise
+        log.info("client_gone", path=clip(request.path), during="upload")
+        raise
+    finally:
+        timer.cancel()
+
+
+def parse_error_response(exc: BaseException | None, status: int) -> tuple[ProxyError, int]:
+    """The error to answer for a request aiohttp's parser refused (``exc``, ``status``)."""
+    if status >= 500:
+        return ProxyError("internal error in the proxy; see its log"), status
+    if isinstance(exc, http_exceptions.LineTooLong) and _is_target(
+        exc.args[0] if exc.args else b""
+    ):
+        return URITooLongError("the request target (path and query) is too long"), 414
+    if isinstance(exc, http_exceptions.LineTooLong) or (
+        isinstance(exc, http_exceptions.BadHttpMessage)
+        and "too many headers" in str(exc.message).lower()
+    ):
+        return (
+            HeadersTooLargeError(
+                "the request line or a header is too long, or there are too many headers"
+            ),
+            431,
+        )
+    if isinstance(exc, http_exceptions.BadHttpMethod):
+        what = "the request method is not valid"
+    elif isinstance(exc, http_exceptions.InvalidHeader):
+        what = "a header name or value holds characters HTTP does not allow"
+    elif isinstance(exc, http_exceptions.BadStatusLine):
+        what = "the request line is malformed"
+    elif isinstance(
+        exc, http_exceptions.TransferEncodingError | http_exceptions.ContentLengthError
+    ):
+        what = "the body framing (Content-Length / Transfer-Encoding) is invalid"
+    else:
+        what = "the HTTP request is malformed"
+    return MalformedHTTPError(what), 400
+
+
+def _is_target(prefix: object) -> bool:
+    """Whether the start of an over-long line (as the parser reports it, never echoed) is a
+    request target (``/path``, ``http://…``) rather than a header."""
+    raw = bytes(prefix) if isinstance(prefix, bytes | bytearray) else str(prefix).encode()
+    return raw.startswith((b"/", b"http://", b"https://"))
+
+
+class _RequestHandler(web.RequestHandler):
+    """aiohttp's per-connection handler, answering parser refusals as OpenAI errors."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        err, status = parse_error_response(exc, status)
+        if status >= 500:
+            log.error("unhandled_error", exc_info=exc)
+        else:
+            log.info(
+                "http_parse_error",
+                status=status,
+                code=err.error_code(),
+                error=type(exc).__name__ if exc else None,
+            )
+        resp = web.Response(
+            status=status, body=orjson.dumps(error_body(err)), content_type="application/json"
+        )
+        resp.force_close()
+        return resp
+
+
+class _Server(web.Server):
+    def __init__(self, base: web.Server, kwargs: dict[str, Any], loop: Any) -> None:
+        super().__init__(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation,
+            loop=loop,
+            **kwargs,
+        )
+        self._handler_kwargs = kwargs
+
+    def __call__(self) -> web.RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._handler_kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """An :class:`aiohttp.web.AppRunner` whose parser refusals are OpenAI errors (see above)."""
+
+    async def _make_server(self) -> web.Server:
+        base = await super()._make_server()
+        return _Server(base, dict(base._kwargs), base._loop)

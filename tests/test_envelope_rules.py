@@ -1,0 +1,363 @@
+"""Every rule of the envelope classifier, one test per table entry (issue 11 §7: the tests must
+catch a single rule broken: a marker dropped, a comparison flipped, a field ignored)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from proxy.errors import (
+    UpstreamBadRequestError,
+    UpstreamCaptchaError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamReplayMissError,
+    UpstreamTimeoutError,
+    UpstreamUnauthorizedError,
+    UpstreamUnavailableError,
+)
+from proxy.qwen import envelope
+from proxy.qwen.envelope import CAPTCHA_ADVICE, classify_response, envelope_error, looks_like_waf
+
+
+def _body(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+# -- the WAF markers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        b"_____tmd_____",
+        b"x5secdata",
+        b"aliyun_waf",
+        b"FAIL_SYS_USER_VALIDATE",
+        b"RGV587",
+        b"/punish",
+        b"Access Verification",
+    ],
+)
+def test_each_waf_marker_alone_is_a_captcha(marker: bytes) -> None:
+    """A body carrying just one marker is recognised, and classified as a 503 captcha."""
+    assert marker in envelope._WAF_MARKERS
+    body = b"<html><body>see " + marker + b" here</body></html>"
+    assert looks_like_waf(body)
+    err = classify_response(200, "text/html", body)
+    assert type(err) is UpstreamCaptchaError
+    assert err.message == CAPTCHA_ADVICE
+
+
+def test_markers_table_is_covered() -> None:
+    """The table holds exactly the markers tested above (a new one needs its own test)."""
+    assert len(envelope._WAF_MARKERS) == 7
+
+
+def test_marker_past_the_first_64_kib_is_not_looked_at() -> None:
+    """Only the first 65536 bytes are searched: a marker starting at byte 65536 is not seen,
+    one ending at byte 65536 is."""
+    marker = b"RGV587"
+    assert not looks_like_waf(b"a" * 65536 + marker)
+    assert looks_like_waf(b"a" * (65536 - len(marker)) + marker)
+    assert not looks_like_waf(b"a" * (65537 - len(marker)) + marker)
+    assert not looks_like_waf(b"<html>fine</html>")
+
+
+# -- the baxia "ret" body ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ret", ["FAIL_SYS_USER_VALIDATE", "RGV587_ERROR::SM", "x::RGV587"])
+def test_each_ret_marker_alone_is_a_captcha(ret: str) -> None:
+    """Either ret marker alone (without any other marker in the object) makes a captcha."""
+    err = envelope_error({"ret": ["SUCCESS::ok", ret]})
+    assert type(err) is UpstreamCaptchaError
+
+
+@pytest.mark.parametrize("ret", [["SUCCESS::调用成功"], [], [7], "FAIL_SYS_USER_VALIDATE"])
+def test_ret_without_markers_is_not_a_captcha(ret: Any) -> None:
+    """A ret list without a marker, or a ret that is not a list, is no captcha."""
+    assert envelope_error({"ret": ret, "data": {"id": "x"}}) is None
+
+
+# -- where the error object sits -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("detail_key", ["details", "message"])
+def test_top_level_error_object_dispatches_on_its_code(detail_key: str) -> None:
+    """``{"error": {"code": …}}``: the code decides the class; details or message is quoted."""
+    err = envelope_error({"error": {"code": "Bad_Request", detail_key: "input too long"}})
+    assert type(err) is UpstreamBadRequestError
+    assert err.client_fault and err.http_status() == 400
+    assert "input too long" in err.message
+    err = envelope_error({"error": {"code": "Unauthorized", detail_key: "nope"}})
+    assert type(err) is UpstreamUnauthorizedError
+
+
+def test_top_level_error_details_win_over_message() -> None:
+    """When both are present, ``details`` is the text quoted."""
+    err = envelope_error({"error": {"code": "X1", "details": "DDD", "message": "MMM"}})
+    assert err is not None and "DDD" in err.message and "MMM" not in err.message
+
+
+def test_top_level_error_string() -> None:
+    """``{"error": "text"}`` is an error quoting the text; an empty string is none."""
+    err = envelope_error({"error": "rate limited by policy"})
+    assert type(err) is UpstreamRateLimitedError
+    err = envelope_error({"error": "something odd"})
+    assert type(err) is UpstreamError and "something odd" in err.message
+    assert envelope_error({"error": ""}) is None
+
+
+@pytest.mark.parametrize("detail_key", ["details", "message"])
+def test_data_error_object(detail_key: str) -> None:
+    """``{"data": {"error": {…}}}`` dispatches on the inner code."""
+    err = envelope_error({"data": {"error": {"code": "Bad_Request", detail_key: "too large"}}})
+    assert type(err) is UpstreamBadRequestError and err.client_fault
+    assert envelope_error({"data": {"error": "x"}}) is None  # not an object: not this rule
+
+
+def test_success_false_with_data_object() -> None:
+    """``success: false`` with a data object: the data's code and details."""
+    err = envelope_error({"success": False, "data": {"code": "Not_Login", "message": "m"}})
+    assert type(err) is UpstreamUnauthorizedError
+
+
+def test_success_false_without_data_object() -> None:
+    """``success: false`` and no data object: the top level's code and message."""
+    err = envelope_error({"success": False, "code": "Bad_Request", "message": "exceed limit"})
+    assert type(err) is UpstreamBadRequestError and err.client_fault
+    err = envelope_error({"success": False, "data": None, "code": "Weird", "message": "m"})
+    assert type(err) is UpstreamError and "Weird" in err.message
+
+
+@pytest.mark.parametrize(
+    ("obj", "is_error"),
+    [
+        ({"code": "RateLimited", "num": 1}, True),
+        ({"code": "200"}, False),
+        ({"code": "0"}, False),
+        ({"code": "success"}, False),
+        ({"code": ""}, False),
+        ({"code": 5}, False),
+        ({"code": "Oops", "choices": []}, False),
+        ({"success": True}, False),
+        ([], False),
+        ("text", False),
+    ],
+)
+def test_bare_code_objects(obj: Any, is_error: bool) -> None:
+    """A bare ``{"code": …}`` is an error unless the code means success or it is a frame."""
+    assert (envelope_error(obj) is not None) is is_error
+
+
+# -- codes and details -------------------------------------------------------------------------
+
+
+def test_rate_limited_retry_after_is_num_hours() -> None:
+    """``num`` hours become Retry-After seconds and the message says how long."""
+    err = envelope_error({"success": False, "data": {"code": "RateLimited", "num": 2}})
+    assert type(err) is UpstreamRateLimitedError
+    assert err.retry_after_s == 7200
+    assert err.headers() == {"Retry-After": "7200"}
+    assert "Try again in 2 hours." in err.message
+    half = envelope_error({"success": False, "data": {"code": "RateLimited", "num": 0.5}})
+    assert isinstance(half, UpstreamRateLimitedError) and half.retry_after_s == 1800
+
+
+@pytest.mark.parametrize("num", [0, -1, None, "6", True])
+def test_rate_limited_without_usable_hours_has_no_retry_after(num: Any) -> None:
+    """Zero, negative or non-numeric ``num``: no Retry-After header and no "Try again"."""
+    data: dict[str, Any] = {"code": "RateLimited"}
+    if num is not None:
+        data["num"] = num
+    err = envelope_error({"success": False, "data": data})
+    assert type(err) is UpstreamRateLimitedError
+    if num is True:  # a bool is an int in Python: one hour
+        assert err.retry_after_s == 3600
+        return
+    assert err.retry_after_s is None
+    assert err.headers() == {}
+    assert "Try again" not in err.message
+
+
+@pytest.mark.parametrize(
+    "details", ["Rate limit hit", "rate_limit", "RATE LIMIT exceeded", "ratelimited"]
+)
+def test_rate_limit_in_the_details_alone(details: str) -> None:
+    """Without the RateLimited code, "rate limit" in any spelling still makes a 429."""
+    err = envelope_error({"success": False, "data": {"code": "Other", "details": details}})
+    assert type(err) is UpstreamRateLimitedError
+    assert details in err.message
+
+
+@pytest.mark.parametrize(
+    ("code", "details"),
+    [
+        ("Unauthorized", ""),
+        ("Not_Login", ""),
+        ("Other", "HTTP 401 returned"),
+        ("Other", "Your Token has expired"),
+    ],
+)
+def test_each_unauthorized_rule(code: str, details: str) -> None:
+    """Each of the four unauthorized rules alone makes a 401 upstream_unauthorized."""
+    err = envelope_error({"success": False, "data": {"code": code, "details": details}})
+    assert type(err) is UpstreamUnauthorizedError
+    assert err.http_status() == 401
+    assert ("Upstream said: " + details in err.message) is bool(details)
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        "input is too long",
+        "tokens exceed the limit",
+        "content more than 131072 characters",
+        "content length invalid",
+        "file too large",
+        "TOO LONG",
+    ],
+)
+def test_each_client_fault_pattern_is_a_400(details: str) -> None:
+    """Each client-fault pattern in a Bad_Request makes it the client's 400."""
+    err = envelope_error({"success": False, "data": {"code": "Bad_Request", "details": details}})
+    assert type(err) is UpstreamBadRequestError
+    assert err.client_fault is True and err.http_status() == 400
+    assert f"(Bad_Request: {details})" in err.message
+
+
+@pytest.mark.parametrize("details", ["Internal error", "more than many characters", ""])
+def test_bad_request_without_client_fault_is_a_502(details: str) -> None:
+    """A Bad_Request matching no client-fault pattern is ours: 502."""
+    err = envelope_error({"success": False, "data": {"code": "Bad_Request", "details": details}})
+    assert type(err) is UpstreamBadRequestError
+    assert err.client_fault is False and err.http_status() == 502
+    if not details:
+        assert "no details" in err.message
+
+
+@pytest.mark.parametrize(
+    ("code", "details"), [("Other", "captcha required"), ("X", "FAIL_SYS_USER_VALIDATE now")]
+)
+def test_captcha_in_code_or_details(code: str, details: str) -> None:
+    """ "captcha" or FAIL_SYS_USER_VALIDATE in the details makes a captcha error."""
+    err = envelope_error({"success": False, "data": {"code": code, "details": details}})
+    assert type(err) is UpstreamCaptchaError
+
+
+def test_unknown_code_is_a_generic_upstream_error_quoting_code_and_details() -> None:
+    """Any other code: a 502 naming the code and the (scrubbed) details."""
+    err = envelope_error({"success": False, "data": {"code": "  Weird_Code ", "details": "d1"}})
+    assert type(err) is UpstreamError
+    assert err.message == "chat.qwen.ai reported an error (Weird_Code: d1)."
+    err = envelope_error({"success": False, "data": {"code": None, "details": None}})
+    assert type(err) is UpstreamError
+    assert err.message == "chat.qwen.ai reported an error (error: no details)."
+
+
+def test_details_are_capped() -> None:
+    """Quoted details are scrubbed and cut to 300 characters."""
+    err = envelope_error({"success": False, "data": {"code": "Weird", "details": "x" * 1000}})
+    assert err is not None and "x" * 300 not in err.message and "x" * 299 + "…" in err.message
+
+
+# -- classify_response's own rules -----------------------------------------------------------
+
+
+def test_replay_miss_needs_404_and_its_type() -> None:
+    """A replay miss is recognised only with status 404 and ``type: replay_miss``."""
+    body = _body({"error": {"type": "replay_miss", "message": "no match"}})
+    err = classify_response(404, "application/json", body)
+    assert type(err) is UpstreamReplayMissError
+    assert err.message.endswith("no match")
+    assert type(classify_response(400, "application/json", body)) is not UpstreamReplayMissError
+    other = _body({"error": {"type": "other", "message": "m"}})
+    assert type(classify_response(404, "application/json", other)) is not UpstreamReplayMissError
+
+
+@pytest.mark.parametrize("status", [200, 401, 403])
+@pytest.mark.parametrize("text", [b"Token has expired", b"INVALID TOKEN"])
+def test_expired_token_text_is_401(status: int, text: bytes) -> None:
+    """The token texts with 200, 401 or 403 mean the upstream token was refused."""
+    err = classify_response(status, "text/plain", b"<p>" + text + b"</p>")
+    assert type(err) is UpstreamUnauthorizedError
+    assert "sign in" in err.message
+
+
+def test_expired_token_text_with_other_status_is_not_401() -> None:
+    """With a 500 the text is not trusted: it is a 5xx."""
+    assert type(classify_response(500, "text/plain", b"Token has expired")) is (
+        UpstreamUnavailableError
+    )
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_401_and_403_are_unauthorized(status: int) -> None:
+    """401 and 403 without a recognisable body name the status."""
+    err = classify_response(status, "text/plain", b"no")
+    assert type(err) is UpstreamUnauthorizedError
+    assert f"HTTP {status}" in err.message
+
+
+def test_429_is_rate_limited_without_retry_after() -> None:
+    """HTTP 429 is a 429 with no Retry-After (the site gives none)."""
+    err = classify_response(429, "text/plain", b"slow down")
+    assert type(err) is UpstreamRateLimitedError and err.headers() == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, UpstreamUnavailableError),
+        (502, UpstreamUnavailableError),
+        (503, UpstreamUnavailableError),
+        (504, UpstreamTimeoutError),
+        (599, UpstreamUnavailableError),
+    ],
+)
+def test_server_errors(status: int, kind: type[UpstreamError]) -> None:
+    """5xx: 504 is a timeout, every other 5xx unavailable; the status is named."""
+    err = classify_response(status, "text/plain", b"")
+    assert type(err) is kind
+    assert f"HTTP {status}" in err.message
+
+
+def test_html_page_is_a_protocol_error() -> None:
+    """HTML that is not the WAF: a protocol error saying so."""
+    err = classify_response(200, "text/html; charset=utf-8", b"<html>down</html>")
+    assert type(err) is UpstreamProtocolError
+    assert "HTML page (HTTP 200)" in err.message
+
+
+def test_unknown_json_names_its_keys() -> None:
+    """JSON that is no known error names (at most 8 of) its keys, sorted."""
+    obj = {f"k{i}": i for i in range(10)}
+    err = classify_response(200, "application/json", _body(obj))
+    assert type(err) is UpstreamProtocolError
+    assert "(keys: k0, k1, k2, k3, k4, k5, k6, k7)" in err.message
+
+
+def test_unexpected_content_names_the_type() -> None:
+    """Anything else names the status and the content type (or "none")."""
+    err = classify_response(200, "text/plain", b"hello")
+    assert type(err) is UpstreamProtocolError
+    assert "HTTP 200 with unexpected content (text/plain)" in err.message
+    err = classify_response(200, "", b"hello")
+    assert "(none)" in err.message
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2", b"[]", b'"x"'])
+def test_bodies_that_do_not_parse_as_objects(body: bytes) -> None:
+    """Broken JSON, or JSON that is not an object, falls through to the status rules."""
+    err = classify_response(200, "application/json", body)
+    assert type(err) is UpstreamProtocolError
+    assert "unexpected content" in err.message
+
+
+def test_json_array_with_error_status() -> None:
+    """A JSON array with a 5xx is judged by the status."""
+    assert type(classify_response(503, "application/json", b"[1]")) is UpstreamUnavailableError

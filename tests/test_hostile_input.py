@@ -1,0 +1,405 @@
+"""Hostile input (issue 11 §1): malformed multipart, HTTP-parser refusals, echoed values, bad
+parameter types, slow and abandoned bodies. Every answer is an OpenAI error object with a 4xx
+status naming what is wrong, never a 500, never an echo of a header value."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from helpers import ServerFactory, Stack, start_stack
+
+from proxy.app import make_app
+from proxy.config import Settings
+from proxy.guard import GatewayRunner
+from recorder.replay import REQUESTS_KEY
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
+
+
+def _logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """Everything logged so far: stdlib records and structlog's printed lines."""
+    out = capsys.readouterr()
+    return caplog.text + out.out + out.err
+
+
+@pytest.fixture
+async def stack(aiohttp_server: ServerFactory) -> Stack:
+    return await start_stack(aiohttp_server)
+
+
+async def _post(
+    stack: Stack, path: str, body: bytes, ctype: str | None, **headers: str
+) -> tuple[int, dict[str, Any]]:
+    hdrs = dict(headers)
+    data: Any = io.BytesIO(body) if len(body) > 1_000_000 else body
+    if ctype is not None:
+        hdrs["Content-Type"] = ctype
+    async with (
+        aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as s,
+        s.post(stack.proxy.make_url(path), data=data, headers=hdrs) as r,
+    ):
+        raw = await r.read()
+        assert r.headers["Content-Type"].startswith("application/json"), raw[:200]
+        return r.status, json.loads(raw)
+
+
+def _part(name: str | None, value: bytes, *, filename: str | None = None) -> bytes:
+    disp = "form-data"
+    if name is not None:
+        disp += f'; name="{name}"'
+    if filename is not None:
+        disp += f'; filename="{filename}"'
+    ctype = "Content-Type: image/png\r\n" if filename else ""
+    return f"Content-Disposition: {disp}\r\n{ctype}\r\n".encode() + value
+
+
+def _multipart(parts: list[bytes], boundary: str = "XyZ", *, close: bool = True) -> bytes:
+    out = b"".join(b"--" + boundary.encode() + b"\r\n" + p + b"\r\n" for p in parts)
+    return out + (b"--" + boundary.encode() + b"--\r\n" if close else b"")
+
+
+GOOD_PARTS = [_part("image", PNG, filename="a.png"), _part("prompt", b"make it blue")]
+
+MALFORMED_MULTIPART = {
+    "no_boundary": (_multipart(GOOD_PARTS), "multipart/form-data"),
+    "wrong_boundary": (_multipart(GOOD_PARTS), "multipart/form-data; boundary=OTHER"),
+    "truncated": (_multipart(GOOD_PARTS)[:-40], "multipart/form-data; boundary=XyZ"),
+    "part_without_name": (
+        _multipart([_part(None, b"x"), *GOOD_PARTS]),
+        "multipart/form-data; boundary=XyZ",
+    ),
+    "non_utf8_text_field": (
+        _multipart([GOOD_PARTS[0], _part("prompt", "蓝色".encode("gbk") + b"\xff")]),
+        "multipart/form-data; boundary=XyZ",
+    ),
+    "garbage": (b"\x00\x01garbage" * 10, "multipart/form-data; boundary=XyZ"),
+    "empty": (b"", "multipart/form-data; boundary=XyZ"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_MULTIPART))
+async def test_malformed_multipart_is_a_400_naming_the_problem(
+    stack: Stack, case: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each malformed multipart body to /v1/images/edits is a 400 invalid_request_error, with
+    no traceback logged."""
+    body, ctype = MALFORMED_MULTIPART[case]
+    with caplog.at_level(logging.DEBUG):
+        status, payload = await _post(stack, "/v1/images/edits", body, ctype)
+    assert status == 400, payload
+    err = payload["error"]
+    assert err["type"] == "invalid_request_error"
+    assert "multipart" in err["message"] or "image" in err["message"], err
+    text = _logs(caplog, capsys)
+    assert "Traceback" not in text and "unhandled_error" not in text
+
+
+async def test_json_body_to_images_edits_is_415(stack: Stack) -> None:
+    """A JSON body where multipart is documented is 415, naming the type to send."""
+    status, payload = await _post(stack, "/v1/images/edits", b'{"prompt": "x"}', "application/json")
+    assert status == 415
+    assert payload["error"]["code"] == "unsupported_media_type"
+    assert "multipart/form-data" in payload["error"]["message"]
+
+
+# -- the HTTP parser's refusals ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def raw_proxy(aiohttp_server: ServerFactory) -> AsyncIterator[tuple[str, int]]:
+    """The proxy served by :class:`GatewayRunner` (as ``qwen-proxy serve`` does)."""
+    stack = await start_stack(aiohttp_server)
+    app = make_app(Settings(upstream_url=str(stack.replay.make_url("")).rstrip("/")))
+    runner = GatewayRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield "127.0.0.1", port
+    finally:
+        await runner.cleanup()
+
+
+async def _raw_exchange(addr: tuple[str, int], data: bytes) -> tuple[int, bytes, bytes]:
+    reader, writer = await asyncio.open_connection(*addr)
+    writer.write(data)
+    await writer.drain()
+    raw = await reader.read()  # the server closes the connection after a parser error
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, head, body
+
+
+SECRET = "sk-live-abcdefghijklmnopqrstuvwxyz0123456789"
+
+PARSER_CASES = {
+    "long_authorization": (
+        f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {SECRET}"
+        + "A" * 9000
+        + "\r\n\r\n",
+        431,
+    ),
+    "long_request_line": ("GET /v1/" + "m" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "long_absolute_target": (
+        "GET http://x/" + "m" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n",
+        414,
+    ),
+    "too_many_headers": (
+        "GET /v1/models HTTP/1.1\r\nHost: x\r\n"
+        + "".join(f"X-H{i}: {SECRET}\r\n" for i in range(200))
+        + "\r\n",
+        431,
+    ),
+    "invalid_header_char": (
+        f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\x01\r\n\r\n",
+        400,
+    ),
+    "bad_method": (f"G(T /v1/models HTTP/1.1\r\nHost: {SECRET}\r\n\r\n", 400),
+    "bad_version": ("GET /v1/models HTTP/9.z\r\nHost: x\r\n\r\n", 400),
+    "bad_content_length": (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARSER_CASES))
+async def test_parser_refusals_are_openai_errors_without_echo(
+    raw_proxy: tuple[str, int],
+    case: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Requests aiohttp's parser refuses get an OpenAI error (431 for header size), and neither
+    the body nor the log quotes the offending header."""
+    request, want = PARSER_CASES[case]
+    with caplog.at_level(logging.DEBUG):
+        status, head, body = await _raw_exchange(raw_proxy, request.encode("latin-1"))
+    assert status == want, body
+    assert b"application/json" in head
+    err = json.loads(body)["error"]
+    codes = {431: "headers_too_large", 414: "uri_too_long", 400: "malformed_http"}
+    assert err["code"] == codes[want]
+    assert err["type"] == "invalid_request_error"
+    assert SECRET[:12].encode() not in body and b"AAAA" not in body
+    text = _logs(caplog, capsys)
+    assert "http_parse_error" in text
+    assert SECRET[:12] not in text and "Traceback" not in text
+
+
+# -- echoed values ---------------------------------------------------------------------------
+
+
+async def test_huge_model_name_is_not_echoed(
+    stack: Stack, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A multi-megabyte model name gets a short error body and a short log line."""
+    body = {"model": "m" * (2 * 1024 * 1024), "messages": [{"role": "user", "content": "hi"}]}
+    with caplog.at_level(logging.DEBUG):
+        status, payload = await _post(
+            stack, "/v1/chat/completions", json.dumps(body).encode(), "application/json"
+        )
+    assert status in (400, 404)
+    assert payload["error"]["param"] == "model"
+    assert len(json.dumps(payload)) < 2000
+    assert all(len(line) < 4000 for line in _logs(caplog, capsys).splitlines())
+
+
+async def test_huge_path_is_not_echoed(stack: Stack) -> None:
+    """An unknown long path is a short 404."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(stack.proxy.make_url("/v1/" + "p" * 6000)) as r:
+            assert r.status == 404
+            assert len(await r.read()) < 1000
+
+
+async def test_huge_model_get_is_not_echoed(stack: Stack) -> None:
+    """GET /v1/models/<long id> is a short 404."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(stack.proxy.make_url("/v1/models/" + "q" * 6000)) as r:
+            assert r.status == 404
+            assert len(await r.read()) < 1000
+
+
+# -- slow and abandoned bodies ------------------------------------------------------------------
+
+
+async def test_slow_body_gets_408(aiohttp_server: ServerFactory) -> None:
+    """A client that stops sending its body is answered 408 after body_timeout_s."""
+    stack = await start_stack(aiohttp_server, body_timeout_s=0.2)
+    host, port = stack.proxy.host, stack.proxy.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model":'
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    writer.close()
+    assert head.split(b" ")[1] == b"408"
+    assert b"Connection: close" in head
+
+
+async def test_hangup_during_upload_is_one_log_line(
+    stack: Stack, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A client hanging up mid-body leaves one ``client_gone`` line and no traceback."""
+    host, port = stack.proxy.host, stack.proxy.port
+    with caplog.at_level(logging.DEBUG):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        await writer.drain()
+        # the server says "100 Continue" once the handler is about to read the body
+        assert b" 100 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(b'{"model":')
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        seen = ""
+        for _ in range(100):  # until the line is written, then long enough for a second one
+            seen += capsys.readouterr().out
+            if "client_gone" in seen or "client_disconnected" in seen:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # a second watcher (hangup_middleware) would log by now
+        text = seen + _logs(caplog, capsys)
+    hangups = [ln for ln in text.splitlines() if "client_gone" in ln or "client_disconnected" in ln]
+    assert len(hangups) == 1 and "client_gone" in hangups[0], text
+    assert "Traceback" not in text and "Error handling request" not in text
+
+
+# -- parameter types ------------------------------------------------------------------------
+
+BAD_PARAMS = [
+    ("temperature", "hot"),
+    ("temperature", 5),
+    ("temperature", True),
+    ("temperature", "0.5"),
+    ("top_p", 1.5),
+    ("stream", "yes"),
+    ("stream", 1),
+    ("max_tokens", 2.5),
+    ("max_tokens", "10"),
+    ("n", 2),
+    ("stop", 5),
+    ("seed", "x"),
+    ("presence_penalty", -3),
+    ("stream_options", {"include_usage": "yes"}),
+    ("model", 7),
+    ("enable_thinking", "true"),
+]
+
+
+@pytest.mark.parametrize(("param", "value"), BAD_PARAMS)
+async def test_bad_parameter_type_is_400_with_param(stack: Stack, param: str, value: Any) -> None:
+    """A parameter of the wrong type or out of OpenAI's range is a 400 naming it (it does not
+    stream, it does not reach the upstream)."""
+    body = {"model": "qwen3-max", "messages": [{"role": "user", "content": "hi"}], param: value}
+    status, payload = await _post(
+        stack, "/v1/chat/completions", json.dumps(body).encode(), "application/json"
+    )
+    assert status == 400, payload
+    assert payload["error"]["param"] == (
+        "stream_options.include_usage" if param == "stream_options" else param
+    )
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert not stack.replay.app[REQUESTS_KEY]
+
+
+async def test_bad_temperature_through_the_sdk(stack: Stack) -> None:
+    """The official SDK surfaces the 400 as BadRequestError with ``param``."""
+    client = openai.AsyncOpenAI(base_url=str(stack.proxy.make_url("/v1")), api_key="x")
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(
+            model="qwen3-max",
+            messages=[{"role": "user", "content": "hi"}],
+            temperature="hot",  # type: ignore[arg-type]
+        )
+    body = info.value.body
+    assert isinstance(body, dict) and body["param"] == "temperature"
+    await client.close()
+
+
+GOOD_IGNORED = [
+    ("temperature", 0),
+    ("temperature", 1.3),
+    ("top_p", 0.9),
+    ("max_tokens", 16),
+    ("stop", ["\n\n"]),
+    ("seed", 42),
+    ("presence_penalty", 1),
+    ("user", "u-1"),
+    ("logit_bias", {"50256": -100}),
+]
+
+
+@pytest.mark.parametrize(("param", "value"), GOOD_IGNORED)
+async def test_right_type_values_the_site_ignores_are_accepted(
+    stack: Stack, param: str, value: Any
+) -> None:
+    """Values of the right type that chat.qwen.ai cannot honour stay accepted."""
+    body = {
+        "model": "qwen3-max",
+        "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+        param: value,
+    }
+    status, payload = await _post(
+        stack, "/v1/chat/completions", json.dumps(body).encode(), "application/json"
+    )
+    assert status == 200, payload
+    assert payload["choices"][0]["message"]["content"]
+
+
+# -- Server-Timing on every answer of the app --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/healthz", None),
+        ("GET", "/v1/models", None),
+        ("GET", "/v1/models/no-such-model", None),
+        ("GET", "/v1/nowhere", None),
+        ("POST", "/v1/chat/completions", b"{not json"),
+        ("POST", "/v1/images/generations", b'{"prompt": ""}'),
+        ("POST", "/v1/videos/generations", b"{}"),
+    ],
+)
+async def test_server_timing_on_every_answer(
+    stack: Stack, method: str, path: str, body: bytes | None
+) -> None:
+    """Errors, models, health, media routes: each answer carries Server-Timing."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, stack.proxy.make_url(path), data=body, headers=headers) as r,
+    ):
+        timing = r.headers.get("Server-Timing", "")
+    assert re.fullmatch(r"total;dur=\d+\.\d\d", timing), timing
+
+
+async def test_server_timing_on_chat_keeps_its_split(stack: Stack) -> None:
+    """A chat answer keeps its proxy/upstream split."""
+    body = {
+        "model": "qwen3-max",
+        "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(stack.proxy.make_url("/v1/chat/completions"), json=body) as r,
+    ):
+        assert re.fullmatch(r"proxy;dur=[\d.]+, upstream;dur=[\d.]+", r.headers["Server-Timing"])

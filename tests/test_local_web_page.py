@@ -1,0 +1,131 @@
+"""A web page must not drive a local gateway (issue 11 §2): CSRF with "simple" requests, DNS
+rebinding through a foreign Host, browser Origins while no API key is set."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from helpers import ServerFactory, Stack, start_stack
+
+from proxy.config import Settings
+from proxy.guard import allowed_host_names
+from recorder.replay import REQUESTS_KEY
+
+CHAT = {
+    "model": "qwen3-max",
+    "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+}
+
+
+async def _send(
+    stack: Stack, method: str, path: str, *, body: bytes | None = None, **headers: str
+) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as s,
+        s.request(method, stack.proxy.make_url(path), data=body, headers=headers) as r,
+    ):
+        return r.status, json.loads(await r.read())
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
+async def test_simple_cross_site_post_is_refused(
+    aiohttp_server: ServerFactory, ctype: str | None
+) -> None:
+    """A POST a web page can send without a preflight (text/plain, a form) is 415 and never
+    reaches chat.qwen.ai."""
+    stack = await start_stack(aiohttp_server)
+    headers = {"Content-Type": ctype} if ctype else {}
+    status, payload = await _send(
+        stack, "POST", "/v1/chat/completions", body=json.dumps(CHAT).encode(), **headers
+    )
+    assert status == 415
+    assert payload["error"]["code"] == "unsupported_media_type"
+    assert "application/json" in payload["error"]["message"]
+    assert not stack.replay.app[REQUESTS_KEY]
+
+
+async def test_json_with_charset_is_accepted(aiohttp_server: ServerFactory) -> None:
+    """``application/json; charset=utf-8`` is JSON."""
+    stack = await start_stack(aiohttp_server)
+    status, _ = await _send(
+        stack,
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(CHAT).encode(),
+        **{"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert status == 200
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8000", "10.0.0.1"])
+async def test_foreign_host_is_refused(aiohttp_server: ServerFactory, host: str) -> None:
+    """A Host that is neither the bound address, localhost nor configured is 403 (DNS
+    rebinding); /healthz stays open."""
+    stack = await start_stack(aiohttp_server)
+    status, payload = await _send(stack, "GET", "/v1/models", Host=host)
+    assert status == 403
+    assert payload["error"]["code"] == "forbidden_host"
+    status, _ = await _send(stack, "GET", "/healthz", Host=host)
+    assert status == 200
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1", "LOCALHOST", "gateway.lan:80"])
+async def test_local_and_configured_hosts_pass(aiohttp_server: ServerFactory, host: str) -> None:
+    """localhost, the bound address and `allowed_hosts` names are served."""
+    stack = await start_stack(aiohttp_server, allowed_hosts=["gateway.lan"])
+    status, _ = await _send(stack, "GET", "/v1/models", Host=host)
+    assert status == 200
+
+
+def test_host_rules_for_wildcard_and_star() -> None:
+    """Listening on every address accepts IP literals; `*` turns the check off."""
+    names, any_ip, any_host = allowed_host_names(Settings(host="0.0.0.0"))
+    assert any_ip and not any_host and "localhost" in names
+    names, any_ip, any_host = allowed_host_names(Settings(host="10.1.2.3"))
+    assert not any_ip and "localhost" not in names and "10.1.2.3" in names
+    assert allowed_host_names(Settings(allowed_hosts=["*"]))[2]
+    names, _, _ = allowed_host_names(Settings(host="::1"))
+    assert "::1" in names and "localhost" in names
+
+
+async def test_browser_origin_refused_without_key(aiohttp_server: ServerFactory) -> None:
+    """With no API key, a browser Origin not in cors_origins is 403 even for a JSON POST (a
+    page could send one after a preflight the gateway does not answer, or via a plug-in)."""
+    stack = await start_stack(aiohttp_server, cors_origins=["http://localhost:3000"])
+    status, payload = await _send(
+        stack,
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(CHAT).encode(),
+        **{"Content-Type": "application/json", "Origin": "https://evil.example"},
+    )
+    assert status == 403
+    assert payload["error"]["code"] == "forbidden_origin"
+    assert not stack.replay.app[REQUESTS_KEY]
+    status, _ = await _send(
+        stack,
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(CHAT).encode(),
+        **{"Content-Type": "application/json", "Origin": "http://localhost:3000"},
+    )
+    assert status == 200
+
+
+async def test_browser_origin_allowed_with_key(aiohttp_server: ServerFactory) -> None:
+    """With an API key configured the key is the defence: an Origin alone is not refused."""
+    stack = await start_stack(aiohttp_server, api_keys=["k-123456"])
+    status, _ = await _send(
+        stack,
+        "GET",
+        "/v1/models",
+        Origin="https://app.example",
+        Authorization="Bearer k-123456",
+    )
+    assert status == 200
