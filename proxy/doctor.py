@@ -69,6 +69,12 @@ CHECK_FEATURES: dict[str, tuple[str, ...]] = {
     "tools": ("tools", "answer", "chat", "errors"),
     "wire": (),
     "profile": ("chat", "answer", "errors"),
+    "anthropic": ("chat", "answer", "errors"),
+    "anthropic.tools": ("tools", "answer", "chat", "errors"),
+    "anthropic.errors": (),
+    "responses": ("chat", "answer", "errors"),
+    "responses.tools": ("tools", "answer", "chat", "errors"),
+    "responses.errors": (),
 }
 """Check-id prefixes (longest wins) and the contract features a failing check can come from
 (``proxy/qwen/contract.py`` FEATURES); ``()`` for checks of the gateway alone (auth, its own

@@ -38,6 +38,15 @@ def test_features_of_checks() -> None:
     assert features_of("errors.unknown_model") == ("models",)
     assert features_of("auth.wrong_key") == ()
     assert features_of("brand.new") is None
+    assert features_of("anthropic.tools.stream") == ("tools", "answer", "chat", "errors")
+    assert features_of("responses.errors") == ()
+
+
+def test_every_check_of_the_harness_is_mapped() -> None:
+    """Each check id the harness has today maps to features (no silent 'all features')."""
+    from proxy.conformance import check_ids
+
+    assert [i for i in check_ids() if features_of(i) is None] == []
 
 
 def _item(severity: str, feature: str = "", **kw: Any) -> dict[str, Any]:
