@@ -575,9 +575,17 @@ class ChatService:
                 now=time.time(),
             )
             ttl = self.settings.conversation_ttl_s
-            self.spawn(self.store.put_conversation(key, entry, ttl), name="conversation-put")
+            self.spawn(self._store_answer(key, entry, ttl, plan.stale_key), name="conversation")
 
         return on_answer
+
+    async def _store_answer(
+        self, key: str, entry: dict[str, Any], ttl_s: float, stale_key: str | None
+    ) -> None:
+        """Store an answer's entry and drop the one two answers back (bounded memory)."""
+        await self.store.put_conversation(key, entry, ttl_s)
+        if stale_key is not None and stale_key != key:
+            await self.store.delete_conversation(stale_key)
 
     # -- background work -------------------------------------------------------------------------
 
