@@ -53,7 +53,7 @@ SWEEP_BATCH = 50
 """Tracked chats deleted at most per sweep."""
 MAX_PAGES = 10
 """List pages read per account and reconciliation."""
-INF = float("inf")
+FAR_FUTURE = 1e18  # epoch s: "every tracked chat" in a due_chats query (finite for Redis)
 RETRY_S = 600.0
 """A chat whose deletion failed is tried again this many seconds later."""
 START_DELAY_S = 1.0
@@ -188,7 +188,7 @@ class ChatJanitor:
                     break
                 listed += chats
             # read after the list: a chat listed and tracked meanwhile counts as tracked
-            tracked = {c for c, _ in await self._service.store.due_chats(INF, MAX_TRACKED)}
+            tracked = {c for c, _ in await self._service.store.due_chats(FAR_FUTURE, MAX_TRACKED)}
             leftovers = [c["id"] for c in listed if is_leftover(c, prefix, now, tracked)]
             for chat_id in leftovers:
                 if await self._delete(account, chat_id, reason="leftover"):
