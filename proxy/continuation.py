@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "MAX_TURN_HASHES",
+    "SCOPE_KEY",
     "Message",
     "Plan",
     "answer_digest",
@@ -142,6 +143,11 @@ def answer_digest(text: str, tool_calls: Iterable[Any] = ()) -> str:
     """The digest of the assistant message a client will send back for an answer of ``text``
     (content only, reasoning excluded) and ``tool_calls``."""
     return _digest("assistant", text, (), _call_parts(tool_calls))
+
+
+SCOPE_KEY = "conversation_scope"
+"""The ``Conversation.metadata`` key a route sets to :func:`scope_of` its request's headers; the
+service scopes the conversation map with it (and keeps it through corrective turns)."""
 
 
 def scope_of(headers: Mapping[str, str]) -> str:

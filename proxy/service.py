@@ -347,17 +347,18 @@ class ChatService:
         conv: Conversation,
         *,
         route: ModelRoute | None = None,
-        scope: str = "",
+        scope: str | None = None,
     ) -> AsyncIterator[OpenChat]:
         """Resolve the model, upload the media parts, create the chat and open the stream
         (PROTOCOL.md §3, §4, §7).
 
         With ``conversations = "native"`` (t2t and search), a history whose messages up to the
-        last assistant turn match an answer this gateway gave (:mod:`proxy.continuation`;
-        ``scope`` separates API keys) continues that chat: only the newer messages (and their
-        media) are sent, with ``parent_id`` = that answer's ``response_id``. If the site refuses
-        the continuation before any text, the whole history is flattened into a new chat
-        instead, transparently. Every answer is remembered for the next turn.
+        last assistant turn match an answer this gateway gave (:mod:`proxy.continuation`)
+        continues that chat: only the newer messages (and their media) are sent, with
+        ``parent_id`` = that answer's ``response_id``. If the site refuses the continuation
+        before any text, the whole history is flattened into a new chat instead, transparently.
+        Every answer is remembered for the next turn. ``scope`` (default:
+        ``conv.metadata[SCOPE_KEY]``, which the routes set from the API key) keeps clients apart.
 
         Raises :class:`~proxy.errors.ClientRequestError` for bad input and
         :class:`~proxy.errors.UpstreamError` when chat.qwen.ai refuses; the account that drew a
@@ -368,11 +369,10 @@ class ChatService:
             route = await self.route_for(conv)
         size = aspect_ratio(conv.size) if route.chat_type in ("t2i", "image_edit") else None
         native = self.settings.conversations == "native" and route.chat_type in NATIVE_CHAT_TYPES
-        plan = (
-            continuation.plan(conv.turns, scope + continuation.tools_scope(conv.tools))
-            if native
-            else None
-        )
+        if scope is None:
+            scope = str(conv.metadata.get(continuation.SCOPE_KEY, ""))
+        scope += continuation.tools_scope(conv.tools)
+        plan = continuation.plan(conv.turns, scope) if native else None
         resume = await self._resume(plan) if plan is not None else None
         async with AsyncExitStack() as stack:
             chat: OpenChat | None = None
