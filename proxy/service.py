@@ -753,7 +753,7 @@ async def _peek(resp: aiohttp.ClientResponse) -> list[bytes]:
     most :data:`PEEK_LIMIT` bytes.
     """
     decoder = SSEDecoder()
-    translator = Translator()
+    translator = Translator(native_tools=True)  # a native tool call counts as an answer
     chunks: list[bytes] = []
     size = 0
     seen_event = False
