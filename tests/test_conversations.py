@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from helpers import Stack, cassette, cassettes, start_stack
+from helpers import SCENARIO, Stack, cassette, cassettes, start_stack
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -291,3 +291,21 @@ async def test_a_conversation_keeps_at_most_two_entries(aiohttp_server: Any) -> 
 def continuation_plan(history: list[dict[str, str]], api_key: str = "t") -> Plan:
     conv = parse_chat(json.dumps({"model": "qwen3-max", "messages": history}).encode())
     return plan(conv.turns, scope_of({"Authorization": f"Bearer {api_key}"}))
+
+
+async def test_a_continuation_goes_to_the_account_that_owns_the_chat(aiohttp_server: Any) -> None:
+    """With several accounts, the second turn uses the first turn's account, whatever the
+    rotation would pick next."""
+    conv = BY_NAME["conversation_two_turn"]
+    stack = await start_stack(aiohttp_server, tokens=["tok-one", "tok-two", "tok-three"])
+    await ask(stack, conv.first_messages(), stream=False)
+    await settle(stack)
+    for _ in range(2):  # move the rotation along
+        await ask(stack, [{"role": "user", "content": SCENARIO["t2t_answer"].prompt}], stream=True)
+    await ask(stack, conv.messages(), stream=True)
+    turns = stack.upstream(COMPLETIONS)
+    first, second = turns[0], turns[-1]
+    assert json.loads(second.body)["parent_id"] == response_id(conv, "1")
+    assert second.headers["Authorization"] == first.headers["Authorization"]
+    others = {t.headers["Authorization"] for t in turns[1:-1]}
+    assert first.headers["Authorization"] not in others  # the rotation did move on
