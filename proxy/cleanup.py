@@ -5,14 +5,17 @@ Every chat the gateway creates is titled ``chat_title_prefix`` and, with
 after its last turn (:meth:`proxy.service.ChatService.new_chat`; a continuation moves it).
 :class:`ChatJanitor` then:
 
-- **sweeps** every :data:`SWEEP_INTERVAL_S` seconds: the tracked chats past their deadline are
-  deleted (``DELETE /api/v2/chats/<id>``, PROTOCOL.md §2) with the account that created them,
-  and forgotten;
+- **sweeps** every :func:`sweep_interval` seconds (a quarter of ``conversation_ttl_s``, between
+  0.5 and 30 s): the tracked chats past their deadline are deleted
+  (``DELETE /api/v2/chats/<id>``, PROTOCOL.md §2) with the account that created them, and
+  forgotten;
 - **reconciles** at start-up (:data:`START_DELAY_S` after it) and every
   ``chat_reconcile_interval_s``: each account's chat list (``GET /api/v2/chats/?page=N``) is read
-  and the chats whose title starts with the prefix and that were idle for ``conversation_ttl_s``
-  are deleted: leftovers of an earlier run, a crash or another instance's lost bookkeeping. A chat
-  with any other title is the user's own and is never touched.
+  and the chats titled with the prefix that no gateway tracks any more are deleted: leftovers of
+  an earlier run (the in-process store forgets on restart), a crash or lost bookkeeping. Chats
+  still tracked (live conversations, also those of other instances sharing Redis) are left to
+  the sweep; a chat younger than :data:`GRACE_S` is left alone too (it may be tracked a moment
+  after it was listed). A chat with any other title is the user's own and is never touched.
 
 Only accounts with a token have a chat list to keep clean: without ``tokens`` (guest or offline
 use) nothing is tracked and no janitor runs. Deletions (and list pages) are spaced to at most
@@ -33,14 +36,24 @@ from proxy.accounts import Account
 from proxy.errors import UpstreamError
 from proxy.service import ChatService
 
-__all__ = ["MAX_PAGES", "SWEEP_BATCH", "SWEEP_INTERVAL_S", "ChatJanitor", "is_gateway_chat"]
+__all__ = [
+    "GRACE_S",
+    "MAX_PAGES",
+    "SWEEP_BATCH",
+    "ChatJanitor",
+    "is_leftover",
+    "sweep_interval",
+]
 
-SWEEP_INTERVAL_S = 30.0
-"""Seconds between two sweeps of the tracked chats."""
+GRACE_S = 5.0
+"""An untracked gateway chat younger than this (seconds) is not a leftover yet."""
+MAX_TRACKED = 100_000
+"""At most this many tracked chats are read to tell leftovers from live chats."""
 SWEEP_BATCH = 50
 """Tracked chats deleted at most per sweep."""
 MAX_PAGES = 10
 """List pages read per account and reconciliation."""
+FAR_FUTURE = 1e18  # epoch s: "every tracked chat" in a due_chats query (finite for Redis)
 RETRY_S = 600.0
 """A chat whose deletion failed is tried again this many seconds later."""
 START_DELAY_S = 1.0
@@ -56,18 +69,27 @@ def _seconds(value: Any) -> float | None:
     return value / 1000.0 if value > 1e11 else float(value)
 
 
-def is_gateway_chat(chat: dict[str, Any], prefix: str, now: float, idle_s: float) -> bool:
-    """True when a listed chat (``id``, ``title``, ``updated_at``/``created_at``) is one the
-    gateway made (title starting with ``prefix``) and idle for ``idle_s`` seconds at ``now``."""
+def sweep_interval(ttl_s: float) -> float:
+    """Seconds between two sweeps: a quarter of the idle time, between 0.5 and 30."""
+    return min(30.0, max(0.5, ttl_s / 4))
+
+
+def is_leftover(
+    chat: dict[str, Any], prefix: str, now: float, tracked: set[str], grace_s: float = GRACE_S
+) -> bool:
+    """True when a listed chat (``id``, ``title``, ``updated_at``/``created_at`` in seconds or
+    milliseconds) is one the gateway made (title starting with ``prefix``), that no gateway
+    tracks (``tracked``: chat ids), and not younger than ``grace_s`` at ``now`` (epoch s)."""
     title = chat.get("title")
+    chat_id = chat.get("id")
     if not isinstance(title, str) or not title.startswith(prefix):
         return False
-    if not isinstance(chat.get("id"), str) or not chat["id"]:
+    if not isinstance(chat_id, str) or not chat_id or chat_id in tracked:
         return False
     last = _seconds(chat.get("updated_at"))
     if last is None:
         last = _seconds(chat.get("created_at"))
-    return last is not None and now - last >= idle_s
+    return last is None or now - last >= grace_s
 
 
 def _gone(exc: UpstreamError) -> bool:
@@ -87,7 +109,7 @@ class ChatJanitor:
         self.deleted = 0
 
     async def run(self) -> None:
-        """Reconcile (after :data:`START_DELAY_S`), then sweep every :data:`SWEEP_INTERVAL_S` and
+        """Reconcile (after :data:`START_DELAY_S`), then sweep every :func:`sweep_interval` and
         reconcile every ``chat_reconcile_interval_s`` seconds (``0``: never), until cancelled."""
         interval = self._settings.chat_reconcile_interval_s
         if interval > 0:
@@ -95,7 +117,7 @@ class ChatJanitor:
             await self._guarded(self.reconcile)
         last_reconcile = time.monotonic()
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
+            await asyncio.sleep(sweep_interval(self._settings.conversation_ttl_s))
             await self._guarded(self.sweep)
             if interval > 0 and time.monotonic() - last_reconcile >= interval:
                 last_reconcile = time.monotonic()
@@ -145,17 +167,16 @@ class ChatJanitor:
         return done
 
     async def reconcile(self, now: float | None = None) -> int:
-        """Delete leftover gateway chats (title prefix, idle ``conversation_ttl_s``) from every
-        account's chat list. Returns how many were deleted."""
+        """Delete leftover gateway chats (:func:`is_leftover`) from every account's chat list.
+        Returns how many were deleted."""
         now = self._clock() if now is None else now
         prefix = self._settings.chat_title_prefix
-        idle_s = self._settings.conversation_ttl_s
         done = 0
         resting = await self._service.pool.resting_labels()
         for account in self._service.pool.check_expiry():  # expired tokens are never sent
             if account.label in resting:
                 continue
-            leftovers: list[str] = []
+            listed: list[dict[str, Any]] = []
             for page in range(1, MAX_PAGES + 1):
                 await self._pace()
                 try:
@@ -163,9 +184,12 @@ class ChatJanitor:
                 except UpstreamError as exc:
                     log.info("chat_list_failed", account=account.label, error=exc.error_code())
                     break
-                leftovers += [c["id"] for c in chats if is_gateway_chat(c, prefix, now, idle_s)]
                 if not chats:
                     break
+                listed += chats
+            # read after the list: a chat listed and tracked meanwhile counts as tracked
+            tracked = {c for c, _ in await self._service.store.due_chats(FAR_FUTURE, MAX_TRACKED)}
+            leftovers = [c["id"] for c in listed if is_leftover(c, prefix, now, tracked)]
             for chat_id in leftovers:
                 if await self._delete(account, chat_id, reason="leftover"):
                     await self._service.store.forget_chat(chat_id)

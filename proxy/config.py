@@ -250,7 +250,7 @@ class Settings(BaseSettings):
         "0 = never (idle chats the gateway tracks are still deleted).",
     )
     chat_deletes_per_minute: float = Field(
-        20.0, gt=0, description="Upper bound on chat deletions per minute (cleanup, reconciler)."
+        60.0, gt=0, description="Upper bound on chat deletions per minute (cleanup, reconciler)."
     )
     # -- Anthropic Messages API (/v1/messages) ----------------------------------------------
     anthropic_model_map: Annotated[dict[str, str], NoDecode] = Field(

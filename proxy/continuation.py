@@ -17,10 +17,11 @@ map from *a history up to one of its answers* to *where that answer lives upstre
 - a request whose messages up to its last assistant turn have a stored key continues that chat
   (:func:`plan`): only the messages after that turn are sent. An edited or regenerated last turn
   still finds the answer before it, so it continues from the right earlier response (the site
-  branches the chat there); any other edit misses, and the history is flattened into a new chat.
+  branches the chat there); an edit further back misses, and the history is flattened into a new
+  chat.
 
 Entries hold ids and hashes only, never message text: memory per conversation is bounded
-(at most :data:`MAX_TURN_HASHES` hashes).
+(at most two entries, its last two answers, of at most :data:`MAX_TURN_HASHES` hashes each).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "MAX_TURN_HASHES",
+    "SCOPE_KEY",
     "Message",
     "Plan",
     "answer_digest",
@@ -46,7 +48,7 @@ __all__ = [
     "usable_entry",
 ]
 
-MAX_TURN_HASHES = 64
+MAX_TURN_HASHES = 16
 """At most this many message digests are kept in an entry (the newest)."""
 
 _THINK = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
@@ -143,6 +145,11 @@ def answer_digest(text: str, tool_calls: Iterable[Any] = ()) -> str:
     return _digest("assistant", text, (), _call_parts(tool_calls))
 
 
+SCOPE_KEY = "conversation_scope"
+"""The ``Conversation.metadata`` key a route sets to :func:`scope_of` its request's headers; the
+service scopes the conversation map with it (and keeps it through corrective turns)."""
+
+
 def scope_of(headers: Mapping[str, str]) -> str:
     """The conversation scope of a request: a hash of the API key it carries (``Authorization:
     Bearer`` or ``x-api-key``), so two clients of one gateway never continue each other's
@@ -177,23 +184,29 @@ class Plan:
     ``digests``: every message's digest. ``key``: the key of the messages up to the last
     assistant turn (``None`` when there is none, or nothing after it to send). ``tail_start``:
     the index of the first message after that turn (what a continuation sends). ``scope``: as
-    given to :func:`plan`, for the keys of the answers.
+    given to :func:`plan`, for the keys of the answers. ``stale_key``: the key of the messages
+    up to the assistant turn before the last one; once this request's answer is stored, that
+    entry is dropped, so a conversation holds at most two entries (its last two answers: the
+    next turn, or a regenerated last turn, can continue).
     """
 
     digests: tuple[str, ...]
     key: str | None
     tail_start: int
     scope: str = ""
+    stale_key: str | None = None
 
 
 def plan(messages: Sequence[Message], scope: str = "") -> Plan:
     """The :class:`Plan` of ``messages`` (see the module docstring)."""
     digests = tuple(message_digest(m) for m in messages)
-    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    answers = [i for i, m in enumerate(messages) if m.role == "assistant"]
+    last = answers[-1] if answers else -1
+    stale = conversation_key(digests[: answers[-2] + 1], scope) if len(answers) > 1 else None
     tail = messages[last + 1 :]
     if last < 0 or not tail or not any(m.role in ("user", "tool", "function") for m in tail):
-        return Plan(digests, None, len(messages), scope)
-    return Plan(digests, conversation_key(digests[: last + 1], scope), last + 1, scope)
+        return Plan(digests, None, len(messages), scope, stale)
+    return Plan(digests, conversation_key(digests[: last + 1], scope), last + 1, scope, stale)
 
 
 def conversation_entry(

@@ -356,17 +356,18 @@ class ChatService:
         conv: Conversation,
         *,
         route: ModelRoute | None = None,
-        scope: str = "",
+        scope: str | None = None,
     ) -> AsyncIterator[OpenChat]:
         """Resolve the model, upload the media parts, create the chat and open the stream
         (PROTOCOL.md §3, §4, §7).
 
         With ``conversations = "native"`` (t2t and search), a history whose messages up to the
-        last assistant turn match an answer this gateway gave (:mod:`proxy.continuation`;
-        ``scope`` separates API keys) continues that chat: only the newer messages (and their
-        media) are sent, with ``parent_id`` = that answer's ``response_id``. If the site refuses
-        the continuation before any text, the whole history is flattened into a new chat
-        instead, transparently. Every answer is remembered for the next turn.
+        last assistant turn match an answer this gateway gave (:mod:`proxy.continuation`)
+        continues that chat: only the newer messages (and their media) are sent, with
+        ``parent_id`` = that answer's ``response_id``. If the site refuses the continuation
+        before any text, the whole history is flattened into a new chat instead, transparently.
+        Every answer is remembered for the next turn. ``scope`` (default:
+        ``conv.metadata[SCOPE_KEY]``, which the routes set from the API key) keeps clients apart.
 
         Raises :class:`~proxy.errors.ClientRequestError` for bad input and
         :class:`~proxy.errors.UpstreamError` when chat.qwen.ai refuses; the account that drew a
@@ -377,11 +378,10 @@ class ChatService:
             route = await self.route_for(conv)
         size = aspect_ratio(conv.size) if route.chat_type in ("t2i", "image_edit") else None
         native = self.settings.conversations == "native" and route.chat_type in NATIVE_CHAT_TYPES
-        plan = (
-            continuation.plan(conv.turns, scope + continuation.tools_scope(conv.tools))
-            if native
-            else None
-        )
+        if scope is None:
+            scope = str(conv.metadata.get(continuation.SCOPE_KEY, ""))
+        scope += continuation.tools_scope(conv.tools)
+        plan = continuation.plan(conv.turns, scope) if native else None
         resume = await self._resume(plan) if plan is not None else None
         async with AsyncExitStack() as stack:
             chat: OpenChat | None = None
@@ -587,9 +587,17 @@ class ChatService:
                 now=time.time(),
             )
             ttl = self.settings.conversation_ttl_s
-            self.spawn(self.store.put_conversation(key, entry, ttl), name="conversation-put")
+            self.spawn(self._store_answer(key, entry, ttl, plan.stale_key), name="conversation")
 
         return on_answer
+
+    async def _store_answer(
+        self, key: str, entry: dict[str, Any], ttl_s: float, stale_key: str | None
+    ) -> None:
+        """Store an answer's entry and drop the one two answers back (bounded memory)."""
+        await self.store.put_conversation(key, entry, ttl_s)
+        if stale_key is not None and stale_key != key:
+            await self.store.delete_conversation(stale_key)
 
     # -- background work -------------------------------------------------------------------------
 
@@ -757,7 +765,7 @@ async def _peek(resp: aiohttp.ClientResponse) -> list[bytes]:
     most :data:`PEEK_LIMIT` bytes.
     """
     decoder = SSEDecoder()
-    translator = Translator()
+    translator = Translator(native_tools=True)  # a native tool call counts as an answer
     chunks: list[bytes] = []
     size = 0
     seen_event = False

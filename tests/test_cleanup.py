@@ -12,12 +12,13 @@ import json
 import time
 from typing import Any
 
+import openai
 import pytest
 from aiohttp.test_utils import TestServer
 from helpers import SCENARIO, Stack, cassettes, start_stack
 
 from proxy.app import make_app
-from proxy.cleanup import ChatJanitor, is_gateway_chat
+from proxy.cleanup import ChatJanitor, is_leftover, sweep_interval
 from proxy.config import Settings
 from proxy.state import JANITOR, SERVICE, STORE
 from recorder.chats import PAGE_SIZE, ChatMemory
@@ -87,23 +88,51 @@ async def test_a_continued_conversation_keeps_its_chat(aiohttp_server: Any) -> N
     assert memory(stack).deleted == [chat.id]
 
 
-async def test_the_reconciler_deletes_only_idle_gateway_chats(aiohttp_server: Any) -> None:
+async def test_the_reconciler_deletes_only_untracked_gateway_chats(aiohttp_server: Any) -> None:
+    """Leftovers go; the user's chats, a live tracked chat and a just-made one stay."""
     stack = await cleaning_stack(aiohttp_server)
+    assert await ask(stack) == ANSWER  # a live conversation: tracked
+    [live] = memory(stack).live()
     chats = memory(stack)
     old = time.time() - 2 * TTL
+    live.updated_at = old  # even an old-looking tracked chat is not a leftover
     own = chats.create(title="My holiday plans", chat_type="t2t", now=old, owner="user")
     own_prefixed = chats.create(title="qwen gateway notes", chat_type="t2t", now=old, owner="user")
     leftovers = [
         chats.create(title="qwen-gateway", chat_type="t2t", now=old) for _ in range(PAGE_SIZE + 3)
     ]
-    recent = chats.create(title="qwen-gateway", chat_type="t2t", now=time.time())
+    just_made = chats.create(title="qwen-gateway", chat_type="t2t", now=time.time())
     janitor: ChatJanitor = stack.proxy.app[JANITOR]
     assert await janitor.reconcile() == len(leftovers)  # across two list pages
-    assert {c.id for c in chats.live()} == {own.id, own_prefixed.id, recent.id}
-    lists = [
-        r for r in stack.requests if r.method == "GET" and r.path_qs.startswith("/api/v2/chats")
-    ]
-    assert [r.path_qs for r in lists][:2] == ["/api/v2/chats/?page=1", "/api/v2/chats/?page=2"]
+    assert {c.id for c in chats.live()} == {live.id, own.id, own_prefixed.id, just_made.id}
+    lists = [r.path_qs for r in stack.requests if r.path_qs.startswith("/api/v2/chats/?")]
+    assert lists[:2] == ["/api/v2/chats/?page=1", "/api/v2/chats/?page=2"]
+
+
+async def test_a_restart_forgets_and_reconciles_earlier_chats(aiohttp_server: Any) -> None:
+    """The in-process store forgets on restart: the next start deletes the earlier run's chats."""
+    replay: TestServer = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
+    url = str(replay.make_url("")).rstrip("/")
+    options: dict[str, Any] = {
+        "upstream_url": url,
+        "tokens": [TOKEN],
+        "chat_deletes_per_minute": 60_000,
+        "chat_reconcile_interval_s": 0,
+    }
+    first = await aiohttp_server(make_app(Settings(**options)))
+    async with openai.AsyncOpenAI(
+        base_url=str(first.make_url("/v1")), api_key="k", max_retries=0
+    ) as client:
+        await client.chat.completions.create(
+            model="qwen3-max", messages=[{"role": "user", "content": PROMPT}]
+        )
+    await first.close()
+    chats = replay.app[CHATS_KEY]
+    [earlier] = chats.live()
+    earlier.updated_at -= 60  # a minute ago
+    second = await aiohttp_server(make_app(Settings(**options)))
+    assert await second.app[JANITOR].reconcile() == 1
+    assert chats.deleted == [earlier.id]
 
 
 async def test_reconciliation_runs_at_start_up(aiohttp_server: Any) -> None:
@@ -177,18 +206,23 @@ NOW = 1_795_000_000.0
 @pytest.mark.parametrize(
     ("chat", "expected"),
     [
-        ({"id": "a", "title": "qwen-gateway", "updated_at": NOW - 601}, True),
-        ({"id": "a", "title": "qwen-gateway", "updated_at": NOW - 10}, False),  # recent
-        ({"id": "a", "title": "qwen-gateway", "created_at": NOW - 601}, True),
-        ({"id": "a", "title": "qwen-gateway", "updated_at": (NOW - 601) * 1000}, True),  # ms
-        ({"id": "a", "title": "qwen-gateway", "updated_at": (NOW - 10) * 1000}, False),
+        ({"id": "a", "title": "qwen-gateway", "updated_at": NOW - 6}, True),
+        ({"id": "a", "title": "qwen-gateway", "updated_at": NOW - 1}, False),  # just made
+        ({"id": "t", "title": "qwen-gateway", "updated_at": NOW - 9999}, False),  # tracked
+        ({"id": "a", "title": "qwen-gateway", "created_at": NOW - 6}, True),
+        ({"id": "a", "title": "qwen-gateway", "updated_at": (NOW - 6) * 1000}, True),  # ms
+        ({"id": "a", "title": "qwen-gateway", "updated_at": (NOW - 1) * 1000}, False),
         ({"id": "a", "title": "qwen-gateway (2)", "updated_at": 0}, True),
+        ({"id": "a", "title": "qwen-gateway"}, True),  # no timestamps: only the title counts
         ({"id": "a", "title": "Other", "updated_at": 0}, False),
         ({"id": "a", "title": "my qwen-gateway", "updated_at": 0}, False),
-        ({"id": "a", "title": "qwen-gateway"}, False),  # no age: never guess
         ({"title": "qwen-gateway", "updated_at": 0}, False),
         ({"id": "a", "title": None, "updated_at": 0}, False),
     ],
 )
-def test_is_gateway_chat(chat: dict[str, Any], expected: bool) -> None:
-    assert is_gateway_chat(chat, "qwen-gateway", now=NOW, idle_s=600.0) is expected
+def test_is_leftover(chat: dict[str, Any], expected: bool) -> None:
+    assert is_leftover(chat, "qwen-gateway", now=NOW, tracked={"t"}) is expected
+
+
+def test_sweeps_follow_the_idle_time() -> None:
+    assert sweep_interval(3600) == 30 and sweep_interval(4) == 1 and sweep_interval(0.1) == 0.5

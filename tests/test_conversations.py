@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from helpers import Stack, cassette, cassettes, start_stack
+from helpers import SCENARIO, Stack, cassette, cassettes, start_stack
 
 from proxy.app import make_app
 from proxy.config import Settings
-from proxy.continuation import answer_digest, conversation_key, message_digest, scope_of
+from proxy.continuation import Plan, answer_digest, conversation_key, message_digest, plan, scope_of
 from proxy.frontdoors.openai_chat import parse_chat
 from proxy.state import SERVICE, STORE
 from recorder.cassette import Interaction
@@ -258,3 +258,54 @@ async def test_earlier_turns_images_are_not_uploaded_again(aiohttp_server: Any) 
     assert follow["messages"][0]["files"] == []
     assert follow["messages"][0]["content"] == follow_up
     assert follow["chat_id"] == first["chat_id"] and follow["parent_id"] == parent
+
+
+async def test_a_conversation_keeps_at_most_two_entries(aiohttp_server: Any) -> None:
+    """After the second answer the first turn's entry is dropped; the first answer's stays (a
+    regenerated second turn can still continue)."""
+    conv = BY_NAME["conversation_two_turn"]
+    stack = await start_stack(aiohttp_server)
+    store = stack.proxy.app[STORE]
+    await ask(stack, conv.first_messages(), stream=False)
+    await settle(stack)
+    await ask(stack, conv.messages(), stream=False)
+    await settle(stack)
+    first = key_after(conv.first_messages(), conv.answer1)
+    second = key_after(conv.messages(), conv.answer2)
+    assert await store.get_conversation(first) is not None
+    assert await store.get_conversation(second) is not None
+    third_turn = [
+        *conv.messages(),
+        {"role": "assistant", "content": "".join(conv.answer2)},
+        {"role": "user", "content": "Thanks!"},
+    ]
+    plan = continuation_plan(third_turn)
+    assert plan.key == second and plan.stale_key == first
+    # storing the third answer drops the first entry
+    entry = await store.get_conversation(second)
+    await stack.proxy.app[SERVICE]._store_answer("third", entry, 60, plan.stale_key)
+    assert await store.get_conversation(first) is None
+    assert await store.get_conversation(second) is not None
+
+
+def continuation_plan(history: list[dict[str, str]], api_key: str = "t") -> Plan:
+    conv = parse_chat(json.dumps({"model": "qwen3-max", "messages": history}).encode())
+    return plan(conv.turns, scope_of({"Authorization": f"Bearer {api_key}"}))
+
+
+async def test_a_continuation_goes_to_the_account_that_owns_the_chat(aiohttp_server: Any) -> None:
+    """With several accounts, the second turn uses the first turn's account, whatever the
+    rotation would pick next."""
+    conv = BY_NAME["conversation_two_turn"]
+    stack = await start_stack(aiohttp_server, tokens=["tok-one", "tok-two", "tok-three"])
+    await ask(stack, conv.first_messages(), stream=False)
+    await settle(stack)
+    for _ in range(2):  # move the rotation along
+        await ask(stack, [{"role": "user", "content": SCENARIO["t2t_answer"].prompt}], stream=True)
+    await ask(stack, conv.messages(), stream=True)
+    turns = stack.upstream(COMPLETIONS)
+    first, second = turns[0], turns[-1]
+    assert json.loads(second.body)["parent_id"] == response_id(conv, "1")
+    assert second.headers["Authorization"] == first.headers["Authorization"]
+    others = {t.headers["Authorization"] for t in turns[1:-1]}
+    assert first.headers["Authorization"] not in others  # the rotation did move on

@@ -21,7 +21,7 @@ from helpers import CASSETTES_DIR, SCENARIO
 
 from proxy.app import make_app
 from proxy.config import Settings
-from proxy.state import SERVICE
+from proxy.state import SERVICE, STORE
 from recorder.cassette import Cassette, Interaction, load_all
 from recorder.replay import CHATS_KEY, REQUESTS_KEY, make_replay_app
 from recorder.synthetic import chats_new_interaction, synthetic_cassette
@@ -124,11 +124,11 @@ async def rig(aiohttp_server: Any) -> AsyncIterator[Callable[..., Awaitable[Rig]
     """Start a replay server for the given cassettes (and the models list) and a proxy for it."""
     started: list[CliServer] = []
 
-    async def start(*cassettes: Cassette, speed: float = 1.0) -> Rig:
+    async def start(*cassettes: Cassette, speed: float = 1.0, **settings: Any) -> Rig:
         models = load_all([CASSETTES_DIR / "models_list.json"])
         replay = await aiohttp_server(make_replay_app([*models, *cassettes], speed=speed))
         url = str(replay.make_url("")).rstrip("/")
-        proxy = CliServer(make_app(Settings(upstream_url=url, read_timeout_s=120)))
+        proxy = CliServer(make_app(Settings(upstream_url=url, read_timeout_s=120, **settings)))
         await proxy.start()
         started.append(proxy)
         return Rig(replay, proxy)
@@ -162,6 +162,29 @@ async def test_streamed_hangup_on_a_silent_upstream_stops_it(rig: Any) -> None:
     [stop] = r.received(STOP_PATH)
     assert stop.path_qs == f"{STOP_PATH}?chat_id={chat_id}"
     assert json.loads(stop.body) == {"chat_id": chat_id, "response_id": RESPONSE_ID}
+
+
+async def test_a_hangup_gives_the_account_slot_back(rig: Any) -> None:
+    """With one answer in flight allowed per account, the slot of an abandoned answer is free
+    again at once: the next request is served, not refused as busy."""
+    t2t = load_all([CASSETTES_DIR / "t2t_answer.json"])
+    r = await rig(silent_cassette(), *t2t, tokens=["tok-hangup-1"], max_inflight_per_account=1)
+    store = r.proxy.app[STORE]
+    async with aiohttp.ClientSession() as s:
+        url = r.proxy.make_url("/v1/chat/completions")
+        resp = await s.post(url, json=body(PROMPT, stream=True))
+        seen = b""
+        while b"Once" not in seen:
+            seen += await resp.content.readany()
+        assert (await store.inflight()).get("account-1") == 1
+        resp.close()
+        await until(lambda: not r.upstream_busy() and bool(r.stops), 1.0)
+        assert not (await store.inflight()).get("account-1")
+        prompt = SCENARIO["t2t_answer"].prompt
+        async with s.post(url, json=body(prompt, stream=False)) as again:
+            assert again.status == 200
+            data = await again.json()
+    assert data["choices"][0]["message"]["content"] == SCENARIO["t2t_answer"].expected_content
 
 
 async def test_non_stream_hangup_stops_reading_upstream(rig: Any) -> None:

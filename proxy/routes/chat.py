@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.continuation import scope_of
+from proxy.continuation import SCOPE_KEY, scope_of
 from proxy.frontdoors.openai_chat import OPENAI_CHAT, ChatBody, ChatStream, parse_chat
 from proxy.metrics import MODEL_KEY
 from proxy.relay import aggregate, relay
@@ -35,7 +35,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     request[MODEL_KEY] = route.model  # the catalog id: a bounded label set
     if route.chat_type == "t2v":
         return await video_chat(request, conv, route)
-    async with service.open_chat(conv, route=route, scope=scope_of(request.headers)) as chat:
+    conv.metadata[SCOPE_KEY] = scope_of(request.headers)
+    async with service.open_chat(conv, route=route) as chat:
         if conv.stream:
             return await relay(request, conv, chat, ChatStream(conv))
         return await aggregate(request, conv, chat, ChatBody(conv))

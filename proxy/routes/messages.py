@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from proxy.api_models import decode_json_body
-from proxy.continuation import scope_of
+from proxy.continuation import SCOPE_KEY, scope_of
 from proxy.errors import ClientRequestError
 from proxy.frontdoors.anthropic import (
     ANTHROPIC,
@@ -60,7 +60,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     def input_tokens() -> int:  # only when the site reports no usage
         return count_tokens(conv)
 
-    async with service.open_chat(conv, route=route, scope=scope_of(request.headers)) as chat:
+    conv.metadata[SCOPE_KEY] = scope_of(request.headers)  # kept through corrective turns
+    async with service.open_chat(conv, route=route) as chat:
         if conv.stream:
             return await relay(
                 request, conv, chat, AnthropicStream(model=model, input_tokens=input_tokens)
