@@ -412,7 +412,11 @@ async def test_bad_request_is_invalid_request_error(
 async def test_not_json_is_invalid_request_error(stack: Stack) -> None:
     async with (
         aiohttp.ClientSession() as session,
-        session.post(stack.url("/v1/messages"), data=b"{nope") as resp,
+        session.post(
+            stack.url("/v1/messages"),
+            data=b"{nope",
+            headers={"Content-Type": "application/json"},
+        ) as resp,
     ):
         assert resp.status == 400
         err = await resp.json()

@@ -313,7 +313,7 @@ class Translator:
             frame = orjson.loads(data)
         except orjson.JSONDecodeError:
             frame = None
-        if type(frame) is not dict:
+        if not isinstance(frame, dict):
             return self._not_an_object(data)
         choices = frame.get("choices")
         if isinstance(choices, list):
