@@ -345,8 +345,13 @@ class Translator:
                         and content
                         and self._media is None
                         and not self._tag_open
+                        # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
+                        and (len(content) < self._answer_len or self._answer_len < _SNAPSHOT_MIN)
                     ):
-                        self._answer_chars += len(content)
+                        size = len(content)
+                        self._answer_chars += size
+                        self._answer_pieces.append(content)
+                        self._answer_len += size
                         return [Text("content", content)]
                     return self._delta(delta)
             return []
