@@ -743,7 +743,7 @@ def doctor(
         raise click.UsageError(str(exc)) from None
     if out_dir is None:
         out_dir = Path("doctor-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
-    configure_logging("warning", settings.log_format)
+    configure_logging("warning", settings.log_format, cache=False)  # a one-shot command
     if not schema_dir.is_dir():
         raise click.UsageError(
             f"{schema_dir}: no baseline schemas; run from the project folder or give --schemas"
