@@ -332,3 +332,17 @@ async def test_check_says_once_at_the_top_that_the_target_wants_a_key(aiohttp_se
 
     keyed = await run_checks(base, "sk-some-key", timeout_s=10)
     assert keyed.notes == []
+
+
+async def test_get_model_matches_case_insensitively(aiohttp_server: Any) -> None:
+    """GET /v1/models/QWEN3-MAX answers the canonical entry (was a 500), unknown ids a 404."""
+    from helpers import start_stack
+
+    stack = await start_stack(aiohttp_server)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(stack.url("/v1/models/QWEN3-MAX")) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["id"] == "qwen3-max"
+        async with session.get(stack.url("/v1/models/qwen3-max-nope")) as resp:
+            assert resp.status == 404
+            assert (await resp.json())["error"]["param"] == "model"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from proxy.errors import ModelNotFoundError
 from proxy.frontdoors.anthropic import ANTHROPIC, model_info, models_page
 from proxy.state import FRONT_DOOR, SERVICE
 
@@ -30,7 +31,10 @@ async def get_model(request: web.Request) -> web.Response:
     catalog = await request.app[SERVICE].catalog()
     name = request.match_info["model"]
     catalog.route(name)  # raises ModelNotFoundError
-    entry = next(m for m in catalog.openai_list()["data"] if m["id"] == name)
+    wanted = name.lower()  # names match case-insensitively, as in requests
+    entry = next((m for m in catalog.openai_list()["data"] if m["id"].lower() == wanted), None)
+    if entry is None:  # routable but not a listed id (e.g. a variant spelled another way)
+        raise ModelNotFoundError(f"The model `{name[:80]}` is not a listed id.", param="model")
     body = model_info(entry) if anthropic else entry
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
