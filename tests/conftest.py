@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CASSETTES_DIR = REPO_ROOT / "cassettes"
@@ -79,3 +80,12 @@ def redis_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Every test ends with structlog's defaults back: a CLI command run in-process (doctor,
+    accounts) configures logging for the whole process (level, output stream), which must not
+    leak into the tests that run after it."""
+    yield
+    structlog.reset_defaults()
