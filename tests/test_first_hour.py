@@ -346,3 +346,25 @@ async def test_get_model_matches_case_insensitively(aiohttp_server: Any) -> None
         async with session.get(stack.url("/v1/models/qwen3-max-nope")) as resp:
             assert resp.status == 404
             assert (await resp.json())["error"]["param"] == "model"
+
+
+async def test_error_bodies_are_read_whole_across_network_chunks() -> None:
+    """An error envelope arriving in several chunks is read whole (one ``read(n)`` call returns
+    only the first chunk, which cut long replay-miss and envelope bodies mid-JSON)."""
+    from unittest import mock
+
+    from proxy.qwen.client import read_capped
+
+    stream = aiohttp.StreamReader(mock.Mock(_reading_paused=False), 2**16)
+    stream.feed_data(b'{"success": false, "data": ')
+    stream.feed_data(b'{"code": "RateLimited", "num": 2}}')
+    stream.feed_eof()
+    assert await read_capped(stream, 1 << 20) == (
+        b'{"success": false, "data": {"code": "RateLimited", "num": 2}}'
+    )
+
+    capped = aiohttp.StreamReader(mock.Mock(_reading_paused=False), 2**16)
+    capped.feed_data(b"0123456789")
+    capped.feed_data(b"abcdef")
+    capped.feed_eof()
+    assert await read_capped(capped, 12) == b"0123456789ab"

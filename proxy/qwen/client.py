@@ -108,6 +108,20 @@ def network_failure(exc: BaseException) -> str:
     return "a network error occurred"
 
 
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to ``limit`` bytes, however many network chunks it arrives in.
+
+    (``StreamReader.read(n)`` returns only what has arrived so far, so one call can cut a
+    multi-chunk error envelope mid-JSON.) Raises what the stream raises."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = await stream.read(limit - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
 class QwenClient:
     """Calls chat.qwen.ai for one app. ``session`` is the app's shared ``ClientSession``."""
 
@@ -293,7 +307,7 @@ class QwenClient:
         object store does not answer 200 (its answer is not quoted: it may echo the request)."""
         resp = await self._open("PUT", put.url, data, put.headers)
         try:
-            await resp.content.read(ERROR_BODY_LIMIT)
+            await read_capped(resp.content, ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ClientError):
             pass
         finally:
@@ -363,7 +377,7 @@ class QwenClient:
             if resp.status == 200:
                 raw = await resp.read()
             else:
-                raw = await resp.content.read(ERROR_BODY_LIMIT)
+                raw = await read_capped(resp.content, ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise self._timed_out() from exc
         except aiohttp.ClientError as exc:
@@ -425,7 +439,7 @@ class QwenClient:
 
     async def _failure(self, resp: aiohttp.ClientResponse, ctype: str) -> UpstreamError:
         try:
-            raw = await asyncio.wait_for(resp.content.read(ERROR_BODY_LIMIT), timeout=30)
+            raw = await asyncio.wait_for(read_capped(resp.content, ERROR_BODY_LIMIT), timeout=30)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
         return classify_response(resp.status, ctype, raw)
