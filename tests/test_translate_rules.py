@@ -848,3 +848,23 @@ def test_unknown_event_type_error_names_it() -> None:
     """The TypeError names the event."""
     with pytest.raises(TypeError, match="unknown event 'x'"):
         _enc().encode("x")  # type: ignore[arg-type]
+
+
+def test_openai_usage_object_shape() -> None:
+    """The usage object: the counts, their total, and detail objects of zeros."""
+    from proxy.qwen.translate import openai_usage
+
+    assert openai_usage(Usage(2, 3)) == {
+        "prompt_tokens": 2,
+        "completion_tokens": 3,
+        "total_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+    none = openai_usage(None)
+    assert (none["prompt_tokens"], none["completion_tokens"], none["total_tokens"]) == (0, 0, 0)
