@@ -174,7 +174,7 @@ class _RecordingTranslator(Translator):
         self._calls: list[Any] = []
 
     def _see(self, events: list[OutEvent]) -> list[OutEvent]:
-        if len(events) == 1 and type(events[0]) is Text:  # the common frame: one piece of text
+        if len(events) == 1 and isinstance(events[0], Text):  # the common frame: one text
             if events[0].kind == "content":
                 self._texts.append(events[0].text)
             return events

@@ -63,7 +63,14 @@ TREE = [
     (E.UpstreamUnavailableError, 502, "upstream_error", "upstream_unavailable"),
     (E.UpstreamTimeoutError, 504, "upstream_error", "upstream_timeout"),
     (E.UpstreamTaskTimeoutError, 504, "upstream_error", "upstream_task_timeout"),
+    (E.KeyRateLimitedError, 429, "rate_limit_error", "rate_limit_exceeded"),
+    (E.AccountsBusyError, 429, "rate_limit_error", "accounts_busy"),
 ]
+_HEADERS = {
+    E.UpstreamCaptchaError: {"Retry-After": "600"},
+    E.KeyRateLimitedError: {"Retry-After": "1"},
+    E.AccountsBusyError: {"Retry-After": "1"},
+}
 
 
 @pytest.mark.parametrize(
@@ -79,7 +86,7 @@ def test_each_error_class_maps_to_its_status_type_and_code(
     assert got_status == status
     assert body == {"error": {"message": "msg", "type": type_, "param": "p", "code": code}}
     assert exc.http_status() == status and exc.error_code() == code
-    assert headers == ({"Retry-After": "600"} if cls is E.UpstreamCaptchaError else {})
+    assert headers == _HEADERS.get(cls, {})
 
 
 def test_http_status_error_takes_the_routers_status() -> None:

@@ -9,12 +9,13 @@ import io
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
+import structlog
 from helpers import ServerFactory, Stack, start_stack
 
 from proxy.app import make_app
@@ -23,6 +24,14 @@ from proxy.guard import GatewayRunner
 from recorder.replay import REQUESTS_KEY
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> Iterator[None]:
+    """structlog's defaults (every level, printed to stdout) whatever an earlier test set."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 def _logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:

@@ -185,11 +185,11 @@ def test_answer_finished_status_finishes() -> None:
     assert run(tr, delta(content="a", status="finished")) == [Text("content", "a"), Finish()]
 
 
-def test_finished_without_phase_does_not_finish() -> None:
-    """``finished`` without a phase does not end the answer."""
+def test_finished_without_phase_finishes() -> None:
+    """``finished`` without a phase (the 2026 layout) ends the answer after its text."""
     tr = Translator()
-    assert run(tr, delta(None, content="a", status="finished")) == [Text("content", "a")]
-    assert not tr.done
+    out = run(tr, delta(None, content="a", status="finished"))
+    assert out[0] == Text("content", "a") and isinstance(out[-1], Finish)
 
 
 def test_answer_finished_without_text_is_empty() -> None:
@@ -560,19 +560,18 @@ def test_encoder_role_and_text() -> None:
     """Role chunk, content and reasoning chunks: OpenAI chunk shape."""
     e = _enc()
     role = _chunk(e.role())
-    assert role == {
+    assert {k: role[k] for k in ("id", "object", "created", "model")} == {
         "id": "id1",
         "object": "chat.completion.chunk",
         "created": 5,
         "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "delta": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": None,
-            }
-        ],
+    }
+    (choice,) = role["choices"]
+    assert choice["index"] == 0 and choice["finish_reason"] is None
+    assert choice["logprobs"] is None
+    assert {k: choice["delta"][k] for k in ("role", "content")} == {
+        "role": "assistant",
+        "content": "",
     }
     assert _chunk(e.encode(Text("content", "a")))["choices"][0]["delta"] == {"content": "a"}
     assert _chunk(e.encode(Text("reasoning", "r")))["choices"][0]["delta"] == {
@@ -609,7 +608,10 @@ def test_encoder_finish_with_and_without_usage() -> None:
     raw = _enc(True).encode(Finish("stop"), Usage(2, 3))
     parts = raw.split(b"\n\n")
     usage = json.loads(parts[1][6:])
-    assert usage["choices"] == [] and usage["usage"] == {
+    assert usage["choices"] == []
+    assert {
+        k: usage["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    } == {
         "prompt_tokens": 2,
         "completion_tokens": 3,
         "total_tokens": 5,
@@ -645,7 +647,7 @@ def test_aggregate_folds_every_event() -> None:
     ):
         agg.add(ev)
     body = agg.completion(completion_id="c", model="m", created=1, usage=Usage(1, 2))
-    msg = body["choices"][0]["message"]
+    msg = {k: v for k, v in body["choices"][0]["message"].items() if k != "refusal"}
     assert msg == {
         "role": "assistant",
         "content": "a![image](http://i)",
@@ -658,7 +660,13 @@ def test_aggregate_folds_every_event() -> None:
         ],
     }
     assert body["choices"][0]["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert {
+        k: body["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    } == {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+    }
     assert body["object"] == "chat.completion" and body["id"] == "c" and body["created"] == 1
     assert agg.media == [Media("image", "http://i")]
 
@@ -840,3 +848,23 @@ def test_unknown_event_type_error_names_it() -> None:
     """The TypeError names the event."""
     with pytest.raises(TypeError, match="unknown event 'x'"):
         _enc().encode("x")  # type: ignore[arg-type]
+
+
+def test_openai_usage_object_shape() -> None:
+    """The usage object: the counts, their total, and detail objects of zeros."""
+    from proxy.qwen.translate import openai_usage
+
+    assert openai_usage(Usage(2, 3)) == {
+        "prompt_tokens": 2,
+        "completion_tokens": 3,
+        "total_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+    none = openai_usage(None)
+    assert (none["prompt_tokens"], none["completion_tokens"], none["total_tokens"]) == (0, 0, 0)
