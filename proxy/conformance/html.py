@@ -31,7 +31,8 @@ code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.92em}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 """
 
-_ICON = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭️ skipped", "error": "💥 error"}
+_ICON = {"passed": "✓ passed", "failed": "✗ failed", "skipped": "– skipped", "error": "! error"}
+"""Plain symbols (not emoji): they render with any font, headless browsers included."""
 
 
 def _secs(v: float | None) -> str:
