@@ -498,7 +498,6 @@ NOT_FIELDS: dict[str, dict[str, str]] = {
     },
     _C: {
         "Content-Type": "a response header (content types: ENDPOINTS)",
-        "Referer": "our own request header, checked to be ASCII before sending",
         "text/event-stream": "substring of the content type",
         "json": "substring of the content type",
     },
