@@ -368,3 +368,46 @@ async def test_error_bodies_are_read_whole_across_network_chunks() -> None:
     capped.feed_data(b"abcdef")
     capped.feed_eof()
     assert await read_capped(capped, 12) == b"0123456789ab"
+
+
+IGNORED_PARAMETERS: dict[str, Any] = {
+    "temperature": 0.2,
+    "top_p": 0.9,
+    "presence_penalty": 0.5,
+    "frequency_penalty": 0.5,
+    "seed": 7,
+    "logit_bias": {"1": 2},
+    "logprobs": True,
+    "top_logprobs": 2,
+    "response_format": {"type": "json_object"},
+    "reasoning_effort": "low",
+    "user": "someone",
+    "metadata": {"k": "v"},
+    "store": False,
+    "service_tier": "auto",
+    "modalities": ["text"],
+    "functions": [{"name": "f", "parameters": {"type": "object"}}],
+}
+
+
+@pytest.mark.parametrize("param", sorted(IGNORED_PARAMETERS))
+async def test_parameters_the_readme_calls_ignored_are_accepted(
+    aiohttp_server: Any, param: str
+) -> None:
+    """Each parameter of the README's "ignored" table is accepted and changes nothing."""
+    from helpers import SCENARIO, start_stack
+
+    sc = SCENARIO["t2t_answer"]
+    stack = await start_stack(aiohttp_server)
+    body = {
+        "model": sc.openai_model,
+        "messages": [{"role": "user", "content": sc.prompt}],
+        param: IGNORED_PARAMETERS[param],
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(stack.url("/v1/chat/completions"), json=body) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        answer = await resp.json()
+    assert answer["choices"][0]["message"]["content"] == sc.expected_content
