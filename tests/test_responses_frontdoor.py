@@ -1,5 +1,5 @@
 """The Responses front door, pure parts: request parsing, event order of the stream renderer,
-the body renderer, stored history, and the in-process response store."""
+the body renderer and stored history."""
 
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ from proxy.qwen.translate import (
     ToolCall,
     Usage,
 )
-from proxy.response_store import MemoryResponseStore
 
 IDS = ResponseIds("resp_test", 1767225600)
 TOOLS = [
@@ -518,19 +517,3 @@ def test_entry_round_trip_and_assistant_turn() -> None:
     assert stored.response["id"] == "resp_test"
     with pytest.raises(ValueError):
         load_entry(b'{"v": 2}')
-
-
-async def test_memory_store_ttl_and_bounds() -> None:
-    now = [0.0]
-    store = MemoryResponseStore(max_bytes=10, max_entries=2, clock=lambda: now[0])
-    await store.put_response("a", b"1234", ttl_s=5)
-    await store.put_response("b", b"1234", ttl_s=5)
-    assert await store.get_response("a") == b"1234"
-    await store.put_response("c", b"1234", ttl_s=5)  # over both bounds: "a" goes
-    assert await store.get_response("a") is None
-    assert await store.get_response("c") == b"1234"
-    now[0] = 5.0
-    assert await store.get_response("b") is None  # expired
-    await store.put_response("big", b"x" * 11, ttl_s=5)
-    assert await store.get_response("big") is None
-    assert len(store) <= 2
