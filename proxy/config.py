@@ -266,6 +266,11 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
+    response_ttl_s: float = Field(
+        86400.0,
+        ge=0,
+        description="How long /v1/responses answers are kept for previous_response_id (0: never).",
+    )
     access_log: bool = Field(False, description="Log one line per request.")
 
     @field_validator(

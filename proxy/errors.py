@@ -20,6 +20,8 @@ carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass 
     │   ├── HeadersTooLargeError       431 headers_too_large        (refused by the HTTP parser)
     │   ├── URITooLongError            414 uri_too_long             (refused by the HTTP parser)
     │   ├── MalformedHTTPError         400 malformed_http           (refused by the HTTP parser)
+    │   ├── ResponseNotFoundError      404 response_not_found       (GET /v1/responses/{id})
+    │   ├── PreviousResponseNotFoundError 400 previous_response_not_found
     │   ├── BodyTooLargeError          413 request_too_large
     │   │   └── MediaTooLargeError     413 media_too_large          (a file/URL/data: URI input)
     │   └── MediaFetchError            400 media_fetch_failed       (a client-given URL, §7)
@@ -71,8 +73,10 @@ __all__ = [
     "MediaURLRefusedError",
     "ModelNotFoundError",
     "NoUpstreamTokenError",
+    "PreviousResponseNotFoundError",
     "ProxyError",
     "RequestTimeoutError",
+    "ResponseNotFoundError",
     "URITooLongError",
     "UnsupportedContentError",
     "UnsupportedMediaTypeError",
@@ -225,6 +229,19 @@ class URITooLongError(MalformedHTTPError):
 
     status = 414
     code = "uri_too_long"
+
+
+class ResponseNotFoundError(ClientRequestError):
+    """No stored Responses API answer has this id (never stored, expired, or ``store: false``)."""
+
+    status = 404
+    code = "response_not_found"
+
+
+class PreviousResponseNotFoundError(ClientRequestError):
+    """``previous_response_id`` names no stored response (400, ``param: previous_response_id``)."""
+
+    code = "previous_response_not_found"
 
 
 class BodyTooLargeError(ClientRequestError):

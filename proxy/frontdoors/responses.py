@@ -979,6 +979,7 @@ class ResponsesStreamRenderer:
     content_type = "text/event-stream; charset=utf-8"
 
     def __init__(self, req: ResponsesRequest, ids: ResponseIds) -> None:
+        self.id = ids.response_id
         self.output = _Output(req, ids)
 
     def head(self) -> bytes:
@@ -1004,6 +1005,7 @@ class ResponsesBodyRenderer:
     """Folds translator events into one ``response`` object (``stream: false``)."""
 
     def __init__(self, req: ResponsesRequest, ids: ResponseIds) -> None:
+        self.id = ids.response_id
         self.output = _Output(req, ids)
 
     def add(self, event: OutEvent) -> None:

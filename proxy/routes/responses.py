@@ -1,0 +1,94 @@
+"""``POST /v1/responses`` and ``GET /v1/responses/{response_id}``: the thin handlers of the
+OpenAI Responses front door.
+
+The body becomes a :class:`~proxy.conversation.Conversation` (:mod:`proxy.frontdoors.responses`),
+joined with the stored history when ``previous_response_id`` is given; the service opens the
+upstream turn; the one relay (:mod:`proxy.relay`) streams the answer as Responses events or folds
+it into one response object. A finished answer (``completed`` or ``incomplete``) is kept in the
+app's state store (``put_response``, ``response_ttl_s`` seconds) unless the request said
+``store: false``, so a follow-up can continue it and ``GET /v1/responses/{id}`` can return it.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from proxy.api_models import decode_json_body
+from proxy.errors import (
+    ClientRequestError,
+    PreviousResponseNotFoundError,
+    ResponseNotFoundError,
+)
+from proxy.frontdoors.responses import (
+    RESPONSES,
+    ResponsesBodyRenderer,
+    ResponsesStreamRenderer,
+    build_conversation,
+    dump_entry,
+    load_entry,
+    new_ids,
+    parse_request,
+)
+from proxy.relay import aggregate, relay
+from proxy.state import FRONT_DOOR, SERVICE, SETTINGS, STORE
+
+__all__ = ["create_response", "get_response"]
+
+log = structlog.get_logger("proxy.responses")
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    """Handle one Responses API request, streamed or not."""
+    request[FRONT_DOOR] = RESPONSES
+    req = parse_request(decode_json_body(await request.read()))
+    store = request.app[STORE]
+    history = []
+    if req.previous_response_id:
+        data = await store.get_response(req.previous_response_id)
+        if data is None:
+            raise PreviousResponseNotFoundError(
+                f"Previous response with id '{req.previous_response_id}' not found (never "
+                "stored, stored with `store: false`, or expired).",
+                param="previous_response_id",
+            )
+        history = load_entry(data).turns
+    conv = build_conversation(req, history)
+    if req.ignored_tools:
+        log.info("responses_tools_ignored", types=sorted(set(req.ignored_tools)))
+    service = request.app[SERVICE]
+    route = await service.route_for(conv)
+    if route.chat_type == "t2v":
+        raise ClientRequestError(
+            "video models are not served on /v1/responses; use /v1/videos/generations",
+            param="model",
+        )
+    ids = new_ids()
+    async with service.open_chat(conv, route=route) as chat:
+        if req.stream:
+            stream = ResponsesStreamRenderer(req, ids)
+            output = stream.output
+            resp = await relay(request, conv, chat, stream)
+        else:
+            body = ResponsesBodyRenderer(req, ids)
+            output = body.output
+            resp = await aggregate(request, conv, chat, body)
+    ttl = request.app[SETTINGS].response_ttl_s
+    if req.store and ttl > 0 and output.status in ("completed", "incomplete"):
+        # The conversation after this answer, without `instructions` (not carried over).
+        turns = conv.turns[1:] if req.instructions else conv.turns
+        entry = dump_entry([*turns, output.assistant_turn()], output.response())
+        await store.put_response(ids.response_id, entry, ttl_s=ttl)
+    return resp
+
+
+async def get_response(request: web.Request) -> web.Response:
+    """``GET /v1/responses/{response_id}``: a stored response object, or 404."""
+    request[FRONT_DOOR] = RESPONSES
+    response_id = request.match_info["response_id"]
+    data = await request.app[STORE].get_response(response_id)
+    if data is None:
+        raise ResponseNotFoundError(
+            f"No response found with id '{response_id}'.", param="response_id"
+        )
+    return web.json_response(load_entry(data).response)
