@@ -36,6 +36,7 @@ from proxy.errors import (
 from proxy.frontdoors import OPENAI, FrontDoor
 from proxy.frontdoors.anthropic import ANTHROPIC
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
+from proxy.frontdoors.responses import RESPONSES
 from proxy.guard import guard_middleware
 from proxy.hangup import hangup_middleware
 from proxy.metrics import MODEL_KEY, Metrics
@@ -45,6 +46,7 @@ from proxy.routes.health import healthz
 from proxy.routes.images import images_edits, images_generations
 from proxy.routes.messages import messages, messages_count_tokens
 from proxy.routes.models import get_model, list_models
+from proxy.routes.responses import create_response, get_response
 from proxy.routes.videos import videos_generations
 from proxy.secrets import SecretMasker
 from proxy.service import ChatService
@@ -454,6 +456,9 @@ def make_app(settings: Settings) -> web.Application:
         app.router.add_post(f"{prefix}/images/generations", images_generations)
         app.router.add_post(f"{prefix}/images/edits", images_edits)
         app.router.add_post(f"{prefix}/videos/generations", videos_generations)
+        app.router.add_post(f"{prefix}/responses", create_response)
+        app[FRONT_DOORS][f"{prefix}/responses"] = RESPONSES
+        app.router.add_get(f"{prefix}/responses/{{response_id}}", get_response)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
         app.router.add_post(f"{prefix}/messages", messages)

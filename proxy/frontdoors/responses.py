@@ -46,6 +46,7 @@ from proxy.errors import (
     UpstreamRateLimitedError,
     to_openai,
 )
+from proxy.frontdoors import FrontDoor
 from proxy.qwen.translate import (
     Failure,
     Finish,
@@ -59,6 +60,7 @@ from proxy.qwen.translate import (
 )
 
 __all__ = [
+    "RESPONSES",
     "ResponseIds",
     "ResponsesBodyRenderer",
     "ResponsesRequest",
@@ -1024,10 +1026,14 @@ class ResponsesBodyRenderer:
         return out.response()
 
 
-def render_error(exc: BaseException) -> tuple[int, dict[str, str], dict[str, Any]]:
+def render_error(exc: ProxyError) -> tuple[int, dict[str, str], dict[str, Any]]:
     """``(status, headers, body)`` for an error before the stream began: the Responses API uses
     the OpenAI error object ``{"error": {message, type, param, code}}`` (:func:`to_openai`)."""
     return to_openai(exc)
+
+
+RESPONSES = FrontDoor("responses", render_error)
+"""The Responses API front door (for the app's error middleware)."""
 
 
 # -- stored responses (previous_response_id) ---------------------------------------------------

@@ -11,10 +11,12 @@ app's state store (``put_response``, ``response_ttl_s`` seconds) unless the requ
 
 from __future__ import annotations
 
+import orjson
 import structlog
 from aiohttp import web
 
 from proxy.api_models import decode_json_body
+from proxy.conversation import Turn
 from proxy.errors import (
     ClientRequestError,
     PreviousResponseNotFoundError,
@@ -43,7 +45,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     request[FRONT_DOOR] = RESPONSES
     req = parse_request(decode_json_body(await request.read()))
     store = request.app[STORE]
-    history = []
+    history: list[Turn] = []
     if req.previous_response_id:
         data = await store.get_response(req.previous_response_id)
         if data is None:
@@ -91,4 +93,6 @@ async def get_response(request: web.Request) -> web.Response:
         raise ResponseNotFoundError(
             f"No response found with id '{response_id}'.", param="response_id"
         )
-    return web.json_response(load_entry(data).response)
+    return web.Response(
+        body=orjson.dumps(load_entry(data).response), content_type="application/json"
+    )

@@ -1,0 +1,234 @@
+"""End to end: the official openai SDK's Responses client -> the proxy -> the replay server.
+
+``client.responses.create`` (streamed and not) and ``client.responses.stream`` (the SDK's own
+accumulator, which checks the event order) on the synthetic scenarios; errors before and after
+the stream began; ``previous_response_id`` and ``GET /v1/responses/{id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from helpers import SCENARIO, ServerFactory, Stack, error_object, last_usage, start_stack
+
+TEXT_SCENARIOS = ("t2t_answer", "think_answer", "thinking_summary", "chinese_emoji")
+
+
+@pytest.fixture
+async def stack(aiohttp_server: ServerFactory) -> Stack:
+    """Replay server + proxy with default settings."""
+    return await start_stack(aiohttp_server)
+
+
+async def collect_stream(client: openai.AsyncOpenAI, **kw: Any) -> list[Any]:
+    """Every event of a streamed ``responses.create``."""
+    stream = await client.responses.create(stream=True, **kw)
+    try:
+        return [event async for event in stream]
+    finally:
+        await stream.close()
+
+
+def reasoning_of(response: Any) -> str | None:
+    texts = [s.text for item in response.output if item.type == "reasoning" for s in item.summary]
+    return "".join(texts) if texts else None
+
+
+@pytest.mark.parametrize("name", TEXT_SCENARIOS)
+async def test_create_gives_output_text_reasoning_and_usage(stack: Stack, name: str) -> None:
+    sc = SCENARIO[name]
+    async with stack.async_client() as client:
+        response = await client.responses.create(model=sc.openai_model, input=sc.prompt)
+    assert response.object == "response"
+    assert response.id.startswith("resp_")
+    assert response.status == "completed"
+    assert response.model == sc.openai_model
+    assert response.output_text == sc.expected_content
+    assert reasoning_of(response) == sc.expected_reasoning
+    assert [i.type for i in response.output] == (
+        ["reasoning", "message"] if sc.expected_reasoning else ["message"]
+    )
+    message = response.output[-1]
+    assert message.role == "assistant" and message.status == "completed"
+    input_tokens, output_tokens = last_usage(name)
+    assert response.usage is not None
+    assert response.usage.input_tokens == input_tokens
+    assert response.usage.output_tokens == output_tokens
+    assert response.usage.total_tokens == input_tokens + output_tokens
+
+
+@pytest.mark.parametrize("name", TEXT_SCENARIOS)
+async def test_stream_event_order_and_text(stack: Stack, name: str) -> None:
+    sc = SCENARIO[name]
+    async with stack.async_client() as client:
+        events = await collect_stream(client, model=sc.openai_model, input=sc.prompt)
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert len({e.response.id for e in events if hasattr(e, "response")}) == 1
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == sc.expected_content
+    reasoning = "".join(
+        e.delta for e in events if e.type == "response.reasoning_summary_text.delta"
+    )
+    assert (reasoning or None) == sc.expected_reasoning
+    final = events[-1].response
+    assert final.output_text == sc.expected_content
+    assert final.usage.total_tokens == sum(last_usage(name))
+    # each item: added before its deltas, done after them, in output order
+    added = [e.output_index for e in events if e.type == "response.output_item.added"]
+    done = [e.output_index for e in events if e.type == "response.output_item.done"]
+    assert added == done == list(range(len(final.output)))
+
+
+@pytest.mark.parametrize("name", TEXT_SCENARIOS)
+async def test_sdk_stream_helper_accumulates(stack: Stack, name: str) -> None:
+    """``responses.stream`` checks ids, indexes and order as it folds the events."""
+    sc = SCENARIO[name]
+    async with (
+        stack.async_client() as client,
+        client.responses.stream(model=sc.openai_model, input=sc.prompt) as stream,
+    ):
+        async for _ in stream:
+            pass
+        final = await stream.get_final_response()
+    assert final.output_text == sc.expected_content
+
+
+async def test_sync_client(stack: Stack) -> None:
+    sc = SCENARIO["t2t_answer"]
+
+    def run() -> tuple[str, str]:
+        with stack.sync_client() as client:
+            plain = client.responses.create(model=sc.openai_model, input=sc.prompt)
+            with client.responses.stream(model=sc.openai_model, input=sc.prompt) as stream:
+                streamed = stream.get_final_response()
+        return plain.output_text, streamed.output_text
+
+    assert await asyncio.to_thread(run) == (sc.expected_content, sc.expected_content)
+
+
+async def test_search_sources_are_url_citations(stack: Stack) -> None:
+    sc = SCENARIO["search_sources"]
+    async with stack.async_client() as client:
+        response = await client.responses.create(model=sc.openai_model, input=sc.prompt)
+        events = await collect_stream(client, model=sc.openai_model, input=sc.prompt)
+    annotations = response.output[-1].content[0].annotations
+    assert [a.url for a in annotations] == list(sc.expected_sources)
+    assert all(a.type == "url_citation" for a in annotations)
+    streamed = events[-1].response.output[-1].content[0].annotations
+    assert [a.url for a in streamed] == list(sc.expected_sources)
+    assert response.output_text == sc.expected_content
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "name", ["error_ratelimited", "error_unauthorized", "error_waf_json", "empty_stream"]
+)
+async def test_errors_before_output_are_http_errors(stack: Stack, name: str, stream: bool) -> None:
+    sc = SCENARIO[name]
+    async with stack.async_client() as client:
+        with pytest.raises(openai.APIStatusError) as exc:
+            if stream:
+                await collect_stream(client, model=sc.openai_model, input=sc.prompt)
+            else:
+                await client.responses.create(model=sc.openai_model, input=sc.prompt)
+    assert exc.value.status_code == sc.expected_status
+    assert error_object(exc.value)["code"] == sc.expected_error_code
+
+
+@pytest.mark.parametrize("name", ["stream_cut", "error_frame"])
+async def test_failure_after_output_is_error_then_response_failed(stack: Stack, name: str) -> None:
+    sc = SCENARIO[name]
+    async with stack.async_client() as client:
+        events = await collect_stream(client, model=sc.openai_model, input=sc.prompt)
+        with pytest.raises(openai.APIStatusError) as exc:
+            await client.responses.create(model=sc.openai_model, input=sc.prompt)
+    types = [e.type for e in events]
+    assert types[-2:] == ["error", "response.failed"]
+    assert "response.completed" not in types
+    assert events[-2].code == sc.expected_error_code
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error is not None
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == sc.partial_content
+    assert failed.output[0].status == "incomplete"
+    assert exc.value.status_code == sc.expected_status
+
+
+async def test_bad_requests_are_400_with_param(stack: Stack) -> None:
+    async with stack.async_client() as client:
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client.responses.create(
+                model="qwen3-max",
+                input=[{"type": "function_call", "name": "f", "arguments": "{}"}],  # type: ignore[list-item]
+            )
+        assert error_object(exc.value)["param"] == "input[0].call_id"
+        with pytest.raises(openai.NotFoundError) as nf:
+            await client.responses.create(model="no-such-model", input="hi")
+        assert error_object(nf.value)["code"] == "model_not_found"
+
+
+async def test_unknown_previous_response_id(stack: Stack) -> None:
+    async with stack.async_client() as client:
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client.responses.create(
+                model="qwen3-max", input="hi", previous_response_id="resp_unknown"
+            )
+        err = error_object(exc.value)
+        assert err["param"] == "previous_response_id"
+        assert err["code"] == "previous_response_not_found"
+        with pytest.raises(openai.NotFoundError) as nf:
+            await client.responses.retrieve("resp_unknown")
+        assert error_object(nf.value)["code"] == "response_not_found"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_retrieve_returns_the_stored_response(stack: Stack, stream: bool) -> None:
+    sc = SCENARIO["t2t_answer"]
+    async with stack.async_client() as client:
+        if stream:
+            events = await collect_stream(client, model=sc.openai_model, input=sc.prompt)
+            created = events[-1].response
+        else:
+            created = await client.responses.create(model=sc.openai_model, input=sc.prompt)
+        got = await client.responses.retrieve(created.id)
+    assert got.id == created.id
+    assert got.output_text == sc.expected_content
+    assert got.status == "completed"
+    assert got.model_dump() == created.model_dump()
+
+
+async def test_store_false_is_not_kept(stack: Stack) -> None:
+    sc = SCENARIO["t2t_answer"]
+    async with stack.async_client() as client:
+        created = await client.responses.create(model=sc.openai_model, input=sc.prompt, store=False)
+        assert created.store is False
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(created.id)
+
+
+async def test_raw_stream_wire_format(stack: Stack) -> None:
+    """``event:`` and ``data:`` lines agree, the content type is SSE, no ``[DONE]``."""
+    sc = SCENARIO["t2t_answer"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            stack.url("/v1/responses"),
+            json={"model": sc.openai_model, "input": sc.prompt, "stream": True},
+        ) as resp,
+    ):
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        raw = (await resp.read()).decode()
+    blocks = [b for b in raw.split("\n\n") if b]
+    assert "[DONE]" not in raw
+    for block in blocks:
+        event_line, data_line = block.split("\n")
+        assert event_line.startswith("event: ") and data_line.startswith("data: ")
+        assert f'"type":"{event_line[7:]}"' in data_line
