@@ -1156,6 +1156,7 @@ EXTRA_SETS = (
     "recorder.synthetic_conversations",
     "recorder.synthetic_tools",
     "recorder.synthetic_2026",
+    "recorder.synthetic_responses",
 )
 
 

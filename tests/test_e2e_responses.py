@@ -8,12 +8,28 @@ the stream began; ``previous_response_id`` and ``GET /v1/responses/{id}``.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-from helpers import SCENARIO, ServerFactory, Stack, error_object, last_usage, start_stack
+from helpers import (
+    COMPLETIONS_PATH,
+    SCENARIO,
+    ServerFactory,
+    Stack,
+    error_object,
+    last_usage,
+    start_stack,
+)
+
+from proxy.conversation import Turn
+from proxy.frontdoors.responses import build_conversation, parse_request
+from proxy.qwen.request import flatten_messages
+from recorder.synthetic_responses import FOLLOWUP_QUESTION, RESPONSES_SCENARIOS
+
+FOLLOWUP = RESPONSES_SCENARIOS[0]
 
 TEXT_SCENARIOS = ("t2t_answer", "think_answer", "thinking_summary", "chinese_emoji")
 
@@ -232,3 +248,64 @@ async def test_raw_stream_wire_format(stack: Stack) -> None:
         event_line, data_line = block.split("\n")
         assert event_line.startswith("event: ") and data_line.startswith("data: ")
         assert f'"type":"{event_line[7:]}"' in data_line
+
+
+# -- previous_response_id ----------------------------------------------------------------------
+
+
+def test_followup_cassette_prompt_is_what_the_proxy_sends() -> None:
+    """The synthetic follow-up cassette holds the prompt the proxy flattens the conversation to
+    (recorder repeats it because it never imports proxy)."""
+    first = SCENARIO["t2t_answer"]
+    history = [Turn("user", first.prompt), Turn("assistant", first.expected_content)]
+    req = parse_request({"model": "qwen3-max", "input": FOLLOWUP_QUESTION})
+    conv = build_conversation(req, history)
+    assert flatten_messages(conv.turns) == FOLLOWUP.prompt
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_previous_response_id_continues_the_conversation(stack: Stack, stream: bool) -> None:
+    first = SCENARIO["t2t_answer"]
+    async with stack.async_client() as client:
+        if stream:
+            one = (await collect_stream(client, model="qwen3-max", input=first.prompt))[-1].response
+            two = (
+                await collect_stream(
+                    client, model="qwen3-max", input=FOLLOWUP_QUESTION, previous_response_id=one.id
+                )
+            )[-1].response
+        else:
+            one = await client.responses.create(model="qwen3-max", input=first.prompt)
+            two = await client.responses.create(
+                model="qwen3-max", input=FOLLOWUP_QUESTION, previous_response_id=one.id
+            )
+        stored = await client.responses.retrieve(two.id)
+    assert one.output_text == first.expected_content
+    assert two.output_text == FOLLOWUP.expected_content
+    assert two.previous_response_id == one.id
+    assert stored.previous_response_id == one.id
+    sent = stack.upstream(COMPLETIONS_PATH)
+    assert json.loads(sent[-1].body)["messages"][0]["content"] == FOLLOWUP.prompt
+
+
+async def test_explicit_history_items_give_the_same_prompt(stack: Stack) -> None:
+    """The history sent as input items (what Codex does, with store: false) reaches the same
+    upstream prompt as previous_response_id."""
+    first = SCENARIO["t2t_answer"]
+    async with stack.async_client() as client:
+        response = await client.responses.create(
+            model="qwen3-max",
+            store=False,
+            input=[
+                {"role": "user", "content": [{"type": "input_text", "text": first.prompt}]},
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [
+                        {"type": "output_text", "text": first.expected_content, "annotations": []}
+                    ],
+                },
+                {"role": "user", "content": FOLLOWUP_QUESTION},
+            ],
+        )
+    assert response.output_text == FOLLOWUP.expected_content

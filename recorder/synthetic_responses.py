@@ -1,0 +1,135 @@
+"""Synthetic chat.qwen.ai cassettes for the Responses API front door (``/v1/responses``).
+
+What chat.qwen.ai would answer to the requests the proxy makes for multi-turn Responses
+conversations (``previous_response_id``, or the same history sent as input items). Like
+:mod:`recorder.synthetic`, whose frame helpers this module uses, every byte is written from
+``PROTOCOL.md``, none is captured: the two-step flow of §3 and §4.1 (the history flattened into
+one user message, §4.1 "One message only") and the SSE frames of §5.1–§5.4. Each cassette says
+so in its provenance (``kind: synthetic``, the sections followed).
+
+The prompts are the flattened conversations the proxy sends; they are written out here because
+``recorder`` never imports ``proxy`` (docs/architecture.md), and
+``tests/test_e2e_responses.py`` checks that the proxy flattens the conversations to exactly
+these texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from recorder.cassette import Cassette, Interaction
+from recorder.synthetic import (
+    BASE_EPOCH_S,
+    COMPLETIONS_URL,
+    SCENARIOS,
+    Scenario,
+    _completions_headers,
+    _Frames,
+    _json_compact,
+    _pieces,
+    _t_headers,
+    _uid,
+    chats_new_interaction,
+    synthetic_cassette,
+    user_message,
+)
+
+__all__ = ["FOLLOWUP_QUESTION", "RESPONSES_SCENARIOS", "build", "build_all"]
+
+RESPONSES_EPOCH_S = BASE_EPOCH_S + 7200
+"""Scenario ``i`` happens ``i`` minutes after 2026-11-22T11:00:00Z."""
+
+_FIRST = next(s for s in SCENARIOS if s.name == "t2t_answer")
+FOLLOWUP_QUESTION = "Now say goodbye in one short sentence."
+"""The second user turn; the first turn is scenario ``t2t_answer`` (question and answer)."""
+
+_GOODBYE_PIECES = ("Goodbye", "!", " Have", " a", " wonderful", " day", ".")
+
+
+def _join(pieces: Sequence[str]) -> str:
+    return "".join(pieces)
+
+
+_T2T = ("3", "4.1", "5.1", "5.2", "5.3", "5.4")
+
+RESPONSES_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        name="responses_followup",
+        description=(
+            "Synthetic second turn of a Responses conversation: the t2t_answer exchange and a "
+            "follow-up question, flattened into one user message."
+        ),
+        protocol_sections=_T2T,
+        model="qwen3-max",
+        openai_model="qwen3-max",
+        prompt=(
+            f"User: {_FIRST.prompt}\n\nAssistant: {_FIRST.expected_content}\n\n"
+            f"User: {FOLLOWUP_QUESTION}"
+        ),
+        chat_type="t2t",
+        thinking=False,
+        expected_content=_join(_GOODBYE_PIECES),
+    ),
+)
+
+
+def _epoch(sc: Scenario) -> int:
+    names = [s.name for s in RESPONSES_SCENARIOS]
+    return RESPONSES_EPOCH_S + 60 * names.index(sc.name)
+
+
+def _completions_body(sc: Scenario) -> str:
+    """The v2 body of §4.1: one user message holding the whole conversation."""
+    feature_config: dict[str, Any] = {"thinking_enabled": sc.thinking, "output_schema": "phase"}
+    ts = _epoch(sc)
+    body: dict[str, Any] = {
+        "stream": True,
+        "version": "2.1",
+        "incremental_output": True,
+        "chat_id": _uid(sc.name, "chat_id"),
+        "chat_mode": "normal",
+        "model": sc.model,
+        "parent_id": None,
+        "timestamp": ts + 1,
+        "messages": [user_message(sc, feature_config, ts)],
+    }
+    return _json_compact(body)
+
+
+def _stream(sc: Scenario, f: _Frames, *, coalesce: Sequence[int] = ()) -> list[Interaction]:
+    """The two steps (§3, §4), step 2 answered with the SSE events of ``f`` (§5)."""
+    completion = Interaction.streamed(
+        method="POST",
+        uri=f"{COMPLETIONS_URL}?chat_id={_uid(sc.name, 'chat_id')}",
+        request_headers=_completions_headers(),
+        request_body=_completions_body(sc),
+        pieces=_pieces(sc, f.events, coalesce=coalesce),
+        t_headers_s=_t_headers(sc),
+    )
+    return [chats_new_interaction(sc.name, sc.model, sc.chat_type, _epoch(sc)), completion]
+
+
+def _build_followup(sc: Scenario) -> list[Interaction]:
+    """Incremental answer frames (§5.1–5.4): 0 created, 1..7 answer, 8..9 idle, 10 finished."""
+    f = _Frames(sc)
+    f.created()
+    f.pieces(_GOODBYE_PIECES, "answer")
+    f.idle_typing()
+    f.finished("answer", with_usage=False)
+    return _stream(sc, f, coalesce=(2, 8))
+
+
+_BUILDERS: dict[str, Callable[[Scenario], list[Interaction]]] = {
+    "responses_followup": _build_followup,
+}
+
+
+def build(sc: Scenario) -> Cassette:
+    """The cassette of one scenario (in memory)."""
+    return synthetic_cassette(sc.name, sc.description, sc.protocol_sections, _BUILDERS[sc.name](sc))
+
+
+def build_all() -> list[Cassette]:
+    """Every cassette of this set, in :data:`RESPONSES_SCENARIOS` order."""
+    return [build(sc) for sc in RESPONSES_SCENARIOS]
