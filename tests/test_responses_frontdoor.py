@@ -517,3 +517,26 @@ def test_entry_round_trip_and_assistant_turn() -> None:
     assert stored.response["id"] == "resp_test"
     with pytest.raises(ValueError):
         load_entry(b'{"v": 2}')
+
+
+def test_namespace_tools_are_offered_and_calls_carry_the_namespace() -> None:
+    """Codex groups some function tools in ``{"type": "namespace", "tools": [...]}``."""
+    ns_tool = {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "Sub-agents.",
+        "tools": [{"type": "function", "name": "close_agent", "parameters": {"type": "object"}}],
+    }
+    req = parse_request({"model": "m", "input": "x", "tools": [*TOOLS, ns_tool]})
+    assert [t.name for t in req.tools] == ["get_weather", "close_agent"]
+    assert req.echo["tools"][1] == ns_tool
+    r = ResponsesStreamRenderer(req, IDS)
+    r.head()
+    raw = r.render(
+        [ToolCall(0, "call_" + "e" * 24, "close_agent", "{}"),
+         ToolCall(1, "call_" + "f" * 24, "get_weather", '{"city":"Oslo"}'),
+         Finish("tool_calls")], None
+    )  # fmt: skip
+    output = frames(raw)[-1]["response"]["output"]
+    assert output[0]["namespace"] == "multi_agent_v1"
+    assert "namespace" not in output[1]

@@ -88,7 +88,6 @@ _HOSTED_TOOL_PREFIXES = (
     "shell",
     "apply_patch",
     "tool_search",
-    "namespace",
     "custom",
 )
 
@@ -127,7 +126,8 @@ class ResponsesRequest:
     belong to this request only and are not carried to a follow-up, as on OpenAI).
     ``thinking`` is ``None`` unless ``reasoning.effort`` says on (``low``…``xhigh``) or off
     (``none``, ``minimal``). ``echo`` holds the request fields the response object repeats;
-    ``ignored_tools`` the types of hosted tools that were accepted but not offered.
+    ``ignored_tools`` the types of hosted tools that were accepted but not offered;
+    ``namespaces`` maps a tool offered from a ``namespace`` tool to that namespace's name.
     """
 
     model: str
@@ -143,6 +143,7 @@ class ResponsesRequest:
     max_output_tokens: int | None = None
     echo: dict[str, Any] = field(default_factory=dict)
     ignored_tools: tuple[str, ...] = ()
+    namespaces: dict[str, str] = field(default_factory=dict)
 
 
 def parse_request(obj: Any) -> ResponsesRequest:
@@ -156,7 +157,8 @@ def parse_request(obj: Any) -> ResponsesRequest:
     turns = _input_turns(body.input) if body.input is not None else []
     if body.input is None and body.previous_response_id is None:
         raise ClientRequestError("`input` is required", param="input")
-    tools, tools_echo, ignored = _tools(body.tools or [])
+    toolset = _tools(body.tools or [])
+    tools = tuple(toolset.specs)
     choice, choice_echo = _tool_choice(body.tool_choice, tools)
     thinking, reasoning_echo = _reasoning(body.reasoning)
     parallel = True if body.parallel_tool_calls is None else body.parallel_tool_calls
@@ -171,7 +173,7 @@ def parse_request(obj: Any) -> ResponsesRequest:
         "temperature": body.temperature if body.temperature is not None else 1.0,
         "text": body.text or {"format": {"type": "text"}},
         "tool_choice": choice_echo,
-        "tools": tools_echo,
+        "tools": toolset.echo,
         "top_p": body.top_p if body.top_p is not None else 1.0,
         "truncation": body.truncation or "disabled",
         "user": body.user,
@@ -189,7 +191,8 @@ def parse_request(obj: Any) -> ResponsesRequest:
         store=body.store is not False,
         max_output_tokens=body.max_output_tokens,
         echo=echo,
-        ignored_tools=ignored,
+        ignored_tools=tuple(toolset.ignored),
+        namespaces=toolset.namespaces,
     )
 
 
@@ -455,21 +458,35 @@ def _reasoning_text(item: dict[str, Any]) -> str:
     return "\n\n".join(t for t in texts if t)
 
 
-def _tools(
-    raw: list[Any],
-) -> tuple[tuple[ToolSpec, ...], list[dict[str, Any]], tuple[str, ...]]:
-    specs: list[ToolSpec] = []
-    echo: list[dict[str, Any]] = []
-    ignored: list[str] = []
-    seen: set[str] = set()
+@dataclass(slots=True)
+class _ToolSet:
+    specs: list[ToolSpec] = field(default_factory=list)
+    echo: list[dict[str, Any]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    namespaces: dict[str, str] = field(default_factory=dict)
+
+
+def _tools(raw: list[Any]) -> _ToolSet:
+    """Function tools, also those grouped in a ``namespace`` tool (offered under their own
+    names; a call of one carries ``namespace``). Hosted tool types are ignored (listed)."""
+    out = _ToolSet()
     for i, tool in enumerate(raw):
         param = f"tools[{i}]"
         if not isinstance(tool, dict):
             raise ClientRequestError(f"`{param}` must be an object", param=param)
         kind = tool.get("type")
+        if kind == "namespace" and isinstance(tool.get("tools"), list):
+            ns = tool.get("name")
+            for j, inner in enumerate(tool["tools"]):
+                if isinstance(inner, dict) and inner.get("type") == "function":
+                    name = _function_tool(inner, f"{param}.tools[{j}]", out)
+                    if isinstance(ns, str) and ns:
+                        out.namespaces[name] = ns
+            out.echo.append(tool)
+            continue
         if kind != "function":
             if isinstance(kind, str) and kind.startswith(_HOSTED_TOOL_PREFIXES):
-                ignored.append(kind)
+                out.ignored.append(kind)
                 continue
             raise ClientRequestError(
                 f"`{param}.type` {kind!r} is not supported; use function tools",
@@ -478,38 +495,43 @@ def _tools(
         fn = tool.get("function")
         if isinstance(fn, dict) and "name" not in tool:  # tolerated: the Chat Completions shape
             tool = {"type": "function", **fn}
-        name = tool.get("name")
-        if not isinstance(name, str) or not _TOOL_NAME.match(name):
-            raise ClientRequestError(
-                f"`{param}.name` must be 1-64 characters of a-z, A-Z, 0-9, _ and -",
-                param=f"{param}.name",
-            )
-        if name in seen:
-            raise ClientRequestError(
-                f"`{param}.name`: the tool `{name}` is defined twice", param=f"{param}.name"
-            )
-        seen.add(name)
-        params = tool.get("parameters")
-        if params is not None and not isinstance(params, dict):
-            raise ClientRequestError(
-                f"`{param}.parameters` must be a JSON Schema object", param=f"{param}.parameters"
-            )
-        description = tool.get("description")
-        if description is not None and not isinstance(description, str):
-            raise ClientRequestError(
-                f"`{param}.description` must be a string", param=f"{param}.description"
-            )
-        specs.append(ToolSpec(name=name, description=description or "", parameters=params))
-        echo.append(
+        _function_tool(tool, param, out)
+        out.echo.append(
             {
                 "type": "function",
-                "name": name,
-                "description": description,
-                "parameters": params,
+                "name": tool["name"],
+                "description": tool.get("description"),
+                "parameters": tool.get("parameters"),
                 "strict": bool(tool.get("strict", False)),
             }
         )
-    return tuple(specs), echo, tuple(ignored)
+    return out
+
+
+def _function_tool(tool: dict[str, Any], param: str, out: _ToolSet) -> str:
+    """Validate one function tool and add its spec; returns its name."""
+    name = tool.get("name")
+    if not isinstance(name, str) or not _TOOL_NAME.match(name):
+        raise ClientRequestError(
+            f"`{param}.name` must be 1-64 characters of a-z, A-Z, 0-9, _ and -",
+            param=f"{param}.name",
+        )
+    if any(s.name == name for s in out.specs):
+        raise ClientRequestError(
+            f"`{param}.name`: the tool `{name}` is defined twice", param=f"{param}.name"
+        )
+    params = tool.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise ClientRequestError(
+            f"`{param}.parameters` must be a JSON Schema object", param=f"{param}.parameters"
+        )
+    description = tool.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ClientRequestError(
+            f"`{param}.description` must be a string", param=f"{param}.description"
+        )
+    out.specs.append(ToolSpec(name=name, description=description or "", parameters=params))
+    return name
 
 
 def _tool_choice(value: Any, tools: Sequence[ToolSpec]) -> tuple[ToolChoice, Any]:
@@ -880,6 +902,9 @@ class _Output:
             "name": call.name,
             "arguments": "",
         }
+        namespace = self.req.namespaces.get(call.name)
+        if namespace is not None:
+            item["namespace"] = namespace
         self.items.append(item)
         idx = len(self.items) - 1
         events.append(
