@@ -309,3 +309,56 @@ async def test_explicit_history_items_give_the_same_prompt(stack: Stack) -> None
             ],
         )
     assert response.output_text == FOLLOWUP.expected_content
+
+
+async def test_codex_shaped_request(stack: Stack) -> None:
+    """A request shaped like Codex CLI's (constructed: its top-level fields, a namespace tool,
+    a hosted web_search tool, a reasoning summary ask, store false), streamed: 200, the items
+    Codex builds its history from (output_item.done), response.completed with id and usage."""
+    sc = SCENARIO["t2t_answer"]
+    body = {
+        "model": sc.openai_model,
+        "stream": True,
+        "input": [
+            {"type": "message", "role": "user",
+             "content": [{"type": "input_text", "text": sc.prompt}]}
+        ],
+        "tools": [
+            {"type": "web_search", "external_web_access": False},
+            {
+                "type": "namespace",
+                "name": "multi_agent_v1",
+                "description": "Sub-agents.",
+                "tools": [
+                    {"type": "function", "name": "close_agent", "strict": False,
+                     "parameters": {"type": "object", "properties": {}, "required": []}}
+                ],
+            },
+        ],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "reasoning": {"summary": "auto"},
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "0000-session",
+        "client_metadata": {"x-codex-turn-metadata": "{}"},
+    }  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            stack.url("/v1/responses"), json=body, headers={"Accept": "text/event-stream"}
+        ) as resp,
+    ):
+        assert resp.status == 200
+        raw = await resp.read()
+    events = [
+        json.loads(line[6:]) for line in raw.decode().split("\n") if line.startswith("data: ")
+    ]
+    done_items = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [i["type"] for i in done_items] == ["message"]
+    assert done_items[0]["content"][0]["text"] == sc.expected_content
+    completed = events[-1]
+    assert completed["type"] == "response.completed"
+    assert completed["response"]["id"].startswith("resp_")
+    usage = completed["response"]["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
