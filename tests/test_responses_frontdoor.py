@@ -540,3 +540,49 @@ def test_namespace_tools_are_offered_and_calls_carry_the_namespace() -> None:
     output = frames(raw)[-1]["response"]["output"]
     assert output[0]["namespace"] == "multi_agent_v1"
     assert "namespace" not in output[1]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_ITEM = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(
+            ["message", "function_call", "function_call_output", "reasoning", "x", 3]
+        ),
+        "role": st.sampled_from(["user", "assistant", "system", "developer", "tool", None]),
+        "content": _JSON,
+        "call_id": _JSON,
+        "name": _JSON,
+        "arguments": _JSON,
+        "output": _JSON,
+        "summary": _JSON,
+    },
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"model": st.just("m")},
+        optional={
+            "input": st.one_of(st.text(max_size=5), st.lists(_ITEM, max_size=5), _JSON),
+            "tools": _JSON,
+            "tool_choice": _JSON,
+            "reasoning": _JSON,
+            "instructions": _JSON,
+        },
+    )
+)
+def test_any_body_parses_or_is_a_client_error(body: dict[str, Any]) -> None:
+    """Whatever the shape, parsing gives a request or a 400-class error naming a param."""
+    try:
+        req = parse_request(body)
+        build_conversation(req)
+    except ClientRequestError as exc:
+        assert exc.http_status() == 400
+        assert exc.param
