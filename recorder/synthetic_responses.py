@@ -37,8 +37,8 @@ from recorder.synthetic import (
 
 __all__ = ["FOLLOWUP_QUESTION", "RESPONSES_SCENARIOS", "build", "build_all"]
 
-RESPONSES_EPOCH_S = BASE_EPOCH_S + 7200
-"""Scenario ``i`` happens ``i`` minutes after 2026-11-22T11:00:00Z."""
+RESPONSES_EPOCH_S = BASE_EPOCH_S + 10800
+"""Scenario ``i`` happens ``i`` minutes after 2026-11-22T12:00:00Z."""
 
 _FIRST = next(s for s in SCENARIOS if s.name == "t2t_answer")
 FOLLOWUP_QUESTION = "Now say goodbye in one short sentence."

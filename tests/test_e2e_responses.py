@@ -27,7 +27,9 @@ from helpers import (
 from proxy.conversation import Turn
 from proxy.frontdoors.responses import build_conversation, parse_request
 from proxy.qwen.request import flatten_messages
+from proxy.tools.prompt import build_prompt
 from recorder.synthetic_responses import FOLLOWUP_QUESTION, RESPONSES_SCENARIOS
+from recorder.synthetic_tools import BY_NAME, PARIS_Q, PARIS_RESULT, TOOLS, ToolScenario
 
 FOLLOWUP = RESPONSES_SCENARIOS[0]
 
@@ -311,29 +313,163 @@ async def test_explicit_history_items_give_the_same_prompt(stack: Stack) -> None
     assert response.output_text == FOLLOWUP.expected_content
 
 
+# -- tools -------------------------------------------------------------------------------------
+# The tool cassettes of recorder/synthetic_tools.py answer chat requests; the same conversation
+# sent through /v1/responses (tools in the flat Responses shape) reaches the same prompt.
+
+FLAT_TOOLS = [{"type": "function", **t["function"]} for t in TOOLS]
+CALL_SCENARIOS = ("tool_preface_call", "tool_two_calls", "tool_xml_call", "tool_local_tool")
+NOTE_SCENARIOS = ("tool_malformed_json", "tool_unknown_tool")
+
+
+def responses_input(ts: ToolScenario) -> list[dict[str, Any]]:
+    """A tool scenario's chat messages as Responses input items."""
+    items: list[dict[str, Any]] = []
+    for m in ts.messages:
+        if m["role"] == "tool":
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": m["tool_call_id"],
+                    "output": m["content"],
+                }
+            )
+            continue
+        if m.get("content"):
+            items.append({"role": m["role"], "content": m["content"]})
+        for call in m.get("tool_calls") or ():
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": call["id"],
+                    "name": call["function"]["name"],
+                    "arguments": call["function"]["arguments"],
+                }
+            )
+    return items
+
+
+def calls_of(response: Any) -> list[tuple[str, dict[str, Any]]]:
+    return [(i.name, json.loads(i.arguments)) for i in response.output if i.type == "function_call"]
+
+
+@pytest.mark.parametrize("name", [t for t in BY_NAME])
+def test_tool_cassette_prompt_is_what_responses_sends(name: str) -> None:
+    ts = BY_NAME[name]
+    req = parse_request({"model": "qwen3-max", "input": responses_input(ts), "tools": FLAT_TOOLS})
+    assert build_prompt(build_conversation(req)) == ts.scenario.prompt
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("name", CALL_SCENARIOS + NOTE_SCENARIOS)
+async def test_function_calls(stack: Stack, name: str, stream: bool) -> None:
+    """function_call items with call_id, name and arguments; text before them in a message."""
+    ts = BY_NAME[name]
+    kw: dict[str, Any] = {"model": "qwen3-max", "input": responses_input(ts), "tools": FLAT_TOOLS}
+    async with stack.async_client() as client:
+        if stream:
+            events = await collect_stream(client, **kw)
+            response = events[-1].response
+            assert events[-1].type == "response.completed"
+            streamed = [
+                (e.name, json.loads(e.arguments))
+                for e in events
+                if e.type == "response.function_call_arguments.done"
+            ]
+            assert streamed == list(ts.expected_calls)
+        else:
+            response = await client.responses.create(**kw)
+    assert response.status == "completed"
+    assert calls_of(response) == list(ts.expected_calls)
+    assert response.output_text == (ts.expected_content or "")
+    calls = [i for i in response.output if i.type == "function_call"]
+    assert len({c.call_id for c in calls}) == len(calls)
+    assert all(c.call_id.startswith("call_") and c.status == "completed" for c in calls)
+    assert all(c.id and c.id.startswith("fc_") for c in calls)
+    assert "<tool_call" not in response.output_text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_function_call_round_trip_with_full_input(stack: Stack, stream: bool) -> None:
+    """An agent loop without stored state: call, run the tool, send the call and its output
+    back as input items, get the prose answer."""
+    async with stack.async_client() as client:
+        first = await client.responses.create(
+            model="qwen3-max", input=PARIS_Q, tools=FLAT_TOOLS, store=False
+        )
+        (call,) = [i for i in first.output if i.type == "function_call"]
+        follow: list[Any] = [
+            {"role": "user", "content": PARIS_Q},
+            *[i.model_dump(exclude_none=True) for i in first.output],
+            {"type": "function_call_output", "call_id": call.call_id, "output": PARIS_RESULT},
+        ]
+        kw: dict[str, Any] = {"model": "qwen3-max", "input": follow, "tools": FLAT_TOOLS}
+        if stream:
+            final = (await collect_stream(client, **kw))[-1].response
+        else:
+            final = await client.responses.create(**kw)
+    assert final.output_text == BY_NAME["tool_result_turn"].expected_content
+    assert calls_of(final) == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_function_call_round_trip_with_previous_response_id(
+    stack: Stack, stream: bool
+) -> None:
+    """The follow-up sends only the function_call_output; the call comes from the store."""
+    async with stack.async_client() as client:
+        first = await client.responses.create(model="qwen3-max", input=PARIS_Q, tools=FLAT_TOOLS)
+        (call,) = [i for i in first.output if i.type == "function_call"]
+        kw: dict[str, Any] = {
+            "model": "qwen3-max",
+            "previous_response_id": first.id,
+            "input": [
+                {"type": "function_call_output", "call_id": call.call_id, "output": PARIS_RESULT}
+            ],
+            "tools": FLAT_TOOLS,
+        }
+        if stream:
+            final = (await collect_stream(client, **kw))[-1].response
+        else:
+            final = await client.responses.create(**kw)
+    assert final.output_text == BY_NAME["tool_result_turn"].expected_content
+    assert final.previous_response_id == first.id
+
+
+async def test_sdk_stream_helper_with_function_calls(stack: Stack) -> None:
+    """The SDK's accumulator (identity checks per call_id) accepts the parallel calls."""
+    ts = BY_NAME["tool_two_calls"]
+    async with (
+        stack.async_client() as client,
+        client.responses.stream(
+            model="qwen3-max", input=responses_input(ts), tools=FLAT_TOOLS
+        ) as stream,
+    ):
+        deltas = [e async for e in stream if e.type == "response.function_call_arguments.delta"]
+        final = await stream.get_final_response()
+    assert calls_of(final) == list(ts.expected_calls)
+    assert [d.snapshot for d in deltas] == [c.arguments for c in final.output]
+
+
 async def test_codex_shaped_request(stack: Stack) -> None:
-    """A request shaped like Codex CLI's (constructed: its top-level fields, a namespace tool,
-    a hosted web_search tool, a reasoning summary ask, store false), streamed: 200, the items
-    Codex builds its history from (output_item.done), response.completed with id and usage."""
-    sc = SCENARIO["t2t_answer"]
+    """A request shaped like Codex CLI's (constructed: its top-level fields, a function tool and
+    one inside a namespace tool, a hosted web_search tool, a reasoning summary ask, store false),
+    streamed: 200, the items Codex builds its history from (output_item.done), a call carrying
+    its namespace, response.completed with id and usage."""
+    ts = BY_NAME["tool_xml_call"]  # a call of read_file, offered inside a namespace here
+    weather, read_file = FLAT_TOOLS
     body = {
-        "model": sc.openai_model,
+        "model": "qwen3-max",
         "stream": True,
         "input": [
             {"type": "message", "role": "user",
-             "content": [{"type": "input_text", "text": sc.prompt}]}
+             "content": [{"type": "input_text", "text": ts.messages[0]["content"]}]}
         ],
         "tools": [
+            {**weather, "strict": False},
+            {"type": "namespace", "name": "files", "description": "Project files.",
+             "tools": [{**read_file, "strict": False}]},
             {"type": "web_search", "external_web_access": False},
-            {
-                "type": "namespace",
-                "name": "multi_agent_v1",
-                "description": "Sub-agents.",
-                "tools": [
-                    {"type": "function", "name": "close_agent", "strict": False,
-                     "parameters": {"type": "object", "properties": {}, "required": []}}
-                ],
-            },
         ],
         "tool_choice": "auto",
         "parallel_tool_calls": True,
@@ -355,8 +491,10 @@ async def test_codex_shaped_request(stack: Stack) -> None:
         json.loads(line[6:]) for line in raw.decode().split("\n") if line.startswith("data: ")
     ]
     done_items = [e["item"] for e in events if e["type"] == "response.output_item.done"]
-    assert [i["type"] for i in done_items] == ["message"]
-    assert done_items[0]["content"][0]["text"] == sc.expected_content
+    assert [i["type"] for i in done_items] == ["function_call"]
+    call = done_items[0]
+    assert (call["name"], json.loads(call["arguments"])) == ts.expected_calls[0]
+    assert call["namespace"] == "files"
     completed = events[-1]
     assert completed["type"] == "response.completed"
     assert completed["response"]["id"].startswith("resp_")

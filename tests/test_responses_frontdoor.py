@@ -183,6 +183,9 @@ def test_image_part_becomes_image_url_part() -> None:
         ({"model": "m", "input": "x", "tools": TOOLS,
           "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
         ({"model": "m", "input": "x", "tool_choice": "sometimes"}, "tool_choice"),
+        ({"model": "m", "input": "x", "tool_choice": "required"}, "tool_choice"),
+        ({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f",
+          "parameters": {"type": 5}}]}, "tools[0].parameters"),
         ({"model": "m", "input": "x", "reasoning": {"effort": "max"}}, "reasoning.effort"),
         ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ],
@@ -224,7 +227,7 @@ def test_tool_choice_and_reasoning_map_to_the_conversation() -> None:
     off = parse_request({"model": "m", "input": "x", "reasoning": {"effort": "none"}})
     assert off.thinking is False
     for choice in ("auto", "none", "required"):
-        req = parse_request({"model": "m", "input": "x", "tool_choice": choice})
+        req = parse_request({"model": "m", "input": "x", "tool_choice": choice, "tools": TOOLS})
         assert req.tool_choice.mode == choice
 
 

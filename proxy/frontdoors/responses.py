@@ -58,6 +58,7 @@ from proxy.qwen.translate import (
     ToolCall,
     Usage,
 )
+from proxy.tools.validate import check_tool_schema
 
 __all__ = [
     "RESPONSES",
@@ -521,10 +522,8 @@ def _function_tool(tool: dict[str, Any], param: str, out: _ToolSet) -> str:
             f"`{param}.name`: the tool `{name}` is defined twice", param=f"{param}.name"
         )
     params = tool.get("parameters")
-    if params is not None and not isinstance(params, dict):
-        raise ClientRequestError(
-            f"`{param}.parameters` must be a JSON Schema object", param=f"{param}.parameters"
-        )
+    if params is not None:
+        params = check_tool_schema(params, param=f"{param}.parameters")
     description = tool.get("description")
     if description is not None and not isinstance(description, str):
         raise ClientRequestError(
@@ -541,6 +540,8 @@ def _tool_choice(value: Any, tools: Sequence[ToolSpec]) -> tuple[ToolChoice, Any
     if value is None:
         return ToolChoice("auto"), "auto"
     if value in ("auto", "none", "required"):
+        if value == "required" and not tools:
+            raise ClientRequestError("`tool_choice` 'required' needs `tools`", param="tool_choice")
         return ToolChoice(value), value
     if isinstance(value, dict):
         kind = value.get("type")
