@@ -28,10 +28,12 @@ from proxy.conversation import Turn
 from proxy.frontdoors.responses import build_conversation, parse_request
 from proxy.qwen.request import flatten_messages
 from proxy.tools.prompt import build_prompt
+from recorder.synthetic_media import BY_NAME as MEDIA
 from recorder.synthetic_responses import FOLLOWUP_QUESTION, RESPONSES_SCENARIOS
 from recorder.synthetic_tools import BY_NAME, PARIS_Q, PARIS_RESULT, TOOLS, ToolScenario
 
 FOLLOWUP = RESPONSES_SCENARIOS[0]
+T2I = MEDIA["media_t2i"]
 
 TEXT_SCENARIOS = ("t2t_answer", "think_answer", "thinking_summary", "chinese_emoji")
 
@@ -500,3 +502,24 @@ async def test_codex_shaped_request(stack: Stack) -> None:
     assert completed["response"]["id"].startswith("resp_")
     usage = completed["response"]["usage"]
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_image_model_answers_a_markdown_image(stack: Stack, stream: bool) -> None:
+    """A -image model through /v1/responses: the answer is ![image](<url>), never null."""
+    kw: dict[str, Any] = {"model": "qwen3-max-image", "input": T2I.prompt}
+    async with stack.async_client() as client:
+        if stream:
+            text = (await collect_stream(client, **kw))[-1].response.output_text
+        else:
+            text = (await client.responses.create(**kw)).output_text
+    assert text.startswith("![image](http") and text.endswith(")")
+    assert "null" not in text
+
+
+async def test_video_model_is_refused(stack: Stack) -> None:
+    async with stack.async_client() as client:
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client.responses.create(model="qwen3-max-video", input="a cat")
+    assert error_object(exc.value)["param"] == "model"
+    assert not stack.upstream(COMPLETIONS_PATH)
