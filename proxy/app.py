@@ -56,6 +56,7 @@ from proxy.state import (
     JANITOR,
     KEY_RULE,
     METRICS,
+    RESPONSES_IN_FLIGHT,
     SERVICE,
     SETTINGS,
     START_KEY,
@@ -438,6 +439,7 @@ def make_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[FRONT_DOORS] = {}
+    app[RESPONSES_IN_FLIGHT] = {}
     app[TOOL_COUNTERS] = ToolCounters()
     app[METRICS] = Metrics()
     app[METRICS].watch_tools(app[TOOL_COUNTERS])

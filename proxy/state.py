@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -20,6 +21,7 @@ __all__ = [
     "JANITOR",
     "KEY_RULE",
     "METRICS",
+    "RESPONSES_IN_FLIGHT",
     "SERVICE",
     "SETTINGS",
     "START_KEY",
@@ -60,3 +62,6 @@ TOOL_COUNTERS = web.AppKey("tool_counters", ToolCounters)
 METRICS = web.AppKey("metrics", Metrics)
 #: Per-request key: the limits of the API key that authenticated the request, if it has any.
 KEY_RULE = web.RequestKey("qwen_proxy_key_rule", KeyRule)
+#: App key: ``/v1/responses`` answers being produced, by response id; each event is set once the
+#: answer is stored (or will not be), so a follow-up that races the store waits for it.
+RESPONSES_IN_FLIGHT = web.AppKey("responses_in_flight", dict[str, asyncio.Event])

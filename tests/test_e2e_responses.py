@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 from helpers import (
     COMPLETIONS_PATH,
     SCENARIO,
@@ -27,6 +28,9 @@ from helpers import (
 from proxy.conversation import Turn
 from proxy.frontdoors.responses import build_conversation, parse_request
 from proxy.qwen.request import flatten_messages
+from proxy.routes.responses import stored_response
+from proxy.state import RESPONSES_IN_FLIGHT, STORE
+from proxy.store import MemoryStore
 from proxy.tools.prompt import build_prompt
 from recorder.synthetic_media import BY_NAME as MEDIA
 from recorder.synthetic_responses import FOLLOWUP_QUESTION, RESPONSES_SCENARIOS
@@ -523,3 +527,23 @@ async def test_video_model_is_refused(stack: Stack) -> None:
             await client.responses.create(model="qwen3-max-video", input="a cat")
     assert error_object(exc.value)["param"] == "model"
     assert not stack.upstream(COMPLETIONS_PATH)
+
+
+async def test_lookup_waits_for_an_answer_being_stored() -> None:
+    """A follow-up that arrives between the last event and the store write waits for it; an
+    unknown id does not wait."""
+    app = web.Application()
+    store = MemoryStore()
+    app[STORE] = store
+    app[RESPONSES_IN_FLIGHT] = {}
+    event = asyncio.Event()
+    app[RESPONSES_IN_FLIGHT]["resp_x"] = event
+
+    async def finish_storing() -> None:
+        await store.put_response("resp_x", b"data", ttl_s=60)
+        event.set()
+
+    # gather starts the lookup first: it finds nothing, waits, then the store write runs
+    found, _ = await asyncio.gather(stored_response(app, "resp_x"), finish_storing())
+    assert found == b"data"
+    assert await stored_response(app, "resp_unknown") is None

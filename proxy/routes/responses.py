@@ -7,9 +7,16 @@ upstream turn; the one relay (:mod:`proxy.relay`) streams the answer as Response
 it into one response object. A finished answer (``completed`` or ``incomplete``) is kept in the
 app's state store (``put_response``, ``response_ttl_s`` seconds) unless the request said
 ``store: false``, so a follow-up can continue it and ``GET /v1/responses/{id}`` can return it.
+
+A streamed answer is stored just after its last event was sent; a follow-up naming it that
+arrives in between (a fast client) waits for the store (:data:`RESPONSES_IN_FLIGHT`, at most
+:data:`STORE_WAIT_S` seconds) instead of missing it.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 import orjson
 import structlog
@@ -33,21 +40,38 @@ from proxy.frontdoors.responses import (
     parse_request,
 )
 from proxy.relay import aggregate, relay
-from proxy.state import FRONT_DOOR, SERVICE, SETTINGS, STORE
+from proxy.state import FRONT_DOOR, RESPONSES_IN_FLIGHT, SERVICE, SETTINGS, STORE
 
-__all__ = ["create_response", "get_response"]
+__all__ = ["STORE_WAIT_S", "create_response", "get_response", "stored_response"]
 
 log = structlog.get_logger("proxy.responses")
+
+#: Seconds a lookup waits for an answer of this process that is being stored.
+STORE_WAIT_S = 5.0
+
+
+async def stored_response(app: web.Application, response_id: str) -> bytes | None:
+    """The stored bytes of ``response_id``, waiting (at most :data:`STORE_WAIT_S` seconds) when
+    this process is still storing that answer; ``None`` when there is none."""
+    data = await app[STORE].get_response(response_id)
+    if data is not None:
+        return data
+    event = app[RESPONSES_IN_FLIGHT].get(response_id)
+    if event is None:
+        return None
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), STORE_WAIT_S)
+    return await app[STORE].get_response(response_id)
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     """Handle one Responses API request, streamed or not."""
     request[FRONT_DOOR] = RESPONSES
     req = parse_request(decode_json_body(await request.read()))
-    store = request.app[STORE]
+    app = request.app
     history: list[Turn] = []
     if req.previous_response_id:
-        data = await store.get_response(req.previous_response_id)
+        data = await stored_response(app, req.previous_response_id)
         if data is None:
             raise PreviousResponseNotFoundError(
                 f"Previous response with id '{req.previous_response_id}' not found (never "
@@ -58,7 +82,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     conv = build_conversation(req, history)
     if req.ignored_tools:
         log.info("responses_tools_ignored", types=sorted(set(req.ignored_tools)))
-    service = request.app[SERVICE]
+    service = app[SERVICE]
     route = await service.route_for(conv)
     if route.chat_type == "t2v":
         raise ClientRequestError(
@@ -66,21 +90,30 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             param="model",
         )
     ids = new_ids()
-    async with service.open_chat(conv, route=route) as chat:
-        if req.stream:
-            stream = ResponsesStreamRenderer(req, ids)
-            output = stream.output
-            resp = await relay(request, conv, chat, stream)
-        else:
-            body = ResponsesBodyRenderer(req, ids)
-            output = body.output
-            resp = await aggregate(request, conv, chat, body)
-    ttl = request.app[SETTINGS].response_ttl_s
-    if req.store and ttl > 0 and output.status in ("completed", "incomplete"):
-        # The conversation after this answer, without `instructions` (not carried over).
-        turns = conv.turns[1:] if req.instructions else conv.turns
-        entry = dump_entry([*turns, output.assistant_turn()], output.response())
-        await store.put_response(ids.response_id, entry, ttl_s=ttl)
+    ttl = app[SETTINGS].response_ttl_s
+    keep = req.store and ttl > 0
+    in_flight = app[RESPONSES_IN_FLIGHT]
+    if keep:
+        in_flight[ids.response_id] = asyncio.Event()
+    try:
+        async with service.open_chat(conv, route=route) as chat:
+            if req.stream:
+                stream = ResponsesStreamRenderer(req, ids)
+                output = stream.output
+                resp = await relay(request, conv, chat, stream)
+            else:
+                body = ResponsesBodyRenderer(req, ids)
+                output = body.output
+                resp = await aggregate(request, conv, chat, body)
+        if keep and output.status in ("completed", "incomplete"):
+            # The conversation after this answer, without `instructions` (not carried over).
+            turns = conv.turns[1:] if req.instructions else conv.turns
+            entry = dump_entry([*turns, output.assistant_turn()], output.response())
+            await app[STORE].put_response(ids.response_id, entry, ttl_s=ttl)
+    finally:
+        event = in_flight.pop(ids.response_id, None)
+        if event is not None:
+            event.set()
     return resp
 
 
@@ -88,7 +121,7 @@ async def get_response(request: web.Request) -> web.Response:
     """``GET /v1/responses/{response_id}``: a stored response object, or 404."""
     request[FRONT_DOOR] = RESPONSES
     response_id = request.match_info["response_id"]
-    data = await request.app[STORE].get_response(response_id)
+    data = await stored_response(request.app, response_id)
     if data is None:
         raise ResponseNotFoundError(
             f"No response found with id '{response_id}'.", param="response_id"
