@@ -10,7 +10,10 @@ so in its provenance (``kind: synthetic``, the sections followed).
 The prompts are the flattened conversations the proxy sends; they are written out here because
 ``recorder`` never imports ``proxy`` (docs/architecture.md), and
 ``tests/test_e2e_responses.py`` checks that the proxy flattens the conversations to exactly
-these texts.
+these texts. The agent scenarios are the two turns of the OpenAI Agents SDK running a function
+tool (the tool as the SDK declares it, strict schema and all); their tool prompts are written by
+:func:`recorder.synthetic_tools.render_prompt`, and the answers use Qwen's ``<tool_call>``
+markup (``../shared/notes/AGENTS.md`` §1).
 """
 
 from __future__ import annotations
@@ -34,8 +37,18 @@ from recorder.synthetic import (
     synthetic_cassette,
     user_message,
 )
+from recorder.synthetic_tools import render_prompt
 
-__all__ = ["FOLLOWUP_QUESTION", "RESPONSES_SCENARIOS", "build", "build_all"]
+__all__ = [
+    "AGENT_CALL_ARGUMENTS",
+    "AGENT_QUESTION",
+    "AGENT_TOOL",
+    "AGENT_TOOL_OUTPUT",
+    "FOLLOWUP_QUESTION",
+    "RESPONSES_SCENARIOS",
+    "build",
+    "build_all",
+]
 
 RESPONSES_EPOCH_S = BASE_EPOCH_S + 10800
 """Scenario ``i`` happens ``i`` minutes after 2026-11-22T12:00:00Z."""
@@ -45,6 +58,49 @@ FOLLOWUP_QUESTION = "Now say goodbye in one short sentence."
 """The second user turn; the first turn is scenario ``t2t_answer`` (question and answer)."""
 
 _GOODBYE_PIECES = ("Goodbye", "!", " Have", " a", " wonderful", " day", ".")
+
+AGENT_QUESTION = "What's the weather in Paris?"
+AGENT_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        # as the Agents SDK builds it from `def get_weather(city: str) -> str` (key order kept)
+        "parameters": {
+            "properties": {"city": {"title": "City", "type": "string"}},
+            "required": ["city"],
+            "title": "get_weather_args",
+            "type": "object",
+            "additionalProperties": False,
+        },
+    },
+}
+"""The agent scenarios' one tool (chat shape; the Responses shape is its ``function`` flat)."""
+AGENT_CALL_ARGUMENTS = '{"city": "Paris"}'
+AGENT_TOOL_OUTPUT = "Paris: sunny, 21 °C"
+"""What the README's tool returns for Paris: the second turn's ``function_call_output``."""
+
+_AGENT_CALL_PIECES = (
+    "<tool_call>\n",
+    '{"name": "get_weather", ',
+    '"arguments": {"city": "Paris"}}\n</tool_call>',
+)
+_AGENT_ANSWER_PIECES = ("It is", " sunny", " and 21 °C", " in Paris", ".")
+_AGENT_HISTORY: tuple[dict[str, Any], ...] = (
+    {"role": "user", "content": AGENT_QUESTION},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_any",  # ids are not part of the prompt
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": AGENT_CALL_ARGUMENTS},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_any", "content": AGENT_TOOL_OUTPUT},
+)
 
 
 def _join(pieces: Sequence[str]) -> str:
@@ -70,6 +126,34 @@ RESPONSES_SCENARIOS: tuple[Scenario, ...] = (
         chat_type="t2t",
         thinking=False,
         expected_content=_join(_GOODBYE_PIECES),
+    ),
+    Scenario(
+        name="responses_agent_call",
+        description=(
+            "Synthetic first turn of an OpenAI Agents SDK run with one function tool: the model "
+            "answers with a Hermes <tool_call> block."
+        ),
+        protocol_sections=_T2T,
+        model="qwen3-max",
+        openai_model="qwen3-max",
+        prompt=render_prompt(_AGENT_HISTORY[:1], [AGENT_TOOL]),
+        chat_type="t2t",
+        thinking=False,
+        expected_content=None,
+    ),
+    Scenario(
+        name="responses_agent_result",
+        description=(
+            "Synthetic second turn of that run: the call and the tool's output in the history "
+            "(a <tool_response> user turn); the model answers in prose."
+        ),
+        protocol_sections=_T2T,
+        model="qwen3-max",
+        openai_model="qwen3-max",
+        prompt=render_prompt(_AGENT_HISTORY, [AGENT_TOOL]),
+        chat_type="t2t",
+        thinking=False,
+        expected_content=_join(_AGENT_ANSWER_PIECES),
     ),
 )
 
@@ -110,18 +194,35 @@ def _stream(sc: Scenario, f: _Frames, *, coalesce: Sequence[int] = ()) -> list[I
     return [chats_new_interaction(sc.name, sc.model, sc.chat_type, _epoch(sc)), completion]
 
 
-def _build_followup(sc: Scenario) -> list[Interaction]:
-    """Incremental answer frames (§5.1–5.4): 0 created, 1..7 answer, 8..9 idle, 10 finished."""
+def _answer(sc: Scenario, pieces: Sequence[str]) -> _Frames:
+    """Incremental answer frames (§5.1–5.4): created, one per piece, two idle, finished."""
     f = _Frames(sc)
     f.created()
-    f.pieces(_GOODBYE_PIECES, "answer")
+    f.pieces(pieces, "answer")
     f.idle_typing()
     f.finished("answer", with_usage=False)
-    return _stream(sc, f, coalesce=(2, 8))
+    return f
+
+
+def _build_followup(sc: Scenario) -> list[Interaction]:
+    """Events: 0 created, 1..7 answer, 8..9 idle, 10 finished."""
+    return _stream(sc, _answer(sc, _GOODBYE_PIECES), coalesce=(2, 8))
+
+
+def _build_agent_call(sc: Scenario) -> list[Interaction]:
+    """The call block over three frames (events 1..3), two of them in one network chunk."""
+    return _stream(sc, _answer(sc, _AGENT_CALL_PIECES), coalesce=(1,))
+
+
+def _build_agent_result(sc: Scenario) -> list[Interaction]:
+    """Prose after the tool result: events 0 created, 1..5 answer, 6..7 idle, 8 finished."""
+    return _stream(sc, _answer(sc, _AGENT_ANSWER_PIECES), coalesce=(3,))
 
 
 _BUILDERS: dict[str, Callable[[Scenario], list[Interaction]]] = {
     "responses_followup": _build_followup,
+    "responses_agent_call": _build_agent_call,
+    "responses_agent_result": _build_agent_result,
 }
 
 
