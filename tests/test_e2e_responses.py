@@ -547,3 +547,24 @@ async def test_lookup_waits_for_an_answer_being_stored() -> None:
     found, _ = await asyncio.gather(stored_response(app, "resp_x"), finish_storing())
     assert found == b"data"
     assert await stored_response(app, "resp_unknown") is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_max_output_tokens_gives_incomplete(stack: Stack, stream: bool) -> None:
+    """The output-token limit (emulated by the relay) ends the answer early: status incomplete,
+    incomplete_details.reason max_output_tokens, the text so far kept."""
+    sc = SCENARIO["t2t_answer"]
+    kw: dict[str, Any] = {"model": sc.openai_model, "input": sc.prompt, "max_output_tokens": 2}
+    async with stack.async_client() as client:
+        if stream:
+            events = await collect_stream(client, **kw)
+            assert events[-1].type == "response.incomplete"
+            response = events[-1].response
+        else:
+            response = await client.responses.create(**kw)
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output[-1].status == "incomplete"
+    assert sc.expected_content.startswith(response.output_text)
+    assert 0 < len(response.output_text) < len(sc.expected_content)
