@@ -1005,6 +1005,9 @@ class ResponsesStreamRenderer:
     """
 
     content_type = "text/event-stream; charset=utf-8"
+    #: Reasoning as separate events (reasoning items), whatever the ``reasoning`` setting says
+    #: for chat (read by the relay when it supports a per-front-door reasoning mode).
+    reasoning_mode: Literal["field"] = "field"
 
     def __init__(self, req: ResponsesRequest, ids: ResponseIds) -> None:
         self.id = ids.response_id
@@ -1031,6 +1034,8 @@ class ResponsesStreamRenderer:
 
 class ResponsesBodyRenderer:
     """Folds translator events into one ``response`` object (``stream: false``)."""
+
+    reasoning_mode: Literal["field"] = "field"
 
     def __init__(self, req: ResponsesRequest, ids: ResponseIds) -> None:
         self.id = ids.response_id
