@@ -8,6 +8,7 @@ the stream began; ``previous_response_id`` and ``GET /v1/responses/{id}``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -20,11 +21,14 @@ from helpers import (
     SCENARIO,
     ServerFactory,
     Stack,
+    cassettes,
     error_object,
     last_usage,
     start_stack,
 )
 
+from proxy.app import make_app
+from proxy.config import Settings
 from proxy.conversation import Turn
 from proxy.frontdoors.responses import build_conversation, parse_request
 from proxy.qwen.request import flatten_messages
@@ -32,7 +36,9 @@ from proxy.routes.responses import stored_response
 from proxy.state import RESPONSES_IN_FLIGHT, STORE
 from proxy.store import MemoryStore
 from proxy.tools.prompt import build_prompt
+from recorder.replay import UPLOADS_KEY, make_replay_app
 from recorder.synthetic_media import BY_NAME as MEDIA
+from recorder.synthetic_media import png
 from recorder.synthetic_responses import FOLLOWUP_QUESTION, RESPONSES_SCENARIOS
 from recorder.synthetic_tools import BY_NAME, PARIS_Q, PARIS_RESULT, TOOLS, ToolScenario
 
@@ -568,3 +574,35 @@ async def test_max_output_tokens_gives_incomplete(stack: Stack, stream: bool) ->
     assert response.output[-1].status == "incomplete"
     assert sc.expected_content.startswith(response.output_text)
     assert 0 < len(response.output_text) < len(sc.expected_content)
+
+
+async def test_input_image_is_uploaded(aiohttp_server: ServerFactory) -> None:
+    """An input_image part (data: URI) is uploaded like a chat image_url part and the answer is
+    the vision cassette's."""
+    replay = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
+    base = str(replay.make_url("")).rstrip("/")
+    settings = Settings(upstream_url=base, media_base_url=base, object_store_url=base)
+    stack = Stack(replay=replay, proxy=await aiohttp_server(make_app(settings)))
+    vision = MEDIA["media_vision_chat"]
+    picture = png(24, 24, lambda x, y: (x * 10, 200, y * 10))
+    uri = "data:image/png;base64," + base64.b64encode(picture).decode()
+    async with stack.async_client() as client:
+        response = await client.responses.create(
+            model="qwen3-max",
+            input=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": vision.prompt},
+                        {"type": "input_image", "image_url": uri, "detail": "auto"},
+                    ],
+                }
+            ],
+        )
+    assert response.output_text == vision.expected_content
+    (stored,) = stack.replay.app[UPLOADS_KEY]
+    assert stored.body == picture
+    (sent,) = stack.upstream(COMPLETIONS_PATH)
+    message = json.loads(sent.body)["messages"][0]
+    assert message["content"] == vision.prompt
+    assert len(message["files"]) == 1
