@@ -199,6 +199,9 @@ def test_bad_requests_name_the_param(body: dict[str, Any], param: str) -> None:
 
 def test_unsupported_items_are_clear_errors() -> None:
     with pytest.raises(UnsupportedContentError) as exc:
+        parse_request({"model": "m", "input": "x", "conversation": "conv_1"})
+    assert exc.value.param == "conversation"
+    with pytest.raises(UnsupportedContentError) as exc:
         parse_request({"model": "m", "input": [{"type": "item_reference", "id": "x"}]})
     assert exc.value.param == "input[0]"
     with pytest.raises(UnsupportedContentError) as exc:

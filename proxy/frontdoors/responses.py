@@ -155,6 +155,12 @@ def parse_request(obj: Any) -> ResponsesRequest:
     for item or part types the gateway cannot carry (``item_reference``, ``file_id`` images).
     """
     body = parse_body(_Body, obj)
+    if body.model_extra and body.model_extra.get("conversation"):
+        raise UnsupportedContentError(
+            "`conversation` objects are not supported by this gateway; continue a conversation "
+            "with `previous_response_id`, or send the history in `input`",
+            param="conversation",
+        )
     turns = _input_turns(body.input) if body.input is not None else []
     if body.input is None and body.previous_response_id is None:
         raise ClientRequestError("`input` is required", param="input")
