@@ -592,3 +592,22 @@ def test_any_body_parses_or_is_a_client_error(body: dict[str, Any]) -> None:
     except ClientRequestError as exc:
         assert exc.http_status() == 400
         assert exc.param
+
+
+@given(st.lists(_EVENT, max_size=12))
+def test_fast_delta_frames_equal_the_event_objects(events: list[OutEvent]) -> None:
+    """The renderer's cached-head delta frames decode to exactly the events the slow path
+    builds (item ids aside, which are random per response)."""
+    req = parse_request({"model": "m", "input": "x"})
+    fast = ResponsesStreamRenderer(req, IDS)
+    got = frames(fast.head() + fast.render([*events, Finish("stop")], USAGE))
+    slow = ResponsesStreamRenderer(req, IDS).output
+    want = slow.start() + [e for ev in [*events, Finish("stop")] for e in slow.on_event(ev, USAGE)]
+
+    def normalised(evs: list[dict[str, Any]], items: list[dict[str, Any]]) -> str:
+        text = json.dumps(evs, sort_keys=True)
+        for n, item in enumerate(items):
+            text = text.replace(item["id"], f"item{n}")
+        return text
+
+    assert normalised(got, fast.output.items) == normalised(want, slow.items)

@@ -667,6 +667,7 @@ class _Output:
         self._open: dict[str, Any] | None = None
         self._open_index = -1
         self._text: list[str] = []
+        self._delta_head = b""
         self._annotations: list[dict[str, Any]] = []
         self._pending_sources: list[Source] = []
         self._calls: list[ToolCall] = []
@@ -788,8 +789,37 @@ class _Output:
         self.items.append(item)
         self._open = item
         self._open_index = len(self.items) - 1
+        # The constant head of this item's delta frames, encoded once (the hot path).
+        if item["type"] == "message":
+            kind, where = "response.output_text.delta", b'"content_index":0,"logprobs":[]'
+        else:
+            kind, where = "response.reasoning_summary_text.delta", b'"summary_index":0'
+        self._delta_head = (
+            f'event: {kind}\ndata: {{"type":"{kind}","item_id":"{item["id"]}",'
+            f'"output_index":{self._open_index},'.encode()
+            + where
+            + b',"delta":'
+        )
         return self._ev(
             "response.output_item.added", {"output_index": self._open_index, "item": dict(item)}
+        )
+
+    def delta_frame(self, text: Text) -> bytes | None:
+        """The SSE frame of ``text`` when it continues the open item (same bytes as the
+        ``response.output_text.delta`` / ``response.reasoning_summary_text.delta`` event, built
+        from a cached head), else ``None`` (use :meth:`on_event`)."""
+        item = self._open
+        if item is None or item["type"] != ("message" if text.kind == "content" else "reasoning"):
+            return None
+        self._text.append(text.text)
+        seq = self._seq
+        self._seq += 1
+        return (
+            self._delta_head
+            + orjson.dumps(text.text)
+            + b',"sequence_number":'
+            + str(seq).encode()
+            + b"}\n\n"
         )
 
     def _content(self, text: str) -> list[Event]:
@@ -1026,7 +1056,15 @@ class ResponsesStreamRenderer:
     def render(self, events: list[OutEvent], usage: Usage | None) -> bytes:
         """The frames for a batch of translator events (the closing event included)."""
         out = self.output
-        return b"".join(_sse(e) for ev in events for e in out.on_event(ev, usage))
+        parts: list[bytes] = []
+        for ev in events:
+            if type(ev) is Text:
+                frame = out.delta_frame(ev)
+                if frame is not None:
+                    parts.append(frame)
+                    continue
+            parts.extend(_sse(e) for e in out.on_event(ev, usage))
+        return b"".join(parts)
 
     def keepalive(self) -> bytes:
         """An SSE comment line (ignored by SSE readers)."""
