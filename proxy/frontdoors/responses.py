@@ -249,12 +249,11 @@ def _copy_turn(t: Turn) -> Turn:
     )
 
 
-def _str_field(item: dict[str, Any], key: str, param: str, *, required: bool = True) -> str:
+def _str_field(item: dict[str, Any], key: str, param: str) -> str:
+    """``item[key]`` as a non-empty string, else a 400 naming ``<param>.<key>``."""
     value = item.get(key)
-    if isinstance(value, str) and (value or not required):
+    if isinstance(value, str) and value:
         return value
-    if value is None and not required:
-        return ""
     raise ClientRequestError(f"`{param}.{key}` must be a non-empty string", param=f"{param}.{key}")
 
 
