@@ -106,3 +106,20 @@ async def test_agent_without_tools_plain_answer(stack: Stack) -> None:
         )
         result = await Runner.run(agent, sc.prompt)
     assert result.final_output == sc.expected_content
+
+
+async def test_agent_with_response_chaining(stack: Stack) -> None:
+    """``auto_previous_response_id``: the SDK's second request sends only the tool output and
+    names the first response; the gateway's stored history fills in the rest."""
+    calls: list[str] = []
+    async with stack.async_client() as client:
+        result = await Runner.run(
+            weather_agent(client, calls), AGENT_QUESTION, auto_previous_response_id=True
+        )
+        assert result.last_response_id is not None
+        last = await client.responses.retrieve(result.last_response_id)
+        assert last.previous_response_id is not None  # the SDK chained the second request
+        first = await client.responses.retrieve(last.previous_response_id)
+    assert calls == ["Paris"]
+    assert result.final_output == BY_NAME["responses_agent_result"].expected_content
+    assert [i.type for i in first.output] == ["function_call"]
