@@ -19,6 +19,7 @@ markup (``../shared/notes/AGENTS.md`` §1).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from recorder.cassette import Cassette, Interaction
@@ -44,6 +45,7 @@ __all__ = [
     "AGENT_QUESTION",
     "AGENT_TOOL",
     "AGENT_TOOL_OUTPUT",
+    "CONTINUES",
     "FOLLOWUP_QUESTION",
     "RESPONSES_SCENARIOS",
     "build",
@@ -158,40 +160,80 @@ RESPONSES_SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
+CONTINUES: dict[str, tuple[str, str]] = {
+    "responses_followup": ("t2t_answer", FOLLOWUP_QUESTION),
+    "responses_agent_result": (
+        "responses_agent_call",
+        f"User: <tool_response>\n{AGENT_TOOL_OUTPUT}\n</tool_response>",
+    ),
+}
+"""Second turns also recorded as native continuations (§4.1 (a)): scenario name -> (the
+scenario whose answer it follows, the prompt of the continuation, which carries only the new
+messages; a tool result as the proxy renders it, the ``# Tools`` section not repeated)."""
+
+
 def _epoch(sc: Scenario) -> int:
     names = [s.name for s in RESPONSES_SCENARIOS]
     return RESPONSES_EPOCH_S + 60 * names.index(sc.name)
 
 
-def _completions_body(sc: Scenario) -> str:
-    """The v2 body of §4.1: one user message holding the whole conversation."""
+def _completions_body(sc: Scenario, *, chat_id: str, parent_id: str | None, ts: int) -> str:
+    """The v2 body of §4.1: one user message; ``parent_id`` set for a continuation (§4.1 (a))."""
     feature_config: dict[str, Any] = {"thinking_enabled": sc.thinking, "output_schema": "phase"}
-    ts = _epoch(sc)
+    message = user_message(sc, feature_config, ts)
+    message["parentId"] = message["parent_id"] = parent_id
     body: dict[str, Any] = {
         "stream": True,
         "version": "2.1",
         "incremental_output": True,
-        "chat_id": _uid(sc.name, "chat_id"),
+        "chat_id": chat_id,
         "chat_mode": "normal",
         "model": sc.model,
-        "parent_id": None,
+        "parent_id": parent_id,
         "timestamp": ts + 1,
-        "messages": [user_message(sc, feature_config, ts)],
+        "messages": [message],
     }
     return _json_compact(body)
 
 
-def _stream(sc: Scenario, f: _Frames, *, coalesce: Sequence[int] = ()) -> list[Interaction]:
-    """The two steps (§3, §4), step 2 answered with the SSE events of ``f`` (§5)."""
-    completion = Interaction.streamed(
+def _completion(
+    sc: Scenario, f: _Frames, coalesce: Sequence[int], *, chat_id: str, parent_id: str | None
+) -> Interaction:
+    ts = _epoch(sc) + (30 if parent_id else 0)
+    return Interaction.streamed(
         method="POST",
-        uri=f"{COMPLETIONS_URL}?chat_id={_uid(sc.name, 'chat_id')}",
+        uri=f"{COMPLETIONS_URL}?chat_id={chat_id}",
         request_headers=_completions_headers(),
-        request_body=_completions_body(sc),
+        request_body=_completions_body(sc, chat_id=chat_id, parent_id=parent_id, ts=ts),
         pieces=_pieces(sc, f.events, coalesce=coalesce),
         t_headers_s=_t_headers(sc),
     )
-    return [chats_new_interaction(sc.name, sc.model, sc.chat_type, _epoch(sc)), completion]
+
+
+def _stream(
+    sc: Scenario, pieces: Sequence[str], *, coalesce: Sequence[int] = ()
+) -> list[Interaction]:
+    """The two steps (§3, §4) of a new chat, step 2 answered with ``pieces`` (§5); for a second
+    turn (:data:`CONTINUES`) also its native continuation: the same answer to the chat of the
+    first turn, ``parent_id`` = that answer's ``response_id`` (from its ``response.created``)."""
+    chat_id = _uid(sc.name, "chat_id")
+    out = [
+        chats_new_interaction(sc.name, sc.model, sc.chat_type, _epoch(sc)),
+        _completion(sc, _answer(sc, pieces), coalesce, chat_id=chat_id, parent_id=None),
+    ]
+    if sc.name in CONTINUES:
+        first, prompt = CONTINUES[sc.name]
+        native = replace(sc, prompt=prompt)
+        out.append(
+            _completion(
+                native,
+                _answer(native, pieces),
+                coalesce,
+                chat_id=_uid(first, "chat_id"),
+                parent_id=_uid(first, "response_id"),
+            )
+        )
+    return out
 
 
 def _answer(sc: Scenario, pieces: Sequence[str]) -> _Frames:
@@ -206,17 +248,17 @@ def _answer(sc: Scenario, pieces: Sequence[str]) -> _Frames:
 
 def _build_followup(sc: Scenario) -> list[Interaction]:
     """Events: 0 created, 1..7 answer, 8..9 idle, 10 finished."""
-    return _stream(sc, _answer(sc, _GOODBYE_PIECES), coalesce=(2, 8))
+    return _stream(sc, _GOODBYE_PIECES, coalesce=(2, 8))
 
 
 def _build_agent_call(sc: Scenario) -> list[Interaction]:
     """The call block over three frames (events 1..3), two of them in one network chunk."""
-    return _stream(sc, _answer(sc, _AGENT_CALL_PIECES), coalesce=(1,))
+    return _stream(sc, _AGENT_CALL_PIECES, coalesce=(1,))
 
 
 def _build_agent_result(sc: Scenario) -> list[Interaction]:
     """Prose after the tool result: events 0 created, 1..5 answer, 6..7 idle, 8 finished."""
-    return _stream(sc, _answer(sc, _AGENT_ANSWER_PIECES), coalesce=(3,))
+    return _stream(sc, _AGENT_ANSWER_PIECES, coalesce=(3,))
 
 
 _BUILDERS: dict[str, Callable[[Scenario], list[Interaction]]] = {

@@ -30,6 +30,7 @@ from recorder.synthetic_responses import (
     AGENT_QUESTION,
     AGENT_TOOL,
     AGENT_TOOL_OUTPUT,
+    CONTINUES,
     RESPONSES_SCENARIOS,
 )
 
@@ -55,6 +56,9 @@ def test_agent_cassette_prompts_are_what_the_proxy_sends() -> None:
     second = {**first, "input": [*first["input"], call, output]}
     for body, name in ((first, "responses_agent_call"), (second, "responses_agent_result")):
         assert build_prompt(build_conversation(parse_request(body))) == BY_NAME[name].prompt
+    # continued natively in the first turn's chat: only the tool result (turns 2…)
+    conv = build_conversation(parse_request(second))
+    assert build_prompt(conv, start=2) == CONTINUES["responses_agent_result"][1]
 
 
 def weather_agent(client: openai.AsyncOpenAI, calls: list[str]) -> Agent[Any]:

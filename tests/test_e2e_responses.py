@@ -30,7 +30,7 @@ from helpers import (
 from proxy.app import make_app
 from proxy.config import Settings
 from proxy.conversation import Turn
-from proxy.frontdoors.responses import build_conversation, parse_request
+from proxy.frontdoors.responses import build_conversation, dump_entry, parse_request
 from proxy.qwen.request import flatten_messages
 from proxy.routes.responses import stored_response
 from proxy.state import RESPONSES_IN_FLIGHT, STORE
@@ -39,7 +39,7 @@ from proxy.tools.prompt import build_prompt
 from recorder.replay import UPLOADS_KEY, make_replay_app
 from recorder.synthetic_media import BY_NAME as MEDIA
 from recorder.synthetic_media import png
-from recorder.synthetic_responses import FOLLOWUP_QUESTION, RESPONSES_SCENARIOS
+from recorder.synthetic_responses import CONTINUES, FOLLOWUP_QUESTION, RESPONSES_SCENARIOS
 from recorder.synthetic_tools import BY_NAME, PARIS_Q, PARIS_RESULT, TOOLS, ToolScenario
 
 FOLLOWUP = RESPONSES_SCENARIOS[0]
@@ -275,10 +275,19 @@ def test_followup_cassette_prompt_is_what_the_proxy_sends() -> None:
     req = parse_request({"model": "qwen3-max", "input": FOLLOWUP_QUESTION})
     conv = build_conversation(req, history)
     assert flatten_messages(conv.turns) == FOLLOWUP.prompt
+    assert build_prompt(conv) == FOLLOWUP.prompt
+    assert build_prompt(conv, start=2) == CONTINUES["responses_followup"][1]
 
 
+@pytest.mark.parametrize("mode", ["native", "flatten"])
 @pytest.mark.parametrize("stream", [False, True])
-async def test_previous_response_id_continues_the_conversation(stack: Stack, stream: bool) -> None:
+async def test_previous_response_id_continues_the_conversation(
+    aiohttp_server: ServerFactory, stream: bool, mode: str
+) -> None:
+    """The follow-up names the first response and sends only its new question. Upstream it
+    continues the first chat (``conversations = "native"``: only the new text, ``parent_id``
+    set) or is one flattened prompt in a new chat (``flatten``)."""
+    stack = await start_stack(aiohttp_server, conversations=mode)
     first = SCENARIO["t2t_answer"]
     async with stack.async_client() as client:
         if stream:
@@ -298,8 +307,13 @@ async def test_previous_response_id_continues_the_conversation(stack: Stack, str
     assert two.output_text == FOLLOWUP.expected_content
     assert two.previous_response_id == one.id
     assert stored.previous_response_id == one.id
-    sent = stack.upstream(COMPLETIONS_PATH)
-    assert json.loads(sent[-1].body)["messages"][0]["content"] == FOLLOWUP.prompt
+    sent = json.loads(stack.upstream(COMPLETIONS_PATH)[-1].body)
+    if mode == "native":
+        assert sent["messages"][0]["content"] == FOLLOWUP_QUESTION
+        assert sent["parent_id"] is not None
+    else:
+        assert sent["messages"][0]["content"] == FOLLOWUP.prompt
+        assert sent["parent_id"] is None
 
 
 async def test_explicit_history_items_give_the_same_prompt(stack: Stack) -> None:
@@ -330,8 +344,25 @@ async def test_explicit_history_items_give_the_same_prompt(stack: Stack) -> None
 # sent through /v1/responses (tools in the flat Responses shape) reaches the same prompt.
 
 FLAT_TOOLS = [{"type": "function", **t["function"]} for t in TOOLS]
-CALL_SCENARIOS = ("tool_preface_call", "tool_two_calls", "tool_xml_call", "tool_local_tool")
-NOTE_SCENARIOS = ("tool_malformed_json", "tool_unknown_tool")
+CALL_SCENARIOS = (
+    "tool_preface_call",
+    "tool_two_calls",
+    "tool_xml_call",
+    "tool_local_tool",
+    "tool_required_retry",
+)
+NOTE_SCENARIOS = ("tool_malformed_json", "tool_unknown_tool", "tool_named_prose")
+
+
+def responses_request(ts: ToolScenario) -> dict[str, Any]:
+    """A tool scenario's chat request as a Responses request (flat tools and tool_choice)."""
+    body: dict[str, Any] = {"model": "qwen3-max", "input": responses_input(ts), "tools": FLAT_TOOLS}
+    choice = ts.tool_choice
+    if isinstance(choice, dict):
+        body["tool_choice"] = {"type": "function", "name": choice["function"]["name"]}
+    elif choice is not None:
+        body["tool_choice"] = choice
+    return body
 
 
 def responses_input(ts: ToolScenario) -> list[dict[str, Any]]:
@@ -368,7 +399,7 @@ def calls_of(response: Any) -> list[tuple[str, dict[str, Any]]]:
 @pytest.mark.parametrize("name", [t for t in BY_NAME])
 def test_tool_cassette_prompt_is_what_responses_sends(name: str) -> None:
     ts = BY_NAME[name]
-    req = parse_request({"model": "qwen3-max", "input": responses_input(ts), "tools": FLAT_TOOLS})
+    req = parse_request(responses_request(ts))
     assert build_prompt(build_conversation(req)) == ts.scenario.prompt
 
 
@@ -377,7 +408,7 @@ def test_tool_cassette_prompt_is_what_responses_sends(name: str) -> None:
 async def test_function_calls(stack: Stack, name: str, stream: bool) -> None:
     """function_call items with call_id, name and arguments; text before them in a message."""
     ts = BY_NAME[name]
-    kw: dict[str, Any] = {"model": "qwen3-max", "input": responses_input(ts), "tools": FLAT_TOOLS}
+    kw = responses_request(ts)
     async with stack.async_client() as client:
         if stream:
             events = await collect_stream(client, **kw)
@@ -545,14 +576,17 @@ async def test_lookup_waits_for_an_answer_being_stored() -> None:
     event = asyncio.Event()
     app[RESPONSES_IN_FLIGHT]["resp_x"] = event
 
+    entry = dump_entry([Turn("user", "Q")], {"id": "resp_x"}, scope="k1")
+
     async def finish_storing() -> None:
-        await store.put_response("resp_x", b"data", ttl_s=60)
+        await store.put_response("resp_x", entry, ttl_s=60)
         event.set()
 
     # gather starts the lookup first: it finds nothing, waits, then the store write runs
-    found, _ = await asyncio.gather(stored_response(app, "resp_x"), finish_storing())
-    assert found == b"data"
-    assert await stored_response(app, "resp_unknown") is None
+    found, _ = await asyncio.gather(stored_response(app, "resp_x", "k1"), finish_storing())
+    assert found is not None and found.response == {"id": "resp_x"}
+    assert await stored_response(app, "resp_unknown", "k1") is None
+    assert await stored_response(app, "resp_x", "another key") is None
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -606,3 +640,19 @@ async def test_input_image_is_uploaded(aiohttp_server: ServerFactory) -> None:
     message = json.loads(sent.body)["messages"][0]
     assert message["content"] == vision.prompt
     assert len(message["files"]) == 1
+
+
+async def test_responses_are_kept_per_api_key(aiohttp_server: ServerFactory) -> None:
+    """A response made with one API key is not found with another (retrieve or continue)."""
+    stack = await start_stack(aiohttp_server, api_keys=["sk-one", "sk-two"])
+    sc = SCENARIO["t2t_answer"]
+    async with stack.async_client("sk-one") as one, stack.async_client("sk-two") as two:
+        created = await one.responses.create(model=sc.openai_model, input=sc.prompt)
+        assert (await one.responses.retrieve(created.id)).id == created.id
+        with pytest.raises(openai.NotFoundError):
+            await two.responses.retrieve(created.id)
+        with pytest.raises(openai.BadRequestError) as exc:
+            await two.responses.create(
+                model="qwen3-max", input=FOLLOWUP_QUESTION, previous_response_id=created.id
+            )
+    assert error_object(exc.value)["code"] == "previous_response_not_found"

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.conversation import ToolCallRecord, Turn
@@ -431,6 +431,7 @@ _EVENT = st.one_of(
 )
 
 
+@settings(deadline=None)  # a loaded CI machine is no failure
 @given(st.lists(_EVENT, max_size=12), st.sampled_from(["finish", "failure"]))
 def test_any_event_sequence_is_well_formed(events: list[OutEvent], end: str) -> None:
     """Any sequence: increasing sequence numbers, every delta inside an added/done pair of its
@@ -572,6 +573,7 @@ _ITEM = st.fixed_dictionaries(
 )
 
 
+@settings(deadline=None)  # a loaded CI machine is no failure
 @given(
     st.fixed_dictionaries(
         {"model": st.just("m")},
@@ -594,6 +596,7 @@ def test_any_body_parses_or_is_a_client_error(body: dict[str, Any]) -> None:
         assert exc.param
 
 
+@settings(deadline=None)  # a loaded CI machine is no failure
 @given(st.lists(_EVENT, max_size=12))
 def test_fast_delta_frames_equal_the_event_objects(events: list[OutEvent]) -> None:
     """The renderer's cached-head delta frames decode to exactly the events the slow path

@@ -1116,10 +1116,12 @@ RESPONSES = FrontDoor("responses", render_error)
 @dataclass(slots=True)
 class StoredResponse:
     """What is kept per response: the whole conversation after it (input and output turns,
-    without ``instructions``) and the response object (for ``GET /v1/responses/{id}``)."""
+    without ``instructions``), the response object (for ``GET /v1/responses/{id}``) and the
+    ``scope`` of the client that made it (a hash of its API key, ``""`` without one)."""
 
     turns: list[Turn]
     response: dict[str, Any]
+    scope: str = ""
 
 
 def _turn_dict(t: Turn) -> dict[str, Any]:
@@ -1148,10 +1150,13 @@ def _turn_of(d: dict[str, Any]) -> Turn:
     )
 
 
-def dump_entry(turns: Sequence[Turn], response: dict[str, Any]) -> bytes:
+def dump_entry(turns: Sequence[Turn], response: dict[str, Any], *, scope: str = "") -> bytes:
     """The bytes stored for a finished response: the conversation after it (``turns``: the
-    previous history, its input, its output as an assistant turn) and the response object."""
-    return orjson.dumps({"v": 1, "turns": [_turn_dict(t) for t in turns], "response": response})
+    previous history, its input, its output as an assistant turn), the response object and the
+    client's ``scope``."""
+    return orjson.dumps(
+        {"v": 1, "turns": [_turn_dict(t) for t in turns], "response": response, "scope": scope}
+    )
 
 
 def load_entry(data: bytes) -> StoredResponse:
@@ -1159,4 +1164,6 @@ def load_entry(data: bytes) -> StoredResponse:
     obj = orjson.loads(data)
     if not isinstance(obj, dict) or obj.get("v") != 1:
         raise ValueError("not a stored response (version 1)")
-    return StoredResponse([_turn_of(d) for d in obj["turns"]], obj["response"])
+    return StoredResponse(
+        [_turn_of(d) for d in obj["turns"]], obj["response"], str(obj.get("scope", ""))
+    )

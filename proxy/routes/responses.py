@@ -6,7 +6,8 @@ joined with the stored history when ``previous_response_id`` is given; the servi
 upstream turn; the one relay (:mod:`proxy.relay`) streams the answer as Responses events or folds
 it into one response object. A finished answer (``completed`` or ``incomplete``) is kept in the
 app's state store (``put_response``, ``response_ttl_s`` seconds) unless the request said
-``store: false``, so a follow-up can continue it and ``GET /v1/responses/{id}`` can return it.
+``store: false``, so a follow-up can continue it and ``GET /v1/responses/{id}`` can return it;
+both only for a client with the same API key (:func:`proxy.continuation.scope_of`).
 
 A streamed answer is stored just after its last event was sent; a follow-up naming it that
 arrives in between (a fast client) waits for the store (:data:`RESPONSES_IN_FLIGHT`, at most
@@ -23,6 +24,7 @@ import structlog
 from aiohttp import web
 
 from proxy.api_models import decode_json_body
+from proxy.continuation import scope_of
 from proxy.conversation import Turn
 from proxy.errors import (
     ClientRequestError,
@@ -33,6 +35,7 @@ from proxy.frontdoors.responses import (
     RESPONSES,
     ResponsesBodyRenderer,
     ResponsesStreamRenderer,
+    StoredResponse,
     build_conversation,
     dump_entry,
     load_entry,
@@ -50,18 +53,24 @@ log = structlog.get_logger("proxy.responses")
 STORE_WAIT_S = 5.0
 
 
-async def stored_response(app: web.Application, response_id: str) -> bytes | None:
-    """The stored bytes of ``response_id``, waiting (at most :data:`STORE_WAIT_S` seconds) when
-    this process is still storing that answer; ``None`` when there is none."""
+async def stored_response(
+    app: web.Application, response_id: str, scope: str
+) -> StoredResponse | None:
+    """The stored response ``response_id`` of the client ``scope`` (an answer made with another
+    API key counts as absent), waiting (at most :data:`STORE_WAIT_S` seconds) when this process
+    is still storing it; ``None`` when there is none."""
     data = await app[STORE].get_response(response_id)
-    if data is not None:
-        return data
-    event = app[RESPONSES_IN_FLIGHT].get(response_id)
-    if event is None:
-        return None
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), STORE_WAIT_S)
-    return await app[STORE].get_response(response_id)
+    if data is None:
+        event = app[RESPONSES_IN_FLIGHT].get(response_id)
+        if event is None:
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), STORE_WAIT_S)
+        data = await app[STORE].get_response(response_id)
+        if data is None:
+            return None
+    entry = load_entry(data)
+    return entry if entry.scope == scope else None
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
@@ -69,16 +78,17 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     request[FRONT_DOOR] = RESPONSES
     req = parse_request(decode_json_body(await request.read()))
     app = request.app
+    scope = scope_of(request.headers)
     history: list[Turn] = []
     if req.previous_response_id:
-        data = await stored_response(app, req.previous_response_id)
-        if data is None:
+        previous = await stored_response(app, req.previous_response_id, scope)
+        if previous is None:
             raise PreviousResponseNotFoundError(
                 f"Previous response with id '{req.previous_response_id}' not found (never "
                 "stored, stored with `store: false`, or expired).",
                 param="previous_response_id",
             )
-        history = load_entry(data).turns
+        history = previous.turns
     conv = build_conversation(req, history)
     if req.ignored_tools:
         log.info("responses_tools_ignored", types=sorted(set(req.ignored_tools)))
@@ -96,7 +106,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if keep:
         in_flight[ids.response_id] = asyncio.Event()
     try:
-        async with service.open_chat(conv, route=route) as chat:
+        async with service.open_chat(conv, route=route, scope=scope) as chat:
             if req.stream:
                 stream = ResponsesStreamRenderer(req, ids)
                 output = stream.output
@@ -108,7 +118,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         if keep and output.status in ("completed", "incomplete"):
             # The conversation after this answer, without `instructions` (not carried over).
             turns = conv.turns[1:] if req.instructions else conv.turns
-            entry = dump_entry([*turns, output.assistant_turn()], output.response())
+            entry = dump_entry([*turns, output.assistant_turn()], output.response(), scope=scope)
             await app[STORE].put_response(ids.response_id, entry, ttl_s=ttl)
     finally:
         event = in_flight.pop(ids.response_id, None)
@@ -121,11 +131,9 @@ async def get_response(request: web.Request) -> web.Response:
     """``GET /v1/responses/{response_id}``: a stored response object, or 404."""
     request[FRONT_DOOR] = RESPONSES
     response_id = request.match_info["response_id"]
-    data = await stored_response(request.app, response_id)
-    if data is None:
+    stored = await stored_response(request.app, response_id, scope_of(request.headers))
+    if stored is None:
         raise ResponseNotFoundError(
             f"No response found with id '{response_id}'.", param="response_id"
         )
-    return web.Response(
-        body=orjson.dumps(load_entry(data).response), content_type="application/json"
-    )
+    return web.Response(body=orjson.dumps(stored.response), content_type="application/json")
