@@ -656,3 +656,22 @@ async def test_responses_are_kept_per_api_key(aiohttp_server: ServerFactory) -> 
                 model="qwen3-max", input=FOLLOWUP_QUESTION, previous_response_id=created.id
             )
     assert error_object(exc.value)["code"] == "previous_response_not_found"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_reasoning_stays_an_item_with_think_tags_setting(
+    aiohttp_server: ServerFactory, stream: bool
+) -> None:
+    """``reasoning = "think_tags"`` is for chat clients: /v1/responses still returns the
+    reasoning as a reasoning item, never as <think> text."""
+    stack = await start_stack(aiohttp_server, reasoning="think_tags")
+    sc = SCENARIO["think_answer"]
+    async with stack.async_client() as client:
+        if stream:
+            response = (await collect_stream(client, model=sc.openai_model, input=sc.prompt))[
+                -1
+            ].response
+        else:
+            response = await client.responses.create(model=sc.openai_model, input=sc.prompt)
+    assert response.output_text == sc.expected_content
+    assert reasoning_of(response) == sc.expected_reasoning

@@ -1041,7 +1041,7 @@ class ResponsesStreamRenderer:
 
     content_type = "text/event-stream; charset=utf-8"
     #: Reasoning as separate events (reasoning items), whatever the ``reasoning`` setting says
-    #: for chat (read by the relay when it supports a per-front-door reasoning mode).
+    #: for chat (the relay reads it).
     reasoning_mode: Literal["field"] = "field"
 
     def __init__(self, req: ResponsesRequest, ids: ResponseIds) -> None:
