@@ -675,3 +675,19 @@ async def test_reasoning_stays_an_item_with_think_tags_setting(
             response = await client.responses.create(model=sc.openai_model, input=sc.prompt)
     assert response.output_text == sc.expected_content
     assert reasoning_of(response) == sc.expected_reasoning
+
+
+async def test_delete_forgets_a_response(stack: Stack) -> None:
+    sc = SCENARIO["t2t_answer"]
+    async with stack.async_client() as client:
+        created = await client.responses.create(model=sc.openai_model, input=sc.prompt)
+        await client.responses.delete(created.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(created.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.delete(created.id)
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client.responses.create(
+                model="qwen3-max", input=FOLLOWUP_QUESTION, previous_response_id=created.id
+            )
+    assert error_object(exc.value)["param"] == "previous_response_id"

@@ -1,5 +1,5 @@
-"""``POST /v1/responses`` and ``GET /v1/responses/{response_id}``: the thin handlers of the
-OpenAI Responses front door.
+"""``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{response_id}``: the thin handlers
+of the OpenAI Responses front door.
 
 The body becomes a :class:`~proxy.conversation.Conversation` (:mod:`proxy.frontdoors.responses`),
 joined with the stored history when ``previous_response_id`` is given; the service opens the
@@ -45,7 +45,13 @@ from proxy.frontdoors.responses import (
 from proxy.relay import aggregate, relay
 from proxy.state import FRONT_DOOR, RESPONSES_IN_FLIGHT, SERVICE, SETTINGS, STORE
 
-__all__ = ["STORE_WAIT_S", "create_response", "get_response", "stored_response"]
+__all__ = [
+    "STORE_WAIT_S",
+    "create_response",
+    "delete_response",
+    "get_response",
+    "stored_response",
+]
 
 log = structlog.get_logger("proxy.responses")
 
@@ -67,8 +73,8 @@ async def stored_response(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), STORE_WAIT_S)
         data = await app[STORE].get_response(response_id)
-        if data is None:
-            return None
+    if not data:  # absent, or deleted (an empty value)
+        return None
     entry = load_entry(data)
     return entry if entry.scope == scope else None
 
@@ -137,3 +143,19 @@ async def get_response(request: web.Request) -> web.Response:
             f"No response found with id '{response_id}'.", param="response_id"
         )
     return web.Response(body=orjson.dumps(stored.response), content_type="application/json")
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    """``DELETE /v1/responses/{response_id}``: forget a stored response (it can no longer be
+    retrieved or continued), or 404. The store has no delete: an empty value replaces it for
+    ``response_ttl_s`` seconds."""
+    request[FRONT_DOOR] = RESPONSES
+    response_id = request.match_info["response_id"]
+    app = request.app
+    if await stored_response(app, response_id, scope_of(request.headers)) is None:
+        raise ResponseNotFoundError(
+            f"No response found with id '{response_id}'.", param="response_id"
+        )
+    await app[STORE].put_response(response_id, b"", ttl_s=max(app[SETTINGS].response_ttl_s, 1))
+    body = {"id": response_id, "object": "response", "deleted": True}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
