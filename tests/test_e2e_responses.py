@@ -691,3 +691,17 @@ async def test_delete_forgets_a_response(stack: Stack) -> None:
                 model="qwen3-max", input=FOLLOWUP_QUESTION, previous_response_id=created.id
             )
     assert error_object(exc.value)["param"] == "previous_response_id"
+
+
+async def test_sdk_stream_helper_sees_the_failure(stack: Stack) -> None:
+    """The SDK's accumulator takes the error and response.failed events without choking; there
+    is no final response to get."""
+    sc = SCENARIO["stream_cut"]
+    async with (
+        stack.async_client() as client,
+        client.responses.stream(model=sc.openai_model, input=sc.prompt) as stream,
+    ):
+        types = [e.type async for e in stream]
+        with pytest.raises(RuntimeError):
+            await stream.get_final_response()
+    assert types[-2:] == ["error", "response.failed"]
