@@ -705,3 +705,21 @@ async def test_sdk_stream_helper_sees_the_failure(stack: Stack) -> None:
         with pytest.raises(RuntimeError):
             await stream.get_final_response()
     assert types[-2:] == ["error", "response.failed"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_reasoning_effort_turns_thinking_on(stack: Stack, stream: bool) -> None:
+    """``reasoning.effort`` on a plain model name asks the site for thinking (the think_answer
+    cassette is a thinking turn of qwen3-max); the thinking comes back as a reasoning item."""
+    sc = SCENARIO["think_answer"]
+    kw: dict[str, Any] = {"model": "qwen3-max", "input": sc.prompt, "reasoning": {"effort": "high"}}
+    async with stack.async_client() as client:
+        if stream:
+            response = (await collect_stream(client, **kw))[-1].response
+        else:
+            response = await client.responses.create(**kw)
+    assert reasoning_of(response) == sc.expected_reasoning
+    assert response.output_text == sc.expected_content
+    assert response.reasoning is not None and response.reasoning.effort == "high"
+    sent = json.loads(stack.upstream(COMPLETIONS_PATH)[-1].body)
+    assert sent["messages"][0]["feature_config"]["thinking_enabled"] is True
