@@ -46,7 +46,12 @@ from proxy.routes.health import healthz
 from proxy.routes.images import images_edits, images_generations
 from proxy.routes.messages import messages, messages_count_tokens
 from proxy.routes.models import get_model, list_models
-from proxy.routes.responses import create_response, delete_response, get_response
+from proxy.routes.responses import (
+    create_response,
+    delete_response,
+    get_response,
+    list_input_items,
+)
 from proxy.routes.videos import videos_generations
 from proxy.secrets import SecretMasker
 from proxy.service import ChatService
@@ -462,6 +467,7 @@ def make_app(settings: Settings) -> web.Application:
         app[FRONT_DOORS][f"{prefix}/responses"] = RESPONSES
         app.router.add_get(f"{prefix}/responses/{{response_id}}", get_response)
         app.router.add_delete(f"{prefix}/responses/{{response_id}}", delete_response)
+        app.router.add_get(f"{prefix}/responses/{{response_id}}/input_items", list_input_items)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
         app.router.add_post(f"{prefix}/messages", messages)

@@ -30,7 +30,13 @@ from helpers import (
 from proxy.app import make_app
 from proxy.config import Settings
 from proxy.conversation import Turn
-from proxy.frontdoors.responses import build_conversation, dump_entry, parse_request
+from proxy.errors import ClientRequestError
+from proxy.frontdoors.responses import (
+    build_conversation,
+    dump_entry,
+    input_items_page,
+    parse_request,
+)
 from proxy.qwen.request import flatten_messages
 from proxy.routes.responses import stored_response
 from proxy.state import RESPONSES_IN_FLIGHT, STORE
@@ -723,3 +729,44 @@ async def test_reasoning_effort_turns_thinking_on(stack: Stack, stream: bool) ->
     assert response.reasoning is not None and response.reasoning.effort == "high"
     sent = json.loads(stack.upstream(COMPLETIONS_PATH)[-1].body)
     assert sent["messages"][0]["feature_config"]["thinking_enabled"] is True
+
+
+async def test_input_items_list(stack: Stack) -> None:
+    """``responses.input_items.list``: this response's input (not the earlier history), with
+    ids, newest first by default; ``order`` and ``limit``/``after`` paging."""
+    first = SCENARIO["t2t_answer"]
+    async with stack.async_client() as client:
+        one = await client.responses.create(model="qwen3-max", input=first.prompt)
+        two = await client.responses.create(
+            model="qwen3-max",
+            previous_response_id=one.id,
+            input=[
+                {"role": "user", "content": [{"type": "input_text", "text": FOLLOWUP_QUESTION}]}
+            ],
+        )
+        (only,) = [i async for i in client.responses.input_items.list(one.id)]
+        (follow,) = [i async for i in client.responses.input_items.list(two.id)]
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.input_items.list("resp_unknown")
+    assert only.type == "message" and only.role == "user" and only.id.startswith("msg_")
+    assert only.content[0].type == "input_text" and only.content[0].text == first.prompt
+    assert follow.content[0].text == FOLLOWUP_QUESTION
+
+
+def test_input_items_page_order_and_paging() -> None:
+    items = [{"id": f"i{n}"} for n in range(5)]
+    page = input_items_page(items, limit=2)
+    assert [i["id"] for i in page["data"]] == ["i4", "i3"] and page["has_more"] is True
+    page = input_items_page(items, limit=2, after=page["last_id"])
+    assert [i["id"] for i in page["data"]] == ["i2", "i1"]
+    page = input_items_page(items, order="asc", limit=10)
+    assert [i["id"] for i in page["data"]] == ["i0", "i1", "i2", "i3", "i4"]
+    assert page["has_more"] is False and (page["first_id"], page["last_id"]) == ("i0", "i4")
+    for bad, param in (
+        ({"order": "up"}, "order"),
+        ({"limit": 0}, "limit"),
+        ({"after": "x"}, "after"),
+    ):
+        with pytest.raises(ClientRequestError) as exc:
+            input_items_page(items, **bad)  # type: ignore[arg-type]
+        assert exc.value.param == param

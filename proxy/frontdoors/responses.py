@@ -69,6 +69,7 @@ __all__ = [
     "StoredResponse",
     "build_conversation",
     "dump_entry",
+    "input_items_page",
     "load_entry",
     "new_ids",
     "parse_request",
@@ -128,7 +129,8 @@ class ResponsesRequest:
     ``thinking`` is ``None`` unless ``reasoning.effort`` says on (``low``…``xhigh``) or off
     (``none``, ``minimal``). ``echo`` holds the request fields the response object repeats;
     ``ignored_tools`` the types of hosted tools that were accepted but not offered;
-    ``namespaces`` maps a tool offered from a ``namespace`` tool to that namespace's name.
+    ``namespaces`` maps a tool offered from a ``namespace`` tool to that namespace's name;
+    ``input_items`` the ``input`` as items with ids (for ``GET …/input_items``).
     """
 
     model: str
@@ -145,6 +147,7 @@ class ResponsesRequest:
     echo: dict[str, Any] = field(default_factory=dict)
     ignored_tools: tuple[str, ...] = ()
     namespaces: dict[str, str] = field(default_factory=dict)
+    input_items: list[dict[str, Any]] = field(default_factory=list)
 
 
 def parse_request(obj: Any) -> ResponsesRequest:
@@ -200,6 +203,7 @@ def parse_request(obj: Any) -> ResponsesRequest:
         echo=echo,
         ignored_tools=tuple(toolset.ignored),
         namespaces=toolset.namespaces,
+        input_items=_input_items(body.input) if body.input is not None else [],
     )
 
 
@@ -328,6 +332,30 @@ def _input_turns(value: str | list[Any]) -> list[Turn]:
                 param=f"{param}.type",
             )
     return turns
+
+
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+
+
+def _input_items(value: str | list[Any]) -> list[dict[str, Any]]:
+    """The (already validated) ``input`` as the API lists it back: every item a typed object
+    with an ``id`` and ``status``, message text as ``input_text`` (``output_text`` for the
+    assistant) parts."""
+    raw: list[Any] = [value] if isinstance(value, str) else value
+    out: list[dict[str, Any]] = []
+    for item in raw:
+        d: dict[str, Any] = (
+            {"role": "user", "content": item} if isinstance(item, str) else dict(item)
+        )
+        kind = d.get("type") or "message"
+        d["type"] = kind
+        if kind == "message" and isinstance(d.get("content"), str):
+            part = "output_text" if d.get("role") == "assistant" else "input_text"
+            d["content"] = [{"type": part, "text": d["content"]}]
+        d.setdefault("id", _item_id(_ITEM_PREFIX.get(kind, "item")))
+        d.setdefault("status", "completed")
+        out.append(d)
+    return out
 
 
 def _take_reasoning(turn: Turn, pending: list[str]) -> None:
@@ -1117,11 +1145,13 @@ RESPONSES = FrontDoor("responses", render_error)
 class StoredResponse:
     """What is kept per response: the whole conversation after it (input and output turns,
     without ``instructions``), the response object (for ``GET /v1/responses/{id}``) and the
-    ``scope`` of the client that made it (a hash of its API key, ``""`` without one)."""
+    ``scope`` of the client that made it (a hash of its API key, ``""`` without one); its
+    ``input_items`` (:attr:`ResponsesRequest.input_items`)."""
 
     turns: list[Turn]
     response: dict[str, Any]
     scope: str = ""
+    input_items: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _turn_dict(t: Turn) -> dict[str, Any]:
@@ -1150,12 +1180,24 @@ def _turn_of(d: dict[str, Any]) -> Turn:
     )
 
 
-def dump_entry(turns: Sequence[Turn], response: dict[str, Any], *, scope: str = "") -> bytes:
+def dump_entry(
+    turns: Sequence[Turn],
+    response: dict[str, Any],
+    *,
+    scope: str = "",
+    input_items: Sequence[dict[str, Any]] = (),
+) -> bytes:
     """The bytes stored for a finished response: the conversation after it (``turns``: the
-    previous history, its input, its output as an assistant turn), the response object and the
-    client's ``scope``."""
+    previous history, its input, its output as an assistant turn), the response object, the
+    client's ``scope`` and the request's ``input_items``."""
     return orjson.dumps(
-        {"v": 1, "turns": [_turn_dict(t) for t in turns], "response": response, "scope": scope}
+        {
+            "v": 1,
+            "turns": [_turn_dict(t) for t in turns],
+            "response": response,
+            "scope": scope,
+            "input_items": list(input_items),
+        }
     )
 
 
@@ -1165,5 +1207,39 @@ def load_entry(data: bytes) -> StoredResponse:
     if not isinstance(obj, dict) or obj.get("v") != 1:
         raise ValueError("not a stored response (version 1)")
     return StoredResponse(
-        [_turn_of(d) for d in obj["turns"]], obj["response"], str(obj.get("scope", ""))
+        [_turn_of(d) for d in obj["turns"]],
+        obj["response"],
+        str(obj.get("scope", "")),
+        list(obj.get("input_items", [])),
     )
+
+
+def input_items_page(
+    items: Sequence[dict[str, Any]],
+    *,
+    order: str = "desc",
+    limit: int = 20,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """One page of ``GET /v1/responses/{id}/input_items``: ``{"object": "list", "data",
+    "first_id", "last_id", "has_more"}``, ``order`` ``asc``/``desc`` (default, newest first),
+    at most ``limit`` (1-100) items after the item ``after``. Raises :class:`ClientRequestError`
+    (``param`` ``order``, ``limit`` or ``after``)."""
+    if order not in ("asc", "desc"):
+        raise ClientRequestError("`order` must be asc or desc", param="order")
+    if not 1 <= limit <= 100:
+        raise ClientRequestError("`limit` must be between 1 and 100", param="limit")
+    ordered = list(items) if order == "asc" else list(reversed(items))
+    if after is not None:
+        ids = [i.get("id") for i in ordered]
+        if after not in ids:
+            raise ClientRequestError(f"no input item has the id {after!r}", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    data = ordered[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > limit,
+    }

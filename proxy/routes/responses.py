@@ -38,6 +38,7 @@ from proxy.frontdoors.responses import (
     StoredResponse,
     build_conversation,
     dump_entry,
+    input_items_page,
     load_entry,
     new_ids,
     parse_request,
@@ -50,6 +51,7 @@ __all__ = [
     "create_response",
     "delete_response",
     "get_response",
+    "list_input_items",
     "stored_response",
 ]
 
@@ -124,7 +126,12 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         if keep and output.status in ("completed", "incomplete"):
             # The conversation after this answer, without `instructions` (not carried over).
             turns = conv.turns[1:] if req.instructions else conv.turns
-            entry = dump_entry([*turns, output.assistant_turn()], output.response(), scope=scope)
+            entry = dump_entry(
+                [*turns, output.assistant_turn()],
+                output.response(),
+                scope=scope,
+                input_items=req.input_items,
+            )
             await app[STORE].put_response(ids.response_id, entry, ttl_s=ttl)
     finally:
         event = in_flight.pop(ids.response_id, None)
@@ -159,3 +166,24 @@ async def delete_response(request: web.Request) -> web.Response:
     await app[STORE].put_response(response_id, b"", ttl_s=max(app[SETTINGS].response_ttl_s, 1))
     body = {"id": response_id, "object": "response", "deleted": True}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def list_input_items(request: web.Request) -> web.Response:
+    """``GET /v1/responses/{response_id}/input_items`` (``order``, ``limit``, ``after``): the
+    input items of a stored response, or 404."""
+    request[FRONT_DOOR] = RESPONSES
+    response_id = request.match_info["response_id"]
+    stored = await stored_response(request.app, response_id, scope_of(request.headers))
+    if stored is None:
+        raise ResponseNotFoundError(
+            f"No response found with id '{response_id}'.", param="response_id"
+        )
+    q = request.query
+    try:
+        limit = int(q.get("limit", "20"))
+    except ValueError:
+        raise ClientRequestError("`limit` must be an integer", param="limit") from None
+    page = input_items_page(
+        stored.input_items, order=q.get("order", "desc"), limit=limit, after=q.get("after")
+    )
+    return web.Response(body=orjson.dumps(page), content_type="application/json")
