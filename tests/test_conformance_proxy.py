@@ -54,15 +54,7 @@ async def cdn(aiohttp_server: Factory) -> str:
 AGENT_AREAS = ("tools", "anthropic", "responses", "profile", "wire")
 """Check areas the auth and override tests leave out (they are about other things)."""
 
-PENDING: dict[str, str] = {
-    "responses.basic": "RESPONSES (branch agents-responses): POST /v1/responses, issue 8 §3",
-    "responses.stream": "RESPONSES (branch agents-responses): streamed /v1/responses, issue 8 §3",
-    "responses.tools.stream": "RESPONSES + CORE: function_call items, issue 8 §3",
-    "responses.tools": "RESPONSES + CORE: function_call items, issue 8 §3",
-    "responses.round_trip": "RESPONSES + CORE: function_call_output items, issue 8 §3",
-    "responses.errors": "RESPONSES (branch agents-responses): errors on /v1/responses, issue 8 §3",
-    "profile.codex-cli": "RESPONSES: /v1/responses, issue 8 §3",
-}
+PENDING: dict[str, str] = {}
 """Checks our gateway cannot pass until the named work lands on main. They run in every test
 below and are reported; :func:`test_pending_agent_checks_still_pending` fails as soon as one of
 them passes, so the entry must then be removed (and the check is required from then on)."""

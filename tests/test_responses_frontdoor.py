@@ -293,7 +293,7 @@ def test_text_stream_event_order() -> None:
     assert final["status"] == "completed" and final["output"] == [done]
     assert final["usage"] == {
         "input_tokens": 10,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": 5,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 15,
