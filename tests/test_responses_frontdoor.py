@@ -604,8 +604,11 @@ def test_fast_delta_frames_equal_the_event_objects(events: list[OutEvent]) -> No
     req = parse_request({"model": "m", "input": "x"})
     fast = ResponsesStreamRenderer(req, IDS)
     got = frames(fast.head() + fast.render([*events, Finish("stop")], USAGE))
-    slow = ResponsesStreamRenderer(req, IDS).output
-    want = slow.start() + [e for ev in [*events, Finish("stop")] for e in slow.on_event(ev, USAGE)]
+    slow_renderer = ResponsesStreamRenderer(req, IDS)
+    slow = slow_renderer.output
+    want = frames(slow_renderer.head()) + [
+        e for ev in [*events, Finish("stop")] for e in slow.on_event(ev, USAGE)
+    ]
 
     def normalised(evs: list[dict[str, Any]], items: list[dict[str, Any]]) -> str:
         text = json.dumps(evs, sort_keys=True)
@@ -614,3 +617,15 @@ def test_fast_delta_frames_equal_the_event_objects(events: list[OutEvent]) -> No
         return text
 
     assert normalised(got, fast.output.items) == normalised(want, slow.items)
+
+
+def test_head_is_the_start_whenever_it_is_asked_for() -> None:
+    """The relay may render the first batch before it asks for the head: the head still holds
+    sequence numbers 0 and 1 and a response with no output, and the events follow from 2."""
+    r = ResponsesStreamRenderer(parse_request({"model": "m", "input": "x"}), IDS)
+    body = r.render([Text("content", "Hi"), Finish("stop")], USAGE)
+    evs = frames(r.head() + body)
+    assert [e["sequence_number"] for e in evs] == list(range(len(evs)))
+    assert evs[0]["type"] == "response.created" and evs[0]["response"]["output"] == []
+    assert evs[1]["response"]["status"] == "in_progress"
+    assert evs[-1]["type"] == "response.completed"

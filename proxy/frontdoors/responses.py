@@ -1061,7 +1061,7 @@ class ResponsesStreamRenderer:
     """Renders translator events as the Responses event stream (``text/event-stream``).
 
     Every frame is ``event: <type>\\ndata: <json>\\n\\n`` and carries ``sequence_number`` (0, 1,
-    …). :meth:`head` (``response.created``, ``response.in_progress``) must be sent first; the
+    …). :meth:`head` (``response.created``, ``response.in_progress``) is sent first; the
     stream ends with ``response.completed`` (``response.incomplete`` when cut at
     ``max_output_tokens``), or, on a failure after the head was sent, an ``error`` event then
     ``response.failed``. There is no ``[DONE]`` line in this API.
@@ -1075,10 +1075,14 @@ class ResponsesStreamRenderer:
     def __init__(self, req: ResponsesRequest, ids: ResponseIds) -> None:
         self.id = ids.response_id
         self.output = _Output(req, ids)
+        # Built now, so it shows the response as it starts (no output yet) and holds sequence
+        # numbers 0 and 1, whether the relay asks for it before or after the first render.
+        self._head = b"".join(_sse(e) for e in self.output.start())
 
     def head(self) -> bytes:
-        """``response.created`` and ``response.in_progress`` (sequence numbers 0 and 1)."""
-        return b"".join(_sse(e) for e in self.output.start())
+        """``response.created`` and ``response.in_progress`` (sequence numbers 0 and 1), as of
+        the start of the response (the same bytes whenever it is called)."""
+        return self._head
 
     def render(self, events: list[OutEvent], usage: Usage | None) -> bytes:
         """The frames for a batch of translator events (the closing event included)."""
