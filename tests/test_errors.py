@@ -41,6 +41,8 @@ TREE = [
     (E.MalformedHTTPError, 400, "invalid_request_error", "malformed_http"),
     (E.HeadersTooLargeError, 431, "invalid_request_error", "headers_too_large"),
     (E.URITooLongError, 414, "invalid_request_error", "uri_too_long"),
+    (E.ResponseNotFoundError, 404, "invalid_request_error", "response_not_found"),
+    (E.PreviousResponseNotFoundError, 400, "invalid_request_error", "previous_response_not_found"),
     (E.BodyTooLargeError, 413, "invalid_request_error", "request_too_large"),
     (E.MediaTooLargeError, 413, "invalid_request_error", "media_too_large"),
     (E.MediaFetchError, 400, "invalid_request_error", "media_fetch_failed"),
