@@ -75,7 +75,7 @@ async def hangup_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except asyncio.CancelledError:
-        if watch.fired:
+        if watch.fired and request.content.is_eof():  # mid-upload: the guard logs client_gone
             log.info("client_disconnected", path=request.path, method=request.method)
         raise
     finally:
