@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from proxy.api_models import decode_json_body
-from proxy.continuation import scope_of
+from proxy.continuation import SCOPE_KEY, scope_of
 from proxy.conversation import Turn
 from proxy.errors import (
     ClientRequestError,
@@ -114,7 +114,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if keep:
         in_flight[ids.response_id] = asyncio.Event()
     try:
-        async with service.open_chat(conv, route=route, scope=scope) as chat:
+        conv.metadata[SCOPE_KEY] = scope  # kept through corrective turns
+        async with service.open_chat(conv, route=route) as chat:
             if req.stream:
                 stream = ResponsesStreamRenderer(req, ids)
                 output = stream.output
