@@ -163,7 +163,8 @@ class QwenClient:
         if self._bad_static is not None:
             raise UpstreamProtocolError(f"refusing to send a non-ASCII `{self._bad_static}` header")
         h = dict(self._static_stream if stream else self._static)
-        h["Referer"] = f"{self._base}{referer}"
+        ref = f"{self._base}{referer}"
+        h["Referer"] = ref
         h["timezone"] = self._timezone()
         h["x-request-id"] = new_uuid()
         creds = self._creds.get(id(account))
@@ -171,7 +172,7 @@ class QwenClient:
             creds = (account, self._credentials(account))
             self._creds[id(account)] = creds
         h.update(creds[1])
-        if not h["Referer"].isascii():
+        if not ref.isascii():
             raise UpstreamProtocolError("refusing to send a non-ASCII `Referer` header")
         return h
 
