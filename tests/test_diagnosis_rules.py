@@ -4,6 +4,8 @@ pattern, the null-URL spellings, echo classification order, duplicated deltas, S
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from proxy.conformance import diagnosis as D
@@ -392,3 +394,90 @@ def test_parse_sse_unterminated_event_joins_its_data_lines() -> None:
     """An unterminated event's data lines are joined with newlines in the tail."""
     out = parse_sse(b"data: a\ndata: b\n")
     assert out.tail == "a\nb"
+
+
+# -- tool-call fragments -------------------------------------------------------------------------
+
+
+def _frag(
+    index: Any,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    args: Any = None,
+    type: str | None = None,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {"index": index}
+    if id is not None:
+        item["id"] = id
+    if type is not None:
+        item["type"] = type
+    fn: dict[str, Any] = {}
+    if name is not None:
+        fn["name"] = name
+    if args is not None:
+        fn["arguments"] = args
+    if fn:
+        item["function"] = fn
+    return item
+
+
+def test_assemble_well_formed_calls() -> None:
+    """Two calls, fragments interleaved: ids, types, names and arguments put together, in index
+    order, no problem."""
+    deltas = [
+        {"tool_calls": [_frag(1, id="c2", type="function", name="g", args="")]},
+        {"tool_calls": [_frag(0, id="c1", type="function", name="f", args='{"a"')]},
+        {"content": "x"},
+        {"tool_calls": [_frag(0, args=":1}"), _frag(1, args="{}")]},
+    ]
+    calls, problems = D.assemble_tool_call_deltas(deltas)
+    assert problems == []
+    assert [(c.index, c.id, c.type, c.name, c.arguments) for c in calls] == [
+        (0, "c1", "function", "f", '{"a":1}'),
+        (1, "c2", "function", "g", "{}"),
+    ]
+
+
+def test_assemble_reports_each_problem() -> None:
+    """Each malformed shape is named, and the rest still assembles."""
+    deltas = [
+        {"tool_calls": "nope"},
+        {"tool_calls": [{"no": "index"}, _frag("0"), _frag(0, args="{")]},
+        {"tool_calls": [_frag(0, id="late", name="late_name", type="function", args=5)]},
+        {"tool_calls": [_frag(0, id="again", name="again_name", args="}")]},
+    ]
+    calls, problems = D.assemble_tool_call_deltas(deltas)
+    assert problems[0] == "delta.tool_calls is not a list: 'nope'"
+    assert problems[1].startswith("a tool_calls fragment has no integer index: {'no'")
+    assert problems[2].startswith("a tool_calls fragment has no integer index: {'index': '0'")
+    assert problems[3] == "the first fragment of call 0 lacks id and name"
+    assert problems[4] == (
+        "call 0 repeats `id` ('late') in a later fragment: openai-python concatenates it"
+    )
+    assert problems[5].startswith("call 0 repeats `name` ('late_name')")
+    assert problems[6] == "call 0: function.arguments is not a string: 5"
+    assert problems[7].startswith("call 0 repeats `id` ('again')")
+    (call,) = calls
+    assert (call.id, call.name, call.type, call.arguments) == (
+        "late",
+        "late_name",
+        "function",
+        "{}",
+    )
+
+
+def test_assemble_first_fragment_lacks_only_one() -> None:
+    """A first fragment with a name but no id names only the id (and the reverse)."""
+    _, problems = D.assemble_tool_call_deltas([{"tool_calls": [_frag(0, name="f")]}])
+    assert problems == ["the first fragment of call 0 lacks id"]
+    _, problems = D.assemble_tool_call_deltas([{"tool_calls": [_frag(0, id="c")]}])
+    assert problems == ["the first fragment of call 0 lacks name"]
+
+
+def test_assemble_caps_quoted_fragments() -> None:
+    """Quoted fragments are cut (120 characters for the list, 160 for an item)."""
+    _, problems = D.assemble_tool_call_deltas([{"tool_calls": "x" * 500}])
+    assert len(problems[0]) == 120
+    _, problems = D.assemble_tool_call_deltas([{"tool_calls": [{"index": None, "p": "y" * 500}]}])
+    assert len(problems[0]) == 160

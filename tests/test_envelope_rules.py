@@ -362,3 +362,95 @@ def test_bodies_that_do_not_parse_as_objects(body: bytes) -> None:
 def test_json_array_with_error_status() -> None:
     """A JSON array with a 5xx is judged by the status."""
     assert type(classify_response(503, "application/json", b"[1]")) is UpstreamUnavailableError
+
+
+# -- the limit codes (PROTOCOL.md §13.3) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "RateLimited",
+        "ParallelLimited",
+        "Too_Many_Requests",
+        "quotaLimited",
+        "ExceedLimit",
+        "quota_exhausted",
+    ],
+)
+def test_each_limit_code_in_any_spelling(code: str) -> None:
+    """Each limit code, also lower-cased and without underscores, is a 429 naming the
+    canonical code; a busy code never waits ``num`` hours."""
+    assert code in envelope.LIMIT_CODES
+    busy = code in ("ParallelLimited", "Too_Many_Requests")
+    for spelling in (code, code.lower().replace("_", "")):
+        err = envelope_error(
+            {"success": False, "data": {"code": spelling, "num": 2, "details": "d"}}
+        )
+        assert type(err) is UpstreamRateLimitedError
+        assert err.upstream_code == code
+        if busy:
+            assert err.retry_after_s is None and "Try again" not in err.message
+            assert "has too many answers in progress (d)" in err.message
+        else:
+            assert err.retry_after_s == 7200 and "Try again in 2 hours." in err.message
+            assert "reached its usage limit (d)" in err.message
+
+
+def test_limit_codes_table_is_covered() -> None:
+    """Each limit code has its case above."""
+    assert len(envelope.LIMIT_CODES) == 6
+
+
+def test_rate_limit_words_without_a_code() -> None:
+    """ "rate limit" in the details with no code: the default upstream code, the code in the
+    message when there are no details."""
+    err = envelope_error({"error": "Rate limit reached"})
+    assert type(err) is UpstreamRateLimitedError and err.upstream_code == "RateLimited"
+    err = envelope_error({"success": False, "data": {"code": "rate_limit_x"}})
+    assert type(err) is UpstreamRateLimitedError
+    assert "(rate_limit_x)" in err.message and err.upstream_code == "rate_limit_x"
+
+
+def test_captcha_errors_carry_the_advice() -> None:
+    """Every captcha answer tells the user what to do."""
+    for obj in ({"ret": ["RGV587_ERROR::SM"]}, {"error": {"code": "X", "details": "captcha"}}):
+        err = envelope_error(obj)
+        assert err is not None and err.message == CAPTCHA_ADVICE
+
+
+@pytest.mark.parametrize("status", [502, 503, 505, 599])
+def test_each_5xx_but_504_is_unavailable(status: int) -> None:
+    """Every 5xx other than 504 is unavailable, naming the status."""
+    err = classify_response(status, "application/json", b"[1]")
+    assert type(err) is UpstreamUnavailableError and f"HTTP {status}" in err.message
+
+
+def test_json_array_bodies_are_parsed() -> None:
+    """A body starting with "[" is parsed (a list is no envelope, so the status decides)."""
+    assert type(classify_response(200, "application/json", b'["x"]')) is UpstreamProtocolError
+
+
+def test_replay_miss_message_is_capped_at_600() -> None:
+    """The replay server's explanation is kept up to 600 characters."""
+    body = _body({"error": {"type": "replay_miss", "message": "m" * 1000}})
+    err = classify_response(404, "application/json", body)
+    assert "m" * 599 + "…" in err.message and "m" * 600 not in err.message
+    err = classify_response(404, "application/json", _body({"error": {"type": "replay_miss"}}))
+    assert err.message.endswith("request: ")
+
+
+def test_unknown_json_keys_are_cut_to_40_characters() -> None:
+    """Each key named in the protocol error is cut to 40 characters."""
+    err = classify_response(200, "application/json", _body({"k" * 60: 1}))
+    assert "k" * 39 + "…" in err.message and "k" * 40 not in err.message
+
+
+def test_bare_code_uses_message_when_no_details() -> None:
+    """A bare code object quotes ``message`` when there are no ``details``."""
+    err = envelope_error({"code": "Weird", "message": "the words"})
+    assert err is not None and "the words" in err.message
+    err = envelope_error({"data": {"error": {"code": "Weird", "message": "inner words"}}})
+    assert err is not None and "inner words" in err.message
+    err = envelope_error({"success": False, "data": {"code": "Weird", "message": "data words"}})
+    assert err is not None and "data words" in err.message
