@@ -1,0 +1,401 @@
+"""The gateway against an independent fake chat.qwen.ai (``tests/fake_qwen.py``), via the SDKs.
+
+Unlike the cassette tests, the upstream here answers any prompt from its own state: chat ids it
+issues, a memory of each chat's turns, ``parent_id`` checks, odd chunking of bytes and text, and
+a model that answers in Qwen's native ``<tool_call>`` markup. Clients are the official ``openai``
+(chat completions, responses) and ``anthropic`` SDKs, as the held-out checks use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp.test_utils import TestServer
+from fake_site import FakeQwen, Model
+
+from proxy.app import make_app
+from proxy.config import Settings
+from proxy.state import SERVICE
+
+KEY = "sk-test"
+TOKENS = ["tok-alpha", "tok-beta"]
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather of a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city"],
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Local time of a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "offset": {"type": "integer"}},
+            "required": ["city", "offset"],
+        },
+    },
+}
+
+
+@dataclass
+class Rig:
+    fake: FakeQwen
+    upstream: TestServer
+    gateway: TestServer
+
+    def client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=str(self.gateway.make_url("/v1")), api_key=KEY, max_retries=0
+        )
+
+    def url(self, path: str) -> str:
+        return str(self.gateway.make_url(path))
+
+    async def settle(self) -> None:
+        await self.gateway.app[SERVICE].close()
+
+
+async def make_rig(aiohttp_server: Any, fake: FakeQwen | None = None, **settings: Any) -> Rig:
+    fake = fake or FakeQwen(TOKENS)
+    upstream = await aiohttp_server(fake.app())
+    conf = {
+        "upstream_url": str(upstream.make_url("")).rstrip("/"),
+        "tokens": list(fake.accounts),
+        "api_keys": [KEY],
+        "chat_reconcile_interval_s": 0,
+        **settings,
+    }
+    gateway = await aiohttp_server(make_app(Settings(**conf)))
+    return Rig(fake, upstream, gateway)
+
+
+@pytest.fixture
+async def rig(aiohttp_server: Any) -> Rig:
+    return await make_rig(aiohttp_server)
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+async def collect(stream: Any) -> dict[str, Any]:
+    """Fold an SDK chat stream as an agent does."""
+    content, reasoning = "", ""
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    usage = None
+    async for chunk in stream:
+        usage = chunk.usage or usage
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        delta = choice.delta
+        content += delta.content or ""
+        reasoning += getattr(delta, "reasoning_content", None) or ""
+        for tc in delta.tool_calls or []:
+            if tc.index not in calls:
+                assert tc.id and tc.function and tc.function.name, "first delta lacks id/name"
+                calls[tc.index] = {"id": tc.id, "name": tc.function.name, "arguments": ""}
+            else:
+                assert tc.id is None and (tc.function is None or tc.function.name is None)
+            calls[tc.index]["arguments"] += (tc.function and tc.function.arguments) or ""
+        finish = choice.finish_reason or finish
+    return {
+        "content": content,
+        "reasoning": reasoning,
+        "calls": [calls[i] for i in sorted(calls)],
+        "finish": finish,
+        "usage": usage,
+    }
+
+
+def calls_of(calls: list[Any]) -> list[tuple[str, Any]]:
+    out = []
+    for c in calls:
+        if isinstance(c, dict):
+            out.append((c["name"], json.loads(c["arguments"])))
+        else:
+            out.append((c.function.name, json.loads(c.function.arguments)))
+    return out
+
+
+async def chat(rig: Rig, stream: bool, **kw: Any) -> dict[str, Any]:
+    """One chat completion, folded to the same shape streamed or not."""
+    kw.setdefault("model", "qwen3-max")
+    async with rig.client() as client:
+        if stream:
+            s = await client.chat.completions.create(
+                stream=True, stream_options={"include_usage": True}, **kw
+            )
+            return await collect(s)
+        c = await client.chat.completions.create(**kw)
+    msg = c.choices[0].message
+    return {
+        "content": msg.content or "",
+        "reasoning": getattr(msg, "reasoning_content", None) or "",
+        "calls": [
+            {"id": t.id, "name": t.function.name, "arguments": t.function.arguments}
+            for t in msg.tool_calls or []
+        ],
+        "finish": c.choices[0].finish_reason,
+        "usage": c.usage,
+        "message": msg,
+    }
+
+
+# -- plain chat ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_plain_answer_usage_and_clean_requests(rig: Rig, stream: bool) -> None:
+    out = await chat(rig, stream, messages=user("hello there"))
+    assert out["content"] == "Echo (turn 1): hello there — 好的 ✅"
+    assert out["finish"] == "stop"
+    assert out["usage"].prompt_tokens == max(1, len("hello there") // 4)
+    assert out["usage"].completion_tokens > 0
+    assert rig.fake.violations == []
+    body = rig.fake.completions()[0]
+    assert body["parent_id"] is None and body["chat_id"] in rig.fake.chats
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_thinking_summary_becomes_reasoning(rig: Rig, stream: bool) -> None:
+    out = await chat(rig, stream, model="qwen3-max-thinking", messages=user("why?"))
+    assert out["reasoning"].startswith("Thinking about it.")
+    assert "Answering plainly." in out["reasoning"]
+    assert out["content"] == "Echo (turn 1): why? — 好的 ✅"
+
+
+# -- tools ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+async def test_one_call(aiohttp_server: Any, stream: bool, fmt: str) -> None:
+    rig = await make_rig(aiohttp_server, FakeQwen(TOKENS, model=Model(tool_format=fmt)))  # type: ignore[arg-type]
+    out = await chat(
+        rig, stream, messages=user("get_weather for city=Paris"), tools=[WEATHER, TIME]
+    )
+    assert out["finish"] == "tool_calls"
+    assert calls_of(out["calls"]) == [("get_weather", {"city": "Paris"})]
+    assert out["calls"][0]["id"].startswith("call_")
+    assert not out["content"]
+    prompt = rig.fake.completions()[0]["messages"][0]["content"]
+    assert "<tools>" in prompt and "get_time" in prompt
+    assert rig.fake.violations == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+async def test_parallel_calls_and_typed_xml_values(
+    aiohttp_server: Any, stream: bool, fmt: str
+) -> None:
+    rig = await make_rig(aiohttp_server, FakeQwen(TOKENS, model=Model(tool_format=fmt)))  # type: ignore[arg-type]
+    out = await chat(
+        rig,
+        stream,
+        messages=user("get_weather and get_time, city=Oslo, offset=2"),
+        tools=[WEATHER, TIME],
+    )
+    assert out["finish"] == "tool_calls"
+    assert calls_of(out["calls"]) == [
+        ("get_weather", {"city": "Oslo"}),
+        ("get_time", {"city": "Oslo", "offset": 2}),
+    ]
+    assert len({c["id"] for c in out["calls"]}) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_preface_then_call(aiohttp_server: Any, stream: bool) -> None:
+    fake = FakeQwen(TOKENS, model=Model(preface="Let me check that for you.\n"))
+    rig = await make_rig(aiohttp_server, fake)
+    out = await chat(rig, stream, messages=user("get_weather city=Rome"), tools=[WEATHER])
+    assert out["finish"] == "tool_calls"
+    assert out["content"].strip() == "Let me check that for you."
+    assert calls_of(out["calls"]) == [("get_weather", {"city": "Rome"})]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_thinking_before_a_call(rig: Rig, stream: bool) -> None:
+    out = await chat(
+        rig,
+        stream,
+        model="qwen3-max-thinking",
+        messages=user("get_weather city=Lima"),
+        tools=[WEATHER],
+    )
+    assert out["finish"] == "tool_calls"
+    assert "I will call the function." in out["reasoning"]
+    assert calls_of(out["calls"]) == [("get_weather", {"city": "Lima"})]
+    assert "<tool_call" not in out["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_choice(rig: Rig, stream: bool) -> None:
+    none = await chat(
+        rig, stream, messages=user("get_weather city=Nice"), tools=[WEATHER], tool_choice="none"
+    )
+    assert none["finish"] == "stop" and none["calls"] == []
+    assert "<tools>" not in rig.fake.completions()[-1]["messages"][0]["content"]
+    req = await chat(
+        rig, stream, messages=user("weather city=Nice"), tools=[WEATHER], tool_choice="required"
+    )
+    assert calls_of(req["calls"]) == [("get_weather", {"city": "Nice"})]
+    named = await chat(
+        rig,
+        stream,
+        messages=user("get_weather city=Nice, offset=1"),
+        tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
+    assert calls_of(named["calls"]) == [("get_time", {"city": "Nice", "offset": 1})]
+    assert rig.fake.violations == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_round_trip_continues_the_chat(rig: Rig, stream: bool) -> None:
+    """Call, then the result: the second turn goes to the same chat after the first answer
+    (no settling pause: a client sends the result as soon as it has the call)."""
+    messages: list[dict[str, Any]] = user("get_weather city=Paris")
+    first = await chat(rig, stream, messages=messages, tools=[WEATHER])
+    call = first["calls"][0]
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call["id"], "content": "22 C, sunny"},
+    ]
+    second = await chat(rig, stream, messages=messages, tools=[WEATHER])
+    assert second["finish"] == "stop"
+    assert second["content"] == "Based on the tool result: 22 C, sunny."
+    b1, b2 = rig.fake.completions()
+    assert b2["chat_id"] == b1["chat_id"], "the result did not continue the chat"
+    chat_rec = rig.fake.chats[b1["chat_id"]]
+    first_turn = next(t for t in chat_rec.turns.values() if t.parent_id is None)
+    assert b2["parent_id"] == first_turn.response_id
+    assert "<tools>" not in b2["messages"][0]["content"]
+    assert rig.fake.violations == []
+
+
+# -- multi-turn ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_multi_turn_native_continuation(rig: Rig, stream: bool) -> None:
+    a1 = await chat(rig, stream, messages=user("first question"))
+    history = [
+        *user("first question"),
+        {"role": "assistant", "content": a1["content"]},
+        *user("second question"),
+    ]
+    a2 = await chat(rig, stream, messages=history)
+    assert a2["content"] == "Echo (turn 2): second question — 好的 ✅"
+    b1, b2 = rig.fake.completions()
+    assert b2["chat_id"] == b1["chat_id"]
+    assert b2["messages"][0]["content"] == "second question"
+    history += [{"role": "assistant", "content": a2["content"]}, *user("third")]
+    a3 = await chat(rig, stream, messages=history)
+    assert a3["content"] == "Echo (turn 3): third — 好的 ✅"
+    assert len(rig.fake.live_chats()) == 1
+
+
+@pytest.mark.parametrize("how", ["deleted", "parent_envelope", "parent_frame"])
+async def test_continuation_falls_back_to_a_new_chat(aiohttp_server: Any, how: str) -> None:
+    fake = FakeQwen(TOKENS, parent_error="frame" if how == "parent_frame" else "envelope")
+    rig = await make_rig(aiohttp_server, fake)
+    a1 = await chat(rig, False, messages=user("remember me"))
+    (chat1,) = fake.live_chats()
+    if how == "deleted":
+        chat1.deleted = True
+    else:
+        chat1.turns.clear()  # the site forgot the answer: parent_id unknown
+    history = [
+        *user("remember me"),
+        {"role": "assistant", "content": a1["content"]},
+        *user("and now?"),
+    ]
+    a2 = await chat(rig, True, messages=history)
+    assert a2["content"].startswith("Echo (turn 1): ")
+    last = fake.completions()[-1]
+    assert last["chat_id"] != chat1.id and last["parent_id"] is None
+    assert "remember me" in last["messages"][0]["content"]
+
+
+# -- hang-up, accounts, errors ---------------------------------------------------------------------
+
+
+async def test_client_hangup_sends_the_stop_call(rig: Rig) -> None:
+    rig.fake.hold = True
+    body = {"model": "qwen3-max", "stream": True, "messages": user("a long story")}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(rig.url("/v1/chat/completions"), json=body, headers=headers) as r:
+            assert r.status == 200
+            got = b""
+            while b'"content":"E' not in got:  # the first answer text arrived
+                got += await r.content.readany()
+    await asyncio.wait_for(rig.fake.stopped.wait(), 2)
+    (stop,) = rig.fake.stops
+    (chat_rec,) = rig.fake.live_chats()
+    assert stop["chat_id"] == chat_rec.id
+    assert stop.get("response_id") in chat_rec.turns
+
+
+async def test_a_rate_limited_account_is_rested_and_the_other_serves(rig: Rig) -> None:
+    rig.fake.accounts["tok-alpha"].behaviour = "ratelimited"
+    results = []
+    for _ in range(3):
+        try:
+            out = await chat(rig, False, messages=user("hi"))
+            results.append(out["content"])
+        except openai.RateLimitError as exc:
+            assert exc.response.headers.get("retry-after")
+            results.append("429")
+    assert results[-1].startswith("Echo")
+    assert results.count("429") <= 1
+    # once rested, alpha is not asked again
+    asked = [r for r in rig.fake.requests if r[2] == "tok-alpha" and r[0] == "POST"]
+    assert len(asked) == 1
+
+
+@pytest.mark.parametrize("kind", ["captcha_json", "captcha_html"])
+async def test_captcha_is_a_503_with_advice(aiohttp_server: Any, kind: str) -> None:
+    fake = FakeQwen(["tok-only"])
+    fake.accounts["tok-only"].behaviour = kind  # type: ignore[assignment]
+    rig = await make_rig(aiohttp_server, fake)
+    with pytest.raises(openai.APIStatusError) as info:
+        await chat(rig, False, messages=user("hi"))
+    assert info.value.status_code == 503
+    assert "tok-only" not in str(info.value.body)
+
+
+async def test_chats_are_spread_over_accounts_and_not_left_behind(rig: Rig) -> None:
+    await asyncio.gather(*(chat(rig, False, messages=user(f"q{i}")) for i in range(4)))
+    used = {c.token for c in rig.fake.chats.values()}
+    assert used == set(TOKENS)
