@@ -271,12 +271,16 @@ async def test_tool_choice(rig: Rig, stream: bool) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_round_trip_continues_the_chat(rig: Rig, stream: bool) -> None:
+@pytest.mark.parametrize("reencode", [False, True])
+async def test_round_trip_continues_the_chat(rig: Rig, stream: bool, reencode: bool) -> None:
     """Call, then the result: the second turn goes to the same chat after the first answer
-    (no settling pause: a client sends the result as soon as it has the call)."""
+    (no settling pause: a client sends the result as soon as it has the call), also when the
+    client re-encodes the arguments (``JSON.stringify``: compact)."""
     messages: list[dict[str, Any]] = user("get_weather city=Paris")
     first = await chat(rig, stream, messages=messages, tools=[WEATHER])
     call = first["calls"][0]
+    if reencode:
+        call["arguments"] = json.dumps(json.loads(call["arguments"]), separators=(",", ":"))
     messages += [
         {
             "role": "assistant",
