@@ -45,7 +45,7 @@ from aiohttp import web
 __all__ = ["Account", "ChatRecord", "FakeQwen", "Model", "TurnRecord"]
 
 Behaviour = Literal["ok", "ratelimited", "parallel_limited", "captcha_json", "captcha_html",
-                    "unauthorized"]  # fmt: skip
+                    "unauthorized", "error_midstream", "cut_midstream"]  # fmt: skip
 
 MODELS = [
     {
@@ -170,6 +170,7 @@ class Model:
 
     tool_format: Literal["json", "xml"] = "json"
     preface: str = ""
+    script: dict[str, Reply] = field(default_factory=dict)  # keyword in the request -> reply
 
     @staticmethod
     def tools_of(context: list[str]) -> list[dict[str, Any]]:
@@ -211,6 +212,9 @@ class Model:
             answer = "Based on the tool result: " + " | ".join(r.strip() for r in results) + "."
             return Reply(["Reading the tool result."] if thinking else [], answer)
         request = self.latest_request(prompt)
+        for keyword, scripted in self.script.items():
+            if keyword in request:
+                return Reply(scripted.thoughts if thinking else [], scripted.answer)
         if tools and "chat only" not in request.lower():
             chosen = [t for t in tools if t["name"] in request]
             chosen.sort(key=lambda t: request.index(t["name"]))
@@ -314,6 +318,8 @@ class FakeQwen:
         self.violations: list[str] = []
         self.stops: list[dict[str, Any]] = []
         self.stopped = asyncio.Event()
+        self.deleted = asyncio.Event()
+        self.held = asyncio.Event()  # hold mode: the first text was sent
         self.disconnected = asyncio.Event()
         self.hold = False
         self.keepalive = keepalive
@@ -325,6 +331,15 @@ class FakeQwen:
     def completions(self) -> list[dict[str, Any]]:
         """The bodies of the completion requests received, in order."""
         return [b for m, p, _, b in self.requests if p == "/api/v2/chat/completions"]
+
+    def add_chat(self, token: str, title: str, age_s: float = 0) -> ChatRecord:
+        """A chat already in the account (the user's own, or a leftover of the gateway)."""
+        chat = ChatRecord(
+            str(uuid.uuid4()), token, title, "normal", "t2t", "qwen3-max",
+            int(time.time() - age_s),
+        )  # fmt: skip
+        self.chats[chat.id] = chat
+        return chat
 
     def live_chats(self, token: str | None = None) -> list[ChatRecord]:
         return [c for c in self.chats.values() if not c.deleted and token in (None, c.token)]
@@ -361,6 +376,8 @@ class FakeQwen:
 
     def _behaviour_error(self, account: Account) -> web.Response | None:
         b = account.behaviour
+        if b in ("error_midstream", "cut_midstream"):
+            return None
         if b == "ratelimited":
             return web.json_response(
                 _envelope("RateLimited", "You have reached the daily usage limit", num=2)
@@ -451,6 +468,7 @@ class FakeQwen:
         if chat is None or chat.token != account.token or chat.deleted:
             return web.json_response(_envelope("Not_Found", "chat not found"))
         chat.deleted = True
+        self.deleted.set()
         return _ok({"status": True})
 
     async def _stop(self, request: web.Request) -> web.Response:
@@ -572,6 +590,7 @@ class FakeQwen:
                 await self._send(resp, frames)
                 frames = []
                 turn.answer += piece
+                self.held.set()
                 try:  # the test server cancels this handler when the gateway hangs up
                     await self.stopped.wait()
                 except asyncio.CancelledError:
@@ -580,6 +599,16 @@ class FakeQwen:
                 self.disconnected.set()
                 return resp
             turn.answer += piece
+            if n == len(pieces) // 2 and account.behaviour in ("error_midstream", "cut_midstream"):
+                await self._send(resp, frames)
+                if account.behaviour == "error_midstream":
+                    err = {"code": "Internal_Server_Error", "details": "the model crashed"}
+                    await self._send(resp, [{"error": err}])
+                    await resp.write_eof()
+                    return resp
+                assert request.transport is not None
+                request.transport.close()  # the connection breaks mid-answer
+                return resp
             if self.keepalive and n == len(pieces) // 2:
                 frames.append({"response.info": {"action": "keep_alive"}})
         frames.append(frame({"content": "", "phase": "answer", "status": "finished"}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,15 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+<<<<<<< HEAD
 from fake_site import FakeQwen, Model
+=======
+from fake_site import FakeQwen, Model, Reply
+>>>>>>> 0a87ac1 (tests(fake): scripted answers (angle brackets, trailing text, fenced, broken and unknown calls, markup in reasoning), failures mid-answer, non-stream hang-up, refused tokens, the janitor)
 
 from proxy.app import make_app
 from proxy.config import Settings
-from proxy.state import SERVICE
+from proxy.state import JANITOR, SERVICE
 
 KEY = "sk-test"
 TOKENS = ["tok-alpha", "tok-beta"]
@@ -403,3 +408,118 @@ async def test_chats_are_spread_over_accounts_and_not_left_behind(rig: Rig) -> N
     await asyncio.gather(*(chat(rig, False, messages=user(f"q{i}")) for i in range(4)))
     used = {c.token for c in rig.fake.chats.values()}
     assert used == set(TOKENS)
+
+
+# -- what the model may write ----------------------------------------------------------------------
+
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Bergen"}}\n</tool_call>'
+SCRIPT = {
+    "angles": Reply([], "Compare a <b> with 1<2 and <tool_c ok, <function it </tool_callx>"),
+    "trailing": Reply([], CALL + "\nI called it."),
+    "broken": Reply(
+        [], '<tool_call>\n{"name": "get_weather", "arguments": {"city": }\n</tool_call>'
+    ),
+    "unknown": Reply([], '<tool_call>\n{"name": "rm_rf", "arguments": {}}\n</tool_call>'),
+    "fenced": Reply([], "```json\n" + CALL + "\n```"),
+    "thinkcall": Reply(["I could write " + CALL + " here."], "No call needed: sunny."),
+}
+
+
+@pytest.fixture
+async def scripted(aiohttp_server: Any) -> Rig:
+    return await make_rig(aiohttp_server, FakeQwen(TOKENS, model=Model(script=SCRIPT)))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_angle_brackets_in_prose_pass_through(scripted: Rig, stream: bool) -> None:
+    out = await chat(scripted, stream, messages=user("angles please"), tools=[WEATHER])
+    assert out["content"] == SCRIPT["angles"].answer.replace("</tool_callx>", "x>") or (
+        out["content"] == SCRIPT["angles"].answer
+    ), out["content"]
+    assert out["finish"] == "stop" and out["calls"] == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("word", ["trailing", "fenced"])
+async def test_call_with_text_around(scripted: Rig, stream: bool, word: str) -> None:
+    out = await chat(scripted, stream, messages=user(f"{word} please"), tools=[WEATHER])
+    assert out["finish"] == "tool_calls"
+    assert calls_of(out["calls"]) == [("get_weather", {"city": "Bergen"})]
+    assert "<tool_call" not in out["content"] and "```" not in out["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("word", ["broken", "unknown"])
+async def test_a_bad_call_is_never_a_broken_call(scripted: Rig, stream: bool, word: str) -> None:
+    out = await chat(scripted, stream, messages=user(f"{word} please"), tools=[WEATHER])
+    assert out["calls"] == [] and out["finish"] == "stop"
+    assert "<tool_call" not in out["content"]
+    assert out["content"], "the client got an empty answer"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_markup_inside_reasoning_is_not_a_call(scripted: Rig, stream: bool) -> None:
+    out = await chat(
+        scripted, stream, model="qwen3-max-thinking", messages=user("thinkcall"), tools=[WEATHER]
+    )
+    assert out["calls"] == [] and out["finish"] == "stop"
+    assert out["content"] == "No call needed: sunny."
+
+
+# -- failures mid-answer ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["error_midstream", "cut_midstream"])
+async def test_failure_mid_answer(aiohttp_server: Any, kind: str) -> None:
+    fake = FakeQwen(["tok-only"])
+    fake.accounts["tok-only"].behaviour = kind  # type: ignore[assignment]
+    rig = await make_rig(aiohttp_server, fake)
+    with pytest.raises(openai.APIStatusError) as info:
+        await chat(rig, False, messages=user("a fairly long question to answer"))
+    assert info.value.status_code == 502
+    with pytest.raises(openai.APIError):
+        await chat(rig, True, messages=user("a fairly long question to answer"))
+
+
+async def test_non_stream_hangup_sends_the_stop_call(rig: Rig) -> None:
+    rig.fake.hold = True
+    body = {"model": "qwen3-max", "messages": user("a long story")}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession() as s:
+        task = asyncio.ensure_future(
+            s.post(rig.url("/v1/chat/completions"), json=body, headers=headers)
+        )
+        await asyncio.wait_for(rig.fake.held.wait(), 2)  # the fake sent its first text
+        task.cancel()
+    await asyncio.wait_for(rig.fake.stopped.wait(), 2)
+    assert rig.fake.stops[0]["chat_id"] in rig.fake.chats
+
+
+async def test_an_unauthorized_token_is_rested(rig: Rig) -> None:
+    rig.fake.accounts["tok-alpha"].behaviour = "unauthorized"
+    outcomes = []
+    for _ in range(3):
+        try:
+            outcomes.append((await chat(rig, False, messages=user("hi")))["content"][:4])
+        except openai.APIStatusError as exc:
+            outcomes.append(str(exc.status_code))
+            assert "tok-alpha" not in str(exc.body)
+    assert outcomes.count("401") <= 1 and outcomes[-1] == "Echo"
+    asked = [r for r in rig.fake.requests if r[2] == "tok-alpha" and r[0] == "POST"]
+    assert len(asked) <= 1
+
+
+# -- chat cleanup ----------------------------------------------------------------------------------
+
+
+async def test_janitor_deletes_idle_gateway_chats_only(aiohttp_server: Any) -> None:
+    rig = await make_rig(aiohttp_server, chat_deletes_per_minute=60000)
+    mine = rig.fake.add_chat("tok-alpha", "My holiday plans", age_s=10**6)
+    leftover = rig.fake.add_chat("tok-beta", "qwen-gateway", age_s=10**6)
+    await chat(rig, False, messages=user("hi"))
+    (made,) = [c for c in rig.fake.live_chats() if c.id not in (mine.id, leftover.id)]
+    janitor = rig.gateway.app[JANITOR]
+    future = time.time() + 10**6
+    await janitor.sweep(now=future)
+    await janitor.reconcile(now=future)
+    assert made.deleted and leftover.deleted and not mine.deleted
