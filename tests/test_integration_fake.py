@@ -18,11 +18,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
-<<<<<<< HEAD
-from fake_site import FakeQwen, Model
-=======
 from fake_site import FakeQwen, Model, Reply
->>>>>>> 0a87ac1 (tests(fake): scripted answers (angle brackets, trailing text, fenced, broken and unknown calls, markup in reasoning), failures mid-answer, non-stream hang-up, refused tokens, the janitor)
 
 from proxy.app import make_app
 from proxy.config import Settings
