@@ -1,4 +1,4 @@
-"""The gateway against an independent fake chat.qwen.ai (``tests/fake_qwen.py``), via the SDKs.
+"""The gateway against an independent fake chat.qwen.ai (``tests/fake_site.py``), via the SDKs.
 
 Unlike the cassette tests, the upstream here answers any prompt from its own state: chat ids it
 issues, a memory of each chat's turns, ``parent_id`` checks, odd chunking of bytes and text, and
