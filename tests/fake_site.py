@@ -300,7 +300,10 @@ class FakeQwen:
     """The fake site. ``accounts``: its tokens; ``model``: the policy; ``keepalive``: send
     ``response.info`` frames; ``hold``: after the first answer text, wait until the stop call or
     the client leaving before finishing (for hang-up tests); ``parent_error``: how an unknown
-    ``parent_id`` is refused (``envelope`` before the stream, or an ``error`` frame in it)."""
+    ``parent_id`` is refused (``envelope`` before the stream, or an ``error`` frame in it);
+    ``wire``: SSE line endings ``lf``/``crlf``, ``nospace`` (``data:{…}``), ``comments`` (``:``
+    and ``id:`` lines between frames); ``last_in_finished``: the last text rides on the
+    ``finished`` frame."""
 
     def __init__(
         self,
@@ -310,6 +313,8 @@ class FakeQwen:
         seed: int = 7,
         keepalive: bool = True,
         parent_error: Literal["envelope", "frame"] = "envelope",
+        wire: Literal["lf", "crlf", "nospace", "comments"] = "lf",
+        last_in_finished: bool = False,
     ) -> None:
         self.accounts = {t: Account(t) for t in tokens}
         self.model = model or Model()
@@ -324,6 +329,8 @@ class FakeQwen:
         self.hold = False
         self.keepalive = keepalive
         self.parent_error = parent_error
+        self.wire = wire
+        self.last_in_finished = last_in_finished
         self._rng = random.Random(seed)
 
     # -- helpers for tests -------------------------------------------------------------------------
@@ -583,6 +590,9 @@ class FakeQwen:
         pieces = self._pieces(reply.answer)
         await self._send(resp, frames)
         frames = []
+        last = ""
+        if self.last_in_finished and len(pieces) > 1:
+            last = pieces.pop()
         for n, piece in enumerate(pieces):
             out_tokens += 1
             frames.append(frame({"content": piece, "phase": "answer", "status": "typing"}))
@@ -611,7 +621,8 @@ class FakeQwen:
                 return resp
             if self.keepalive and n == len(pieces) // 2:
                 frames.append({"response.info": {"action": "keep_alive"}})
-        frames.append(frame({"content": "", "phase": "answer", "status": "finished"}))
+        turn.answer += last
+        frames.append(frame({"content": last, "phase": "answer", "status": "finished"}))
         turn.finished = True
         await self._send(resp, frames)
         await resp.write_eof()
@@ -658,9 +669,14 @@ class FakeQwen:
 
     async def _send(self, resp: web.StreamResponse, frames: list[dict[str, Any]]) -> None:
         """Write the frames as SSE bytes cut at odd places (inside frames, inside UTF-8)."""
-        data = b"".join(
-            b"data: " + json.dumps(f, ensure_ascii=False).encode() + b"\n\n" for f in frames
-        )
+        nl = b"\r\n" if self.wire == "crlf" else b"\n"
+        prefix = b"data:" if self.wire == "nospace" else b"data: "
+        parts = []
+        for f in frames:
+            if self.wire == "comments":
+                parts.append(b": keep-alive" + nl + b"id: 1" + nl)
+            parts.append(prefix + json.dumps(f, ensure_ascii=False).encode() + nl + nl)
+        data = b"".join(parts)
         i = 0
         while i < len(data):
             n = self._rng.choice((1, 2, 3, 5, 17, 64, 301))

@@ -519,3 +519,36 @@ async def test_janitor_deletes_idle_gateway_chats_only(aiohttp_server: Any) -> N
     await janitor.sweep(now=future)
     await janitor.reconcile(now=future)
     assert made.deleted and leftover.deleted and not mine.deleted
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_required_answered_in_prose_gets_one_correction(rig: Rig, stream: bool) -> None:
+    """The model ignores tool_choice=required: one corrective turn, then the prose, finish
+    stop (README "Agents"); the corrective turn is a valid upstream request too."""
+    out = await chat(
+        rig,
+        stream,
+        messages=user("chat only: how are you?"),
+        tools=[WEATHER],
+        tool_choice="required",
+    )
+    assert out["calls"] == [] and out["finish"] == "stop"
+    assert out["content"].startswith("Echo")
+    assert len(rig.fake.completions()) == 2
+    assert rig.fake.violations == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("wire", ["crlf", "nospace", "comments", "last_in_finished"])
+async def test_sse_variants(aiohttp_server: Any, stream: bool, wire: str) -> None:
+    """What the SSE standard allows (CRLF, no space after ``data:``, comment and ``id:``
+    lines), and text on the finished frame, change nothing."""
+    if wire == "last_in_finished":
+        fake = FakeQwen(TOKENS, last_in_finished=True)
+    else:
+        fake = FakeQwen(TOKENS, wire=wire)  # type: ignore[arg-type]
+    rig = await make_rig(aiohttp_server, fake)
+    out = await chat(rig, stream, messages=user("wire test"))
+    assert out["content"] == "Echo (turn 1): wire test — 好的 ✅"
+    tools = await chat(rig, stream, messages=user("get_weather city=Kyiv"), tools=[WEATHER])
+    assert calls_of(tools["calls"]) == [("get_weather", {"city": "Kyiv"})]
