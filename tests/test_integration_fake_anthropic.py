@@ -6,8 +6,10 @@ in Qwen's ``<tool_call>`` markup when tools are offered, with odd chunking of by
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import aiohttp
 import anthropic
 import pytest
 from fake_site import FakeQwen, Model
@@ -247,3 +249,22 @@ async def test_messages_failure_mid_answer(aiohttp_server: Any, kind: str) -> No
     assert info.value.body["type"] == "error"  # type: ignore[index]
     with pytest.raises(anthropic.APIError):
         await message(rig, True, messages=long)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_hangup_sends_the_stop_call(rig: Rig, stream: bool) -> None:
+    rig.fake.hold = True
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 100,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "a long story"}],
+    }
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    async with aiohttp.ClientSession() as s:
+        task = asyncio.ensure_future(s.post(rig.url("/v1/messages"), json=body, headers=headers))
+        await asyncio.wait_for(rig.fake.held.wait(), 2)
+        task.cancel()
+    await asyncio.wait_for(rig.fake.stopped.wait(), 2)
+    (stop,) = rig.fake.stops
+    assert stop["chat_id"] in rig.fake.chats

@@ -49,9 +49,16 @@ class Pair:
         server = self.a if which == "a" else self.b
         return openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key=KEY, max_retries=0)
 
+    responses_client = client
+
 
 @pytest.fixture
 async def pair(aiohttp_server: Any, redis_server: str) -> Pair:
+    return await start_pair(aiohttp_server, redis_server)
+
+
+async def start_pair(aiohttp_server: Any, redis_server: str) -> Pair:
+    """The fake site (two accounts) and two gateways on one Redis (a fresh key prefix)."""
     tokens = [make_jwt(f"acct-{i}", time.time() + 30 * 86400) for i in (1, 2)]
     fake = FakeQwen(tokens)
     upstream = await aiohttp_server(fake.app())
