@@ -22,6 +22,7 @@ from fake_site import FakeQwen
 
 from proxy.app import make_app
 from proxy.config import Settings
+from proxy.state import JANITOR
 
 KEY = "sk-team"
 
@@ -69,6 +70,7 @@ async def start_pair(aiohttp_server: Any, redis_server: str) -> Pair:
         "redis_url": redis_server,
         "redis_prefix": f"it-{uuid.uuid4().hex[:8]}:",
         "chat_reconcile_interval_s": 0,
+        "chat_deletes_per_minute": 60000,
     }
     a = await aiohttp_server(make_app(Settings(**conf)))
     b = await aiohttp_server(make_app(Settings(**conf)))
@@ -140,3 +142,43 @@ async def test_an_account_rested_by_one_instance_is_rested_for_both(pair: Pair) 
     assert seen.count("429") <= 1 and seen[-1] == "Echo"
     asked = [r for r in pair.fake.requests if r[2] == alpha and r[0] == "POST"]
     assert len(asked) == 1, "the other instance used the rested account again"
+
+
+async def test_the_other_instance_deletes_an_idle_chat(pair: Pair) -> None:
+    """Chat bookkeeping is shared: a chat made through A is swept by B's janitor, with the
+    account that created it; the user's own chats stay."""
+    mine = pair.fake.add_chat(pair.tokens[0], "My own chat", age_s=10**6)
+    await ask(pair, "a", False, messages=[{"role": "user", "content": "hi"}])
+    (made,) = [c for c in pair.fake.live_chats() if c.id != mine.id]
+    janitor = pair.b.app[JANITOR]
+    await janitor.sweep(now=time.time() + 10**6)
+    assert made.deleted and not mine.deleted
+    deletes = [r for r in pair.fake.requests if r[0] == "DELETE"]
+    assert [r[2] for r in deletes] == [made.token]
+
+
+async def test_an_expired_token_is_never_sent(aiohttp_server: Any, redis_server: str) -> None:
+    expired = make_jwt("old", time.time() - 3600)
+    valid = make_jwt("new", time.time() + 86400)
+    fake = FakeQwen([expired, valid])
+    upstream = await aiohttp_server(fake.app())
+    gateway = await aiohttp_server(
+        make_app(
+            Settings(
+                upstream_url=str(upstream.make_url("")).rstrip("/"),
+                tokens=[expired, valid],
+                api_keys=[KEY],
+                redis_url=redis_server,
+                redis_prefix=f"it-{uuid.uuid4().hex[:8]}:",
+                chat_reconcile_interval_s=0,
+            )
+        )
+    )
+    async with openai.AsyncOpenAI(
+        base_url=str(gateway.make_url("/v1")), api_key=KEY, max_retries=0
+    ) as client:
+        for _ in range(3):
+            await client.chat.completions.create(
+                model="qwen3-max", messages=[{"role": "user", "content": "hi"}]
+            )
+    assert {r[2] for r in fake.requests} == {valid}
