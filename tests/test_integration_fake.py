@@ -552,3 +552,73 @@ async def test_sse_variants(aiohttp_server: Any, stream: bool, wire: str) -> Non
     assert out["content"] == "Echo (turn 1): wire test — 好的 ✅"
     tools = await chat(rig, stream, messages=user("get_weather city=Kyiv"), tools=[WEATHER])
     assert calls_of(tools["calls"]) == [("get_weather", {"city": "Kyiv"})]
+
+
+PING = {"type": "function", "function": {"name": "ping"}}
+WRITE = {
+    "type": "function",
+    "function": {
+        "name": "write_file",
+        "parameters": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+            "required": ["path", "content"],
+        },
+    },
+}
+CODE = "if a < b and c > d:\n    print(\"<tool_call> is </tool_call>\", '\\n')\n# 東京 ✅"
+MORE = {
+    "stringargs": Reply(
+        [],
+        '<tool_call>\n{"name": "get_weather", '
+        '"arguments": "{\\"city\\": \\"Köln\\"}"}\n</tool_call>',
+    ),
+    "noargs": Reply([], '<tool_call>\n{"name": "ping", "arguments": {}}\n</tool_call>'),
+    "tight": Reply([], '<tool_call>{"name":"get_weather","arguments":{"city":"東京"}}</tool_call>'),
+    "listed": Reply(
+        [],
+        '<tool_call>\n[{"name": "get_weather", "arguments": {"city": "A"}}, '
+        '{"name": "get_weather", "arguments": {"city": "B"}}]\n</tool_call>',
+    ),
+    "jsoncode": Reply(
+        [],
+        "<tool_call>\n"
+        + json.dumps({"name": "write_file", "arguments": {"path": "a.py", "content": CODE}})
+        + "\n</tool_call>",
+    ),
+    "xmlcode": Reply(
+        [],
+        "<tool_call>\n<function=write_file>\n<parameter=path>\na.py\n</parameter>\n"
+        f"<parameter=content>\n{CODE.replace('</tool_call>', '')}\n</parameter>\n</function>\n"
+        "</tool_call>",
+    ),
+}
+EXPECTED = {
+    "stringargs": [("get_weather", {"city": "Köln"})],
+    "noargs": [("ping", {})],
+    "tight": [("get_weather", {"city": "東京"})],
+    "listed": [("get_weather", {"city": "A"}), ("get_weather", {"city": "B"})],
+    "jsoncode": [("write_file", {"path": "a.py", "content": CODE})],
+    "xmlcode": [("write_file", {"path": "a.py", "content": CODE.replace("</tool_call>", "")})],
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "word",
+    [
+        pytest.param(w, marks=pytest.mark.xfail(strict=True, reason="BUGS.md B4"))
+        if w == "jsoncode"
+        else w
+        for w in sorted(MORE)
+    ],
+)
+async def test_call_shapes_the_model_may_write(
+    aiohttp_server: Any, stream: bool, word: str
+) -> None:
+    rig = await make_rig(aiohttp_server, FakeQwen(TOKENS, model=Model(script=MORE)))
+    out = await chat(rig, stream, messages=user(f"{word} now"), tools=[WEATHER, PING, WRITE])
+    assert calls_of(out["calls"]) == EXPECTED[word], out
+    assert out["finish"] == "tool_calls"
+    assert all(c["arguments"] for c in out["calls"])
+    assert "<tool_call" not in out["content"] and "<function" not in out["content"]
