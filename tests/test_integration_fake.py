@@ -604,15 +604,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize(
-    "word",
-    [
-        pytest.param(w, marks=pytest.mark.xfail(strict=True, reason="BUGS.md B4"))
-        if w == "jsoncode"
-        else w
-        for w in sorted(MORE)
-    ],
-)
+@pytest.mark.parametrize("word", sorted(MORE))
 async def test_call_shapes_the_model_may_write(
     aiohttp_server: Any, stream: bool, word: str
 ) -> None:
