@@ -614,3 +614,21 @@ async def test_call_shapes_the_model_may_write(
     assert out["finish"] == "tool_calls"
     assert all(c["arguments"] for c in out["calls"])
     assert "<tool_call" not in out["content"] and "<function" not in out["content"]
+
+
+async def test_a_continuation_whose_account_is_limited_moves_to_the_other(rig: Rig) -> None:
+    """The chat's account draws a rate limit on the continuation: the history goes, flattened,
+    to a new chat on the other account, transparently."""
+    a1 = await chat(rig, False, messages=user("first question"))
+    (first,) = rig.fake.live_chats()
+    rig.fake.accounts[first.token].behaviour = "ratelimited"
+    history = [
+        *user("first question"),
+        {"role": "assistant", "content": a1["content"]},
+        *user("second question"),
+    ]
+    a2 = await chat(rig, True, messages=history)
+    assert a2["content"] == "Echo (turn 1): second question — 好的 ✅"
+    last = rig.fake.completions()[-1]
+    assert rig.fake.chats[last["chat_id"]].token != first.token
+    assert "first question" in last["messages"][0]["content"]
