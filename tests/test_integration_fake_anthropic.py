@@ -268,3 +268,53 @@ async def test_messages_hangup_sends_the_stop_call(rig: Rig, stream: bool) -> No
     await asyncio.wait_for(rig.fake.stopped.wait(), 2)
     (stop,) = rig.fake.stops
     assert stop["chat_id"] in rig.fake.chats
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_tool_choice(rig: Rig, stream: bool) -> None:
+    text = [{"role": "user", "content": "get_weather city=Riga"}]
+    none, _ = await message(
+        rig, stream, tools=[WEATHER_A], tool_choice={"type": "none"}, messages=text
+    )
+    assert none.stop_reason == "end_turn" and not blocks(none, "tool_use")
+    any_, _ = await message(
+        rig,
+        stream,
+        tools=[WEATHER_A, TIME_A],
+        tool_choice={"type": "any"},
+        messages=[{"role": "user", "content": "weather city=Riga"}],
+    )
+    assert [b.name for b in blocks(any_, "tool_use")] == ["get_weather"]
+    named, _ = await message(
+        rig,
+        stream,
+        tools=[WEATHER_A, TIME_A],
+        tool_choice={"type": "tool", "name": "get_time"},
+        messages=text,
+    )
+    assert [(b.name, b.input) for b in blocks(named, "tool_use")] == [
+        ("get_time", {"city": "Riga"})
+    ]
+    single, _ = await message(
+        rig,
+        stream,
+        tools=[WEATHER_A, TIME_A],
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+        messages=[{"role": "user", "content": "get_weather and get_time city=Riga"}],
+    )
+    assert len(blocks(single, "tool_use")) == 1
+    assert rig.fake.violations == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_stop_sequences_and_max_tokens(rig: Rig, stream: bool) -> None:
+    msg, _ = await message(
+        rig, stream, stop_sequences=["turn"], messages=[{"role": "user", "content": "hi"}]
+    )
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "turn"
+    assert blocks(msg, "text")[0].text == "Echo ("
+    short, _ = await message(
+        rig, stream, max_tokens=3, messages=[{"role": "user", "content": "a long answer"}]
+    )
+    assert short.stop_reason == "max_tokens"
+    assert short.usage.output_tokens <= 4
