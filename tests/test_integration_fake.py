@@ -632,3 +632,38 @@ async def test_a_continuation_whose_account_is_limited_moves_to_the_other(rig: R
     last = rig.fake.completions()[-1]
     assert rig.fake.chats[last["chat_id"]].token != first.token
     assert "first question" in last["messages"][0]["content"]
+
+
+async def test_chat_stream_wire_shape(rig: Rig) -> None:
+    """Raw bytes: one id, the role first, call deltas with index (id/name once), the finish,
+    the usage chunk with ``choices: []``, ``[DONE]`` last; parallel_tool_calls=false: one call."""
+    body = {
+        "model": "qwen3-max",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "parallel_tool_calls": False,
+        "tools": [WEATHER, TIME],
+        "messages": user("get_weather and get_time city=Pisa, offset=1"),
+    }
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(rig.url("/v1/chat/completions"), json=body, headers=headers) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            raw = await r.read()
+    lines = [ln[6:] for ln in raw.decode().split("\n\n") if ln.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(x) for x in lines[:-1]]
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"].get("role") == "assistant"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finishes[-1] == "tool_calls" and finishes.count("tool_calls") == 1
+    deltas = [
+        tc
+        for c in chunks
+        if c["choices"]
+        for tc in c["choices"][0]["delta"].get("tool_calls") or []
+    ]
+    assert {d["index"] for d in deltas} == {0}
+    assert [d.get("id") is not None for d in deltas].count(True) == 1
