@@ -327,6 +327,7 @@ class FakeQwen:
         self.held = asyncio.Event()  # hold mode: the first text was sent
         self.disconnected = asyncio.Event()
         self.hold = False
+        self.hold_silent = False  # like hold, but before any answer text
         self.keepalive = keepalive
         self.parent_error = parent_error
         self.wire = wire
@@ -590,6 +591,13 @@ class FakeQwen:
         pieces = self._pieces(reply.answer)
         await self._send(resp, frames)
         frames = []
+        if self.hold_silent:  # opening frames sent, then silence until the gateway hangs up
+            self.held.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.disconnected.set()
+                raise
         last = ""
         if self.last_in_finished and len(pieces) > 1:
             last = pieces.pop()

@@ -667,3 +667,24 @@ async def test_chat_stream_wire_shape(rig: Rig) -> None:
     ]
     assert {d["index"] for d in deltas} == {0}
     assert [d.get("id") is not None for d in deltas].count(True) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_hangup_on_a_silent_upstream(rig: Rig, stream: bool) -> None:
+    """The site opened the stream and then says nothing: the client leaves, the gateway
+    releases the upstream connection and sends the stop call within a second."""
+    rig.fake.hold_silent = True
+    body = {"model": "qwen3-max", "stream": stream, "messages": user("a long story")}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession() as s:
+        task = asyncio.ensure_future(
+            s.post(rig.url("/v1/chat/completions"), json=body, headers=headers)
+        )
+        await asyncio.wait_for(rig.fake.held.wait(), 2)
+        task.cancel()
+    await asyncio.wait_for(rig.fake.stopped.wait(), 1.5)
+    await asyncio.wait_for(rig.fake.disconnected.wait(), 1.5)
+    (stop,) = rig.fake.stops
+    (chat_rec,) = rig.fake.live_chats()
+    assert stop["chat_id"] == chat_rec.id
+    assert stop.get("response_id") in chat_rec.turns
