@@ -688,3 +688,29 @@ async def test_hangup_on_a_silent_upstream(rig: Rig, stream: bool) -> None:
     (chat_rec,) = rig.fake.live_chats()
     assert stop["chat_id"] == chat_rec.id
     assert stop.get("response_id") in chat_rec.turns
+
+
+async def test_concurrent_requests_do_not_cross(rig: Rig) -> None:
+    """Eight agents at once over two accounts (the default limit is 4 answers in flight per
+    account): each gets its own call and its own round trip."""
+    cities = [f"City{i}" for i in range(8)]
+
+    async def agent(i: int, city: str) -> str:
+        msgs: list[dict[str, Any]] = user(f"get_weather city={city}")
+        first = await chat(rig, i % 2 == 0, messages=msgs, tools=[WEATHER])
+        (call,) = first["calls"]
+        assert json.loads(call["arguments"]) == {"city": city}
+        msgs += [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call["id"], "type": "function",
+                 "function": {"name": call["name"], "arguments": call["arguments"]}}
+            ]},
+            {"role": "tool", "tool_call_id": call["id"], "content": f"{city} is warm"},
+        ]  # fmt: skip
+        second = await chat(rig, i % 2 == 1, messages=msgs, tools=[WEATHER])
+        return str(second["content"])
+
+    answers = await asyncio.gather(*(agent(i, c) for i, c in enumerate(cities)))
+    assert answers == [f"Based on the tool result: {c} is warm." for c in cities]
+    assert len(rig.fake.chats) == 8, "a round trip did not continue its own chat"
+    assert rig.fake.violations == []
