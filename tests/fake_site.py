@@ -7,8 +7,9 @@ hide (wrong chat id, lost ``parent_id``, a prompt detail, frames split at odd pl
 What it does (protocol.md section in brackets):
 
 - ``GET /api/models`` (§8): a few models with ``info.meta.abilities`` numbers and chat types.
-- ``POST /api/v2/chats/new`` (§3): issues chat ids; refuses bodies without a millisecond
-  ``timestamp`` or with a client-made id.
+- ``POST /api/v2/chats/new`` (§3): issues chat ids; refuses a client-made id; a timestamp not in
+  milliseconds is recorded in :attr:`FakeQwen.violations` (as is anything else the real site
+  would mishandle: tests assert the list stays empty).
 - ``POST /api/v2/chat/completions?chat_id=`` (§4, §5): checks the body (one user message,
   ``stream: true``, ``output_schema: "phase"``, chat id in query and body, second timestamps, no
   top-level ``tools``), remembers each turn (prompt, answer, ``response_id``, ``parent_id``) per
@@ -17,10 +18,15 @@ What it does (protocol.md section in brackets):
   ``think`` increments when thinking is on, ``answer`` increments with cumulative ``usage``, and
   the ``finished`` frame. The stream bytes are cut at odd places (inside UTF-8 characters, inside
   frames), and the answer text is cut into deltas at odd places too (inside tags).
-- ``POST /api/v2/chat/completions/stop`` (§13.1): recorded, and ends a held answer.
+- ``POST /api/v2/chat/completions/stop`` (§13.1): recorded, and ends a held answer (``hold``:
+  silence after the first text; ``hold_silent``: silence before any text, until the gateway
+  hangs up).
 - ``GET /api/v2/chats/?page=N`` and ``DELETE /api/v2/chats/<id>`` (§2).
 - Several accounts (tokens); per-token behaviour: ``ok``, a rate-limit envelope (§10, §13.3),
-  the captcha wall as JSON or HTML (§10), ``unauthorized``.
+  the captcha wall as JSON or HTML (§10), ``unauthorized``, an error frame or a broken
+  connection in the middle of the answer (§5.7).
+- SSE variants the standard allows (``wire``: CRLF, ``data:`` without a space, comment and
+  ``id:`` lines) and the last text riding on the ``finished`` frame.
 
 Its "model" (:class:`Model`) is a small deterministic policy reading the chat's context (the
 prompts of the turns up to this one, as the site would): with a ``<tools>`` section it answers
@@ -165,8 +171,9 @@ class Reply:
 @dataclass
 class Model:
     """The fake's deterministic policy. ``tool_format``: ``json`` (Hermes) or ``xml`` (Qwen3-Coder);
-    ``preface``: prose written before a call; ``think_before_call``: reasoning before a call even
-    when thinking is off is never sent (the site sends reasoning only when asked)."""
+    ``preface``: prose written before a call; ``script``: a fixed :class:`Reply` for requests
+    holding a keyword (tests of what a model may write). Reasoning is sent only when the turn
+    asked for thinking, as the site does; before a call it says which tool it will call."""
 
     tool_format: Literal["json", "xml"] = "json"
     preface: str = ""
