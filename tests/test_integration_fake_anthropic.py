@@ -318,3 +318,29 @@ async def test_messages_stop_sequences_and_max_tokens(rig: Rig, stream: bool) ->
     )
     assert short.stop_reason == "max_tokens"
     assert short.usage.output_tokens <= 4
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_round_trip_with_thinking_and_preface(
+    aiohttp_server: Any, stream: bool
+) -> None:
+    """Claude Code sends the thinking block (with its signature) and the preface text back with
+    the tool_use: the result still continues the chat natively."""
+    fake = FakeQwen(TOKENS, model=Model(preface="Checking the weather now.\n"))
+    rig = await make_rig(aiohttp_server, fake)
+    think = {"type": "enabled", "budget_tokens": 512}
+    history: list[dict[str, Any]] = [{"role": "user", "content": "get_weather city=Graz"}]
+    first, _ = await message(rig, stream, tools=[WEATHER_A], thinking=think, messages=history)
+    assert [b.type for b in first.content] == ["thinking", "text", "tool_use"]
+    use = blocks(first, "tool_use")[0]
+    history += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "12 C"}],
+        },
+    ]
+    second, _ = await message(rig, stream, tools=[WEATHER_A], thinking=think, messages=history)
+    assert blocks(second, "text")[-1].text == "Based on the tool result: 12 C."
+    b1, b2 = rig.fake.completions()
+    assert b2["chat_id"] == b1["chat_id"] and b2["parent_id"] is not None
