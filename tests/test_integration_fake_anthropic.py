@@ -344,3 +344,19 @@ async def test_messages_round_trip_with_thinking_and_preface(
     assert blocks(second, "text")[-1].text == "Based on the tool result: 12 C."
     b1, b2 = rig.fake.completions()
     assert b2["chat_id"] == b1["chat_id"] and b2["parent_id"] is not None
+
+
+async def test_claude_code_beta_paths(rig: Rig) -> None:
+    """Claude Code calls /v1/messages?beta=true (the SDK's beta namespace) with beta headers."""
+    async with aclient(rig) as client:
+        msg = await client.beta.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=1,
+            messages=[{"role": "user", "content": "quota"}],
+            betas=["claude-code-20250219", "interleaved-thinking-2025-05-14"],
+        )
+        n = await client.beta.messages.count_tokens(
+            model="claude-haiku-4-5", messages=[{"role": "user", "content": "quota"}]
+        )
+    assert msg.type == "message" and msg.content
+    assert n.input_tokens > 0
