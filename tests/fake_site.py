@@ -334,6 +334,8 @@ class FakeQwen:
         self.held = asyncio.Event()  # hold mode: the first text was sent
         self.disconnected = asyncio.Event()
         self.hold = False
+        self.errors_on_new_chat = True  # False: account behaviours hit only completions
+        self.slow_errors = False  # error answers arrive in two network pieces, 10 ms apart
         self.hold_silent = False  # like hold, but before any answer text
         self.keepalive = keepalive
         self.parent_error = parent_error
@@ -412,6 +414,22 @@ class FakeQwen:
             return self._unauthorized()
         return None
 
+    async def _slowly(self, request: web.Request, answer: web.Response) -> web.StreamResponse:
+        """``answer`` as is, or (``slow_errors``) its body in two pieces 10 ms apart, as a slow
+        network delivers a larger error page."""
+        if not self.slow_errors:
+            return answer
+        body = answer.body if isinstance(answer.body, bytes) else b""
+        resp = web.StreamResponse(status=answer.status)
+        resp.content_type = answer.content_type
+        await resp.prepare(request)
+        half = len(body) // 2
+        await resp.write(body[:half])
+        await asyncio.sleep(0.01)  # the fake's network, not test synchronisation
+        await resp.write(body[half:])
+        await resp.write_eof()
+        return resp
+
     # -- endpoints ---------------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -427,9 +445,9 @@ class FakeQwen:
         self.requests.append(("POST", request.path, account and account.token, body))
         if account is None:
             return self._unauthorized()
-        error = self._behaviour_error(account)
+        error = self._behaviour_error(account) if self.errors_on_new_chat else None
         if error is not None:
-            return error
+            return await self._slowly(request, error)
         ts = body.get("timestamp")
         if not isinstance(ts, int) or ts < 10**12:
             self.violations.append(f"chats/new timestamp not in milliseconds: {ts!r}")
@@ -510,7 +528,7 @@ class FakeQwen:
         account.completions += 1
         error = self._behaviour_error(account)
         if error is not None:
-            return error
+            return await self._slowly(request, error)
         problem = self._check_body(request, body)
         if problem is not None:
             return web.json_response(_envelope("Bad_Request", problem))

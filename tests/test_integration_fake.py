@@ -714,3 +714,23 @@ async def test_concurrent_requests_do_not_cross(rig: Rig) -> None:
     assert answers == [f"Based on the tool result: {c} is warm." for c in cities]
     assert len(rig.fake.chats) == 8, "a round trip did not continue its own chat"
     assert rig.fake.violations == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [("ratelimited", 429), ("captcha_json", 503), ("captcha_html", 503), ("unauthorized", 401)],
+)
+@pytest.mark.parametrize("where", ["new_chat", "completion"])
+async def test_error_answers_that_arrive_in_pieces(
+    aiohttp_server: Any, kind: str, status: int, where: str
+) -> None:
+    """An error envelope or page that arrives in several network reads is read whole before it
+    is classified (not cut at the first read and taken for a protocol error)."""
+    fake = FakeQwen(["tok-only"])
+    fake.accounts["tok-only"].behaviour = kind  # type: ignore[assignment]
+    fake.slow_errors = True
+    fake.errors_on_new_chat = where == "new_chat"
+    rig = await make_rig(aiohttp_server, fake)
+    with pytest.raises(openai.APIStatusError) as info:
+        await chat(rig, False, messages=user("hi"))
+    assert info.value.status_code == status, info.value.body
