@@ -734,3 +734,30 @@ async def test_error_answers_that_arrive_in_pieces(
     with pytest.raises(openai.APIStatusError) as info:
         await chat(rig, False, messages=user("hi"))
     assert info.value.status_code == status, info.value.body
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("word", ["preface", "broken", "trailing"])
+async def test_what_the_client_got_is_what_continues(
+    aiohttp_server: Any, stream: bool, word: str
+) -> None:
+    """The client sends back exactly what it got (a preface with the call, the proxy's note for
+    a dropped call, a call whose trailing text was dropped): the next turn continues the chat."""
+    script = {**SCRIPT, "preface": Reply([], "Let me look.\n" + CALL)}
+    rig = await make_rig(aiohttp_server, FakeQwen(TOKENS, model=Model(script=script)))
+    msgs: list[dict[str, Any]] = user(f"{word} please")
+    first = await chat(rig, stream, messages=msgs, tools=[WEATHER])
+    assistant: dict[str, Any] = {"role": "assistant", "content": first["content"] or None}
+    if first["calls"]:
+        assistant["tool_calls"] = [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in first["calls"]
+        ]  # fmt: skip
+    msgs.append(assistant)
+    msgs += [
+        {"role": "tool", "tool_call_id": c["id"], "content": "fine"} for c in first["calls"]
+    ] or user("try again")
+    await chat(rig, stream, messages=msgs, tools=[WEATHER])
+    b1, b2 = rig.fake.completions()
+    assert b2["chat_id"] == b1["chat_id"], (word, first["content"])
