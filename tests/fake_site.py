@@ -335,7 +335,11 @@ class FakeQwen:
         self.disconnected = asyncio.Event()
         self.hold = False
         self.errors_on_new_chat = True  # False: account behaviours hit only completions
-        self.slow_errors = False  # error answers arrive in two network pieces, 10 ms apart
+        self.slow_errors = False
+        # reasoning as the turn asked (thinking_format), or always `think` / `thinking_summary`
+        self.thinking_style: Literal["asked", "think", "summary"] = (
+            "asked"  # error answers arrive in two network pieces, 10 ms apart
+        )
         self.hold_silent = False  # like hold, but before any answer text
         self.keepalive = keepalive
         self.parent_error = parent_error
@@ -544,6 +548,8 @@ class FakeQwen:
         feature = msg.get("feature_config") or {}
         thinking = bool(feature.get("thinking_enabled"))
         summary = feature.get("thinking_format") == "summary"
+        if self.thinking_style != "asked":
+            summary = self.thinking_style == "summary"
         turn = TurnRecord(str(uuid.uuid4()), parent_id, prompt)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await resp.prepare(request)

@@ -761,3 +761,21 @@ async def test_what_the_client_got_is_what_continues(
     await chat(rig, stream, messages=msgs, tools=[WEATHER])
     b1, b2 = rig.fake.completions()
     assert b2["chat_id"] == b1["chat_id"], (word, first["content"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_incremental_think_phase_becomes_reasoning(rig: Rig, stream: bool) -> None:
+    """A site that answers reasoning as ``think`` increments, not summary snapshots."""
+    rig.fake.thinking_style = "think"
+    out = await chat(
+        rig,
+        stream,
+        model="qwen3-max-thinking",
+        messages=user("get_weather city=Bonn"),
+        tools=[WEATHER],
+    )
+    assert out["reasoning"] == "The user wants get_weather. I will call the function."
+    assert calls_of(out["calls"]) == [("get_weather", {"city": "Bonn"})]
+    plain = await chat(rig, stream, model="qwen3-max-thinking", messages=user("why"))
+    assert plain["reasoning"] == "Thinking about it. Answering plainly."
+    assert plain["content"] == "Echo (turn 1): why — 好的 ✅"
