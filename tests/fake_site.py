@@ -309,7 +309,8 @@ class FakeQwen:
     the client leaving before finishing (for hang-up tests); ``parent_error``: how an unknown
     ``parent_id`` is refused (``envelope`` before the stream, or an ``error`` frame in it);
     ``wire``: SSE line endings ``lf``/``crlf``, ``nospace`` (``data:{…}``), ``comments`` (``:``
-    and ``id:`` lines between frames); ``last_in_finished``: the last text rides on the
+    and ``id:`` lines between frames), ``no_blank_line`` (frames as bare ``data:`` lines, the
+    stream's only blank line at its end); ``last_in_finished``: the last text rides on the
     ``finished`` frame."""
 
     def __init__(
@@ -320,7 +321,7 @@ class FakeQwen:
         seed: int = 7,
         keepalive: bool = True,
         parent_error: Literal["envelope", "frame"] = "envelope",
-        wire: Literal["lf", "crlf", "nospace", "comments"] = "lf",
+        wire: Literal["lf", "crlf", "nospace", "comments", "no_blank_line"] = "lf",
         last_in_finished: bool = False,
     ) -> None:
         self.accounts = {t: Account(t) for t in tokens}
@@ -664,6 +665,8 @@ class FakeQwen:
         frames.append(frame({"content": last, "phase": "answer", "status": "finished"}))
         turn.finished = True
         await self._send(resp, frames)
+        if self.wire == "no_blank_line":
+            await resp.write(b"\n")
         await resp.write_eof()
         return resp
 
@@ -714,7 +717,8 @@ class FakeQwen:
         for f in frames:
             if self.wire == "comments":
                 parts.append(b": keep-alive" + nl + b"id: 1" + nl)
-            parts.append(prefix + json.dumps(f, ensure_ascii=False).encode() + nl + nl)
+            end = nl if self.wire == "no_blank_line" else nl + nl
+            parts.append(prefix + json.dumps(f, ensure_ascii=False).encode() + end)
         data = b"".join(parts)
         i = 0
         while i < len(data):

@@ -539,7 +539,9 @@ async def test_required_answered_in_prose_gets_one_correction(rig: Rig, stream: 
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("wire", ["crlf", "nospace", "comments", "last_in_finished"])
+@pytest.mark.parametrize(
+    "wire", ["crlf", "nospace", "comments", "no_blank_line", "last_in_finished"]
+)
 async def test_sse_variants(aiohttp_server: Any, stream: bool, wire: str) -> None:
     """What the SSE standard allows (CRLF, no space after ``data:``, comment and ``id:``
     lines), and text on the finished frame, change nothing."""

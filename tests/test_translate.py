@@ -334,3 +334,21 @@ def test_thinking_summary_as_a_single_string_is_diffed_too() -> None:
         FINISHED,
     ]
     assert texts(run(frames), "reasoning") == "Step one, two"
+
+
+def test_several_data_lines_without_a_blank_line_are_several_frames() -> None:
+    """A producer that forgets the blank line between frames sends one SSE event whose data
+    joins the frames with newlines: each line is read as its own frame, nothing fails."""
+    t = Translator()
+    frames = [
+        {"response.created": {"chat_id": "c", "response_id": "r"}},
+        {"choices": [{"delta": {"content": "Hi", "phase": "answer", "status": "typing"}}]},
+        {"choices": [{"delta": {"content": "!", "phase": "answer", "status": "finished"}}]},
+    ]
+    events = t.feed("\n".join(json.dumps(f) for f in frames))
+    assert [e for e in events if isinstance(e, Text)] == [
+        Text("content", "Hi"),
+        Text("content", "!"),
+    ]
+    assert isinstance(events[-1], Finish) and t.response_id == "r"
+    assert isinstance(Translator().feed('{"a": 1}\nnot json')[-1], Failure)

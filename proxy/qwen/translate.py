@@ -380,6 +380,13 @@ class Translator:
         try:
             orjson.loads(stripped)
         except orjson.JSONDecodeError:
+            if "\n" in stripped:
+                # Several ``data:`` lines with no blank line between them: one frame per line
+                # (a JSON frame never holds a raw newline), as a lenient reader takes them.
+                out: list[OutEvent] = []
+                for line in stripped.split("\n"):
+                    out.extend(self.feed(line))
+                return out
             return self._fail(
                 UpstreamProtocolError(
                     f"chat.qwen.ai sent a stream frame that is not JSON ({len(stripped)} chars)."
