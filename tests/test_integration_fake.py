@@ -781,3 +781,17 @@ async def test_incremental_think_phase_becomes_reasoning(rig: Rig, stream: bool)
     plain = await chat(rig, stream, model="qwen3-max-thinking", messages=user("why"))
     assert plain["reasoning"] == "Thinking about it. Answering plainly."
     assert plain["content"] == "Echo (turn 1): why — 好的 ✅"
+
+
+async def test_dropped_calls_are_counted_in_metrics(scripted: Rig) -> None:
+    for word in ("broken", "unknown"):
+        await chat(scripted, False, messages=user(f"{word} please"), tools=[WEATHER])
+    async with aiohttp.ClientSession() as s:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with s.get(scripted.url("/metrics"), headers=headers) as r:
+            assert r.status == 200
+            text = await r.text()
+    line = next(
+        x for x in text.splitlines() if x.startswith("qwen_gateway_tool_call_parse_failures_total")
+    )
+    assert float(line.split()[-1]) == 2
