@@ -795,3 +795,21 @@ async def test_dropped_calls_are_counted_in_metrics(scripted: Rig) -> None:
         x for x in text.splitlines() if x.startswith("qwen_gateway_tool_call_parse_failures_total")
     )
     assert float(line.split()[-1]) == 2
+
+
+async def test_tool_result_as_content_parts(rig: Rig) -> None:
+    msgs: list[dict[str, Any]] = user("get_weather city=Ulm")
+    first = await chat(rig, False, messages=msgs, tools=[WEATHER])
+    m = first["message"]
+    msgs += [
+        m.model_dump(exclude_none=True),
+        {
+            "role": "tool",
+            "tool_call_id": m.tool_calls[0].id,
+            "content": [{"type": "text", "text": "5 C"}, {"type": "text", "text": "windy"}],
+        },
+    ]
+    second = await chat(rig, True, messages=msgs, tools=[WEATHER])
+    assert second["content"] == "Based on the tool result: 5 C\nwindy."
+    b1, b2 = rig.fake.completions()
+    assert b2["chat_id"] == b1["chat_id"]

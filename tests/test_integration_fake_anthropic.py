@@ -360,3 +360,26 @@ async def test_claude_code_beta_paths(rig: Rig) -> None:
         )
     assert msg.type == "message" and msg.content
     assert n.input_tokens > 0
+
+
+async def test_tool_result_blocks_and_errors(rig: Rig) -> None:
+    history: list[dict[str, Any]] = [{"role": "user", "content": "get_weather city=Ulm"}]
+    first, _ = await message(rig, False, tools=[WEATHER_A], messages=history)
+    use = blocks(first, "tool_use")[0]
+    history += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": use.id,
+                    "is_error": True,
+                    "content": [{"type": "text", "text": "service down"}],
+                }
+            ],
+        },
+    ]
+    second, _ = await message(rig, True, tools=[WEATHER_A], messages=history)
+    text = blocks(second, "text")[0].text
+    assert text.startswith("Based on the tool result:") and "service down" in text
