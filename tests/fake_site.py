@@ -232,7 +232,8 @@ class Model:
             thoughts.append("I will call the function.")
             return Reply(thoughts if thinking else [], self.preface + "\n".join(blocks))
         turn_no = len(context) + 1
-        answer = f"Echo (turn {turn_no}): {request} — 好的 ✅"
+        shown = request if len(request) <= 200 else request[:200] + "…"
+        answer = f"Echo (turn {turn_no}): {shown} — 好的 ✅"
         return Reply(["Thinking about it.", "Answering plainly."] if thinking else [], answer)
 
     def _call(self, tool: dict[str, Any], request: str) -> str:

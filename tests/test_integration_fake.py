@@ -813,3 +813,18 @@ async def test_tool_result_as_content_parts(rig: Rig) -> None:
     assert second["content"] == "Based on the tool result: 5 C\nwindy."
     b1, b2 = rig.fake.completions()
     assert b2["chat_id"] == b1["chat_id"]
+
+
+async def test_native_continuation_goes_past_the_prompt_limit(rig: Rig) -> None:
+    """A history longer than the site's 131,072 characters once flattened still works: the
+    continuation sends only the new message (and without it the gateway says 400, never 200)."""
+    big1, big2 = "a" * 100_000, "b" * 40_000
+    a1 = await chat(rig, False, messages=user(big1))
+    history = [*user(big1), {"role": "assistant", "content": a1["content"]}, *user(big2)]
+    a2 = await chat(rig, True, messages=history)
+    assert a2["content"].startswith("Echo (turn 2): bbbb")
+    assert rig.fake.completions()[-1]["messages"][0]["content"] == big2
+    with pytest.raises(openai.BadRequestError):  # a history the gateway never answered
+        await chat(
+            rig, False, messages=[*user(big1), {"role": "assistant", "content": "x"}, *user(big2)]
+        )
