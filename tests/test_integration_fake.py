@@ -828,3 +828,30 @@ async def test_native_continuation_goes_past_the_prompt_limit(rig: Rig) -> None:
         await chat(
             rig, False, messages=[*user(big1), {"role": "assistant", "content": "x"}, *user(big2)]
         )
+
+
+async def test_idle_chats_are_deleted_on_their_own(aiohttp_server: Any) -> None:
+    """With a short conversation_ttl_s the janitor deletes the gateway's chats by itself (real
+    time: the fake signals the deletion), with the account that made them."""
+    rig = await make_rig(aiohttp_server, conversation_ttl_s=0.3, chat_deletes_per_minute=60000)
+    await chat(rig, False, messages=user("hi"))
+    (made,) = rig.fake.live_chats()
+    await asyncio.wait_for(rig.fake.deleted.wait(), 5)
+    assert made.deleted
+    (delete,) = [r for r in rig.fake.requests if r[0] == "DELETE"]
+    assert delete[2] == made.token
+
+
+async def test_leftovers_are_reconciled_at_start_up(aiohttp_server: Any) -> None:
+    """Chats an earlier run left behind (gateway title, long idle) go at start-up, on every
+    account; the user's own chats stay."""
+    fake = FakeQwen(TOKENS)
+    mine = fake.add_chat("tok-alpha", "Trip to Rome", age_s=10**6)
+    left = [fake.add_chat(t, "qwen-gateway", age_s=10**6) for t in TOKENS]
+    await make_rig(
+        aiohttp_server, fake, chat_reconcile_interval_s=3600, chat_deletes_per_minute=60000
+    )
+    while not all(c.deleted for c in left):
+        fake.deleted.clear()
+        await asyncio.wait_for(fake.deleted.wait(), 5)
+    assert not mine.deleted
