@@ -380,11 +380,12 @@ class Translator:
         try:
             orjson.loads(stripped)
         except orjson.JSONDecodeError:
-            if "\n" in stripped:
+            lines = stripped.split("\n")
+            if len(lines) > 1:
                 # Several ``data:`` lines with no blank line between them: one frame per line
                 # (a JSON frame never holds a raw newline), as a lenient reader takes them.
                 out: list[OutEvent] = []
-                for line in stripped.split("\n"):
+                for line in lines:
                     out.extend(self.feed(line))
                 return out
             return self._fail(
