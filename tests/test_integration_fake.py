@@ -871,3 +871,20 @@ async def test_answers_starting_with_repeats_are_kept_whole(
         rig = await make_rig(aiohttp_server, fake)
         out = await chat(rig, seed % 2 == 0, messages=user("go"))
         assert out["content"] == answer, seed
+
+
+async def test_bad_tool_requests_are_400_with_param(rig: Rig) -> None:
+    with pytest.raises(openai.BadRequestError) as named:
+        await chat(
+            rig,
+            False,
+            messages=user("hi"),
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
+    assert named.value.body["param"]  # type: ignore[index]
+    bad = {"type": "function", "function": {"name": "x", "parameters": {"type": "objekt"}}}
+    with pytest.raises(openai.BadRequestError) as schema:
+        await chat(rig, False, messages=user("hi"), tools=[bad])
+    assert schema.value.body["param"]  # type: ignore[index]
+    assert rig.fake.completions() == [], "a bad request reached the site"
