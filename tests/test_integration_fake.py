@@ -888,3 +888,16 @@ async def test_bad_tool_requests_are_400_with_param(rig: Rig) -> None:
         await chat(rig, False, messages=user("hi"), tools=[bad])
     assert schema.value.body["param"]  # type: ignore[index]
     assert rig.fake.completions() == [], "a bad request reached the site"
+
+
+async def test_developer_role_and_names_are_accepted(rig: Rig) -> None:
+    out = await chat(
+        rig,
+        True,
+        messages=[
+            {"role": "developer", "content": "Be terse."},
+            {"role": "user", "name": "alice", "content": "hello"},
+        ],
+    )
+    assert out["content"] == "Echo (turn 1): hello — 好的 ✅"
+    assert "Be terse." in rig.fake.completions()[0]["messages"][0]["content"]
