@@ -338,6 +338,8 @@ class FakeQwen:
         self.hold = False
         self.errors_on_new_chat = True  # False: account behaviours hit only completions
         self.slow_errors = False
+        # content frames carry the turn's response_id (same), another id (other), or none
+        self.frame_ids: Literal["same", "other", "none"] = "same"
         # reasoning as the turn asked (thinking_format), or always `think` / `thinking_summary`
         self.thinking_style: Literal["asked", "think", "summary"] = (
             "asked"  # error answers arrive in two network pieces, 10 ms apart
@@ -577,16 +579,20 @@ class FakeQwen:
         in_tokens = max(1, len(prompt) // 4)
         out_tokens = 0
 
+        frame_id = {"same": turn.response_id, "other": "msg-" + turn.response_id[:8]}
+
         def frame(delta: dict[str, Any]) -> dict[str, Any]:
-            return {
+            out: dict[str, Any] = {
                 "choices": [{"delta": {"role": "assistant", **delta}}],
                 "usage": {
                     "input_tokens": in_tokens,
                     "output_tokens": out_tokens,
                     "total_tokens": in_tokens + out_tokens,
                 },
-                "response_id": turn.response_id,
             }
+            if self.frame_ids in frame_id:
+                out["response_id"] = frame_id[self.frame_ids]
+            return out
 
         if thinking and reply.thoughts:
             if summary:

@@ -901,3 +901,21 @@ async def test_developer_role_and_names_are_accepted(rig: Rig) -> None:
     )
     assert out["content"] == "Echo (turn 1): hello — 好的 ✅"
     assert "Be terse." in rig.fake.completions()[0]["messages"][0]["content"]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    ["none", pytest.param("other", marks=pytest.mark.xfail(strict=True, reason="BUGS.md B9"))],
+)
+async def test_parent_id_is_the_response_created_id(aiohttp_server: Any, ids: str) -> None:
+    """The next turn's parent_id is the id response.created named (§4.1, §5.2), whatever id
+    the content frames carry or not."""
+    fake = FakeQwen(TOKENS)
+    fake.frame_ids = ids  # type: ignore[assignment]
+    rig = await make_rig(aiohttp_server, fake)
+    a1 = await chat(rig, True, messages=user("one"))
+    history = [*user("one"), {"role": "assistant", "content": a1["content"]}, *user("two")]
+    a2 = await chat(rig, False, messages=history)
+    assert a2["content"] == "Echo (turn 2): two — 好的 ✅"
+    b1, b2 = fake.completions()
+    assert b2["chat_id"] == b1["chat_id"] and b2["parent_id"] in fake.chats[b1["chat_id"]].turns
