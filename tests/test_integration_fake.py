@@ -905,7 +905,7 @@ async def test_developer_role_and_names_are_accepted(rig: Rig) -> None:
 
 @pytest.mark.parametrize(
     "ids",
-    ["none", pytest.param("other", marks=pytest.mark.xfail(strict=True, reason="BUGS.md B9"))],
+    ["none", "other"],
 )
 async def test_parent_id_is_the_response_created_id(aiohttp_server: Any, ids: str) -> None:
     """The next turn's parent_id is the id response.created named (§4.1, §5.2), whatever id

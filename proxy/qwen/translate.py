@@ -231,6 +231,7 @@ class Translator:
         "_caption",
         "_echoes",
         "_expect_image",
+        "_frame_id",
         "_held",
         "_mask",
         "_media",
@@ -238,7 +239,6 @@ class Translator:
         "_native_pending",
         "_native_seen",
         "_native_tools",
-        "_own_frames",
         "_reasoning_mode",
         "_rejected",
         "_snapshots",
@@ -293,7 +293,7 @@ class Translator:
         self.response_id: str | None = None
         self.ignored_phases: dict[str, int] = {}
         self.foreign_frames = 0
-        self._own_frames = False
+        self._frame_id: str | None = None  # the id the turn's content frames carry
 
     @property
     def answered(self) -> bool:
@@ -321,15 +321,18 @@ class Translator:
         if isinstance(choices, list):
             rid = frame.get("response_id")
             if isinstance(rid, str) and rid:
-                if self.response_id is None or not self._own_frames:
-                    # The first id carried by a content frame is the turn's, even if it is not
-                    # the one response.created named: never drop a whole answer on an id format.
-                    self.response_id = rid
-                elif rid != self.response_id:
+                if self._frame_id is None:
+                    # The first id carried by a content frame is the turn's for the frames,
+                    # even if it is not the one response.created named (another id format):
+                    # never drop a whole answer on an id format. The turn's response_id (the
+                    # next parent_id, the stop call) stays the one response.created named.
+                    self._frame_id = rid
+                    if self.response_id is None:
+                        self.response_id = rid
+                elif rid != self._frame_id:
                     # A second response in the same stream (PROTOCOL.md §13.2): not this turn's.
                     self.foreign_frames += 1
                     return []
-                self._own_frames = True
             usage = frame.get("usage")
             if isinstance(usage, dict):
                 p, c = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
