@@ -60,7 +60,6 @@ async def respond(rig: Rig, stream: bool, **kw: Any) -> tuple[Any, list[str]]:
         return final, types
 
 
-@pytest.mark.xfail(reason="BUGS.md B2: instructions on the first turn break the continuation")
 @pytest.mark.parametrize("stream", [False, True])
 async def test_responses_plain_and_previous_response_id(rig: Rig, stream: bool) -> None:
     r1, types = await respond(rig, stream, input="hello", instructions="Be brief.")
