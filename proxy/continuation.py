@@ -9,7 +9,7 @@ map from *a history up to one of its answers* to *where that answer lives upstre
   (``developer`` counts as ``system``, ``function`` as ``tool``), the text with runs of
   whitespace collapsed and a leading ``<think>…</think>`` block of an assistant turn dropped
   (reasoning is not part of the history), a digest of each media part's URL or data, and the
-  name and arguments of each tool call (call ids are ignored);
+  name and arguments of each tool call (arguments as canonical JSON; call ids are ignored);
 - the key of a history is a digest of its message digests (:func:`conversation_key`), optionally
   scoped (to an API key's hash, a tool set);
 - after an answer, the gateway stores ``{chat_id, account, parent_id, model, turn_hashes,
@@ -27,6 +27,7 @@ Entries hold ids and hashes only, never message text: memory per conversation is
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,15 +115,27 @@ def _field(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
+def _canonical_arguments(args: Any) -> str:
+    """A call's arguments as they count for the history: JSON text re-serialised canonically
+    (sorted keys, no spaces), so a client that re-encodes the arguments it received (Anthropic
+    ``input`` objects, ``JSON.stringify``) still matches; other text with whitespace collapsed."""
+    text = str(args or "")
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return " ".join(text.split())
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _call_parts(calls: Iterable[Any]) -> list[str]:
     """OpenAI ``{"function": {"name", "arguments"}}`` calls or internal ``(name, arguments)``
-    records, as ``call:<name>:<arguments, whitespace collapsed>`` (ids ignored)."""
+    records, as ``call:<name>:<canonical arguments>`` (ids ignored)."""
     out: list[str] = []
     for call in calls:
         fn = _field(call, "function")
         src = fn if fn is not None else call
         args = _field(src, "arguments")
-        out.append(f"call:{_field(src, 'name')}:{' '.join(str(args or '').split())}")
+        out.append(f"call:{_field(src, 'name')}:{_canonical_arguments(args)}")
     return out
 
 

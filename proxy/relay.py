@@ -304,13 +304,16 @@ class _Turn:
                                 await self.resp.write(renderer.keepalive())
                         continue
                     self.last_write = time.perf_counter()
+                    # The head is rendered before the first events: renderers number their
+                    # events in render order (Responses' sequence_number starts at its head).
+                    head = renderer.head() if self.resp is None else b""
                     data = renderer.render(out, translator.usage)
                     if self.resp is None:
                         t0: float = request[START_KEY]
                         wait = self.wait_s + pump.wait_s
                         self.resp = await _start(request, out, renderer, t0, wait)
                         pump.counting = False
-                        data = renderer.head() + data
+                        data = head + data
                     if translator.done:  # the last batch: sent with the end of the body
                         self.tail = data
                     else:

@@ -77,6 +77,21 @@ def test_tool_calls_count_but_not_their_ids() -> None:
     assert message_digest(a) == answer_digest("", [call])
 
 
+def test_re_encoded_call_arguments_still_match() -> None:
+    """The gateway answered ``{"city": "Paris", "n": 2}``; clients send it back re-encoded
+    (Anthropic ``input`` objects become compact JSON, JS ``JSON.stringify``, key order): the
+    history still continues the answer. Different values do not."""
+    from proxy.conversation import ToolCallRecord
+
+    answered = [ToolCallRecord("call_1", "f", '{"city": "Paris", "n": 2}')]
+    key = answer_digest("", answered)
+    for sent in ('{"city":"Paris","n":2}', '{"n": 2,\n "city": "Paris"}'):
+        call = {"id": "toolu_9", "type": "function", "function": {"name": "f", "arguments": sent}}
+        assert message_digest(m("assistant", None, tool_calls=[call])) == key
+    other = {"id": "x", "type": "function", "function": {"name": "f", "arguments": '{"n":3}'}}
+    assert message_digest(m("assistant", None, tool_calls=[other])) != key
+
+
 def test_an_assistant_last_message_is_not_a_continuation() -> None:
     assert plan([m("user", "Hi"), m("assistant", "Hel")]).key is None
 

@@ -104,3 +104,26 @@ async def test_renderer_reasoning_mode_overrides_the_setting(aiohttp_client: Any
     deltas = [c["choices"][0]["delta"] for c in field]
     assert "".join(d.get("reasoning_content") or "" for d in deltas) == "hmm"
     assert "".join(d.get("content") or "" for d in deltas) == "Yes"
+
+
+CALLS: list[str] = []
+
+
+class _OrderedStream(ChatStream):
+    """Records (in ``CALLS``) the order the relay asks for the head and the events."""
+
+    def head(self) -> bytes:
+        CALLS.append("head")
+        return super().head()
+
+    def render(self, events: Any, usage: Any) -> bytes:
+        CALLS.append("render")
+        return super().render(events, usage)
+
+
+async def test_the_head_is_rendered_before_the_first_events(aiohttp_client: Any) -> None:
+    """Renderers that number their events (Responses' sequence_number) get the head first."""
+    CALLS.clear()
+    chunks = [_delta("answer", "Hi"), _delta("answer", "", "finished")]
+    await _serve(aiohttp_client, chunks, _OrderedStream)
+    assert CALLS[:2] == ["head", "render"]

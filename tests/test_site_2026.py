@@ -313,3 +313,16 @@ def test_failure_is_an_event_type() -> None:
     """(sanity) Failure stays the closing event type the relay expects."""
     out = run([delta("mystery", "x")])
     assert isinstance(out[-1], Failure)
+
+
+def test_the_turns_id_stays_response_created_s_when_frames_carry_another() -> None:
+    """The next turn's parent_id (and the stop call) use response.created's id (§4.1, §5.2),
+    even when the content frames carry ids of another format."""
+    tr = Translator()
+    for f in (
+        '{"response.created":{"chat_id":"c","parent_id":null,"response_id":"r1"}}',
+        delta("answer", "kept", response_id="m1"),
+        delta("answer", "", "finished", response_id="m1"),
+    ):
+        tr.feed(f)
+    assert tr.response_id == "r1" and tr.done

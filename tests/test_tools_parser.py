@@ -392,3 +392,55 @@ def test_a_code_fence_around_a_call_does_not_leak(cut: int) -> None:
     assert content == "Here:" and [c[2] for c in calls] == ["read_file"]
     prose = "Code:\n```python\nprint(1)\n```"
     assert _summary(_run(prose, [cut]))[0] == prose
+
+
+# -- a closing tag inside a JSON string (BUGS.md B4) -------------------------------------------
+
+CODE_CALL = (
+    "<tool_call>\n"
+    + json.dumps(
+        {
+            "name": "read_file",
+            "arguments": {"path": 'print("<tool_call> x </tool_call>", "\\\\")\n</tool_call>'},
+        }
+    )
+    + "\n</tool_call>\nafter"
+)
+
+
+@pytest.mark.parametrize("cut", range(1, len(CODE_CALL)))
+def test_a_closing_tag_inside_a_json_string_is_body(cut: int) -> None:
+    """A coding agent writes code about tool calls: the tag inside the JSON string does not
+    end the block, on any split (escaped quotes and backslashes included)."""
+    content, calls, finish = _summary(_run(CODE_CALL, [cut]))
+    assert [(c[2], json.loads(c[3])) for c in calls] == [
+        ("read_file", {"path": 'print("<tool_call> x </tool_call>", "\\\\")\n</tool_call>'})
+    ]
+    assert finish == ["tool_calls"] and "tool_call" not in content
+
+
+def test_an_unbalanced_quote_does_not_swallow_the_rest() -> None:
+    """A broken block whose quote never closes still ends at its closing tag (as if strings
+    were not tracked): a note, then the prose after it, never a call."""
+    answer = '<tool_call>\n{"name": "read_file", "arguments": {"path": "a}}\n</tool_call>\nBye.'
+    for cut in range(1, len(answer)):
+        text, blocks = _parse(answer, [cut])
+        assert text == "\nBye." and [b.closed for b in blocks] == [True]
+    content, calls, _ = _summary(_run(answer, []))
+    assert calls == [] and "dropped" in content
+
+
+def test_the_xml_form_does_not_track_quotes() -> None:
+    answer = '<tool_call>\n<function=read_file>\n<parameter=path>\na"b\n</parameter>\n</function>\n'
+    answer += "</tool_call>"
+    _, calls, _ = _summary(_run(answer, []))
+    assert [(c[2], json.loads(c[3])) for c in calls] == [("read_file", {"path": 'a"b'})]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='<>/=_tolcafunixy\n{}"\\ ', max_size=60), st.data())
+def test_parser_is_chunking_invariant_with_quotes_and_escapes(
+    text: str, data: st.DataObject
+) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=15))
+    assert _parse(text, cuts) == _parse(text, [])

@@ -334,3 +334,69 @@ def test_thinking_summary_as_a_single_string_is_diffed_too() -> None:
         FINISHED,
     ]
     assert texts(run(frames), "reasoning") == "Step one, two"
+
+
+def test_several_data_lines_without_a_blank_line_are_several_frames() -> None:
+    """A producer that forgets the blank line between frames sends one SSE event whose data
+    joins the frames with newlines: each line is read as its own frame, nothing fails."""
+    t = Translator()
+    frames = [
+        {"response.created": {"chat_id": "c", "response_id": "r"}},
+        {"choices": [{"delta": {"content": "Hi", "phase": "answer", "status": "typing"}}]},
+        {"choices": [{"delta": {"content": "!", "phase": "answer", "status": "finished"}}]},
+    ]
+    events = t.feed("\n".join(json.dumps(f) for f in frames))
+    assert [e for e in events if isinstance(e, Text)] == [
+        Text("content", "Hi"),
+        Text("content", "!"),
+    ]
+    assert isinstance(events[-1], Finish) and t.response_id == "r"
+    assert isinstance(Translator().feed('{"a": 1}\nnot json')[-1], Failure)
+
+
+def _answer_frames(*pieces: str, end: str = "finished") -> list[str]:
+    frames = [
+        json.dumps({"choices": [{"delta": {"content": p, "phase": "answer", "status": "typing"}}]})
+        for p in pieces
+    ]
+    if end == "finished":
+        frames.append(
+            json.dumps(
+                {"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]}
+            )
+        )
+    return frames
+
+
+def _fold(frames: list[str], *, eof: bool = False) -> tuple[str, list[Any]]:
+    t = Translator()
+    events: list[Any] = []
+    for f in frames:
+        events += t.feed(f)
+    if eof:
+        events += t.close()
+    return "".join(e.text for e in events if isinstance(e, Text)), events
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [("😂", "😂😂 th", "at is funny"), ("..", "....", " wait"), ("ha", "hah", "aha"), ("a", "aa")],
+)
+def test_incremental_pieces_that_start_with_the_answer_are_kept(pieces: tuple[str, ...]) -> None:
+    text, events = _fold(_answer_frames(*pieces))
+    assert text == "".join(pieces) and isinstance(events[-1], Finish)
+
+
+def test_cumulative_answer_snapshots_send_only_the_new_parts() -> None:
+    text, _ = _fold(_answer_frames("He", "Hello", "Hello wor", "Hello world", "Hello world"))
+    assert text == "Hello world"
+
+
+def test_a_held_piece_is_sent_before_the_end_or_the_failure() -> None:
+    text, events = _fold(_answer_frames("a", "ab"))  # finished frame next
+    assert text == "aab" and isinstance(events[-1], Finish)
+    text, events = _fold(_answer_frames("a", "ab", end="none"), eof=True)
+    assert text == "aab" and isinstance(events[-1], Failure)
+    err = json.dumps({"error": {"code": "Internal_Server_Error", "details": "x"}})
+    text, events = _fold([*_answer_frames("a", "ab", end="none"), err])
+    assert text == "aab" and isinstance(events[-1], Failure)

@@ -231,13 +231,14 @@ class Translator:
         "_caption",
         "_echoes",
         "_expect_image",
+        "_frame_id",
+        "_held",
         "_mask",
         "_media",
         "_media_urls",
         "_native_pending",
         "_native_seen",
         "_native_tools",
-        "_own_frames",
         "_reasoning_mode",
         "_rejected",
         "_snapshots",
@@ -280,6 +281,7 @@ class Translator:
         self._answer_pieces: list[str] = []
         self._answer_len = 0
         self._snapshots = 0
+        self._held: str | None = None  # an answer frame that may be a snapshot, see _unsnapshot
         self._summary_sent = ""
         self._tag_open = False
         self._sources_seen: set[str] = set()
@@ -291,7 +293,7 @@ class Translator:
         self.response_id: str | None = None
         self.ignored_phases: dict[str, int] = {}
         self.foreign_frames = 0
-        self._own_frames = False
+        self._frame_id: str | None = None  # the id the turn's content frames carry
 
     @property
     def answered(self) -> bool:
@@ -319,15 +321,18 @@ class Translator:
         if isinstance(choices, list):
             rid = frame.get("response_id")
             if isinstance(rid, str) and rid:
-                if self.response_id is None or not self._own_frames:
-                    # The first id carried by a content frame is the turn's, even if it is not
-                    # the one response.created named: never drop a whole answer on an id format.
-                    self.response_id = rid
-                elif rid != self.response_id:
+                if self._frame_id is None:
+                    # The first id carried by a content frame is the turn's for the frames,
+                    # even if it is not the one response.created named (another id format):
+                    # never drop a whole answer on an id format. The turn's response_id (the
+                    # next parent_id, the stop call) stays the one response.created named.
+                    self._frame_id = rid
+                    if self.response_id is None:
+                        self.response_id = rid
+                elif rid != self._frame_id:
                     # A second response in the same stream (PROTOCOL.md §13.2): not this turn's.
                     self.foreign_frames += 1
                     return []
-                self._own_frames = True
             usage = frame.get("usage")
             if isinstance(usage, dict):
                 p, c = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
@@ -347,6 +352,7 @@ class Translator:
                         and not self._tag_open
                         # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
                         and (len(content) < self._answer_len or self._answer_len < _SNAPSHOT_MIN)
+                        and self._held is None
                     ):
                         size = len(content)
                         self._answer_chars += size
@@ -380,6 +386,14 @@ class Translator:
         try:
             orjson.loads(stripped)
         except orjson.JSONDecodeError:
+            lines = stripped.split("\n")
+            if len(lines) > 1:
+                # Several ``data:`` lines with no blank line between them: one frame per line
+                # (a JSON frame never holds a raw newline), as a lenient reader takes them.
+                out: list[OutEvent] = []
+                for line in lines:
+                    out.extend(self.feed(line))
+                return out
             return self._fail(
                 UpstreamProtocolError(
                     f"chat.qwen.ai sent a stream frame that is not JSON ({len(stripped)} chars)."
@@ -391,6 +405,10 @@ class Translator:
         """The upstream stream ended cleanly (EOF). Returns the closing event, if due."""
         if self.done:
             return []
+        held = self._release_held()
+        return held + self._close() if held else self._close()
+
+    def _close(self) -> list[OutEvent]:
         if self._expect_image and self._media_urls:
             return self._finish()
         if self._native_answer() and not self._answer_chars:
@@ -415,12 +433,13 @@ class Translator:
         names it, see :func:`proxy.qwen.client.upstream_label`)."""
         if self.done:
             return []
+        held = self._release_held()
         got = (
             f"after {self._answer_chars} characters of answer"
             if self._answer_chars
             else ("before any answer text")
         )
-        return self._fail(
+        return held + self._fail(
             UpstreamTruncatedError(f"the connection to {upstream} broke {got}: {reason}")
         )
 
@@ -444,15 +463,16 @@ class Translator:
             error.message = self._mask(error.message)
         self.done = True
         self.failure = error
-        out: list[OutEvent] = []
+        out: list[OutEvent] = self._release_held()
         if self._tag_open:
             out.append(self._close_tag())
         out.append(Failure(error))
         return out
 
     def _end_marker(self) -> list[OutEvent]:
+        held = self._release_held()
         if self._answer_chars or self._native_answer():
-            return self._finish()
+            return held + self._finish()
         return self._fail(self._empty_error())
 
     def _finish(self) -> list[OutEvent]:
@@ -504,6 +524,8 @@ class Translator:
                 self._answer_pieces.append(content)
                 self._answer_len += len(content)
                 out.append(Text("content", content))
+            if status == "finished":
+                out.extend(self._release_held())
             if status == "finished" and phase == "answer":
                 # A finished answer with no text at all is an empty answer, not a success.
                 answered = self._answer_chars or self._native_answer()
@@ -621,9 +643,20 @@ class Translator:
     def _unsnapshot(self, content: str) -> str:
         """The new part of an answer frame: a frame repeating the whole answer so far and more
         is a cumulative snapshot (PROTOCOL.md §5.4, §13.2), so only what follows the answer so
-        far is new. Guarded so legitimate repetition passes: a piece equal to the answer so
-        far, or made only of copies of it ("ha", "ha", "haha"), is incremental text, unless
-        snapshots were already seen (then an unchanged snapshot adds nothing)."""
+        far is new. Incremental text is the rule ([H]) and must never lose a character: a piece
+        equal to the answer so far, or made only of copies of it ("ha", "ha", "haha"), is
+        incremental; any other piece that merely starts with the answer so far ("😂" then
+        "😂😂 th…") is held back until the next answer frame decides: it repeats the held one
+        (snapshots: only the new parts are sent) or not (the held piece was text: sent whole).
+        Held text is sent whole when the answer ends or fails first."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            so_far = "".join(self._answer_pieces)
+            if len(content) >= len(held) and content.startswith(held):
+                self._snapshots += 1
+                return held[len(so_far) :] + content[len(held) :]
+            return held + content
         size = self._answer_len
         if size < _SNAPSHOT_MIN or len(content) < size:
             return content
@@ -633,10 +666,28 @@ class Translator:
             return content
         if len(content) == size:
             return "" if self._snapshots else content
-        if not self._snapshots and content == so_far * (len(content) // size):
+        if self._snapshots:
+            self._snapshots += 1
+            return content[size:]
+        if content == so_far * (len(content) // size):
             return content
-        self._snapshots += 1
-        return content[size:]
+        self._held = content
+        return ""
+
+    def _release_held(self) -> list[OutEvent]:
+        """The held answer frame (see :meth:`_unsnapshot`), sent whole: ``[]`` or one Text."""
+        held = self._held
+        if held is None:
+            return []
+        self._held = None
+        out: list[OutEvent] = []
+        if self._tag_open:
+            out.append(self._close_tag())
+        self._answer_chars += len(held)
+        self._answer_pieces.append(held)
+        self._answer_len += len(held)
+        out.append(Text("content", held))
+        return out
 
     def _reasoning(self, text: str) -> list[OutEvent]:
         self.reasoning_chars += len(text)

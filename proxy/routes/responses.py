@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 
 import orjson
 import structlog
@@ -88,6 +89,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     app = request.app
     scope = scope_of(request.headers)
     history: list[Turn] = []
+    prompt_req = req  # the request as the prompt is built from (instructions carried over)
     if req.previous_response_id:
         previous = await stored_response(app, req.previous_response_id, scope)
         if previous is None:
@@ -97,7 +99,13 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                 param="previous_response_id",
             )
         history = previous.turns
-    conv = build_conversation(req, history)
+        carried = previous.response.get("instructions")
+        if not req.instructions and isinstance(carried, str) and carried:
+            # The upstream chat holds the earlier instructions once the turn continues it
+            # natively; say so in the flattened fallback too, so both paths agree and the
+            # continuation key (which covers them) is found.
+            prompt_req = dataclasses.replace(req, instructions=carried)
+    conv = build_conversation(prompt_req, history)
     if req.ignored_tools:
         log.info("responses_tools_ignored", types=sorted(set(req.ignored_tools)))
     service = app[SERVICE]
@@ -126,7 +134,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                 resp = await aggregate(request, conv, chat, body)
         if keep and output.status in ("completed", "incomplete"):
             # The conversation after this answer, without `instructions` (not carried over).
-            turns = conv.turns[1:] if req.instructions else conv.turns
+            turns = conv.turns[1:] if prompt_req.instructions else conv.turns
             entry = dump_entry(
                 [*turns, output.assistant_turn()],
                 output.response(),

@@ -373,7 +373,7 @@ class RedisStore:
         # conversation writes not yet sent: key -> (write number, expiry (monotonic), entry or
         # None for a deletion), so this process reads its own writes at once
         self._overlay: dict[str, tuple[int, float, dict[str, Any] | None]] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self._flush_task: asyncio.Task[None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -435,7 +435,10 @@ class RedisStore:
             self._overlay = {k: v for k, v in self._overlay.items() if v[0] > sent}
         return out
 
-    def _defer(self, kind: str, x: str, y: str = "", z: str = "") -> None:
+    def _defer(self, kind: str, x: str, y: str = "", z: str = "", *, urgent: bool = False) -> None:
+        """Queue one write for the next script call, or the flush ``flush_s`` later; ``urgent``
+        writes (conversations: another instance may get the next turn at once) are flushed on
+        the next loop iteration instead, together with whatever else is queued."""
         self._pending += [kind, x, y, z]
         self._seq_queued += 1
         if len(self._pending) > _MAX_PENDING:  # Redis away for long: leases expire anyway
@@ -443,8 +446,12 @@ class RedisStore:
             del self._pending[: dropped * 4]
             gone = self._seq_queued - len(self._pending) // 4
             self._overlay = {k: v for k, v in self._overlay.items() if v[0] > gone}
-        if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if urgent:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self._flush_handle = loop.call_soon(self._start_flush)
+        elif self._flush_handle is None:
             self._flush_handle = loop.call_later(self._flush_s, self._start_flush)
 
     def _writes_go_to_memory(self) -> bool:
@@ -653,7 +660,7 @@ class RedisStore:
             await self.memory.put_conversation(key, entry, ttl_s)
             return
         ttl_ms = max(1, int(ttl_s * 1000))
-        self._defer("C", key, orjson.dumps(entry).decode(), str(ttl_ms))
+        self._defer("C", key, orjson.dumps(entry).decode(), str(ttl_ms), urgent=True)
         self._overlay[key] = (self._seq_queued, time.monotonic() + ttl_s, dict(entry))
 
     async def get_conversation(self, key: str) -> dict[str, Any] | None:

@@ -14,6 +14,13 @@ O(answer length): each character is looked at a bounded number of times (the hel
 is shorter than the longest tag, and the closing tag is searched only in the new text plus that
 many characters).
 
+Inside a block whose body is JSON (it does not start with ``<``), a closing tag inside a JSON
+string is part of the body (a coding agent writing code about tool calls): the string state
+(quotes, backslash escapes) is followed as the body arrives, once per character. If the answer
+ends with such a block still open, the body is cut at its first closing tag after all (an
+unbalanced quote in a broken call must not swallow the prose after it). The XML form's values
+are raw text, so its quotes are not followed.
+
 :func:`decode_block` turns a block into calls (``name`` + decoded ``arguments``) or says why it
 cannot (not JSON, unfinished).
 """
@@ -40,6 +47,7 @@ _CLOSE_FUNC = "</function>"
 # Tags recognised in plain text: the two openings, and stray closing tags to drop.
 _TAGS = (_OPEN_CALL, _OPEN_FUNC, _CLOSE_CALL, _CLOSE_FUNC)
 _MAX_TAG = max(len(t) for t in _TAGS)
+_STR_SPECIAL = re.compile(r'["\\]')
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +67,7 @@ class ToolCallParser:
     was held back (text, or an unfinished block).
     """
 
-    __slots__ = ("_close", "_held", "_parts", "_prefix", "_tail")
+    __slots__ = ("_close", "_esc", "_held", "_in_str", "_json", "_parts", "_prefix", "_tail")
 
     def __init__(self) -> None:
         self._held = ""  # text state: a suffix that may start a tag
@@ -67,6 +75,10 @@ class ToolCallParser:
         self._prefix = ""  # block state: kept at the head of the body (bare XML form)
         self._parts: list[str] = []  # block state: the body so far
         self._tail = ""  # block state: last len(close)-1 chars of the body, for split tags
+        # block state, JSON bodies: a closing tag inside a JSON string is part of the body
+        self._json: bool | None = None  # None: not decided yet (only whitespace so far)
+        self._in_str = False
+        self._esc = False
 
     @property
     def in_block(self) -> bool:
@@ -87,10 +99,20 @@ class ToolCallParser:
         """End of the answer: the held-back text, or the unfinished block (``closed=False``)."""
         out: list[str | Block] = []
         if self._close is not None:
-            out.append(Block(self._prefix + "".join(self._parts), closed=False))
+            close = self._close
+            body = self._prefix + "".join(self._parts)
             self._close = None
             self._parts = []
             self._tail = ""
+            cut = body.find(close) if self._json else -1
+            if cut >= 0:
+                # An unbalanced quote hid the closing tag (a broken call): split there, as if
+                # strings were not tracked, so the text after it is not lost.
+                out.append(Block(body[:cut], closed=True))
+                out.extend(self.feed(body[cut + len(close) :]))
+                out.extend(self.close())
+                return out
+            out.append(Block(body, closed=False))
         elif self._held:
             out.append(self._held)
         self._held = ""
@@ -132,6 +154,46 @@ class ToolCallParser:
         self._prefix = prefix
         self._parts = []
         self._tail = ""
+        self._json = False if prefix else None  # the bare XML form: raw values, no strings
+        self._in_str = False
+        self._esc = False
+
+    def _scan(self, s: str) -> None:
+        """Follow JSON string state (quotes, backslash escapes) over more of a block's body.
+        Bodies that start with ``<`` (the XML form: raw values) are not followed."""
+        if self._json is None:
+            head = s.lstrip()
+            if not head:
+                return
+            self._json = head[0] != "<"
+        if not self._json:
+            return
+        i = 0
+        n = len(s)
+        if self._esc:
+            if not n:
+                return
+            self._esc = False
+            i = 1
+        while i < n:
+            if self._in_str:
+                m = _STR_SPECIAL.search(s, i)
+                if m is None:
+                    return
+                if m.group() == "\\":
+                    if m.end() >= n:
+                        self._esc = True
+                        return
+                    i = m.end() + 1
+                else:
+                    self._in_str = False
+                    i = m.end()
+            else:
+                j = s.find('"', i)
+                if j < 0:
+                    return
+                self._in_str = True
+                i = j + 1
 
     # -- block state -----------------------------------------------------------------------------
 
@@ -141,12 +203,22 @@ class ToolCallParser:
         assert close is not None
         tail = self._tail
         window = tail + text
+        scanned = 0  # how much of ``text`` the JSON string state has followed
         k = window.find(close)
+        while k >= 0:
+            cut = k - len(tail)  # where the closing tag starts in ``text`` (< 0: in the tail)
+            if cut > scanned:
+                self._scan(text[scanned:cut])
+                scanned = cut
+            # A tag holds no quote or backslash: the state at its start is the state so far.
+            if not (self._json and self._in_str):
+                break
+            k = window.find(close, k + 1)  # inside a JSON string: part of the body
         if k < 0:
+            self._scan(text[scanned:])
             self._parts.append(text)
             self._tail = window[-(len(close) - 1) :]
             return ""
-        cut = k - len(tail)  # where the closing tag starts in ``text`` (< 0: inside the tail)
         body = "".join(self._parts)
         if cut >= 0:
             body += text[:cut]
