@@ -4,7 +4,7 @@ Each configured token is one :class:`Account`, named ``account-1``… in logs, /
 ``/admin/accounts``; tokens are never printed. The pool:
 
 - reads each token's JWT ``exp`` without checking the signature (the site's key is not ours,
-  PROTOCOL.md §9): an expired token is not used and is reported by label; one expiring within a
+  docs/protocol.md §9): an expired token is not used and is reported by label; one expiring within a
   day is warned about;
 - sends each answer to the least busy account that is not resting and has fewer than
   ``max_inflight`` answers in flight (one atomic store step, shared by every gateway process on
@@ -63,7 +63,7 @@ __all__ = [
 
 log = structlog.get_logger("proxy.accounts")
 
-#: How long an account rests after each limit code (seconds; PROTOCOL.md §13.3) when
+#: How long an account rests after each limit code (seconds; docs/protocol.md §13.3) when
 #: chat.qwen.ai names no wait. A ``num`` (hours, §10) always wins; ``RateLimited`` without one
 #: rests for ``cooldown_s``.
 REST_S: dict[str, float] = {

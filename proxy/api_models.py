@@ -3,7 +3,7 @@
 Parameters are checked with OpenAI's types and ranges, strictly (no coercion: ``"0.5"`` is not
 a number, ``"yes"`` is not a boolean), so a bad value is a 400 naming it in ``param`` as
 OpenAI answers. Values of the right type that chat.qwen.ai has no slot for (``temperature``,
-``top_p``, ``seed``, penalties…) are accepted and ignored (PROTOCOL.md §4.1,
+``top_p``, ``seed``, penalties…) are accepted and ignored (docs/protocol.md §4.1,
 "Unsupported/ignored"); unknown fields are accepted too. ``stop`` and ``max_tokens`` /
 ``max_completion_tokens`` have no slot either; the relay emulates them (:mod:`proxy.stop`).
 ``tools``, ``tool_choice`` and ``parallel_tool_calls`` are typed loosely here and checked field
@@ -168,7 +168,7 @@ def decode_json_body(raw: bytes) -> Any:
 
     A leading UTF-8 BOM is tolerated. Raises :class:`InvalidJSONError`; when the bytes are not
     UTF-8 but decode as GBK/GB18030 the message says so, since that is the usual cause of
-    garbled Chinese on Windows clients (PROTOCOL.md §11.9).
+    garbled Chinese on Windows clients (docs/protocol.md §11.9).
     """
     if not raw.strip():
         raise InvalidJSONError("the request body is empty; send a JSON object")

@@ -7,7 +7,7 @@ after its last turn (:meth:`proxy.service.ChatService.new_chat`; a continuation 
 
 - **sweeps** every :func:`sweep_interval` seconds (a quarter of ``conversation_ttl_s``, between
   0.5 and 30 s): the tracked chats past their deadline are deleted
-  (``DELETE /api/v2/chats/<id>``, PROTOCOL.md §2) with the account that created them, and
+  (``DELETE /api/v2/chats/<id>``, docs/protocol.md §2) with the account that created them, and
   forgotten;
 - **reconciles** at start-up (:data:`START_DELAY_S` after it) and every
   ``chat_reconcile_interval_s``: each account's chat list (``GET /api/v2/chats/?page=N``) is read

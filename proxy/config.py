@@ -121,7 +121,8 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Longest time a client may take to send a request body (408)."
     )
     frontend_version: str = Field(
-        "0.3.11", description="The `version` header (PROTOCOL.md §1, §13.2: 0.3.11 in 2026-09)."
+        "0.3.11",
+        description="The `version` header (docs/protocol.md §1, §13.2: 0.3.11 in 2026-09).",
     )
     user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent sent upstream.")
     reasoning: Literal["field", "think_tags"] = Field(
@@ -173,7 +174,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Cassette files or folders: serve offline from recordings (no network).",
     )
-    # -- images, video, uploads (PROTOCOL.md §6, §7) ------------------------------------------
+    # -- images, video, uploads (docs/protocol.md §6, §7) ------------------------------------------
     image_model: str = Field(
         "qwen3-max",
         description="Upstream model for /v1/images/* and /v1/videos/* when the request names "

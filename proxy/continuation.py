@@ -1,7 +1,7 @@
 """Native multi-turn: which upstream chat an OpenAI history continues. Pure (no I/O, no clock).
 
 chat.qwen.ai keeps a conversation's context on its side: a turn sent to the same chat with
-``parent_id`` = the previous answer's ``response_id`` continues it (PROTOCOL.md §4.1 (a), §3).
+``parent_id`` = the previous answer's ``response_id`` continues it (docs/protocol.md §4.1 (a), §3).
 OpenAI clients re-send the whole history each turn instead. The gateway bridges the two with a
 map from *a history up to one of its answers* to *where that answer lives upstream*:
 

@@ -2,7 +2,7 @@
 
 Pure (no I/O, no aiohttp). ``/v1/chat/completions``, ``/v1/messages`` and ``/v1/responses``
 each parse their body into a :class:`Conversation`; :class:`proxy.service.ChatService` takes it
-from there (model route, uploads, account, the v2 flow of PROTOCOL.md §3-§4), and the answer's
+from there (model route, uploads, account, the v2 flow of docs/protocol.md §3-§4), and the answer's
 events (:mod:`proxy.qwen.translate`) are rendered back by the front door's renderers.
 
 Shapes (the contract between the front doors, ``AGENTS-CONTRACT.md``):
@@ -10,7 +10,7 @@ Shapes (the contract between the front doors, ``AGENTS-CONTRACT.md``):
 - :class:`Turn` ``content`` is text, or a list of OpenAI chat content parts
   (``{"type": "text", "text"}``, ``{"type": "image_url", "image_url": {"url"}}``,
   ``{"type": "file", "file": {...}}``, ``{"type": "input_audio", ...}``); media parts are uploaded
-  as today (PROTOCOL.md §7), whichever API they came from.
+  as today (docs/protocol.md §7), whichever API they came from.
 - Tool calls already made are :class:`ToolCallRecord` (``arguments`` is JSON text, as OpenAI
   carries it); a tool result is a ``role="tool"`` turn with ``tool_call_id``.
 """

@@ -47,7 +47,7 @@ carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass 
         └── UpstreamTimeoutError       504 upstream_timeout         (also a TimeoutError)
             └── UpstreamTaskTimeoutError 504 upstream_task_timeout  (t2v past its deadline)
 
-Sources for the upstream cases: PROTOCOL.md §10 (error catalogue) and §5.7 (errors in streams);
+Sources for the upstream cases: docs/protocol.md §10 (error catalogue) and §5.7 (errors in streams);
 for media: §6.3 (tasks), §6.4 (why proxies answered ``![image](null)``) and §7 (uploads).
 """
 
@@ -335,7 +335,7 @@ class NoUpstreamTokenError(ProxyError):
 
 
 class UpstreamError(ProxyError):
-    """chat.qwen.ai answered with a failure, or not at all (PROTOCOL.md §10)."""
+    """chat.qwen.ai answered with a failure, or not at all (docs/protocol.md §10)."""
 
     status = 502
     type = "upstream_error"
@@ -345,7 +345,7 @@ class UpstreamError(ProxyError):
 class UpstreamRateLimitedError(UpstreamError):
     """The account's quota is used up (``RateLimited``; ``num`` is hours to wait), or it is
     answering too much at once (``ParallelLimited``, ``Too_Many_Requests``, ``quotaLimited``,
-    ``ExceedLimit``, ``quota_exhausted``: PROTOCOL.md §13.3). ``upstream_code`` is the code
+    ``ExceedLimit``, ``quota_exhausted``: docs/protocol.md §13.3). ``upstream_code`` is the code
     chat.qwen.ai sent (``None`` for a bare HTTP 429), used to choose how long the account rests.
     """
 
@@ -386,7 +386,7 @@ class UpstreamBadRequestError(UpstreamError):
 
 
 class UpstreamCaptchaError(UpstreamError):
-    """The Aliyun/baxia WAF answered with a captcha instead of the model (PROTOCOL.md §10)."""
+    """The Aliyun/baxia WAF answered with a captcha instead of the model (docs/protocol.md §10)."""
 
     status = 503
     code = "upstream_captcha"
@@ -396,7 +396,7 @@ class UpstreamCaptchaError(UpstreamError):
 
 
 class UpstreamEmptyError(UpstreamError):
-    """The stream ended without any answer text (PROTOCOL.md §5.7, silent cut-off)."""
+    """The stream ended without any answer text (docs/protocol.md §5.7, silent cut-off)."""
 
     code = "upstream_empty"
 
@@ -422,20 +422,20 @@ class UpstreamReplayMissError(UpstreamError):
 
 
 class UpstreamNoMediaError(UpstreamError):
-    """An image or video was asked for and the answer held no usable URL (PROTOCOL.md §6.4)."""
+    """An image or video was asked for and the answer held no usable URL (docs/protocol.md §6.4)."""
 
     code = "upstream_no_media"
 
 
 class UpstreamBadMediaError(UpstreamError):
     """The upstream's media URL is not one to hand out: a captcha (punish) link, a host off the
-    CDN allow-list, or bytes that are not an image (PROTOCOL.md §6.4 item 4)."""
+    CDN allow-list, or bytes that are not an image (docs/protocol.md §6.4 item 4)."""
 
     code = "upstream_bad_media"
 
 
 class UpstreamTaskFailedError(UpstreamError):
-    """The generation task (t2v) ended in ``failed``/``error`` (PROTOCOL.md §6.3)."""
+    """The generation task (t2v) ended in ``failed``/``error`` (docs/protocol.md §6.3)."""
 
     code = "upstream_task_failed"
 
@@ -454,7 +454,7 @@ class UpstreamTimeoutError(UpstreamError, TimeoutError):
 
 
 class UpstreamTaskTimeoutError(UpstreamTimeoutError):
-    """The generation task did not finish before ``video_deadline_s`` (PROTOCOL.md §6.3)."""
+    """The generation task did not finish before ``video_deadline_s`` (docs/protocol.md §6.3)."""
 
     code = "upstream_task_timeout"
 

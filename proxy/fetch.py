@@ -17,7 +17,7 @@ work.
 Known limit: the host is resolved for the check and again by the connection, so a DNS answer
 that changes in between (rebinding) is not caught.
 
-Limits per kind (PROTOCOL.md §7.2): ``max_image_bytes``, ``max_video_bytes``,
+Limits per kind (docs/protocol.md §7.2): ``max_image_bytes``, ``max_video_bytes``,
 ``max_audio_bytes``, ``max_document_bytes``.
 """
 

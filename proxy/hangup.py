@@ -9,7 +9,7 @@ the transport every :data:`POLL_S` seconds (no task per request, no work per chu
 client is gone, cancels the handler's task. The cancellation unwinds the handler like any
 ``CancelledError``: the upstream response is released (its connection closed, never returned
 half-read to the pool), and :class:`proxy.service.ChatService` sends the site's stop call for an
-unfinished answer (PROTOCOL.md §13.1).
+unfinished answer (docs/protocol.md §13.1).
 """
 
 from __future__ import annotations

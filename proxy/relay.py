@@ -4,7 +4,7 @@ The relay only moves bytes: upstream chunks go into the pure :class:`SSEDecoder`
 into the pure :class:`Translator` (then, when tools are offered, the pure tool stage, and, when
 the request has stop sequences or an output-token limit, the pure stop stage), and the
 resulting events out through the front door's :class:`StreamRenderer`. Upstream is always
-streamed (``stream:false`` is refused upstream since 2025-11, PROTOCOL.md §11.3); a non-stream
+streamed (``stream:false`` is refused upstream since 2025-11, docs/protocol.md §11.3); a non-stream
 client gets the same events folded by the front door's :class:`BodyRenderer`.
 
 Rules every front door gets from here:
@@ -142,7 +142,7 @@ class _Pump:
     the time spent waiting on chat.qwen.ai while ``counting`` is on (until the client's response
     is committed), for ``Server-Timing``. A body labelled ``text/event-stream`` that holds no SSE
     event at all (an error envelope sent with the stream's content type) is classified like any
-    non-stream answer, so it still becomes the right error (PROTOCOL.md §4.3, §10).
+    non-stream answer, so it still becomes the right error (docs/protocol.md §4.3, §10).
     """
 
     _HEAD_LIMIT = 64 * 1024

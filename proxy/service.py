@@ -4,7 +4,7 @@ One :class:`ChatService` lives in the app state (created in ``cleanup_ctx``). Ha
 :meth:`~ChatService.open_chat` and get back an :class:`OpenChat`: the upstream response positioned
 at the first SSE byte, plus the timing the proxy spent waiting on chat.qwen.ai.
 
-Media (PROTOCOL.md §6, §7): media parts of the messages are fetched or decoded
+Media (docs/protocol.md §6, §7): media parts of the messages are fetched or decoded
 (:mod:`proxy.fetch`) before an account is taken, then uploaded with that account (STS grant,
 signed PutObject) and referenced in ``messages[0].files``. :meth:`ChatService.generate_images`
 runs t2i/image-edit turns to their image URLs; :meth:`ChatService.start_video` and
@@ -359,7 +359,7 @@ class ChatService:
         scope: str | None = None,
     ) -> AsyncIterator[OpenChat]:
         """Resolve the model, upload the media parts, create the chat and open the stream
-        (PROTOCOL.md §3, §4, §7).
+        (docs/protocol.md §3, §4, §7).
 
         With ``conversations = "native"`` (t2t and search), a history whose messages up to the
         last assistant turn match an answer this gateway gave (:mod:`proxy.continuation`)
@@ -608,7 +608,7 @@ class ChatService:
         task.add_done_callback(self._background.discard)
 
     def stop_later(self, account: Account, chat_id: str, response_id: str | None) -> None:
-        """Send the site's stop call for an answer nobody reads (PROTOCOL.md §13.1), in the
+        """Send the site's stop call for an answer nobody reads (docs/protocol.md §13.1), in the
         background so the handler that is unwinding is not delayed."""
         self.spawn(self._stop(account, chat_id, response_id), name="qwen-stop")
 

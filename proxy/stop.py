@@ -1,13 +1,13 @@
 """Stop sequences and the output-token limit, emulated on the answer's events (pure).
 
-chat.qwen.ai has no slot for either (PROTOCOL.md §4.1, "Unsupported/ignored"), so the relay cuts
-the answer itself (:class:`StopStage`, after the tool stage):
+chat.qwen.ai has no slot for either (docs/protocol.md §4.1, "Unsupported/ignored"), so the relay
+cuts the answer itself (:class:`StopStage`, after the tool stage):
 
 - ``stop`` sequences: answer text (``Text(kind="content")``, never reasoning) is cut before the
   first occurrence of any of them, found on any chunking (a suffix that may begin a sequence is
   held back until the next piece decides it); the answer then ends with
   ``Finish("stop", stop_sequence=<the sequence>)`` and the relay stops reading upstream.
-- ``max_output_tokens``: once the site's cumulative ``output_tokens`` (PROTOCOL.md §5.4, which
+- ``max_output_tokens``: once the site's cumulative ``output_tokens`` (docs/protocol.md §5.4, which
   counts reasoning too) reaches the limit, the answer ends with ``Finish("length")`` after the
   batch that reached it. The site reports usage per frame, so the cut is at a frame boundary:
   a few tokens past the limit at most.

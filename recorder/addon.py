@@ -25,7 +25,7 @@ How a flow is recorded (TOOLING.md sections 1.1-1.6):
 
 Cassettes: ``qwen_cassette_mode=chat`` writes ``<dir>/<run>-chat-<n>.json`` per chat (the id
 comes from the ``chats/new`` answer's ``data.id``, the ``chat_id`` query parameter or a
-``/chats/<id>`` path, PROTOCOL.md sections 2-4), plus ``<dir>/<run>-other.json`` for calls that
+``/chats/<id>`` path, docs/protocol.md sections 2-4), plus ``<dir>/<run>-other.json`` for calls that
 belong to no chat (model list, getstsToken, sign-in); ``run`` writes one ``<dir>/<run>.json``.
 Placeholders are stable within one cassette file.
 """
@@ -208,7 +208,7 @@ def _body_text(content: bytes | None, what: str) -> tuple[str | None, str | None
 def chat_id_of(flow: http.HTTPFlow) -> str | None:
     """The chat a flow belongs to, or ``None``.
 
-    Taken from, in order: the ``chat_id`` query parameter (``chat/completions``, PROTOCOL.md
+    Taken from, in order: the ``chat_id`` query parameter (``chat/completions``, docs/protocol.md
     section 4); a ``/api/v2/chats/<id>`` path (section 2); the ``data.id`` of a
     ``POST /api/v2/chats/new`` JSON answer (section 3). Chat ids are not secrets; they are
     never redacted.

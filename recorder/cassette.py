@@ -6,7 +6,7 @@ optional ``response.x_stream`` chunk list for streamed bodies. The layout is des
 ``docs/cassette-format.md``; the machine-checkable part is ``schemas/cassette.schema.json``.
 
 Units: every time is in seconds (float), every length in bytes of the UTF-8 encoded body.
-Streamed bodies are SSE (PROTOCOL.md section 5.1), which is UTF-8 by definition, so a body is
+Streamed bodies are SSE (docs/protocol.md section 5.1), which is UTF-8 by definition, so a body is
 stored as text; individual chunks may end inside a multi-byte character. A binary body (an
 image from the CDN) is stored as base64 text with ``response.x_body_encoding: "base64"``; then
 lengths count the decoded bytes.
@@ -270,7 +270,7 @@ class Interaction:
 class Provenance:
     """Where a cassette came from (``metadata.provenance``).
 
-    ``kind`` is ``"captured"`` (real traffic) or ``"synthetic"`` (built from PROTOCOL.md; then
+    ``kind`` is ``"captured"`` (real traffic) or ``"synthetic"`` (built from docs/protocol.md; then
     ``protocol_sections`` must name the sections followed). ``date`` is an ISO date.
     """
 
@@ -483,7 +483,7 @@ def _invariant_problems(data: dict[str, Any]) -> list[str]:
             if prov.get("kind") == "synthetic" and not prov.get("protocol_sections"):
                 problems.append(
                     "$.metadata.provenance.protocol_sections: a synthetic cassette must name "
-                    "the PROTOCOL.md sections it follows"
+                    "the docs/protocol.md sections it follows"
                 )
             d = prov.get("date")
             if isinstance(d, str):

@@ -1,7 +1,7 @@
 """The replay server's memory of chats: a stand-in for the site's chat state. Pure (no aiohttp).
 
 A cassette holds request/answer pairs; the site also remembers which chats exist, which
-responses each holds, and which were deleted (PROTOCOL.md §2, §3, §4.1 (a), §13.1). The replay
+responses each holds, and which were deleted (docs/protocol.md §2, §3, §4.1 (a), §13.1). The replay
 server keeps that here so a client's multi-turn, stop and cleanup behaviour can be tested:
 
 - every ``POST /api/v2/chats/new`` gets its own chat id, remembered with its ``title`` and

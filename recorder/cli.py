@@ -281,7 +281,7 @@ def list_(cassettes: tuple[Path, ...], full: bool, as_json: bool) -> None:
     help="Directory to write the synthetic cassettes into.",
 )
 def synth(out_dir: Path) -> None:
-    """Write the synthetic cassettes (built from PROTOCOL.md) into a directory."""
+    """Write the synthetic cassettes (built from docs/protocol.md) into a directory."""
     try:
         module = importlib.import_module("recorder.synthetic")
     except ModuleNotFoundError as exc:

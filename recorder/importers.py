@@ -1,7 +1,7 @@
 """Turn captured traffic (``.http`` request + response files, HAR 1.2) into interactions.
 
 Every imported value goes through a ``recorder.redact.Redactor``. Imported SSE bodies become
-streamed interactions with one chunk per SSE event (PROTOCOL.md section 5.1: events are
+streamed interactions with one chunk per SSE event (docs/protocol.md section 5.1: events are
 ``data: <json>`` lines ended by a blank line); captures carry no per-chunk timing, so every chunk
 is at 0.0 seconds. Response bodies are kept byte-for-byte (after redaction, which leaves bodies
 without secrets untouched).

@@ -4,9 +4,9 @@ Pure functions and data only (no aiohttp). The rules are those of docs/cassette-
 "How the replay server matches": method and path (without query, trailing slash ignored) must be
 equal; for ``POST /api/v2/chat/completions`` also ``model``, ``messages[0].chat_type``,
 ``messages[0].feature_config.thinking_enabled``, the user text and, for a turn that continues a
-chat, its ``parent_id`` (the answer it follows, PROTOCOL.md section 4.1 (a));
-for ``POST /api/v2/chats/new`` also ``chat_type`` (PROTOCOL.md section 3). Server-issued ids and
-timestamps are never compared.
+chat, its ``parent_id`` (the answer it follows, docs/protocol.md section 4.1 (a));
+for ``POST /api/v2/chats/new`` also ``chat_type`` (docs/protocol.md section 3). Server-issued ids
+and timestamps are never compared.
 
 OpenAI-side paths are matched by body too, so cassettes can stand in for a whole OpenAI-compatible
 proxy (the conformance harness's broken-proxy fixtures): ``POST …/v1/chat/completions``,
@@ -112,9 +112,9 @@ def fingerprint(method: str, uri: str, body: bytes | str | None) -> dict[str, An
     ``uri`` may be a full URL or a path with query. Always has ``method`` (upper-case) and
     ``path`` (no query, trailing slash removed). For a JSON object body sent to
     ``POST …/api/v2/chat/completions`` adds ``model``, ``chat_type``, ``thinking_enabled``
-    (``None`` when absent), ``text`` and, when not null, ``parent_id`` (PROTOCOL.md 4.1); for
+    (``None`` when absent), ``text`` and, when not null, ``parent_id`` (docs/protocol.md 4.1); for
     ``POST …/api/v2/chats/new`` adds
-    ``chat_type`` (PROTOCOL.md 3). OpenAI side: ``POST …/v1/chat/completions`` adds ``model``,
+    ``chat_type`` (docs/protocol.md 3). OpenAI side: ``POST …/v1/chat/completions`` adds ``model``,
     ``stream`` (``None`` when absent) and ``text`` (the last user message's text), and so do
     ``POST …/v1/messages`` and ``POST …/v1/responses`` (``input`` text);
     ``POST …/v1/images/generations`` adds ``model`` and ``prompt``. Bodies that are not JSON

@@ -3,7 +3,7 @@
 A ``Redactor`` maps every secret value it sees to a placeholder ``<REDACTED:kind:n>``; the same
 value always gets the same placeholder within one ``Redactor`` (use one per cassette), so
 requests that shared a token still share it after redaction. What counts as a secret follows
-docs/cassette-format.md and PROTOCOL.md sections 1 (cookies, ``bx-ua``/``bx-umidtoken``, JWT
+docs/cassette-format.md and docs/protocol.md sections 1 (cookies, ``bx-ua``/``bx-umidtoken``, JWT
 ``token`` cookie, ``Authorization``), 7.1 (STS credentials of getstsToken answers, signed
 ``file_url``), 9 (sign-in tokens, e-mail, password hash) and 10 (``x5secdata`` in punish URLs).
 Values that already look like placeholders (``<...>``) are left alone. Server-issued ids (chat

@@ -3,14 +3,14 @@
 ``make_replay_app`` builds an aiohttp application with one catch-all route. Each request is
 matched with ``recorder.matching`` (docs/cassette-format.md). Streamed interactions are sent with
 one HTTP chunk per recorded chunk, so a client's ``iter_chunks()`` sees the recorded boundaries,
-including chunks that end inside a UTF-8 character (PROTOCOL.md section 5.1). Faults change the
+including chunks that end inside a UTF-8 character (docs/protocol.md section 5.1). Faults change the
 boundaries or the timing of a body, never its content (``drop_after`` truncates it).
 
 Two stateful behaviours stand in for parts of the site that are not request/answer pairs:
 
-- **Task polling** (PROTOCOL.md §6.3): successive ``GET /api/v1/tasks/status/<id>`` requests for
-  the same path are answered by that path's recorded interactions in load order (pending,
-  running, success…); once they are used up the last one repeats. State is per app.
+- **Task polling** (docs/protocol.md §6.3): successive ``GET /api/v1/tasks/status/<id>``
+  requests for the same path are answered by that path's recorded interactions in load order
+  (pending, running, success…); once they are used up the last one repeats. State is per app.
 - **A default model list** (§8): when the cassettes hold chat turns but no ``GET /api/models``
   (an imported capture of one chat, say), that path and ``/api/v2/models`` answer a built-in
   list naming the models the cassettes' requests use, so the gateway can replay the capture
@@ -236,10 +236,10 @@ NEW_CHAT_KEY = web.AppKey("replay_default_new_chat", bool)
 """Whether ``POST /api/v2/chats/new`` is answered by a stand-in (no cassette holds it)."""
 
 MODEL_PATHS = ("/api/models", "/api/v2/models")
-"""Paths of the model list (PROTOCOL.md §2, §8)."""
+"""Paths of the model list (docs/protocol.md §2, §8)."""
 
 TASK_STATUS_PREFIX = "/api/v1/tasks/status/"
-"""Paths whose successive GETs advance through their recorded answers (PROTOCOL.md §6.3)."""
+"""Paths whose successive GETs advance through their recorded answers (docs/protocol.md §6.3)."""
 
 
 def _response_headers(inter: Interaction) -> CIMultiDict[str]:

@@ -3,12 +3,12 @@
 Inference (``infer``): every interaction is filed under an *endpoint key*, ``"<METHOD> <path>"``
 with the query dropped and id-like path segments replaced by ``{id}``; ``chat/completions`` is
 split by the request's ``messages[0].chat_type`` (``"POST /api/v2/chat/completions [t2t]"``), since
-t2t, search and t2i turns answer differently (PROTOCOL.md sections 4.1, 5, 6). Per endpoint, genson
-(TOOLING.md section 4.1) builds one schema for the JSON request body (``request``) and one per
+t2t, search and t2i turns answer differently (docs/protocol.md sections 4.1, 5, 6). Per endpoint,
+genson builds one schema for the JSON request body (``request``) and one per
 *answer kind*: every SSE frame and every whole JSON body is classified by ``frame_kind``:
 
 =========================  ====================================================================
-``response.created`` …     a frame whose only key is ``response.<x>`` (PROTOCOL.md 5.2 (1), (2))
+``response.created`` …     a frame whose only key is ``response.<x>`` (docs/protocol.md 5.2)
 ``delta:<phase>``          a ``choices`` frame; ``delta:<none>`` when ``phase`` is absent/null (5.3)
 ``error``                  a frame with a top-level ``error`` object (5.7)
 ``envelope:<code>``        ``{"success": false, "data": {"code": …}}`` (2, 5.7, 10)
@@ -29,7 +29,7 @@ Diff (``diff``): a small structural comparison over the genson subset (``type``,
 type_changed, field_added, enum_value_added, frame_type_added/unseen, content_type_changed,
 status_added, endpoint_added(_error) and error_answer items. A frame kind new to an endpoint is
 also compared with the union of the known kinds of its family (``delta:*``, ``envelope:*``), so
-frames that lost ``phase`` (PROTOCOL.md section 11.7) show as ``$.choices[].delta.phase`` removed.
+frames that lost ``phase`` (docs/protocol.md §11.7) show as ``$.choices[].delta.phase`` removed.
 
 Severity (``judge``) is then decided by what the gateway depends on, its consumer contract
 (:class:`Contract`, ``schemas/gateway_contract.json``, generated from ``proxy/qwen/contract.py``):
@@ -107,7 +107,7 @@ ENUM_FIELDS = frozenset(
 """Field names whose values are recorded (``x-enum-values``) and compared as enums."""
 
 ERROR_ANSWERS = ("envelope:", "waf", "html", "sse-cut")
-"""Answer kinds (or prefixes) that mean the site refused or failed (PROTOCOL.md 4.3, 10)."""
+"""Answer kinds (or prefixes) that mean the site refused or failed (docs/protocol.md 4.3, 10)."""
 
 INDEX_FILE = "index.json"
 ENDPOINT_MARK = "x-qwen-endpoint"
@@ -128,7 +128,8 @@ _SEVERITY_ORDER = {"breaking": 0, "notable": 1, "info": 2}
 
 def endpoint_key(method: str, uri: str, request_body: str | None) -> str:
     """``"<METHOD> <path>"`` (query dropped, ids → ``{id}``), plus ``" [<chat_type>]"`` for
-    ``…/chat/completions`` when the JSON body names ``messages[0].chat_type`` (PROTOCOL.md 4.1).
+    ``…/chat/completions`` when the JSON body names ``messages[0].chat_type`` (docs/protocol.md
+    §4.1).
     """
     path = normalise_path(uri)
     segments = ["{id}" if _ID_SEGMENT.match(s) else s for s in path.split("/")]

@@ -2,10 +2,11 @@
 
 Every cassette built here is **synthetic**. No byte of it was recorded from the real server and
 none is copied from a capture: the requests and responses are written from the protocol notes in
-``PROTOCOL.md`` (the section numbers below and in each cassette's ``provenance.protocol_sections``
-refer to it), so they carry the shapes those notes describe (frame layout, usage objects, error
-envelopes, WAF markers) with our own ids, texts and timings. Each cassette says so in its metadata
-(``provenance.kind == "synthetic"``, ``tool == "qwen-record synth"``).
+``docs/protocol.md`` (the section numbers below and in each cassette's
+``provenance.protocol_sections`` refer to it), so they carry the shapes those notes describe (frame
+layout, usage objects, error envelopes, WAF markers) with our own ids, texts and timings. Each
+cassette says so in its metadata (``provenance.kind == "synthetic"``,
+``tool == "qwen-record synth"``).
 
 The output is deterministic: ids are ``uuid5`` values derived from the scenario name, timestamps
 and chunk timings are fixed (timings come from a SHA-256 of the scenario name, not from a random
@@ -59,7 +60,7 @@ COMPLETIONS_URL = f"{BASE_URL}/api/v2/chat/completions"
 MODELS_URL = f"{BASE_URL}/api/models"
 
 FRONTEND_VERSION = "0.2.91"
-"""The ``version`` header (PROTOCOL.md §1: frontend 0.2.91, 2026-09)."""
+"""The ``version`` header (docs/protocol.md §1: frontend 0.2.91, 2026-09)."""
 
 BASE_EPOCH_S = 1795338000
 """2026-11-22T09:00:00Z; scenario ``i`` happens ``i`` minutes later (seconds in completions)."""
@@ -228,7 +229,7 @@ def _json_compact(obj: Any) -> str:
 
 
 def _sse_event(obj: Any) -> bytes:
-    """One SSE event (PROTOCOL.md §5.1): ``data: <json>`` and a blank line.
+    """One SSE event (docs/protocol.md §5.1): ``data: <json>`` and a blank line.
 
     Python's default separators (``", "``, ``": "``) and literal non-ASCII, like the real capture.
     """
@@ -236,7 +237,7 @@ def _sse_event(obj: Any) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# Requests (PROTOCOL.md §1, §3, §4.1)
+# Requests (docs/protocol.md §1, §3, §4.1)
 
 
 def _base_headers(accept: str) -> dict[str, list[str]]:
@@ -365,7 +366,7 @@ def _error_envelope(sc: Scenario, data: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# SSE frames (PROTOCOL.md §5)
+# SSE frames (docs/protocol.md §5)
 
 
 class _Frames:
@@ -849,7 +850,7 @@ _WAF_HTML = """<!DOCTYPE html>
 <title>Access Verification</title>
 </head>
 <body>
-<!-- synthetic slider page built from PROTOCOL.md section 10; not a capture -->
+<!-- synthetic slider page built from docs/protocol.md section 10; not a capture -->
 <div id="aliyun_waf_slider" class="captcha">
   <h1>Access Verification</h1>
   <p>Please slide to verify that you are human.</p>
@@ -1121,7 +1122,7 @@ def synthetic_cassette(
     name: str, description: str, sections: Sequence[str], interactions: list[Interaction]
 ) -> Cassette:
     """A cassette labelled as synthetic: built by this tool on :data:`SYNTH_DATE`, following
-    the ``PROTOCOL.md`` ``sections``. Shared by every synthetic set."""
+    the ``docs/protocol.md`` ``sections``. Shared by every synthetic set."""
     return Cassette(
         name=name,
         description=description,

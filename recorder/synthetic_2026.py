@@ -1,4 +1,4 @@
-"""Synthetic cassettes for the 2026-11 survey (PROTOCOL.md section 13).
+"""Synthetic cassettes for the 2026-11 survey (docs/protocol.md section 13).
 
 Like :mod:`recorder.synthetic` (whose frame helpers and :class:`~recorder.synthetic.Scenario`
 this module uses), every byte is written from the notes, none is captured; each cassette's
@@ -46,7 +46,7 @@ from recorder.synthetic import (
 __all__ = ["FRONTEND_VERSION_2026", "S13_SCENARIOS", "build", "build_all"]
 
 FRONTEND_VERSION_2026 = "0.3.11"
-"""The ``version`` header seen in 2026-09 traffic (PROTOCOL.md §13.2)."""
+"""The ``version`` header seen in 2026-09 traffic (docs/protocol.md §13.2)."""
 
 S13_EPOCH_S = BASE_EPOCH_S + 7200
 """Scenario ``i`` happens ``i`` minutes after 2026-11-22T11:00:00Z."""
@@ -63,7 +63,7 @@ BUNDLE_PHASES = (
     "write_file",
     "present_file",
 )
-"""The phases of the 2026 frontend bundle (PROTOCOL.md §13.2)."""
+"""The phases of the 2026 frontend bundle (docs/protocol.md §13.2)."""
 
 _BUNDLE_ANSWER = ("I checked", " the files", " and", " ran the", " script:", " all", " good.")
 _SECOND_ANSWER = ("Paris", " is the", " capital", " of France.")
@@ -77,14 +77,14 @@ _PUNISH = (
 
 _REDIRECT_HTML = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>chat.qwen.ai</title></head>
-<body><!-- synthetic page written from PROTOCOL.md section 13.3 -->
+<body><!-- synthetic page written from docs/protocol.md section 13.3 -->
 <script>window.location.replace("https://chat.qwen.ai/" + "api/" + "punish?uuid=synthetic");
 </script></body></html>
 """
 _WAF_AA_HTML = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><meta name="aliyun_waf_aa" content="synthetic">
 <title>chat.qwen.ai</title></head>
-<body><!-- synthetic page written from PROTOCOL.md section 13.3 --><div id="app"></div></body>
+<body><!-- synthetic page written from docs/protocol.md section 13.3 --><div id="app"></div></body>
 </html>
 """
 

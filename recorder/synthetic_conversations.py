@@ -1,8 +1,8 @@
 """Synthetic multi-turn cassettes: a two-turn conversation and one with a system prompt.
 
 Like :mod:`recorder.synthetic` (whose frame helpers this module uses), every byte is written from
-``PROTOCOL.md``, none is captured: the two-step flow of §3 and §4.1, SSE frames of §5.1–§5.4, and
-the continuation of §4.1 (a): the second turn goes to the same chat with ``parent_id`` = the
+``docs/protocol.md``, none is captured: the two-step flow of §3 and §4.1, SSE frames of §5.1–§5.4,
+and the continuation of §4.1 (a): the second turn goes to the same chat with ``parent_id`` = the
 first answer's ``response_id`` (from its ``response.created`` frame) and carries only the new user
 text. Each conversation also records the second turn *flattened* into one prompt in a new chat
 (§4.1 (b)), which is what a gateway sends with ``conversations = "flatten"``, after its memory was

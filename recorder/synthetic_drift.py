@@ -1,8 +1,9 @@
-"""Synthetic drift fixtures: healthy "before" traffic and the real breakages of PROTOCOL.md §11.
+"""Synthetic drift fixtures: healthy "before" traffic and the real breakages of
+docs/protocol.md §11.
 
 Every cassette here is **synthetic**: written by this module from the protocol notes
-(``PROTOCOL.md``; sections cited per cassette in ``provenance.protocol_sections``), with our own
-ids, texts and timings; nothing is copied from a capture. They are test fixtures for
+(``docs/protocol.md``; sections cited per cassette in ``provenance.protocol_sections``), with our
+own ids, texts and timings; nothing is copied from a capture. They are test fixtures for
 ``qwen-record diff`` and live in ``tests/cassettes/drift/`` -- never in ``cassettes/``, which the
 offline proxy serves and which must stay current, protocol-faithful traffic.
 
@@ -415,7 +416,7 @@ def _drift_t2i_envelope() -> Cassette:
 _SLIDER = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><meta name="aliyun_waf_aa" content="synthetic">
 <title>Access Verification</title></head>
-<body><!-- synthetic slider page written from PROTOCOL.md section 10 -->
+<body><!-- synthetic slider page written from docs/protocol.md section 10 -->
 <div id="aliyun_waf_slider" class="captcha"><h1>Access Verification</h1></div>
 <script>var url = "/_____tmd_____/punish?x5secdata=REDACTED&x5step=2&action=captcha";</script>
 </body></html>

@@ -1,7 +1,7 @@
 """Synthetic cassettes for images, video and uploads: t2i, image edit, t2v tasks, vision input.
 
 Like :mod:`recorder.synthetic` (whose deterministic helpers this module uses), every byte here is
-written from ``PROTOCOL.md``, none is captured, and every cassette says so
+written from ``docs/protocol.md``, none is captured, and every cassette says so
 (``provenance.kind == "synthetic"``, the sections followed):
 
 - t2i (§6.1): ``chats/new`` with ``chat_type: t2i``, then an SSE stream whose ``image_gen`` frame
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 CDN = "https://cdn.qwenlm.ai"
-"""The CDN of generated and uploaded assets (PROTOCOL.md §1)."""
+"""The CDN of generated and uploaded assets (docs/protocol.md §1)."""
 
 PROBE_IMAGE_PROMPT = "Conformance probe: a red apple on a white table, studio photo."
 """The conformance harness's image prompt (``proxy.conformance.probes.IMAGE_PROMPT``)."""
@@ -623,7 +623,7 @@ _WAF_HTML = """<!DOCTYPE html>
 <head><meta charset="utf-8"><meta name="aliyun_waf_aa" content="synthetic">
 <title>Access Verification</title></head>
 <body>
-<!-- synthetic slider page built from PROTOCOL.md section 10; not a capture -->
+<!-- synthetic slider page built from docs/protocol.md section 10; not a capture -->
 <div id="aliyun_waf_slider" class="captcha"><h1>Access Verification</h1></div>
 <script>var punish = "/_____tmd_____/punish?x5secdata=REDACTED&action=captcha";</script>
 </body>

@@ -3,7 +3,7 @@
 ``qwen-proxy check`` (``proxy/conformance``) sends fixed prompts; these cassettes are what
 chat.qwen.ai would answer to the requests our proxy makes for them, so CI can run the harness
 against our proxy on the replay server, offline. Like :mod:`recorder.synthetic` (whose frame
-helpers this module uses) every byte is written from ``PROTOCOL.md``, none is captured: the
+helpers this module uses) every byte is written from ``docs/protocol.md``, none is captured: the
 two-step flow of §3 and §4.1, the SSE frames of §5.1–§5.4, ``thinking_summary`` snapshots of
 §5.3/§5.5 and the t2i flow of §6.1 with the URL in an ``image_gen`` frame (§5.3, §5.5). Each
 cassette says so in its provenance (``kind: synthetic``, the sections followed).
@@ -61,7 +61,7 @@ PROBE_EPOCH_S = BASE_EPOCH_S + 3600
 """Probe scenario ``i`` happens ``i`` minutes after 2026-11-22T10:00:00Z."""
 
 IMAGE_URL_BASE = "https://cdn.qwenlm.ai/output"
-"""Where generated images live (PROTOCOL.md §1: the CDN of generated assets)."""
+"""Where generated images live (docs/protocol.md §1: the CDN of generated assets)."""
 
 _EN_PIECES = (
     "The quick",
@@ -371,7 +371,7 @@ AGENT_PROBE_ANSWERS: dict[str, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class UpstreamAsk:
     """What a gateway sent chat.qwen.ai for one probe: the upstream ``model``, the
-    ``chat_type``, whether thinking was on, and the one user ``text`` (PROTOCOL.md §4.1) — the
+    ``chat_type``, whether thinking was on, and the one user ``text`` (docs/protocol.md §4.1) — the
     fields the replay server matches on."""
 
     model: str

@@ -3,7 +3,7 @@
 What chat.qwen.ai would answer to the requests the proxy makes for multi-turn Responses
 conversations (``previous_response_id``, or the same history sent as input items). Like
 :mod:`recorder.synthetic`, whose frame helpers this module uses, every byte is written from
-``PROTOCOL.md``, none is captured: the two-step flow of §3 and §4.1 (the history flattened into
+``docs/protocol.md``, none is captured: the two-step flow of §3 and §4.1 (the history flattened into
 one user message, §4.1 "One message only") and the SSE frames of §5.1–§5.4. Each cassette says
 so in its provenance (``kind: synthetic``, the sections followed).
 

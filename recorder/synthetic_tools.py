@@ -1,8 +1,8 @@
 """Synthetic chat.qwen.ai cassettes for tool-calling turns (issue 8).
 
 Like every synthetic set (:mod:`recorder.synthetic`, whose frame helpers this module uses) no
-byte here is captured: the answers are written from ``PROTOCOL.md`` (the two-step flow of §3 and
-§4.1, the SSE frames of §5.1–§5.4, the ``local_tool`` frame of §5.5/§5.6) and from the tool-call
+byte here is captured: the answers are written from ``docs/protocol.md`` (the two-step flow of §3
+and §4.1, the SSE frames of §5.1–§5.4, the ``local_tool`` frame of §5.5/§5.6) and from the tool-call
 conventions of Qwen models described in ``../shared/notes/AGENTS.md`` §1 (Hermes JSON inside
 ``<tool_call>`` tags, and the XML ``<function=…><parameter=…>`` form). Each cassette says so in
 its provenance (``kind: synthetic``).
@@ -312,7 +312,7 @@ TOOL_SCENARIOS: tuple[ToolScenario, ...] = (
         name="tool_local_tool",
         description=(
             "Synthetic native tool call: a phase 'local_tool' frame with extra.local_mcp "
-            "(PROTOCOL.md 5.5, 5.6) instead of markup in the answer."
+            "(docs/protocol.md 5.5, 5.6) instead of markup in the answer."
         ),
         messages=({"role": "user", "content": "What's the weather in Oslo?"},),
         answer=(None,),

@@ -11,7 +11,7 @@ and :data:`BROKEN` names the checks that must fail and the diagnosis each must g
 Everything here is synthetic (provenance ``kind: synthetic``), written from those descriptions,
 not captured. Regenerate the files after a change with::
 
-    /tmp/venv/bin/python tests/broken_proxies.py
+    .venv/bin/python tests/broken_proxies.py
 
 ``tests/test_conformance_broken.py`` fails when the files differ from this builder.
 """
@@ -63,9 +63,9 @@ IMAGE_URL = "https://images.broken-proxy.test/probe/red-apple.png"
 CREATED = 1795341600
 SECTIONS = [
     "LANDSCAPE.md §3",
-    "PROTOCOL.md §5.4",
-    "PROTOCOL.md §6.4",
-    "PROTOCOL.md §11.9",
+    "docs/protocol.md §5.4",
+    "docs/protocol.md §6.4",
+    "docs/protocol.md §11.9",
     "AGENTS.md §2, §3, §5, §6",
     "CLIENTS.md",
 ]

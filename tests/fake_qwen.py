@@ -2,7 +2,7 @@
 
 Each account is a token; the fake answers every completion with the recorded ``t2t_answer``
 stream unless the test set a behaviour for that token: an error code (``ParallelLimited``,
-``RateLimited``…, sent as the HTTP 200 JSON envelope of PROTOCOL.md §10), ``captcha`` (the WAF
+``RateLimited``…, sent as the HTTP 200 JSON envelope of docs/protocol.md §10), ``captcha`` (the WAF
 JSON body) or ``hold`` (the request waits until :meth:`FakeQwen.release` is called; its arrival
 is signalled, so tests never sleep to synchronise).
 """

@@ -1,7 +1,7 @@
 """The account pool (proxy/accounts.py) through the app, against a fake multi-account site.
 
 JWT expiry, the least busy account with max_inflight_per_account, rests for the limit codes of
-PROTOCOL.md §10/§13.3 mapped to 429 + Retry-After, /admin/accounts and `qwen-proxy accounts`.
+docs/protocol.md §10/§13.3 mapped to 429 + Retry-After, /admin/accounts and `qwen-proxy accounts`.
 """
 
 from __future__ import annotations

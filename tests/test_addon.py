@@ -244,7 +244,7 @@ async def test_request_secrets_never_reach_the_file(tmp_path: Path) -> None:
 
 
 async def test_sts_answer_is_redacted_on_disk(tmp_path: Path) -> None:
-    """A getstsToken answer (PROTOCOL.md 7.1) is written without its STS credentials."""
+    """A getstsToken answer (docs/protocol.md 7.1) is written without its STS credentials."""
     answer = {
         "success": True,
         "data": {

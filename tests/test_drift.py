@@ -1,4 +1,4 @@
-"""Drift diagnosis on the real breakages of PROTOCOL.md section 11 (recorder.synthetic_drift).
+"""Drift diagnosis on the real breakages of docs/protocol.md section 11 (recorder.synthetic_drift).
 
 Each drift cassette is diffed against the schemas inferred from the healthy ``baseline_*``
 cassettes, judged by the gateway's consumer contract (``schemas/gateway_contract.json``), and
@@ -263,7 +263,8 @@ def test_drift_fixtures_match_their_builder() -> None:
 
 
 def test_drift_fixtures_are_synthetic_with_sections() -> None:
-    """Every drift fixture says it is synthetic and cites PROTOCOL.md sections (11 for drift)."""
+    """Every drift fixture says it is synthetic and cites docs/protocol.md sections (11 for
+    drift)."""
     assert len([c for c in synthetic_drift.build_all() if c.name.startswith("drift_")]) >= 6
     for c in synthetic_drift.build_all():
         assert c.provenance.kind == "synthetic"

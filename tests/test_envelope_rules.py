@@ -364,7 +364,8 @@ def test_json_array_with_error_status() -> None:
     assert type(classify_response(503, "application/json", b"[1]")) is UpstreamUnavailableError
 
 
-# -- the limit codes (PROTOCOL.md §13.3) -------------------------------------------------------
+# -- the limit codes (docs/protocol.md §13.3)
+# -------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 The upstream is the replay server on loopback; the "silent" cassette sends the answer's opening
 frames and its first text at once, then nothing for a minute (at real speed). Each test hangs
 up and checks, within one second, that the proxy released its upstream connection and sent the
-site's stop call (PROTOCOL.md §13.1), which the replay server records.
+site's stop call (docs/protocol.md §13.1), which the replay server records.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure pieces of the media work: sizes, the media-URL policy, OSS signing, STS answers, file
 entries, data: URIs, the fetch guard, t2v task answers, model variants and the translator's
-image phases (PROTOCOL.md §5.3, §5.5, §6, §7)."""
+image phases (docs/protocol.md §5.3, §5.5, §6, §7)."""
 
 from __future__ import annotations
 

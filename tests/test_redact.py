@@ -16,7 +16,7 @@ CHAT_ID = "5f3c1b1e-2c6a-4f1a-9c7e-0a1b2c3d4e5f"
 
 
 def test_sts_answer_is_redacted() -> None:
-    """getstsToken answers (v1 flat, v2 wrapped; PROTOCOL.md 7.1) lose every credential."""
+    """getstsToken answers (v1 flat, v2 wrapped; docs/protocol.md 7.1) lose every credential."""
     r = Redactor()
     v2 = {
         "success": True,

@@ -40,7 +40,7 @@ SSE_EVENTS = [
 
 
 def completion_body(text: str = "hi", model: str = "qwen3-max", thinking: bool = False) -> str:
-    """A PROTOCOL.md 4.1 style completion request body."""
+    """A docs/protocol.md 4.1 style completion request body."""
     return json.dumps(
         {
             "stream": True,

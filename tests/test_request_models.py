@@ -37,7 +37,7 @@ def test_real_models_list_offers_variants_from_numeric_abilities(samples_dir: Pa
 
 
 def test_numeric_abilities_count_as_true() -> None:
-    """abilities.thinking = 1 (a number) enables the -thinking variant (PROTOCOL.md §8)."""
+    """abilities.thinking = 1 (a number) enables the -thinking variant (docs/protocol.md §8)."""
     payload = {
         "data": [
             {"id": "m", "info": {"meta": {"abilities": {"thinking": 1}, "chat_type": ["t2t"]}}}
@@ -116,7 +116,8 @@ def test_unknown_parts_are_refused_clearly() -> None:
 
 
 def test_completion_body_follows_the_v2_layout() -> None:
-    """The completion body has every field PROTOCOL.md §4.1 requires, one message, ids both ways."""
+    """The completion body has every field docs/protocol.md §4.1 requires, one message, ids both
+    ways."""
     ids = iter(["fid-1", "child-1"])
     body = completion_body(
         ModelRoute("qwen3-max", "search", True),

@@ -104,7 +104,7 @@ def test_endpoint_keys() -> None:
 
 
 def test_frame_kinds() -> None:
-    """Frames and bodies are classified as in the module table (PROTOCOL.md 5.2, 5.7, 10)."""
+    """Frames and bodies are classified as in the module table (docs/protocol.md 5.2, 5.7, 10)."""
     assert frame_kind({"response.created": {}}) == "response.created"
     assert frame_kind({"response.info": {"action": "keep_alive"}}) == "response.info"
     assert frame_kind({"choices": [{"delta": {"phase": "answer"}}]}) == "delta:answer"

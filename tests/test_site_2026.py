@@ -1,5 +1,5 @@
-"""Keeping up with the site (PROTOCOL.md §13): bundle phases, second responses, answer snapshots,
-captcha variants, new limit codes, the 0.3.11 frontend version.
+"""Keeping up with the site (docs/protocol.md §13): bundle phases, second responses, answer
+snapshots, captcha variants, new limit codes, the 0.3.11 frontend version.
 
 Unit tests drive the translator and the envelope classifier directly; end-to-end tests send the
 §13 scenarios (``recorder/synthetic_2026.py``) through the official SDK, the gateway and the
@@ -253,7 +253,8 @@ def test_default_frontend_version_is_0_3_11() -> None:
 
 
 def test_s13_cassettes_are_synthetic_and_cite_section_13() -> None:
-    """Every §13 cassette says it is synthetic and cites PROTOCOL.md §13; requests say 0.3.11."""
+    """Every §13 cassette says it is synthetic and cites docs/protocol.md §13; requests say
+    0.3.11."""
     for c in synthetic_2026.build_all():
         assert c.provenance.kind == "synthetic"
         assert "13" in c.provenance.protocol_sections

@@ -3,7 +3,7 @@
 ``cassettes/*.json`` built by ``recorder.synthetic`` must equal what the builder produces now,
 byte for byte; after changing the builder, regenerate them with ``qwen-record synth -o
 cassettes/``. The expected outcomes in ``SCENARIOS`` are checked against the frames with a small
-independent reading of PROTOCOL.md §5, so proxy tests can trust them.
+independent reading of docs/protocol.md §5, so proxy tests can trust them.
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ def test_provenance_is_synthetic(sc: Scenario) -> None:
     assert prov.tool == "qwen-record synth"
     assert prov.date == SYNTH_DATE
     assert prov.source is None
-    assert prov.protocol_sections, "a synthetic cassette names the PROTOCOL.md sections it follows"
+    assert prov.protocol_sections, (
+        "a synthetic cassette names the docs/protocol.md sections it follows"
+    )
     assert prov.protocol_sections == list(sc.protocol_sections)
     assert "synthetic" in CASSETTES[sc.name].description.lower()
 
@@ -186,7 +188,7 @@ def test_models_list() -> None:
 @pytest.mark.parametrize("sc", FLOW_SCENARIOS, ids=lambda sc: sc.name)
 def test_two_step_flow(sc: Scenario) -> None:
     new, comp = CASSETTES[sc.name].interactions
-    # step 1: chats/new, always a success (PROTOCOL.md §3)
+    # step 1: chats/new, always a success (docs/protocol.md §3)
     assert (new.method, new.uri, new.status) == (
         "POST",
         "https://chat.qwen.ai/api/v2/chats/new",

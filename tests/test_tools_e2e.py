@@ -122,7 +122,7 @@ async def test_stream_wire_shape(stack: Stack) -> None:
 
 
 async def test_nothing_tool_specific_goes_upstream(stack: Stack) -> None:
-    """No top-level `tools` field and no native local_mcp declaration (PROTOCOL.md §13.2): the
+    """No top-level `tools` field and no native local_mcp declaration (docs/protocol.md §13.2): the
     tools travel in the prompt only, as one fresh user turn."""
     ts = BY_NAME["tool_two_calls"]
     async with stack.async_client() as client:

@@ -209,7 +209,7 @@ def test_failure_discards_an_open_block() -> None:
 
 
 def test_native_local_tool_frame_becomes_the_same_call() -> None:
-    """phase local_tool (PROTOCOL.md §5.5) -> NativeToolCall -> the same checked ToolCall."""
+    """phase local_tool (docs/protocol.md §5.5) -> NativeToolCall -> the same checked ToolCall."""
     tr = Translator(native_tools=True)
     frame = {
         "choices": [

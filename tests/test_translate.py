@@ -146,7 +146,7 @@ def test_usage_is_the_last_cumulative_value() -> None:
 
 
 def test_null_phase_content_counts_as_answer() -> None:
-    """Frames without a phase (older models, PROTOCOL.md §5.3) are answer text."""
+    """Frames without a phase (older models, docs/protocol.md §5.3) are answer text."""
     out = run([delta(None, "plain"), FINISHED])
     assert texts(out, "content") == "plain"
 
@@ -208,7 +208,7 @@ def test_error_frames_mid_stream_fail_after_the_partial_answer(
 
 
 def test_status_error_delta_fails() -> None:
-    """A delta whose status is "error" fails the stream (PROTOCOL.md §5.7)."""
+    """A delta whose status is "error" fails the stream (docs/protocol.md §5.7)."""
     out = run([delta("answer", "a"), delta("answer", "", "error")])
     assert isinstance(out[-1], Failure)
 

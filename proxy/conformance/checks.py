@@ -4,8 +4,8 @@ Every check is an async function of a :class:`Context` returning an :class:`Outc
 (:mod:`proxy.conformance.runner`) turns it into a :class:`~proxy.conformance.report.CheckResult`.
 Checks that read the same answer share one probe (the client sends each probe once). The
 expected behaviour is OpenAI's Chat Completions, Models and Images contract; the failure modes
-come from LANDSCAPE.md §3 (what users of other Qwen proxies report) and PROTOCOL.md §5, §6, §10,
-§11 (why they happen).
+come from LANDSCAPE.md §3 (what users of other Qwen proxies report) and docs/protocol.md §5, §6,
+§10, §11 (why they happen).
 
 Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.classify_echo`):
 ``transport_error``, ``http_status``, ``not_json``, ``content_type``, ``contract_violation``,
@@ -627,7 +627,7 @@ async def _judge_image(
         return _failed(
             ex,
             "null_image_url",
-            "the answer is an image with a null URL (`![image](null)`, PROTOCOL.md §6.4)",
+            "the answer is an image with a null URL (`![image](null)`, docs/protocol.md §6.4)",
             notes=notes,
         )
     if kind.kind == "drawing_text":
@@ -683,7 +683,7 @@ async def _image_generations(ctx: Context) -> Outcome:
         return _passed(ex, f"b64_json holds a {fmt.upper()} image of {len(raw)} bytes")
     if not url or str(url).strip().lower() in ("null", "none", "undefined"):
         return _failed(
-            ex, "null_image_url", "data[0] has neither a url nor b64_json (PROTOCOL.md §6.4)"
+            ex, "null_image_url", "data[0] has neither a url nor b64_json (docs/protocol.md §6.4)"
         )
     code, message, line = await ctx.image(str(url))
     if code is not None:

@@ -3,7 +3,7 @@
 Each function names *what* went wrong with a short code, so a report can say "mojibake (UTF-8
 read as GBK)" instead of "the answer differs". The failure modes come from the complaints other
 Qwen proxies' users file (LANDSCAPE.md §3: #2 empty answers, #7/#10 ``![image](null)``, #8
-duplicated streamed text, #13 garbled Chinese) and from their causes in PROTOCOL.md §5.4, §6.4
+duplicated streamed text, #13 garbled Chinese) and from their causes in docs/protocol.md §5.4, §6.4
 and §11.9/§11.10.
 
 - :func:`classify_echo`: did the answer repeat the probe sentence, and if not, how is it broken
@@ -74,7 +74,7 @@ class EchoVerdict:
 def latin1_mojibake(text: str) -> str:
     """``text`` encoded as UTF-8 and decoded as ISO-8859-1 (every byte maps to one char).
 
-    This is what Python ``requests`` produces when a response has no charset (PROTOCOL.md
+    This is what Python ``requests`` produces when a response has no charset (docs/protocol.md
     §11.9, LANDSCAPE.md ZH notes).
     """
     return text.encode("utf-8").decode("latin-1")
@@ -140,7 +140,7 @@ def classify_echo(expected: str, answer: str) -> EchoVerdict:
     sentence (UTF-8 read as Latin-1/cp1252 → ``mojibake_latin1``; read as GBK →
     ``mojibake_gbk``), found as is or after undoing it, which is more specific than any
     U+FFFD it contains; any U+FFFD → ``replacement_chars`` (UTF-8 split across network chunks
-    and decoded piecewise, PROTOCOL.md §11.9 (a)); an answer claiming the input is garbled
+    and decoded piecewise, docs/protocol.md §11.9 (a)); an answer claiming the input is garbled
     (LANDSCAPE.md §3 #13) → ``garbled_claim``; anything else → ``echo_mismatch``.
     """
     if expected in answer:
@@ -214,7 +214,7 @@ def find_duplicated_deltas(pieces: Sequence[str], *, min_len: int = 8) -> Duplic
     characters; a piece equal to the previous one when it has at least ``min_len`` characters;
     a piece that starts with the previous piece and is longer, when the previous piece has at
     least ``min_len`` characters or this happens twice in a row. Short legitimate repetitions
-    (``"ha", "ha"``) are never flagged (PROTOCOL.md §5.4, §11.10; LANDSCAPE.md §3 #8).
+    (``"ha", "ha"``) are never flagged (docs/protocol.md §5.4, §11.10; LANDSCAPE.md §3 #8).
     """
     texts = [p for p in pieces if p]
     accumulated = ""
@@ -260,7 +260,7 @@ _DRAWING = re.compile(
 
 
 def classify_image_answer(text: str | None) -> ImageAnswer:
-    """Classify the text of an image request's answer (PROTOCOL.md §6.4; LANDSCAPE.md §3 #7).
+    """Classify the text of an image request's answer (docs/protocol.md §6.4; LANDSCAPE.md §3 #7).
 
     A Markdown image or bare URL with http(s) → ``image`` (with the URLs); a Markdown image
     whose target is empty or ``null``/``undefined`` → ``null_url`` (the ``![image](null)``

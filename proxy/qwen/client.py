@@ -1,13 +1,13 @@
 """The upstream HTTP client: the only module of ``proxy.qwen`` that does I/O.
 
-It speaks the v2 flow (PROTOCOL.md §3, §4) over the app's one ``aiohttp.ClientSession``:
+It speaks the v2 flow (docs/protocol.md §3, §4) over the app's one ``aiohttp.ClientSession``:
 ``GET /api/models``, ``POST /api/v2/chats/new``, ``POST /api/v2/chat/completions?chat_id=…``;
 for media (§6, §7) also the t2v JSON completion, ``GET /api/v1/tasks/status/<id>``,
 ``POST /api/v2/files/getstsToken``, the signed OSS PutObject and the download of a generated
 image from the CDN (never with the account's token: CDN URLs are signed by their ``?key=``).
 Every answer that is not the expected JSON success or SSE stream is turned into an
 :class:`~proxy.errors.UpstreamError` by :func:`proxy.qwen.envelope.classify_response`
-(PROTOCOL.md §4.3: branch on the content type before parsing).
+(docs/protocol.md §4.3: branch on the content type before parsing).
 
 Requests carry UTF-8 JSON bytes with ``Content-Type: application/json; charset=utf-8`` and
 ASCII-only headers (a non-ASCII ``timezone`` header broke other proxies, §11.9 (c)). The token
@@ -55,7 +55,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 def js_timezone_header(now: datetime | None = None) -> str:
     """The ``timezone`` header in JavaScript ``Date.toString()`` form, ASCII only.
 
-    Example: ``Sun Oct 26 2025 10:50:29 GMT-0400`` (PROTOCOL.md §1). Built from numbers, never
+    Example: ``Sun Oct 26 2025 10:50:29 GMT-0400`` (docs/protocol.md §1). Built from numbers, never
     from the OS locale, so a Chinese-locale machine cannot put non-ASCII text in a header.
     """
     now = (now or datetime.now()).astimezone()
@@ -154,7 +154,7 @@ class QwenClient:
     # -- headers -------------------------------------------------------------------------------
 
     def headers(self, account: Account, *, referer: str, stream: bool = False) -> dict[str, str]:
-        """The header set for one upstream request (PROTOCOL.md §1). All values are ASCII.
+        """The header set for one upstream request (docs/protocol.md §1). All values are ASCII.
 
         The constant part is built and checked once per client, the credentials once per
         account, the ``timezone`` value once per second; per request only ``Referer``,
@@ -205,7 +205,7 @@ class QwenClient:
     async def fetch_models(self, account: Account) -> Any:
         """``GET /api/models``, or the 2026 ``GET /api/v2/models/`` when the first is gone.
 
-        Returns the decoded JSON (PROTOCOL.md §2, §8). Raises :class:`UpstreamError`; when both
+        Returns the decoded JSON (docs/protocol.md §2, §8). Raises :class:`UpstreamError`; when both
         paths fail, the error of the first.
         """
         try:
@@ -252,8 +252,8 @@ class QwenClient:
 
     async def stop(self, account: Account, chat_id: str, response_id: str | None) -> None:
         """``POST /api/v2/chat/completions/stop?chat_id=<id>`` with ``{"chat_id", "response_id"}``
-        (PROTOCOL.md §13.1): what the browser sends when the user presses stop, so the account is
-        not kept busy with an answer nobody reads. ``response_id`` is left out when the stream
+        (docs/protocol.md §13.1): what the browser sends when the user presses stop, so the account
+        is not kept busy with an answer nobody reads. ``response_id`` is left out when the stream
         never said it. Raises :class:`UpstreamError`."""
         body: dict[str, Any] = {"chat_id": chat_id}
         if response_id:
@@ -275,7 +275,7 @@ class QwenClient:
         path = f"/api/v2/chats/{quote(chat_id, safe='')}"
         await self._json("DELETE", path, account, None, referer="/")
 
-    # -- media (PROTOCOL.md §6, §7) ----------------------------------------------------------
+    # -- media (docs/protocol.md §6, §7) ----------------------------------------------------------
 
     async def completion_json(self, account: Account, chat_id: str, body: dict[str, Any]) -> Any:
         """``POST /api/v2/chat/completions`` with ``stream: false`` (t2v, §6.3): the JSON answer.

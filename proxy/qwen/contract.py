@@ -19,7 +19,7 @@ frame kind of ``recorder.schema.frame_kind`` (``delta:answer``, ``envelope:*``, 
 trailing ``*`` matches any suffix). A ``.*`` path segment stands for any one key
 (``local_mcp.*[]``: any tool namespace). ``endpoint`` is an endpoint key of the diff without its
 ``[chat_type]`` variant (it covers every variant) or with one (only that variant); ``*`` is every
-endpoint. Sources: PROTOCOL.md §3, §5.2–§5.7, §6, §7, §8, §10, §13.
+endpoint. Sources: docs/protocol.md §3, §5.2–§5.7, §6, §7, §8, §10, §13.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ FEATURES: dict[str, str] = {
     "models": "the model list (/v1/models) and model routing",
     "uploads": "file and image uploads (STS grant)",
     "errors": "mapping upstream errors to the right HTTP status and advice",
-    "tools": "native tool calls (tools declared in feature_config.local_mcp, PROTOCOL.md §5.6)",
+    "tools": (
+        "native tool calls (tools declared in feature_config.local_mcp, docs/protocol.md §5.6)"
+    ),
 }
 """Feature ids used by :data:`FIELDS` (and by ``qwen-proxy doctor`` to tie checks to drift)."""
 
@@ -124,7 +126,7 @@ _GENERIC_ERROR = "upstream errors become a generic HTTP 502 upstream_error witho
 _D = "$.choices[].delta"
 
 FIELDS: tuple[Field, ...] = (
-    # -- the stream (PROTOCOL.md §5.2) --------------------------------------------------------
+    # -- the stream (docs/protocol.md §5.2) --------------------------------------------------------
     Field(COMPLETIONS, "response.created", '$["response.created"]', ("object",), "chat",
           "opens the turn", "", _T),
     Field(COMPLETIONS, "response.created", '$["response.created"].chat_id', ("string",),
@@ -337,7 +339,7 @@ FIELDS: tuple[Field, ...] = (
         )
     ),
     # Task status answers come flat ({task_status, content}, the recorded form) or wrapped in
-    # data; both are read, the flat one is what the baseline knows (PROTOCOL.md §6.3).
+    # data; both are read, the flat one is what the baseline knows (docs/protocol.md §6.3).
     Field(TASK_STATUS, "json", "$.data", ("object",), "video", "a wrapped task answer", "", _MD),
     *(
         Field(TASK_STATUS, "json", f"{base}.{name}", types, "video", use,
@@ -406,7 +408,7 @@ PHASES: dict[str, str] = {
     "image_edit_tool": "image URL",
     "image_gen_think": "ignored in image mode",
     "image_gen_websearch": "ignored in image mode",
-    "local_tool": "native tool calls (PROTOCOL.md §5.6)",
+    "local_tool": "native tool calls (docs/protocol.md §5.6)",
     **{
         p: "2026 bundle phase: never answer text, never breaks a stream (§13.2)"
         for p in (
@@ -451,7 +453,7 @@ ERROR_CODES: dict[str, str] = {
     "PARENT_NOT_FOUND": "HTTP 502 upstream_error",
     "RequestValidationError": "HTTP 502 upstream_error",
 }
-"""Error codes seen in PROTOCOL.md §10 and §13.3, and what the client gets for each."""
+"""Error codes seen in docs/protocol.md §10 and §13.3, and what the client gets for each."""
 
 VALUES: tuple[dict[str, str], ...] = tuple(
     {

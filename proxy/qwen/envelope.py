@@ -2,10 +2,10 @@
 
 Pure: bytes and parsed JSON in, :class:`~proxy.errors.UpstreamError` out. The endpoint often
 answers HTTP 200 with ``application/json`` (an error envelope) or ``text/html`` (the WAF slider)
-instead of ``text/event-stream``, so callers branch on the content type first (PROTOCOL.md §4.3)
-and hand everything that is not a stream to :func:`classify_response`.
+instead of ``text/event-stream``, so callers branch on the content type first (docs/protocol.md
+§4.3) and hand everything that is not a stream to :func:`classify_response`.
 
-Envelope shapes (PROTOCOL.md §10, samples ``error_*.json`` and ``waf_*.json``)::
+Envelope shapes (docs/protocol.md §10, samples ``error_*.json`` and ``waf_*.json``)::
 
     {"success": false, "request_id": "…", "data": {"code": "RateLimited", "details": "…", "num": 6}}
     {"ret": ["FAIL_SYS_USER_VALIDATE", "RGV587_ERROR::…"], "data": {"url": "…/punish?…"}}
@@ -50,15 +50,15 @@ CAPTCHA_ADVICE = (
 _WAF_MARKERS = (
     b"_____tmd_____",
     b"x5secdata",
-    b"aliyun_waf",  # also the aliyun_waf_aa variant (PROTOCOL.md §13.3)
+    b"aliyun_waf",  # also the aliyun_waf_aa variant (docs/protocol.md §13.3)
     b"FAIL_SYS_USER_VALIDATE",
     b"RGV587",
     b"/punish",
     b"Access Verification",
     b"action=captcha",  # also action=captchaconnect (§13.3, Rfym21#157)
 )
-#: Codes that say the account answers too much or its quota is used up (PROTOCOL.md §10, §13.3):
-#: the account rests and the client gets 429.
+#: Codes that say the account answers too much or its quota is used up (docs/protocol.md §10,
+#: §13.3): the account rests and the client gets 429.
 LIMIT_CODES = frozenset(
     {
         "RateLimited",
@@ -77,7 +77,7 @@ _CLIENT_FAULT = re.compile(r"(?i)too long|exceed|more than \d+ characters|conten
 
 
 def looks_like_waf(body: bytes) -> bool:
-    """True when ``body`` carries a marker of the Aliyun/baxia captcha (PROTOCOL.md §10)."""
+    """True when ``body`` carries a marker of the Aliyun/baxia captcha (docs/protocol.md §10)."""
     head = body[:65536]
     return any(m in head for m in _WAF_MARKERS) or _WAF_REDIRECT.search(head) is not None
 
@@ -86,7 +86,7 @@ def envelope_error(obj: Any) -> UpstreamError | None:
     """The error an already-parsed JSON object reports, or ``None`` if it reports none.
 
     Recognises the ``success:false`` envelope, the baxia ``ret`` body, a top-level ``error``
-    object and ``data.error`` (PROTOCOL.md §5.7, §10).
+    object and ``data.error`` (docs/protocol.md §5.7, §10).
     """
     if not isinstance(obj, dict):
         return None

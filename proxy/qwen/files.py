@@ -1,6 +1,6 @@
 """File uploads (multimodal input): kinds, ``data:`` URIs, STS answers, OSS signing, file entries.
 
-Pure. The upload flow of PROTOCOL.md §7, whose I/O lives in :mod:`proxy.qwen.client` and
+Pure. The upload flow of docs/protocol.md §7, whose I/O lives in :mod:`proxy.qwen.client` and
 :mod:`proxy.uploads`:
 
 1. ``POST /api/v2/files/getstsToken {"filename", "filesize", "filetype"}`` (§7.1) returns STS

@@ -1,6 +1,6 @@
 """Image and video generation: sizes, media-URL policy and t2v task answers. Pure.
 
-Protocol facts (PROTOCOL.md):
+Protocol facts (docs/protocol.md):
 
 - §6.1 t2i takes an aspect ratio (``1:1``, ``3:4``, ``4:3``, ``16:9``, ``9:16``) as the top-level
   ``size``; OpenAI clients send pixel sizes, mapped by :func:`aspect_ratio`.
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 ASPECT_RATIOS = ("1:1", "3:4", "4:3", "16:9", "9:16")
-"""The ratios the v2 t2i/t2v ``size`` accepts (PROTOCOL.md §6.1, [H])."""
+"""The ratios the v2 t2i/t2v ``size`` accepts (docs/protocol.md §6.1, [H])."""
 
 OPENAI_SIZES: dict[str, str] = {
     "256x256": "1:1",
@@ -55,7 +55,7 @@ OPENAI_SIZES: dict[str, str] = {
 to ``16:9``, the mapping Rfym21 uses (§6.1); ``auto`` becomes ``1:1``."""
 
 DEFAULT_MEDIA_HOSTS = ("cdn.qwenlm.ai", "*.qwenlm.ai", "*.alicdn.com", "*.aliyuncs.com")
-"""Hosts whose URLs may be handed out as generated media (PROTOCOL.md §1)."""
+"""Hosts whose URLs may be handed out as generated media (docs/protocol.md §1)."""
 
 _PUNISH_MARKERS = ("_____tmd_____", "x5secdata", "/punish", "action=captcha")
 _WXH = re.compile(r"^\s*(\d{1,5})\s*[x×*]\s*(\d{1,5})\s*$")
@@ -92,7 +92,8 @@ def aspect_ratio(size: str | None, *, default: str = "1:1") -> str:
 
 
 def is_punish_url(url: str) -> bool:
-    """True for the Aliyun WAF captcha link (``_____tmd_____``, ``x5secdata``, PROTOCOL.md §10)."""
+    """True for the Aliyun WAF captcha link (``_____tmd_____``, ``x5secdata``; docs/protocol.md
+    §10)."""
     low = url.lower()
     return any(m in low for m in _PUNISH_MARKERS)
 
@@ -172,7 +173,7 @@ def find_task_id(payload: Any) -> str | None:
     """The t2v task id of a completions JSON answer, or ``None``.
 
     First ``data.messages[0].extra.wanx.task_id`` ([H]), then any ``task_id``/``taskId`` string
-    anywhere in the body ([M], PROTOCOL.md §6.3).
+    anywhere in the body ([M], docs/protocol.md §6.3).
     """
     try:
         tid = payload["data"]["messages"][0]["extra"]["wanx"]["task_id"]

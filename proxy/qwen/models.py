@@ -1,7 +1,7 @@
 """The upstream model list and the OpenAI model ids derived from it. Pure.
 
 ``GET /api/models`` answers ``{"data": [model, …]}``; the 2026 variant ``/api/v2/models/`` may
-nest it as ``data.data`` (PROTOCOL.md §8, §2). Each model's ``info.meta`` says what it can do:
+nest it as ``data.data`` (docs/protocol.md §8, §2). Each model's ``info.meta`` says what it can do:
 ``abilities`` holds NUMBERS (``"thinking": 1``), ``capabilities`` booleans, and ``chat_type`` the
 chat types it accepts. Variants offered:
 

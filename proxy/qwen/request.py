@@ -1,6 +1,6 @@
 """OpenAI chat request to chat.qwen.ai v2 request bodies. Pure: no I/O, no clock of its own.
 
-The v2 flow (PROTOCOL.md §3, §4): ``POST /api/v2/chats/new`` creates a chat and returns its id;
+The v2 flow (docs/protocol.md §3, §4): ``POST /api/v2/chats/new`` creates a chat and returns its id;
 ``POST /api/v2/chat/completions?chat_id=<id>`` sends exactly ONE user message and streams the
 answer. The OpenAI history is therefore flattened into one prompt (§4.1 "One message only",
 option (b); §11.2). Timestamps are milliseconds in ``chats/new`` and seconds in completions.
@@ -35,7 +35,7 @@ __all__ = [
     "text_of",
 ]
 
-#: The site caps one message at 131072 characters (PROTOCOL.md §4.1, [L]).
+#: The site caps one message at 131072 characters (docs/protocol.md §4.1, [L]).
 MAX_PROMPT_CHARS = 131072
 
 # Longest first: "-image-edit" must win over "-image".
@@ -48,7 +48,7 @@ _SUFFIXES = {
 }
 
 MEDIA_CHAT_TYPES = frozenset({"t2i", "image_edit", "t2v"})
-"""Chat types that generate media (PROTOCOL.md §6): no thinking, a ``size`` at the top level."""
+"""Chat types that generate media (docs/protocol.md §6): no thinking, a top-level ``size``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +70,8 @@ def split_model_name(name: str) -> tuple[str, frozenset[str]]:
 
     Media suffixes give the flags ``image``, ``image_edit`` and ``video``.
 
-    Suffixes are the variants of :mod:`proxy.qwen.models` (PROTOCOL.md §8); an id that is itself
-    a real upstream id is resolved by the caller before suffixes are considered.
+    Suffixes are the variants of :mod:`proxy.qwen.models` (docs/protocol.md §8); an id that is
+    itself a real upstream id is resolved by the caller before suffixes are considered.
     """
     flags: set[str] = set()
     base = name
@@ -103,7 +103,7 @@ _MEDIA_PART_TYPES = frozenset({"image_url", "input_image", "file", "input_file",
 
 @dataclass(frozen=True, slots=True)
 class MediaPart:
-    """One non-text part of a chat message, to be uploaded (PROTOCOL.md §7).
+    """One non-text part of a chat message, to be uploaded (docs/protocol.md §7).
 
     ``source`` is a ``data:`` URI or an http(s) URL; ``expect`` the kind it must hold
     (``image`` for ``image_url`` parts, ``audio`` for ``input_audio``, ``None``: any, from the
@@ -197,7 +197,7 @@ def flatten_messages(messages: Sequence[MessageLike], *, allow_empty: bool = Fal
 
     One user message (the common case) is sent verbatim. Otherwise system messages come first,
     then the turns, each as ``"<Role>: <text>"`` separated by blank lines; chat.qwen.ai has no
-    system slot, so system text is prepended (PROTOCOL.md §4.1). Raises
+    system slot, so system text is prepended (docs/protocol.md §4.1). Raises
     :class:`UnsupportedContentError` for unknown parts and when the result is empty. Media
     parts are skipped here (:func:`media_parts` collects them); ``allow_empty`` accepts a prompt
     with no text (a message that is only an image).
@@ -234,7 +234,7 @@ def new_uuid() -> str:
 def chats_new_body(
     route: ModelRoute, *, now_ms: int, title: str = "New Chat", chat_mode: str = "normal"
 ) -> dict[str, Any]:
-    """Body of ``POST /api/v2/chats/new`` (PROTOCOL.md §3); ``now_ms`` in milliseconds.
+    """Body of ``POST /api/v2/chats/new`` (docs/protocol.md §3); ``now_ms`` in milliseconds.
 
     ``title`` marks the chats the gateway made (the reconciler finds them by it); ``chat_mode``
     ``"local"`` asks for a temporary chat (§13.2, unproven).
@@ -260,7 +260,7 @@ def completion_body(
     parent_id: str | None = None,
     chat_mode: str = "normal",
 ) -> dict[str, Any]:
-    """Body of ``POST /api/v2/chat/completions?chat_id=…`` (PROTOCOL.md §4.1).
+    """Body of ``POST /api/v2/chat/completions?chat_id=…`` (docs/protocol.md §4.1).
 
     ``parent_id`` (the previous answer's ``response_id``) continues the chat's conversation
     on the site (§4.1 (a)): it goes at the top level and in the message.

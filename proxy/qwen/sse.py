@@ -2,7 +2,7 @@
 
 Pure and sans-IO: it never imports aiohttp and never blocks. Feed it network chunks exactly as they
 arrive; it buffers until an event is complete, so no chunking of the upstream stream can split a
-frame or a UTF-8 character (PROTOCOL.md §5.1, "Split chunks"; §11.9 (a), the garbled-Chinese bug).
+frame or a UTF-8 character (docs/protocol.md §5.1; §11.9, the garbled-Chinese bug).
 
 Line handling follows the WHATWG SSE rules: lines end in ``\\n``, ``\\r\\n`` or ``\\r``; a blank
 line dispatches the event; ``data:`` lines are joined with ``\\n``; ``event:``, ``id:`` and

@@ -5,7 +5,7 @@ returns the OpenAI-level events it implies; :class:`ChunkEncoder` turns events i
 ``chat.completion.chunk`` SSE bytes; :class:`Aggregate` folds them into one ``chat.completion``.
 Nothing here does I/O or imports aiohttp.
 
-Protocol facts used (PROTOCOL.md):
+Protocol facts used (docs/protocol.md):
 
 - §5.2 frame types: ``{"response.created": {...}}`` opens the stream, ``{"response.info": ...}``
   is a keep-alive, ``{"choices": [{"delta": {...}}], "usage": {...}}`` carries content.
@@ -93,7 +93,7 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Sources:
-    """Web-search sources for the answer (PROTOCOL.md §5.5)."""
+    """Web-search sources for the answer (docs/protocol.md §5.5)."""
 
     items: tuple[Source, ...]
 
@@ -171,8 +171,8 @@ class Media:
 @dataclass(frozen=True, slots=True)
 class NativeToolCall:
     """A call the site's native tool path produced (a ``phase: "local_tool"`` frame with
-    ``extra.local_mcp``, PROTOCOL.md §5.5, §5.6). Only emitted when the translator was built with
-    ``native_tools=True``; the tool stage (:mod:`proxy.tools.stage`) turns it into a checked
+    ``extra.local_mcp``, docs/protocol.md §5.5, §5.6). Only emitted when the translator was built
+    with ``native_tools=True``; the tool stage (:mod:`proxy.tools.stage`) turns it into a checked
     :class:`ToolCall`, so renderers never see it. ``name`` is without its namespace prefix."""
 
     name: str
@@ -182,7 +182,7 @@ class NativeToolCall:
 OutEvent = Text | Sources | Media | ToolCall | NativeToolCall | Finish | Failure
 
 IMAGE_PHASES = frozenset({"image_gen", "image_edit", "image_gen_tool", "image_edit_tool"})
-"""Phases whose frames carry generated images (PROTOCOL.md §5.3)."""
+"""Phases whose frames carry generated images (docs/protocol.md §5.3)."""
 _IMAGE_SIDE_PHASES = frozenset({"image_gen_think", "image_gen_websearch"})
 BUNDLE_PHASES = frozenset(
     {
@@ -198,7 +198,7 @@ BUNDLE_PHASES = frozenset(
         "present_file",
     }
 )
-"""Phases of the 2026 frontend bundle (PROTOCOL.md §13.2): the site's own tools at work. Their
+"""Phases of the 2026 frontend bundle (docs/protocol.md §13.2): the site's own tools at work. Their
 frames are skipped: never answer text, never the end of the answer, never a stream failure (a
 tool's ``status: "error"`` is the tool's, not the answer's)."""
 _SNAPSHOT_MIN = 1
@@ -330,7 +330,7 @@ class Translator:
                     if self.response_id is None:
                         self.response_id = rid
                 elif rid != self._frame_id:
-                    # A second response in the same stream (PROTOCOL.md §13.2): not this turn's.
+                    # A second response in the stream (docs/protocol.md §13.2): not this turn's.
                     self.foreign_frames += 1
                     return []
             usage = frame.get("usage")
@@ -412,7 +412,7 @@ class Translator:
         if self._expect_image and self._media_urls:
             return self._finish()
         if self._native_answer() and not self._answer_chars:
-            return self._finish()  # a native call is a whole answer (PROTOCOL.md §5.6)
+            return self._finish()  # a native call is a whole answer (docs/protocol.md §5.6)
         if self._answer_chars:
             return self._fail(
                 UpstreamTruncatedError(
@@ -642,7 +642,7 @@ class Translator:
 
     def _unsnapshot(self, content: str) -> str:
         """The new part of an answer frame: a frame repeating the whole answer so far and more
-        is a cumulative snapshot (PROTOCOL.md §5.4, §13.2), so only what follows the answer so
+        is a cumulative snapshot (docs/protocol.md §5.4, §13.2), so only what follows the answer so
         far is new. Incremental text is the rule ([H]) and must never lose a character: a piece
         equal to the answer so far, or made only of copies of it ("ha", "ha", "haha"), is
         incremental; any other piece that merely starts with the answer so far ("😂" then
@@ -716,7 +716,7 @@ class Translator:
             self._summary_sent = snapshot
         elif len(snapshot) > len(sent):
             # The upstream rewrote earlier text. What was sent cannot be taken back; send only
-            # what lies beyond it, so nothing is repeated (PROTOCOL.md §11.10).
+            # what lies beyond it, so nothing is repeated (docs/protocol.md §11.10).
             new = snapshot[len(sent) :]
             self._summary_sent = snapshot
         else:
@@ -803,7 +803,7 @@ def _dumps(obj: Any) -> bytes:
 #   the first chunk's delta: "refusal": null; with include_usage every chunk but the last
 #   "usage": null;
 #   usage: "prompt_tokens_details" and "completion_tokens_details". chat.qwen.ai reports neither
-#   cached nor reasoning tokens (PROTOCOL.md §5.4), so their counts are 0.
+#   cached nor reasoning tokens (docs/protocol.md §5.4), so their counts are 0.
 _SERVICE_FIELDS: dict[str, Any] = {"service_tier": "default", "system_fingerprint": None}
 
 

@@ -1,6 +1,6 @@
 """``POST /v1/images/generations`` and ``POST /v1/images/edits`` (OpenAI Images API).
 
-Generation runs the v2 t2i flow (PROTOCOL.md §6.1): ``chats/new`` with ``chat_type: t2i``, a
+Generation runs the v2 t2i flow (docs/protocol.md §6.1): ``chats/new`` with ``chat_type: t2i``, a
 streamed completion with the aspect ratio as ``size``, the URL from the ``image_gen`` frame.
 ``n`` images are ``n`` turns. Edits (multipart, §6.2) upload the ``image`` first (§7) and run an
 ``image_edit`` turn; a URL equal to the uploaded source is never the answer. ``mask`` is not

@@ -1,4 +1,5 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``, from the upstream model list (PROTOCOL.md §8).
+"""``GET /v1/models`` and ``GET /v1/models/{id}``, from the upstream model list
+(docs/protocol.md §8).
 
 A request with an ``anthropic-version`` header (the anthropic SDK, Claude Code's gateway model
 discovery) gets the same list with Anthropic's fields added

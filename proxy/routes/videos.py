@@ -1,6 +1,6 @@
 """Video generation: ``POST /v1/videos/generations`` and chat with a ``-video`` model.
 
-The t2v flow (PROTOCOL.md §6.3): ``chats/new`` (``chat_type: t2v``), a ``stream: false``
+The t2v flow (docs/protocol.md §6.3): ``chats/new`` (``chat_type: t2v``), a ``stream: false``
 completion answered with JSON holding the task id, then ``GET /api/v1/tasks/status/<id>`` until
 ``task_status`` is ``success`` (the URL in ``content``), ``failed`` (502
 ``upstream_task_failed``) or ``video_deadline_s`` passes (504 ``upstream_task_timeout``).

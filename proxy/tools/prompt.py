@@ -1,6 +1,6 @@
 """The Qwen prompt of a conversation with tools, in Qwen's own function-calling convention (pure).
 
-chat.qwen.ai takes one user message per turn (PROTOCOL.md §4.1), so the history is flattened
+chat.qwen.ai takes one user message per turn (docs/protocol.md §4.1), so the history is flattened
 as for plain chats (``System:``/``User:``/``Assistant:`` blocks, :func:`flatten_messages`),
 with the Hermes-style template Qwen models are trained on (AGENTS.md §1.2, §1.3):
 
