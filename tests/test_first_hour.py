@@ -4,6 +4,7 @@ warnings for misspelt ``QWEN_PROXY_*`` variables (issue 12 §2)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -411,3 +412,56 @@ async def test_parameters_the_readme_calls_ignored_are_accepted(
         assert resp.status == 200, await resp.text()
         answer = await resp.json()
     assert answer["choices"][0]["message"]["content"] == sc.expected_content
+
+
+# -- the two quick-start commands started together on a fresh clone ----------------------------
+
+_FAKE_PYTHON = """#!/bin/sh
+# Stands in for python3.13 (-m venv) and for the venv's python (pip installs, logged slowly).
+if [ "$1 $2" = "-m venv" ]; then
+    mkdir -p "$3/bin"
+    cp "$0" "$3/bin/python"
+    exit 0
+fi
+echo "start $*" >> "$(dirname "$0")/../../setup.log"
+sleep 0.3
+echo "end $*" >> "$(dirname "$0")/../../setup.log"
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_two_set_ups_at_once_install_once_without_interleaving(tmp_path: Path) -> None:
+    """`make serve` and `make test` started together on a fresh clone: one builds `.venv`, the
+    other waits for it and finds it ready (the set-up recipe of the Makefile, with a stand-in
+    Python so no package is downloaded)."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    fake = tmp_path / "fakepython"
+    fake.write_text(_FAKE_PYTHON, encoding="utf-8")
+    fake.chmod(0o755)
+    cmd = ["make", "--no-print-directory", "-C", str(tmp_path), ".venv/.installed"]
+    cmd.append(f"PYTHON={fake}")
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    log = (tmp_path / "setup.log").read_text(encoding="utf-8").splitlines()
+    assert log == [
+        "start -m pip install --quiet --upgrade pip",
+        "end -m pip install --quiet --upgrade pip",
+        "start -m pip install --quiet -e .[test]",
+        "end -m pip install --quiet -e .[test]",
+    ]
+    assert (tmp_path / ".venv" / ".installed").is_file()
+    assert not (tmp_path / ".venv.lock").exists()
+    assert sum("waiting for another set-up" in out for out in outputs) == 1
+
+
+def test_license_is_an_spdx_string() -> None:
+    """`project.license` as a table made setuptools print ~30 deprecation lines on install."""
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["license"] == "MIT"
