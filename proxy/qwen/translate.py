@@ -348,7 +348,7 @@ class Translator:
                         and delta.get("status") == "typing"
                         and type(content) is str
                         and content
-                        and self._media is None
+                        and not self._expect_image
                         and not self._tag_open
                         # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
                         and (len(content) < self._answer_len or self._answer_len < _SNAPSHOT_MIN)
