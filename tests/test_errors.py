@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import fake_jwt
 
 from proxy import errors as E
 from proxy.errors import ClientRequestError, scrub, to_openai
@@ -154,13 +155,17 @@ def test_param_defaults_to_none() -> None:
     assert to_openai(E.ClientRequestError("m"))[2]["error"]["param"] is None
 
 
+_JWT = fake_jwt("scrub")  # built at run time: no token-like literal in the repository
+_HEADER, _CLAIMS, _ = _JWT.split(".")
+
+
 @pytest.mark.parametrize(
     ("text", "kept", "gone"),
     [
-        ("a eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.sig b", "a <redacted> b", "eyJ"),
-        ("seg eyJzdWIiOiJ4eHh4In0 end", "seg <redacted> end", "eyJ"),
-        ("p eyJhbGciOiJub25lIn0%2EeyJzdWIiOiJ4In0 q", "p <redacted> q", "%2E"),
-        ("u eyJhbGciOiJub25lIn0\\u002eeyJzdWIiOiJ4In0 v", "u <redacted> v", "u002e"),
+        (f"a {_JWT} b", "a <redacted> b", "eyJ"),
+        (f"seg {_CLAIMS} end", "seg <redacted> end", "eyJ"),
+        (f"p {_HEADER}%2E{_CLAIMS} q", "p <redacted> q", "%2E"),
+        (f"u {_HEADER}\\u002e{_CLAIMS} v", "u <redacted> v", "u002e"),
         ("https://x/a?key=SECRET&b=1", "?key=<redacted>&b=1", "SECRET"),
         ("https://x/a?x5secdata=SECRET", "x5secdata=<redacted>", "SECRET"),
         ("https://x/a?token=SECRET", "token=<redacted>", "SECRET"),

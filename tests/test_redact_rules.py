@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import fake_jwt
 
 from recorder import redact
 from recorder.redact import Redactor
@@ -33,7 +34,7 @@ def test_authorization_with_extra_spaces() -> None:
 
 def test_cookie_header_every_value() -> None:
     """Cookie: every value replaced, names kept; a JWT value is a token, others cookies."""
-    jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln"
+    jwt = fake_jwt("x")
     out = Redactor().header_value("Cookie", f"a=1111; token={jwt}; flag; b=")
     assert out == "a=<REDACTED:cookie:1>; token=<REDACTED:token:1>; flag; b="
 
@@ -154,8 +155,8 @@ def test_almost_placeholders_are_secrets(value: str) -> None:
 
 def test_adjacent_secrets() -> None:
     """Two secrets side by side are both replaced, each with its own placeholder."""
-    jwt1 = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.c2ln"
-    jwt2 = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIyIn0.c2ln"
+    jwt1 = fake_jwt("1")
+    jwt2 = fake_jwt("2")
     assert Redactor().text(f"{jwt1} {jwt2}") == "<REDACTED:token:1> <REDACTED:token:2>"
     out = Redactor().text(f"?token={SECRET}&key={SECRET}x")
     assert out == "?token=<REDACTED:token:1>&key=<REDACTED:key:1>"
@@ -163,7 +164,7 @@ def test_adjacent_secrets() -> None:
 
 def test_overlapping_matches_keep_the_first_rule() -> None:
     """A JWT inside a secret JSON field is replaced once, as the field."""
-    jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.c2ln"
+    jwt = fake_jwt("1")
     assert Redactor().text(json.dumps({"token": jwt})) == json.dumps(
         {"token": "<REDACTED:token:1>"}
     )
@@ -180,7 +181,7 @@ def test_spans_are_sorted_with_offsets() -> None:
 def test_secret_ending_on_a_chunk_boundary() -> None:
     """A secret ending exactly where a chunk ends: the boundary stays right after its
     placeholder; one spanning chunks moves the boundary to the placeholder's end."""
-    jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.c2ln"
+    jwt = fake_jwt("1")
     pieces = [(1.0, f"data: {jwt}".encode()), (2.0, b" tail\n\n")]
     out = Redactor().chunks(pieces)
     assert out == [(1.0, b"data: <REDACTED:token:1>"), (2.0, b" tail\n\n")]
@@ -209,12 +210,13 @@ def test_chunks_keep_boundaries_around_a_shorter_placeholder() -> None:
 def test_known_secret_echoed_anywhere() -> None:
     """After a secret was seen in a header, its echo as a JSON key or one JWT segment, or
     with %2E dots, is replaced with the same placeholder."""
-    jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4eHh4eHgifQ.c2lnbmF0dXJlLXBhcnQ"
+    jwt = fake_jwt("xxxxxx")
     red = Redactor()
     assert red.header_value("Authorization", f"Bearer {jwt}") == "Bearer <REDACTED:token:1>"
-    body = json.dumps({jwt: 1, "m": "seg eyJzdWIiOiJ4eHh4eHgifQ end", "p": jwt.replace(".", "%2E")})
+    _, claims, signature = jwt.split(".")
+    body = json.dumps({jwt: 1, "m": f"seg {claims} end", "p": jwt.replace(".", "%2E")})
     out = red.text(body)
-    assert "eyJzdWIi" not in out and "c2lnbmF0dXJl" not in out
+    assert claims[:12] not in out and signature[:12] not in out
     assert out.count("<REDACTED:token:1>") == 3
 
 
