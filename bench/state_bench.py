@@ -20,8 +20,8 @@ machine and load; read them with their conditions.
 from __future__ import annotations
 
 import argparse
-import base64
 import asyncio
+import base64
 import os
 import shutil
 import statistics
