@@ -2,11 +2,12 @@
 
 Resources live in ``cleanup_ctx``: the shared state store (:mod:`proxy.store`), one
 ``aiohttp.ClientSession`` per app (and, in offline mode, the in-process replay server it talks
-to). Middlewares: the single error mapping (every failure becomes the error object of the
-request's front door, with its status: OpenAI's :func:`proxy.errors.to_openai` unless the route
-says otherwise, see :func:`front_door_of`), then client API-key checking (constant-time), then
-timing; :func:`proxy.hangup.hangup_middleware` cancels a
-handler whose client disconnected.
+to). One front middleware, :func:`gateway_middleware`: timing, the hang-up watch
+(:mod:`proxy.hangup`), client API-key checking (constant-time), the guard (:mod:`proxy.guard`),
+the single error mapping (every failure becomes the error object of the request's front door,
+with its status: OpenAI's :func:`proxy.errors.to_openai` unless the route says otherwise, see
+:func:`front_door_of`), ``Server-Timing`` and the request metrics; then, only when API keys
+carry limits, :func:`limits_middleware`.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from proxy.frontdoors import OPENAI, FrontDoor
 from proxy.frontdoors.anthropic import ANTHROPIC
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.frontdoors.responses import RESPONSES
-from proxy.guard import guard_middleware
-from proxy.hangup import hangup_middleware
+from proxy.guard import guard_check, with_body_deadline
+from proxy.hangup import HangupWatch
 from proxy.metrics import MODEL_KEY, Metrics
 from proxy.routes.admin import admin_accounts, metrics
 from proxy.routes.chat import chat_completions
@@ -72,7 +73,7 @@ from proxy.state import (
 from proxy.store import MemoryStore, StateStore
 from proxy.tools.stage import ToolCounters
 
-__all__ = ["front_door_of", "make_app"]
+__all__ = ["front_door_of", "gateway_middleware", "make_app"]
 
 log = structlog.get_logger("proxy.app")
 
@@ -121,13 +122,10 @@ def _error_response(request: web.Request, exc: ProxyError) -> web.Response:
     return resp
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every failure to the front door's error object, in this one place."""
-    request[START_KEY] = time.perf_counter()
-    try:
-        return await handler(request)
-    except ProxyError as exc:
+def _failure_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The front door's error answer for ``exc`` (the one mapping of failures to error
+    objects); re-raises an :class:`aiohttp.web.HTTPException` below 400 (a redirect)."""
+    if isinstance(exc, ProxyError):
         log.info(
             "request_failed",
             path=clip(request.path),
@@ -136,15 +134,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message=request.app[MASKER].mask(clip(exc.message, 500)),
         )
         return _error_response(request, exc)
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         limit = request.app[SETTINGS].max_body_bytes
         return _error_response(
             request,
             BodyTooLargeError(f"the request body is larger than the limit of {limit} bytes"),
         )
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         path = clip(request.path)
         if exc.status == 404:
             err = HTTPStatusError(f"unknown path {path}", status=404, code="not_found")
@@ -157,31 +155,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         else:
             err = HTTPStatusError(clip(exc.reason), status=exc.status, code="http_error")
         return _error_response(request, err)
-    except ConnectionResetError:
-        raise
-    except Exception:
-        log.exception("unhandled_error", path=clip(request.path))
-        return _error_response(request, ProxyError("internal error in the proxy; see its log"))
+    log.exception("unhandled_error", path=clip(request.path))  # called while handling `exc`
+    return _error_response(request, ProxyError("internal error in the proxy; see its log"))
 
 
-async def _server_timing(request: web.Request, response: web.StreamResponse) -> None:
-    """``Server-Timing: total;dur=<ms>`` on every routed response that has none yet (chat
-    answers carry their own ``proxy;dur=…, upstream;dur=…``)."""
-    if "Server-Timing" not in response.headers:
-        t0 = request.get(START_KEY)
-        if t0 is not None:
-            response.headers["Server-Timing"] = f"total;dur={(time.perf_counter() - t0) * 1000:.2f}"
+KeyCheck = Callable[[web.Request], None]
 
 
-def _auth_middleware(
-    keys: list[tuple[bytes, KeyRule | None]], open_paths: frozenset[str]
-) -> Callable[..., Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Require ``Authorization: Bearer <key>`` (or ``x-api-key``) for every API path; a
-        key with limits is noted in ``request[KEY_RULE]``."""
+def _key_check(keys: list[tuple[bytes, KeyRule | None]], open_paths: frozenset[str]) -> KeyCheck:
+    """Require ``Authorization: Bearer <key>`` (or ``x-api-key``) for every API path; a key
+    with limits is noted in ``request[KEY_RULE]``. Raises :class:`AuthenticationError`."""
+
+    def check(request: web.Request) -> None:
         if request.path in open_paths or request.path.startswith("/admin/"):
-            return await handler(request)
+            return
         given = _bearer(request) or request.headers.get("x-api-key", "")
         supplied = given.encode("utf-8", "surrogateescape")
         ok = False
@@ -199,9 +186,76 @@ def _auth_middleware(
                 if given
                 else "Missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`."
             )
-        return await handler(request)
 
-    return auth_middleware
+    return check
+
+
+def gateway_middleware(
+    settings: Settings, key_check: KeyCheck | None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The app's one front middleware (one layer per request: part of every stream's fixed
+    cost), in order:
+
+    1. notes the request's start (``request[START_KEY]``, ``perf_counter`` seconds);
+    2. watches the client's connection and cancels the handler once it is gone
+       (:class:`proxy.hangup.HangupWatch`);
+    3. the API-key check (``key_check``, when keys are configured), then
+       :func:`proxy.guard.guard_check` (Host, Origin, Content-Type) and the body deadline;
+    4. maps every failure to the error object of the request's front door, with its status,
+       in this one place (:func:`front_door_of`);
+    5. ``Server-Timing: total;dur=<ms>`` on every answer that carries none (streamed answers
+       set their own when they commit: ``proxy;dur=…, upstream;dur=…``);
+    6. counts the request by route template, status and model, and times it (a client that
+       left counts as 499).
+    """
+    guard = guard_check(settings)
+    body_timeout_s = settings.body_timeout_s
+
+    @web.middleware
+    async def gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        request[START_KEY] = t0
+        task = asyncio.current_task()
+        assert task is not None  # aiohttp always runs handlers in a task
+        watch = HangupWatch(request, task)
+        status = 500
+        try:
+            try:
+                if key_check is not None:
+                    key_check(request)
+                if guard(request):
+                    response = await with_body_deadline(request, handler, body_timeout_s)
+                else:
+                    response = await handler(request)
+            except asyncio.CancelledError:
+                status = 499  # the client went away
+                if watch.fired and request.content.is_eof():  # mid-upload: the guard logs
+                    log.info("client_disconnected", path=clip(request.path), method=request.method)
+                raise
+            except ConnectionResetError:
+                status = 499
+                raise
+            except web.HTTPException as exc:
+                status = exc.status  # kept if it is re-raised (below 400)
+                response = _failure_response(request, exc)
+            except Exception as exc:
+                response = _failure_response(request, exc)
+            status = response.status
+            if not response.prepared and "Server-Timing" not in response.headers:
+                ms = (time.perf_counter() - t0) * 1000
+                response.headers["Server-Timing"] = f"total;dur={ms:.2f}"
+            return response
+        finally:
+            watch.disarm()
+            resource = request.match_info.route.resource
+            request.app[METRICS].request_done(
+                resource.canonical if resource is not None else "unmatched",
+                status,
+                request.get(MODEL_KEY, ""),
+                time.perf_counter() - t0,
+            )
+
+    return gateway
 
 
 def _bearer(request: web.Request) -> str:
@@ -227,39 +281,6 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
         ADMISSION.reset(token)
         if admission.consumed and admission.streams > 0:
             await request.app[STORE].release_stream(rule.key_id)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request by route template, status and model; time it."""
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except ProxyError as exc:
-        status = exc.http_status()
-        raise
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except (ConnectionResetError, asyncio.CancelledError):
-        status = 499  # the client went away
-        raise
-    finally:
-        metrics = request.app[METRICS]
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        metrics.requests.labels(route, str(status), request.get(MODEL_KEY, "")).inc()
-        metrics.duration.labels(route).observe(time.perf_counter() - request[START_KEY])
-
-
-async def _first_byte(request: web.Request, response: web.StreamResponse) -> None:
-    """Time to first token: a streamed answer's headers leave with its first text."""
-    if response.content_type == "text/event-stream" and START_KEY in request:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].ttft.labels(route).observe(time.perf_counter() - request[START_KEY])
 
 
 def _key_rules(settings: Settings) -> list[tuple[bytes, KeyRule | None]]:
@@ -427,20 +448,16 @@ async def _janitor_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(settings: Settings) -> web.Application:
     """Build the proxy app for ``settings``. Nothing is started until the app runs."""
-    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = [
-        error_middleware,
-        hangup_middleware,
-        metrics_middleware,
-    ]
     keys = _key_rules(settings)
+    key_check = None
     if keys:
         open_paths = _OPEN_PATHS | ({"/metrics"} if settings.metrics_key else set())
-        middlewares.append(_auth_middleware(keys, open_paths))
-    # after the key check: a caller without the key learns nothing more than 401; before the
-    # per-key limits: a refused request costs no quota
-    middlewares.append(guard_middleware(settings))
+        key_check = _key_check(keys, open_paths)
+    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = [
+        gateway_middleware(settings, key_check)
+    ]
     if any(rule is not None for _, rule in keys):
-        middlewares.append(limits_middleware)
+        middlewares.append(limits_middleware)  # after the key and guard checks: no quota spent
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[FRONT_DOORS] = {}
@@ -448,9 +465,7 @@ def make_app(settings: Settings) -> web.Application:
     app[TOOL_COUNTERS] = ToolCounters()
     app[METRICS] = Metrics()
     app[METRICS].watch_tools(app[TOOL_COUNTERS])
-    app.on_response_prepare.append(_first_byte)
     app[MASKER] = SecretMasker(settings.secret_values())
-    app.on_response_prepare.append(_server_timing)
     if settings.cors_origins:
         _install_cors(app, settings.cors_origins)
     app.cleanup_ctx.append(_store_ctx)

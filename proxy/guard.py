@@ -1,8 +1,9 @@
 """Hostile-input defences in front of the routes: forged browser requests, slow bodies, and the
 HTTP parser's own refusals.
 
-:func:`guard_middleware` (one middleware, so one function call per request; it runs after the
-API-key check, so a caller without the key learns nothing beyond 401) checks, in order:
+:func:`guard_check` (one plain function call per request, made by the app's front middleware
+after the API-key check, so a caller without the key learns nothing beyond 401) checks, in
+order:
 
 1. ``Host``: the listening address, ``localhost`` (when listening on loopback or on every
    address), any IP literal (when listening on every address) or a name in ``allowed_hosts``;
@@ -52,7 +53,14 @@ from proxy.errors import (
     error_body,
 )
 
-__all__ = ["GatewayRunner", "allowed_host_names", "guard_middleware", "parse_error_response"]
+__all__ = [
+    "GatewayRunner",
+    "allowed_host_names",
+    "guard_check",
+    "guard_middleware",
+    "parse_error_response",
+    "with_body_deadline",
+]
 
 log = structlog.get_logger("proxy.guard")
 
@@ -95,15 +103,16 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def guard_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The middleware described in the module docstring, for ``settings``."""
+def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
+    """The checks described in the module docstring (1 to 3), for ``settings``, as one plain
+    function: it raises :class:`~proxy.errors.ForbiddenRequestError` or
+    :class:`~proxy.errors.UnsupportedMediaTypeError`, else returns ``True`` when the request's
+    body is still arriving (run the handler under :func:`with_body_deadline`, check 4)."""
     names, any_ip, any_host = allowed_host_names(settings)
     origins = frozenset(settings.cors_origins)
     check_origin = not settings.api_keys and "*" not in origins
-    body_timeout_s = settings.body_timeout_s
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check(request: web.Request) -> bool:
         headers = request.headers
         if not any_host and request.path not in _HOST_EXEMPT:
             name = _host_name(headers.get("Host", ""))
@@ -123,7 +132,7 @@ def guard_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRe
                     code="forbidden_origin",
                 )
         if request.method != "POST" or not request.body_exists:
-            return await handler(request)  # no body, nothing a page could have forged
+            return False  # no body, nothing a page could have forged
         ctype = request.content_type
         want = (
             "multipart/form-data" if request.path.endswith(_MULTIPART_PATHS) else "application/json"
@@ -133,14 +142,28 @@ def guard_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRe
                 f"{clip(request.path, 60)} takes a `Content-Type: {want}` body, not "
                 f"{clip(ctype, 60)!r}"
             )
-        if request.content.is_eof():  # the whole body came with the headers (the usual case)
-            return await handler(request)
-        return await _with_body_deadline(request, handler, body_timeout_s)
+        # the whole body came with the headers (the usual case): no deadline to watch
+        return not request.content.is_eof()
+
+    return check
+
+
+def guard_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """:func:`guard_check` and the body deadline as a middleware of their own (the app runs
+    them inside its one front middleware, :func:`proxy.app.gateway_middleware`)."""
+    check = guard_check(settings)
+    body_timeout_s = settings.body_timeout_s
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if check(request):
+            return await with_body_deadline(request, handler, body_timeout_s)
+        return await handler(request)
 
     return guard
 
 
-async def _with_body_deadline(
+async def with_body_deadline(
     request: web.Request, handler: Handler, timeout_s: float
 ) -> web.StreamResponse:
     """Run ``handler``; cancel it with 408 if the body is not all received in ``timeout_s``."""

@@ -4,8 +4,9 @@ aiohttp does not cancel a handler when its client disconnects (``handler_cancell
 by default): a streamed answer notices only at its next write, a non-stream answer keeps reading
 chat.qwen.ai to the end, and a silent upstream holds the connection until the read timeout.
 
-:func:`hangup_middleware` watches the client's connection while a handler runs: a timer checks
-the transport every :data:`POLL_S` seconds (no task per request, no work per chunk) and, once the
+:class:`HangupWatch` watches the client's connection while a handler runs (the app's front
+middleware, :func:`proxy.app.gateway_middleware`, arms one per request): a timer checks the
+transport every :data:`POLL_S` seconds (no task per request, no work per chunk) and, once the
 client is gone, cancels the handler's task. The cancellation unwinds the handler like any
 ``CancelledError``: the upstream response is released (its connection closed, never returned
 half-read to the pool), and :class:`proxy.service.ChatService` sends the site's stop call for an
@@ -15,19 +16,13 @@ unfinished answer (docs/protocol.md §13.1).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
-import structlog
 from aiohttp import web
 
-__all__ = ["POLL_S", "HangupWatch", "hangup_middleware"]
+__all__ = ["POLL_S", "HangupWatch"]
 
 POLL_S = 0.25
 """Seconds between two checks of the client's connection (the upstream stops within this)."""
-
-log = structlog.get_logger("proxy.hangup")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HangupWatch:
@@ -63,20 +58,3 @@ class HangupWatch:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-
-@web.middleware
-async def hangup_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Run ``handler``; cancel it when the client disconnects (see the module docstring)."""
-    task = asyncio.current_task()
-    if task is None:  # pragma: no cover - aiohttp always runs handlers in a task
-        return await handler(request)
-    watch = HangupWatch(request, task)
-    try:
-        return await handler(request)
-    except asyncio.CancelledError:
-        if watch.fired and request.content.is_eof():  # mid-upload: the guard logs client_gone
-            log.info("client_disconnected", path=request.path, method=request.method)
-        raise
-    finally:
-        watch.disarm()

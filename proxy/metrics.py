@@ -23,6 +23,7 @@ One :class:`Metrics` lives in ``app[METRICS]`` (:mod:`proxy.state`). Names (all 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -137,10 +138,34 @@ class Metrics:
             "qwen_gateway_streams_in_flight", "Answers being relayed now.", registry=r
         )
         self.tool_call_parse_failures = Count()
+        # labelled children by label values: ``labels()`` takes a lock and builds a tuple per
+        # call; the label sets are bounded (route templates, statuses, catalog model ids)
+        self._done: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+        self._first: dict[str, Any] = {}
         self._tools = _ToolCollector(self.tool_call_parse_failures)
         r.register(self._tools)
         for state in _STATES:
             self.accounts.labels(state).set(0)
+
+    def request_done(self, route: str, status: int, model: str, seconds: float) -> None:
+        """Count one request of ``route`` (template) answered ``status`` for ``model`` and
+        observe its duration (seconds)."""
+        children = self._done.get((route, status, model))
+        if children is None:
+            children = (
+                self.requests.labels(route, str(status), model),
+                self.duration.labels(route),
+            )
+            self._done[(route, status, model)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def first_byte(self, route: str, seconds: float) -> None:
+        """Observe the time to the first byte of a streamed answer of ``route`` (seconds)."""
+        child = self._first.get(route)
+        if child is None:
+            child = self._first[route] = self.ttft.labels(route)
+        child.observe(seconds)
 
     def watch_tools(self, counters: ToolCounters) -> None:
         """Export ``counters`` (the app's tool-call outcome counts) on every scrape."""

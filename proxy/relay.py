@@ -41,7 +41,7 @@ from proxy.qwen.envelope import classify_response
 from proxy.qwen.sse import SSEDecoder, SSEEvent
 from proxy.qwen.translate import Failure, OutEvent, ReasoningMode, Translator, Usage
 from proxy.service import OpenChat
-from proxy.state import SERVICE, SETTINGS, START_KEY, TOOL_COUNTERS
+from proxy.state import METRICS, SERVICE, SETTINGS, START_KEY, TOOL_COUNTERS
 from proxy.stop import StopStage
 from proxy.tools.prompt import CORRECTION_KEY, repeated_calls
 from proxy.tools.stage import ToolStage
@@ -52,6 +52,7 @@ __all__ = [
     "BodyRenderer",
     "StreamRenderer",
     "aggregate",
+    "first_byte",
     "relay",
     "server_timing",
 ]
@@ -356,7 +357,16 @@ async def _start(
     resp = _SSEResponse(status=200, headers=headers)
     resp.headers["Server-Timing"] = server_timing(t0, upstream_s)
     await resp.prepare(request)
+    first_byte(request, t0)
     return resp
+
+
+def first_byte(request: web.Request, t0: float) -> None:
+    """Observe the time to first token of a stream committed now (``t0``: the request's
+    ``perf_counter`` start) in the app's metrics (``time_to_first_token_seconds{route}``)."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[METRICS].first_byte(route, time.perf_counter() - t0)
 
 
 async def aggregate(

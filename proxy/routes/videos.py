@@ -33,7 +33,8 @@ from proxy.metrics import MODEL_KEY
 from proxy.qwen.media import aspect_ratio
 from proxy.qwen.request import ModelRoute, flatten_messages
 from proxy.qwen.translate import Aggregate, ChunkEncoder, Finish
-from proxy.state import SERVICE
+from proxy.relay import first_byte
+from proxy.state import SERVICE, START_KEY
 
 __all__ = ["KEEPALIVE", "video_chat", "videos_generations"]
 
@@ -85,7 +86,10 @@ async def video_chat(
         include_usage=conv.include_usage,
     )
     resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+    t0 = request[START_KEY]
+    resp.headers["Server-Timing"] = f"total;dur={(time.perf_counter() - t0) * 1000:.2f}"
     await resp.prepare(request)
+    first_byte(request, t0)
     await resp.write(encoder.role())
 
     async def keepalive() -> None:
