@@ -38,7 +38,7 @@ from proxy.conversation import Conversation
 from proxy.errors import UpstreamError
 from proxy.qwen.client import network_failure
 from proxy.qwen.envelope import classify_response
-from proxy.qwen.sse import SSEDecoder, SSEEvent
+from proxy.qwen.sse import SSEDecoder
 from proxy.qwen.translate import Failure, OutEvent, ReasoningMode, Translator, Usage
 from proxy.service import OpenChat
 from proxy.state import METRICS, SERVICE, SETTINGS, START_KEY, TOOL_COUNTERS
@@ -182,7 +182,7 @@ class _Pump:
             if self.counting:
                 self.wait_s += time.perf_counter() - t_read
             if chunk is None:
-                out = self._feed(self._decoder.close())
+                out = self._feed([e.data for e in self._decoder.close()])
                 if not tr.done and not self._cut():
                     stray = self._stray_body()
                     out.extend(self._staged(tr.fail(stray) if stray is not None else tr.close()))
@@ -190,7 +190,7 @@ class _Pump:
                 return
             if not self._seen_event and len(self._head) < self._HEAD_LIMIT:
                 self._head += chunk[: self._HEAD_LIMIT - len(self._head)]
-            events = self._decoder.feed(chunk)
+            events = self._decoder.feed_data(chunk)
             out = self._feed(events)
             if out or events:  # an empty batch still says upstream is alive (keep-alives)
                 yield out
@@ -205,22 +205,23 @@ class _Pump:
             out = self._stop.feed(out, self._translator.usage)
         return out
 
-    def _feed(self, events: list[SSEEvent]) -> list[OutEvent]:
-        """Translate (and stage) the events of one chunk. Without stages, the plain hot path;
-        with them, event by event, so a cut (stop sequence, token limit) lands on the event."""
+    def _feed(self, events: list[str]) -> list[OutEvent]:
+        """Translate (and stage) the events (their ``data``) of one chunk. Without stages, the
+        plain hot path; with them, event by event, so a cut (stop sequence, token limit) lands
+        on the event."""
         tr = self._translator
         out: list[OutEvent] = []
         if events and not self._seen_event:
             self._seen_event = True
             self._head = bytearray()  # only a body without any event is classified
         if self._plain:
-            for event in events:
-                out.extend(tr.feed(event.data))
+            for data in events:
+                out.extend(tr.feed(data))
                 if tr.done:
                     break
             return out
-        for event in events:
-            got = tr.feed(event.data)
+        for data in events:
+            got = tr.feed(data)
             if got:
                 out.extend(self._staged(got))
             elif self._stop is not None and self._stop.active:

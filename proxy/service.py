@@ -189,7 +189,12 @@ class _RecordingTranslator(Translator):
         return events
 
     def feed(self, data: str) -> list[OutEvent]:
-        return self._see(super().feed(data))
+        events = super().feed(data)
+        if len(events) == 1 and type(events[0]) is Text:  # the common frame, inline
+            if events[0].kind == "content":
+                self._texts.append(events[0].text)
+            return events
+        return self._see(events)
 
     def close(self) -> list[OutEvent]:
         return self._see(super().close())

@@ -67,12 +67,56 @@ class SSEDecoder:
             return self._split_lf()
         return self._split_any()
 
+    def feed_data(self, chunk: bytes) -> list[str]:
+        """Like :meth:`feed`, but only the ``data`` of each completed event (what a reader that
+        ignores ``event:`` and ``id:`` needs), faster for the usual shape of a stream.
+
+        The fast path takes whole events of one ``data: …`` line each, separated by ``\\n\\n``
+        (how chat.qwen.ai sends every frame) and valid UTF-8; anything else in the chunk (other
+        line ends, comments, several lines, other fields, bad bytes) goes through the general
+        parser, so the result always equals ``[e.data for e in feed(chunk)]``.
+        """
+        if not chunk:
+            return []
+        if self._pending_cr or self._data or self._event is not None:
+            return [e.data for e in self.feed(chunk)]
+        buf = self._buf
+        buf += chunk
+        if b"\r" in buf:
+            return [e.data for e in self._split_any()]
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            return []  # no event complete yet: nothing parsed, the bytes wait in the buffer
+        blocks = bytes(buf[:end]).split(b"\n\n")
+        del buf[: end + 2]
+        out: list[str] = []
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                try:
+                    data = block[6:].decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    if data:  # the spec drops events whose data buffer is empty
+                        out.append(data)
+                    continue
+            if block:  # the general rules for this one event (it ends in a blank line)
+                events: list[SSEEvent] = []
+                for raw in block.split(b"\n"):
+                    self._line(raw, events)
+                self._line(b"", events)
+                out.extend(e.data for e in events)
+        return out
+
     def close(self) -> list[SSEEvent]:
         """Flush at end of stream: a last line without terminator, and an undispatched event."""
         events: list[SSEEvent] = []
         if self._buf:
-            self._line(bytes(self._buf), events)
-            self._buf.clear()
+            # complete lines first (feed_data leaves a whole unfinished event unparsed)
+            events = self._split_any() if b"\r" in self._buf else self._split_lf()
+            if self._buf:
+                self._line(bytes(self._buf), events)
+                self._buf.clear()
         if self._data:
             self._dispatch(events)
         return events

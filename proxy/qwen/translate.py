@@ -335,30 +335,35 @@ class Translator:
                     return []
             usage = frame.get("usage")
             if isinstance(usage, dict):
-                p, c = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+                p, c = usage.get("input_tokens"), usage.get("output_tokens")
+                if type(p) is not int or p < 0:
+                    p = _int(p)
+                if type(c) is not int or c < 0:
+                    c = _int(c)
                 u = self.usage
-                if u is None or u.prompt_tokens != p or u.completion_tokens != c:
+                if u is None or u.completion_tokens != c or u.prompt_tokens != p:
                     self.usage = Usage(p, c)
-            if choices and isinstance(choices[0], dict):
-                delta = choices[0].get("delta")
+            if choices:
+                delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
                 if isinstance(delta, dict):
                     content = delta.get("content")
                     if (  # the common frame: more answer text of a plain chat
-                        delta.get("phase") == "answer"
-                        and delta.get("status") == "typing"
-                        and type(content) is str
+                        type(content) is str
                         and content
+                        and delta.get("phase") == "answer"
+                        and delta.get("status") == "typing"
                         and not self._expect_image
                         and not self._tag_open
-                        # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
-                        and (len(content) < self._answer_len or self._answer_len < _SNAPSHOT_MIN)
                         and self._held is None
                     ):
                         size = len(content)
-                        self._answer_chars += size
-                        self._answer_pieces.append(content)
-                        self._answer_len += size
-                        return [Text("content", content)]
+                        n = self._answer_len
+                        # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
+                        if size < n or n < _SNAPSHOT_MIN:
+                            self._answer_chars += size
+                            self._answer_pieces.append(content)
+                            self._answer_len = n + size
+                            return [Text("content", content)]
                     return self._delta(delta)
             return []
         created = frame.get("response.created")

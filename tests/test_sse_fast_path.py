@@ -1,0 +1,82 @@
+"""``SSEDecoder.feed_data`` (the relay's fast path) gives exactly the ``data`` of the events
+that ``feed`` gives, for any stream and any chunking: the fast path only takes whole
+one-line ``data:`` events and hands everything else to the general WHATWG rules."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from proxy.qwen.sse import SSEDecoder
+
+# Pieces of SSE streams, the usual and the unusual: data lines with and without the space,
+# several data lines, comments, event/id/retry fields, every line end, blank lines, invalid
+# UTF-8, multi-byte characters.
+_LINES = st.sampled_from(
+    [
+        b'data: {"choices":[{"delta":{"content":"\xe4\xbd\xa0\xe5\xa5\xbd"}}]}',
+        b"data: plain",
+        b"data:nospace",
+        b"data: ",
+        b"data",
+        b": keep-alive",
+        b"event: message",
+        b"id: 7",
+        b"retry: 10",
+        b"data: \xff\xfe broken",
+        b"",
+    ]
+)
+_EOL = st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r"])
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> bytes:
+    out = b""
+    for line, eol in draw(st.lists(st.tuples(_LINES, _EOL), max_size=25)):
+        out += line + eol
+    return out
+
+
+def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    bounds = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@given(streams(), st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+@example(b"data: a\ndata: b\n\n", [])
+@example(b"data: a\r\n\r\ndata: b\n\n", [9])
+def test_feed_data_equals_the_data_of_feed(stream: bytes, cuts: list[int]) -> None:
+    chunks = _cut(stream, cuts)
+    general, fast = SSEDecoder(), SSEDecoder()
+    want = [e.data for c in chunks for e in general.feed(c)] + [e.data for e in general.close()]
+    got = [d for c in chunks for d in fast.feed_data(c)] + [e.data for e in fast.close()]
+    assert got == want
+
+
+def test_usual_frames_take_the_fast_path_and_wait_for_their_blank_line() -> None:
+    dec = SSEDecoder()
+    assert dec.feed_data(b'data: {"a":1}\n\ndata: {"b"') == ['{"a":1}']
+    assert dec.feed_data(b":2}\n") == []  # the event is not complete before its blank line
+    assert dec.feed_data(b"\n") == ['{"b":2}']
+
+
+def test_several_data_lines_in_one_event_are_joined() -> None:
+    dec = SSEDecoder()
+    assert dec.feed_data(b"data: a\ndata: b\n\ndata: c\n\n") == ["a\nb", "c"]
+    assert dec.feed_data(b": note\ndata: d\n\nevent: x\ndata: e\n\n") == ["d", "e"]
+
+
+def test_an_unfinished_multi_line_event_is_flushed_line_by_line_at_close() -> None:
+    dec = SSEDecoder()
+    assert dec.feed_data(b"data: a\ndata: b") == []
+    assert [e.data for e in dec.close()] == ["a\nb"]
+
+
+def test_invalid_utf8_goes_through_the_general_rules() -> None:
+    dec = SSEDecoder()
+    assert dec.feed_data(b"data: \xff ok\n\n") == ["\ufffd ok"]
+    assert dec.invalid_lines == 1
