@@ -1,6 +1,6 @@
 """Benchmark the streaming relay against a plain aiohttp translating relay, in the same run.
 
-Four processes on loopback (../shared/notes/BENCHMARK.md §2.3): a mock chat.qwen.ai (Qwen-shaped
+Four processes on loopback (bench/README.md, "Method"): a mock chat.qwen.ai (Qwen-shaped
 SSE: response.created, N answer frames with usage, the finished frame), the gateway
 (``python -m proxy serve``, logging at info: one line per request, as deployed), the reference
 ``bench/plain_relay.py`` (one ClientSession, line splitting, json.loads/json.dumps per frame, no
