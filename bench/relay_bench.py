@@ -6,7 +6,7 @@ SSE: response.created, N answer frames with usage, the finished frame), the gate
 ``bench/plain_relay.py`` (one ClientSession, line splitting, json.loads/json.dumps per frame, no
 logging), and this load client. ``--pin`` puts both servers on CPU 0 and mock + client on CPU 1.
 
-Metrics, each a ratio gateway / plain relay measured in the same run (issue 11 §6 goals):
+Metrics, each a ratio gateway / plain relay measured in the same run (with its goal):
 - CPU per stream: CPU-seconds (utime + stime from /proc/<pid>/stat) per short stream at
   concurrency C, over interleaved rounds (gateway, plain, gateway, plain…). Goal ≤ 0.6×.
 - RSS per open stream: (RSS with K streams held open after their first token - RSS before) / K.

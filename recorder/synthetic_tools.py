@@ -1,4 +1,4 @@
-"""Synthetic chat.qwen.ai cassettes for tool-calling turns (issue 8).
+"""Synthetic chat.qwen.ai cassettes for tool-calling turns (docs/agents.md §1).
 
 Like every synthetic set (:mod:`recorder.synthetic`, whose frame helpers this module uses) no
 byte here is captured: the answers are written from ``docs/protocol.md`` (the two-step flow of §3

@@ -28,9 +28,14 @@ SELF_CHECKED = ("agents", "clients", "landscape", "recording")
 """Reference pages whose bare ``§N`` references point at their own sections."""
 
 _NOTE_NAMES = ("AGENTS", "CLIENTS", "LANDSCAPE", "BENCHMARK", "TOOLING", "ARCHITECTURE", "STYLE")
-_NOTE_NAMES += ("PROTOCOL",)
-_NOTE_FILE = re.compile(r"\b(" + "|".join(_NOTE_NAMES) + r")\.md\b")
+_NOTE_NAMES += ("PROTOCOL", "AGENTS-CONTRACT", "STATE-CONTRACT", "BUGS", "HELPERS")
+"""The team's notes and coordination files, none of which a clone has."""
+_NOTE_FILE = re.compile(
+    r"(?<![\w-])(" + "|".join(_NOTE_NAMES) + r")(\.md\b|\s+§|\s+sections?\s+\d)"
+)
 _NOTES_DIR = re.compile(r"shared/" + r"notes|\.\./shared(?!/protocol/samples)(?![\w/])")
+_ISSUE = re.compile(r"\bissues?\s+\d+\b")
+"""A task brief of the team's tracker ("issue 9 §2"); public threads are cited ``owner/repo#N``."""
 _NUM = r"\d+(?:\.\d+)*"
 _SEC = rf"(?:§\s?|sections?\s+)?{_NUM}"
 _CHAIN = re.compile(
@@ -54,9 +59,15 @@ def scanned_files(root: Path = ROOT) -> Iterator[Path]:
 
 
 def notes_citations(text: str, root: Path = ROOT) -> list[str]:
-    """Every citation in ``text`` of a notes file or folder the repository does not hold."""
-    found = [m.group(0) for m in _NOTE_FILE.finditer(text) if not _in_repo(m.group(0), root)]
-    return found + [m.group(0) for m in _NOTES_DIR.finditer(text)]
+    """Every citation in ``text`` of a notes file or folder the repository does not hold, or of
+    the team's issue tracker."""
+    found = [
+        m.group(0).strip()
+        for m in _NOTE_FILE.finditer(text)
+        if not (m.group(2) == ".md" and _in_repo(m.group(1) + ".md", root))
+    ]
+    found += [m.group(0) for m in _NOTES_DIR.finditer(text)]
+    return found + [m.group(0) for m in _ISSUE.finditer(text)]
 
 
 def _in_repo(name: str, root: Path) -> bool:
@@ -162,6 +173,32 @@ def test_bench_citations_name_a_heading_of_bench_readme() -> None:
     assert cited <= titles, f"bench/README.md has no heading {sorted(cited - titles)}"
 
 
+_REPO_PATH = re.compile(r"`((?:proxy|recorder|tests|cassettes|schemas|bench)/[^`\s]+)`")
+
+
+def missing_paths(text: str, root: Path = ROOT) -> list[str]:
+    """Backticked repository paths in ``text`` (``cassettes/x.json``, ``tests/t.py::test_y``,
+    globs such as ``cassettes/s13_*.json``) that name no file, or a test the file lacks."""
+    out = []
+    for m in _REPO_PATH.finditer(text):
+        path, _, name = m.group(1).partition("::")
+        files = sorted(root.glob(path)) if "*" in path else [root / path]
+        ok = bool(files) and all(f.exists() for f in files)
+        if ok and name:
+            ok = re.search(rf"def {re.escape(name)}\b", files[0].read_text("utf-8")) is not None
+        if not ok:
+            out.append(m.group(1))
+    return out
+
+
+@pytest.mark.parametrize("page", SELF_CHECKED)
+def test_reference_pages_name_files_that_exist(page: str) -> None:
+    """The cassettes, tests and modules a reference page names as showing a fact exist."""
+    text = (ROOT / "docs" / f"{page}.md").read_text(encoding="utf-8")
+    missing = missing_paths(text)
+    assert not missing, f"docs/{page}.md names files or tests that do not exist: {missing}"
+
+
 def test_the_checks_can_fail(tmp_path: Path) -> None:
     """The patterns catch what they must and let the allowed forms through."""
     notes = "AGENTS" + ".md"
@@ -169,6 +206,11 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
     assert notes_citations("see ../shared/" + "notes/BENCH.txt") != []
     assert notes_citations("captures in ../shared/protocol/samples") == []
     assert notes_citations("the README.md of the project") == []
+    assert notes_citations("an empty body (LANDSCAPE §3 #2)") == ["LANDSCAPE §"]
+    assert notes_citations("(TOOLING" + " section 1.4)") == ["TOOLING section 1"]
+    assert notes_citations("the contract (STATE-CONTRACT" + ".md)") == ["STATE-CONTRACT.md"]
+    assert notes_citations("old work (issue" + " 9 §2)") == ["issue 9"]
+    assert notes_citations("Rfym21/Qwen2API#147, issues #155 and #177") == []
     (tmp_path / notes).write_text("now it is in the repository")
     assert notes_citations(f"({notes} §1)", root=tmp_path) == []
 
@@ -199,3 +241,11 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
     assert headings(page) == {"1", "1.2", "10", "10.1", "10.2"}
     assert "1.3" not in headings(page)
     assert _self_references("see §1.2 and docs/protocol.md §7, §9, and §4") == ["1.2", "4"]
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test_b(): pass\n", encoding="utf-8")
+    shown = "`tests/test_a.py::test_b`, `tests/test_a.py::test_c`, `cassettes/none_*.json`"
+    assert missing_paths(shown, root=tmp_path) == [
+        "tests/test_a.py::test_c",
+        "cassettes/none_*.json",
+    ]

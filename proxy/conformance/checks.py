@@ -701,7 +701,7 @@ def _error_outcome(ex: Exchange, accepted: tuple[int, ...], what: str) -> Outcom
     if ex.status == 200:
         if not ex.body.strip():
             return _failed(
-                ex, "empty_200", f"{what}: HTTP 200 with an empty body (LANDSCAPE §3 #2)"
+                ex, "empty_200", f"{what}: HTTP 200 with an empty body (docs/landscape.md §3.2)"
             )
         return _failed(ex, "error_as_200", f"{what}: HTTP 200 instead of an error status")
     if ex.status >= 500:

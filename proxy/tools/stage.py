@@ -1,7 +1,7 @@
 """The tool stage: translator events in, the same events with checked tool calls out (pure).
 
 Sits between :class:`~proxy.qwen.translate.Translator` and a front door's renderer when the
-request offers tools (AGENTS-CONTRACT.md, "the pipeline"). With ``tool_choice: "none"`` the
+request offers tools (docs/architecture.md). With ``tool_choice: "none"`` the
 model gets no tool prompt, and any call markup it writes anyway is still kept out of the content
 (rejected as ``not_allowed``): never a call, never markup.
 
