@@ -6,7 +6,7 @@ Usage: ``python bench/mutant_score.py proxy.qwen.envelope [--list]``. Reads mutm
 it is *excluded* from the rate when its only change is the text of a message: a string literal
 inside the message argument of an exception or a log call, or a sentence-like literal (three
 words or more) that is neither compared with anything nor a regular expression (mutants that
-only change message wording, issue 11 §7). Survivors and exclusions are listed by name, so
+only change message wording). Survivors and exclusions are listed by name, so
 ``mutmut show <name>`` shows each.
 """
 

@@ -5,7 +5,7 @@ shared ``ClientSession``; read and parse the client's JSON; ``POST /api/v2/chats
 ``POST /api/v2/chat/completions``; split the upstream body into SSE lines
 (``async for line in resp.content``), ``json.loads`` each ``data:`` frame, build the OpenAI
 ``chat.completion.chunk`` dict and ``json.dumps`` it (the "parse relay" of
-../shared/notes/BENCHMARK.md §2.2); a role chunk first, ``[DONE]`` last. No logging, no
+bench/README.md, "Method"); a role chunk first, ``[DONE]`` last. No logging, no
 validation, no error mapping, no accounts.
 
 Run: ``python bench/plain_relay.py PORT UPSTREAM_URL`` (used by ``bench/relay_bench.py``).

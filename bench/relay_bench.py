@@ -1,12 +1,12 @@
 """Benchmark the streaming relay against a plain aiohttp translating relay, in the same run.
 
-Four processes on loopback (../shared/notes/BENCHMARK.md §2.3): a mock chat.qwen.ai (Qwen-shaped
+Four processes on loopback (bench/README.md, "Method"): a mock chat.qwen.ai (Qwen-shaped
 SSE: response.created, N answer frames with usage, the finished frame), the gateway
 (``python -m proxy serve``, logging at info: one line per request, as deployed), the reference
 ``bench/plain_relay.py`` (one ClientSession, line splitting, json.loads/json.dumps per frame, no
 logging), and this load client. ``--pin`` puts both servers on CPU 0 and mock + client on CPU 1.
 
-Metrics, each a ratio gateway / plain relay measured in the same run (issue 11 §6 goals):
+Metrics, each a ratio gateway / plain relay measured in the same run (with its goal):
 - CPU per stream: CPU-seconds (utime + stime from /proc/<pid>/stat) per short stream at
   concurrency C, over interleaved rounds (gateway, plain, gateway, plain…). Goal ≤ 0.6×.
 - RSS per open stream: (RSS with K streams held open after their first token - RSS before) / K.

@@ -430,7 +430,7 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _janitor_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Delete the gateway's idle and leftover chats in the background (issue 9 §2)."""
+    """Delete the gateway's idle and leftover chats in the background (docs/landscape.md §3.12)."""
     service = app[SERVICE]
     if not service.cleans_up:
         yield

@@ -1,4 +1,4 @@
-"""Chats do not pile up in the user's account (issue 9 §2): deletion of idle gateway chats.
+"""Chats do not pile up in the user's account (docs/landscape.md §3.12): idle chats deleted.
 
 Every chat the gateway creates is titled ``chat_title_prefix`` and, with
 ``chat_cleanup = "delete"``, tracked in the state store with a deadline ``conversation_ttl_s``

@@ -220,7 +220,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Give up on a t2v task after this long (504 upstream_task_timeout).",
     )
-    # -- conversations and chat cleanup (issue 9 §1, §2) ---------------------------------------
+    # -- conversations and chat cleanup (docs/landscape.md §3.6, §3.12) ------------------------
     conversations: Literal["native", "flatten"] = Field(
         "native",
         description="native: a history that continues an answer of the gateway sends only the "

@@ -231,7 +231,7 @@ def conversation_entry(
     digests: Sequence[str],
     now: float,
 ) -> dict[str, Any]:
-    """The stored entry (the shape of STATE-CONTRACT.md): ids and hashes, no text.
+    """The stored entry (what the state store keeps per answer): ids and hashes, no text.
     ``parent_id`` is the answer's ``response_id``; ``now`` epoch seconds."""
     return {
         "chat_id": chat_id,

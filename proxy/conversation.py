@@ -5,7 +5,7 @@ each parse their body into a :class:`Conversation`; :class:`proxy.service.ChatSe
 from there (model route, uploads, account, the v2 flow of docs/protocol.md §3-§4), and the answer's
 events (:mod:`proxy.qwen.translate`) are rendered back by the front door's renderers.
 
-Shapes (the contract between the front doors, ``AGENTS-CONTRACT.md``):
+Shapes (the contract between the front doors, docs/architecture.md):
 
 - :class:`Turn` ``content`` is text, or a list of OpenAI chat content parts
   (``{"type": "text", "text"}``, ``{"type": "image_url", "image_url": {"url"}}``,

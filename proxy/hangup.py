@@ -1,4 +1,4 @@
-"""Stop work for a client that hung up (issue 9, §3).
+"""Stop work for a client that hung up (the site's stop call: docs/protocol.md §13.1).
 
 aiohttp does not cancel a handler when its client disconnects (``handler_cancellation`` is off
 by default): a streamed answer notices only at its next write, a non-stream answer keeps reading

@@ -44,7 +44,7 @@ class KeyRule:
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", ChatService)
-#: The deleter of idle gateway chats (issue 9 §2), when ``chat_cleanup = "delete"`` and tokens.
+#: The idle-chat deleter (docs/landscape.md §3.12), when ``chat_cleanup = "delete"`` and tokens.
 JANITOR = web.AppKey("janitor", ChatJanitor)
 #: The app's shared state (:mod:`proxy.store`), created in ``cleanup_ctx`` before the service.
 STORE = web.AppKey("store", StateStore)

@@ -5,7 +5,7 @@ Run it with ``mitmdump -s recorder/addon.py`` (regular proxy for a browser, or
 ``qwen-record capture``, which starts mitmdump with this file. This is the only module of the
 project that imports mitmproxy.
 
-How a flow is recorded (TOOLING.md sections 1.1-1.6):
+How a flow is recorded (docs/recording.md §1.1-§1.6):
 
 * ``request``: for a recorded host, ``flow.request.anticomp()`` asks for an uncompressed body, so
   streamed chunks are plain text; if the server compresses anyway, the chunks are decoded here
@@ -13,7 +13,7 @@ How a flow is recorded (TOOLING.md sections 1.1-1.6):
 * ``responseheaders``: a ``text/event-stream`` answer gets ``flow.response.stream = Tee()``. The
   tee appends ``(time.time(), bytes)`` and returns the bytes unchanged, so the client receives
   every chunk as it arrives; it never returns ``b""`` for non-final data (that would end an
-  HTTP/1.1 chunked body early, TOOLING.md section 1.2).
+  HTTP/1.1 chunked body early, docs/recording.md §1.2).
 * ``response`` (complete) and ``error`` (client went away, upstream dropped the connection):
   the interaction is built, redacted (``recorder.redact``; chunk lengths follow the redacted
   bytes) and its cassette file is rewritten atomically (temporary file, fsync, ``os.replace``),
@@ -106,7 +106,7 @@ class Tee:
     """The stream callable: records ``(time.time(), bytes)`` per chunk, passes bytes through.
 
     mitmproxy calls it once per received chunk and once with ``b""`` at the end of the body
-    (TOOLING.md section 1.1). It returns its argument unchanged, so it returns ``b""`` only for
+    (docs/recording.md §1.1). It returns its argument unchanged, so it returns ``b""`` only for
     that final call, never for data. Keep it trivial: it runs on the proxy's event loop.
     """
 

@@ -2,8 +2,8 @@
 infer upstream schemas and diff new traffic against them.
 
 See docs/cassette-format.md for the file layout and the matching rules of the replay server;
-``capture`` runs ``recorder/addon.py`` in mitmdump (TOOLING.md section 1.4); ``schema`` and
-``diff`` are ``recorder/schema.py`` (TOOLING.md section 4).
+``capture`` runs ``recorder/addon.py`` in mitmdump (docs/recording.md §1.4); ``schema`` and
+``diff`` are ``recorder/schema.py`` (docs/recording.md §3).
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ ids, response ids, file ids) are not secrets and are never replaced, so ids that
 redaction still match after it.
 
 Streamed bodies keep their chunk boundaries: :meth:`Redactor.chunks` redacts the whole body and
-maps every original boundary through the edits (TOOLING.md section 3, "Redaction changes
-lengths"). Pure, no I/O.
+maps every original boundary through the edits (docs/recording.md §2.2). Pure, no I/O.
 """
 
 from __future__ import annotations

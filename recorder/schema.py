@@ -25,7 +25,7 @@ the SSE frame kinds. One file per endpoint plus ``index.json``; output is determ
 keys, sorted lists, cassettes read in path order) so ``schemas/upstream/`` is reproducible.
 
 Diff (``diff``): a small structural comparison over the genson subset (``type``, ``properties``,
-``required``, ``items``, ``anyOf``; TOOLING.md section 4.2) finds field_removed, required_missing,
+``required``, ``items``, ``anyOf``; docs/recording.md §3.2) finds field_removed, required_missing,
 type_changed, field_added, enum_value_added, frame_type_added/unseen, content_type_changed,
 status_added, endpoint_added(_error) and error_answer items. A frame kind new to an endpoint is
 also compared with the union of the known kinds of its family (``delta:*``, ``envelope:*``), so

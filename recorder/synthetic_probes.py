@@ -340,11 +340,12 @@ def build_image_probes() -> list[Cassette]:
 #
 # The harness's tool probes, its /messages and /responses probes and its client profiles make
 # the gateway send prompts that depend on the gateway's own rendering (the tool prompt of
-# AGENTS.md §1.2, the flattened history of §4.1). Those texts are never written down here:
-# tests capture what the gateway actually sends for each probe (so the recordings cannot drift
-# from the renderer) and build the answer with :func:`build_agent_probe`. The answers are the
-# model's side, in Qwen's Hermes-style markup (AGENTS.md §1.3), split inside the tags so a
-# gateway's parser must hold back partial markup.
+# docs/agents.md §1.2, the flattened history of docs/protocol.md §4.1). Those texts are never
+# written down here: tests capture what the gateway actually sends for each probe (so the
+# recordings cannot drift from the renderer) and build the answer with
+# :func:`build_agent_probe`. The answers are the model's side, in Qwen's Hermes-style markup
+# (docs/agents.md §1.3), split inside the tags so a gateway's parser must hold back partial
+# markup.
 
 _CALL = '<tool_call>\n{{"name": "get_weather", "arguments": {{"city": "{city}"}}}}\n</tool_call>'
 
@@ -393,8 +394,8 @@ def build_agent_probe(key: str, ask: UpstreamAsk, *, name: str | None = None) ->
         description=(
             f"Synthetic answer to the conformance harness's {key} probe: the user text is what "
             "the gateway sent upstream for it (captured by the test), the answer is the "
-            "model's, tool calls in Qwen's <tool_call> markup (AGENTS.md §1.3) split inside the "
-            "tags."
+            "model's, tool calls in Qwen's <tool_call> markup (docs/agents.md §1.3) split inside "
+            "the tags."
         ),
         protocol_sections=_T2T,
         model=ask.model,

@@ -13,7 +13,7 @@ The prompts are the flattened conversations the proxy sends; they are written ou
 these texts. The agent scenarios are the two turns of the OpenAI Agents SDK running a function
 tool (the tool as the SDK declares it, strict schema and all); their tool prompts are written by
 :func:`recorder.synthetic_tools.render_prompt`, and the answers use Qwen's ``<tool_call>``
-markup (``../shared/notes/AGENTS.md`` §1).
+markup (``docs/agents.md`` §1).
 """
 
 from __future__ import annotations

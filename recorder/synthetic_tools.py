@@ -1,9 +1,9 @@
-"""Synthetic chat.qwen.ai cassettes for tool-calling turns (issue 8).
+"""Synthetic chat.qwen.ai cassettes for tool-calling turns (docs/agents.md §1).
 
 Like every synthetic set (:mod:`recorder.synthetic`, whose frame helpers this module uses) no
 byte here is captured: the answers are written from ``docs/protocol.md`` (the two-step flow of §3
 and §4.1, the SSE frames of §5.1–§5.4, the ``local_tool`` frame of §5.5/§5.6) and from the tool-call
-conventions of Qwen models described in ``../shared/notes/AGENTS.md`` §1 (Hermes JSON inside
+conventions of Qwen models described in ``docs/agents.md`` §1 (Hermes JSON inside
 ``<tool_call>`` tags, and the XML ``<function=…><parameter=…>`` form). Each cassette says so in
 its provenance (``kind: synthetic``).
 
@@ -84,7 +84,7 @@ READ_FILE_TOOL: dict[str, Any] = {
 TOOLS: tuple[dict[str, Any], ...] = (WEATHER_TOOL, READ_FILE_TOOL)
 """The OpenAI ``tools`` of every tool scenario."""
 
-# The fixed sentences of Qwen's function-calling template (AGENTS.md §1.2), as the proxy sends.
+# The fixed sentences of Qwen's function-calling template (docs/agents.md §1.2), as the proxy sends.
 _TOOLS_HEAD = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"

@@ -4,8 +4,9 @@ Each fixture is one cassette standing in for a whole OpenAI-compatible proxy: th
 serves it (``recorder/matching.py`` matches ``/v1/chat/completions`` on model, stream and the
 last user message, ``/v1/images/generations`` on model and prompt), and ``qwen-proxy check`` runs
 against it. :func:`healthy` answers every probe correctly; each broken fixture changes only the
-answers that show one failure users of other Qwen proxies report (LANDSCAPE.md §3: #2 empty 200s,
-#7/#10 ``![image](null)``, #8 duplicated streamed text, #13 garbled Chinese, #14 opaque errors)
+answers that show one failure users of other Qwen proxies report (docs/landscape.md §3.2 empty
+200s, §3.7/§3.10 ``![image](null)``, §3.8 duplicated streamed text, §3.13 garbled Chinese, §3.14
+opaque errors)
 and :data:`BROKEN` names the checks that must fail and the diagnosis each must give.
 
 Everything here is synthetic (provenance ``kind: synthetic``), written from those descriptions,
@@ -62,12 +63,12 @@ IMAGE_URL = "https://images.broken-proxy.test/probe/red-apple.png"
 """The image URL the healthy fixture returns; tests rewrite it to a local image server."""
 CREATED = 1795341600
 SECTIONS = [
-    "LANDSCAPE.md §3",
+    "docs/landscape.md §3",
     "docs/protocol.md §5.4",
     "docs/protocol.md §6.4",
     "docs/protocol.md §11.9",
-    "AGENTS.md §2, §3, §5, §6",
-    "CLIENTS.md",
+    "docs/agents.md §2, §3, §4, §6",
+    "docs/clients.md §9",
 ]
 _JSON = {"Content-Type": ["application/json"]}
 _REQ_HEADERS = {"Content-Type": ["application/json"]}
@@ -489,7 +490,7 @@ def _anthropic_message(content: list[dict[str, Any]], stop: str) -> dict[str, An
 def _anthropic_stream(
     blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]], stop: str, *, unnamed: bool = False
 ) -> list[str | tuple[str, str]]:
-    """Anthropic's event grammar (AGENTS.md §3.3): ``blocks`` are (start block, deltas);
+    """Anthropic's event grammar (docs/agents.md §3.3): ``blocks`` are (start block, deltas);
     ``unnamed`` leaves out the ``event:`` lines (the Python SDK then skips every frame)."""
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": dict(_anthropic_message([], stop), stop_reason=None)},
@@ -561,7 +562,7 @@ _CALL_ITEM = {
 
 
 def _responses_events(p: Proxy, item: dict[str, Any]) -> list[str | tuple[str, str]]:
-    """The Responses streaming order (AGENTS.md §5.3) for one output item."""
+    """The Responses streaming order (docs/agents.md §4.3) for one output item."""
     empty = dict(item, status="in_progress")
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": _response([], "in_progress")},
@@ -965,7 +966,7 @@ BROKEN: dict[str, Broken] = {
         {"wire.completion": "missing_openai_fields", "wire.chunks": "missing_openai_fields"},
     ),
     "tools_ignored": Broken(
-        "Synthetic proxy that ignores `tools`: prose and finish_reason stop (AGENTS.md §6).",
+        "Synthetic proxy that ignores `tools`: prose and finish_reason stop (docs/agents.md §6.1).",
         Proxy(tools="ignored"),
         dict.fromkeys(_TOOL_CHECKS, "no_tool_call"),
     ),

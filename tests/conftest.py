@@ -1,8 +1,9 @@
 """Shared test fixtures.
 
-Tests never reach beyond loopback. Real captured payloads live outside the repository, in
-``../shared/protocol/samples`` (or ``$QWEN_SHARED_DIR/protocol/samples``); tests that read them skip
-cleanly where that folder is absent.
+Tests never reach beyond loopback. Real captured payloads (browser captures published by another
+project, docs/protocol.md §14 [S3]) are not in the repository: tests that read them look in
+``../shared/protocol/samples`` (or ``$QWEN_SHARED_DIR/protocol/samples``) and skip cleanly where
+that folder is absent.
 """
 
 from __future__ import annotations

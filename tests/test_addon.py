@@ -1,7 +1,7 @@
 """The mitmproxy recording addon (recorder/addon.py), driven with mitmproxy's test helpers.
 
 ``taddons.context`` sets up options and ``ctx``; the stream callable is driven by hand because
-``cycle()`` does not stream (TOOLING.md section 1.7).
+``cycle()`` does not stream (docs/recording.md §1.7).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from recorder.cassette import Cassette
 
 # Importing mitmproxy's addons pulls in pyparsing/ldap3/pyasn1 code that warns about deprecated
-# names of those libraries (TOOLING.md section 1.7); ignore that only while importing.
+# names of those libraries (docs/recording.md §1.7); ignore that only while importing.
 _PYPARSING = r".*'parseAll' argument is deprecated"
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

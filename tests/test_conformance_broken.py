@@ -75,7 +75,7 @@ def test_committed_fixture_matches_builder(cassette: Cassette) -> None:
     """tests/cassettes/broken/<name>.json is what broken_proxies.py builds, byte for byte."""
     path = BROKEN_DIR / f"{cassette.name}.json"
     assert path.read_text(encoding="utf-8") == cassette.dumps(), (
-        f"{path} is stale; run /tmp/venv/bin/python tests/broken_proxies.py"
+        f"{path} is stale; run .venv/bin/python tests/broken_proxies.py"
     )
     assert sorted(p.stem for p in BROKEN_DIR.glob("*.json")) == sorted(BROKEN)
 

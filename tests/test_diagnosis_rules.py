@@ -1,4 +1,4 @@
-"""Each rule of the harness's pure diagnosis functions on its own (issue 11 §7): image sniffing
+"""Each rule of the harness's pure diagnosis functions on its own: image sniffing
 (one test per format, the WebP check needing both RIFF and WEBP), every drawing-tutorial
 pattern, the null-URL spellings, echo classification order, duplicated deltas, SSE framing."""
 

@@ -1,8 +1,9 @@
-"""Drift on real traffic: the captures in ../shared/protocol/samples, imported with the importer
-and diffed against schemas/upstream/ under the gateway's contract, give no breaking finding; and
+"""Drift on real traffic: the published captures (docs/protocol.md §14 [S3], read from
+../shared/protocol/samples or $QWEN_SHARED_DIR/protocol/samples), imported with the importer and
+diffed against schemas/upstream/ under the gateway's contract, give no breaking finding; and
 mutations of those captures, each standing for one kind of site change, get the right severity.
 
-Skipped cleanly when ../shared is absent (the ``samples_dir`` fixture). Also here: ``qwen-record
+Skipped cleanly when they are absent (the ``samples_dir`` fixture). Also here: ``qwen-record
 diff OLD NEW`` on two recordings without schemas.
 """
 

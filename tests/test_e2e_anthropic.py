@@ -462,7 +462,7 @@ async def test_model_map_setting(aiohttp_server: ServerFactory) -> None:
     assert upstream_body(stack)["model"] == "qwen3.6-plus"
 
 
-# -- native multi-turn (issue 9) -------------------------------------------------------------------
+# -- native multi-turn -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -1,4 +1,4 @@
-"""Every rule of the envelope classifier, one test per table entry (issue 11 §7: the tests must
+"""Every rule of the envelope classifier, one test per table entry (the tests must
 catch a single rule broken: a marker dropped, a comparison flipped, a field ignored)."""
 
 from __future__ import annotations

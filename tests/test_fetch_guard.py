@@ -1,4 +1,4 @@
-"""The media fetch guard's address check (issue 11 §4): an allow-list of public unicast
+"""The media fetch guard's address check: an allow-list of public unicast
 addresses, with IPv6 forms that embed an IPv4 address judged by the IPv4 address."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What a new user meets first: one-line errors for a busy port, a bad config file or variable,
-warnings for misspelt ``QWEN_PROXY_*`` variables (issue 12 §2)."""
+warnings for misspelt ``QWEN_PROXY_*`` variables."""
 
 from __future__ import annotations
 

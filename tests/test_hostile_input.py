@@ -1,4 +1,4 @@
-"""Hostile input (issue 11 §1): malformed multipart, HTTP-parser refusals, echoed values, bad
+"""Hostile input: malformed multipart, HTTP-parser refusals, echoed values, bad
 parameter types, slow and abandoned bodies. Every answer is an OpenAI error object with a 4xx
 status naming what is wrong, never a 500, never an echo of a header value."""
 

@@ -1,4 +1,4 @@
-"""A web page must not drive a local gateway (issue 11 §2): CSRF with "simple" requests, DNS
+"""A web page must not drive a local gateway: CSRF with "simple" requests, DNS
 rebinding through a foreign Host, browser Origins while no API key is set."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Proof that recording is faithful: a real ``mitmdump -s recorder/addon.py`` process in reverse
-mode in front of the replay server (TOOLING.md sections 1.2, 1.4).
+mode in front of the replay server (docs/recording.md §1.2, §1.4).
 
 The replay server plays ``cassettes/chinese_emoji.json`` (``chats/new`` then a 17-chunk SSE stream
 paced 10-40 ms, several chunks ending inside UTF-8 characters) at real speed; an aiohttp client

@@ -1,9 +1,11 @@
 """The real 2025-10-26 capture, imported by our own importer, through the whole proxy path.
 
-The model list, the chats/new answer and the streamed completion captured from chat.qwen.ai
-(``../shared/protocol/samples``) are imported into a cassette, replayed by the replay server, and
-asked for by the official ``openai`` SDK through the proxy. The answer must be exactly the text
-of the capture's answer frames, streamed and not.
+The model list, the chats/new answer and the streamed completion captured from chat.qwen.ai and
+published by another project (docs/protocol.md §14 [S3]; read from
+``../shared/protocol/samples`` or ``$QWEN_SHARED_DIR/protocol/samples``, skipped when absent)
+are imported into a cassette, replayed by the replay server, and asked for by the official
+``openai`` SDK through the proxy. The answer must be exactly the text of the capture's answer
+frames, streamed and not.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Property: any re-chunking of any recorded stream gives the same OpenAI output.
 
 The pure pipeline (SSE decoder, translator, chunk encoder) is run over each streamed interaction
-of every cassette in ``cassettes/`` (and over the real capture in ``../shared`` when present),
-first with the recorded chunk boundaries, then with boundaries hypothesis draws. The encoded
-OpenAI bytes must be identical, byte for byte.
+of every cassette in ``cassettes/`` (and over the published real capture of docs/protocol.md
+§14 [S3] when present), first with the recorded chunk boundaries, then with boundaries
+hypothesis draws. The encoded OpenAI bytes must be identical, byte for byte.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every rule of the recorder's redactor on its own (issue 11 §7): one test per header rule, per
+"""Every rule of the recorder's redactor on its own: one test per header rule, per
 secret word, per JSON field kind, per query name; placeholders; chunk boundaries."""
 
 from __future__ import annotations

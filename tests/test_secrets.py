@@ -1,4 +1,4 @@
-"""Secrets never reach logs, error bodies, reports or cassettes (issue 11 §3).
+"""Secrets never reach logs, error bodies, reports or cassettes.
 
 Known secrets are planted (a chat.qwen.ai token, cookie values, a client API key); every
 synthetic scenario runs through the proxy with them configured, a hostile upstream echoes them

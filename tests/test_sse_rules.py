@@ -1,4 +1,4 @@
-"""Each rule of the SSE decoder on its own (issue 11 §7): line endings (LF, CRLF, CR alone, a
+"""Each rule of the SSE decoder on its own: line endings (LF, CRLF, CR alone, a
 CRLF split across chunks), fields, comments, dispatch, UTF-8 handling, end of stream."""
 
 from __future__ import annotations

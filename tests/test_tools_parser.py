@@ -394,7 +394,7 @@ def test_a_code_fence_around_a_call_does_not_leak(cut: int) -> None:
     assert _summary(_run(prose, [cut]))[0] == prose
 
 
-# -- a closing tag inside a JSON string (BUGS.md B4) -------------------------------------------
+# -- a closing tag inside a JSON string (a coding agent writing about tool calls) ---------------
 
 CODE_CALL = (
     "<tool_call>\n"

@@ -1,4 +1,4 @@
-"""Each rule of the translator, the chunk encoder and the aggregate on its own (issue 11 §7).
+"""Each rule of the translator, the chunk encoder and the aggregate on its own.
 
 Assertions name the exact error class (``type(err) is …``) and the exact events, so a rule
 broken on its own (a comparison flipped, a field ignored, a layout forgotten) fails a test."""

@@ -2,7 +2,7 @@
 
 It sends fixed probes to a deployed proxy (ours or another), checks every answer against the
 OpenAI contract with the ``openai`` SDK's own types, and names what broke with the diagnoses
-users of Qwen proxies file by hand (LANDSCAPE.md §3): garbled Chinese (U+FFFD, Latin-1 or GBK
+users of Qwen proxies file by hand (docs/landscape.md §3): garbled Chinese (U+FFFD, Latin-1 or GBK
 mojibake, "your message looks garbled"), duplicated streamed text, ``![image](null)``, a drawing
 tutorial instead of an image, streams without ``[DONE]`` or ``finish_reason``, errors sent as
 HTTP 200.

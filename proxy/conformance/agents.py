@@ -1,10 +1,10 @@
 """Agent checks: tool calling on Chat Completions, the Anthropic Messages API, the OpenAI
 Responses API. Written against the public APIs only, so they judge any proxy.
 
-What is expected comes from the API references as summarised in AGENTS.md §2 (OpenAI chat tool
-calls, stream and not), §3 (Anthropic Messages: blocks, event grammar, error objects) and §5
+What is expected comes from the API references as summarised in docs/agents.md §2 (OpenAI chat
+tool calls, stream and not), §3 (Anthropic Messages: blocks, event grammar, error objects) and §4
 (Responses: output items, streaming events, ``sequence_number``); the diagnoses name the
-failures users of emulating proxies report (AGENTS.md §6): tool markup leaking into ``content``
+failures users of emulating proxies report (docs/agents.md §6): tool markup leaking into ``content``
 (``tool_markup_in_content``), calls lost in one mode (``tool_calls_dropped``), the same call
 repeated (``repeated_call``), arguments that are not JSON (``arguments_not_json``).
 
@@ -133,7 +133,7 @@ def tool_chat_body(
 
 
 def roundtrip_messages() -> list[dict[str, Any]]:
-    """User question, the assistant's call, the tool's result (AGENTS.md §2.4)."""
+    """User question, the assistant's call, the tool's result (docs/agents.md §2.4)."""
     call = {
         "id": ROUNDTRIP_CALL_ID,
         "type": "function",
@@ -530,7 +530,7 @@ async def _tools_round_trip(ctx: Context) -> Outcome:
 
 
 def _anthropic_message_problems(obj: Any) -> list[str]:
-    """Every way ``obj`` is not a Messages API ``message`` (AGENTS.md §3.2)."""
+    """Every way ``obj`` is not a Messages API ``message`` (docs/agents.md §3.2)."""
     if not isinstance(obj, dict):
         return ["(root): not a JSON object"]
     p: list[str] = []
@@ -607,7 +607,7 @@ class _AnthropicStream:
 
 
 def _read_anthropic_stream(ex: Exchange) -> _AnthropicStream:
-    """Follow Anthropic's event grammar (AGENTS.md §3.3): message_start, then per block
+    """Follow Anthropic's event grammar (docs/agents.md §3.3): message_start, then per block
     content_block_start / _delta* / _stop, then message_delta and message_stop; ping anywhere;
     every frame named by an ``event:`` line equal to its data's ``type``."""
     out = _AnthropicStream()
@@ -906,7 +906,7 @@ async def _anthropic_errors(ctx: Context) -> Outcome:
 
 
 def _responses_problems(obj: Any, strict: bool) -> list[str]:
-    """Every way ``obj`` is not a ``response`` object (AGENTS.md §5.2); ``strict`` adds the
+    """Every way ``obj`` is not a ``response`` object (docs/agents.md §4.2); ``strict`` adds the
     openai SDK's ``Response`` type in pydantic strict mode (every required field)."""
     if not isinstance(obj, dict):
         return ["(root): not a JSON object"]
@@ -1063,7 +1063,7 @@ class _ResponsesStream:
 
 
 def _read_responses_stream(ex: Exchange) -> _ResponsesStream:
-    """Follow the Responses streaming order (AGENTS.md §5.3): ``response.created`` first;
+    """Follow the Responses streaming order (docs/agents.md §4.3): ``response.created`` first;
     ``sequence_number`` increasing on every event; items announced by ``output_item.added``
     before their deltas; ``response.completed`` (or ``.failed``/``.incomplete``) last."""
     out = _ResponsesStream()

@@ -4,8 +4,8 @@ Every check is an async function of a :class:`Context` returning an :class:`Outc
 (:mod:`proxy.conformance.runner`) turns it into a :class:`~proxy.conformance.report.CheckResult`.
 Checks that read the same answer share one probe (the client sends each probe once). The
 expected behaviour is OpenAI's Chat Completions, Models and Images contract; the failure modes
-come from LANDSCAPE.md §3 (what users of other Qwen proxies report) and docs/protocol.md §5, §6,
-§10, §11 (why they happen).
+come from docs/landscape.md §3 (what users of other Qwen proxies report) and docs/protocol.md
+§5, §6, §10, §11 (why they happen).
 
 Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.classify_echo`):
 ``transport_error``, ``http_status``, ``not_json``, ``content_type``, ``contract_violation``,
@@ -400,7 +400,7 @@ async def _stream_duplicates(ctx: Context) -> Outcome:
     if fail is not None:
         return fail
     if not "".join(s.content):
-        return _failed(ex, "empty_answer", "the stream carried no text (LANDSCAPE.md §3 #2)")
+        return _failed(ex, "empty_answer", "the stream carried no text (docs/landscape.md §3.2)")
     dup = find_duplicated_deltas(s.content)
     if dup is not None:
         return _failed(ex, "duplicated_deltas", dup.message(), ttft_s=s.ttft_s)
@@ -532,7 +532,7 @@ async def _reasoning(ctx: Context) -> Outcome:
     via_flag = model is None
     if via_flag:
         # No -thinking model: some proxies switch reasoning on with the `enable_thinking`
-        # body field instead (LANDSCAPE.md §1). Try it; a target that ignores it is skipped.
+        # body field instead (docs/landscape.md §2.2). Try it; a target that ignores it is skipped.
         model = ctx.text_model
         probe = ctx.chat("reasoning", THINK_PROMPT, stream=True, enable_thinking=True)
     else:
@@ -560,7 +560,7 @@ async def _reasoning(ctx: Context) -> Outcome:
         return _failed(
             ex,
             "no_answer",
-            "reasoning arrived but no answer after it (LANDSCAPE.md §3 #3, #9)",
+            "reasoning arrived but no answer after it (docs/landscape.md §3.3, §3.9)",
             notes=notes,
             ttft_s=s.ttft_s,
         )
@@ -586,7 +586,7 @@ async def _image_chat_stream(ctx: Context) -> Outcome:
 
 async def _image_chat_in(ctx: Context, *, stream: bool) -> Outcome:
     """An image model asked through chat, as chat apps do (Cherry Studio and Open WebUI always
-    stream, CLIENTS.md §1, §2): the answer must hold a fetchable image, in either mode."""
+    stream, docs/clients.md §2, §3): the answer must hold a fetchable image, in either mode."""
     model = ctx.caps.image_model
     if model is None:
         return _skipped("no_capability", ctx.caps.reasons.get("image", "no image model"))
@@ -701,7 +701,7 @@ def _error_outcome(ex: Exchange, accepted: tuple[int, ...], what: str) -> Outcom
     if ex.status == 200:
         if not ex.body.strip():
             return _failed(
-                ex, "empty_200", f"{what}: HTTP 200 with an empty body (LANDSCAPE §3 #2)"
+                ex, "empty_200", f"{what}: HTTP 200 with an empty body (docs/landscape.md §3.2)"
             )
         return _failed(ex, "error_as_200", f"{what}: HTTP 200 instead of an error status")
     if ex.status >= 500:

@@ -2,9 +2,9 @@
 
 Each function names *what* went wrong with a short code, so a report can say "mojibake (UTF-8
 read as GBK)" instead of "the answer differs". The failure modes come from the complaints other
-Qwen proxies' users file (LANDSCAPE.md §3: #2 empty answers, #7/#10 ``![image](null)``, #8
-duplicated streamed text, #13 garbled Chinese) and from their causes in docs/protocol.md §5.4, §6.4
-and §11.9/§11.10.
+Qwen proxies' users file (docs/landscape.md §3.2 empty answers, §3.7/§3.10 ``![image](null)``,
+§3.8 duplicated streamed text, §3.13 garbled Chinese) and from their causes in docs/protocol.md
+§5.4, §6.4 and §11.9/§11.10.
 
 - :func:`classify_echo`: did the answer repeat the probe sentence, and if not, how is it broken
   (U+FFFD, Latin-1/cp1252 or GBK mojibake, a "your message looks garbled" reply, other text).
@@ -75,7 +75,7 @@ def latin1_mojibake(text: str) -> str:
     """``text`` encoded as UTF-8 and decoded as ISO-8859-1 (every byte maps to one char).
 
     This is what Python ``requests`` produces when a response has no charset (docs/protocol.md
-    §11.9, LANDSCAPE.md ZH notes).
+    §11.9, docs/landscape.md §1.5).
     """
     return text.encode("utf-8").decode("latin-1")
 
@@ -141,7 +141,7 @@ def classify_echo(expected: str, answer: str) -> EchoVerdict:
     ``mojibake_gbk``), found as is or after undoing it, which is more specific than any
     U+FFFD it contains; any U+FFFD → ``replacement_chars`` (UTF-8 split across network chunks
     and decoded piecewise, docs/protocol.md §11.9 (a)); an answer claiming the input is garbled
-    (LANDSCAPE.md §3 #13) → ``garbled_claim``; anything else → ``echo_mismatch``.
+    (docs/landscape.md §3.13) → ``garbled_claim``; anything else → ``echo_mismatch``.
     """
     if expected in answer:
         return EchoVerdict("ok", "the answer repeats the sentence exactly")
@@ -214,7 +214,7 @@ def find_duplicated_deltas(pieces: Sequence[str], *, min_len: int = 8) -> Duplic
     characters; a piece equal to the previous one when it has at least ``min_len`` characters;
     a piece that starts with the previous piece and is longer, when the previous piece has at
     least ``min_len`` characters or this happens twice in a row. Short legitimate repetitions
-    (``"ha", "ha"``) are never flagged (docs/protocol.md §5.4, §11.10; LANDSCAPE.md §3 #8).
+    (``"ha", "ha"``) are never flagged (docs/protocol.md §5.4, §11.10; docs/landscape.md §3.8).
     """
     texts = [p for p in pieces if p]
     accumulated = ""
@@ -260,7 +260,8 @@ _DRAWING = re.compile(
 
 
 def classify_image_answer(text: str | None) -> ImageAnswer:
-    """Classify the text of an image request's answer (docs/protocol.md §6.4; LANDSCAPE.md §3 #7).
+    """Classify the text of an image request's answer (docs/protocol.md §6.4;
+    docs/landscape.md §3.7).
 
     A Markdown image or bare URL with http(s) → ``image`` (with the URLs); a Markdown image
     whose target is empty or ``null``/``undefined`` → ``null_url`` (the ``![image](null)``
@@ -397,12 +398,12 @@ _JSON_CALL = re.compile(r'\{\s*"name"\s*:\s*"[\w.-]+"\s*,\s*"(?:arguments|parame
 def find_tool_markup(text: str | None) -> str | None:
     """The first piece of tool-call markup in answer ``text``, or ``None``.
 
-    Markup is what Qwen models write when they call a tool (AGENTS.md §1): Hermes-style
+    Markup is what Qwen models write when they call a tool (docs/agents.md §1): Hermes-style
     ``<tool_call>…</tool_call>`` blocks, the Qwen3-Coder XML form (``<function=…>``,
     ``<parameter=…>``), Qwen-Agent's ``✿FUNCTION✿`` markers, ``<tool_use>`` and a bare
     ``{"name": …, "arguments": …}`` call object. Finding any of it in ``content`` means a proxy
     passed the model's call through as text instead of turning it into ``tool_calls``
-    (AGENTS.md §6 "Markup leaks into content").
+    (docs/agents.md §6.3).
     """
     if not text:
         return None
@@ -432,10 +433,10 @@ def assemble_tool_call_deltas(
 
     Fragments are keyed by ``index`` (required on every fragment); the first fragment of a call
     must carry ``id``, ``type: "function"`` and ``function.name``, later ones only ``index`` and
-    ``function.arguments`` pieces (AGENTS.md §2.3, OpenAI's streaming reference). Problems
+    ``function.arguments`` pieces (docs/agents.md §2.3, OpenAI's streaming reference). Problems
     reported, each a sentence: a fragment without an integer ``index``; a call whose first
     fragment lacks ``id`` or ``function.name`` (Cline drops arguments that arrive before both,
-    CLIENTS.md §7); ``id`` or ``name`` repeated with a different or the same value in a later
+    docs/clients.md §5); ``id`` or ``name`` repeated with a different or the same value in a later
     fragment (openai-python concatenates string fields, so ``call_1`` becomes ``call_1call_1``;
     NextChat opens a new call on every ``id``). Calls are returned in index order.
     """
@@ -520,8 +521,8 @@ def repeated_call(
 
     ``calls`` are this answer's calls, ``earlier`` the calls already made in the history
     (whose results the model has). Arguments are compared as JSON (key order and spacing do
-    not matter). Users of Qwen proxies report agents looping on one call (AGENTS.md §6
-    "Repeated identical calls").
+    not matter). Users of Qwen proxies report agents looping on one call
+    (docs/agents.md §6.4).
     """
     seen = {(n, _canonical(a)) for n, a in earlier}
     for name, args in calls:

@@ -7,7 +7,7 @@ lacks (HTTP 404/405) is skipped with the reason, so by default every profile the
 serve runs; ``--profile NAME`` runs only the named ones.
 
 Every header, field and call below is taken from the client's public source as summarised in
-CLIENTS.md (section numbers there; the repository path and commit are cited per profile). The
+docs/clients.md (a section per client, with the repository path and commit of each fact). The
 probe texts are the harness's own (so the recordings that answer the plain probes answer the
 profiles too) except where the client's call has its own shape: Open WebUI's title and tag
 tasks, Cherry Studio's topic naming, Cline's system prompt, Claude Code's quota probe.
@@ -99,7 +99,7 @@ OPEN_WEBUI_TITLE_TASK = (
     'JSON format: { "title": "your concise title here" }\n### Chat History:\n<chat_history>\n'
     f"USER: {ECHO_EN_PROMPT}\nASSISTANT: {ECHO_EN_SENTENCE}\n</chat_history>"
 )
-"""Open WebUI's title task (backend/open_webui/routers/tasks.py @884bb3f; CLIENTS.md §2)."""
+"""Open WebUI's title task (backend/open_webui/routers/tasks.py @884bb3f; docs/clients.md §3)."""
 OPEN_WEBUI_TAGS_TASK = (
     "### Task:\nGenerate 1-3 broad tags categorizing the main themes of the chat history, "
     "along with 1-3 more specific subtopic tags.\n### Output:\nJSON format: "
@@ -111,18 +111,18 @@ CHERRY_TOPIC_SYSTEM = (
     "Summarize the conversation into a title in the conversation's language, at most 10 "
     "characters, without punctuation or quotes. Output the title only."
 )
-"""Cherry Studio's topic naming prompt (src/renderer/src/services/ApiService.ts; CLIENTS.md §1),
-the wording shortened for the probe."""
+"""Cherry Studio's topic naming prompt (src/renderer/src/services/ApiService.ts;
+docs/clients.md §2), the wording shortened for the probe."""
 CLINE_SYSTEM = (
     "You are Cline, a highly skilled software engineer.\n\nTOOL USE\n\nYou have access to a "
     "set of tools. Tool use is formatted using XML-style tags:\n\n<read_file>\n<path>File path "
     "here</path>\n</read_file>\n\nAlways use one tool per message."
 )
 """The start of Cline's XML-tools system prompt for models without native tool calling
-(src/core/prompts/system-prompt; CLIENTS.md §7), shortened for the probe."""
+(src/core/prompts/system-prompt; docs/clients.md §5), shortened for the probe."""
 CLINE_TASK = "<task>\nConformance probe: show me the README of this project.\n</task>"
 CLAUDE_CODE_SYSTEM = "You are Claude Code, Anthropic's official CLI for Claude."
-"""The first system block Claude Code sends (CLIENTS.md §12)."""
+"""The first system block Claude Code sends (docs/clients.md §6)."""
 
 _STAINLESS_JS = (
     ("X-Stainless-Lang", "js"),
@@ -340,41 +340,41 @@ PROFILES: tuple[Profile, ...] = (
         "cherry-studio",
         "Cherry Studio: streamed chat with include_usage and enable_thinking, then topic naming",
         "CherryHQ/cherry-studio src/renderer/src/aiCore/clients/openai/OpenAIApiClient.ts "
-        "@e018a3f, src/renderer/src/services/ApiService.ts (CLIENTS.md §1)",
+        "@e018a3f, src/renderer/src/services/ApiService.ts (docs/clients.md §2)",
         _cherry,
     ),
     Profile(
         "open-webui",
         "Open WebUI: streamed chat, then the title and tags tasks (not streamed, JSON asked)",
         "open-webui/open-webui backend/open_webui/routers/openai.py @671f577, "
-        "routers/tasks.py @884bb3f, utils/middleware.py @cd9dae0 (CLIENTS.md §2)",
+        "routers/tasks.py @884bb3f, utils/middleware.py @cd9dae0 (docs/clients.md §3)",
         _open_webui,
     ),
     Profile(
         "langchain",
         "LangChain ChatOpenAI: invoke and stream with max_completion_tokens",
-        "langchain-openai 1.7.4 langchain_openai/chat_models/base.py (CLIENTS.md §5)",
+        "langchain-openai 1.7.4 langchain_openai/chat_models/base.py (docs/clients.md §4)",
         _langchain,
     ),
     Profile(
         "cline",
         "Cline: an XML-tools system prompt without `tools`, streamed with include_usage",
         "cline/cline src/core/api/providers/openai.ts @864419d, src/utils/model-utils.ts "
-        "(CLIENTS.md §7)",
+        "(docs/clients.md §5)",
         _cline,
     ),
     Profile(
         "claude-code",
         "Claude Code: quota probe, count_tokens, a streamed turn with tools (/messages?beta=true)",
-        "code.claude.com docs (llm-gateway, env-vars); LiteLLM #13252; CLIENTS.md §12, "
-        "AGENTS.md §4",
+        "code.claude.com docs (llm-gateway, env-vars); LiteLLM #13252; docs/clients.md §6, "
+        "docs/agents.md §5.1",
         _claude_code,
     ),
     Profile(
         "codex-cli",
         "Codex CLI: a streamed /responses turn with instructions, items and tools",
         "openai/codex codex-rs/codex-api/src/common.rs @5c159cd, requests/headers.rs, "
-        "sse/responses.rs @0a7fb0d (CLIENTS.md §11)",
+        "sse/responses.rs @0a7fb0d (docs/clients.md §7)",
         _codex,
     ),
 )
@@ -406,7 +406,7 @@ def _openai_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
     NextChat decide by it), every data line JSON (the SDKs raise otherwise), no error object
     (the SDKs raise), ``delta.content`` pieces that do not repeat each other (every client
     shows them as they come). A missing ``[DONE]``, ``finish_reason`` or usage chunk is
-    tolerated by all of them (CLIENTS.md §1, §2, §5, §7) and only noted."""
+    tolerated by all of them (docs/clients.md §2-§5, §9) and only noted."""
     fail, s = _stream_failure(ex)
     if fail is not None:
         return fail

@@ -81,7 +81,7 @@ def pick_models(listed: Sequence[str], preferred: Sequence[str] = ()) -> Capabil
     ``-search``, ``-image``…). Thinking model: a preferred ``…-thinking`` id, else
     ``<text>-thinking`` when listed, else the first listed ``-thinking`` id without
     ``-search``. Image model: a preferred ``…-image``/``…-draw`` id, else ``<text>-image`` when
-    listed, else the first listed one (LANDSCAPE.md §1, "Model-suffix variants").
+    listed, else the first listed one (docs/landscape.md §2.2).
     """
     caps = Capabilities(models=list(listed))
     pool = [*preferred, *[m for m in listed if m not in preferred]]

@@ -7,7 +7,7 @@ Pure (no aiohttp, no I/O). ``POST /v1/messages`` bodies become one :class:`Conve
 (:func:`render_error`). ``POST /v1/messages/count_tokens`` is answered from the request alone
 (:func:`count_tokens`, an estimate: no tokenizer runs and nothing is sent upstream).
 
-Wire facts relied on (shared/notes/AGENTS.md §3, §4; Anthropic's Messages, streaming and errors
+Wire facts relied on (docs/agents.md §3, §5.1; Anthropic's Messages, streaming and errors
 documentation; anthropic-sdk-python's ``types`` and ``_streaming.py``):
 
 - Request: ``model``, ``max_tokens`` and ``messages`` are required; ``system`` is a string or text

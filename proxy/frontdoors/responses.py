@@ -19,7 +19,7 @@ Pure: no aiohttp, no clock or randomness of its own beyond id generation in :fun
 
 Sources: the OpenAI OpenAPI spec (CreateResponse, Response, Response*Event) and the
 openai-python types and stream accumulator; Codex CLI's reader (history built from
-``response.output_item.done``, ``response.completed`` required); notes AGENTS.md §5.
+``response.output_item.done``, ``response.completed`` required); docs/agents.md §4, §5.2.
 Reasoning is returned as a ``reasoning`` item with a ``summary_text`` part (what Codex and the
 SDKs display), streamed with ``response.reasoning_summary_*`` events.
 """

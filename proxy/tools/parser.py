@@ -1,6 +1,6 @@
 """The streaming tool-call parser: answer text in, plain text and call blocks out (pure).
 
-Qwen models answer calls as markup in the text (AGENTS.md §1.3-§1.5):
+Qwen models answer calls as markup in the text (docs/agents.md §1.3-§1.5):
 
 - Hermes JSON: ``<tool_call>\\n{"name": "read_file", "arguments": {"path": "a.py"}}\\n</tool_call>``
 - the XML form of Qwen3-Coder and Qwen3.5+, inside ``<tool_call>`` or bare:
@@ -305,7 +305,7 @@ def decode_block(block: Block) -> list[ParsedCall] | BadBlock:
     ``input``), optionally inside a Markdown code fence. XML blocks: ``<function=NAME>`` with
     ``<parameter=KEY>VALUE</parameter>`` items. An unfinished block is a call only if what
     arrived is complete (JSON that parses, or XML whose ``</function>`` arrived): truncated
-    arguments are never repaired (AGENTS.md §6).
+    arguments are never repaired (docs/agents.md §6.6).
     """
     body = block.body.strip()
     if body.startswith(_OPEN_FUNC):

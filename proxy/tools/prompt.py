@@ -2,7 +2,7 @@
 
 chat.qwen.ai takes one user message per turn (docs/protocol.md §4.1), so the history is flattened
 as for plain chats (``System:``/``User:``/``Assistant:`` blocks, :func:`flatten_messages`),
-with the Hermes-style template Qwen models are trained on (AGENTS.md §1.2, §1.3):
+with the Hermes-style template Qwen models are trained on (docs/agents.md §1.2, §1.3):
 
 - the system block ends with a ``# Tools`` section: the fixed sentences of Qwen's chat template,
   one ``{"type": "function", "function": {...}}`` JSON line per tool inside ``<tools></tools>``,
@@ -13,7 +13,7 @@ with the Hermes-style template Qwen models are trained on (AGENTS.md §1.2, §1.
   one turn, in call order), never as a ``role: "function"`` continuation (that draws the
   captcha wall, §13.2); a call the client never answered gets a placeholder result;
 - a call repeated with identical arguments in the history is named in a closing system note,
-  so the model stops looping (AGENTS.md §6);
+  so the model stops looping (docs/agents.md §6.4);
 - the corrective turn (``tool_choice`` ``required``/named answered in prose, see
   :mod:`proxy.relay`): the same prompt, then the prose as an ``Assistant:`` block and a system
   line asking for the call.
@@ -43,7 +43,7 @@ __all__ = [
     "tools_section",
 ]
 
-# The fixed sentences of Qwen's chat template / Qwen-Agent's nous prompt (AGENTS.md §1.2).
+# The fixed sentences of Qwen's chat template / Qwen-Agent's nous prompt (docs/agents.md §1.2).
 _TOOLS_HEAD = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"

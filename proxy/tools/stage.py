@@ -1,14 +1,14 @@
 """The tool stage: translator events in, the same events with checked tool calls out (pure).
 
 Sits between :class:`~proxy.qwen.translate.Translator` and a front door's renderer when the
-request offers tools (AGENTS-CONTRACT.md, "the pipeline"). With ``tool_choice: "none"`` the
+request offers tools (docs/architecture.md). With ``tool_choice: "none"`` the
 model gets no tool prompt, and any call markup it writes anyway is still kept out of the content
 (rejected as ``not_allowed``): never a call, never markup.
 
 - Answer text (``Text(kind="content")``) goes through :class:`~proxy.tools.parser.ToolCallParser`;
   text before the first call is passed on as content (trailing whitespace, and a code-fence
   opener such as a last line ```json, before a call are dropped), call markup never is.
-  Reasoning is never parsed (calls written while thinking are not calls, AGENTS.md §1.4), nor
+  Reasoning is never parsed (calls written while thinking are not calls, docs/agents.md §1.4), nor
   is inline ``<think>…</think>`` reasoning (``think_tags``).
 - Each block is decoded and checked (:class:`~proxy.tools.validate.ToolBox`): a good call
   becomes one whole :class:`~proxy.qwen.translate.ToolCall` (``index`` 0, 1, …; a fresh

@@ -3,12 +3,12 @@
 - :func:`check_tool_schema`: a client's ``parameters`` must be a JSON Schema object
   (request-time, 400 with ``param``).
 - :class:`ToolBox`: the offered tools, their compiled validators, name canonicalisation
-  (``functions.read_file`` / ``Read_File`` -> ``read_file``, AGENTS.md §6 "Tool names with
-  prefixes or noise"), and :meth:`ToolBox.check`, which turns a parsed call into JSON argument
-  text or a :class:`Rejection` saying why it is not a call (string values the schema types
-  otherwise, ``"20"`` for an integer, are typed before giving up).
+  (``functions.read_file`` / ``Read_File`` -> ``read_file``, docs/agents.md §6.7), and
+  :meth:`ToolBox.check`, which turns a parsed call into JSON argument text or a
+  :class:`Rejection` saying why it is not a call (string values the schema types otherwise,
+  ``"20"`` for an integer, are typed before giving up).
 - :func:`coerce_xml_params`: the XML form's raw-text parameter values, typed by the schema
-  (AGENTS.md §1.5: integers/numbers parsed, booleans, JSON for objects/arrays, ``null``).
+  (docs/agents.md §1.5: integers/numbers parsed, booleans, JSON for objects/arrays, ``null``).
 """
 
 from __future__ import annotations
