@@ -33,8 +33,9 @@ _SECRET_KEYS = frozenset({"token", "tokens", "authorization", "cookie", "cookies
 
 
 def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event):
-        if key.lower() in _SECRET_KEYS:
+    for key in event:
+        # log keys are lower-case identifiers: lower-casing only keys with capitals is enough
+        if key in _SECRET_KEYS or (not key.islower() and key.lower() in _SECRET_KEYS):
             event[key] = "<redacted>"
     return event
 

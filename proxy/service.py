@@ -257,6 +257,7 @@ class ChatService:
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self._policy: MediaPolicy | None = None
 
     async def catalog(self) -> Catalog:
         """The model catalog, fetched from ``/api/models`` at most every ``models_ttl_s``."""
@@ -288,11 +289,16 @@ class ChatService:
     def policy(self, exclude: Sequence[str] = ()) -> MediaPolicy:
         """The media-URL policy of this app (CDN allow-list, offline rewrite), ``exclude``-ing the
         given source URLs."""
-        return MediaPolicy(
+        if not exclude and self._policy is not None:
+            return self._policy  # immutable: one per app for the usual turn without uploads
+        policy = MediaPolicy(
             allowed_hosts=tuple(self.settings.media_hosts),
             exclude=frozenset(exclude),
             rewrite_to=self.settings.media_base_url,
         )
+        if not exclude:
+            self._policy = policy
+        return policy
 
     async def route_for(self, conv: Conversation) -> ModelRoute:
         """Resolve the conversation's model (suffix variants included). Raises
