@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 from fake_qwen import make_jwt
 from helpers import SCENARIO, cassettes
+from redis.asyncio import Redis
 
-from proxy.store.redis import RedisStore
 from recorder.replay import REQUESTS_KEY, make_replay_app
 from recorder.synthetic_conversations import CONVERSATIONS, response_id
 
@@ -209,7 +209,7 @@ async def test_a_conversation_started_on_one_instance_continues_on_the_other(
     a, b, replay = two_gateways.a, two_gateways.b, two_gateways.replay
     conv = CONVERSATIONS[0]
     team = {"Authorization": "Bearer team-key"}
-    store = RedisStore(redis_server, prefix=two_gateways.prefix)
+    redis = Redis.from_url(redis_server)
     try:
         async with aiohttp.ClientSession() as s:
             first = {"model": "qwen3-max", "messages": conv.first_messages()}
@@ -217,7 +217,7 @@ async def test_a_conversation_started_on_one_instance_continues_on_the_other(
                 assert r.status == 200, await r.text()
             # A stores the conversation right after its answer (in the background): wait for it
             for _ in range(200):
-                keys = [k async for k in store._redis.scan_iter(match=store._p + "conv:*")]
+                keys = [k async for k in redis.scan_iter(match=two_gateways.prefix + "conv:*")]
                 if keys:
                     break
                 await asyncio.sleep(0.02)
@@ -227,7 +227,7 @@ async def test_a_conversation_started_on_one_instance_continues_on_the_other(
                 assert r.status == 200, await r.text()
                 assert (await r.json())["choices"][0]["message"]["content"] == "".join(conv.answer2)
     finally:
-        await store.close()
+        await redis.aclose()
     sent = [
         json.loads(q.body) for q in replay.app[REQUESTS_KEY] if "/chat/completions" in q.path_qs
     ]

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -239,8 +240,9 @@ async def test_redis_entries_carry_their_ttl(redis_server: str, clock: FakeClock
         await store.put_conversation("k", {"chat_id": "c"}, ttl_s=30)
         await store.put_response("r", b"x", ttl_s=5)
         await store.flush()  # the conversation write waits for the next call or flush_s
-        conv_ttl = await store._redis.pttl(prefix + "conv:k")
-        resp_ttl = await store._redis.pttl(prefix + "resp:r")
+        async with Redis.from_url(redis_server) as redis:  # a client of its own, to look
+            conv_ttl = await redis.pttl(prefix + "conv:k")
+            resp_ttl = await redis.pttl(prefix + "resp:r")
         assert 29_000 < conv_ttl <= 30_000
         assert 4_000 < resp_ttl <= 5_000
     finally:

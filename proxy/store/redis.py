@@ -21,19 +21,22 @@ Key layout (``prefix`` default ``qwen-gateway:``): ``rests`` (hash label -> "unt
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 import structlog
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
 
+from proxy.store.autopipe import Arg, AutoPipeline
 from proxy.store.base import Health
 from proxy.store.memory import RATE_WINDOW_S, MemoryStore
 
@@ -294,6 +297,17 @@ return out
 )
 
 
+class _Script(NamedTuple):
+    """A Lua script, run by its SHA1 (``EVALSHA``) and sent whole once Redis lacks it."""
+
+    body: str
+    sha: str
+
+    @classmethod
+    def of(cls, body: str) -> _Script:
+        return cls(body, hashlib.sha1(body.encode()).hexdigest())
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -333,15 +347,16 @@ class RedisStore:
         clock: Callable[[], float] = time.time,
         fallback: MemoryStore | None = None,
     ) -> None:
-        self._redis: Redis = Redis.from_url(
+        # One connection, pipelined (proxy/store/autopipe.py): the calls of concurrent requests
+        # share its writes and reads. No retry: a failed call may have run; the store serves it
+        # from memory instead.
+        self._pool = ConnectionPool.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            # One connection for the request path: no pool checkout per command (measurably
-            # less CPU per request, bench/state_bench.py); commands are short and serialise.
-            single_connection_client=True,
+            retry=Retry(NoBackoff(), 0),
         )
+        self._pipe = AutoPipeline(self._pool.make_connection())
         self.target = redacted_target(url)
         self._p = prefix
         self._retry_s = retry_s
@@ -356,16 +371,15 @@ class RedisStore:
         self._seq = itertools.count()
         # name -> stack of (taken in Redis?, lease id), so a slot goes back where it came from
         self._leases: dict[str, list[tuple[bool, str]]] = {}
-        r = self._redis
-        self._rest = r.register_script(_REST)
-        self._rests = r.register_script(_RESTS)
-        self._lease = r.register_script(_LEASE)
-        self._acquire_account = r.register_script(_ACQUIRE_ACCOUNT)
-        self._inflight = r.register_script(_INFLIGHT)
-        self._admit = r.register_script(_ADMIT)
-        self._due = r.register_script(_DUE)
-        self._release = r.register_script(_RELEASE)
-        self._admit_acquire = r.register_script(_ADMIT_ACQUIRE)
+        self._rest = _Script.of(_REST)
+        self._rests = _Script.of(_RESTS)
+        self._lease = _Script.of(_LEASE)
+        self._acquire_account = _Script.of(_ACQUIRE_ACCOUNT)
+        self._inflight = _Script.of(_INFLIGHT)
+        self._admit = _Script.of(_ADMIT)
+        self._due = _Script.of(_DUE)
+        self._release = _Script.of(_RELEASE)
+        self._admit_acquire = _Script.of(_ADMIT_ACQUIRE)
         self._flush_s = flush_s
         self._pending: list[str] = []  # kind, x, y, z per write not yet sent (see _RELEASES)
         self._seq_queued = 0  # writes queued so far
@@ -374,7 +388,7 @@ class RedisStore:
         # None for a deletion), so this process reads its own writes at once
         self._overlay: dict[str, tuple[int, float, dict[str, Any] | None]] = {}
         self._flush_handle: asyncio.Handle | None = None
-        self._flush_task: asyncio.Task[None] | None = None
+        self._flush_tasks: set[asyncio.Task[None]] = set()
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -414,19 +428,27 @@ class RedisStore:
         return ok
 
     async def _ping(self) -> None:
-        await self._redis.ping()
+        await self._pipe.call("PING")
 
     async def _noop(self) -> None:
         return None
 
-    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    async def _eval(self, script: _Script, keys: list[str], args: list[Arg]) -> Any:
+        """Run ``script`` (by SHA1; whole when Redis does not have it yet)."""
+        try:
+            return await self._pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._pipe.call("EVAL", script.body, len(keys), *keys, *args)
+
+    async def _script(self, script: _Script, keys: list[str], args: list[Arg]) -> Any:
         """Run ``script`` with the pending writes in front of ``args`` (see ``_RELEASES``);
         they stay pending if the call fails."""
         writes = self._pending
         self._pending = []
         try:
-            packed = "\x1f".join(writes)
-            out = await script(keys=keys, args=[len(writes) // 4, self._p, packed, *args])
+            out = await self._eval(
+                script, keys, [len(writes) // 4, self._p, "\x1f".join(writes), *args]
+            )
         except BaseException:
             self._pending = writes + self._pending
             raise
@@ -460,12 +482,10 @@ class RedisStore:
 
     def _start_flush(self) -> None:
         self._flush_handle = None
-        if self._pending and (self._flush_task is None or self._flush_task.done()):
-            self._flush_task = asyncio.get_running_loop().create_task(self.flush())
-        elif self._pending:
-            self._flush_handle = asyncio.get_running_loop().call_later(
-                self._flush_s, self._start_flush
-            )
+        if self._pending:
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self._flush_tasks.add(task)
+            task.add_done_callback(self._flush_tasks.discard)
 
     async def flush(self) -> None:
         """Send the pending writes now (one round trip; none if nothing waits)."""
@@ -500,14 +520,14 @@ class RedisStore:
 
     async def rest_account(self, label: str, until: float, reason: str) -> None:
         async def op() -> None:
-            await self._rest(keys=[self._p + "rests"], args=[label, repr(until), reason])
+            await self._eval(self._rest, [self._p + "rests"], [label, until, reason])
 
         await self.memory.rest_account(label, until, reason)  # kept for a later outage
         await self._run(op, self._noop)
 
     async def rests(self) -> dict[str, tuple[float, str]]:
         async def op() -> dict[str, tuple[float, str]]:
-            flat = await self._rests(keys=[self._p + "rests"], args=[repr(self._clock())])
+            flat = await self._eval(self._rests, [self._p + "rests"], [self._clock()])
             return {_s(flat[i]): _parse_rest(flat[i + 1]) for i in range(0, len(flat), 2)}
 
         result, _ = await self._run(op, self.memory.rests)
@@ -521,7 +541,7 @@ class RedisStore:
             ok = await self._script(
                 self._lease,
                 [self._p + "inflight:" + label, self._p + "inflight-labels"],
-                [repr(now), limit, repr(now + self._lease_ttl_s), lease, self._ttl_ms, label],
+                [now, limit, now + self._lease_ttl_s, lease, self._ttl_ms, label],
             )
             return bool(ok)
 
@@ -549,7 +569,7 @@ class RedisStore:
             flat = await self._script(
                 self._inflight,
                 [self._p + "inflight-labels"],
-                [repr(self._clock()), self._p + "inflight:"],
+                [self._clock(), self._p + "inflight:"],
             )
             return {_s(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
@@ -566,9 +586,9 @@ class RedisStore:
                 self._acquire_account,
                 [self._p + "rests", self._p + "inflight-labels"],
                 [
-                    repr(now),
+                    now,
                     limit,
-                    repr(now + self._lease_ttl_s),
+                    now + self._lease_ttl_s,
                     lease,
                     self._ttl_ms,
                     self._p + "inflight:",
@@ -618,9 +638,9 @@ class RedisStore:
                     self._p + "streams:" + key_id,
                 ],
                 [
-                    repr(now),
+                    now,
                     limit,
-                    repr(now + self._lease_ttl_s),
+                    now + self._lease_ttl_s,
                     lease,
                     self._ttl_ms,
                     self._p + "inflight:",
@@ -670,7 +690,7 @@ class RedisStore:
             return dict(entry) if entry is not None and expires > time.monotonic() else None
 
         async def op() -> dict[str, Any] | None:
-            raw = await self._redis.get(self._p + "conv:" + key)
+            raw = await self._pipe.call("GET", self._p + "conv:" + key)
             try:
                 entry = None if raw is None else orjson.loads(raw)
             except orjson.JSONDecodeError:  # not ours (a foreign writer): as if absent
@@ -695,7 +715,7 @@ class RedisStore:
     async def put_response(self, response_id: str, data: bytes, ttl_s: float) -> None:
         async def op() -> None:
             key = self._p + "resp:" + response_id
-            await self._redis.set(key, data, px=max(1, int(ttl_s * 1000)))
+            await self._pipe.call("SET", key, data, "PX", max(1, int(ttl_s * 1000)))
 
         async def fb() -> None:
             await self.memory.put_response(response_id, data, ttl_s)
@@ -704,7 +724,7 @@ class RedisStore:
 
     async def get_response(self, response_id: str) -> bytes | None:
         async def op() -> bytes | None:
-            raw = await self._redis.get(self._p + "resp:" + response_id)
+            raw = await self._pipe.call("GET", self._p + "resp:" + response_id)
             return None if raw is None else (raw if isinstance(raw, bytes) else raw.encode())
 
         async def fb() -> bytes | None:
@@ -724,11 +744,11 @@ class RedisStore:
                 self._admit,
                 [self._p + "rate:" + key_id, self._p + "streams:" + key_id],
                 [
-                    repr(now),
+                    now,
                     per_min,
                     streams,
                     lease,
-                    repr(now + self._lease_ttl_s),
+                    now + self._lease_ttl_s,
                     self._ttl_ms,
                     RATE_WINDOW_S,
                 ],
@@ -756,7 +776,7 @@ class RedisStore:
             ok = await self._script(
                 self._lease,
                 [key, key],
-                [repr(now), limit, repr(now + self._lease_ttl_s), lease, self._ttl_ms, ""],
+                [now, limit, now + self._lease_ttl_s, lease, self._ttl_ms, ""],
             )
             return bool(ok)
 
@@ -798,7 +818,7 @@ class RedisStore:
             flat = await self._script(
                 self._due,
                 [self._p + "chats", self._p + "chat-accounts"],
-                [repr(now), max(0, limit)],
+                [now, max(0, limit)],
             )
             return [(_s(flat[i]), _s(flat[i + 1])) for i in range(0, len(flat), 2)]
 
@@ -822,10 +842,11 @@ class RedisStore:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._flush_task is not None:
-            await asyncio.gather(self._flush_task, return_exceptions=True)
+        while self._flush_tasks:
+            await asyncio.gather(*self._flush_tasks, return_exceptions=True)
         await self.flush()
         try:
-            await self._redis.aclose()
+            await self._pipe.close()
         except (RedisError, OSError):  # closing a broken connection: nothing left to do
             pass
+        await self._pool.aclose()
