@@ -97,7 +97,9 @@ class AutoPipeline:
             if isinstance(exc, RedisError | OSError):
                 fut.set_exception(exc)
             else:  # cancelled, or a fault of the client: the callers see a Redis failure
-                fut.set_exception(RedisConnectionError(f"redis call lost ({type(exc).__name__})"))
+                lost = RedisConnectionError(f"redis call lost ({type(exc).__name__})")
+                lost.__cause__ = exc
+                fut.set_exception(lost)
 
     async def close(self) -> None:
         """Let the batches already queued finish, then close the connection."""

@@ -1,16 +1,18 @@
 """The Redis :class:`~proxy.store.base.StateStore`: several gateway processes share one state.
 
-Uses the ``redis`` package's asyncio client. Every update that reads then writes (rests,
-answer slots, per-key counters) is one Lua script, so it is atomic across processes; the
-request path costs at most one round trip per step (account choice, key admission). Slots
-(answers in flight, open streams) are leases in sorted sets that expire after ``lease_ttl_s``,
-so a process that dies does not hold them forever. Conversations and responses are plain keys
-with a TTL.
+Uses one connection of the ``redis`` package's asyncio client, pipelined automatically
+(:mod:`proxy.store.autopipe`: the calls of concurrent requests share writes and reads). Every
+update that reads then writes (rests, answer slots, per-key counters) is one Lua script, run by
+its SHA1, so it is atomic across processes; the request path costs one call on its way to the
+first token (key admission and account choice together). Slots (answers in flight, open
+streams) are leases in sorted sets that expire after ``lease_ttl_s``, so a process that dies
+does not hold them forever. Conversations and responses are plain keys with a TTL.
 
-When Redis cannot be reached (refused, timed out, any ``RedisError``) the store serves from an
-embedded :class:`~proxy.store.memory.MemoryStore`, reports ``degraded`` and logs at most one
-line per minute; it tries Redis again after ``retry_s``. Slots taken in memory are given back in
-memory. Not for Redis Cluster (scripts build key names).
+When Redis cannot be reached (refused, timed out, any ``RedisError``; a call is not retried,
+since it may have run) the store serves from an embedded
+:class:`~proxy.store.memory.MemoryStore`, reports ``degraded`` and logs at most one line per
+minute; it tries Redis again after ``retry_s``. Slots taken in memory are given back in memory.
+Not for Redis Cluster (scripts build key names).
 
 Key layout (``prefix`` default ``qwen-gateway:``): ``rests`` (hash label -> "until|reason"),
 ``inflight:<label>`` and ``streams:<key_id>`` (zsets of leases), ``inflight-labels`` (set),
@@ -327,7 +329,7 @@ class RedisStore:
     """:class:`~proxy.store.base.StateStore` on Redis, with an in-process fallback.
 
     ``url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL (it may hold a password; it is
-    never logged). ``timeout_s`` bounds every connect and command (seconds); ``retry_s`` is how
+    never logged). ``timeout_s`` bounds every connect and every reply (seconds); ``retry_s`` is how
     long the store serves from memory after a failure before it tries Redis again;
     ``lease_ttl_s`` is the longest an answer slot or stream slot is held; a slot given back
     travels with this process's next script call, or after ``flush_s`` seconds at the latest;
