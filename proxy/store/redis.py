@@ -352,13 +352,13 @@ class RedisStore:
         # One connection, pipelined (proxy/store/autopipe.py): the calls of concurrent requests
         # share its writes and reads. No retry: a failed call may have run; the store serves it
         # from memory instead.
-        self._pool = ConnectionPool.from_url(
+        pool = ConnectionPool.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
-        self._pipe = AutoPipeline(self._pool.make_connection())
+        self._pipe = AutoPipeline(pool.make_connection())  # the pool only builds it
         self.target = redacted_target(url)
         self._p = prefix
         self._retry_s = retry_s
@@ -851,4 +851,3 @@ class RedisStore:
             await self._pipe.close()
         except (RedisError, OSError):  # closing a broken connection: nothing left to do
             pass
-        await self._pool.aclose()
