@@ -19,6 +19,7 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -483,4 +484,41 @@ async def test_a_cancelled_account_call_leaks_no_slot(redis_server: str, clock: 
         )
     finally:
         never.cancel()
+        await store.close()
+
+
+async def test_a_lost_reply_leaks_no_slot(redis_server: str, clock: FakeClock) -> None:
+    """Redis ran the account call but its reply was lost (a timeout, a dropped connection):
+    the request is served from memory, and the slot Redis took is given back."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(redis_server, prefix=prefix, clock=clock, retry_s=0)
+    real_script = store._script
+
+    async def lost_reply(*args: Any) -> Any:
+        await real_script(*args)  # Redis has run the script: the slot is taken
+        raise RedisConnectionError("reply lost")
+
+    try:
+        store._script = lost_reply  # type: ignore[method-assign]
+        labels = ["account-1", "account-2"]
+        assert await store.admit_and_acquire("k", 0, 1, labels, 1, clock.now) == (
+            "account-1",
+            0.0,
+            None,
+        )
+        assert await store.acquire_account(labels, 1, clock.now) == ("account-2", 0.0)
+        assert store.health() == "degraded"  # both served from memory
+        store._script = real_script  # type: ignore[method-assign]
+        await store.release_inflight("account-1")
+        await store.release_inflight("account-2")
+        await store.release_stream("k")
+        assert await store.ping()  # Redis answers again
+        await store.flush()
+        assert await store.inflight() == {}
+        assert await store.admit_and_acquire("k", 0, 1, ["account-1"], 1, clock.now) == (
+            "account-1",
+            0.0,
+            None,
+        )
+    finally:
         await store.close()

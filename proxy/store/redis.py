@@ -584,19 +584,23 @@ class RedisStore:
         lease = self._lease_id()
 
         async def op() -> tuple[str | None, float]:
-            label, soonest = await self._script(
-                self._acquire_account,
-                [self._p + "rests", self._p + "inflight-labels"],
-                [
-                    now,
-                    limit,
-                    now + self._lease_ttl_s,
-                    lease,
-                    self._ttl_ms,
-                    self._p + "inflight:",
-                    *labels,
-                ],
-            )
+            try:
+                label, soonest = await self._script(
+                    self._acquire_account,
+                    [self._p + "rests", self._p + "inflight-labels"],
+                    [
+                        now,
+                        limit,
+                        now + self._lease_ttl_s,
+                        lease,
+                        self._ttl_ms,
+                        self._p + "inflight:",
+                        *labels,
+                    ],
+                )
+            except (RedisError, OSError):  # it may have run: the fallback serves instead
+                self._abandon(lease, labels)
+                raise
             return (_s(label) or None), float(_s(soonest))
 
         async def fb() -> tuple[str | None, float]:
@@ -612,8 +616,9 @@ class RedisStore:
         return label, soonest
 
     def _abandon(self, lease: str, labels: Sequence[str], key_id: str | None = None) -> None:
-        """A call that may have taken ``lease`` was cancelled (the client left) before its
-        answer came back: give the lease back wherever it may be, so no slot leaks."""
+        """A call that may have taken ``lease`` was cancelled (the client left) or failed (a
+        timeout, a lost connection: Redis may still have run it) before its answer came back:
+        give the lease back wherever it may be, so no slot leaks."""
         for label in labels:
             self._defer("R", self._p + "inflight:" + label, lease)
         if key_id is not None:
@@ -631,27 +636,31 @@ class RedisStore:
         lease = self._lease_id()
 
         async def op() -> tuple[str | None, float, tuple[str, float] | None]:
-            out = await self._script(
-                self._admit_acquire,
-                [
-                    self._p + "rests",
-                    self._p + "inflight-labels",
-                    self._p + "rate:" + key_id,
-                    self._p + "streams:" + key_id,
-                ],
-                [
-                    now,
-                    limit,
-                    now + self._lease_ttl_s,
-                    lease,
-                    self._ttl_ms,
-                    self._p + "inflight:",
-                    per_min,
-                    streams,
-                    RATE_WINDOW_S,
-                    *labels,
-                ],
-            )
+            try:
+                out = await self._script(
+                    self._admit_acquire,
+                    [
+                        self._p + "rests",
+                        self._p + "inflight-labels",
+                        self._p + "rate:" + key_id,
+                        self._p + "streams:" + key_id,
+                    ],
+                    [
+                        now,
+                        limit,
+                        now + self._lease_ttl_s,
+                        lease,
+                        self._ttl_ms,
+                        self._p + "inflight:",
+                        per_min,
+                        streams,
+                        RATE_WINDOW_S,
+                        *labels,
+                    ],
+                )
+            except (RedisError, OSError):  # it may have run: the fallback serves instead
+                self._abandon(lease, labels, key_id if streams > 0 else None)
+                raise
             first = _s(out[0])
             if first == "!":
                 return None, 0.0, (_s(out[1]), float(_s(out[2])))
