@@ -143,7 +143,6 @@ def configure_logging(
     )
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _timestamper(),
             _drop_secrets,

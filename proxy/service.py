@@ -598,7 +598,9 @@ class ChatService:
                 now=time.time(),
             )
             ttl = self.settings.conversation_ttl_s
-            self.spawn(self._store_answer(key, entry, ttl, plan.stale_key), name="conversation")
+            self.spawn(
+                self._store_answer(key, entry, ttl, plan.stale_key), name="conversation", eager=True
+            )
 
         return on_answer
 
@@ -612,9 +614,19 @@ class ChatService:
 
     # -- background work -------------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``coro`` in the background; :meth:`close` waits for it. Never raises."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str, *, eager: bool = False) -> None:
+        """Run ``coro`` in the background; :meth:`close` waits for it. Never raises.
+
+        ``eager``: start it now, in the caller's turn of the loop (``asyncio.Task``'s
+        ``eager_start``): work that never waits (the in-process store) is done at once, without
+        a task to schedule, and work that waits (a Redis write) is already on its way."""
+        loop = asyncio.get_running_loop()
+        if eager:
+            task = asyncio.Task(coro, loop=loop, name=name, eager_start=True)
+            if task.done():
+                return
+        else:
+            task = loop.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
