@@ -24,8 +24,6 @@ Rules every front door gets from here:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -116,18 +114,6 @@ class _UpstreamBroken(Exception):
     """Reading from chat.qwen.ai failed mid-stream (message is secret-free)."""
 
 
-async def _next_chunk(it: AsyncIterator[bytes]) -> bytes | None:
-    """The next upstream chunk, ``None`` at clean EOF; raises :class:`_UpstreamBroken`."""
-    try:
-        return await anext(it)
-    except StopAsyncIteration:
-        return None
-    except TimeoutError:
-        raise _UpstreamBroken("no data within the read timeout") from None
-    except aiohttp.ClientError as exc:
-        raise _UpstreamBroken(network_failure(exc)) from None
-
-
 def server_timing(t0: float, upstream_s: float) -> str:
     """The ``Server-Timing`` value: proxy time since ``t0`` (a ``perf_counter`` value) minus
     ``upstream_s`` seconds spent waiting on chat.qwen.ai, both in milliseconds."""
@@ -137,7 +123,7 @@ def server_timing(t0: float, upstream_s: float) -> str:
 
 
 class _Pump:
-    """Reads chat.qwen.ai's stream and yields batches of translated events.
+    """Reads chat.qwen.ai's stream and returns batches of translated events.
 
     Shared by the streaming relay and the non-stream aggregation. ``wait_s`` (seconds) counts
     the time spent waiting on chat.qwen.ai while ``counting`` is on (until the client's response
@@ -163,37 +149,57 @@ class _Pump:
         self._stop = stop
         self._plain = stage is None and stop is None
         self._decoder = SSEDecoder()
-        self._it = chat.chunks()
+        # chat.chunks(), inlined on the hot path: the prelude (a continuation's first chunks,
+        # already read), then the body as it arrives (one read per network chunk)
+        self._prelude = list(chat.prelude)
+        self._content = chat.response.content
         self._ctype = chat.response.headers.get("Content-Type", "").lower()
         self._head = bytearray()
         self._seen_event = False
+        self._over = False
 
-    async def batches(self) -> AsyncGenerator[list[OutEvent]]:
-        """Event batches until the answer is done (a finish or a failure)."""
+    async def next_batch(self) -> list[OutEvent] | None:
+        """The next batch of translated events (possibly empty: a chunk that carried only
+        keep-alives), or ``None`` once the answer is done (a finish or a failure was returned).
+
+        One plain coroutine per network chunk (no async generator, no iterator object): this
+        is the per-chunk path of every stream."""
         tr = self._translator
         stop = self._stop
-        while not tr.done and (stop is None or not stop.done):
-            t_read = time.perf_counter()
+        while not self._over and not tr.done and (stop is None or not stop.done):
+            t_read = time.perf_counter() if self.counting else 0.0
             try:
-                chunk = await _next_chunk(self._it)
-            except _UpstreamBroken as exc:
-                yield self._staged(tr.abort(str(exc), upstream=self._upstream))
-                return
+                if self._prelude:
+                    chunk = self._prelude.pop(0)
+                else:
+                    chunk = await self._content.readany()
+            except (TimeoutError, aiohttp.ClientError, aiohttp.EofStream) as exc:
+                self._over = True
+                if isinstance(exc, aiohttp.EofStream):
+                    chunk = b""
+                else:
+                    why = (
+                        "no data within the read timeout"
+                        if isinstance(exc, TimeoutError)
+                        else network_failure(exc)
+                    )
+                    return self._staged(tr.abort(why, upstream=self._upstream))
             if self.counting:
                 self.wait_s += time.perf_counter() - t_read
-            if chunk is None:
+            if not chunk:  # the end of the body
+                self._over = True
                 out = self._feed([e.data for e in self._decoder.close()])
                 if not tr.done and not self._cut():
                     stray = self._stray_body()
                     out.extend(self._staged(tr.fail(stray) if stray is not None else tr.close()))
-                yield out
-                return
+                return out
             if not self._seen_event and len(self._head) < self._HEAD_LIMIT:
                 self._head += chunk[: self._HEAD_LIMIT - len(self._head)]
             events = self._decoder.feed_data(chunk)
             out = self._feed(events)
             if out or events:  # an empty batch still says upstream is alive (keep-alives)
-                yield out
+                return out
+        return None
 
     def _cut(self) -> bool:
         return self._stop is not None and self._stop.done
@@ -296,30 +302,29 @@ class _Turn:
                 assert self.resp is not None
                 await self.resp.write(self.tail)
                 self.tail = b""
-            async with aclosing(pump.batches()) as batches:
-                async for out in batches:
-                    if not out:
-                        if self.resp is not None:
-                            now = time.perf_counter()
-                            if now - self.last_write >= self.keepalive_s:
-                                self.last_write = now
-                                await self.resp.write(renderer.keepalive())
-                        continue
-                    self.last_write = time.perf_counter()
-                    # The head is rendered before the first events: renderers number their
-                    # events in render order (Responses' sequence_number starts at its head).
-                    head = renderer.head() if self.resp is None else b""
-                    data = renderer.render(out, translator.usage)
-                    if self.resp is None:
-                        t0: float = request[START_KEY]
-                        wait = self.wait_s + pump.wait_s
-                        self.resp = await _start(request, out, renderer, t0, wait)
-                        pump.counting = False
-                        data = head + data
-                    if translator.done:  # the last batch: sent with the end of the body
-                        self.tail = data
-                    else:
-                        await self.resp.write(data)
+            while (out := await pump.next_batch()) is not None:
+                if not out:
+                    if self.resp is not None:
+                        now = time.perf_counter()
+                        if now - self.last_write >= self.keepalive_s:
+                            self.last_write = now
+                            await self.resp.write(renderer.keepalive())
+                    continue
+                self.last_write = time.perf_counter()
+                # The head is rendered before the first events: renderers number their
+                # events in render order (Responses' sequence_number starts at its head).
+                head = renderer.head() if self.resp is None else b""
+                data = renderer.render(out, translator.usage)
+                if self.resp is None:
+                    t0: float = request[START_KEY]
+                    wait = self.wait_s + pump.wait_s
+                    self.resp = await _start(request, out, renderer, t0, wait)
+                    pump.counting = False
+                    data = head + data
+                if translator.done:  # the last batch: sent with the end of the body
+                    self.tail = data
+                else:
+                    await self.resp.write(data)
         except ConnectionResetError:
             log.info("client_disconnected", response_id=renderer.id)
             if self.resp is None:
@@ -396,10 +401,9 @@ async def _fold(
     translator, pump, stage = _pipeline(
         request, conv, chat, hold=hold, reasoning=getattr(renderer, "reasoning_mode", None)
     )
-    async with aclosing(pump.batches()) as batches:
-        async for out in batches:
-            for e in out:
-                renderer.add(e)
+    while (out := await pump.next_batch()) is not None:
+        for e in out:
+            renderer.add(e)
     _log_done(request, renderer.id, conv, translator, chat, stage)
     _remember(chat, translator, stage)
     return stage, translator.usage, pump.wait_s

@@ -85,8 +85,8 @@ class OpenChat:
     the stream's headers (and the uploads). ``policy`` says which image URLs are answers;
     ``expect_image`` is true for t2i and image edit (the answer must be an image).
     ``continued`` is true when the turn continues an earlier chat natively (§4.1 (a)); then
-    ``prelude`` holds the first chunks, already read to check that the site accepted it: read
-    the stream with :meth:`chunks`, never from ``response`` directly.
+    ``prelude`` holds the first chunks, already read to check that the site accepted it: a
+    reader takes them first, then ``response.content`` (as :class:`proxy.relay._Pump` does).
     """
 
     response: aiohttp.ClientResponse
@@ -134,13 +134,6 @@ class OpenChat:
             )
         return self._translator
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """The upstream body, chunk by chunk (the prelude first)."""
-        it = self.response.content.iter_any().__aiter__()
-        if not self.prelude:
-            return it
-        return _chain(self.prelude, it)
-
     @property
     def finished(self) -> bool:
         """True once the upstream answer ended (finished or failed), as far as it was read."""
@@ -150,13 +143,6 @@ class OpenChat:
     def response_id(self) -> str | None:
         """The upstream ``response_id`` from ``response.created`` (§5.2), once read."""
         return self._translator.response_id if self._translator is not None else None
-
-
-async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in first:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
 
 
 class _RecordingTranslator(Translator):

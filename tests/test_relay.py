@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,24 +29,31 @@ def _delta(phase: str, content: str, status: str = "typing") -> bytes:
 INFO = _frame({"response.info": {"action": "keep_alive"}})
 
 
+class _Body:
+    """An upstream body as the relay reads it (``readany``): the chunks one per read, then
+    ``b""`` at the end."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = list(chunks)
+
+    async def readany(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+
 class _StubChat:
     """What the relay reads of an OpenChat: chunks exactly as given (one per read)."""
 
     def __init__(self, chunks: list[bytes]) -> None:
         self._chunks = chunks
-        self.response = SimpleNamespace(headers={"Content-Type": "text/event-stream"})
+        self.response = SimpleNamespace(
+            headers={"Content-Type": "text/event-stream"}, content=_Body(chunks)
+        )
+        self.prelude: list[bytes] = []
         self.upstream_wait_s = 0.0
         self.upstream = "stub"
         self.route = SimpleNamespace(model="m", chat_type="t2t")
         self.account = SimpleNamespace(label="stub")
         self.on_answer = None
-
-    def chunks(self) -> AsyncIterator[bytes]:
-        async def gen() -> AsyncIterator[bytes]:
-            for c in self._chunks:
-                yield c
-
-        return gen()
 
     def translator(self, reasoning: Any = "field", **kw: Any) -> Translator:
         return Translator(reasoning=reasoning, native_tools=kw.get("native_tools", False))
