@@ -58,7 +58,7 @@ from proxy.qwen.request import (
     media_parts,
 )
 from proxy.qwen.sse import SSEDecoder
-from proxy.qwen.translate import Failure, Finish, Media, OutEvent, Text, Translator
+from proxy.qwen.translate import Failure, Media, OutEvent, Translator
 from proxy.secrets import SecretMasker
 from proxy.store import MemoryStore, StateStore
 from proxy.tools.prompt import build_prompt
@@ -115,23 +115,14 @@ class OpenChat:
         the caller reports the answer itself (:attr:`on_answer`), as the tool stage does, since
         the client's answer (calls, no markup) is not the translator's text.
         """
-        if self.on_answer is not None and record:
-            self._translator = _RecordingTranslator(
-                self.on_answer,
-                reasoning=reasoning,
-                media=self.policy,
-                expect_image=self.expect_image,
-                native_tools=native_tools,
-                mask=self.masker.mask if self.masker else None,
-            )
-        else:
-            self._translator = Translator(
-                reasoning=reasoning,
-                media=self.policy,
-                expect_image=self.expect_image,
-                native_tools=native_tools,
-                mask=self.masker.mask if self.masker else None,
-            )
+        self._translator = Translator(
+            reasoning=reasoning,
+            media=self.policy,
+            expect_image=self.expect_image,
+            native_tools=native_tools,
+            mask=self.masker.mask if self.masker else None,
+            on_answer=self.on_answer if record else None,
+        )
         return self._translator
 
     @property
@@ -143,47 +134,6 @@ class OpenChat:
     def response_id(self) -> str | None:
         """The upstream ``response_id`` from ``response.created`` (§5.2), once read."""
         return self._translator.response_id if self._translator is not None else None
-
-
-class _RecordingTranslator(Translator):
-    """A :class:`Translator` that keeps the answer's content text and tool calls, and calls
-    ``on_answer(self, text, tool_calls)`` once the answer finished without a failure."""
-
-    __slots__ = ("_calls", "_on_answer", "_texts")
-
-    def __init__(
-        self, on_answer: Callable[[Translator, str, tuple[Any, ...]], None], **kw: Any
-    ) -> None:
-        super().__init__(**kw)
-        self._on_answer = on_answer
-        self._texts: list[str] = []
-        self._calls: list[Any] = []
-
-    def _see(self, events: list[OutEvent]) -> list[OutEvent]:
-        if len(events) == 1 and isinstance(events[0], Text):  # the common frame: one text
-            if events[0].kind == "content":
-                self._texts.append(events[0].text)
-            return events
-        for e in events:
-            if isinstance(e, Text):
-                if e.kind == "content":
-                    self._texts.append(e.text)
-            elif isinstance(e, Finish):
-                self._on_answer(self, "".join(self._texts), tuple(self._calls))
-            elif hasattr(e, "arguments") and hasattr(e, "name"):  # a tool call
-                self._calls.append(e)
-        return events
-
-    def feed(self, data: str) -> list[OutEvent]:
-        events = super().feed(data)
-        if len(events) == 1 and type(events[0]) is Text:  # the common frame, inline
-            if events[0].kind == "content":
-                self._texts.append(events[0].text)
-            return events
-        return self._see(events)
-
-    def close(self) -> list[OutEvent]:
-        return self._see(super().close())
 
 
 class ContinuationFailedError(Exception):

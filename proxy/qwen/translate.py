@@ -221,13 +221,17 @@ class Translator:
     instead of ``reasoning_content``. ``media`` enables :class:`Media` events for image phases;
     ``expect_image`` (needs ``media``) makes the image the answer (t2i, image edit). ``mask``
     (text to text) is applied to the message of the closing failure, if any: the proxy masks
-    its configured secrets there (:class:`proxy.secrets.SecretMasker`).
+    its configured secrets there (:class:`proxy.secrets.SecretMasker`). ``on_answer(translator,
+    text, tool_calls)`` records the answer as the client gets it (its content text, no
+    reasoning, and its tool calls) and is called once when it finished without a failure
+    (native multi-turn remembers it).
     """
 
     __slots__ = (
         "_answer_chars",
         "_answer_len",
         "_answer_pieces",
+        "_calls",
         "_caption",
         "_echoes",
         "_expect_image",
@@ -239,12 +243,14 @@ class Translator:
         "_native_pending",
         "_native_seen",
         "_native_tools",
+        "_on_answer",
         "_reasoning_mode",
         "_rejected",
         "_snapshots",
         "_sources_seen",
         "_summary_sent",
         "_tag_open",
+        "_texts",
         "chat_id",
         "done",
         "failure",
@@ -263,7 +269,11 @@ class Translator:
         expect_image: bool = False,
         native_tools: bool = False,
         mask: Callable[[str], str] | None = None,
+        on_answer: Callable[[Translator, str, tuple[Any, ...]], None] | None = None,
     ) -> None:
+        self._on_answer = on_answer
+        self._texts: list[str] | None = [] if on_answer is not None else None
+        self._calls: list[Any] = []
         self._native_tools = native_tools
         self._native_seen: set[str] = set()
         self._native_pending: list[NativeToolCall] = []
@@ -314,7 +324,72 @@ class Translator:
         try:  # the common case first: a JSON object (orjson ignores surrounding whitespace)
             frame = orjson.loads(data)
         except orjson.JSONDecodeError:
-            frame = None
+            return self._not_an_object(data)
+        # The common frame, first and flat (one per token of every answer): more answer text
+        # of a plain chat, with its usage, without a response id.
+        if isinstance(frame, dict) and "response_id" not in frame:
+            choices = frame.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                delta = choices[0].get("delta")
+                if (
+                    isinstance(delta, dict)
+                    and delta.get("phase") == "answer"
+                    and delta.get("status") == "typing"
+                    and not self._expect_image
+                    and not self._tag_open
+                    and self._held is None
+                ):
+                    content = delta.get("content")
+                    if type(content) is str and content:
+                        size = len(content)
+                        n = self._answer_len
+                        # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
+                        if size < n or n < _SNAPSHOT_MIN:
+                            usage = frame.get("usage")
+                            if isinstance(usage, dict):
+                                self._count(usage)
+                            self._answer_chars += size
+                            self._answer_pieces.append(content)
+                            self._answer_len = n + size
+                            if self._texts is not None:
+                                self._texts.append(content)
+                            return [Text("content", content)]
+        out = self._frame(frame, data)
+        if self._texts is not None and out:
+            self._see(out)
+        return out
+
+    def _count(self, usage: dict[str, Any]) -> None:
+        p, c = usage.get("input_tokens"), usage.get("output_tokens")
+        if type(p) is not int or p < 0:
+            p = _int(p)
+        if type(c) is not int or c < 0:
+            c = _int(c)
+        u = self.usage
+        if u is None or u.completion_tokens != c or u.prompt_tokens != p:
+            self.usage = Usage(p, c)
+
+    @property
+    def _plain_answer(self) -> bool:
+        """Answer text can take the common path: no image expected, no ``<think>`` tag open,
+        no frame held back."""
+        return not self._expect_image and not self._tag_open and self._held is None
+
+    def _see(self, events: list[OutEvent]) -> None:
+        """Recording (``on_answer``): keep the content text and tool calls the client gets;
+        call ``on_answer`` when the answer finished."""
+        assert self._texts is not None and self._on_answer is not None
+        for e in events:
+            if isinstance(e, Text):
+                if e.kind == "content":
+                    self._texts.append(e.text)
+            elif isinstance(e, Finish):
+                self._on_answer(self, "".join(self._texts), tuple(self._calls))
+            elif hasattr(e, "arguments") and hasattr(e, "name"):  # a tool call
+                self._calls.append(e)
+
+    def _frame(self, frame: Any, data: str) -> list[OutEvent]:
+        """Every frame but the common one (:meth:`feed`)."""
         if not isinstance(frame, dict):
             return self._not_an_object(data)
         choices = frame.get("choices")
@@ -335,30 +410,20 @@ class Translator:
                     return []
             usage = frame.get("usage")
             if isinstance(usage, dict):
-                p, c = usage.get("input_tokens"), usage.get("output_tokens")
-                if type(p) is not int or p < 0:
-                    p = _int(p)
-                if type(c) is not int or c < 0:
-                    c = _int(c)
-                u = self.usage
-                if u is None or u.completion_tokens != c or u.prompt_tokens != p:
-                    self.usage = Usage(p, c)
+                self._count(usage)
             if choices:
                 delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
                 if isinstance(delta, dict):
                     content = delta.get("content")
-                    if (  # the common frame: more answer text of a plain chat
+                    if (  # more answer text of a plain chat, with a response id
                         type(content) is str
                         and content
                         and delta.get("phase") == "answer"
                         and delta.get("status") == "typing"
-                        and not self._expect_image
-                        and not self._tag_open
-                        and self._held is None
+                        and self._plain_answer
                     ):
                         size = len(content)
                         n = self._answer_len
-                        # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
                         if size < n or n < _SNAPSHOT_MIN:
                             self._answer_chars += size
                             self._answer_pieces.append(content)
@@ -411,7 +476,10 @@ class Translator:
         if self.done:
             return []
         held = self._release_held()
-        return held + self._close() if held else self._close()
+        out = held + self._close() if held else self._close()
+        if self._texts is not None and out:
+            self._see(out)
+        return out
 
     def _close(self) -> list[OutEvent]:
         if self._expect_image and self._media_urls:
