@@ -43,7 +43,7 @@ from proxy.qwen.envelope import classify_response, envelope_error
 from proxy.qwen.files import OssPut, StsGrant, parse_sts, sniff
 from proxy.qwen.request import encode_json, new_uuid
 
-__all__ = ["QwenClient", "js_timezone_header", "network_failure", "upstream_label"]
+__all__ = ["QwenClient", "ReadWatch", "js_timezone_header", "network_failure", "upstream_label"]
 
 #: Bytes read from a non-stream error answer (an envelope is small; a WAF page a few KB).
 ERROR_BODY_LIMIT = 256 * 1024
@@ -122,6 +122,44 @@ async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return bytes(buf)
 
 
+class ReadWatch:
+    """Fails a response body's reader (``content``) with :class:`aiohttp.ServerTimeoutError`
+    once no byte has arrived for ``timeout_s`` seconds, as aiohttp's ``sock_read`` timeout does,
+    without a timer per network read: one timer per stream looks at the byte count every
+    ``timeout_s / 4`` seconds, so a silence is caught between ``timeout_s`` and 1.25 ×
+    ``timeout_s`` after the last byte. :meth:`cancel` when the body is done with."""
+
+    __slots__ = ("_content", "_handle", "_loop", "_seen", "_since", "_step", "_timeout")
+
+    def __init__(self, content: aiohttp.StreamReader, timeout_s: float) -> None:
+        self._content = content
+        self._timeout = timeout_s
+        self._step = timeout_s / 4
+        self._loop = asyncio.get_running_loop()
+        self._seen = content.total_bytes
+        self._since = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(self._step, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        content = self._content
+        if content.is_eof() or content.exception() is not None:
+            return
+        now = self._loop.time()
+        if content.total_bytes != self._seen:
+            self._seen, self._since = content.total_bytes, now
+        elif now - self._since >= self._timeout:
+            content.set_exception(aiohttp.ServerTimeoutError("Timeout on reading data from socket"))
+            return
+        self._handle = self._loop.call_later(self._step, self._check)
+
+    def cancel(self) -> None:
+        """Stop watching."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class QwenClient:
     """Calls chat.qwen.ai for one app. ``session`` is the app's shared ``ClientSession``."""
 
@@ -134,6 +172,11 @@ class QwenClient:
         self._proxy = settings.upstream_proxy
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+        )
+        # The completion stream: no per-read timer (aiohttp re-arms one on every network read,
+        # a dozen per answer); its silences are watched by a ReadWatch instead.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=settings.connect_timeout_s, sock_read=None
         )
         static = {
             "Accept": "application/json, text/plain, */*",
@@ -240,14 +283,21 @@ class QwenClient:
         headers = self.headers(account, referer=f"/c/{chat_id}", stream=True)
         data = encode_json(body)
         del body  # not kept alive for the whole stream
-        resp = await self._open("POST", url, data, headers)
+        read_timeout_s = self._settings.read_timeout_s
+        try:
+            async with asyncio.timeout(read_timeout_s):  # until the answer's headers
+                resp = await self._open("POST", url, data, headers, self._stream_timeout)
+        except TimeoutError:
+            raise self._timed_out() from None
         del data, headers
+        watch = ReadWatch(resp.content, read_timeout_s)
         try:
             ctype = resp.headers.get("Content-Type", "").lower()
             if resp.status != 200 or "text/event-stream" not in ctype:
                 raise await self._failure(resp, ctype)
             yield resp
         finally:
+            watch.cancel()
             resp.release()
 
     async def stop(self, account: Account, chat_id: str, response_id: str | None) -> None:
@@ -399,13 +449,19 @@ class QwenClient:
         return payload
 
     async def _open(
-        self, method: str, url: str, data: bytes | None, headers: dict[str, str]
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        limits: aiohttp.ClientTimeout | None = None,
     ) -> aiohttp.ClientResponse:
         """Send one request and return the response at its headers.
 
         A pooled keep-alive connection that the server closed while idle fails before any
         answer arrives (``ServerDisconnectedError`` / connection reset); that one case is sent
-        again once, on a fresh connection. Raises :class:`UpstreamTimeoutError` or
+        again once, on a fresh connection. ``limits``: the request's aiohttp timeouts (default:
+        connect and per-read, from the settings). Raises :class:`UpstreamTimeoutError` or
         :class:`UpstreamUnavailableError`.
         """
         for attempt in (1, 2):
@@ -415,7 +471,7 @@ class QwenClient:
                     url,
                     data=data,
                     headers=headers,
-                    timeout=self._timeout,
+                    timeout=limits or self._timeout,
                     proxy=self._proxy,
                 )
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:

@@ -1,0 +1,181 @@
+"""The upstream read timeout (``read_timeout_s``: the longest silence allowed between upstream
+bytes) on the completion stream, watched by :class:`proxy.qwen.client.ReadWatch` (one timer per
+stream instead of aiohttp's per-read timer): a silence after the first text ends the stream
+with an error event and no ``[DONE]``; a silence before the answer's headers is a 504; bytes
+that keep coming keep the stream alive however long it lasts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from helpers import CASSETTES_DIR
+from test_hangup import PROMPT, CliServer, silent_cassette
+
+from proxy.app import make_app
+from proxy.config import Settings
+from recorder.cassette import Cassette, Interaction, load_all
+from recorder.replay import make_replay_app
+from recorder.synthetic import chats_new_interaction, synthetic_cassette
+
+TIMEOUT_S = 0.4
+LIMIT = aiohttp.ClientTimeout(total=10)  # a broken watch fails the test instead of hanging it
+
+
+def _body(prompt: str, *, stream: bool) -> dict[str, Any]:
+    return {
+        "model": "qwen3-max",
+        "stream": stream,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+
+
+def _sse(obj: Any) -> bytes:
+    return ("data: " + json.dumps(obj) + "\n\n").encode()
+
+
+def _text(t: str) -> bytes:
+    return _sse({"choices": [{"delta": {"content": t, "phase": "answer", "status": "typing"}}]})
+
+
+def paced_cassette(prompt: str, gap_s: float, words: int) -> Cassette:
+    """A t2t answer whose words arrive ``gap_s`` seconds apart (longer in all than the
+    timeout, each gap shorter)."""
+    request = {
+        "model": "qwen3-max",
+        "messages": [
+            {
+                "role": "user",
+                "content": prompt,
+                "chat_type": "t2t",
+                "feature_config": {"thinking_enabled": False, "output_schema": "phase"},
+            }
+        ],
+    }
+    created = _sse({"response.created": {"chat_id": "c", "response_id": "resp-paced"}})
+    done = _sse({"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]})
+    pieces = [(0.0, created + _text("w0"))]
+    pieces += [(gap_s * i, _text(f" w{i}")) for i in range(1, words)]
+    pieces.append((gap_s * words, done))
+    completion = Interaction.streamed(
+        method="POST",
+        uri="https://chat.qwen.ai/api/v2/chat/completions?chat_id=c",
+        request_headers={},
+        request_body=json.dumps(request),
+        pieces=pieces,
+    )
+    return synthetic_cassette(
+        "paced",
+        "test: an answer whose words arrive at a steady pace",
+        ["4.1", "5.2"],
+        [chats_new_interaction("paced", "qwen3-max", "t2t", 1795338000), completion],
+    )
+
+
+@pytest.fixture
+async def proxy_for(aiohttp_server: Any) -> AsyncIterator[Any]:
+    started: list[CliServer] = []
+
+    async def start(*cassettes: Any) -> CliServer:
+        models = load_all([CASSETTES_DIR / "models_list.json"])
+        replay = await aiohttp_server(make_replay_app([*models, *cassettes], speed=1.0))
+        url = str(replay.make_url("")).rstrip("/")
+        proxy = CliServer(make_app(Settings(upstream_url=url, read_timeout_s=TIMEOUT_S)))
+        await proxy.start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.runner.cleanup()
+
+
+async def test_silence_after_the_first_text_ends_the_stream_with_an_error(proxy_for: Any) -> None:
+    proxy = await proxy_for(silent_cassette(silence_s=30.0))
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(timeout=LIMIT) as s:
+        resp = await s.post(proxy.make_url("/v1/chat/completions"), json=_body(PROMPT, stream=True))
+        assert resp.status == 200
+        raw = (await resp.read()).decode()
+    took = time.perf_counter() - t0
+    assert TIMEOUT_S <= took < TIMEOUT_S * 1.25 + 1.0
+    assert '"content":"Once"' in raw
+    assert "[DONE]" not in raw
+    last = json.loads(raw.strip().split("\n\n")[-1].removeprefix("data: "))
+    assert "read timeout" in last["error"]["message"]
+    assert "after 4 characters" in last["error"]["message"]
+
+
+async def test_silence_in_a_non_stream_answer_is_an_error(proxy_for: Any) -> None:
+    proxy = await proxy_for(silent_cassette(silence_s=30.0))
+    async with aiohttp.ClientSession(timeout=LIMIT) as s:
+        resp = await s.post(
+            proxy.make_url("/v1/chat/completions"), json=_body(PROMPT, stream=False)
+        )
+        body = await resp.json()
+    assert resp.status >= 500
+    assert "read timeout" in body["error"]["message"]
+
+
+async def test_words_that_keep_coming_keep_the_stream_alive(proxy_for: Any) -> None:
+    words = 6  # 6 × 0.15 s = 0.9 s in all, more than twice the timeout
+    proxy = await proxy_for(paced_cassette("pace me", TIMEOUT_S * 0.375, words))
+    async with aiohttp.ClientSession(timeout=LIMIT) as s:
+        resp = await s.post(
+            proxy.make_url("/v1/chat/completions"), json=_body("pace me", stream=True)
+        )
+        raw = (await resp.read()).decode()
+    assert raw.endswith("data: [DONE]\n\n"), raw[-300:]
+    assert all(f"w{i}" in raw for i in range(words))
+
+
+async def test_silence_before_the_answer_headers_is_a_504(aiohttp_server: Any) -> None:
+    models = json.loads((CASSETTES_DIR / "models_list.json").read_text())
+    model_list = next(
+        json.loads(i["response"]["body"]["string"])
+        for i in models["interactions"]
+        if "/api/models" in i["request"]["uri"]
+    )
+    hold = asyncio.Event()
+
+    async def models_h(_: web.Request) -> web.Response:
+        return web.json_response(model_list)
+
+    async def new_h(_: web.Request) -> web.Response:
+        return web.json_response({"success": True, "data": {"id": "chat-1"}})
+
+    async def completions_h(_: web.Request) -> web.Response:
+        await hold.wait()  # never answers while the test runs
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_get("/api/models", models_h)
+    app.router.add_post("/api/v2/chats/new", new_h)
+    app.router.add_post("/api/v2/chat/completions", completions_h)
+    upstream = await aiohttp_server(app)
+    proxy = CliServer(
+        make_app(
+            Settings(upstream_url=str(upstream.make_url("")).rstrip("/"), read_timeout_s=TIMEOUT_S)
+        )
+    )
+    await proxy.start()
+    try:
+        t0 = time.perf_counter()
+        async with aiohttp.ClientSession(timeout=LIMIT) as s:
+            resp = await s.post(
+                proxy.make_url("/v1/chat/completions"), json=_body("hi", stream=True)
+            )
+            body = await resp.json()
+        took = time.perf_counter() - t0
+    finally:
+        hold.set()
+        await proxy.runner.cleanup()
+    assert resp.status == 504
+    assert body["error"]["code"] == "upstream_timeout"
+    assert TIMEOUT_S <= took < TIMEOUT_S + 1.0
