@@ -153,6 +153,7 @@ class _Pump:
         # already read), then the body as it arrives (one read per network chunk)
         self._prelude = list(chat.prelude)
         self._content = chat.response.content
+        self._watch = chat.read_watch
         self._ctype = chat.response.headers.get("Content-Type", "").lower()
         self._head = bytearray()
         self._seen_event = False
@@ -171,6 +172,10 @@ class _Pump:
             try:
                 if self._prelude:
                     chunk = self._prelude.pop(0)
+                elif self._watch is not None:
+                    self._watch.waiting = True  # silences count only while waiting for data
+                    chunk = await self._content.readany()
+                    self._watch.waiting = False
                 else:
                     chunk = await self._content.readany()
             except (TimeoutError, aiohttp.ClientError, aiohttp.EofStream) as exc:

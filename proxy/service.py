@@ -45,7 +45,7 @@ from proxy.errors import (
 )
 from proxy.fetch import ingest
 from proxy.metrics import Metrics
-from proxy.qwen.client import QwenClient, network_failure
+from proxy.qwen.client import QwenClient, ReadWatch, network_failure
 from proxy.qwen.envelope import classify_response
 from proxy.qwen.files import Blob, file_entry, filetype_of, oss_put_request
 from proxy.qwen.media import MediaPolicy, aspect_ratio, find_task_id, task_state
@@ -84,6 +84,8 @@ class OpenChat:
     ``upstream_wait_s`` is the time (seconds) spent waiting on chat.qwen.ai for the chat id and
     the stream's headers (and the uploads). ``policy`` says which image URLs are answers;
     ``expect_image`` is true for t2i and image edit (the answer must be an image).
+    ``read_watch`` bounds the silences of the body (``read_timeout_s``); a reader sets its
+    ``waiting`` while it waits for the body.
     ``continued`` is true when the turn continues an earlier chat natively (§4.1 (a)); then
     ``prelude`` holds the first chunks, already read to check that the site accepted it: a
     reader takes them first, then ``response.content`` (as :class:`proxy.relay._Pump` does).
@@ -100,6 +102,7 @@ class OpenChat:
     masker: SecretMasker | None = None
     continued: bool = False
     prelude: list[bytes] = field(default_factory=list)
+    read_watch: ReadWatch | None = None
     on_answer: Callable[[Translator, str, tuple[Any, ...]], None] | None = None
     _translator: Translator | None = None
 
@@ -427,7 +430,7 @@ class ChatService:
             opening = self.client.completion(account, chat_id, body)
             del body  # the client encodes it; not kept alive for the whole stream
             try:
-                async with opening as resp:
+                async with opening as (resp, read_watch):
                     prelude = await _peek(resp) if resume is not None else []
                     wait = time.perf_counter() - t0
                     log.debug(
@@ -452,6 +455,7 @@ class ChatService:
                         masker=self.masker,
                         continued=resume is not None,
                         prelude=prelude,
+                        read_watch=read_watch,
                         on_answer=self._remember(plan, chat_id, account, route)
                         if plan is not None
                         else None,

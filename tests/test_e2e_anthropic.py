@@ -580,6 +580,7 @@ class _StubChat:
             headers={"Content-Type": "text/event-stream"}, content=_Body(chunks)
         )
         self.prelude: list[bytes] = []
+        self.read_watch = None
         self.upstream_wait_s = 0.0
         self.upstream = "stub"
         self.route = SimpleNamespace(model="m", chat_type="t2t")

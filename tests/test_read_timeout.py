@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,9 @@ from test_hangup import PROMPT, CliServer, silent_cassette
 
 from proxy.app import make_app
 from proxy.config import Settings
+from proxy.qwen.client import ReadWatch
+from proxy.qwen.translate import Translator
+from proxy.relay import _Pump
 from recorder.cassette import Cassette, Interaction, load_all
 from recorder.replay import make_replay_app
 from recorder.synthetic import chats_new_interaction, synthetic_cassette
@@ -179,3 +183,56 @@ async def test_silence_before_the_answer_headers_is_a_504(aiohttp_server: Any) -
     assert resp.status == 504
     assert body["error"]["code"] == "upstream_timeout"
     assert TIMEOUT_S <= took < TIMEOUT_S + 1.0
+
+
+def _reader() -> aiohttp.StreamReader:
+    protocol = SimpleNamespace(connected=True, pause_reading=lambda: None)
+    return aiohttp.StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+
+
+async def test_the_watch_counts_silence_only_while_its_reader_waits() -> None:
+    """Busy (``waiting`` off: the relay writing to a slow client, its reading paused by
+    backpressure) is not the site's silence; waiting without a byte is."""
+    content = _reader()
+    watch = ReadWatch(content, 0.2)
+    try:
+        watch.waiting = False
+        await asyncio.sleep(0.5)  # busy for longer than the timeout
+        assert content.exception() is None
+        watch.waiting = True
+        content.feed_data(b"data: x\n\n")  # bytes keep it quiet...
+        await asyncio.sleep(0.15)
+        assert content.exception() is None
+        await asyncio.sleep(0.35)  # ...and then a silence while waiting ends it
+        assert isinstance(content.exception(), aiohttp.ServerTimeoutError)
+    finally:
+        watch.cancel()
+
+
+async def test_the_relay_waits_only_while_it_reads() -> None:
+    """The pump marks its watch waiting during each read of the body and busy once a chunk is
+    in hand (so a relay blocked writing to its client is never taken for a silent site)."""
+    seen: list[bool] = []
+    watch = SimpleNamespace(waiting=None)
+
+    class Body:
+        def __init__(self) -> None:
+            self.chunks = [_text("one"), _text(" two"), b""]
+
+        async def readany(self) -> bytes:
+            seen.append(watch.waiting)
+            return self.chunks.pop(0)
+
+    chat = SimpleNamespace(
+        upstream_wait_s=0.0,
+        upstream="stub",
+        prelude=[],
+        read_watch=watch,
+        response=SimpleNamespace(headers={"Content-Type": "text/event-stream"}, content=Body()),
+    )
+    pump = _Pump(chat, Translator())  # type: ignore[arg-type]
+    batch = await pump.next_batch()
+    assert batch and watch.waiting is False
+    while batch is not None:
+        batch = await pump.next_batch()
+    assert seen == [True, True, True]

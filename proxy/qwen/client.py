@@ -124,16 +124,31 @@ async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
 
 class ReadWatch:
     """Fails a response body's reader (``content``) with :class:`aiohttp.ServerTimeoutError`
-    once no byte has arrived for ``timeout_s`` seconds, as aiohttp's ``sock_read`` timeout does,
-    without a timer per network read: one timer per stream looks at the byte count every
-    ``timeout_s / 4`` seconds, so a silence is caught between ``timeout_s`` and 1.25 ×
-    ``timeout_s`` after the last byte. :meth:`cancel` when the body is done with."""
+    once no byte has arrived for ``timeout_s`` seconds while its reader waits, as aiohttp's
+    ``sock_read`` timeout does, without a timer per network read: one timer per stream looks at
+    the byte count every ``timeout_s / 4`` seconds, so a silence is caught between ``timeout_s``
+    and 1.25 × ``timeout_s`` after the last byte.
 
-    __slots__ = ("_content", "_handle", "_loop", "_seen", "_since", "_step", "_timeout")
+    ``waiting``: the reader says whether it is waiting for the body (the default) or busy with
+    what it read (the relay writing to a slow client): like aiohttp, which stops its timer while
+    reading is paused for backpressure, time spent busy is not the site's silence.
+    :meth:`cancel` when the body is done with."""
+
+    __slots__ = (
+        "_content",
+        "_handle",
+        "_loop",
+        "_seen",
+        "_since",
+        "_step",
+        "_timeout",
+        "waiting",
+    )
 
     def __init__(self, content: aiohttp.StreamReader, timeout_s: float) -> None:
         self._content = content
         self._timeout = timeout_s
+        self.waiting = True
         self._step = timeout_s / 4
         self._loop = asyncio.get_running_loop()
         self._seen = content.total_bytes
@@ -146,7 +161,7 @@ class ReadWatch:
         if content.is_eof() or content.exception() is not None:
             return
         now = self._loop.time()
-        if content.total_bytes != self._seen:
+        if content.total_bytes != self._seen or not self.waiting:
             self._seen, self._since = content.total_bytes, now
         elif now - self._since >= self._timeout:
             content.set_exception(aiohttp.ServerTimeoutError("Timeout on reading data from socket"))
@@ -273,10 +288,12 @@ class QwenClient:
     @asynccontextmanager
     async def completion(
         self, account: Account, chat_id: str, body: dict[str, Any]
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open the completion stream; yields the response positioned at its first byte.
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, ReadWatch]]:
+        """Open the completion stream; yields the response positioned at its first byte and
+        the :class:`ReadWatch` of its body (``read_timeout_s``; a reader sets its ``waiting``).
 
-        Raises :class:`UpstreamError` (before yielding) when the answer is not an SSE stream.
+        Raises :class:`UpstreamError` (before yielding) when the answer is not an SSE stream,
+        :class:`UpstreamTimeoutError` when its headers do not come within ``read_timeout_s``.
         The connection is released when the block exits, also on error or client disconnect.
         """
         url = f"{self._base}/api/v2/chat/completions?chat_id={chat_id}"
@@ -295,7 +312,7 @@ class QwenClient:
             ctype = resp.headers.get("Content-Type", "").lower()
             if resp.status != 200 or "text/event-stream" not in ctype:
                 raise await self._failure(resp, ctype)
-            yield resp
+            yield resp, watch
         finally:
             watch.cancel()
             resp.release()
