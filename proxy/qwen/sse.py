@@ -113,7 +113,7 @@ class SSEDecoder:
         events: list[SSEEvent] = []
         if self._buf:
             # complete lines first (feed_data leaves a whole unfinished event unparsed)
-            events = self._split_any() if b"\r" in self._buf else self._split_lf()
+            events = self._split_any()
             if self._buf:
                 self._line(bytes(self._buf), events)
                 self._buf.clear()
