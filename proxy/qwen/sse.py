@@ -7,8 +7,9 @@ frame or a UTF-8 character (docs/protocol.md §5.1; §11.9, the garbled-Chinese 
 Line handling follows the WHATWG SSE rules: lines end in ``\\n``, ``\\r\\n`` or ``\\r``; a blank
 line dispatches the event; ``data:`` lines are joined with ``\\n``; ``event:``, ``id:`` and
 ``retry:`` are kept; lines starting with ``:`` are comments; one space after the colon is removed.
-Bytes are decoded as UTF-8 only once a whole line is present. Because ``\\n`` and ``\\r`` never
-occur inside a multi-byte UTF-8 sequence, a complete line always holds whole characters.
+Bytes are decoded as UTF-8 (``bytes.decode``'s default codec) only once a whole line is present.
+Because ``\\n`` and ``\\r`` never occur inside a multi-byte UTF-8 sequence, a complete line always
+holds whole characters.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class SSEDecoder:
         for block in blocks:
             if block[:6] == b"data: " and b"\n" not in block:
                 try:
-                    data = block[6:].decode("utf-8")
+                    data = block[6:].decode()
                 except UnicodeDecodeError:
                     pass
                 else:
@@ -159,7 +160,7 @@ class SSEDecoder:
     def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
         if raw[:6] == b"data: ":  # the common case, without the general parsing below
             try:
-                self._data.append(raw[6:].decode("utf-8"))
+                self._data.append(raw[6:].decode())
                 return
             except UnicodeDecodeError:
                 pass
@@ -168,9 +169,9 @@ class SSEDecoder:
                 self._dispatch(events)
             return
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode()
         except UnicodeDecodeError:
-            line = raw.decode("utf-8", errors="replace")
+            line = raw.decode(errors="replace")
             self.invalid_lines += 1
         if line[0] == ":":
             return  # comment / keep-alive
