@@ -326,10 +326,15 @@ class Translator:
         except orjson.JSONDecodeError:
             return self._not_an_object(data)
         # The common frame, first and flat (one per token of every answer): more answer text
-        # of a plain chat, with its usage, without a response id.
-        if isinstance(frame, dict) and "response_id" not in frame:
+        # of a plain chat, with its usage, without a response id or with the turn's.
+        if isinstance(frame, dict):
             choices = frame.get("choices")
-            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            if (
+                isinstance(choices, list)
+                and choices
+                and isinstance(choices[0], dict)
+                and frame.get("response_id", self._frame_id) == self._frame_id
+            ):
                 delta = choices[0].get("delta")
                 if (
                     isinstance(delta, dict)
@@ -368,12 +373,6 @@ class Translator:
         u = self.usage
         if u is None or u.completion_tokens != c or u.prompt_tokens != p:
             self.usage = Usage(p, c)
-
-    @property
-    def _plain_answer(self) -> bool:
-        """Answer text can take the common path: no image expected, no ``<think>`` tag open,
-        no frame held back."""
-        return not self._expect_image and not self._tag_open and self._held is None
 
     def _see(self, events: list[OutEvent]) -> None:
         """Recording (``on_answer``): keep the content text and tool calls the client gets;
@@ -414,21 +413,6 @@ class Translator:
             if choices:
                 delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
                 if isinstance(delta, dict):
-                    content = delta.get("content")
-                    if (  # more answer text of a plain chat, with a response id
-                        type(content) is str
-                        and content
-                        and delta.get("phase") == "answer"
-                        and delta.get("status") == "typing"
-                        and self._plain_answer
-                    ):
-                        size = len(content)
-                        n = self._answer_len
-                        if size < n or n < _SNAPSHOT_MIN:
-                            self._answer_chars += size
-                            self._answer_pieces.append(content)
-                            self._answer_len = n + size
-                            return [Text("content", content)]
                     return self._delta(delta)
             return []
         created = frame.get("response.created")
