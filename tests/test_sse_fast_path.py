@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -82,3 +83,20 @@ def test_invalid_utf8_goes_through_the_general_rules() -> None:
     dec = SSEDecoder()
     assert dec.feed_data(b"data: \xff ok\n\n") == ["\ufffd ok"]
     assert dec.invalid_lines == 1
+
+
+@pytest.mark.parametrize(
+    ("block", "want"),
+    [
+        (b": keep-alive", []),  # a comment
+        (b"event: ping", []),  # a field without data
+        (b"id: 7", []),
+        (b"retry: 10", []),
+        (b"data:nospace", ["nospace"]),  # data without the space
+        (b"data: spaced", ["spaced"]),
+    ],
+)
+def test_one_line_events_that_are_not_data_lines_follow_the_general_rules(
+    block: bytes, want: list[str]
+) -> None:
+    assert SSEDecoder().feed_data(block + b"\n\n") == want
