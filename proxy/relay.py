@@ -149,8 +149,8 @@ class _Pump:
         self._stop = stop
         self._plain = stage is None and stop is None
         self._decoder = SSEDecoder()
-        # chat.chunks(), inlined on the hot path: the prelude (a continuation's first chunks,
-        # already read), then the body as it arrives (one read per network chunk)
+        # what OpenChat holds to read: the prelude (a continuation's first chunks, already
+        # read), then the body as it arrives (one read per network chunk), and its read watch
         self._prelude = list(chat.prelude)
         self._content = chat.response.content
         self._watch = chat.read_watch
