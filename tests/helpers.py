@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import openai
@@ -22,6 +23,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import make_app
 from proxy.config import Settings
+from proxy.qwen.translate import Translator
 from recorder.cassette import Cassette, load_all
 from recorder.replay import REQUESTS_KEY, Fault, ReceivedRequest, make_replay_app
 from recorder.synthetic import SCENARIOS, Scenario
@@ -276,3 +278,35 @@ def fake_jwt(subject: str) -> str:
             signature.decode(),
         ]
     )
+
+
+class StubBody:
+    """An upstream body as the relay reads it (``readany``): the chunks one per read, then
+    ``b""`` at the end."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = list(chunks)
+
+    async def readany(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+
+class StubChat:
+    """What :mod:`proxy.relay` reads of an :class:`~proxy.service.OpenChat`, for relay tests
+    without an upstream: ``chunks`` exactly as given, one per read; ``read_watch`` (a
+    :class:`~proxy.qwen.client.ReadWatch` or a stand-in with ``waiting``) if any."""
+
+    def __init__(self, chunks: list[bytes], *, read_watch: Any = None) -> None:
+        self.response = SimpleNamespace(
+            headers={"Content-Type": "text/event-stream"}, content=StubBody(chunks)
+        )
+        self.prelude: list[bytes] = []
+        self.read_watch = read_watch
+        self.upstream_wait_s = 0.0
+        self.upstream = "stub"
+        self.route = SimpleNamespace(model="m", chat_type="t2t")
+        self.account = SimpleNamespace(label="stub")
+        self.on_answer = None
+
+    def translator(self, reasoning: Any = "field", **kw: Any) -> Translator:
+        return Translator(reasoning=reasoning, native_tools=kw.get("native_tools", False))

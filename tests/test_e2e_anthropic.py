@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -23,6 +22,7 @@ from helpers import (
     SCENARIO,
     ServerFactory,
     Stack,
+    StubChat,
     cassettes,
     last_usage,
     start_stack,
@@ -32,7 +32,6 @@ from proxy.app import make_app
 from proxy.config import Settings
 from proxy.conversation import Conversation, Turn
 from proxy.frontdoors.anthropic import AnthropicStream
-from proxy.qwen.translate import Translator
 from proxy.relay import relay
 from proxy.state import SERVICE
 from recorder.replay import UPLOADS_KEY, make_replay_app
@@ -560,37 +559,6 @@ async def test_stop_sequence_and_max_tokens(stack: Stack, stream: bool) -> None:
 # -- pings ---------------------------------------------------------------------------------------
 
 
-class _Body:
-    """An upstream body as the relay reads it (``readany``): the chunks one per read, then
-    ``b""`` at the end."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = list(chunks)
-
-    async def readany(self) -> bytes:
-        return self._chunks.pop(0) if self._chunks else b""
-
-
-class _StubChat:
-    """What the relay reads of an OpenChat: these chunks, exactly one per read."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = chunks
-        self.response = SimpleNamespace(
-            headers={"Content-Type": "text/event-stream"}, content=_Body(chunks)
-        )
-        self.prelude: list[bytes] = []
-        self.read_watch = None
-        self.upstream_wait_s = 0.0
-        self.upstream = "stub"
-        self.route = SimpleNamespace(model="m", chat_type="t2t")
-        self.account = SimpleNamespace(label="stub")
-        self.on_answer = None
-
-    def translator(self, reasoning: Any = "field", **kw: Any) -> Translator:
-        return Translator(reasoning=reasoning, native_tools=kw.get("native_tools", False))
-
-
 def _frame(obj: Any) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
@@ -618,7 +586,7 @@ async def test_pings_while_the_site_sends_nothing_new(aiohttp_client: Any) -> No
     async def handler(request: web.Request) -> web.StreamResponse:
         conv = Conversation("m", [Turn("user", "hi")], stream=True)
         renderer = AnthropicStream(model="claude-sonnet-4-6", input_tokens=1)
-        return await relay(request, conv, _StubChat(chunks), renderer, keepalive_s=0)  # type: ignore[arg-type]
+        return await relay(request, conv, StubChat(chunks), renderer, keepalive_s=0)  # type: ignore[arg-type]
 
     app.router.add_post("/stub", handler)
     client = await aiohttp_client(app)

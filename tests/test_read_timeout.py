@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers import CASSETTES_DIR
+from helpers import CASSETTES_DIR, StubBody, StubChat
 from test_hangup import PROMPT, CliServer, silent_cassette
 
 from proxy.app import make_app
@@ -215,21 +215,13 @@ async def test_the_relay_waits_only_while_it_reads() -> None:
     seen: list[bool] = []
     watch = SimpleNamespace(waiting=None)
 
-    class Body:
-        def __init__(self) -> None:
-            self.chunks = [_text("one"), _text(" two"), b""]
-
+    class Body(StubBody):
         async def readany(self) -> bytes:
             seen.append(watch.waiting)
-            return self.chunks.pop(0)
+            return await super().readany()
 
-    chat = SimpleNamespace(
-        upstream_wait_s=0.0,
-        upstream="stub",
-        prelude=[],
-        read_watch=watch,
-        response=SimpleNamespace(headers={"Content-Type": "text/event-stream"}, content=Body()),
-    )
+    chat = StubChat([], read_watch=watch)
+    chat.response.content = Body([_text("one"), _text(" two")])
     pump = _Pump(chat, Translator())  # type: ignore[arg-type]
     batch = await pump.next_batch()
     assert batch and watch.waiting is False

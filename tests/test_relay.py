@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 from aiohttp import web
-from helpers import sse_data
+from helpers import StubChat, sse_data
 
 from proxy.app import make_app
 from proxy.config import Settings
 from proxy.conversation import Conversation, Turn
 from proxy.frontdoors.openai_chat import ChatStream
-from proxy.qwen.translate import Translator
 from proxy.relay import relay
 
 
@@ -29,37 +27,6 @@ def _delta(phase: str, content: str, status: str = "typing") -> bytes:
 INFO = _frame({"response.info": {"action": "keep_alive"}})
 
 
-class _Body:
-    """An upstream body as the relay reads it (``readany``): the chunks one per read, then
-    ``b""`` at the end."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = list(chunks)
-
-    async def readany(self) -> bytes:
-        return self._chunks.pop(0) if self._chunks else b""
-
-
-class _StubChat:
-    """What the relay reads of an OpenChat: chunks exactly as given (one per read)."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = chunks
-        self.response = SimpleNamespace(
-            headers={"Content-Type": "text/event-stream"}, content=_Body(chunks)
-        )
-        self.prelude: list[bytes] = []
-        self.read_watch = None
-        self.upstream_wait_s = 0.0
-        self.upstream = "stub"
-        self.route = SimpleNamespace(model="m", chat_type="t2t")
-        self.account = SimpleNamespace(label="stub")
-        self.on_answer = None
-
-    def translator(self, reasoning: Any = "field", **kw: Any) -> Translator:
-        return Translator(reasoning=reasoning, native_tools=kw.get("native_tools", False))
-
-
 class _FieldStream(ChatStream):
     reasoning_mode = "field"
 
@@ -69,7 +36,7 @@ async def _serve(aiohttp_client: Any, chunks: list[bytes], renderer: type, **kw:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         conv = Conversation("m", [Turn("user", "hi")], stream=True)
-        return await relay(request, conv, _StubChat(chunks), renderer(conv), **kw)  # type: ignore[arg-type]
+        return await relay(request, conv, StubChat(chunks), renderer(conv), **kw)  # type: ignore[arg-type]
 
     app.router.add_post("/stub", handler)
     client = await aiohttp_client(app)
