@@ -40,7 +40,7 @@ from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.frontdoors.responses import RESPONSES
 from proxy.guard import guard_check, with_body_deadline
 from proxy.hangup import HangupWatch
-from proxy.metrics import MODEL_KEY, Metrics
+from proxy.metrics import MODEL_KEY, Metrics, route_template, total_timing
 from proxy.routes.admin import admin_accounts, metrics
 from proxy.routes.chat import chat_completions
 from proxy.routes.health import healthz
@@ -242,14 +242,12 @@ def gateway_middleware(
                 response = _failure_response(request, exc)
             status = response.status
             if not response.prepared and "Server-Timing" not in response.headers:
-                ms = (time.perf_counter() - t0) * 1000
-                response.headers["Server-Timing"] = f"total;dur={ms:.2f}"
+                response.headers["Server-Timing"] = total_timing(t0)
             return response
         finally:
             watch.disarm()
-            resource = request.match_info.route.resource
             request.app[METRICS].request_done(
-                resource.canonical if resource is not None else "unmatched",
+                route_template(request),
                 status,
                 request.get(MODEL_KEY, ""),
                 time.perf_counter() - t0,

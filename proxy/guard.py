@@ -57,7 +57,6 @@ __all__ = [
     "GatewayRunner",
     "allowed_host_names",
     "guard_check",
-    "guard_middleware",
     "parse_error_response",
     "with_body_deadline",
 ]
@@ -146,21 +145,6 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
         return not request.content.is_eof()
 
     return check
-
-
-def guard_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """:func:`guard_check` and the body deadline as a middleware of their own (the app runs
-    them inside its one front middleware, :func:`proxy.app.gateway_middleware`)."""
-    check = guard_check(settings)
-    body_timeout_s = settings.body_timeout_s
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if check(request):
-            return await with_body_deadline(request, handler, body_timeout_s)
-        return await handler(request)
-
-    return guard
 
 
 async def with_body_deadline(

@@ -22,6 +22,7 @@ One :class:`Metrics` lives in ``app[METRICS]`` (:mod:`proxy.state`). Names (all 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,10 +35,24 @@ from prometheus_client.registry import Collector
 from proxy.errors import UpstreamCaptchaError, UpstreamError
 from proxy.tools.stage import ToolCounters
 
-__all__ = ["CONTENT_TYPE_LATEST", "MODEL_KEY", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "MODEL_KEY", "Metrics", "route_template", "total_timing"]
 
 #: Per-request key: the model a request resolved to (set by the handlers once it is known).
 MODEL_KEY = web.RequestKey("qwen_proxy_model", str)
+
+
+def route_template(request: web.Request) -> str:
+    """The metrics label of ``request``'s route: its template (``/v1/chat/completions``,
+    ``/v1/models/{model}``), ``"unmatched"`` for an unknown path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def total_timing(t0: float) -> str:
+    """The ``Server-Timing`` value of an answer without the proxy/upstream split:
+    ``total;dur=<ms>`` since ``t0`` (a ``time.perf_counter`` value)."""
+    return f"total;dur={(time.perf_counter() - t0) * 1000:.2f}"
+
 
 _TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from proxy.conversation import Conversation
 from proxy.errors import UpstreamError
+from proxy.metrics import route_template
 from proxy.qwen.client import network_failure
 from proxy.qwen.envelope import classify_response
 from proxy.qwen.sse import SSEDecoder
@@ -375,9 +376,7 @@ async def _start(
 def first_byte(request: web.Request, t0: float) -> None:
     """Observe the time to first token of a stream committed now (``t0``: the request's
     ``perf_counter`` start) in the app's metrics (``time_to_first_token_seconds{route}``)."""
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    request.app[METRICS].first_byte(route, time.perf_counter() - t0)
+    request.app[METRICS].first_byte(route_template(request), time.perf_counter() - t0)
 
 
 async def aggregate(

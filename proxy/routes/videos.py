@@ -29,7 +29,7 @@ from aiohttp import web
 from proxy.api_models import VideoGenerationRequest, decode_json_body, parse_body
 from proxy.conversation import Conversation
 from proxy.errors import ProxyError, error_body
-from proxy.metrics import MODEL_KEY
+from proxy.metrics import MODEL_KEY, total_timing
 from proxy.qwen.media import aspect_ratio
 from proxy.qwen.request import ModelRoute, flatten_messages
 from proxy.qwen.translate import Aggregate, ChunkEncoder, Finish
@@ -87,7 +87,7 @@ async def video_chat(
     )
     resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
     t0 = request[START_KEY]
-    resp.headers["Server-Timing"] = f"total;dur={(time.perf_counter() - t0) * 1000:.2f}"
+    resp.headers["Server-Timing"] = total_timing(t0)
     await resp.prepare(request)
     first_byte(request, t0)
     await resp.write(encoder.role())
