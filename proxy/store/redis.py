@@ -115,6 +115,37 @@ for j = 4, #ARGV do A[#A + 1] = ARGV[j] end
 
 _RELEASE = _RELEASES + "return n\n"
 
+
+def _pick_account(first: int) -> str:
+    """The Lua that picks the least busy account not resting among the labels ``A[first…]``
+    (KEYS[1]: rests; ``A[6]``: in-flight key prefix; locals ``now`` and ``limit`` set). It sets
+    ``best`` (``nil`` when none), ``soonest`` (the end of the shortest rest) and ``resting``."""
+    return f"""
+local best = nil
+local bestn = 0
+local soonest = 0
+local resting = 0
+for i = {first}, #A do
+  local label = A[i]
+  local rest = redis.call('HGET', KEYS[1], label)
+  local u = 0
+  if rest then u = tonumber(string.match(rest, '^[^|]*')) or 0 end
+  if u > now then
+    resting = resting + 1
+    if soonest == 0 or u < soonest then soonest = u end
+  else
+    local key = A[6] .. label
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local n = redis.call('ZCARD', key)
+    if (limit <= 0 or n < limit) and (best == nil or n < bestn) then
+      best = label
+      bestn = n
+    end
+  end
+end
+"""
+
+
 # KEYS: zset, label registry set (or the zset again); ARGV: now, limit, deadline, lease, ttl_ms,
 # label
 _LEASE = (
@@ -136,28 +167,9 @@ _ACQUIRE_ACCOUNT = (
     + """
 local now = tonumber(A[1])
 local limit = tonumber(A[2])
-local best = nil
-local bestn = 0
-local soonest = 0
-local resting = 0
-for i = 7, #A do
-  local label = A[i]
-  local rest = redis.call('HGET', KEYS[1], label)
-  local u = 0
-  if rest then u = tonumber(string.match(rest, '^[^|]*')) or 0 end
-  if u > now then
-    resting = resting + 1
-    if soonest == 0 or u < soonest then soonest = u end
-  else
-    local key = A[6] .. label
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    local n = redis.call('ZCARD', key)
-    if (limit <= 0 or n < limit) and (best == nil or n < bestn) then
-      best = label
-      bestn = n
-    end
-  end
-end
+"""
+    + _pick_account(7)
+    + """
 if best then
   local key = A[6] .. best
   redis.call('ZADD', key, A[3], A[4])
@@ -244,28 +256,9 @@ if per_min > 0 then
     return {'!', 'requests_per_minute', tostring(tonumber(e[2]) + window - now)}
   end
 end
-local best = nil
-local bestn = 0
-local soonest = 0
-local resting = 0
-for i = 10, #A do
-  local label = A[i]
-  local rest = redis.call('HGET', KEYS[1], label)
-  local u = 0
-  if rest then u = tonumber(string.match(rest, '^[^|]*')) or 0 end
-  if u > now then
-    resting = resting + 1
-    if soonest == 0 or u < soonest then soonest = u end
-  else
-    local key = A[6] .. label
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    local n = redis.call('ZCARD', key)
-    if (limit <= 0 or n < limit) and (best == nil or n < bestn) then
-      best = label
-      bestn = n
-    end
-  end
-end
+"""
+    + _pick_account(10)
+    + """
 if not best then
   if resting < #A - 9 then soonest = 0 end
   return {'', tostring(soonest)}
