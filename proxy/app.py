@@ -404,6 +404,7 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
                 "upstream_url": url,
                 "media_base_url": settings.media_base_url or url,
                 "object_store_url": settings.object_store_url or url,
+                "spare_chats": False,  # a cassette holds the chats/new calls it recorded
             }
         )
     elif not settings.tokens:

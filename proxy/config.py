@@ -250,6 +250,13 @@ class Settings(BaseSettings):
         description="How often leftover gateway chats are looked for (also at start-up); "
         "0 = never (idle chats the gateway tracks are still deleted).",
     )
+    spare_chats: bool = Field(
+        False,
+        description="Keep one chat created ahead per account and text model, so a streamed "
+        "turn does not wait for chats/new: one round trip to the site less before the first "
+        "token, at the price of one unused chat per account and model while the gateway runs "
+        "(deleted at shutdown with chat_cleanup=delete). Never in replay mode.",
+    )
     chat_deletes_per_minute: float = Field(
         60.0, gt=0, description="Upper bound on chat deletions per minute (cleanup, reconciler)."
     )

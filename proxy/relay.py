@@ -128,7 +128,10 @@ class _Pump:
 
     Shared by the streaming relay and the non-stream aggregation. ``wait_s`` (seconds) counts
     the time spent waiting on chat.qwen.ai while ``counting`` is on (until the client's response
-    is committed), for ``Server-Timing``. A body labelled ``text/event-stream`` that holds no SSE
+    is committed), for ``Server-Timing``. While ``eager`` is on (the streaming relay, until it
+    commits), a batch ends with the first event that gives the client something and the rest
+    of the network chunk waits for the next call: the first token is never held behind the
+    translation of the whole chunk (at c = 1 a short answer often arrives in one read). A body labelled ``text/event-stream`` that holds no SSE
     event at all (an error envelope sent with the stream's content type) is classified like any
     non-stream answer, so it still becomes the right error (docs/protocol.md §4.3, §10).
     """
@@ -144,6 +147,8 @@ class _Pump:
     ) -> None:
         self.wait_s = chat.upstream_wait_s
         self.counting = True
+        self.eager = False
+        self._rest: list[str] = []  # events of the last chunk not translated yet (``eager``)
         self._upstream = chat.upstream
         self._translator = translator
         self._stage = stage
@@ -168,6 +173,9 @@ class _Pump:
         is the per-chunk path of every stream."""
         tr = self._translator
         stop = self._stop
+        if self._rest:
+            events, self._rest = self._rest, []
+            return self._feed(events)
         while not self._over and not tr.done and (stop is None or not stop.done):
             t_read = time.perf_counter() if self.counting else 0.0
             try:
@@ -194,7 +202,7 @@ class _Pump:
                 self.wait_s += time.perf_counter() - t_read
             if not chunk:  # the end of the body
                 self._over = True
-                out = self._feed([e.data for e in self._decoder.close()])
+                out = self._feed([e.data for e in self._decoder.close()], eager=False)
                 if not tr.done and not self._cut():
                     stray = self._stray_body()
                     out.extend(self._staged(tr.fail(stray) if stray is not None else tr.close()))
@@ -217,28 +225,36 @@ class _Pump:
             out = self._stop.feed(out, self._translator.usage)
         return out
 
-    def _feed(self, events: list[str]) -> list[OutEvent]:
+    def _feed(self, events: list[str], eager: bool = True) -> list[OutEvent]:
         """Translate (and stage) the events (their ``data``) of one chunk. Without stages, the
         plain hot path; with them, event by event, so a cut (stop sequence, token limit) lands
-        on the event."""
+        on the event. ``eager`` (with the pump's): stop after the first event with output.
+        """
         tr = self._translator
         out: list[OutEvent] = []
         if events and not self._seen_event:
             self._seen_event = True
             self._head = bytearray()  # only a body without any event is classified
+        eager = eager and self.eager
         if self._plain:
-            for data in events:
+            for i, data in enumerate(events):
                 out.extend(tr.feed(data))
                 if tr.done:
                     break
+                if eager and out:
+                    self._rest = events[i + 1 :]
+                    break
             return out
-        for data in events:
+        for i, data in enumerate(events):
             got = tr.feed(data)
             if got:
                 out.extend(self._staged(got))
             elif self._stop is not None and self._stop.active:
                 out.extend(self._stop.feed([], tr.usage))  # usage-only frames count too
             if tr.done or self._cut():
+                break
+            if eager and out:
+                self._rest = events[i + 1 :]
                 break
         return out
 
@@ -303,6 +319,7 @@ class _Turn:
         translator, pump, stage = _pipeline(
             request, conv, chat, hold=hold, reasoning=getattr(renderer, "reasoning_mode", None)
         )
+        pump.eager = self.resp is None  # the first token leaves without waiting for the rest
         try:
             if self.tail:  # another turn follows: what was held back goes out now
                 assert self.resp is not None
@@ -325,7 +342,7 @@ class _Turn:
                     t0: float = request[START_KEY]
                     wait = self.wait_s + pump.wait_s
                     self.resp = await _start(request, out, renderer, t0, wait)
-                    pump.counting = False
+                    pump.counting = pump.eager = False
                     data = head + data
                 if translator.done:  # the last batch: sent with the end of the body
                     self.tail = data

@@ -60,6 +60,7 @@ from proxy.qwen.request import (
 from proxy.qwen.sse import SSEDecoder
 from proxy.qwen.translate import Failure, Media, OutEvent, Translator
 from proxy.secrets import SecretMasker
+from proxy.spares import SpareChats
 from proxy.store import MemoryStore, StateStore
 from proxy.tools.prompt import build_prompt
 
@@ -197,6 +198,16 @@ class ChatService:
         self._catalog_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._policy: MediaPolicy | None = None
+        #: chats created ahead (``spare_chats``; :mod:`proxy.spares`), or ``None``
+        self.spares: SpareChats | None = (
+            SpareChats(
+                self._create_chat,
+                self.spawn,
+                max_age_s=min(300.0, settings.conversation_ttl_s / 2),
+            )
+            if settings.spare_chats
+            else None
+        )
 
     async def catalog(self) -> Catalog:
         """The model catalog, fetched from ``/api/models`` at most every ``models_ttl_s``."""
@@ -491,6 +502,20 @@ class ChatService:
             await self.pool.release(account)
 
     async def new_chat(self, account: Account, route: ModelRoute) -> str:
+        """A new chat for one turn of ``route`` on ``account``: a spare one made ahead when
+        ``spare_chats`` has one ready (:mod:`proxy.spares`; its idle deadline is moved to now),
+        else ``chats/new`` now (:meth:`_create_chat`). Raises :class:`UpstreamError`."""
+        spares = self.spares
+        if spares is None or not spares.wanted(route):
+            return await self._create_chat(account, route)
+        chat_id = spares.take(account, route)
+        if chat_id is None:
+            return await self._create_chat(account, route)
+        if self.cleans_up:
+            self.spawn(self._touch(chat_id), name="chat-touch", eager=True)
+        return chat_id
+
+    async def _create_chat(self, account: Account, route: ModelRoute) -> str:
         """``chats/new`` (§3) titled with ``chat_title_prefix``; the chat is tracked for deletion
         when ``chat_cleanup`` is ``delete``. Raises :class:`UpstreamError`."""
         body = chats_new_body(
@@ -585,7 +610,19 @@ class ChatService:
             log.info("upstream_stopped", account=account.label)
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        """Wait up to ``timeout_s`` seconds for background work (stop calls), then cancel it."""
+        """Wait up to ``timeout_s`` seconds for background work (stop calls, spare chats), then
+        cancel it; then delete the unused spare chats (``chat_cleanup = "delete"``), again
+        waiting up to ``timeout_s`` seconds."""
+        await self.settle(timeout_s)
+        left = self.spares.drain() if self.spares is not None else []
+        if left and self.cleans_up:
+            for account, chat_id in left:
+                self.spawn(self._drop_chat(account, chat_id), name="spare-delete")
+            await self.settle(timeout_s)
+
+    async def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait up to ``timeout_s`` seconds for the background work started so far (stop calls,
+        conversation entries, spare chats); cancel what is still running then."""
         pending = set(self._background)
         if not pending:
             return
@@ -594,6 +631,19 @@ class ChatService:
             task.cancel()
         if late:
             await asyncio.wait(late)
+
+    async def _drop_chat(self, account: Account, chat_id: str) -> None:
+        """Delete an unused chat of the gateway's and forget it; a failure is logged (the chat
+        stays tracked, so the cleanup of a later run deletes it)."""
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s + 5):
+                await self.client.delete_chat(account, chat_id)
+        except (UpstreamError, TimeoutError) as exc:
+            code = exc.error_code() if isinstance(exc, UpstreamError) else "timeout"
+            log.info("chat_delete_failed", account=account.label, chat_id=chat_id, error=code)
+            return
+        await self.store.forget_chat(chat_id)
+        log.info("chat_deleted", account=account.label, chat_id=chat_id, reason="spare")
 
     # -- images (§6.1, §6.2) ---------------------------------------------------------------------
 

@@ -1,0 +1,142 @@
+"""Spare chats: the next chat is created ahead, so a request does not wait for ``chats/new``.
+
+Every text turn on chat.qwen.ai needs a server-issued chat (``POST /api/v2/chats/new``,
+docs/protocol.md §3) before its completion can start: one whole round trip to the site before
+the first token. :class:`SpareChats` keeps at most one chat ready per account, model and chat
+type. A request takes it (no round trip) and a new one is created in the background, while
+that request streams; the first request of a kind, or one that finds the spare taken, creates
+its chat inline as before. So a client sees the same answers, one round trip sooner.
+
+- Only the text chat types get spares (``t2t`` and ``search``): those are the ones a client
+  waits on token by token.
+- A spare is used only while it is younger than ``max_age_s`` seconds (at most half of
+  ``conversation_ttl_s``, so a chat tracked for deletion is never swept while it waits); an
+  older one is dropped and left to the chat cleanup (:mod:`proxy.cleanup`) like any idle chat.
+- A failed creation is logged (account label and error code, never a token) and the kind gets
+  no spare for ``retry_s`` seconds: the next request creates its chat inline and meets the
+  error itself, where it is reported to the account pool.
+- :meth:`SpareChats.drain` hands back the unused spares at shutdown, for deletion.
+
+Pure bookkeeping: chat creation and background tasks are the caller's (``create``, ``spawn``),
+so this module does no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from proxy.accounts import Account
+from proxy.errors import UpstreamError
+from proxy.qwen.request import ModelRoute
+
+__all__ = ["SPARE_CHAT_TYPES", "SpareChats"]
+
+#: Chat types that get spare chats: the streamed text turns.
+SPARE_CHAT_TYPES = frozenset({"t2t", "search"})
+
+log = structlog.get_logger("proxy.spares")
+
+_Key = tuple[str, str, str]  # account label, model, chat type
+
+
+@dataclass(slots=True, frozen=True)
+class _Spare:
+    account: Account
+    chat_id: str
+    made: float  # monotonic seconds
+
+
+class SpareChats:
+    """At most one ready chat per (account label, model, chat type).
+
+    ``create(account, route)`` makes one chat (``chats/new`` and its cleanup tracking) and
+    returns its id, raising :class:`~proxy.errors.UpstreamError`; ``spawn(coro, name)`` runs a
+    coroutine in the background. ``max_age_s``: seconds a spare stays usable; ``retry_s``:
+    seconds without spares for a kind after a failed creation; ``clock``: monotonic seconds.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_create",
+        "_failed",
+        "_filling",
+        "_max_age",
+        "_ready",
+        "_retry",
+        "_spawn",
+    )
+
+    def __init__(
+        self,
+        create: Callable[[Account, ModelRoute], Awaitable[str]],
+        spawn: Callable[[Coroutine[Any, Any, None], str], None],
+        *,
+        max_age_s: float,
+        retry_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._create = create
+        self._spawn = spawn
+        self._max_age = max_age_s
+        self._retry = retry_s
+        self._clock = clock
+        self._ready: dict[_Key, _Spare] = {}
+        self._filling: set[_Key] = set()
+        self._failed: dict[_Key, float] = {}  # key -> monotonic time until which no spare
+
+    @staticmethod
+    def wanted(route: ModelRoute) -> bool:
+        """True when turns of ``route`` get spare chats (:data:`SPARE_CHAT_TYPES`)."""
+        return route.chat_type in SPARE_CHAT_TYPES
+
+    def take(self, account: Account, route: ModelRoute) -> str | None:
+        """The ready chat of this kind, if a fresh one is there (it is handed out once), and
+        the next one is asked for; ``None`` when there is none (the caller creates its own and
+        then calls :meth:`want`)."""
+        key = (account.label, route.model, route.chat_type)
+        spare = self._ready.pop(key, None)
+        chat_id = None
+        if (
+            spare is not None
+            and spare.account is account
+            and self._clock() - spare.made < self._max_age
+        ):
+            chat_id = spare.chat_id
+        self.want(account, route)
+        return chat_id
+
+    def want(self, account: Account, route: ModelRoute) -> None:
+        """Make sure a spare of this kind is ready or on its way (unless its creation failed
+        less than ``retry_s`` seconds ago)."""
+        key = (account.label, route.model, route.chat_type)
+        if key in self._filling or key in self._ready:
+            return
+        until = self._failed.get(key)
+        if until is not None:
+            if self._clock() < until:
+                return
+            del self._failed[key]
+        self._filling.add(key)
+        self._spawn(self._fill(key, account, route), "spare-chat")
+
+    async def _fill(self, key: _Key, account: Account, route: ModelRoute) -> None:
+        try:
+            chat_id = await self._create(account, route)
+        except UpstreamError as exc:
+            self._failed[key] = self._clock() + self._retry
+            log.info("spare_chat_failed", account=account.label, error=exc.error_code())
+            return
+        finally:
+            self._filling.discard(key)
+        self._ready[key] = _Spare(account, chat_id, self._clock())
+
+    def drain(self) -> list[tuple[Account, str]]:
+        """Every unused spare as ``(account, chat_id)``, forgotten here (at shutdown)."""
+        out = [(s.account, s.chat_id) for s in self._ready.values()]
+        self._ready.clear()
+        return out
