@@ -131,9 +131,10 @@ class _Pump:
     is committed), for ``Server-Timing``. While ``eager`` is on (the streaming relay, until it
     commits), a batch ends with the first event that gives the client something and the rest
     of the network chunk waits for the next call: the first token is never held behind the
-    translation of the whole chunk (at c = 1 a short answer often arrives in one read). A body labelled ``text/event-stream`` that holds no SSE
-    event at all (an error envelope sent with the stream's content type) is classified like any
-    non-stream answer, so it still becomes the right error (docs/protocol.md §4.3, §10).
+    translation of the whole chunk (at c = 1 a short answer often arrives in one read). A body
+    labelled ``text/event-stream`` that holds no SSE event at all (an error envelope sent with
+    the stream's content type) is classified like any non-stream answer, so it still becomes the
+    right error (docs/protocol.md §4.3, §10).
     """
 
     _HEAD_LIMIT = 64 * 1024

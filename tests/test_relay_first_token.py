@@ -95,8 +95,6 @@ async def test_the_first_write_carries_the_first_text_only(
     resp = await client.post("/stub")
     raw = await resp.read()
     assert b'"one"' in writes[0] and b'" two"' not in writes[0]
-    contents = [
-        json.loads(d)["choices"][0]["delta"].get("content") for d in sse_data(raw)[:-1]
-    ]
+    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in sse_data(raw)[:-1]]
     assert "".join(c or "" for c in contents) == "".join(WORDS)
     assert raw.endswith(b"data: [DONE]\n\n")
