@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from proxy.accounts import ADMISSION, Admission
 from proxy.cleanup import ChatJanitor
@@ -31,6 +32,7 @@ from proxy.errors import (
     AuthenticationError,
     BodyTooLargeError,
     HTTPStatusError,
+    MalformedHTTPError,
     ProxyError,
     clip,
 )
@@ -38,7 +40,7 @@ from proxy.frontdoors import OPENAI, FrontDoor
 from proxy.frontdoors.anthropic import ANTHROPIC
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.frontdoors.responses import RESPONSES
-from proxy.guard import guard_check, with_body_deadline
+from proxy.guard import guard_check, log_path, with_body_deadline
 from proxy.hangup import HangupWatch
 from proxy.metrics import MODEL_KEY, Metrics, route_template, total_timing
 from proxy.routes.admin import admin_accounts, metrics
@@ -61,6 +63,7 @@ from proxy.state import (
     FRONT_DOORS,
     JANITOR,
     KEY_RULE,
+    MASKER,
     METRICS,
     RESPONSES_IN_FLIGHT,
     SERVICE,
@@ -81,7 +84,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = frozenset({"/healthz", "/"})
 REPLAY_URL = web.AppKey("replay_url", str)
 #: Masks every configured secret (tokens, cookie values, API keys) in error bodies and logs.
-MASKER = web.AppKey("secret_masker", SecretMasker)
 
 
 def front_door_of(request: web.Request) -> FrontDoor:
@@ -128,7 +130,7 @@ def _failure_response(request: web.Request, exc: Exception) -> web.StreamRespons
     if isinstance(exc, ProxyError):
         log.info(
             "request_failed",
-            path=clip(request.path),
+            path=log_path(request),
             status=exc.http_status(),
             code=exc.error_code(),
             message=request.app[MASKER].mask(clip(exc.message, 500)),
@@ -155,8 +157,38 @@ def _failure_response(request: web.Request, exc: Exception) -> web.StreamRespons
         else:
             err = HTTPStatusError(clip(exc.reason), status=exc.status, code="http_error")
         return _error_response(request, err)
-    log.exception("unhandled_error", path=clip(request.path))  # called while handling `exc`
+    if isinstance(exc, web.RequestPayloadError):  # the body broke while being read
+        # The rest of the body is unreadable: nothing is left for aiohttp to drain (its
+        # drain would meet the same error and log a traceback) and the connection closes.
+        request.content.feed_eof()
+        response = _failure_response(request, _payload_error(exc))
+        response.force_close()
+        return response
+    log.exception("unhandled_error", path=log_path(request))  # called while handling `exc`
     return _error_response(request, ProxyError("internal error in the proxy; see its log"))
+
+
+def _drop_compressed_body(request: web.Request, response: web.StreamResponse) -> None:
+    """An error answered before a compressed body was read: the body is not decompressed just
+    to be thrown away (aiohttp drains an unread body after the answer, and one that is not
+    what its ``Content-Encoding`` says would log a traceback there); the connection closes."""
+    if "Content-Encoding" in request.headers and not request.content.is_eof():
+        request.content.feed_eof()
+        response.force_close()
+
+
+def _payload_error(exc: web.RequestPayloadError) -> MalformedHTTPError:
+    """What was wrong with a request body aiohttp could not read (its data, not a header value,
+    is never quoted)."""
+    if isinstance(exc.__cause__, ContentEncodingError):
+        return MalformedHTTPError(
+            "the request body could not be decompressed: it does not match its "
+            "`Content-Encoding` (send it uncompressed, or compressed as the header says)"
+        )
+    return MalformedHTTPError(
+        "the request body could not be read: its framing is broken (a `Content-Length` or "
+        "chunked encoding that does not match the data)"
+    )
 
 
 KeyCheck = Callable[[web.Request], None]
@@ -230,7 +262,7 @@ def gateway_middleware(
             except asyncio.CancelledError:
                 status = 499  # the client went away
                 if watch.fired and request.content.is_eof():  # mid-upload: the guard logs
-                    log.info("client_disconnected", path=clip(request.path), method=request.method)
+                    log.info("client_disconnected", path=log_path(request), method=request.method)
                 raise
             except ConnectionResetError:
                 status = 499
@@ -238,8 +270,10 @@ def gateway_middleware(
             except web.HTTPException as exc:
                 status = exc.status  # kept if it is re-raised (below 400)
                 response = _failure_response(request, exc)
+                _drop_compressed_body(request, response)
             except Exception as exc:
                 response = _failure_response(request, exc)
+                _drop_compressed_body(request, response)
             status = response.status
             if not response.prepared and "Server-Timing" not in response.headers:
                 response.headers["Server-Timing"] = total_timing(t0)

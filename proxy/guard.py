@@ -52,11 +52,13 @@ from proxy.errors import (
     clip,
     error_body,
 )
+from proxy.state import MASKER
 
 __all__ = [
     "GatewayRunner",
     "allowed_host_names",
     "guard_check",
+    "log_path",
     "parse_error_response",
     "with_body_deadline",
 ]
@@ -67,6 +69,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MULTIPART_PATHS = ("/images/edits",)
 _HOST_EXEMPT = frozenset({"/healthz", "/metrics"})  # probes and scrapers use any name
 _WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def log_path(request: web.Request) -> str:
+    """The request's path as logs show it: clipped, with any configured secret in it masked
+    (a key pasted into a URL is still a key)."""
+    return request.app[MASKER].mask(clip(request.path))
 
 
 def _is_loopback(host: str) -> bool:
@@ -171,7 +179,7 @@ async def with_body_deadline(
         if not expired:
             transport = request.transport
             if not content.is_eof() and (transport is None or transport.is_closing()):
-                log.info("client_gone", path=clip(request.path), during="upload")
+                log.info("client_gone", path=log_path(request), during="upload")
             raise
         task.uncancel()
         raise RequestTimeoutError(
@@ -180,7 +188,7 @@ async def with_body_deadline(
     except ConnectionResetError:
         if content.is_eof():
             raise
-        log.info("client_gone", path=clip(request.path), during="upload")
+        log.info("client_gone", path=log_path(request), during="upload")
         raise
     finally:
         timer.cancel()

@@ -11,6 +11,7 @@ from proxy.cleanup import ChatJanitor
 from proxy.config import Settings
 from proxy.frontdoors import FrontDoor
 from proxy.metrics import Metrics
+from proxy.secrets import SecretMasker
 from proxy.service import ChatService
 from proxy.store import StateStore
 from proxy.tools.stage import ToolCounters
@@ -20,6 +21,7 @@ __all__ = [
     "FRONT_DOORS",
     "JANITOR",
     "KEY_RULE",
+    "MASKER",
     "METRICS",
     "RESPONSES_IN_FLIGHT",
     "SERVICE",
@@ -58,6 +60,8 @@ FRONT_DOOR = web.RequestKey("qwen_proxy_front_door", FrontDoor)
 FRONT_DOORS = web.AppKey("front_doors", dict[str, FrontDoor])
 #: App key: tool-call outcome counts (:class:`~proxy.tools.stage.ToolCounters`), for metrics.
 TOOL_COUNTERS = web.AppKey("tool_counters", ToolCounters)
+#: The app's :class:`~proxy.secrets.SecretMasker` (every configured secret, for errors and logs).
+MASKER = web.AppKey("secret_masker", SecretMasker)
 #: The app's Prometheus metrics (:mod:`proxy.metrics`).
 METRICS = web.AppKey("metrics", Metrics)
 #: Per-request key: the limits of the API key that authenticated the request, if it has any.

@@ -91,6 +91,11 @@ MALFORMED_MULTIPART = {
         "multipart/form-data; boundary=XyZ",
     ),
     "garbage": (b"\x00\x01garbage" * 10, "multipart/form-data; boundary=XyZ"),
+    "part_headers_cut": (
+        b"--XyZ\r\nContent-Disposition: form-data\r\nCon",
+        "multipart/form-data; boundary=XyZ",
+    ),
+    "secret_boundary": (_multipart(GOOD_PARTS), "multipart/form-data; boundary=sk-SECRETb0undary"),
     "empty": (b"", "multipart/form-data; boundary=XyZ"),
 }
 
@@ -108,8 +113,68 @@ async def test_malformed_multipart_is_a_400_naming_the_problem(
     err = payload["error"]
     assert err["type"] == "invalid_request_error"
     assert "multipart" in err["message"] or "image" in err["message"], err
+    assert "SECRET" not in err["message"]  # a header value (the boundary) is never quoted
     text = _logs(caplog, capsys)
     assert "Traceback" not in text and "unhandled_error" not in text
+    assert "SECRET" not in text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/images/edits"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_a_body_that_does_not_match_its_content_encoding_is_a_400(
+    stack: Stack,
+    path: str,
+    encoding: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Compressed bodies are decoded by the server; one that is not what its
+    ``Content-Encoding`` says is a 400 malformed_http, not a 500 with a traceback."""
+    if path == "/v1/images/edits":
+        body, ctype = _multipart(GOOD_PARTS), "multipart/form-data; boundary=XyZ"
+    else:
+        body, ctype = b'{"model": "qwen3-max", "messages": []}', "application/json"
+    with caplog.at_level(logging.DEBUG):
+        status, payload = await _post(stack, path, body, ctype, **{"Content-Encoding": encoding})
+    assert status == 400, payload
+    error = payload["error"]
+    message = error["message"]
+    assert "Content-Encoding" in message and "decompressed" in message
+    if path != "/v1/messages":
+        assert error["code"] == "malformed_http"
+    text = _logs(caplog, capsys)
+    assert "Traceback" not in text and "unhandled_error" not in text
+
+
+@pytest.mark.parametrize(("ctype", "status"), [("text/plain", 415), ("application/json", 401)])
+async def test_a_compressed_body_refused_unread_is_not_drained(
+    aiohttp_server: ServerFactory,
+    ctype: str,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Refused before its body is read (wrong content type, no key): a compressed body is
+    not decompressed afterwards (a broken one would log a traceback); the connection closes."""
+    stack = await start_stack(aiohttp_server, api_keys=["sk-k"])
+    with caplog.at_level(logging.DEBUG):
+        async with (
+            aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as s,
+            s.post(
+                stack.proxy.make_url("/v1/chat/completions"),
+                data=b"not gzip at all" * 100,
+                headers={
+                    "Content-Type": ctype,
+                    "Content-Encoding": "gzip",
+                    **({"Authorization": "Bearer sk-k"} if status == 415 else {}),
+                },
+            ) as r,
+        ):
+            assert r.status == status
+            assert r.headers.get("Connection", "").lower() == "close"
+            await r.read()
+    text = _logs(caplog, capsys)
+    assert "Traceback" not in text and "Unhandled exception" not in text
 
 
 async def test_json_body_to_images_edits_is_415(stack: Stack) -> None:
@@ -412,3 +477,26 @@ async def test_server_timing_on_chat_keeps_its_split(stack: Stack) -> None:
         s.post(stack.proxy.make_url("/v1/chat/completions"), json=body) as r,
     ):
         assert re.fullmatch(r"proxy;dur=[\d.]+, upstream;dur=[\d.]+", r.headers["Server-Timing"])
+
+
+async def test_a_key_in_the_path_is_masked_in_the_log(
+    aiohttp_server: ServerFactory,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A configured secret pasted into a URL is masked in the error body and in the log line
+    that names the path, whatever the logging set-up."""
+    key = "sk-pathKEY-0123456789abcdef"
+    stack = await start_stack(aiohttp_server, api_keys=[key])
+    with caplog.at_level(logging.DEBUG):
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(
+                stack.proxy.make_url(f"/v1/models/{key}"),
+                headers={"Authorization": f"Bearer {key}"},
+            ) as r,
+        ):
+            body = await r.text()
+    assert r.status == 404 and "pathKEY" not in body
+    lines = [ln for ln in _logs(caplog, capsys).splitlines() if "request_failed" in ln]
+    assert lines and not any("pathKEY" in ln for ln in lines)

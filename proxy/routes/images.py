@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from proxy.api_models import ImageGenerationRequest, decode_json_body, parse_body
@@ -125,6 +126,10 @@ async def _read_form(
         ) from None
     except LookupError:
         raise ClientRequestError("a multipart part declares an unknown charset") from None
+    except HttpProcessingError:  # a part's header block is malformed or cut off (not quoted)
+        raise ClientRequestError(
+            "the multipart body is malformed: a part's headers are invalid or cut off"
+        ) from None
     except (
         ValueError,
         AssertionError,
@@ -132,8 +137,10 @@ async def _read_form(
         aiohttp.BadContentDispositionHeader,  # warnings, raised where warnings are errors
         aiohttp.BadContentDispositionParam,
     ) as exc:
-        why = clip(str(exc) or type(exc).__name__, 120)
-        raise ClientRequestError(f"the multipart body is malformed: {why}") from None
+        why = str(exc) or type(exc).__name__
+        if "boundary" in why.lower():  # aiohttp's text quotes the boundary: a header value
+            why = "it does not start with, or does not keep to, the boundary its Content-Type names"
+        raise ClientRequestError(f"the multipart body is malformed: {clip(why, 120)}") from None
     return files, fields
 
 
