@@ -387,7 +387,8 @@ _ROLES: dict[str, Literal["system", "user", "assistant"]] = {
 
 
 def _message_turn(item: dict[str, Any], param: str) -> Turn:
-    role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+    raw_role = item.get("role")
+    role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
         raise ClientRequestError(
             f"`{param}.role` must be one of user, assistant, system, developer",
@@ -605,7 +606,9 @@ def _reasoning(value: dict[str, Any] | None) -> tuple[bool | None, dict[str, Any
     if not value:
         return None, {"effort": None, "summary": None}
     effort = value.get("effort")
-    if effort is not None and effort not in _EFFORTS_OFF | _EFFORTS_ON:
+    if effort is not None and (
+        not isinstance(effort, str) or effort not in _EFFORTS_OFF | _EFFORTS_ON
+    ):
         raise ClientRequestError(
             "`reasoning.effort` must be none, minimal, low, medium, high or xhigh",
             param="reasoning.effort",

@@ -142,6 +142,11 @@ def _media_part(part: dict[str, Any]) -> MediaPart:
     raise UnsupportedContentError(f"a {kind!r} message part has no usable data", param="messages")
 
 
+def _is_media(kind: object) -> bool:
+    """True for the ``type`` of a media part (any JSON value may stand there)."""
+    return isinstance(kind, str) and kind in _MEDIA_PART_TYPES
+
+
 def media_parts(messages: Sequence[MessageLike]) -> list[MediaPart]:
     """The media parts of every message, in order (``image_url``, ``file``, ``input_audio``).
 
@@ -150,9 +155,7 @@ def media_parts(messages: Sequence[MessageLike]) -> list[MediaPart]:
     found: list[MediaPart] = []
     for message in messages:
         if isinstance(message.content, list):
-            found.extend(
-                _media_part(p) for p in message.content if p.get("type") in _MEDIA_PART_TYPES
-            )
+            found.extend(_media_part(p) for p in message.content if _is_media(p.get("type")))
     return found
 
 
@@ -171,7 +174,7 @@ def text_of(message: MessageLike) -> str:
             text = part.get("text")
             if isinstance(text, str):
                 pieces.append(text)
-        elif kind in _MEDIA_PART_TYPES:
+        elif _is_media(kind):
             continue  # uploaded separately (media_parts)
         else:
             raise UnsupportedContentError(
