@@ -394,6 +394,60 @@ async def test_bad_parameter_type_is_400_with_param(stack: Stack, param: str, va
     assert not stack.replay.app[REQUESTS_KEY]
 
 
+OTHER_APIS: dict[str, tuple[dict[str, Any], list[tuple[str, Any]]]] = {
+    "/v1/messages": (
+        {
+            "model": "claude-3-5-haiku",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        [
+            ("stream", "yes"),
+            ("stream", 1),
+            ("max_tokens", "50"),
+            ("max_tokens", True),
+            ("max_tokens", 2.5),
+            ("temperature", "hot"),
+            ("temperature", 5),
+            ("top_k", -1),
+            ("model", 7),
+            ("stop_sequences", "END"),
+        ],
+    ),
+    "/v1/responses": (
+        {"model": "qwen3-max", "input": "hi"},
+        [
+            ("stream", "yes"),
+            ("stream", 1),
+            ("max_output_tokens", "50"),
+            ("max_output_tokens", True),
+            ("temperature", "hot"),
+            ("temperature", 5),
+            ("top_p", 1.5),
+            ("store", "no"),
+            ("model", 7),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "param", "value"),
+    [(path, p, v) for path, (_, cases) in OTHER_APIS.items() for p, v in cases],
+)
+async def test_the_other_apis_check_types_strictly(
+    stack: Stack, path: str, param: str, value: Any
+) -> None:
+    """/v1/messages and /v1/responses check types as strictly as chat completions: no
+    coercion of ``"yes"``, ``"50"`` or ``true``; out-of-range values refused."""
+    body = {**OTHER_APIS[path][0], param: value}
+    status, payload = await _post(stack, path, json.dumps(body).encode(), "application/json")
+    assert status == 400, payload
+    message = payload["error"]["message"]
+    assert param in message, message
+    assert not stack.replay.app[REQUESTS_KEY]
+
+
 async def test_bad_temperature_through_the_sdk(stack: Stack) -> None:
     """The official SDK surfaces the 400 as BadRequestError with ``param``."""
     client = openai.AsyncOpenAI(base_url=str(stack.proxy.make_url("/v1")), api_key="x")

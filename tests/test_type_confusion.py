@@ -125,10 +125,25 @@ def _error_shape_ok(path: str, payload: Any) -> bool:
     return isinstance(payload.get("error"), dict) and isinstance(payload["error"]["message"], str)
 
 
+#: How each API's stream ends when it went well, or says it failed.
+ENDS = {
+    "/v1/chat/completions": (b"data: [DONE]", b'"error"'),
+    "/v1/messages": (b"event: message_stop", b"event: error"),
+    "/v1/responses": (
+        b"event: response.completed",
+        b"event: response.incomplete",
+        b"event: response.failed",
+    ),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("route", sorted(BODIES))
-async def test_no_value_of_any_type_is_a_server_error(aiohttp_server: Any, route: str) -> None:
+async def test_no_value_of_any_type_is_a_server_error(
+    aiohttp_server: Any, route: str, stream: bool
+) -> None:
     rig = await make_rig(aiohttp_server)
-    body = BODIES[route]
+    body = {**BODIES[route], "stream": stream}
     failures: list[str] = []
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer sk-test"}) as s:
         async with s.post(rig.url(route), json=body) as r:
@@ -145,4 +160,10 @@ async def test_no_value_of_any_type_is_a_server_error(aiohttp_server: Any, route
                         failures.append(f"{where}: {r.status} not an error object {raw[:200]!r}")
                     elif r.status == 200 and not raw:
                         failures.append(f"{where}: an empty 200")
+                    elif (
+                        r.status == 200
+                        and r.content_type == "text/event-stream"
+                        and not any(e in raw for e in ENDS[route])
+                    ):
+                        failures.append(f"{where}: a stream without its end {raw[-200:]!r}")
     assert failures == []

@@ -83,15 +83,18 @@ IMAGE_TOKENS = 1600
 class MessageParam(BaseModel):
     """One Anthropic message: ``role`` and ``content`` (a string or a list of blocks)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
 
 
 class CountTokensRequest(BaseModel):
-    """``POST /v1/messages/count_tokens`` body (a Messages request without ``max_tokens``)."""
+    """``POST /v1/messages/count_tokens`` body (a Messages request without ``max_tokens``).
 
-    model_config = ConfigDict(extra="allow")
+    Types are checked strictly, as Anthropic does (``"stream": "yes"`` or ``"max_tokens":
+    "50"`` is a 400 naming the field, not coerced)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field(min_length=1)
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
@@ -106,6 +109,9 @@ class MessagesRequest(CountTokensRequest):
     max_tokens: int = Field(ge=1)
     stop_sequences: list[str] | None = None
     stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
 
 
 # -- model names --------------------------------------------------------------------------------

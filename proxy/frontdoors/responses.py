@@ -98,9 +98,10 @@ _HOSTED_TOOL_PREFIXES = (
 
 
 class _Body(BaseModel):
-    """The top level of a ``POST /v1/responses`` body (fields the gateway acts on or echoes)."""
+    """The top level of a ``POST /v1/responses`` body (fields the gateway acts on or echoes).
+    Types are checked strictly, as OpenAI does: ``"stream": "yes"`` is a 400, not coerced."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field(min_length=1)
     input: str | list[Any] | None = None
     instructions: str | None = None
@@ -113,8 +114,8 @@ class _Body(BaseModel):
     store: bool | None = True
     max_output_tokens: int | None = Field(default=None, ge=1)
     metadata: dict[str, Any] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
     text: dict[str, Any] | None = None
     truncation: str | None = None
     user: str | None = None
