@@ -243,6 +243,8 @@ async def main_async(args: argparse.Namespace) -> None:
     pin_proxy = ["taskset", "-c", "0"] if args.pin else []
     pin_rest = ["taskset", "-c", "1"] if args.pin else []
     env = dict(os.environ, QWEN_PROXY_LOG_LEVEL=args.log_level)
+    if args.spare_chats:
+        env["QWEN_PROXY_SPARE_CHATS"] = "true"
     mock_base = f"http://127.0.0.1:{mock_port}"
     mock = _spawn([__file__, "--mock", str(mock_port), "--frames", str(args.frames)], pin_rest, env)
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
@@ -319,6 +321,7 @@ async def main_async(args: argparse.Namespace) -> None:
             f"of the rounds' ratios, range {ratios[0]:.2f}–{ratios[-1]:.2f}×), TTFT at c = 1 "
             f"(n = {args.n}), RSS "
             f"with {args.open} streams held open; log level {args.log_level}; pin={args.pin}; "
+            f"spare_chats={args.spare_chats}; "
             f"{os.cpu_count()} CPUs."
         )
         print()
@@ -360,6 +363,11 @@ def main() -> None:
     p.add_argument("--open", type=int, default=200, help="streams held open for RSS")
     p.add_argument("--log-level", default="info", help="the gateway's log level")
     p.add_argument("--perf", action="store_true", help="run the gateway with -X perf")
+    p.add_argument(
+        "--spare-chats",
+        action="store_true",
+        help="run the gateway with spare_chats on (chats made ahead: no chats/new before TTFT)",
+    )
     p.add_argument("--pin", action="store_true", help="pin proxy to CPU 0, the rest to CPU 1")
     p.add_argument("--profile", help="write a cProfile of the proxy process to this file")
     args = p.parse_args()
