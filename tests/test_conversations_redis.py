@@ -120,3 +120,49 @@ async def test_a_chat_made_by_one_gateway_is_deleted_by_the_other(
     assert chats.deleted == [chat.id]
     await p.a.app[JANITOR].sweep(now=time.time() + 3600 + 1)  # A finds it gone at most
     assert chats.deleted == [chat.id]
+
+
+async def test_a_spare_chat_of_one_gateway_is_not_a_leftover_for_the_other(
+    aiohttp_server: Any, redis_server: str
+) -> None:
+    """With ``spare_chats``, the chat made ahead is tracked in the shared store from the
+    start: the other gateway's reconciler leaves it alone; its own gateway deletes it at
+    shutdown and forgets it."""
+    replay: TestServer = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
+    options: dict[str, Any] = {
+        "upstream_url": str(replay.make_url("")).rstrip("/"),
+        "redis_url": redis_server,
+        "redis_prefix": f"t{uuid.uuid4().hex[:10]}:",
+        "tokens": [TOKEN],
+        "chat_deletes_per_minute": 60_000,
+        "chat_reconcile_interval_s": 0,
+    }
+    a = await aiohttp_server(make_app(Settings(**options, spare_chats=True)))
+    b = await aiohttp_server(make_app(Settings(**options)))
+    import openai
+
+    async with openai.AsyncOpenAI(
+        base_url=str(a.make_url("/v1")), api_key="client-1", max_retries=0
+    ) as client:
+        await client.chat.completions.create(model="qwen3-max", messages=CONV.first_messages())  # type: ignore[arg-type]
+    await a.app[SERVICE].settle()  # the spare is made
+    chats = replay.app[CHATS_KEY]
+    live = {c.id for c in chats.live()}
+    assert len(live) == 2  # the conversation's chat and the spare
+
+    async def tracked() -> bool:
+        return live <= {c for c, _ in await b.app[STORE].due_chats(1e18, 100)}
+
+    await until(tracked, "A's chats in the shared bookkeeping")
+    for chat in chats.live():
+        chat.updated_at -= 3600
+    assert await b.app[JANITOR].reconcile() == 0  # both tracked by A: not leftovers
+    assert chats.deleted == []
+    await a.app[SERVICE].close()  # shutdown: the unused spare is deleted and forgotten
+    (spare,) = chats.deleted
+    assert {c.id for c in chats.live()} == live - {spare}
+
+    async def forgotten() -> bool:
+        return spare not in {c for c, _ in await b.app[STORE].due_chats(1e18, 100)}
+
+    await until(forgotten, "the deleted spare leaving the bookkeeping")
