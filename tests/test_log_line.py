@@ -68,7 +68,7 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("warning", "upstream_error", {"message": f"the site said {SECRET}", "status": 502}),
     ("error", "odd", {"Token": "abc", "cookie": "a=b", "api_key": SECRET, "path": "/v1/x"}),
-    ("debug", "quoted", {"text": "it's \"quoted\"\nand long", "n": 1.5, "flag": True}),
+    ("debug", "quoted", {"text": 'it\'s "quoted"\nand long', "n": 1.5, "flag": True}),
     ("info", "no_fields", {}),
 ]
 
