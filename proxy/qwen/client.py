@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -285,19 +283,6 @@ class QwenClient:
             raise UpstreamProtocolError("chat.qwen.ai created a chat but returned no chat id")
         return chat_id
 
-    @asynccontextmanager
-    async def completion(
-        self, account: Account, chat_id: str, body: dict[str, Any]
-    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, ReadWatch]]:
-        """:meth:`open_stream` as a block: the watch is cancelled and the connection released
-        when the block exits, also on error or client disconnect."""
-        resp, watch = await self.open_stream(account, chat_id, body)
-        try:
-            yield resp, watch
-        finally:
-            watch.cancel()
-            resp.release()
-
     async def open_stream(
         self, account: Account, chat_id: str, body: dict[str, Any]
     ) -> tuple[aiohttp.ClientResponse, ReadWatch]:
@@ -306,8 +291,9 @@ class QwenClient:
 
         Raises :class:`UpstreamError` when the answer is not an SSE stream,
         :class:`UpstreamTimeoutError` when its headers do not come within ``read_timeout_s``.
-        The caller cancels the watch and releases the response when done with it (as
-        :meth:`completion` does); on a raise, nothing is left to release.
+        The caller cancels the watch and releases the response when done with it, also on
+        error or client disconnect (:meth:`proxy.service.ChatService.open_turn` does); on a
+        raise, nothing is left to release.
         """
         url = f"{self._base}/api/v2/chat/completions?chat_id={chat_id}"
         headers = self.headers(account, referer=f"/c/{chat_id}", stream=True)
