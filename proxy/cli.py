@@ -194,7 +194,8 @@ def _direct_method(slow: Any, name: str, line: Any) -> Any:
         if args or self._context or len(procs) != 1 or procs[0] is not line:
             return slow(self, event, *args, **kw)
         kw["event"] = event
-        return self._logger.msg(line(self._logger, name, kw))
+        logger = self._logger
+        return getattr(logger, name)(line(logger, name, kw))  # WriteLogger: one write
 
     method.__name__ = name
     return method
