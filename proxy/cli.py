@@ -40,19 +40,6 @@ def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
-def _masking(renderer: Any, secrets: list[str]) -> Any:
-    """``renderer`` followed by masking ``secrets`` and their fragments in the rendered line
-    (tracebacks included)."""
-    from proxy.secrets import SecretMasker
-
-    masker = SecretMasker(secrets)
-
-    def render(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
-        return masker.mask(renderer(logger, name, event))
-
-    return render
-
-
 def _timestamper() -> Any:
     """A structlog processor adding ``timestamp`` (ISO 8601, UTC, microseconds, ``Z``), like
     ``TimeStamper(fmt="iso", utc=True)`` but formatting the date and time once per second."""
@@ -135,23 +122,83 @@ def configure_logging(
             handler.addFilter(mask_record)
     logging.getLogger("aiohttp.access").setLevel(lvl)
     renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_json_line)
+        _json_render
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=True)
         if stream.isatty()
         else _console_line
     )
+    line = _line_processor(renderer, secrets)
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            _timestamper(),
-            _drop_secrets,
-            _masking(renderer, secrets) if secrets else renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        processors=[line],
+        wrapper_class=_direct_logger_class(lvl, line),
         logger_factory=structlog.WriteLoggerFactory(file=stream),  # one write per line
         cache_logger_on_first_use=cache,
     )
+
+
+def _json_render(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    """The JSON renderer: :func:`_json_line` of the event."""
+    return _json_line(event)
+
+
+_LEVEL_NAMES = {"warn": "warning", "exception": "error"}  # structlog's map_method_name
+
+
+def _line_processor(renderer: Any, secrets: list[str] | None) -> Any:
+    """The whole processor chain as one structlog processor: the level (as structlog's
+    ``add_log_level``), the timestamp (:func:`_timestamper`), secret keys redacted
+    (:func:`_drop_secrets`), ``renderer``, then the configured ``secrets`` and their fragments
+    masked in the line (tracebacks included)."""
+    stamp = _timestamper()
+    masker = None
+    if secrets:
+        from proxy.secrets import SecretMasker
+
+        masker = SecretMasker(secrets)
+
+    def line(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        event["level"] = _LEVEL_NAMES.get(name, name)
+        event = _drop_secrets(logger, name, stamp(logger, name, event))
+        text: str = renderer(logger, name, event)
+        return masker.mask(text) if masker is not None else text
+
+    return line
+
+
+def _direct_logger_class(min_level: int, line: Any) -> type:
+    """structlog's filtering bound logger for ``min_level``, whose enabled ``debug`` to
+    ``error`` methods render with ``line`` and write the result directly when the logger has
+    no bound context and its processors are ``[line]`` (as :func:`configure_logging` sets
+    them): the line structlog's processor chain would write, without its generic steps (one
+    such line is written per request). Anything else (bound context, ``%`` arguments, another
+    configuration such as ``structlog.testing.capture_logs``) takes structlog's own path."""
+    base = structlog.make_filtering_bound_logger(min_level)
+    levels = {
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "warning": logging.WARNING,
+        "error": logging.ERROR,
+    }
+    methods = {
+        name: _direct_method(getattr(base, name), name, line)
+        for name, value in levels.items()
+        if value >= min_level
+    }
+    return type(f"Direct{base.__name__}", (base,), methods)
+
+
+def _direct_method(slow: Any, name: str, line: Any) -> Any:
+    def method(self: Any, event: str, *args: Any, **kw: Any) -> Any:
+        procs = self._processors
+        if args or self._context or len(procs) != 1 or procs[0] is not line:
+            return slow(self, event, *args, **kw)
+        kw["event"] = event
+        logger = self._logger
+        return getattr(logger, name)(line(logger, name, kw))  # WriteLogger: one write
+
+    method.__name__ = name
+    return method
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

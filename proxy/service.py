@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -138,6 +137,28 @@ class OpenChat:
     def response_id(self) -> str | None:
         """The upstream ``response_id`` from ``response.created`` (§5.2), once read."""
         return self._translator.response_id if self._translator is not None else None
+
+
+class _TurnBlock:
+    """The ``async with`` block of :meth:`ChatService.open_chat` / :meth:`ChatService.open_turn`:
+    entering awaits the opening coroutine (the :class:`OpenChat`), leaving runs
+    :meth:`ChatService._close_turn` with the block's exception. One object per turn instead of
+    nested generator-based context managers (part of every stream's fixed cost)."""
+
+    __slots__ = ("_chat", "_opening", "_service")
+
+    def __init__(self, service: ChatService, opening: Coroutine[Any, Any, OpenChat]) -> None:
+        self._service = service
+        self._opening = opening
+        self._chat: OpenChat | None = None
+
+    async def __aenter__(self) -> OpenChat:
+        self._chat = await self._opening
+        return self._chat
+
+    async def __aexit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        assert self._chat is not None
+        await self._service._close_turn(self._chat, exc)
 
 
 class ContinuationFailedError(Exception):
@@ -311,14 +332,13 @@ class ChatService:
             )
         return [await ingest(self.session, p, self.settings) for p in parts]
 
-    @asynccontextmanager
-    async def open_chat(
+    def open_chat(
         self,
         conv: Conversation,
         *,
         route: ModelRoute | None = None,
         scope: str | None = None,
-    ) -> AsyncIterator[OpenChat]:
+    ) -> _TurnBlock:
         """Resolve the model, upload the media parts, create the chat and open the stream
         (docs/protocol.md §3, §4, §7).
 
@@ -335,6 +355,12 @@ class ChatService:
         quota, captcha or token error is rested (:class:`AccountPool`). ``conv.size`` (a Qwen
         extension of the chat request) is the aspect ratio of ``-image`` answers.
         """
+        return _TurnBlock(self, self._open_chat(conv, route, scope))
+
+    async def _open_chat(
+        self, conv: Conversation, route: ModelRoute | None, scope: str | None
+    ) -> OpenChat:
+        """The entry of :meth:`open_chat`: the opened turn (its exit is :meth:`_close_turn`)."""
         if route is None:
             route = await self.route_for(conv)
         size = aspect_ratio(conv.size) if route.chat_type in ("t2i", "image_edit") else None
@@ -344,35 +370,29 @@ class ChatService:
         scope += continuation.tools_scope(conv.tools)
         plan = continuation.plan(conv.turns, scope) if native else None
         resume = await self._resume(plan) if plan is not None else None
-        async with AsyncExitStack() as stack:
-            chat: OpenChat | None = None
-            if resume is not None and plan is not None:
-                tail = conv.turns[plan.tail_start :]
-                blobs = await self.ingest_parts(tail)
-                prompt = build_prompt(conv, start=plan.tail_start, allow_empty=bool(blobs))
-                try:
-                    chat = await stack.enter_async_context(
-                        self.open_turn(route, prompt, blobs=blobs, resume=resume, plan=plan)
-                    )
-                except ContinuationFailedError as exc:
-                    log.info(
-                        "conversation_fallback",
-                        account=resume.account.label,
-                        error=exc.error.error_code(),
-                    )
-                    await self.store.delete_conversation(resume.key)
-            if chat is None:
-                blobs = await self.ingest_parts(conv.turns)
-                prompt = build_prompt(conv, allow_empty=bool(blobs))
-                if route.chat_type == "image_edit" and not any(b.kind == "image" for b in blobs):
-                    raise ClientRequestError(
-                        "an -image-edit model needs the image to edit as an image_url part",
-                        param="messages",
-                    )
-                chat = await stack.enter_async_context(
-                    self.open_turn(route, prompt, size=size, blobs=blobs, plan=plan)
+        if resume is not None and plan is not None:
+            tail = conv.turns[plan.tail_start :]
+            blobs = await self.ingest_parts(tail)
+            prompt = build_prompt(conv, start=plan.tail_start, allow_empty=bool(blobs))
+            try:
+                return await self._open_turn(
+                    route, prompt, size=None, blobs=blobs, resume=resume, plan=plan
                 )
-            yield chat
+            except ContinuationFailedError as exc:
+                log.info(
+                    "conversation_fallback",
+                    account=resume.account.label,
+                    error=exc.error.error_code(),
+                )
+                await self.store.delete_conversation(resume.key)
+        blobs = await self.ingest_parts(conv.turns)
+        prompt = build_prompt(conv, allow_empty=bool(blobs))
+        if route.chat_type == "image_edit" and not any(b.kind == "image" for b in blobs):
+            raise ClientRequestError(
+                "an -image-edit model needs the image to edit as an image_url part",
+                param="messages",
+            )
+        return await self._open_turn(route, prompt, size=size, blobs=blobs, resume=None, plan=plan)
 
     async def _resume(self, plan: continuation.Plan) -> _Resume | None:
         """The stored chat ``plan`` continues, if it can be continued now."""
@@ -386,8 +406,7 @@ class ChatService:
             return None
         return _Resume(plan.key, entry["chat_id"], account, entry["parent_id"])
 
-    @asynccontextmanager
-    async def open_turn(
+    def open_turn(
         self,
         route: ModelRoute,
         prompt: str,
@@ -396,7 +415,7 @@ class ChatService:
         blobs: Sequence[Blob] = (),
         resume: _Resume | None = None,
         plan: continuation.Plan | None = None,
-    ) -> AsyncIterator[OpenChat]:
+    ) -> _TurnBlock:
         """One streamed turn: account, uploads, ``chats/new``, completion (§3, §4, §7).
 
         ``resume`` continues a stored chat instead of creating one (§4.1 (a)); ``plan`` (the
@@ -404,6 +423,22 @@ class ChatService:
         Raises :class:`~proxy.errors.UpstreamError` (the account is reported to the pool) and,
         with ``resume``, :class:`ContinuationFailedError` for any refusal before text.
         """
+        opening = self._open_turn(route, prompt, size=size, blobs=blobs, resume=resume, plan=plan)
+        return _TurnBlock(self, opening)
+
+    async def _open_turn(
+        self,
+        route: ModelRoute,
+        prompt: str,
+        *,
+        size: str | None,
+        blobs: Sequence[Blob],
+        resume: _Resume | None,
+        plan: continuation.Plan | None,
+    ) -> OpenChat:
+        """The entry of :meth:`open_turn`. Whatever fails here undoes what was taken: the
+        stream is released, a client gone while the site was asked gets the stop call sent,
+        an upstream error is reported to the pool, the account is released."""
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ClientRequestError(
                 f"the conversation is {len(prompt)} characters long once flattened; chat.qwen.ai "
@@ -420,7 +455,6 @@ class ChatService:
             account = taken
         else:
             account = await self.pool.acquire()
-        opened: OpenChat | None = None
         try:
             files = [await self.upload(account, b) for b in blobs]
             if resume is not None:
@@ -438,10 +472,11 @@ class ChatService:
                 parent_id=resume.parent_id if resume is not None else None,
                 chat_mode=self._chat_mode,
             )
-            opening = self.client.completion(account, chat_id, body)
-            del body  # the client encodes it; not kept alive for the whole stream
             try:
-                async with opening as (resp, read_watch):
+                # the client encodes the body; it is not kept alive for the whole stream
+                resp, read_watch = await self.client.open_stream(account, chat_id, body)
+                del body
+                try:
                     prelude = await _peek(resp) if resume is not None else []
                     wait = time.perf_counter() - t0
                     log.debug(
@@ -471,33 +506,55 @@ class ChatService:
                         if plan is not None
                         else None,
                     )
-                    self.pool.succeeded()
-                    if self.metrics is not None:
-                        self.metrics.streams_in_flight.inc()
-                    try:
-                        yield opened
-                    except BaseException:
-                        raise  # reported below (an UpstreamError) or not an upstream failure
-                    else:
-                        # a failure after the answer began (sent as an error event, not
-                        # raised): the pool and the metrics still learn it
-                        late = opened._translator.failure if opened._translator else None
+                except BaseException:
+                    read_watch.cancel()
+                    resp.release()
+                    raise
+            except asyncio.CancelledError:  # gone while the site was being asked
+                self.stop_later(account, chat_id, None)
+                raise
+            self.pool.succeeded()
+            if self.metrics is not None:
+                self.metrics.streams_in_flight.inc()
+            return opened
+        except BaseException as exc:
+            try:
+                if isinstance(exc, UpstreamError):
+                    await self.pool.report(account, exc)
+                    if resume is not None and _may_fall_back(exc):
+                        raise ContinuationFailedError(exc) from exc
+                raise
+            finally:
+                await self.pool.release(account)
+
+    async def _close_turn(self, opened: OpenChat, exc: BaseException | None) -> None:
+        """The exit of :meth:`open_turn` / :meth:`open_chat`, with the block's exception
+        (``None`` when it ended normally).
+
+        A failure after the answer began (sent as an error event, not raised) is reported to
+        the pool; an answer nobody finished reading gets the site's stop call (§13.1); the
+        stream is released; a raised :class:`UpstreamError` is reported; the account is
+        released, whatever happens."""
+        account = opened.account
+        try:
+            try:
+                try:
+                    if exc is None:
+                        translator = opened._translator
+                        late = translator.failure if translator is not None else None
                         if late is not None:
                             await self.pool.report(account, late)
-                    finally:
-                        if self.metrics is not None:
-                            self.metrics.streams_in_flight.dec()
-                        if not opened.finished:  # the client left: free the account (§13.1)
-                            self.stop_later(account, chat_id, opened.response_id)
-            except asyncio.CancelledError:
-                if opened is None:  # gone while the site was being asked
-                    self.stop_later(account, chat_id, None)
-                raise
-        except UpstreamError as exc:
-            await self.pool.report(account, exc)
-            if resume is not None and opened is None and _may_fall_back(exc):
-                raise ContinuationFailedError(exc) from exc
-            raise
+                finally:
+                    if self.metrics is not None:
+                        self.metrics.streams_in_flight.dec()
+                    if not opened.finished:  # the client left: free the account (§13.1)
+                        self.stop_later(account, opened.chat_id, opened.response_id)
+            finally:
+                if opened.read_watch is not None:
+                    opened.read_watch.cancel()
+                opened.response.release()
+            if isinstance(exc, UpstreamError):
+                await self.pool.report(account, exc)
         finally:
             await self.pool.release(account)
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -285,16 +283,17 @@ class QwenClient:
             raise UpstreamProtocolError("chat.qwen.ai created a chat but returned no chat id")
         return chat_id
 
-    @asynccontextmanager
-    async def completion(
+    async def open_stream(
         self, account: Account, chat_id: str, body: dict[str, Any]
-    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, ReadWatch]]:
-        """Open the completion stream; yields the response positioned at its first byte and
-        the :class:`ReadWatch` of its body (``read_timeout_s``; a reader sets its ``waiting``).
+    ) -> tuple[aiohttp.ClientResponse, ReadWatch]:
+        """Open the completion stream: the response positioned at its first byte and the
+        :class:`ReadWatch` of its body (``read_timeout_s``; a reader sets its ``waiting``).
 
-        Raises :class:`UpstreamError` (before yielding) when the answer is not an SSE stream,
+        Raises :class:`UpstreamError` when the answer is not an SSE stream,
         :class:`UpstreamTimeoutError` when its headers do not come within ``read_timeout_s``.
-        The connection is released when the block exits, also on error or client disconnect.
+        The caller cancels the watch and releases the response when done with it, also on
+        error or client disconnect (:meth:`proxy.service.ChatService.open_turn` does); on a
+        raise, nothing is left to release.
         """
         url = f"{self._base}/api/v2/chat/completions?chat_id={chat_id}"
         headers = self.headers(account, referer=f"/c/{chat_id}", stream=True)
@@ -312,10 +311,11 @@ class QwenClient:
             ctype = resp.headers.get("Content-Type", "").lower()
             if resp.status != 200 or "text/event-stream" not in ctype:
                 raise await self._failure(resp, ctype)
-            yield resp, watch
-        finally:
+        except BaseException:
             watch.cancel()
             resp.release()
+            raise
+        return resp, watch
 
     async def stop(self, account: Account, chat_id: str, response_id: str | None) -> None:
         """``POST /api/v2/chat/completions/stop?chat_id=<id>`` with ``{"chat_id", "response_id"}``
