@@ -293,10 +293,7 @@ async def relay(
     resp = turn.resp
     assert resp is not None  # a finished or failed answer always produced events
     if not turn.gone:
-        try:
-            await resp.write_eof(turn.tail)  # the last bytes leave with the end of the body
-        except ConnectionResetError:
-            log.info("client_disconnected", response_id=renderer.id)
+        await turn._end()  # (already done when the last turn ended normally)
     return resp
 
 
@@ -313,6 +310,7 @@ class _Turn:
         self.gone = False
         self.last_write = 0.0
         self.tail = b""  # the last rendered bytes, written with the end of the body
+        self.ended = False  # the body's end was written
 
     async def run(self, conv: Conversation, chat: OpenChat, *, hold: bool) -> ToolStage | None:
         """Relay one upstream turn; returns its tool stage (``None`` without tools)."""
@@ -355,9 +353,24 @@ class _Turn:
                 raise
             self.gone = True
         self.wait_s += pump.wait_s
+        if self.resp is not None and not self.gone and not (stage and stage.wants_retry):
+            await self._end()  # the answer's last bytes leave before the bookkeeping below
         _log_done(request, renderer.id, conv, translator, chat, stage)
         _remember(chat, translator, stage)
         return stage
+
+    async def _end(self) -> None:
+        """Write the held-back last bytes with the end of the body (once)."""
+        if self.ended:
+            return
+        self.ended = True
+        assert self.resp is not None
+        try:
+            await self.resp.write_eof(self.tail)
+        except ConnectionResetError:
+            log.info("client_disconnected", response_id=self.renderer.id)
+            self.gone = True
+        self.tail = b""
 
 
 class _SSEResponse(web.StreamResponse):
