@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, description="Longest time a client may take to send a request body (408)."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest time a client may take to send a request line and its headers, "
+        "counted from its first byte (or from the connection's opening): 408, then the "
+        "connection closes (a defence against slow-header clients holding connections).",
+    )
     frontend_version: str = Field(
         "0.3.11",
         description="The `version` header (docs/protocol.md §1, §13.2: 0.3.11 in 2026-09).",

@@ -52,7 +52,7 @@ from proxy.errors import (
     clip,
     error_body,
 )
-from proxy.state import MASKER
+from proxy.state import MASKER, SETTINGS
 
 __all__ = [
     "GatewayRunner",
@@ -235,7 +235,60 @@ def _is_target(prefix: object) -> bool:
 
 
 class _RequestHandler(web.RequestHandler):
-    """aiohttp's per-connection handler, answering parser refusals as OpenAI errors."""
+    """aiohttp's per-connection handler, answering parser refusals as OpenAI errors, and
+    bounding the time a request's head (request line and headers) may take to arrive.
+
+    The head deadline (``header_timeout_s``) is armed when the first bytes of a request
+    arrive and disarmed once its head is parsed. A client that has not sent a whole head by
+    then gets a 408 error object and the connection closes: a client trickling header bytes
+    cannot hold a connection (and a file descriptor) for long. (aiohttp itself drops such a
+    connection only after its keep-alive timeout, 75 s after it opened, which also bounds a
+    connection that never sends a byte.)
+    """
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and self._waiting_for_head():
+            self._arm_head_timer()  # the first bytes of a new request
+        super().data_received(data)
+        if self._messages and self._head_timer is not None:
+            self._head_timer.cancel()  # its head is complete
+            self._head_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        timeout_s = getattr(self._manager, "header_timeout_s", None)
+        if timeout_s:
+            self._head_timer = self._loop.call_later(timeout_s, self._head_timed_out, timeout_s)
+
+    def _waiting_for_head(self) -> bool:
+        """True while the connection waits for a request that has not fully arrived (not
+        while a request is handled, nor while the end of its body is drained)."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._messages
+
+    def _head_timed_out(self, timeout_s: float) -> None:
+        self._head_timer = None
+        if not self._waiting_for_head() or self.transport is None:
+            return  # the head came, or a request is being handled
+        log.info("client_too_slow", during="request head", timeout_s=timeout_s)
+        err = RequestTimeoutError(
+            f"the request line and headers did not arrive within {timeout_s:g} s "
+            "(setting header_timeout_s)"
+        )
+        body = orjson.dumps(error_body(err))
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.force_close()
 
     def handle_error(
         self,
@@ -262,7 +315,10 @@ class _RequestHandler(web.RequestHandler):
 
 
 class _Server(web.Server):
-    def __init__(self, base: web.Server, kwargs: dict[str, Any], loop: Any) -> None:
+    def __init__(
+        self, base: web.Server, kwargs: dict[str, Any], loop: Any, header_timeout_s: float
+    ) -> None:
+        self.header_timeout_s = header_timeout_s
         super().__init__(
             base.request_handler,
             request_factory=base.request_factory,
@@ -281,4 +337,6 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
-        return _Server(base, dict(base._kwargs), base._loop)
+        settings = self.app[SETTINGS] if isinstance(self.app, web.Application) else None
+        timeout_s = settings.header_timeout_s if settings is not None else 0.0
+        return _Server(base, dict(base._kwargs), base._loop, timeout_s)

@@ -325,6 +325,82 @@ async def test_slow_body_gets_408(aiohttp_server: ServerFactory) -> None:
     assert b"Connection: close" in head
 
 
+async def _gateway(settings: Settings) -> tuple[GatewayRunner, tuple[str, int]]:
+    """The app served by :class:`GatewayRunner` (as ``qwen-proxy serve`` does)."""
+    runner = GatewayRunner(make_app(settings))
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, ("127.0.0.1", runner.addresses[0][1])
+
+
+async def test_a_slow_request_head_gets_408_and_the_connection_closes(
+    aiohttp_server: ServerFactory,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A client that sends part of its request line and headers and then nothing is
+    answered 408 (an error object) after header_timeout_s, and the connection closes."""
+    stack = await start_stack(aiohttp_server)
+    upstream = str(stack.replay.make_url("")).rstrip("/")
+    runner, addr = await _gateway(Settings(upstream_url=upstream, header_timeout_s=0.2))
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for partial in (b"GET /heal", b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0"):
+                reader, writer = await asyncio.open_connection(*addr)
+                writer.write(partial)
+                await writer.drain()
+                raw = await asyncio.wait_for(reader.read(), timeout=10)  # until it closes
+                writer.close()
+                head, _, body = raw.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 408 "), raw
+                error = json.loads(body)["error"]
+                assert error["code"] == "request_timeout" and "header_timeout_s" in error["message"]
+            text = _logs(caplog, capsys)
+        assert text.count("client_too_slow") == 2 and "Traceback" not in text
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_head_deadline_spares_bodies_and_kept_alive_connections(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """The head deadline covers only the request line and headers: a body that takes longer
+    (within body_timeout_s) is read, and a connection kept alive between requests is not
+    answered 408 (nothing is armed while it idles)."""
+    stack = await start_stack(aiohttp_server)
+    upstream = str(stack.replay.make_url("")).rstrip("/")
+    runner, addr = await _gateway(
+        Settings(upstream_url=upstream, header_timeout_s=0.2, body_timeout_s=10)
+    )
+    try:
+        reader, writer = await asyncio.open_connection(*addr)
+        body = json.dumps({"model": "qwen3-max", "messages": [{"role": "user", "content": "x"}]})
+        writer.write(
+            b"POST /v1/messages/count_tokens HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        for i in range(0, len(body), 10):  # the body trickles in for longer than 0.2 s
+            writer.write(body[i : i + 10].encode())
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        assert head.split(b" ")[1] == b"200", head
+        length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+        await reader.readexactly(length)
+        # the connection idles, kept alive: no deadline runs for it
+        connections = runner.server.connections if runner.server is not None else []
+        assert connections and all(c._head_timer is None for c in connections)  # type: ignore[attr-defined]
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        assert head.split(b" ")[1] == b"200", head
+        writer.close()
+    finally:
+        await runner.cleanup()
+
+
 async def test_hangup_during_upload_is_one_log_line(
     stack: Stack, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
