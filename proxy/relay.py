@@ -337,6 +337,7 @@ class _Turn:
                 # events in render order (Responses' sequence_number starts at its head).
                 head = renderer.head() if self.resp is None else b""
                 data = renderer.render(out, translator.usage)
+                first = self.resp is None
                 if self.resp is None:
                     t0: float = request[START_KEY]
                     wait = self.wait_s + pump.wait_s
@@ -347,6 +348,8 @@ class _Turn:
                     self.tail = data
                 else:
                     await self.resp.write(data)
+                    if first:
+                        chat.committed()  # the first byte is out
         except ConnectionResetError:
             log.info("client_disconnected", response_id=renderer.id)
             if self.resp is None:
@@ -355,6 +358,7 @@ class _Turn:
         self.wait_s += pump.wait_s
         if self.resp is not None and not self.gone and not (stage and stage.wants_retry):
             await self._end()  # the answer's last bytes leave before the bookkeeping below
+            chat.committed()
         _log_done(request, renderer.id, conv, translator, chat, stage)
         _remember(chat, translator, stage)
         return stage

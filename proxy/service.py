@@ -109,7 +109,16 @@ class OpenChat:
     prelude: list[bytes] = field(default_factory=list)
     read_watch: ReadWatch | None = None
     on_answer: Callable[[Translator, str, tuple[Any, ...]], None] | None = None
+    #: called (once) when the client's answer is committed: its first byte is out
+    after_commit: Callable[[], None] | None = None
     _translator: Translator | None = None
+
+    def committed(self) -> None:
+        """The answer's first byte is out (or the answer is complete): run
+        :attr:`after_commit` once (the next spare chat is asked for, :mod:`proxy.spares`)."""
+        hook, self.after_commit = self.after_commit, None
+        if hook is not None:
+            hook()
 
     def translator(
         self, reasoning: Any = "field", *, native_tools: bool = False, record: bool = True
@@ -510,6 +519,7 @@ class ChatService:
                         on_answer=self._remember(plan, chat_id, account, route)
                         if plan is not None
                         else None,
+                        after_commit=self._refill(account, route) if resume is None else None,
                     )
                 except BaseException:
                     read_watch.cancel()
@@ -545,6 +555,7 @@ class ChatService:
             try:
                 try:
                     if exc is None:
+                        opened.committed()  # non-stream answers: the next spare now
                         translator = opened._translator
                         late = translator.failure if translator is not None else None
                         if late is not None:
@@ -569,17 +580,26 @@ class ChatService:
 
     async def new_chat(self, account: Account, route: ModelRoute) -> str:
         """A new chat for one turn of ``route`` on ``account``: a spare one made ahead when
-        ``spare_chats`` has one ready (:mod:`proxy.spares`; its idle deadline is moved to now),
-        else ``chats/new`` now (:meth:`_create_chat`). Raises :class:`UpstreamError`."""
+        ``spare_chats`` has one ready or on its way (:mod:`proxy.spares`; its idle deadline is
+        moved to now), else ``chats/new`` now (:meth:`_create_chat`). The next spare is asked
+        for once the turn's first byte is out (``OpenChat.after_commit``). Raises
+        :class:`UpstreamError`."""
         spares = self.spares
         if spares is None or not spares.wanted(route):
             return await self._create_chat(account, route)
-        chat_id = spares.take(account, route)
+        chat_id = await spares.take(account, route)
         if chat_id is None:
             return await self._create_chat(account, route)
         if self.cleans_up:
             self.spawn(self._touch(chat_id), name="chat-touch", eager=True)
         return chat_id
+
+    def _refill(self, account: Account, route: ModelRoute) -> Callable[[], None] | None:
+        """What asks for the next spare chat of this kind, if it gets spares."""
+        spares = self.spares
+        if spares is None or not spares.wanted(route):
+            return None
+        return lambda: spares.want(account, route)
 
     async def _create_chat(self, account: Account, route: ModelRoute) -> str:
         """``chats/new`` (§3) titled with ``chat_title_prefix``; the chat is tracked for deletion

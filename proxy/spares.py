@@ -3,9 +3,12 @@
 Every text turn on chat.qwen.ai needs a server-issued chat (``POST /api/v2/chats/new``,
 docs/protocol.md §3) before its completion can start: one whole round trip to the site before
 the first token. :class:`SpareChats` keeps at most one chat ready per account, model and chat
-type. A request takes it (no round trip) and a new one is created in the background, while
-that request streams; the first request of a kind, or one that finds the spare taken, creates
-its chat inline as before. So a client sees the same answers, one round trip sooner.
+type. A request takes it (no round trip); one that comes while the next spare is being made
+waits for that one (less than a round trip); the first request of a kind, or one that finds
+neither, creates its chat inline as before. The next spare is asked for once the request's
+first byte is out (:meth:`SpareChats.want`, called by the relay through
+``OpenChat.after_commit``), so making it never delays that first byte. So a client sees the same
+answers, one round trip sooner.
 
 - Only the text chat types get spares (``t2t`` and ``search``): those are the ones a client
   waits on token by token.
@@ -23,9 +26,10 @@ so this module does no I/O of its own.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -49,6 +53,18 @@ class _Spare:
     account: Account
     chat_id: str
     made: float  # monotonic seconds
+
+
+@dataclass(slots=True)
+class _Fill:
+    """A spare on its way; ``claimed`` when a request waits for it (it gets the chat id, or
+    ``None`` if the creation failed)."""
+
+    account: Account
+    result: asyncio.Future[str | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    claimed: bool = False
 
 
 class SpareChats:
@@ -86,7 +102,7 @@ class SpareChats:
         self._retry = retry_s
         self._clock = clock
         self._ready: dict[_Key, _Spare] = {}
-        self._filling: set[_Key] = set()
+        self._filling: dict[_Key, _Fill] = {}
         self._failed: dict[_Key, float] = {}  # key -> monotonic time until which no spare
 
     @staticmethod
@@ -94,21 +110,28 @@ class SpareChats:
         """True when turns of ``route`` get spare chats (:data:`SPARE_CHAT_TYPES`)."""
         return route.chat_type in SPARE_CHAT_TYPES
 
-    def take(self, account: Account, route: ModelRoute) -> str | None:
-        """The ready chat of this kind, if a fresh one is there (it is handed out once), and
-        the next one is asked for; ``None`` when there is none (the caller creates its own and
-        then calls :meth:`want`)."""
+    async def take(self, account: Account, route: ModelRoute) -> str | None:
+        """The ready chat of this kind if a fresh one is there (it is handed out once), else
+        the one on its way if no other request waits for it; ``None`` when there is neither
+        (or the one waited for failed): the caller creates its own. Never raises
+        :class:`~proxy.errors.UpstreamError` (a failed spare is only logged)."""
         key = (account.label, route.model, route.chat_type)
         spare = self._ready.pop(key, None)
-        chat_id = None
         if (
             spare is not None
             and spare.account is account
             and self._clock() - spare.made < self._max_age
         ):
-            chat_id = spare.chat_id
-        self.want(account, route)
-        return chat_id
+            return spare.chat_id
+        fill = self._filling.get(key)
+        if fill is None or fill.claimed or fill.account is not account:
+            return None
+        fill.claimed = True
+        try:
+            return await asyncio.shield(fill.result)
+        except asyncio.CancelledError:
+            fill.claimed = False  # gone: the chat becomes a spare again when it comes
+            raise
 
     def want(self, account: Account, route: ModelRoute) -> None:
         """Make sure a spare of this kind is ready or on its way (unless its creation failed
@@ -121,19 +144,23 @@ class SpareChats:
             if self._clock() < until:
                 return
             del self._failed[key]
-        self._filling.add(key)
-        self._spawn(self._fill(key, account, route), "spare-chat")
+        fill = _Fill(account)
+        self._filling[key] = fill
+        self._spawn(self._fill(key, fill, route), "spare-chat")
 
-    async def _fill(self, key: _Key, account: Account, route: ModelRoute) -> None:
+    async def _fill(self, key: _Key, fill: _Fill, route: ModelRoute) -> None:
+        chat_id: str | None = None
         try:
-            chat_id = await self._create(account, route)
+            chat_id = await self._create(fill.account, route)
         except UpstreamError as exc:
             self._failed[key] = self._clock() + self._retry
-            log.info("spare_chat_failed", account=account.label, error=exc.error_code())
-            return
+            log.info("spare_chat_failed", account=fill.account.label, error=exc.error_code())
         finally:
-            self._filling.discard(key)
-        self._ready[key] = _Spare(account, chat_id, self._clock())
+            del self._filling[key]
+            if fill.claimed:
+                fill.result.set_result(chat_id)
+            elif chat_id is not None:
+                self._ready[key] = _Spare(fill.account, chat_id, self._clock())
 
     def drain(self) -> list[tuple[Account, str]]:
         """Every unused spare as ``(account, chat_id)``, forgotten here (at shutdown)."""

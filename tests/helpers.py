@@ -310,3 +310,6 @@ class StubChat:
 
     def translator(self, reasoning: Any = "field", **kw: Any) -> Translator:
         return Translator(reasoning=reasoning, native_tools=kw.get("native_tools", False))
+
+    def committed(self) -> None:
+        self.commits = getattr(self, "commits", 0) + 1

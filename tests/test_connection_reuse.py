@@ -52,6 +52,7 @@ async def _close(exc: BaseException | None, *, finished: bool) -> _Response:
             response_id="r-1",
             read_watch=None,
             response=response,
+            committed=lambda: None,
         )
         asyncio.get_running_loop().call_soon(content.feed_eof)  # the chunked body's end
         await service._close_turn(opened, exc)

@@ -77,24 +77,31 @@ async def test_the_first_write_carries_the_first_text_only(
     aiohttp_client: Any, monkeypatch: Any
 ) -> None:
     writes: list[bytes] = []
+    events: list[str] = []
     original = web.StreamResponse.write
 
     async def spy(self: web.StreamResponse, data: bytes) -> None:
         writes.append(bytes(data))
+        events.append("write")
         await original(self, data)
+
+    class _Chat(StubChat):
+        def committed(self) -> None:
+            events.append("commit")
 
     monkeypatch.setattr(relay_mod._SSEResponse, "write", spy)
     app = make_app(Settings(upstream_url="http://127.0.0.1:9"))
 
     async def handler(request: web.Request) -> web.StreamResponse:
         conv = Conversation("m", [Turn("user", "hi")], stream=True)
-        return await relay_mod.relay(request, conv, StubChat([ANSWER]), ChatStream(conv))  # type: ignore[arg-type]
+        return await relay_mod.relay(request, conv, _Chat([ANSWER]), ChatStream(conv))  # type: ignore[arg-type]
 
     app.router.add_post("/stub", handler)
     client = await aiohttp_client(app)
     resp = await client.post("/stub")
     raw = await resp.read()
     assert b'"one"' in writes[0] and b'" two"' not in writes[0]
+    assert events[:2] == ["write", "commit"]  # the next spare is asked for after the first byte
     contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in sse_data(raw)[:-1]]
     assert "".join(c or "" for c in contents) == "".join(WORDS)
     assert raw.endswith(b"data: [DONE]\n\n")

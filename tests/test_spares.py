@@ -41,10 +41,13 @@ class _Rig:
         self.now = 100.0
         self.made: list[tuple[str, str]] = []  # (account label, chat id)
         self.fail: Exception | None = None
+        self.gate = asyncio.Event()  # creations finish once it is set
+        self.gate.set()
         self.tasks: list[asyncio.Task[None]] = []
         self.spares = SpareChats(self.create, self.spawn, clock=lambda: self.now, **kw)
 
     async def create(self, account: Any, route: Any) -> str:
+        await self.gate.wait()
         if self.fail is not None:
             raise self.fail
         chat_id = f"chat-{len(self.made) + 1}"
@@ -60,18 +63,19 @@ class _Rig:
         self.tasks.clear()
 
 
-async def test_a_spare_is_made_after_the_first_request_and_handed_out_once() -> None:
+async def test_a_spare_asked_for_is_handed_out_once() -> None:
     rig = _Rig(max_age_s=60)
     alpha = _account("alpha")
-    assert rig.spares.take(alpha, _route()) is None  # nothing ready yet: the caller makes one
+    assert await rig.spares.take(alpha, _route()) is None  # none yet: the caller makes one
+    assert rig.tasks == []  # taking asks for nothing (the relay asks after the first byte)
+    rig.spares.want(alpha, _route())
     await rig.settle()
     assert rig.made == [("alpha", "chat-1")]
-    assert rig.spares.take(alpha, _route()) == "chat-1"
-    # taking it asked for the next one; until that is made there is none
-    assert rig.spares.take(alpha, _route()) is None
+    assert await rig.spares.take(alpha, _route()) == "chat-1"
+    assert await rig.spares.take(alpha, _route()) is None  # handed out once
+    rig.spares.want(alpha, _route())
     await rig.settle()
-    assert rig.made == [("alpha", "chat-1"), ("alpha", "chat-2")]
-    assert rig.spares.take(alpha, _route()) == "chat-2"
+    assert await rig.spares.take(alpha, _route()) == "chat-2"
 
 
 async def test_spares_are_kept_apart_by_account_model_and_chat_type() -> None:
@@ -79,28 +83,72 @@ async def test_spares_are_kept_apart_by_account_model_and_chat_type() -> None:
     alpha, beta = _account("alpha"), _account("beta")
     rig.spares.want(alpha, _route())
     await rig.settle()
-    assert rig.spares.take(beta, _route()) is None
-    assert rig.spares.take(alpha, _route(model="qwen-plus")) is None
-    assert rig.spares.take(alpha, _route(chat_type="search")) is None
-    assert rig.spares.take(alpha, _route()) == "chat-1"
-    # an account object configured anew under the same label does not get the old one's chat
+    assert await rig.spares.take(beta, _route()) is None
+    assert await rig.spares.take(alpha, _route(model="qwen-plus")) is None
+    assert await rig.spares.take(alpha, _route(chat_type="search")) is None
+    assert await rig.spares.take(alpha, _route()) == "chat-1"
+    rig.spares.want(alpha, _route())
     await rig.settle()
-    again = _account("alpha")
-    assert rig.spares.take(again, _route()) is None  # the old object's spare is not handed over
-    await rig.settle()
-    assert rig.spares.take(again, _route()) is not None
+    again = _account("alpha")  # the account configured anew under the same label
+    assert await rig.spares.take(again, _route()) is None  # the old object's spare stays out
 
 
 async def test_only_one_spare_per_kind_is_made_at_a_time() -> None:
     rig = _Rig(max_age_s=60)
     alpha = _account("alpha")
     for _ in range(5):
-        assert rig.spares.take(alpha, _route()) is None
+        rig.spares.want(alpha, _route())
     assert len(rig.tasks) == 1
     await rig.settle()
     rig.spares.want(alpha, _route())  # one is ready: nothing more
     assert rig.tasks == []
     assert len(rig.made) == 1
+
+
+async def test_a_request_waits_for_the_spare_on_its_way() -> None:
+    """A request that finds the spare still being made gets that one (sooner than making its
+    own); a second request at the same time makes its own."""
+    rig = _Rig(max_age_s=60)
+    alpha = _account("alpha")
+    rig.gate.clear()  # the spare is on its way
+    rig.spares.want(alpha, _route())
+    first = asyncio.ensure_future(rig.spares.take(alpha, _route()))
+    await asyncio.sleep(0)  # let it start waiting (one loop turn, not a delay)
+    assert not first.done()
+    assert await rig.spares.take(alpha, _route()) is None  # claimed by the first
+    rig.gate.set()
+    await rig.settle()
+    assert await first == "chat-1"
+    assert await rig.spares.take(alpha, _route()) is None  # handed to the waiter, not kept
+
+
+async def test_a_waiter_that_leaves_leaves_the_chat_as_a_spare() -> None:
+    rig = _Rig(max_age_s=60)
+    alpha = _account("alpha")
+    rig.gate.clear()
+    rig.spares.want(alpha, _route())
+    waiter = asyncio.ensure_future(rig.spares.take(alpha, _route()))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    rig.gate.set()
+    await rig.settle()
+    assert await rig.spares.take(alpha, _route()) == "chat-1"
+
+
+async def test_a_failed_spare_on_its_way_gives_its_waiter_none() -> None:
+    rig = _Rig(max_age_s=60)
+    alpha = _account("alpha")
+    rig.fail = UpstreamRateLimitedError("too many chats")
+    rig.gate.clear()
+    rig.spares.want(alpha, _route())
+    waiter = asyncio.ensure_future(rig.spares.take(alpha, _route()))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    rig.gate.set()
+    await rig.settle()
+    assert await waiter is None  # the caller makes its own (and meets the error itself)
 
 
 async def test_an_old_spare_is_not_used() -> None:
@@ -109,10 +157,11 @@ async def test_an_old_spare_is_not_used() -> None:
     rig.spares.want(alpha, _route())
     await rig.settle()
     rig.now += 60
-    assert rig.spares.take(alpha, _route()) is None  # too old: dropped, the next one is asked
+    assert await rig.spares.take(alpha, _route()) is None  # too old: dropped
+    rig.spares.want(alpha, _route())
     await rig.settle()
     rig.now += 59
-    assert rig.spares.take(alpha, _route()) == "chat-2"
+    assert await rig.spares.take(alpha, _route()) == "chat-2"
 
 
 async def test_a_failed_creation_pauses_spares_of_that_kind() -> None:
@@ -122,7 +171,7 @@ async def test_a_failed_creation_pauses_spares_of_that_kind() -> None:
     rig.spares.want(alpha, _route())
     await rig.settle()  # the error is logged, not raised
     rig.fail = None
-    assert rig.spares.take(alpha, _route()) is None
+    rig.spares.want(alpha, _route())
     assert rig.tasks == []  # within retry_s: not asked again
     rig.now += 29.9
     rig.spares.want(alpha, _route())
@@ -130,10 +179,9 @@ async def test_a_failed_creation_pauses_spares_of_that_kind() -> None:
     rig.now += 0.1
     rig.spares.want(alpha, _route())
     await rig.settle()
-    assert rig.spares.take(alpha, _route()) == "chat-1"
-    # another kind was never paused
-    rig.spares.want(alpha, _route(model="qwen-plus"))
-    assert len(rig.tasks) == 2  # the refill of the first kind and the other kind
+    assert await rig.spares.take(alpha, _route()) == "chat-1"
+    rig.spares.want(alpha, _route(model="qwen-plus"))  # another kind was never paused
+    assert len(rig.tasks) == 1
 
 
 async def test_drain_hands_back_the_unused_spares() -> None:
@@ -145,7 +193,7 @@ async def test_drain_hands_back_the_unused_spares() -> None:
     left = rig.spares.drain()
     assert sorted((a.label, c) for a, c in left) == [("alpha", "chat-1"), ("beta", "chat-2")]
     assert rig.spares.drain() == []
-    assert rig.spares.take(alpha, _route()) is None
+    assert await rig.spares.take(alpha, _route()) is None
 
 
 def test_only_text_turns_get_spares() -> None:
