@@ -259,9 +259,9 @@ class Settings(BaseSettings):
     )
     spare_chats: bool = Field(
         False,
-        description="Keep one chat created ahead per account and text model, so a streamed "
+        description="Keep two chats created ahead per account and text model, so a streamed "
         "turn does not wait for chats/new: one round trip to the site less before the first "
-        "token, at the price of one unused chat per account and model while the gateway runs "
+        "token, at the price of two unused chats per account and model while the gateway runs "
         "(deleted at shutdown with chat_cleanup=delete). Never in replay mode.",
     )
     chat_deletes_per_minute: float = Field(

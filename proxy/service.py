@@ -707,16 +707,18 @@ class ChatService:
             await self.settle(timeout_s)
 
     async def settle(self, timeout_s: float = 5.0) -> None:
-        """Wait up to ``timeout_s`` seconds for the background work started so far (stop calls,
-        conversation entries, spare chats); cancel what is still running then."""
-        pending = set(self._background)
-        if not pending:
-            return
-        _, late = await asyncio.wait(pending, timeout=timeout_s)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late)
+        """Wait up to ``timeout_s`` seconds for the background work (stop calls, conversation
+        entries, spare chats, and what they start in turn); cancel what is still running
+        then."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while pending := set(self._background):
+            left = deadline - asyncio.get_running_loop().time()
+            _, late = await asyncio.wait(pending, timeout=max(0.0, left))
+            if late:
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late)
+                return
 
     async def _drop_chat(self, account: Account, chat_id: str) -> None:
         """Delete an unused chat of the gateway's and forget it; a failure is logged (the chat

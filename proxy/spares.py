@@ -2,12 +2,13 @@
 
 Every text turn on chat.qwen.ai needs a server-issued chat (``POST /api/v2/chats/new``,
 docs/protocol.md §3) before its completion can start: one whole round trip to the site before
-the first token. :class:`SpareChats` keeps at most one chat ready per account, model and chat
-type. A request takes it (no round trip); one that comes while the next spare is being made
-waits for that one (less than a round trip); the first request of a kind, or one that finds
-neither, creates its chat inline as before. The next spare is asked for once the request's
-first byte is out (:meth:`SpareChats.want`, called by the relay through
-``OpenChat.after_commit``), so making it never delays that first byte. So a client sees the same
+the first token. :class:`SpareChats` keeps two chats ready per account, model and chat type
+(two, so that requests sent back to back each find one while the next is made). A request
+takes one (no round trip); one that finds none ready while the next is being made waits for
+that one (less than a round trip); the first request of a kind, or one that finds neither,
+creates its chat inline as before. Spares are asked for once the request's first byte is out
+(:meth:`SpareChats.want`, called by the relay through ``OpenChat.after_commit``), so making
+them never delays that first byte; they are made one at a time. So a client sees the same
 answers, one round trip sooner.
 
 - Only the text chat types get spares (``t2t`` and ``search``): those are the ones a client
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,17 +70,20 @@ class _Fill:
 
 
 class SpareChats:
-    """At most one ready chat per (account label, model, chat type).
+    """Up to ``depth`` ready chats per (account label, model, chat type), made one at a time.
 
     ``create(account, route)`` makes one chat (``chats/new`` and its cleanup tracking) and
     returns its id, raising :class:`~proxy.errors.UpstreamError`; ``spawn(coro, name)`` runs a
-    coroutine in the background. ``max_age_s``: seconds a spare stays usable; ``retry_s``:
-    seconds without spares for a kind after a failed creation; ``clock``: monotonic seconds.
+    coroutine in the background. ``depth``: spares kept per kind (two, so that requests sent
+    back to back each find one ready while the next is made); ``max_age_s``: seconds a spare
+    stays usable; ``retry_s``: seconds without spares for a kind after a failed creation;
+    ``clock``: monotonic seconds.
     """
 
     __slots__ = (
         "_clock",
         "_create",
+        "_depth",
         "_failed",
         "_filling",
         "_max_age",
@@ -93,15 +98,17 @@ class SpareChats:
         spawn: Callable[[Coroutine[Any, Any, None], str], None],
         *,
         max_age_s: float,
+        depth: int = 2,
         retry_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._create = create
         self._spawn = spawn
         self._max_age = max_age_s
+        self._depth = depth
         self._retry = retry_s
         self._clock = clock
-        self._ready: dict[_Key, _Spare] = {}
+        self._ready: dict[_Key, deque[_Spare]] = {}
         self._filling: dict[_Key, _Fill] = {}
         self._failed: dict[_Key, float] = {}  # key -> monotonic time until which no spare
 
@@ -111,18 +118,17 @@ class SpareChats:
         return route.chat_type in SPARE_CHAT_TYPES
 
     async def take(self, account: Account, route: ModelRoute) -> str | None:
-        """The ready chat of this kind if a fresh one is there (it is handed out once), else
-        the one on its way if no other request waits for it; ``None`` when there is neither
-        (or the one waited for failed): the caller creates its own. Never raises
+        """A ready chat of this kind if a fresh one is there (the oldest; each is handed out
+        once), else the one on its way if no other request waits for it; ``None`` when there
+        is neither (or the one waited for failed): the caller creates its own. Never raises
         :class:`~proxy.errors.UpstreamError` (a failed spare is only logged)."""
         key = (account.label, route.model, route.chat_type)
-        spare = self._ready.pop(key, None)
-        if (
-            spare is not None
-            and spare.account is account
-            and self._clock() - spare.made < self._max_age
-        ):
-            return spare.chat_id
+        ready = self._ready.get(key)
+        now = self._clock()
+        while ready:
+            spare = ready.popleft()
+            if spare.account is account and now - spare.made < self._max_age:
+                return spare.chat_id
         fill = self._filling.get(key)
         if fill is None or fill.claimed or fill.account is not account:
             return None
@@ -134,10 +140,10 @@ class SpareChats:
             raise
 
     def want(self, account: Account, route: ModelRoute) -> None:
-        """Make sure a spare of this kind is ready or on its way (unless its creation failed
-        less than ``retry_s`` seconds ago)."""
+        """Make sure ``depth`` spares of this kind are ready or on their way (unless a
+        creation failed less than ``retry_s`` seconds ago). One is made at a time."""
         key = (account.label, route.model, route.chat_type)
-        if key in self._filling or key in self._ready:
+        if key in self._filling or len(self._ready.get(key, ())) >= self._depth:
             return
         until = self._failed.get(key)
         if until is not None:
@@ -160,10 +166,15 @@ class SpareChats:
             if fill.claimed:
                 fill.result.set_result(chat_id)
             elif chat_id is not None:
-                self._ready[key] = _Spare(fill.account, chat_id, self._clock())
+                self._ready.setdefault(key, deque()).append(
+                    _Spare(fill.account, chat_id, self._clock())
+                )
+        if chat_id is not None and not fill.claimed:
+            self.want(fill.account, route)  # the next one, up to the depth (a request that
+            # waited for this one asks for more once its first byte is out)
 
     def drain(self) -> list[tuple[Account, str]]:
         """Every unused spare as ``(account, chat_id)``, forgotten here (at shutdown)."""
-        out = [(s.account, s.chat_id) for s in self._ready.values()]
+        out = [(s.account, s.chat_id) for ready in self._ready.values() for s in ready]
         self._ready.clear()
         return out

@@ -44,6 +44,7 @@ class _Rig:
         self.gate = asyncio.Event()  # creations finish once it is set
         self.gate.set()
         self.tasks: list[asyncio.Task[None]] = []
+        kw.setdefault("depth", 1)
         self.spares = SpareChats(self.create, self.spawn, clock=lambda: self.now, **kw)
 
     async def create(self, account: Any, route: Any) -> str:
@@ -59,8 +60,9 @@ class _Rig:
         self.tasks.append(asyncio.get_running_loop().create_task(coro))
 
     async def settle(self) -> None:
-        await asyncio.gather(*self.tasks)
-        self.tasks.clear()
+        while self.tasks:  # a finished fill may start the next one (depth > 1)
+            tasks, self.tasks = self.tasks, []
+            await asyncio.gather(*tasks)
 
 
 async def test_a_spare_asked_for_is_handed_out_once() -> None:
@@ -103,6 +105,23 @@ async def test_only_one_spare_per_kind_is_made_at_a_time() -> None:
     rig.spares.want(alpha, _route())  # one is ready: nothing more
     assert rig.tasks == []
     assert len(rig.made) == 1
+
+
+async def test_two_spares_are_kept_and_made_one_at_a_time() -> None:
+    """With the default depth of two, back-to-back requests each find one ready."""
+    rig = _Rig(max_age_s=60, depth=2)
+    alpha = _account("alpha")
+    rig.spares.want(alpha, _route())
+    assert len(rig.tasks) == 1  # one at a time
+    await rig.settle()
+    assert rig.made == [("alpha", "chat-1"), ("alpha", "chat-2")]
+    assert await rig.spares.take(alpha, _route()) == "chat-1"  # the oldest first
+    rig.spares.want(alpha, _route())
+    assert await rig.spares.take(alpha, _route()) == "chat-2"  # ready while chat-3 is made
+    await rig.settle()
+    assert [c for _, c in rig.made] == ["chat-1", "chat-2", "chat-3", "chat-4"]
+    rig.spares.want(alpha, _route())  # two ready: nothing more
+    assert rig.tasks == []
 
 
 async def test_a_request_waits_for_the_spare_on_its_way() -> None:
@@ -215,13 +234,13 @@ async def test_the_second_request_streams_in_a_chat_made_before_it(aiohttp_serve
     assert first["content"].startswith("Echo")
     await service.settle()
     made_before = set(fake.chats)
-    assert len(made_before) == 2  # the first request's chat and a spare
+    assert len(made_before) == 3  # the first request's chat and two spares
     second = await chat(rig, True, messages=user("hello two"))
     assert second["content"].startswith("Echo") and "two" in second["content"]
     used = [b["chat_id"] for b in fake.completions()]
     assert used[1] in made_before and used[1] != used[0]
     await service.settle()
-    assert len(fake.chats) == 3  # the next spare
+    assert len(fake.chats) == 4  # the spare taken is made again
     assert fake.violations == []
 
 
@@ -232,7 +251,7 @@ async def test_unused_spares_are_deleted_at_shutdown(aiohttp_server: Any) -> Non
     await rig.settle()  # ChatService.close: background work, then the spares
     (used,) = {b["chat_id"] for b in fake.completions()}
     deleted = {c.id for c in fake.chats.values() if c.deleted}
-    assert len(fake.chats) == 2 and deleted == set(fake.chats) - {used}
+    assert len(fake.chats) == 3 and deleted == set(fake.chats) - {used}
 
 
 async def test_keep_mode_leaves_the_spare(aiohttp_server: Any) -> None:
@@ -240,7 +259,7 @@ async def test_keep_mode_leaves_the_spare(aiohttp_server: Any) -> None:
     rig = await make_rig(aiohttp_server, fake, spare_chats=True, chat_cleanup="keep")
     await chat(rig, False, messages=user("hello"))
     await rig.settle()
-    assert len(fake.chats) == 2 and not any(c.deleted for c in fake.chats.values())
+    assert len(fake.chats) == 3 and not any(c.deleted for c in fake.chats.values())
 
 
 async def test_a_continued_conversation_does_not_take_a_spare(aiohttp_server: Any) -> None:
@@ -258,7 +277,7 @@ async def test_a_continued_conversation_does_not_take_a_spare(aiohttp_server: An
     chats = [b["chat_id"] for b in fake.completions()]
     assert chats[0] == chats[1]  # native multi-turn: the same chat
     await service.settle()
-    assert len(fake.chats) == 2  # that chat and the one spare, still unused
+    assert len(fake.chats) == 3  # that chat and the two spares, still unused
     assert fake.violations == []
 
 
