@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import structlog
 from fake_site import FakeQwen
 from test_integration_fake import chat, make_rig, user
 
@@ -200,6 +201,30 @@ async def test_a_failed_creation_pauses_spares_of_that_kind() -> None:
     await rig.settle()
     assert await rig.spares.take(alpha, _route()) == "chat-1"
     rig.spares.want(alpha, _route(model="qwen-plus"))  # another kind was never paused
+    assert len(rig.tasks) == 1
+
+
+async def test_a_failed_spare_is_logged_and_retried_after_30_s_by_default() -> None:
+    rig = _Rig(max_age_s=60)  # retry_s left at its default
+    alpha = _account("alpha")
+    rig.fail = UpstreamRateLimitedError("too many chats")
+    with structlog.testing.capture_logs() as logs:
+        rig.spares.want(alpha, _route())
+        await rig.settle()
+    assert logs == [
+        {
+            "event": "spare_chat_failed",
+            "account": "alpha",
+            "error": "rate_limit_exceeded",
+            "log_level": "info",
+        }
+    ]
+    rig.fail = None
+    rig.now += 29.9
+    rig.spares.want(alpha, _route())
+    assert rig.tasks == []
+    rig.now += 0.1
+    rig.spares.want(alpha, _route())
     assert len(rig.tasks) == 1
 
 
