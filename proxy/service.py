@@ -568,11 +568,12 @@ class ChatService:
             finally:
                 if opened.read_watch is not None:
                     opened.read_watch.cancel()
-                try:
-                    if exc is None and opened.finished:
-                        await _drain(opened.response.content)
-                finally:
-                    opened.response.release()
+                resp = opened.response
+                if exc is None and opened.finished and not resp.content.is_eof():
+                    # in the background: the account is not held while the end comes
+                    self.spawn(_drain_and_release(resp), name="drain", eager=True)
+                else:
+                    resp.release()
             if isinstance(exc, UpstreamError):
                 await self.pool.report(account, exc)
         finally:
@@ -858,11 +859,21 @@ def _may_fall_back(exc: UpstreamError) -> bool:
     return not isinstance(exc, (UpstreamCaptchaError, UpstreamTimeoutError))
 
 
+async def _drain_and_release(resp: aiohttp.ClientResponse) -> None:
+    """:func:`_drain`, then release the response (its connection goes back to the pool if the
+    body's end came)."""
+    try:
+        await _drain(resp.content)
+    finally:
+        resp.release()
+
+
 async def _drain(content: aiohttp.StreamReader) -> None:
     """Read the rest of a finished answer's body (at most :data:`DRAIN_LIMIT` bytes for
     :data:`DRAIN_S` seconds): the site's last frame often arrives before the end of the chunked
     body, and a response released before its end closes its connection. Drained, the
-    connection goes back to the pool: one TCP and TLS handshake less for the next request."""
+    connection goes back to the pool: one TCP and TLS handshake less for the next request.
+    Run in the background, after the account is released (:meth:`ChatService._close_turn`)."""
     if content.is_eof():
         return
     left = DRAIN_LIMIT

@@ -87,3 +87,30 @@ async def test_the_drain_is_bounded() -> None:
     done.feed_eof()
     await _drain(done)  # nothing to read
     assert done.is_eof()
+
+
+async def test_the_account_is_free_before_the_body_ends() -> None:
+    """The body's end is awaited in the background: the account slot is given back at once,
+    even when the site is slow to end a finished answer's body."""
+    async with aiohttp.ClientSession() as session:
+        service = ChatService(session, Settings(upstream_url="http://127.0.0.1:9"))
+        account = await service.pool.acquire()
+        content = _reader()
+        response = _Response(content)
+        opened: Any = SimpleNamespace(
+            account=account,
+            _translator=SimpleNamespace(done=True, failure=None),
+            finished=True,
+            chat_id="chat-1",
+            response_id="r-1",
+            read_watch=None,
+            response=response,
+            committed=lambda: None,
+        )
+        await service._close_turn(opened, None)
+        [status] = await service.pool.statuses()
+        assert status.inflight == 0  # the slot is free
+        assert response.released_at_eof is None  # the body is still being read
+        content.feed_eof()
+        await service.settle()
+        assert response.released_at_eof is True
