@@ -9,6 +9,7 @@ the error the SDK raised mid-stream, if any.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import openai
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -278,6 +280,18 @@ def fake_jwt(subject: str) -> str:
             signature.decode(),
         ]
     )
+
+
+def stream_reader() -> aiohttp.StreamReader:
+    """An empty :class:`aiohttp.StreamReader` fed by the test (``feed_data``, ``feed_eof``), as
+    an upstream response's ``content``."""
+    protocol = SimpleNamespace(
+        connected=True,
+        _reading_paused=False,
+        pause_reading=lambda: None,
+        resume_reading=lambda **_: None,
+    )
+    return aiohttp.StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
 
 
 class StubBody:

@@ -11,18 +11,13 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 import aiohttp
 import pytest
+from helpers import stream_reader
 
 from proxy.config import Settings
 from proxy.service import DRAIN_LIMIT, ChatService, _drain
-
-
-def _reader() -> aiohttp.StreamReader:
-    protocol = mock.Mock(_reading_paused=False)
-    return aiohttp.StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())
 
 
 class _Response:
@@ -36,24 +31,28 @@ class _Response:
         self.released_at_eof = self.content.is_eof()
 
 
+def _opened(account: Any, response: _Response, *, finished: bool) -> Any:
+    """What ``ChatService._close_turn`` reads of an ``OpenChat``."""
+    return SimpleNamespace(
+        account=account,
+        _translator=SimpleNamespace(done=finished, failure=None),
+        finished=finished,
+        chat_id="chat-1",
+        response_id="r-1",
+        read_watch=None,
+        response=response,
+        committed=lambda: None,
+    )
+
+
 async def _close(exc: BaseException | None, *, finished: bool) -> _Response:
     async with aiohttp.ClientSession() as session:
         service = ChatService(session, Settings(upstream_url="http://127.0.0.1:9"))
         account = await service.pool.acquire()
-        content = _reader()
+        content = stream_reader()
         content.feed_data(b'data: {"choices": []}\n\n')  # read by nobody yet: not at its end
         response = _Response(content)
-        translator = SimpleNamespace(done=finished, failure=None)
-        opened: Any = SimpleNamespace(
-            account=account,
-            _translator=translator,
-            finished=finished,
-            chat_id="chat-1",
-            response_id="r-1",
-            read_watch=None,
-            response=response,
-            committed=lambda: None,
-        )
+        opened = _opened(account, response, finished=finished)
         asyncio.get_running_loop().call_soon(content.feed_eof)  # the chunked body's end
         await service._close_turn(opened, exc)
         await service.close()
@@ -79,11 +78,11 @@ async def test_an_abandoned_answer_is_released_at_once(
 
 async def test_the_drain_is_bounded() -> None:
     """A body that keeps coming after the last frame is not read forever."""
-    content = _reader()
+    content = stream_reader()
     content.feed_data(b"x" * (DRAIN_LIMIT + 10))
     await _drain(content)  # returns without EOF: the limit was reached
     assert not content.is_eof()
-    done = _reader()
+    done = stream_reader()
     done.feed_eof()
     await _drain(done)  # nothing to read
     assert done.is_eof()
@@ -95,18 +94,9 @@ async def test_the_account_is_free_before_the_body_ends() -> None:
     async with aiohttp.ClientSession() as session:
         service = ChatService(session, Settings(upstream_url="http://127.0.0.1:9"))
         account = await service.pool.acquire()
-        content = _reader()
+        content = stream_reader()
         response = _Response(content)
-        opened: Any = SimpleNamespace(
-            account=account,
-            _translator=SimpleNamespace(done=True, failure=None),
-            finished=True,
-            chat_id="chat-1",
-            response_id="r-1",
-            read_watch=None,
-            response=response,
-            committed=lambda: None,
-        )
+        opened = _opened(account, response, finished=True)
         await service._close_turn(opened, None)
         [status] = await service.pool.statuses()
         assert status.inflight == 0  # the slot is free

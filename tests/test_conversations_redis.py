@@ -45,7 +45,8 @@ class Pair:
         return sum(r.path_qs == "/api/v2/chats/new" for r in self.replay.app[REQUESTS_KEY])
 
 
-async def pair(aiohttp_server: Any, redis_url: str) -> Pair:
+async def pair(aiohttp_server: Any, redis_url: str, **a_settings: Any) -> Pair:
+    """Two gateways sharing ``redis_url``; ``a_settings`` are extra settings of the first."""
     replay: TestServer = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
     options: dict[str, Any] = {
         "upstream_url": str(replay.make_url("")).rstrip("/"),
@@ -55,7 +56,7 @@ async def pair(aiohttp_server: Any, redis_url: str) -> Pair:
         "chat_deletes_per_minute": 60_000,
         "chat_reconcile_interval_s": 0,
     }
-    a = await aiohttp_server(make_app(Settings(**options)))
+    a = await aiohttp_server(make_app(Settings(**options, **a_settings)))
     b = await aiohttp_server(make_app(Settings(**options)))
     return Pair(replay, a, b)
 
@@ -128,17 +129,8 @@ async def test_a_spare_chat_of_one_gateway_is_not_a_leftover_for_the_other(
     """With ``spare_chats``, the chat made ahead is tracked in the shared store from the
     start: the other gateway's reconciler leaves it alone; its own gateway deletes it at
     shutdown and forgets it."""
-    replay: TestServer = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
-    options: dict[str, Any] = {
-        "upstream_url": str(replay.make_url("")).rstrip("/"),
-        "redis_url": redis_server,
-        "redis_prefix": f"t{uuid.uuid4().hex[:10]}:",
-        "tokens": [TOKEN],
-        "chat_deletes_per_minute": 60_000,
-        "chat_reconcile_interval_s": 0,
-    }
-    a = await aiohttp_server(make_app(Settings(**options, spare_chats=True)))
-    b = await aiohttp_server(make_app(Settings(**options)))
+    p = await pair(aiohttp_server, redis_server, spare_chats=True)
+    a, b, replay = p.a, p.b, p.replay
     import openai
 
     async with openai.AsyncOpenAI(

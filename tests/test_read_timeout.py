@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from helpers import CASSETTES_DIR, StubBody, StubChat
+from helpers import CASSETTES_DIR, StubBody, StubChat, stream_reader
 from test_hangup import PROMPT, CliServer, silent_cassette
+from test_hangup_opening import slow_site
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -140,29 +140,8 @@ async def test_words_that_keep_coming_keep_the_stream_alive(proxy_for: Any) -> N
 
 
 async def test_silence_before_the_answer_headers_is_a_504(aiohttp_server: Any) -> None:
-    models = json.loads((CASSETTES_DIR / "models_list.json").read_text())
-    model_list = next(
-        json.loads(i["response"]["body"]["string"])
-        for i in models["interactions"]
-        if "/api/models" in i["request"]["uri"]
-    )
-    hold = asyncio.Event()
-
-    async def models_h(_: web.Request) -> web.Response:
-        return web.json_response(model_list)
-
-    async def new_h(_: web.Request) -> web.Response:
-        return web.json_response({"success": True, "data": {"id": "chat-1"}})
-
-    async def completions_h(_: web.Request) -> web.Response:
-        await hold.wait()  # never answers while the test runs
-        return web.Response(status=500)
-
-    app = web.Application()
-    app.router.add_get("/api/models", models_h)
-    app.router.add_post("/api/v2/chats/new", new_h)
-    app.router.add_post("/api/v2/chat/completions", completions_h)
-    upstream = await aiohttp_server(app)
+    site, _, _ = slow_site()  # never answers the completion while the test runs
+    upstream = await aiohttp_server(site)
     proxy = CliServer(
         make_app(
             Settings(upstream_url=str(upstream.make_url("")).rstrip("/"), read_timeout_s=TIMEOUT_S)
@@ -178,22 +157,16 @@ async def test_silence_before_the_answer_headers_is_a_504(aiohttp_server: Any) -
             body = await resp.json()
         took = time.perf_counter() - t0
     finally:
-        hold.set()
         await proxy.runner.cleanup()
     assert resp.status == 504
     assert body["error"]["code"] == "upstream_timeout"
     assert TIMEOUT_S <= took < TIMEOUT_S + 1.0
 
 
-def _reader() -> aiohttp.StreamReader:
-    protocol = SimpleNamespace(connected=True, pause_reading=lambda: None)
-    return aiohttp.StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
-
-
 async def test_the_watch_counts_silence_only_while_its_reader_waits() -> None:
     """Busy (``waiting`` off: the relay writing to a slow client, its reading paused by
     backpressure) is not the site's silence; waiting without a byte is."""
-    content = _reader()
+    content = stream_reader()
     watch = ReadWatch(content, 0.2)
     try:
         watch.waiting = False

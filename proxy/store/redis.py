@@ -581,15 +581,7 @@ class RedisStore:
                 label, soonest = await self._script(
                     self._acquire_account,
                     [self._p + "rests", self._p + "inflight-labels"],
-                    [
-                        now,
-                        limit,
-                        now + self._lease_ttl_s,
-                        lease,
-                        self._ttl_ms,
-                        self._p + "inflight:",
-                        *labels,
-                    ],
+                    [*self._lease_args(now, limit, lease), *labels],
                 )
             except (RedisError, OSError):  # it may have run: the fallback serves instead
                 self._abandon(lease, labels)
@@ -607,6 +599,12 @@ class RedisStore:
         if label is not None:
             self._push("a:" + label, in_redis, lease)
         return label, soonest
+
+    def _lease_args(self, now: float, limit: int, lease: str) -> list[Any]:
+        """The arguments both account-choice scripts start with (the shared Lua fragment reads
+        them): now, the per-account limit, the lease's expiry, the lease id, the key TTL in
+        milliseconds and the prefix of the per-account lease sets."""
+        return [now, limit, now + self._lease_ttl_s, lease, self._ttl_ms, self._p + "inflight:"]
 
     def _abandon(self, lease: str, labels: Sequence[str], key_id: str | None = None) -> None:
         """A call that may have taken ``lease`` was cancelled (the client left) or failed (a
@@ -639,12 +637,7 @@ class RedisStore:
                         self._p + "streams:" + key_id,
                     ],
                     [
-                        now,
-                        limit,
-                        now + self._lease_ttl_s,
-                        lease,
-                        self._ttl_ms,
-                        self._p + "inflight:",
+                        *self._lease_args(now, limit, lease),
                         per_min,
                         streams,
                         RATE_WINDOW_S,
