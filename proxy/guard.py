@@ -239,7 +239,8 @@ class _RequestHandler(web.RequestHandler):
     bounding the time a request's head (request line and headers) may take to arrive.
 
     The head deadline (``header_timeout_s``) is armed when the first bytes of a request
-    arrive and disarmed once its head is parsed. A client that has not sent a whole head by
+    arrive without its whole head (a head that arrives in one read arms nothing) and disarmed
+    once the head is parsed. A client that has not sent a whole head by
     then gets a 408 error object and the connection closes: a client trickling header bytes
     cannot hold a connection (and a file descriptor) for long. (aiohttp itself drops such a
     connection only after its keep-alive timeout, 75 s after it opened, which also bounds a
@@ -249,12 +250,13 @@ class _RequestHandler(web.RequestHandler):
     _head_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
-        if self._head_timer is None and self._waiting_for_head():
-            self._arm_head_timer()  # the first bytes of a new request
         super().data_received(data)
-        if self._messages and self._head_timer is not None:
-            self._head_timer.cancel()  # its head is complete
-            self._head_timer = None
+        if self._messages:  # a head is complete (the common case: no timer was armed)
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+        elif self._head_timer is None and self._waiting_for_head():
+            self._arm_head_timer()  # a request began and its head is not complete
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:

@@ -229,21 +229,18 @@ class _Pump:
     def _feed(self, events: list[str], eager: bool = True) -> list[OutEvent]:
         """Translate (and stage) the events (their ``data``) of one chunk. Without stages, the
         plain hot path; with them, event by event, so a cut (stop sequence, token limit) lands
-        on the event. ``eager`` (with the pump's): stop after the first event with output.
-        """
+        on the event. ``eager`` (with the pump's, only until the stream commits): event by event
+        too, stopping after the first event with output (the rest waits in ``_rest``)."""
         tr = self._translator
         out: list[OutEvent] = []
         if events and not self._seen_event:
             self._seen_event = True
             self._head = bytearray()  # only a body without any event is classified
         eager = eager and self.eager
-        if self._plain:
-            for i, data in enumerate(events):
+        if self._plain and not eager:
+            for data in events:
                 out.extend(tr.feed(data))
                 if tr.done:
-                    break
-                if eager and out:
-                    self._rest = events[i + 1 :]
                     break
             return out
         for i, data in enumerate(events):
