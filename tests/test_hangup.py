@@ -35,19 +35,19 @@ def _sse(obj: Any) -> bytes:
     return ("data: " + json.dumps(obj) + "\n\n").encode()
 
 
+def t2t_request_body(prompt: str) -> str:
+    """The completion request body a one-message t2t turn sends (what a cassette matches)."""
+    message = {
+        "role": "user",
+        "content": prompt,
+        "chat_type": "t2t",
+        "feature_config": {"thinking_enabled": False, "output_schema": "phase"},
+    }
+    return json.dumps({"model": "qwen3-max", "messages": [message]})
+
+
 def silent_cassette(prompt: str = PROMPT, silence_s: float = 60.0) -> Cassette:
     """A t2t answer: created frame and first text at once, the rest after ``silence_s``."""
-    request = {
-        "model": "qwen3-max",
-        "messages": [
-            {
-                "role": "user",
-                "content": prompt,
-                "chat_type": "t2t",
-                "feature_config": {"thinking_enabled": False, "output_schema": "phase"},
-            }
-        ],
-    }
     created = {"response.created": {"chat_id": "c", "response_id": RESPONSE_ID}}
     first = {"choices": [{"delta": {"content": "Once", "phase": "answer", "status": "typing"}}]}
     rest = {"choices": [{"delta": {"content": " upon", "phase": "answer", "status": "typing"}}]}
@@ -56,7 +56,7 @@ def silent_cassette(prompt: str = PROMPT, silence_s: float = 60.0) -> Cassette:
         method="POST",
         uri="https://chat.qwen.ai/api/v2/chat/completions?chat_id=c",
         request_headers={},
-        request_body=json.dumps(request),
+        request_body=t2t_request_body(prompt),
         pieces=[(0.0, _sse(created) + _sse(first)), (silence_s, _sse(rest) + _sse(done))],
     )
     return synthetic_cassette(

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from helpers import CASSETTES_DIR, StubBody, StubChat, stream_reader
-from test_hangup import PROMPT, CliServer, silent_cassette
+from test_hangup import PROMPT, CliServer, silent_cassette, t2t_request_body
 from test_hangup_opening import slow_site
 
 from proxy.app import make_app
@@ -51,17 +51,6 @@ def _text(t: str) -> bytes:
 def paced_cassette(prompt: str, gap_s: float, words: int) -> Cassette:
     """A t2t answer whose words arrive ``gap_s`` seconds apart (longer in all than the
     timeout, each gap shorter)."""
-    request = {
-        "model": "qwen3-max",
-        "messages": [
-            {
-                "role": "user",
-                "content": prompt,
-                "chat_type": "t2t",
-                "feature_config": {"thinking_enabled": False, "output_schema": "phase"},
-            }
-        ],
-    }
     created = _sse({"response.created": {"chat_id": "c", "response_id": "resp-paced"}})
     done = _sse({"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]})
     pieces = [(0.0, created + _text("w0"))]
@@ -71,7 +60,7 @@ def paced_cassette(prompt: str, gap_s: float, words: int) -> Cassette:
         method="POST",
         uri="https://chat.qwen.ai/api/v2/chat/completions?chat_id=c",
         request_headers={},
-        request_body=json.dumps(request),
+        request_body=t2t_request_body(prompt),
         pieces=pieces,
     )
     return synthetic_cassette(
