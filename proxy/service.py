@@ -27,6 +27,7 @@ import structlog
 
 from proxy import continuation
 from proxy.accounts import Account, AccountPool
+from proxy.batch import IterationBatch
 from proxy.config import Settings
 from proxy.conversation import Conversation, Turn
 from proxy.errors import (
@@ -153,6 +154,19 @@ class OpenChat:
         return self._translator.response_id if self._translator is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A finished answer to store as a conversation (:meth:`ChatService._store`)."""
+
+    plan: continuation.Plan
+    chat_id: str
+    account: str  # label
+    model: str
+    response_id: str
+    text: str
+    calls: tuple[Any, ...]
+
+
 class _TurnBlock:
     """The ``async with`` block of :meth:`ChatService.open_chat` / :meth:`ChatService.open_turn`:
     entering awaits the opening coroutine (the :class:`OpenChat`), leaving runs
@@ -232,6 +246,8 @@ class ChatService:
         self._catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        #: finished answers to store as conversations, at the end of the loop's iteration
+        self._answers: IterationBatch[_Answer] = IterationBatch(self._store)
         self._policy: MediaPolicy | None = None
         #: chats created ahead (``spare_chats``; :mod:`proxy.spares`), or ``None``
         self.spares: SpareChats | None = (
@@ -636,25 +652,47 @@ class ChatService:
     ) -> Callable[[Translator, str, tuple[Any, ...]], None]:
         """The callback that stores a finished answer as a conversation (ids and hashes)."""
 
+        answers = self._answers
+
         def on_answer(translator: Translator, text: str, calls: tuple[Any, ...]) -> None:
-            if not translator.response_id:
+            response_id = translator.response_id
+            if not response_id:
                 return  # nothing to hang the next turn on
-            digests = (*plan.digests, continuation.answer_digest(text, calls))
-            key = continuation.conversation_key(digests, plan.scope)
-            entry = continuation.conversation_entry(
-                chat_id=chat_id,
-                account=account.label,
-                parent_id=translator.response_id,
-                model=route.model,
-                digests=digests,
-                now=time.time(),
-            )
-            ttl = self.settings.conversation_ttl_s
-            self.spawn(
-                self._store_answer(key, entry, ttl, plan.stale_key), name="conversation", eager=True
-            )
+            label, model = account.label, route.model
+            answers.add(_Answer(plan, chat_id, label, model, response_id, text, calls))
 
         return on_answer
+
+    def _store(self, answers: list[_Answer]) -> None:
+        """Store finished answers as conversations (:attr:`_answers`, end of the iteration). A
+        failure is logged; the answers after it are still stored."""
+        for answer in answers:
+            try:
+                self._store_one(answer)
+            except Exception:
+                log.exception("conversation_store_failed", account=answer.account)
+
+    def _store_one(self, answer: _Answer) -> None:
+        plan = answer.plan
+        digests = (*plan.digests, continuation.answer_digest(answer.text, answer.calls))
+        entry = continuation.conversation_entry(
+            chat_id=answer.chat_id,
+            account=answer.account,
+            parent_id=answer.response_id,
+            model=answer.model,
+            digests=digests,
+            now=time.time(),
+        )
+        self.spawn(
+            self._store_answer(
+                continuation.conversation_key(digests, plan.scope),
+                entry,
+                self.settings.conversation_ttl_s,
+                plan.stale_key,
+            ),
+            name="conversation",
+            eager=True,
+        )
 
     async def _store_answer(
         self, key: str, entry: dict[str, Any], ttl_s: float, stale_key: str | None
@@ -712,6 +750,7 @@ class ChatService:
         entries, spare chats, and what they start in turn); cancel what is still running
         then."""
         deadline = asyncio.get_running_loop().time() + timeout_s
+        self._answers.flush()
         while pending := set(self._background):
             left = deadline - asyncio.get_running_loop().time()
             _, late = await asyncio.wait(pending, timeout=max(0.0, left))

@@ -5,9 +5,11 @@ console or JSON layout), and everything the direct path does not take still work
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -121,3 +123,66 @@ def test_the_level_filters_and_capture_logs_still_sees_events() -> None:
     with structlog.testing.capture_logs() as captured:
         structlog.get_logger("test").warning("captured", n=2)
     assert captured == [{"event": "captured", "n": 2, "log_level": "warning"}]
+
+
+async def _next_iteration() -> None:
+    """Return once the loop has run the callbacks scheduled before this call."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.call_soon(done.set_result, None)
+    await done
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+async def test_lines_of_one_loop_iteration_are_written_together_at_its_end(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = io.StringIO()
+    configure_logging("debug", fmt, [SECRET], stream=out, cache=False)
+    log = structlog.get_logger("test")
+    writes: list[str] = []
+    real_write = out.write
+
+    def write(text: str) -> int:
+        writes.append(text)
+        return real_write(text)
+
+    monkeypatch.setattr(out, "write", write)
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+    log.info("first", n=1, token=SECRET)
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_003.5)
+    log.warning("second", n=2)
+    assert out.getvalue() == ""  # not yet: at the end of this iteration
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_009.0)
+    await _next_iteration()
+    lines = out.getvalue().splitlines()
+    assert len(writes) == 1 and len(lines) == 2  # one write for the iteration's lines
+    assert "first" in lines[0] and "second" in lines[1]  # in the order logged
+    # stamped when logged, not when written
+    assert "2023-11-14T22:13:20.250000Z" in lines[0]
+    assert "2023-11-14T22:13:23.500000Z" in lines[1]
+    assert SECRET not in out.getvalue()  # the batch renders through the same masking
+    log.info("third")
+    await _next_iteration()
+    assert len(out.getvalue().splitlines()) == 3
+
+
+async def test_a_traceback_line_is_written_at_once_after_the_waiting_lines() -> None:
+    out = io.StringIO()
+    configure_logging("debug", "console", None, stream=out, cache=False)
+    log = structlog.get_logger("test")
+    log.info("before")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")  # the exception being handled is only known now
+    text = out.getvalue()
+    assert text.index("before") < text.index("failed") < text.index("ValueError: boom")
+    assert "RuntimeError" not in text
+
+
+def test_without_a_running_loop_a_line_is_written_at_once() -> None:
+    out = io.StringIO()
+    configure_logging("debug", "json", None, stream=out, cache=False)
+    structlog.get_logger("test").info("now", n=1)
+    assert json.loads(out.getvalue())["event"] == "now"
