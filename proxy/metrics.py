@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from proxy.batch import IterationBatch
 from proxy.errors import UpstreamCaptchaError, UpstreamError
 from proxy.tools.stage import ToolCounters
 
@@ -152,11 +153,20 @@ class Metrics:
         self.streams_in_flight = Gauge(
             "qwen_gateway_streams_in_flight", "Answers being relayed now.", registry=r
         )
+        #: answers being relayed now (:meth:`stream_opened`, :meth:`stream_closed`), read at
+        #: scrape time: a plain count costs less than a gauge update per stream
+        self.streams_open = 0
+        self.streams_in_flight.set_function(lambda: self.streams_open)
         self.tool_call_parse_failures = Count()
         # labelled children by label values: ``labels()`` takes a lock and builds a tuple per
         # call; the label sets are bounded (route templates, statuses, catalog model ids)
         self._done: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._first: dict[str, Any] = {}
+        # request counts and timings, applied once per event-loop iteration (proxy.batch):
+        # ("done", route, status, model, seconds) or ("first", route, 0, "", seconds)
+        self._observed: IterationBatch[tuple[str, str, int, str, float]] = IterationBatch(
+            self._apply
+        )
         self._tools = _ToolCollector(self.tool_call_parse_failures)
         r.register(self._tools)
         for state in _STATES:
@@ -164,23 +174,41 @@ class Metrics:
 
     def request_done(self, route: str, status: int, model: str, seconds: float) -> None:
         """Count one request of ``route`` (template) answered ``status`` for ``model`` and
-        observe its duration (seconds)."""
-        children = self._done.get((route, status, model))
-        if children is None:
-            children = (
-                self.requests.labels(route, str(status), model),
-                self.duration.labels(route),
-            )
-            self._done[(route, status, model)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        observe its duration (seconds). Applied at the end of the loop's iteration, with the
+        others of that iteration; a scrape (:meth:`render`) applies what waits first."""
+        self._observed.add(("done", route, status, model, seconds))
 
     def first_byte(self, route: str, seconds: float) -> None:
-        """Observe the time to the first byte of a streamed answer of ``route`` (seconds)."""
-        child = self._first.get(route)
-        if child is None:
-            child = self._first[route] = self.ttft.labels(route)
-        child.observe(seconds)
+        """Observe the time to the first byte of a streamed answer of ``route`` (seconds);
+        applied as :meth:`request_done`."""
+        self._observed.add(("first", route, 0, "", seconds))
+
+    def stream_opened(self) -> None:
+        """One more answer is being relayed (``streams_in_flight``)."""
+        self.streams_open += 1
+
+    def stream_closed(self) -> None:
+        """One answer less is being relayed."""
+        self.streams_open -= 1
+
+    def _apply(self, observed: list[tuple[str, str, int, str, float]]) -> None:
+        done, first = self._done, self._first
+        for kind, route, status, model, seconds in observed:
+            if kind == "done":
+                children = done.get((route, status, model))
+                if children is None:
+                    children = (
+                        self.requests.labels(route, str(status), model),
+                        self.duration.labels(route),
+                    )
+                    done[(route, status, model)] = children
+                children[0].inc()
+                children[1].observe(seconds)
+            else:
+                child = first.get(route)
+                if child is None:
+                    child = first[route] = self.ttft.labels(route)
+                child.observe(seconds)
 
     def watch_tools(self, counters: ToolCounters) -> None:
         """Export ``counters`` (the app's tool-call outcome counts) on every scrape."""
@@ -198,5 +226,7 @@ class Metrics:
             self.accounts.labels(state).set(counts.get(state, 0))
 
     def render(self) -> bytes:
-        """The text exposition format (``CONTENT_TYPE_LATEST``)."""
+        """The text exposition format (``CONTENT_TYPE_LATEST``), with every request counted
+        so far."""
+        self._observed.flush()
         return generate_latest(self.registry)

@@ -546,7 +546,7 @@ class ChatService:
                 raise
             self.pool.succeeded()
             if self.metrics is not None:
-                self.metrics.streams_in_flight.inc()
+                self.metrics.stream_opened()
             return opened
         except BaseException as exc:
             try:
@@ -578,7 +578,7 @@ class ChatService:
                             await self.pool.report(account, late)
                 finally:
                     if self.metrics is not None:
-                        self.metrics.streams_in_flight.dec()
+                        self.metrics.stream_closed()
                     if not opened.finished:  # the client left: free the account (§13.1)
                         self.stop_later(account, opened.chat_id, opened.response_id)
             finally:

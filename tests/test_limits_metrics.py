@@ -247,3 +247,40 @@ def test_a_redis_url_must_be_a_redis_url_and_is_never_echoed(
     assert "hunter2" not in str(info.value)
     monkeypatch.setenv("QWEN_PROXY_REDIS_URL", "rediss://cache:6380/1")
     assert load_settings().redis_url is not None
+
+
+async def test_request_counts_are_applied_at_the_end_of_the_iteration_or_at_a_scrape() -> None:
+    """``request_done`` and ``first_byte`` are applied once per loop iteration (proxy.batch); a
+    scrape applies what waits first; the streams gauge is read when scraped."""
+    from proxy.metrics import Metrics
+
+    m = Metrics()
+    route = "/v1/chat/completions"
+    labels = {"route": route, "status": "200", "model": "qwen3-max"}
+
+    def value(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    m.request_done(route, 200, "qwen3-max", 0.3)
+    m.first_byte(route, 0.07)
+    assert value("qwen_gateway_requests_total", **labels) is None  # not yet
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.call_soon(done.set_result, None)
+    await done  # the end of the iteration
+    assert value("qwen_gateway_requests_total", **labels) == 1
+    assert value("qwen_gateway_request_duration_seconds_sum", route=route) == pytest.approx(0.3)
+    assert value("qwen_gateway_request_duration_seconds_bucket", route=route, le="0.25") == 0
+    assert value("qwen_gateway_request_duration_seconds_bucket", route=route, le="0.5") == 1
+    assert value("qwen_gateway_time_to_first_token_seconds_sum", route=route) == pytest.approx(0.07)
+    assert value("qwen_gateway_time_to_first_token_seconds_count", route=route) == 1
+    m.request_done(route, 200, "qwen3-max", 1.0)
+    m.request_done(route, 502, "qwen3-max", 2.0)
+    m.stream_opened()
+    m.stream_opened()
+    m.stream_closed()
+    got = samples(m.render().decode())  # at once: the scrape applies what waits
+    assert got[("qwen_gateway_requests_total", frozenset(labels.items()))] == 2
+    failed = frozenset({**labels, "status": "502"}.items())
+    assert got[("qwen_gateway_requests_total", failed)] == 1
+    assert got[("qwen_gateway_streams_in_flight", frozenset())] == 1
