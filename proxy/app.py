@@ -70,10 +70,12 @@ from proxy.state import (
     SETTINGS,
     START_KEY,
     STORE,
+    SWEEPER,
     TOOL_COUNTERS,
     KeyRule,
 )
 from proxy.store import MemoryStore, StateStore
+from proxy.sweep import Sweeper, sweep_interval
 from proxy.tools.stage import ToolCounters
 
 __all__ = ["front_door_of", "gateway_middleware", "make_app"]
@@ -223,14 +225,14 @@ def _key_check(keys: list[tuple[bytes, KeyRule | None]], open_paths: frozenset[s
 
 
 def gateway_middleware(
-    settings: Settings, key_check: KeyCheck | None
+    settings: Settings, key_check: KeyCheck | None, sweeper: Sweeper
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """The app's one front middleware (one layer per request: part of every stream's fixed
     cost), in order:
 
     1. notes the request's start (``request[START_KEY]``, ``perf_counter`` seconds);
     2. watches the client's connection and cancels the handler once it is gone
-       (:class:`proxy.hangup.HangupWatch`);
+       (:class:`proxy.hangup.HangupWatch`, on the ticks of ``sweeper``);
     3. the API-key check (``key_check``, when keys are configured), then
        :func:`proxy.guard.guard_check` (Host, Origin, Content-Type) and the body deadline;
     4. maps every failure to the error object of the request's front door, with its status,
@@ -249,7 +251,7 @@ def gateway_middleware(
         request[START_KEY] = t0
         task = asyncio.current_task()
         assert task is not None  # aiohttp always runs handlers in a task
-        watch = HangupWatch(request, task)
+        watch = HangupWatch(request, task, sweeper)
         status = 500
         try:
             try:
@@ -454,12 +456,15 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
         trust_env=False,  # True costs a thread-pool hop per request; use `upstream_proxy`
         json_serialize=lambda o: orjson.dumps(o).decode(),
     ) as session:
-        service = ChatService(session, settings, app[STORE], metrics=app[METRICS])
+        service = ChatService(
+            session, settings, app[STORE], metrics=app[METRICS], sweeper=app[SWEEPER]
+        )
         app[SERVICE] = service
         try:
             yield
         finally:
             await service.close()  # stop calls still on their way
+            app[SWEEPER].close()
 
 
 async def _janitor_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -486,13 +491,15 @@ def make_app(settings: Settings) -> web.Application:
     if keys:
         open_paths = _OPEN_PATHS | ({"/metrics"} if settings.metrics_key else set())
         key_check = _key_check(keys, open_paths)
+    sweeper = Sweeper(sweep_interval(settings.read_timeout_s))
     middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = [
-        gateway_middleware(settings, key_check)
+        gateway_middleware(settings, key_check, sweeper)
     ]
     if any(rule is not None for _, rule in keys):
         middlewares.append(limits_middleware)  # after the key and guard checks: no quota spent
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
+    app[SWEEPER] = sweeper
     app[FRONT_DOORS] = {}
     app[RESPONSES_IN_FLIGHT] = {}
     app[TOOL_COUNTERS] = ToolCounters()

@@ -62,6 +62,7 @@ from proxy.qwen.translate import Failure, Media, OutEvent, Translator
 from proxy.secrets import SecretMasker
 from proxy.spares import SpareChats
 from proxy.store import MemoryStore, StateStore
+from proxy.sweep import Sweeper
 from proxy.tools.prompt import build_prompt
 
 __all__ = ["ChatService", "OpenChat", "VideoTask"]
@@ -228,11 +229,12 @@ class ChatService:
         store: StateStore | None = None,
         *,
         metrics: Metrics | None = None,
+        sweeper: Sweeper | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
         self.store: StateStore = store if store is not None else MemoryStore()
-        self.client = QwenClient(session, settings)
+        self.client = QwenClient(session, settings, sweeper)
         self.pool = AccountPool(
             settings.tokens,
             self.store,

@@ -14,6 +14,7 @@ from proxy.metrics import Metrics
 from proxy.secrets import SecretMasker
 from proxy.service import ChatService
 from proxy.store import StateStore
+from proxy.sweep import Sweeper
 from proxy.tools.stage import ToolCounters
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "SETTINGS",
     "START_KEY",
     "STORE",
+    "SWEEPER",
     "TOOL_COUNTERS",
     "KeyRule",
 ]
@@ -64,6 +66,9 @@ TOOL_COUNTERS = web.AppKey("tool_counters", ToolCounters)
 MASKER = web.AppKey("secret_masker", SecretMasker)
 #: The app's Prometheus metrics (:mod:`proxy.metrics`).
 METRICS = web.AppKey("metrics", Metrics)
+#: The app's :class:`~proxy.sweep.Sweeper`: the one timer of the requests' watches (client
+#: hang-ups, upstream silences, the deadline until an answer's headers).
+SWEEPER = web.AppKey("sweeper", Sweeper)
 #: Per-request key: the limits of the API key that authenticated the request, if it has any.
 KEY_RULE = web.RequestKey("qwen_proxy_key_rule", KeyRule)
 #: App key: ``/v1/responses`` answers being produced, by response id; each event is set once the

@@ -1,8 +1,8 @@
 """The upstream read timeout (``read_timeout_s``: the longest silence allowed between upstream
-bytes) on the completion stream, watched by :class:`proxy.qwen.client.ReadWatch` (one timer per
-stream instead of aiohttp's per-read timer): a silence after the first text ends the stream
-with an error event and no ``[DONE]``; a silence before the answer's headers is a 504; bytes
-that keep coming keep the stream alive however long it lasts."""
+bytes) on the completion stream, watched by :class:`proxy.qwen.client.ReadWatch` (on the ticks
+of the app's one sweeper instead of aiohttp's per-read timer): a silence after the first text
+ends the stream with an error event and no ``[DONE]``; a silence before the answer's headers is
+a 504; bytes that keep coming keep the stream alive however long it lasts."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from proxy.app import make_app
 from proxy.config import Settings
 from proxy.qwen.client import ReadWatch
 from proxy.qwen.translate import Translator
+from proxy.sweep import Sweeper, sweep_interval
 from proxy.relay import _Pump
 from recorder.cassette import Cassette, Interaction, load_all
 from recorder.replay import make_replay_app
@@ -156,7 +157,7 @@ async def test_the_watch_counts_silence_only_while_its_reader_waits() -> None:
     """Busy (``waiting`` off: the relay writing to a slow client, its reading paused by
     backpressure) is not the site's silence; waiting without a byte is."""
     content = stream_reader()
-    watch = ReadWatch(content, 0.2)
+    watch = ReadWatch(content, 0.2, Sweeper(sweep_interval(0.2)))
     try:
         watch.waiting = False
         await asyncio.sleep(0.5)  # busy for longer than the timeout

@@ -40,6 +40,7 @@ from proxy.errors import (
 from proxy.qwen.envelope import classify_response, envelope_error
 from proxy.qwen.files import OssPut, StsGrant, parse_sts, sniff
 from proxy.qwen.request import encode_json, new_uuid
+from proxy.sweep import Deadline, Sweeper, sweep_interval
 
 __all__ = ["QwenClient", "ReadWatch", "js_timezone_header", "network_failure", "upstream_label"]
 
@@ -123,61 +124,52 @@ async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
 class ReadWatch:
     """Fails a response body's reader (``content``) with :class:`aiohttp.ServerTimeoutError`
     once no byte has arrived for ``timeout_s`` seconds while its reader waits, as aiohttp's
-    ``sock_read`` timeout does, without a timer per network read: one timer per stream looks at
-    the byte count every ``timeout_s / 4`` seconds, so a silence is caught between ``timeout_s``
-    and 1.25 × ``timeout_s`` after the last byte.
+    ``sock_read`` timeout does, without a timer per network read: on each tick of ``sweeper``
+    (:class:`proxy.sweep.Sweeper`) it looks at the byte count, so a silence is caught between
+    ``timeout_s`` and ``timeout_s`` + the sweeper's interval after the last byte.
 
     ``waiting``: the reader says whether it is waiting for the body (the default) or busy with
     what it read (the relay writing to a slow client): like aiohttp, which stops its timer while
     reading is paused for backpressure, time spent busy is not the site's silence.
     :meth:`cancel` when the body is done with."""
 
-    __slots__ = (
-        "_content",
-        "_handle",
-        "_loop",
-        "_seen",
-        "_since",
-        "_step",
-        "_timeout",
-        "waiting",
-    )
+    __slots__ = ("_content", "_seen", "_since", "_sweeper", "_timeout", "waiting")
 
-    def __init__(self, content: aiohttp.StreamReader, timeout_s: float) -> None:
+    def __init__(self, content: aiohttp.StreamReader, timeout_s: float, sweeper: Sweeper) -> None:
         self._content = content
         self._timeout = timeout_s
+        self._sweeper = sweeper
         self.waiting = True
-        self._step = timeout_s / 4
-        self._loop = asyncio.get_running_loop()
         self._seen = content.total_bytes
-        self._since = self._loop.time()
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(self._step, self._check)
+        self._since = asyncio.get_running_loop().time()
+        sweeper.add(self)
 
-    def _check(self) -> None:
-        self._handle = None
+    def check(self, now: float) -> bool:
+        """The sweeper's tick (``now``: the loop's clock). Returns whether to keep watching."""
         content = self._content
         if content.is_eof() or content.exception() is not None:
-            return
-        now = self._loop.time()
+            return False
         if content.total_bytes != self._seen or not self.waiting:
             self._seen, self._since = content.total_bytes, now
         elif now - self._since >= self._timeout:
             content.set_exception(aiohttp.ServerTimeoutError("Timeout on reading data from socket"))
-            return
-        self._handle = self._loop.call_later(self._step, self._check)
+            return False
+        return True
 
     def cancel(self) -> None:
         """Stop watching."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._sweeper.discard(self)
 
 
 class QwenClient:
     """Calls chat.qwen.ai for one app. ``session`` is the app's shared ``ClientSession``."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, settings: Settings, sweeper: Sweeper | None = None
+    ) -> None:
         self._session = session
+        #: watches the completion streams' silences and the deadline until their headers
+        self.sweeper = sweeper or Sweeper(sweep_interval(settings.read_timeout_s))
         self._base = settings.upstream_url
         #: How error messages name the upstream (:func:`upstream_label`).
         self.label = upstream_label(settings.upstream_url)
@@ -290,7 +282,8 @@ class QwenClient:
         :class:`ReadWatch` of its body (``read_timeout_s``; a reader sets its ``waiting``).
 
         Raises :class:`UpstreamError` when the answer is not an SSE stream,
-        :class:`UpstreamTimeoutError` when its headers do not come within ``read_timeout_s``.
+        :class:`UpstreamTimeoutError` when its headers do not come within ``read_timeout_s``
+        (noticed on the first tick of :attr:`sweeper` after it).
         The caller cancels the watch and releases the response when done with it, also on
         error or client disconnect (:meth:`proxy.service.ChatService.open_turn` does); on a
         raise, nothing is left to release.
@@ -300,13 +293,22 @@ class QwenClient:
         data = encode_json(body)
         del body  # not kept alive for the whole stream
         read_timeout_s = self._settings.read_timeout_s
+        task = asyncio.current_task()
+        assert task is not None
+        sweeper = self.sweeper
+        # until the answer's headers (on the sweeper's ticks: no timer per request)
+        deadline = Deadline(task, asyncio.get_running_loop().time() + read_timeout_s)
+        sweeper.add(deadline)
         try:
-            async with asyncio.timeout(read_timeout_s):  # until the answer's headers
-                resp = await self._open("POST", url, data, headers, self._stream_timeout)
-        except TimeoutError:
-            raise self._timed_out() from None
+            resp = await self._open("POST", url, data, headers, self._stream_timeout)
+        except asyncio.CancelledError:
+            if deadline.expired():
+                raise self._timed_out() from None
+            raise
+        finally:
+            sweeper.discard(deadline)
         del data, headers
-        watch = ReadWatch(resp.content, read_timeout_s)
+        watch = ReadWatch(resp.content, read_timeout_s, sweeper)
         try:
             ctype = resp.headers.get("Content-Type", "").lower()
             if resp.status != 200 or "text/event-stream" not in ctype:

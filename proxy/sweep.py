@@ -1,0 +1,131 @@
+"""One timer for the watches of every request in flight, instead of timers per request.
+
+Each stream used to arm three timers of its own (the client hang-up poll, the upstream read
+watch, the deadline until the answer's headers); with uvloop a timer is a libuv handle made,
+stopped and closed, and the three cost about as much CPU per stream as the log line
+(bench/README.md, "2026-11-29, last round"). A :class:`Sweeper` instead ticks every
+``interval`` seconds while it holds any watch and asks each one whether it still has something
+to watch; per request, a watch is only added to and removed from a set.
+
+A watch (:class:`Watch`) fires late by at most ``interval`` (0.25 s by default, see
+:func:`sweep_interval`): right for timeouts of seconds to minutes, which is what these are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import structlog
+
+__all__ = ["Deadline", "Sweeper", "Watch", "sweep_interval"]
+
+log = structlog.get_logger(__name__)
+
+#: The longest tick (seconds): how late a client that hung up is noticed, at worst.
+MAX_INTERVAL_S = 0.25
+
+
+def sweep_interval(read_timeout_s: float) -> float:
+    """The tick for a gateway whose shortest watched timeout is ``read_timeout_s`` seconds:
+    :data:`MAX_INTERVAL_S`, or a quarter of the timeout when that is shorter."""
+    return min(MAX_INTERVAL_S, read_timeout_s / 4)
+
+
+class Watch(Protocol):
+    """What a :class:`Sweeper` watches."""
+
+    def check(self, now: float) -> bool:
+        """Look at what is watched at ``now`` (the loop's clock, seconds); act if it is due.
+        Returns whether to keep watching."""
+        ...
+
+
+class Sweeper:
+    """Calls :meth:`Watch.check` of each watch it holds every ``interval`` seconds.
+
+    :meth:`add` starts the timer if it is not running; a tick re-arms it only while watches
+    remain, so an idle gateway has no timer. :meth:`discard` is a set removal (the timer is
+    left to find the set empty). A watch whose ``check`` raises is logged and dropped. Lives
+    in the app (one per event loop); :meth:`close` stops the timer.
+    """
+
+    __slots__ = ("_handle", "_interval", "_loop", "_watches")
+
+    def __init__(self, interval: float = MAX_INTERVAL_S) -> None:
+        if interval <= 0:
+            raise ValueError("the sweep interval must be positive")
+        self._interval = interval
+        self._watches: set[Watch] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two ticks."""
+        return self._interval
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def add(self, watch: Watch) -> None:
+        """Watch ``watch`` from the next tick on (the running loop's)."""
+        self._watches.add(watch)
+        if self._handle is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(self._interval, self._tick)
+
+    def discard(self, watch: Watch) -> None:
+        """Stop watching ``watch`` (nothing happens if it is not watched)."""
+        self._watches.discard(watch)
+
+    def close(self) -> None:
+        """Stop the timer and forget every watch."""
+        self._watches.clear()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        self._handle = None
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        watches = self._watches
+        for watch in list(watches):  # a check may add or discard watches
+            try:
+                keep = watch.check(now)
+            except Exception:
+                log.exception("watch_failed", watch=type(watch).__name__)
+                keep = False
+            if not keep:
+                watches.discard(watch)
+        if watches:
+            self._handle = loop.call_later(self._interval, self._tick)
+
+
+class Deadline:
+    """Cancels ``task`` once the loop's clock reaches ``at`` (seconds, ``loop.time()``), unless
+    taken off the sweeper before; ``fired`` tells whether it did. The owner turns the
+    ``CancelledError`` into its timeout, as ``asyncio.timeout`` does: see :meth:`expired`."""
+
+    __slots__ = ("_at", "_cancelling", "_task", "fired")
+
+    def __init__(self, task: asyncio.Task[object], at: float) -> None:
+        self._task = task
+        self._at = at
+        self._cancelling = task.cancelling()
+        self.fired = False
+
+    def check(self, now: float) -> bool:
+        if now < self._at:
+            return True
+        self.fired = True
+        self._task.cancel("deadline")
+        return False
+
+    def expired(self) -> bool:
+        """Call on ``CancelledError``: True (the cancellation withdrawn) when it came from this
+        deadline and from nothing else, so the owner raises its timeout instead; False when
+        the task is being cancelled for another reason (the error must go on)."""
+        return self.fired and self._task.uncancel() <= self._cancelling

@@ -1,0 +1,163 @@
+"""The sweeper: one timer for the watches of every request in flight (client hang-ups, upstream
+silences, the deadline until an answer's headers)."""
+
+from __future__ import annotations
+
+import asyncio
+from itertools import pairwise
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import structlog
+
+from proxy.hangup import HangupWatch
+from proxy.sweep import MAX_INTERVAL_S, Deadline, Sweeper, sweep_interval
+
+WAIT = 5.0  # seconds: a broken sweeper fails the test instead of hanging it
+
+
+class Probe:
+    """A watch that counts its checks and lets go after ``n`` of them."""
+
+    def __init__(self, n: int) -> None:
+        self.times: list[float] = []
+        self.n = n
+        self.done = asyncio.get_running_loop().create_future()
+
+    def check(self, now: float) -> bool:
+        self.times.append(now)
+        if len(self.times) < self.n:
+            return True
+        self.done.set_result(None)
+        return False
+
+
+def test_the_interval_is_a_quarter_of_a_short_timeout_and_at_most_a_quarter_second() -> None:
+    assert sweep_interval(60) == MAX_INTERVAL_S == 0.25
+    assert sweep_interval(0.2) == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        Sweeper(0)
+
+
+async def test_watches_are_checked_every_tick_until_they_let_go() -> None:
+    sweeper = Sweeper(0.01)
+    a, b = Probe(2), Probe(4)
+    sweeper.add(a)
+    sweeper.add(b)
+    async with asyncio.timeout(WAIT):
+        await a.done
+        await b.done
+    assert len(a.times) == 2 and len(b.times) == 4
+    assert a.times == b.times[:2]  # one tick checks every watch
+    assert all(later - earlier >= 0.009 for earlier, later in pairwise(b.times))
+    assert len(sweeper) == 0
+    assert sweeper._handle is None  # no timer while nothing is watched
+    c = Probe(1)
+    sweeper.add(c)  # the timer starts again
+    async with asyncio.timeout(WAIT):
+        await c.done
+
+
+async def test_a_discarded_watch_is_not_checked_and_a_failing_one_is_dropped() -> None:
+    sweeper = Sweeper(0.01)
+    gone = Probe(10)
+    sweeper.add(gone)
+    sweeper.discard(gone)
+    sweeper.discard(gone)  # twice is fine
+
+    class Broken:
+        calls = 0
+
+        def check(self, now: float) -> bool:
+            Broken.calls += 1
+            raise RuntimeError("broken watch")
+
+    sweeper.add(Broken())
+    other = Probe(3)
+    sweeper.add(other)
+    with structlog.testing.capture_logs() as logs:
+        async with asyncio.timeout(WAIT):
+            await other.done
+    assert gone.times == []
+    assert Broken.calls == 1  # dropped after it raised; the others went on
+    assert [(e["event"], e["watch"]) for e in logs] == [("watch_failed", "Broken")]
+    sweeper.add(Probe(100))
+    sweeper.close()
+    assert len(sweeper) == 0 and sweeper._handle is None
+
+
+async def _until_cancelled(deadline_box: list[Deadline]) -> str:
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        if deadline_box[0].expired():
+            return "timed out"
+        raise
+    return "unreachable"
+
+
+async def test_a_deadline_cancels_its_task_which_turns_it_into_its_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    sweeper = Sweeper(0.01)
+    box: list[Deadline] = []
+    task = asyncio.ensure_future(_until_cancelled(box))
+    box.append(Deadline(task, loop.time() + 0.03))
+    sweeper.add(box[0])
+    t0 = loop.time()
+    async with asyncio.timeout(WAIT):
+        assert await task == "timed out"
+    assert loop.time() - t0 >= 0.03
+    assert box[0].fired and task.cancelling() == 0  # the cancellation was withdrawn
+
+
+async def test_a_deadline_not_reached_or_another_cancel_is_not_a_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    box: list[Deadline] = []
+    task = asyncio.ensure_future(_until_cancelled(box))
+    box.append(Deadline(task, loop.time() + 60))
+    await asyncio.sleep(0)  # the task waits
+    assert box[0].check(loop.time()) is True  # not yet
+    task.cancel()  # someone else
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not box[0].fired
+
+    box.clear()
+    task = asyncio.ensure_future(_until_cancelled(box))
+    box.append(Deadline(task, loop.time()))
+    await asyncio.sleep(0)
+    assert box[0].check(loop.time() + 1) is False  # due: cancels the task
+    task.cancel()  # and someone else too: the cancellation goes on
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert box[0].fired
+
+
+async def test_a_hangup_watch_cancels_the_handler_once_the_client_is_gone() -> None:
+    sweeper = Sweeper(0.01)
+    transport = SimpleNamespace(closing=False)
+    transport.is_closing = lambda: transport.closing  # type: ignore[attr-defined]
+    request: Any = SimpleNamespace(transport=transport)
+    task = asyncio.ensure_future(asyncio.Event().wait())
+    watch = HangupWatch(request, task, sweeper)  # type: ignore[arg-type]
+    probe = Probe(3)
+    sweeper.add(probe)
+    async with asyncio.timeout(WAIT):
+        await probe.done  # a few ticks with the client there
+    assert not task.done() and not watch.fired
+    transport.closing = True
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(WAIT):
+            await task
+    assert watch.fired and len(sweeper) == 0
+
+    quiet = asyncio.ensure_future(asyncio.Event().wait())
+    watch = HangupWatch(request, quiet, sweeper)  # type: ignore[arg-type]
+    watch.disarm()  # the handler is done: no more checks
+    probe = Probe(3)
+    sweeper.add(probe)
+    async with asyncio.timeout(WAIT):
+        await probe.done
+    assert not quiet.done() and not watch.fired
+    quiet.cancel()
