@@ -105,27 +105,47 @@ class Sweeper:
 
 
 class Deadline:
-    """Cancels ``task`` once the loop's clock reaches ``at`` (seconds, ``loop.time()``), unless
-    taken off the sweeper before; ``fired`` tells whether it did. The owner turns the
-    ``CancelledError`` into its timeout, as ``asyncio.timeout`` does: see :meth:`expired`."""
+    """``with Deadline(sweeper, seconds):`` like ``asyncio.timeout(seconds)``, on ``sweeper``'s
+    ticks instead of a timer of its own: once ``seconds`` have passed (noticed on the next tick)
+    the task is cancelled, and the block ends with :class:`TimeoutError` instead of the
+    ``CancelledError`` (the cancellation withdrawn) unless the task is being cancelled for
+    another reason too. ``fired`` tells whether the deadline passed."""
 
-    __slots__ = ("_at", "_cancelling", "_task", "fired")
+    __slots__ = ("_at", "_cancelling", "_seconds", "_sweeper", "_task", "fired")
 
-    def __init__(self, task: asyncio.Task[object], at: float) -> None:
-        self._task = task
-        self._at = at
-        self._cancelling = task.cancelling()
+    def __init__(self, sweeper: Sweeper, seconds: float) -> None:
+        self._sweeper = sweeper
+        self._seconds = seconds
+        self._task: asyncio.Task[object] | None = None
+        self._at = 0.0
+        self._cancelling = 0
         self.fired = False
 
+    def __enter__(self) -> Deadline:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a Deadline is entered in a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._at = asyncio.get_running_loop().time() + self._seconds
+        self._sweeper.add(self)
+        return self
+
+    def __exit__(self, typ: object, exc: BaseException | None, _tb: object) -> None:
+        self._sweeper.discard(self)
+        if (
+            typ is asyncio.CancelledError
+            and self.fired
+            and self._task is not None
+            and self._task.uncancel() <= self._cancelling
+        ):
+            raise TimeoutError from exc
+
     def check(self, now: float) -> bool:
+        """The sweeper's tick: cancel the task once the deadline passed (then let go)."""
         if now < self._at:
             return True
         self.fired = True
-        self._task.cancel("deadline")
+        if self._task is not None:
+            self._task.cancel("deadline")
         return False
-
-    def expired(self) -> bool:
-        """Call on ``CancelledError``: True (the cancellation withdrawn) when it came from this
-        deadline and from nothing else, so the owner raises its timeout instead; False when
-        the task is being cancelled for another reason (the error must go on)."""
-        return self.fired and self._task.uncancel() <= self._cancelling

@@ -87,51 +87,61 @@ async def test_a_discarded_watch_is_not_checked_and_a_failing_one_is_dropped() -
     assert len(sweeper) == 0 and sweeper._handle is None
 
 
-async def _until_cancelled(deadline_box: list[Deadline]) -> str:
-    try:
+async def _wait_forever(sweeper: Sweeper, seconds: float, box: list[Deadline]) -> str:
+    with Deadline(sweeper, seconds) as deadline:
+        box.append(deadline)
         await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        if deadline_box[0].expired():
-            return "timed out"
-        raise
     return "unreachable"
 
 
-async def test_a_deadline_cancels_its_task_which_turns_it_into_its_timeout() -> None:
+async def test_a_deadline_ends_its_block_with_a_timeout_error() -> None:
     loop = asyncio.get_running_loop()
     sweeper = Sweeper(0.01)
     box: list[Deadline] = []
-    task = asyncio.ensure_future(_until_cancelled(box))
-    box.append(Deadline(task, loop.time() + 0.03))
-    sweeper.add(box[0])
+    task = asyncio.ensure_future(_wait_forever(sweeper, 0.03, box))
     t0 = loop.time()
-    async with asyncio.timeout(WAIT):
-        assert await task == "timed out"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(WAIT):
+            await task
     assert loop.time() - t0 >= 0.03
     assert box[0].fired and task.cancelling() == 0  # the cancellation was withdrawn
+    assert len(sweeper) == 0
 
 
-async def test_a_deadline_not_reached_or_another_cancel_is_not_a_timeout() -> None:
+async def test_a_block_done_in_time_leaves_nothing_watched() -> None:
+    sweeper = Sweeper(0.01)
+    with Deadline(sweeper, 60) as deadline:
+        assert len(sweeper) == 1
+        await asyncio.sleep(0)
+    assert len(sweeper) == 0 and not deadline.fired
+
+
+def test_a_deadline_needs_a_task() -> None:
+    with pytest.raises(RuntimeError), Deadline(Sweeper(1), 1):
+        pass
+
+
+async def test_another_cancellation_is_not_a_timeout() -> None:
     loop = asyncio.get_running_loop()
+    sweeper = Sweeper(60)  # no tick during the test: checks are called by hand
     box: list[Deadline] = []
-    task = asyncio.ensure_future(_until_cancelled(box))
-    box.append(Deadline(task, loop.time() + 60))
+    task = asyncio.ensure_future(_wait_forever(sweeper, 60, box))
     await asyncio.sleep(0)  # the task waits
-    assert box[0].check(loop.time()) is True  # not yet
+    assert box[0].check(loop.time()) is True  # not due
     task.cancel()  # someone else
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not box[0].fired
 
     box.clear()
-    task = asyncio.ensure_future(_until_cancelled(box))
-    box.append(Deadline(task, loop.time()))
+    task = asyncio.ensure_future(_wait_forever(sweeper, 1, box))
     await asyncio.sleep(0)
-    assert box[0].check(loop.time() + 1) is False  # due: cancels the task
+    assert box[0].check(loop.time() + 2) is False  # due: cancels the task
     task.cancel()  # and someone else too: the cancellation goes on
     with pytest.raises(asyncio.CancelledError):
         await task
     assert box[0].fired
+    sweeper.close()
 
 
 async def test_a_hangup_watch_cancels_the_handler_once_the_client_is_gone() -> None:

@@ -178,9 +178,10 @@ class QwenClient:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
         )
-        # The completion stream: no per-read timer (aiohttp re-arms one on every network read,
-        # a dozen per answer); its silences are watched by a ReadWatch instead.
-        self._stream_timeout = aiohttp.ClientTimeout(
+        # The completion stream and the JSON calls: no per-read timer (aiohttp re-arms one on
+        # every network read, a dozen per answer); a Deadline on the sweeper bounds the JSON
+        # answer and the stream's headers, a ReadWatch the stream's silences.
+        self._deadline_timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout_s, sock_read=None
         )
         static = {
@@ -293,22 +294,13 @@ class QwenClient:
         data = encode_json(body)
         del body  # not kept alive for the whole stream
         read_timeout_s = self._settings.read_timeout_s
-        task = asyncio.current_task()
-        assert task is not None
-        sweeper = self.sweeper
-        # until the answer's headers (on the sweeper's ticks: no timer per request)
-        deadline = Deadline(task, asyncio.get_running_loop().time() + read_timeout_s)
-        sweeper.add(deadline)
         try:
-            resp = await self._open("POST", url, data, headers, self._stream_timeout)
-        except asyncio.CancelledError:
-            if deadline.expired():
-                raise self._timed_out() from None
-            raise
-        finally:
-            sweeper.discard(deadline)
+            with Deadline(self.sweeper, read_timeout_s):  # until the answer's headers
+                resp = await self._open("POST", url, data, headers, self._deadline_timeout)
+        except TimeoutError:
+            raise self._timed_out() from None
         del data, headers
-        watch = ReadWatch(resp.content, read_timeout_s, sweeper)
+        watch = ReadWatch(resp.content, read_timeout_s, self.sweeper)
         try:
             ctype = resp.headers.get("Content-Type", "").lower()
             if resp.status != 200 or "text/event-stream" not in ctype:
@@ -441,21 +433,25 @@ class QwenClient:
         url = f"{self._base}{path}"
         headers = self.headers(account, referer=referer)
         data = encode_json(body) if body is not None else None
-        resp = await self._open(method, url, data, headers)
         try:
-            ctype = resp.headers.get("Content-Type", "").lower()
-            if resp.status == 200:
-                raw = await resp.read()
-            else:
-                raw = await read_capped(resp.content, ERROR_BODY_LIMIT)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            # the whole answer within read_timeout_s (on the sweeper's ticks: no timer per
+            # request, where aiohttp's per-read timeout re-arms one on every network read)
+            with Deadline(self.sweeper, self._settings.read_timeout_s):
+                resp = await self._open(method, url, data, headers, self._deadline_timeout)
+                try:
+                    ctype = resp.headers.get("Content-Type", "").lower()
+                    if resp.status == 200:
+                        raw = await resp.read()
+                    else:
+                        raw = await read_capped(resp.content, ERROR_BODY_LIMIT)
+                finally:
+                    resp.release()
+        except TimeoutError as exc:
             raise self._timed_out() from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailableError(
                 f"{self.label} broke the connection: {network_failure(exc)}"
             ) from exc
-        finally:
-            resp.release()
         if resp.status != 200 or "json" not in ctype:
             raise classify_response(resp.status, ctype, raw)
         try:
