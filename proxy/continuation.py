@@ -30,7 +30,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
@@ -190,7 +189,6 @@ def conversation_key(digests: Sequence[str], scope: str = "") -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-@dataclass(frozen=True, slots=True)
 class Plan:
     """How a request relates to stored conversations.
 
@@ -201,23 +199,56 @@ class Plan:
     up to the assistant turn before the last one; once this request's answer is stored, that
     entry is dropped, so a conversation holds at most two entries (its last two answers: the
     next turn, or a regenerated last turn, can continue).
+
+    A history without an assistant turn (a conversation's first request) needs its digests
+    only to store the answer: they are computed when first read (after the answer, with the
+    other bookkeeping of the loop's iteration), not before the request goes upstream.
     """
 
-    digests: tuple[str, ...]
-    key: str | None
-    tail_start: int
-    scope: str = ""
-    stale_key: str | None = None
+    __slots__ = ("_digests", "_messages", "key", "scope", "stale_key", "tail_start")
+
+    def __init__(
+        self,
+        digests: tuple[str, ...] | None,
+        key: str | None,
+        tail_start: int,
+        scope: str = "",
+        stale_key: str | None = None,
+        *,
+        messages: Sequence[Message] = (),
+    ) -> None:
+        self._digests = digests
+        self._messages = messages if digests is None else ()
+        self.key = key
+        self.tail_start = tail_start
+        self.scope = scope
+        self.stale_key = stale_key
+
+    @property
+    def digests(self) -> tuple[str, ...]:
+        """Every message's digest (:func:`message_digest`), in order."""
+        if self._digests is None:
+            self._digests = tuple(message_digest(m) for m in self._messages)
+            self._messages = ()
+        return self._digests
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan(key={self.key!r}, tail_start={self.tail_start}, scope={self.scope!r}, "
+            f"stale_key={self.stale_key!r}, digests={self.digests!r})"
+        )
 
 
 def plan(messages: Sequence[Message], scope: str = "") -> Plan:
     """The :class:`Plan` of ``messages`` (see the module docstring)."""
-    digests = tuple(message_digest(m) for m in messages)
     answers = [i for i, m in enumerate(messages) if m.role == "assistant"]
-    last = answers[-1] if answers else -1
+    if not answers:  # a first turn: nothing to look up; the digests are for the answer
+        return Plan(None, None, len(messages), scope, None, messages=messages)
+    digests = tuple(message_digest(m) for m in messages)
+    last = answers[-1]
     stale = conversation_key(digests[: answers[-2] + 1], scope) if len(answers) > 1 else None
     tail = messages[last + 1 :]
-    if last < 0 or not tail or not any(m.role in ("user", "tool", "function") for m in tail):
+    if not tail or not any(m.role in ("user", "tool", "function") for m in tail):
         return Plan(digests, None, len(messages), scope, stale)
     return Plan(digests, conversation_key(digests[: last + 1], scope), last + 1, scope, stale)
 

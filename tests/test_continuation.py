@@ -30,6 +30,32 @@ def key_of(*messages: ChatMessage, scope: str = "") -> str:
 def test_a_first_turn_has_nothing_to_continue() -> None:
     p = plan([m("system", "Be brief."), m("user", "Hi")])
     assert p.key is None and p.tail_start == 2 and len(p.digests) == 2
+    assert p.digests == (message_digest(m("system", "Be brief.")), message_digest(m("user", "Hi")))
+
+
+def test_a_first_turn_digests_its_messages_only_when_they_are_read() -> None:
+    """Before the request goes upstream nothing is hashed; the digests (for the answer's
+    entry) are computed once, on first read."""
+    reads: list[str] = []
+
+    class Counted:
+        def __init__(self, role: str, content: str) -> None:
+            self.role = role
+            self._content = content
+
+        @property
+        def content(self) -> str:
+            reads.append(self._content)
+            return self._content
+
+    p = plan([Counted("system", "S"), Counted("user", "Hi")], "scope")
+    assert p.key is None and p.stale_key is None and p.scope == "scope"
+    assert reads == []
+    first = p.digests
+    assert reads == ["S", "Hi"]
+    assert first == p.digests and reads == ["S", "Hi"]  # once
+    assert first == plan([m("system", "S"), m("user", "Hi")]).digests
+    assert "tail_start=2" in repr(p)
 
 
 def test_a_continuation_looks_up_the_history_up_to_the_last_answer() -> None:

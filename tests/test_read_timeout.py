@@ -23,8 +23,8 @@ from proxy.app import make_app
 from proxy.config import Settings
 from proxy.qwen.client import ReadWatch
 from proxy.qwen.translate import Translator
-from proxy.sweep import Sweeper, sweep_interval
 from proxy.relay import _Pump
+from proxy.sweep import Sweeper, sweep_interval
 from recorder.cassette import Cassette, Interaction, load_all
 from recorder.replay import make_replay_app
 from recorder.synthetic import chats_new_interaction, synthetic_cassette
