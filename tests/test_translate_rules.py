@@ -114,6 +114,28 @@ def test_usage_is_read_from_choices_frames() -> None:
     assert tr.usage == Usage(0, 0)
 
 
+def test_the_last_usage_of_the_answer_frames_wins_read_when_asked_for() -> None:
+    """Answer frames (the common path) carry cumulative usage: the last one read wins, a frame
+    without usage keeps it, and reading it twice gives the same object (built once)."""
+    tr = Translator()
+    assert tr.usage is None
+
+    def answer(text: str, usage: Any = None) -> str:
+        delta = {"content": text, "phase": "answer", "status": "typing"}
+        return f({"choices": [{"delta": delta}], **({"usage": usage} if usage else {})})
+
+    for i in range(1, 4):
+        tr.feed(answer(f" w{i}", {"input_tokens": 9, "output_tokens": i}))
+    assert tr.usage == Usage(9, 3)
+    tr.feed(answer(" w4"))  # no usage: the last counts stand
+    first = tr.usage
+    assert first == Usage(9, 3) and tr.usage is first
+    tr.feed(answer(" w5", {"input_tokens": 9, "output_tokens": 5}))
+    assert tr.usage == Usage(9, 5)
+    tr.feed(answer(" w6", {"input_tokens": 9, "output_tokens": 5.5}))  # not an int: 0
+    assert tr.usage == Usage(9, 0)
+
+
 @pytest.mark.parametrize(
     "frame",
     [{"choices": []}, {"choices": ["x"]}, {"choices": [{"delta": "x"}]}, {"choices": [{}]}],

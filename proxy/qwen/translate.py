@@ -251,6 +251,9 @@ class Translator:
         "_summary_sent",
         "_tag_open",
         "_texts",
+        "_usage",
+        "_usage_of",
+        "_usage_src",
         "chat_id",
         "done",
         "failure",
@@ -258,7 +261,6 @@ class Translator:
         "ignored_phases",
         "reasoning_chars",
         "response_id",
-        "usage",
     )
 
     def __init__(
@@ -296,7 +298,9 @@ class Translator:
         self._tag_open = False
         self._sources_seen: set[str] = set()
         self.reasoning_chars = 0
-        self.usage: Usage | None = None
+        self._usage: Usage | None = None
+        self._usage_src: dict[str, Any] | None = None  # the last frame's usage object
+        self._usage_of: dict[str, Any] | None = None  # the one self._usage was read from
         self.done = False
         self.failure: UpstreamError | None = None
         self.chat_id: str | None = None
@@ -352,7 +356,7 @@ class Translator:
                         if size < n or n < _SNAPSHOT_MIN:
                             usage = frame.get("usage")
                             if isinstance(usage, dict):
-                                self._count(usage)
+                                self._usage_src = usage  # read when asked for (usage)
                             self._answer_chars += size
                             self._answer_pieces.append(content)
                             self._answer_len = n + size
@@ -364,15 +368,23 @@ class Translator:
             self._see(out)
         return out
 
-    def _count(self, usage: dict[str, Any]) -> None:
-        p, c = usage.get("input_tokens"), usage.get("output_tokens")
-        if type(p) is not int or p < 0:
-            p = _int(p)
-        if type(c) is not int or c < 0:
-            c = _int(c)
-        u = self.usage
-        if u is None or u.completion_tokens != c or u.prompt_tokens != p:
-            self.usage = Usage(p, c)
+    @property
+    def usage(self) -> Usage | None:
+        """The token counts of the last frame that carried ``usage`` (§5.4: cumulative, the
+        last one wins), ``None`` before any. Built when read, not for every frame."""
+        src = self._usage_src
+        if src is not self._usage_of:
+            self._usage_of = src
+            assert src is not None
+            p, c = src.get("input_tokens"), src.get("output_tokens")
+            if type(p) is not int or p < 0:
+                p = _int(p)
+            if type(c) is not int or c < 0:
+                c = _int(c)
+            u = self._usage
+            if u is None or u.completion_tokens != c or u.prompt_tokens != p:
+                self._usage = Usage(p, c)
+        return self._usage
 
     def _see(self, events: list[OutEvent]) -> None:
         """Recording (``on_answer``): keep the content text and tool calls the client gets;
@@ -409,7 +421,7 @@ class Translator:
                     return []
             usage = frame.get("usage")
             if isinstance(usage, dict):
-                self._count(usage)
+                self._usage_src = usage
             if choices:
                 delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
                 if isinstance(delta, dict):
@@ -921,7 +933,7 @@ class ChunkEncoder:
         """Bytes for one event. ``usage`` is used by the finish event when usage was asked for."""
         if type(event) is Text:
             key = b'{"content":' if event.kind == "content" else b'{"reasoning_content":'
-            return self._head + key + _dumps(event.text) + b"}" + self._tail
+            return b"".join((self._head, key, _dumps(event.text), b"}", self._tail))
         if isinstance(event, Media):
             return self._head + b'{"content":' + _dumps(event.markdown()) + b"}" + self._tail
         if isinstance(event, Sources):
