@@ -232,17 +232,13 @@ class _Pump:
         on the event. ``eager`` (with the pump's, only until the stream commits): event by event
         too, stopping after the first event with output (the rest waits in ``_rest``)."""
         tr = self._translator
-        out: list[OutEvent] = []
         if events and not self._seen_event:
             self._seen_event = True
             self._head = bytearray()  # only a body without any event is classified
         eager = eager and self.eager
         if self._plain and not eager:
-            for data in events:
-                out.extend(tr.feed(data))
-                if tr.done:
-                    break
-            return out
+            return tr.feed_all(events)
+        out: list[OutEvent] = []
         for i, data in enumerate(events):
             got = tr.feed(data)
             if got:

@@ -890,3 +890,40 @@ def test_openai_usage_object_shape() -> None:
     }
     none = openai_usage(None)
     assert (none["prompt_tokens"], none["completion_tokens"], none["total_tokens"]) == (0, 0, 0)
+
+
+def test_feed_all_is_feed_event_by_event_and_stops_at_the_end() -> None:
+    """The relay's per-chunk call gives exactly what feeding the events one by one gives (the
+    common answer frame, every other frame, text that is not JSON), and nothing after the
+    answer ended."""
+
+    def delta(**d: Any) -> str:
+        return f({"choices": [{"delta": d}], "usage": {"input_tokens": 4, "output_tokens": 2}})
+
+    answer = [
+        f({"response.created": {"chat_id": "c", "response_id": "r1"}}),
+        delta(content="Let me think", phase="think", status="typing"),
+        delta(content="", phase="think", status="finished"),
+        delta(content="Hello", phase="answer", status="typing"),
+        f({"response.info": {"action": "keep_alive"}}),
+        delta(content=" world", phase="answer", status="typing"),
+    ]
+    endings = [
+        [delta(content="", phase="answer", status="finished")],
+        ["not json"],  # a failure ends it too
+    ]
+    for reasoning in ("field", "think_tags", "hide"):
+        for ending in endings:
+            events = [*answer, *ending, delta(content=" after", phase="answer", status="typing")]
+            texts: dict[str, list[str]] = {"one": [], "all": []}
+            one = Translator(
+                reasoning=reasoning, on_answer=lambda _t, text, _c, t=texts: t["one"].append(text)
+            )
+            expected = [repr(e) for data in events for e in one.feed(data)]
+            all_ = Translator(
+                reasoning=reasoning, on_answer=lambda _t, text, _c, t=texts: t["all"].append(text)
+            )
+            assert [repr(e) for e in all_.feed_all(events)] == expected
+            assert all_.done and all_.usage == one.usage == Usage(4, 2)
+            assert texts["all"] == texts["one"]  # the answer recorded alike
+            assert all_.feed_all(answer[3:4]) == []  # done: nothing more

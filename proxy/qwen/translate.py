@@ -34,7 +34,7 @@ Protocol facts used (docs/protocol.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -323,49 +323,60 @@ class Translator:
 
     def feed(self, data: str) -> list[OutEvent]:
         """Translate one SSE event's ``data`` text. Returns zero or more events."""
-        if self.done:
-            return []
-        try:  # the common case first: a JSON object (orjson ignores surrounding whitespace)
-            frame = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return self._not_an_object(data)
-        # The common frame, first and flat (one per token of every answer): more answer text
-        # of a plain chat, with its usage, without a response id or with the turn's.
-        if isinstance(frame, dict):
-            choices = frame.get("choices")
-            if (
-                isinstance(choices, list)
-                and choices
-                and isinstance(choices[0], dict)
-                and frame.get("response_id", self._frame_id) == self._frame_id
-            ):
-                delta = choices[0].get("delta")
+        return self.feed_all((data,))
+
+    def feed_all(self, events: Sequence[str]) -> list[OutEvent]:
+        """:meth:`feed` each of ``events`` (the ``data`` of one network chunk's SSE events) in
+        turn, until the answer is :attr:`done`: the events of all, in order. One call per chunk
+        on the relay's hot path instead of one per frame."""
+        out: list[OutEvent] = []
+        for data in events:
+            if self.done:
+                break
+            try:  # the common case first: a JSON object (orjson ignores surrounding whitespace)
+                frame = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                out.extend(self._not_an_object(data))
+                continue
+            # The common frame, first and flat (one per token of every answer): more answer
+            # text of a plain chat, with its usage, without a response id or with the turn's.
+            if isinstance(frame, dict):
+                choices = frame.get("choices")
                 if (
-                    isinstance(delta, dict)
-                    and delta.get("phase") == "answer"
-                    and delta.get("status") == "typing"
-                    and not self._expect_image
-                    and not self._tag_open
-                    and self._held is None
+                    isinstance(choices, list)
+                    and choices
+                    and isinstance(choices[0], dict)
+                    and frame.get("response_id", self._frame_id) == self._frame_id
                 ):
-                    content = delta.get("content")
-                    if type(content) is str and content:
-                        size = len(content)
-                        n = self._answer_len
-                        # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
-                        if size < n or n < _SNAPSHOT_MIN:
-                            usage = frame.get("usage")
-                            if isinstance(usage, dict):
-                                self._usage_src = usage  # read when asked for (usage)
-                            self._answer_chars += size
-                            self._answer_pieces.append(content)
-                            self._answer_len = n + size
-                            if self._texts is not None:
-                                self._texts.append(content)
-                            return [Text("content", content)]
-        out = self._frame(frame, data)
-        if self._texts is not None and out:
-            self._see(out)
+                    delta = choices[0].get("delta")
+                    if (
+                        isinstance(delta, dict)
+                        and delta.get("phase") == "answer"
+                        and delta.get("status") == "typing"
+                        and not self._expect_image
+                        and not self._tag_open
+                        and self._held is None
+                    ):
+                        content = delta.get("content")
+                        if type(content) is str and content:
+                            size = len(content)
+                            n = self._answer_len
+                            # shorter than the answer so far: cannot be a snapshot (_unsnapshot)
+                            if size < n or n < _SNAPSHOT_MIN:
+                                usage = frame.get("usage")
+                                if isinstance(usage, dict):
+                                    self._usage_src = usage  # read when asked for (usage)
+                                self._answer_chars += size
+                                self._answer_pieces.append(content)
+                                self._answer_len = n + size
+                                if self._texts is not None:
+                                    self._texts.append(content)
+                                out.append(Text("content", content))
+                                continue
+            got = self._frame(frame, data)
+            if self._texts is not None and got:
+                self._see(got)
+            out.extend(got)
         return out
 
     @property
