@@ -69,6 +69,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MULTIPART_PATHS = ("/images/edits",)
 _HOST_EXEMPT = frozenset({"/healthz", "/metrics"})  # probes and scrapers use any name
 _WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+_MAX_VERDICTS = 64  # Host header values judged and kept (see guard_check)
+_UNJUDGED = ""  # "not judged yet" (an empty Host that is refused is just judged again)
 
 
 def log_path(request: web.Request) -> str:
@@ -118,12 +120,25 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
     names, any_ip, any_host = allowed_host_names(settings)
     origins = frozenset(settings.cors_origins)
     check_origin = not settings.api_keys and "*" not in origins
+    # Host header value -> the refused name, or None when served: a gateway sees a handful
+    # of values, so each is judged once (bounded: a client sending many is judged anew)
+    verdicts: dict[str, str | None] = {}
+
+    def refused_host(raw: str) -> str | None:
+        verdict = verdicts.get(raw, _UNJUDGED)
+        if verdict is _UNJUDGED:
+            name = _host_name(raw)
+            verdict = None if name in names or (any_ip and _is_ip(name)) else name
+            if len(verdicts) >= _MAX_VERDICTS:
+                verdicts.clear()
+            verdicts[raw] = verdict
+        return verdict
 
     def check(request: web.Request) -> bool:
         headers = request.headers
         if not any_host and request.path not in _HOST_EXEMPT:
-            name = _host_name(headers.get("Host", ""))
-            if name not in names and not (any_ip and _is_ip(name)):
+            name = refused_host(headers.get("Host", ""))
+            if name is not None:
                 raise ForbiddenRequestError(
                     f"the Host {clip(name, 60)!r} is not one this gateway serves; add it to "
                     "`allowed_hosts` if it is yours (a defence against DNS rebinding)",

@@ -129,3 +129,31 @@ async def test_browser_origin_allowed_with_key(aiohttp_server: ServerFactory) ->
         Authorization="Bearer k-123456",
     )
     assert status == 200
+
+
+def test_each_host_keeps_its_verdict_however_many_hosts_are_seen() -> None:
+    """The Host verdicts are kept per header value (a few per gateway) in a bounded table:
+    asked again, and after more values than the table holds, each Host gets the same answer."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from proxy.errors import ForbiddenRequestError
+    from proxy.guard import _MAX_VERDICTS, guard_check
+
+    check = guard_check(Settings(allowed_hosts=["gateway.lan"]))
+
+    def served(host: str) -> bool:
+        request = make_mocked_request("GET", "/v1/models", headers={"Host": host})
+        try:
+            check(request)
+        except ForbiddenRequestError as exc:
+            assert exc.error_code() == "forbidden_host"
+            assert host.split(":")[0].lower() in exc.message
+            return False
+        return True
+
+    hosts = [f"h{i}.example" for i in range(_MAX_VERDICTS * 2 + 3)]
+    for _ in range(2):
+        assert served("127.0.0.1:8000") and served("GATEWAY.lan:80")
+        assert not served("attacker.example") and not served("10.0.0.1")
+        assert not any(served(h) for h in hosts)  # more than the table holds
+        assert served("localhost") and not served("")
