@@ -50,7 +50,7 @@ class Sweeper:
     in the app (one per event loop); :meth:`close` stops the timer.
     """
 
-    __slots__ = ("_handle", "_interval", "_loop", "_watches")
+    __slots__ = ("_handle", "_interval", "_watches")
 
     def __init__(self, interval: float = MAX_INTERVAL_S) -> None:
         if interval <= 0:
@@ -58,7 +58,6 @@ class Sweeper:
         self._interval = interval
         self._watches: set[Watch] = set()
         self._handle: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def interval(self) -> float:
@@ -72,8 +71,7 @@ class Sweeper:
         """Watch ``watch`` from the next tick on (the running loop's)."""
         self._watches.add(watch)
         if self._handle is None:
-            loop = self._loop = asyncio.get_running_loop()
-            self._handle = loop.call_later(self._interval, self._tick)
+            self._handle = asyncio.get_running_loop().call_later(self._interval, self._tick)
 
     def discard(self, watch: Watch) -> None:
         """Stop watching ``watch`` (nothing happens if it is not watched)."""
@@ -88,18 +86,16 @@ class Sweeper:
 
     def _tick(self) -> None:
         self._handle = None
-        loop = self._loop
-        assert loop is not None
+        loop = asyncio.get_running_loop()
         now = loop.time()
         watches = self._watches
         for watch in list(watches):  # a check may add or discard watches
             try:
-                keep = watch.check(now)
+                if watch.check(now):
+                    continue
             except Exception:
                 log.exception("watch_failed", watch=type(watch).__name__)
-                keep = False
-            if not keep:
-                watches.discard(watch)
+            watches.discard(watch)
         if watches:
             self._handle = loop.call_later(self._interval, self._tick)
 
@@ -113,12 +109,13 @@ class Deadline:
 
     __slots__ = ("_at", "_cancelling", "_seconds", "_sweeper", "_task", "fired")
 
+    _task: asyncio.Task[object]  # set, with _at and _cancelling, when the block is entered
+    _at: float
+    _cancelling: int
+
     def __init__(self, sweeper: Sweeper, seconds: float) -> None:
         self._sweeper = sweeper
         self._seconds = seconds
-        self._task: asyncio.Task[object] | None = None
-        self._at = 0.0
-        self._cancelling = 0
         self.fired = False
 
     def __enter__(self) -> Deadline:
@@ -136,7 +133,6 @@ class Deadline:
         if (
             typ is asyncio.CancelledError
             and self.fired
-            and self._task is not None
             and self._task.uncancel() <= self._cancelling
         ):
             raise TimeoutError from exc
@@ -146,6 +142,5 @@ class Deadline:
         if now < self._at:
             return True
         self.fired = True
-        if self._task is not None:
-            self._task.cancel("deadline")
+        self._task.cancel()
         return False
