@@ -44,18 +44,21 @@ class Watch(Protocol):
 class Sweeper:
     """Calls :meth:`Watch.check` of each watch it holds every ``interval`` seconds.
 
-    :meth:`add` starts the timer if it is not running; a tick re-arms it only while watches
-    remain, so an idle gateway has no timer. :meth:`discard` is a set removal (the timer is
-    left to find the set empty). A watch whose ``check`` raises is logged and dropped. Lives
-    in the app (one per event loop); :meth:`close` stops the timer.
+    :meth:`add` starts the timer if it is not running; a tick re-arms it while watches remain
+    and for ``linger`` ticks after the last one went (requests one after the other do not
+    start a timer each), so an idle gateway has no timer. :meth:`discard` is a set removal (the
+    timer is left to find the set empty). A watch whose ``check`` raises is logged and dropped.
+    Lives in the app (one per event loop); :meth:`close` stops the timer.
     """
 
-    __slots__ = ("_handle", "_interval", "_watches")
+    __slots__ = ("_handle", "_idle", "_interval", "_linger", "_watches")
 
-    def __init__(self, interval: float = MAX_INTERVAL_S) -> None:
+    def __init__(self, interval: float = MAX_INTERVAL_S, *, linger: int = 8) -> None:
         if interval <= 0:
             raise ValueError("the sweep interval must be positive")
         self._interval = interval
+        self._linger = linger
+        self._idle = 0  # ticks in a row that found nothing to watch
         self._watches: set[Watch] = set()
         self._handle: asyncio.TimerHandle | None = None
 
@@ -96,7 +99,8 @@ class Sweeper:
             except Exception:
                 log.exception("watch_failed", watch=type(watch).__name__)
             watches.discard(watch)
-        if watches:
+        self._idle = 0 if watches else self._idle + 1
+        if self._idle <= self._linger:
             self._handle = loop.call_later(self._interval, self._tick)
 
 

@@ -52,11 +52,41 @@ async def test_watches_are_checked_every_tick_until_they_let_go() -> None:
     assert a.times == b.times[:2]  # one tick checks every watch
     assert all(later - earlier >= 0.009 for earlier, later in pairwise(b.times))
     assert len(sweeper) == 0
-    assert sweeper._handle is None  # no timer while nothing is watched
     c = Probe(1)
     sweeper.add(c)  # the timer starts again
     async with asyncio.timeout(WAIT):
         await c.done
+
+
+async def test_the_timer_lingers_a_few_idle_ticks_then_stops() -> None:
+    """Requests one after the other do not start a timer each: after the last watch went the
+    timer ticks ``linger`` more times, then stops (an idle gateway has no timer)."""
+    sweeper = Sweeper(60, linger=3)  # ticks driven by hand below
+    probe = Probe(10)
+    sweeper.add(probe)
+
+    def tick() -> None:
+        assert sweeper._handle is not None
+        sweeper._handle.cancel()
+        sweeper._tick()
+
+    tick()
+    assert len(probe.times) == 1 and sweeper._handle is not None
+    sweeper.discard(probe)
+    for _ in range(3):
+        tick()
+        assert sweeper._handle is not None  # lingering
+    tick()
+    assert sweeper._handle is None  # stopped
+    sweeper.add(probe)
+    assert sweeper._handle is not None  # started again
+    tick()
+    sweeper.discard(probe)
+    for _ in range(3):
+        tick()  # the count of idle ticks starts over after a busy one
+    assert sweeper._handle is not None
+    sweeper.close()
+    assert sweeper._handle is None and len(probe.times) == 2
 
 
 async def test_a_discarded_watch_is_not_checked_and_a_failing_one_is_dropped() -> None:
