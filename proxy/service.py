@@ -155,7 +155,7 @@ class OpenChat:
         return self._translator.response_id if self._translator is not None else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Answer:
     """A finished answer to store as a conversation (:meth:`ChatService._store`)."""
 
@@ -401,7 +401,7 @@ class ChatService:
             scope = str(conv.metadata.get(continuation.SCOPE_KEY, ""))
         scope += continuation.tools_scope(conv.tools)
         plan = continuation.plan(conv.turns, scope) if native else None
-        resume = await self._resume(plan) if plan is not None else None
+        resume = await self._resume(plan) if plan is not None and plan.key is not None else None
         if resume is not None and plan is not None:
             tail = conv.turns[plan.tail_start :]
             blobs = await self.ingest_parts(tail)
@@ -427,9 +427,9 @@ class ChatService:
         return await self._open_turn(route, prompt, size=size, blobs=blobs, resume=None, plan=plan)
 
     async def _resume(self, plan: continuation.Plan) -> _Resume | None:
-        """The stored chat ``plan`` continues, if it can be continued now."""
-        if plan.key is None:
-            return None
+        """The stored chat ``plan`` continues (its ``key`` is set), if it can be continued
+        now."""
+        assert plan.key is not None
         entry = await self.store.get_conversation(plan.key)
         if entry is None or not continuation.usable_entry(entry, plan.digests[: plan.tail_start]):
             return None

@@ -78,6 +78,29 @@ def test_model_routing() -> None:
     with pytest.raises(ModelNotFoundError) as info:
         catalog.route("gpt-4o")
     assert info.value.param == "model"
+
+
+def test_a_resolved_name_is_looked_up_and_a_refused_one_refused_again() -> None:
+    """Routes are kept per (name, enable_thinking) in a bounded table: the same answers, every
+    time, however many names clients send."""
+    from proxy.qwen.models import _MAX_ROUTES
+
+    meta = {"abilities": {"thinking": 1}, "chat_type": ["t2t", "search"]}
+    catalog = Catalog(parse_models({"data": [{"id": "q", "info": {"meta": meta}}]}))
+    first = catalog.route("q-search")
+    assert catalog.route("q-search") is first  # looked up
+    assert catalog.route("Q-SEARCH") == first
+    assert catalog.route("q", enable_thinking=True) == ModelRoute("q", "t2t", True)
+    assert catalog.route("q", enable_thinking=False) == ModelRoute("q", "t2t", False)
+    base = "q-thinking-search"
+    for _ in range(2):
+        for i in range(_MAX_ROUTES + 5):  # more names than the table holds (letter cases)
+            name = "".join(c.upper() if i >> k & 1 else c for k, c in enumerate(base))
+            assert catalog.route(name) == ModelRoute("q", "search", True)
+            with pytest.raises(ModelNotFoundError):
+                catalog.route(f"unknown-{i}")  # refused, never kept
+        assert catalog.route("q-thinking") == ModelRoute("q", "t2t", True)
+    assert len(catalog._routes) <= _MAX_ROUTES
     assert split_model_name("a-search-thinking") == ("a", frozenset({"search", "thinking"}))
 
 

@@ -98,12 +98,19 @@ def parse_models(payload: Any) -> list[UpstreamModel]:
 _MEDIA_CHAT_TYPE = {"image": "t2i", "image_edit": "image_edit", "video": "t2v"}
 
 
+_NO_FLAGS: frozenset[str] = frozenset()
+_MAX_ROUTES = 256  # resolved model names kept per catalog
+
+
 class Catalog:
     """The models on offer, and how an OpenAI model id routes upstream."""
 
     def __init__(self, models: Iterable[UpstreamModel]) -> None:
         self.models = {m.id: m for m in models}
         self._folded = {m.id.lower(): m for m in self.models.values()}
+        # resolved names (a catalog is replaced, never changed, when the list is refreshed);
+        # bounded, since clients choose the names
+        self._routes: dict[tuple[str, bool | None], ModelRoute] = {}
 
     def model_ids(self) -> list[str]:
         """Every id ``GET /v1/models`` lists (variants included), in its order."""
@@ -145,10 +152,20 @@ class Catalog:
 
     def route(self, name: str, *, enable_thinking: bool | None = None) -> ModelRoute:
         """Resolve an OpenAI model id. Raises :class:`ModelNotFoundError` for unknown ids or
-        variants the model does not support."""
+        variants the model does not support. A name resolved once is looked up after that."""
+        key = (name, enable_thinking)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._route(name, enable_thinking)
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            self._routes[key] = route
+        return route
+
+    def _route(self, name: str, enable_thinking: bool | None) -> ModelRoute:
         exact = self.models.get(name) or self._folded.get(name.lower())
         if exact is not None:
-            base, flags = exact.id, frozenset[str]()
+            base, flags = exact.id, _NO_FLAGS
         else:
             base, flags = split_model_name(name.lower())
         model = self.models.get(base) or self._folded.get(base)
