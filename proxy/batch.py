@@ -25,27 +25,31 @@ class IterationBatch[T]:
     raise: an exception it raises in the scheduled pass goes to the loop's exception handler.
     """
 
-    __slots__ = ("_handle", "_items")
+    __slots__ = ("_handle", "_items", "_loop")
 
     def __init__(self, handle: Callable[[list[T]], None]) -> None:
         self._handle = handle
         self._items: list[T] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the pass is scheduled
 
     def __len__(self) -> int:
         return len(self._items)
 
     def add(self, item: T) -> None:
-        """Handle ``item`` at the end of the loop's current iteration (at once without one)."""
+        """Handle ``item`` at the end of the loop's current iteration (at once without one;
+        items left waiting by a loop that stopped are handled first)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self.flush()
+            self._handle([item])
+            return
         items = self._items
-        if not items:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is None:
-                self._handle([item])
-                return
+        if not items or loop is not self._loop:
             loop.call_soon(self.flush)
+            self._loop = loop
         items.append(item)
 
     def flush(self) -> None:

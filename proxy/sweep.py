@@ -51,7 +51,7 @@ class Sweeper:
     Lives in the app (one per event loop); :meth:`close` stops the timer.
     """
 
-    __slots__ = ("_handle", "_idle", "_interval", "_linger", "_watches")
+    __slots__ = ("_handle", "_idle", "_interval", "_linger", "_loop", "_watches")
 
     def __init__(self, interval: float = MAX_INTERVAL_S, *, linger: int = 8) -> None:
         if interval <= 0:
@@ -61,6 +61,7 @@ class Sweeper:
         self._idle = 0  # ticks in a row that found nothing to watch
         self._watches: set[Watch] = set()
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
 
     @property
     def interval(self) -> float:
@@ -73,8 +74,10 @@ class Sweeper:
     def add(self, watch: Watch) -> None:
         """Watch ``watch`` from the next tick on (the running loop's)."""
         self._watches.add(watch)
-        if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_later(self._interval, self._tick)
+        loop = asyncio.get_running_loop()
+        if self._handle is None or loop is not self._loop:  # (a loop that stopped took its timer)
+            self._handle = loop.call_later(self._interval, self._tick)
+            self._loop = loop
 
     def discard(self, watch: Watch) -> None:
         """Stop watching ``watch`` (nothing happens if it is not watched)."""

@@ -158,3 +158,34 @@ async def test_a_conversation_entry_that_fails_is_logged_and_the_others_are_stor
         assert [e["event"] for e in logs] == ["conversation_store_failed"]
         stored = sorted(entry["parent_id"] for _, entry in store._conversations.values())
         assert stored == ["r1", "r3"]
+
+
+def test_items_left_by_a_loop_that_stopped_are_handled_by_the_next_add() -> None:
+    """A loop that stops before its pass runs leaves the items waiting: the next add (in
+    another loop, or without one) schedules or runs them, nothing is stuck."""
+    seen: list[list[int]] = []
+    batch = IterationBatch(seen.append)
+
+    async def add_then_stop(item: int) -> None:
+        batch.add(item)
+        asyncio.get_running_loop().stop()  # the pass scheduled now never runs in this loop
+
+    for later in ("another loop", "no loop"):
+        seen.clear()
+        old = asyncio.new_event_loop()
+        task = old.create_task(add_then_stop(1))
+        old.run_forever()
+        assert task.done()
+        old.close()
+        assert seen == [] and len(batch) == 1  # left waiting
+        if later == "no loop":
+            batch.add(2)
+            assert seen == [[1], [2]]
+        else:
+
+            async def add_in_a_new_loop() -> None:
+                batch.add(2)
+                await _next_iteration()
+
+            asyncio.run(add_in_a_new_loop())
+            assert seen == [[1, 2]]

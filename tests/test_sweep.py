@@ -89,6 +89,20 @@ async def test_the_timer_lingers_a_few_idle_ticks_then_stops() -> None:
     assert sweeper._handle is None and len(probe.times) == 2
 
 
+async def test_a_fresh_sweeper_lingers_eight_idle_ticks_by_default() -> None:
+    sweeper = Sweeper(60)  # ticks driven by hand
+    probe = Probe(1)
+    sweeper.add(probe)
+    sweeper.discard(probe)  # gone before the first tick
+    ticks = 0
+    while sweeper._handle is not None:
+        sweeper._handle.cancel()
+        sweeper._tick()
+        ticks += 1
+    assert ticks == 9  # eight that linger, and the one that stops
+    assert probe.times == []
+
+
 async def test_a_discarded_watch_is_not_checked_and_a_failing_one_is_dropped() -> None:
     sweeper = Sweeper(0.01)
     gone = Probe(10)
@@ -202,3 +216,27 @@ async def test_a_hangup_watch_cancels_the_handler_once_the_client_is_gone() -> N
         await probe.done
     assert not quiet.done() and not watch.fired
     quiet.cancel()
+
+
+def test_a_timer_taken_by_a_loop_that_stopped_is_armed_again_in_the_next() -> None:
+    sweeper = Sweeper(0.01)
+
+    async def watch_then_stop() -> None:
+        sweeper.add(Probe(10**6))
+        asyncio.get_running_loop().stop()
+
+    old = asyncio.new_event_loop()
+    task = old.create_task(watch_then_stop())
+    old.run_forever()
+    assert task.done()
+    old.close()
+
+    async def watch_in_a_new_loop() -> int:
+        probe = Probe(2)
+        sweeper.add(probe)
+        async with asyncio.timeout(WAIT):
+            await probe.done
+        sweeper.close()
+        return len(probe.times)
+
+    assert asyncio.run(watch_in_a_new_loop()) == 2
