@@ -175,6 +175,10 @@ def decode_json_body(raw: bytes) -> Any:
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
+        return orjson.loads(raw)  # checks the UTF-8 too: the body is read once when it is good
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         hint = ""
@@ -190,7 +194,4 @@ def decode_json_body(raw: bytes) -> Any:
             f"the request body is not valid UTF-8 (invalid byte at offset {exc.start}).{hint}",
             encoding_error=True,
         ) from None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSONError(f"the request body is not valid JSON: {exc}") from None
+    raise InvalidJSONError(f"the request body is not valid JSON: {error}") from None
