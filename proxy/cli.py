@@ -139,7 +139,7 @@ def configure_logging(
     structlog.configure(
         processors=[line],
         wrapper_class=_direct_logger_class(lvl, line, _LineBatch(stream, line)),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),  # one write per line
+        logger_factory=structlog.WriteLoggerFactory(file=stream),  # (structlog's own path)
         cache_logger_on_first_use=cache,
     )
 
