@@ -139,7 +139,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Request body limit.")
     connect_timeout_s: float = Field(10.0, gt=0, description="Upstream connect timeout.")
     read_timeout_s: float = Field(
-        180.0, gt=0, description="Longest silence allowed between upstream bytes."
+        180.0,
+        gt=0,
+        description="Longest silence allowed between upstream bytes (a JSON answer: its whole "
+        "time).",
     )
     models_ttl_s: float = Field(300.0, ge=0, description="How long the model list is cached.")
     account_cooldown_s: float = Field(
