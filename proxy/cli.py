@@ -391,9 +391,21 @@ def run(settings: Settings) -> None:
             asyncio.CancelledError, web.GracefulExit, KeyboardInterrupt, OSError
         ):
             loop.run_until_complete(main_task)
+        _cancel_leftovers(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still pending once serving stopped (a connection still reading a
+    refused request's body, background work) and let them unwind, as ``web.run_app`` does,
+    so none is destroyed pending when the loop closes."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 async def _serve(app: Any, settings: Settings, banner: str) -> None:

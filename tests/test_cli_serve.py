@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -134,3 +135,28 @@ def test_serve_rejects_bad_reasoning_value() -> None:
     result = CliRunner().invoke(main, ["serve", "--reasoning", "inline"])
     assert result.exit_code == 2
     assert "--reasoning" in result.output
+
+
+def test_tasks_left_when_serving_stops_are_cancelled_before_the_loop_closes() -> None:
+    """What still runs once serving stopped (a connection reading a refused body, background
+    work) is cancelled and unwound, as ``web.run_app`` does: none is destroyed pending."""
+    from proxy.cli import _cancel_leftovers
+
+    loop = asyncio.new_event_loop()
+    unwound: list[str] = []
+
+    async def lingering(name: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            unwound.append(name)
+
+    try:
+        tasks = [loop.create_task(lingering(n)) for n in ("a", "b")]
+        loop.run_until_complete(asyncio.sleep(0))  # both wait
+        _cancel_leftovers(loop)
+        assert all(t.cancelled() for t in tasks)
+        assert sorted(unwound) == ["a", "b"]
+        _cancel_leftovers(loop)  # nothing left: nothing to do
+    finally:
+        loop.close()
