@@ -31,6 +31,7 @@ swaps in a :class:`aiohttp.web.RequestHandler` subclass overriding its public ``
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -70,7 +71,6 @@ _MULTIPART_PATHS = ("/images/edits",)
 _HOST_EXEMPT = frozenset({"/healthz", "/metrics"})  # probes and scrapers use any name
 _WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 _MAX_VERDICTS = 64  # Host header values judged and kept (see guard_check)
-_UNJUDGED = ""  # "not judged yet" (an empty Host that is refused is just judged again)
 
 
 def log_path(request: web.Request) -> str:
@@ -120,19 +120,13 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
     names, any_ip, any_host = allowed_host_names(settings)
     origins = frozenset(settings.cors_origins)
     check_origin = not settings.api_keys and "*" not in origins
-    # Host header value -> the refused name, or None when served: a gateway sees a handful
-    # of values, so each is judged once (bounded: a client sending many is judged anew)
-    verdicts: dict[str, str | None] = {}
 
+    # a gateway sees a handful of Host values: each is judged once (a bounded cache)
+    @functools.lru_cache(maxsize=_MAX_VERDICTS)
     def refused_host(raw: str) -> str | None:
-        verdict = verdicts.get(raw, _UNJUDGED)
-        if verdict is _UNJUDGED:
-            name = _host_name(raw)
-            verdict = None if name in names or (any_ip and _is_ip(name)) else name
-            if len(verdicts) >= _MAX_VERDICTS:
-                verdicts.clear()
-            verdicts[raw] = verdict
-        return verdict
+        """The refused name of a Host header value, ``None`` when it is served."""
+        name = _host_name(raw)
+        return None if name in names or (any_ip and _is_ip(name)) else name
 
     def check(request: web.Request) -> bool:
         headers = request.headers

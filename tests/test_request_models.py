@@ -100,7 +100,7 @@ def test_a_resolved_name_is_looked_up_and_a_refused_one_refused_again() -> None:
             with pytest.raises(ModelNotFoundError):
                 catalog.route(f"unknown-{i}")  # refused, never kept
         assert catalog.route("q-thinking") == ModelRoute("q", "t2t", True)
-    assert len(catalog._routes) <= _MAX_ROUTES
+    assert catalog._routes.cache_info().currsize <= _MAX_ROUTES
     assert split_model_name("a-search-thinking") == ("a", frozenset({"search", "thinking"}))
 
 

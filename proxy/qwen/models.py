@@ -18,6 +18,7 @@ Media variants do not combine with ``-thinking`` or ``-search``.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -109,8 +110,8 @@ class Catalog:
         self.models = {m.id: m for m in models}
         self._folded = {m.id.lower(): m for m in self.models.values()}
         # resolved names (a catalog is replaced, never changed, when the list is refreshed);
-        # bounded, since clients choose the names
-        self._routes: dict[tuple[str, bool | None], ModelRoute] = {}
+        # bounded, since clients choose the names; a refused name is not kept
+        self._routes = functools.lru_cache(maxsize=_MAX_ROUTES)(self._route)
 
     def model_ids(self) -> list[str]:
         """Every id ``GET /v1/models`` lists (variants included), in its order."""
@@ -153,14 +154,7 @@ class Catalog:
     def route(self, name: str, *, enable_thinking: bool | None = None) -> ModelRoute:
         """Resolve an OpenAI model id. Raises :class:`ModelNotFoundError` for unknown ids or
         variants the model does not support. A name resolved once is looked up after that."""
-        key = (name, enable_thinking)
-        route = self._routes.get(key)
-        if route is None:
-            route = self._route(name, enable_thinking)
-            if len(self._routes) >= _MAX_ROUTES:
-                self._routes.clear()
-            self._routes[key] = route
-        return route
+        return self._routes(name, enable_thinking)
 
     def _route(self, name: str, enable_thinking: bool | None) -> ModelRoute:
         exact = self.models.get(name) or self._folded.get(name.lower())
