@@ -193,6 +193,17 @@ class Outcome:
         )
 
 
+def assistant_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """An OpenAI assistant message that made one function call (``arguments``: JSON text)."""
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        ],
+    }
+
+
 def messages_for(prompt: str) -> list[dict[str, str]]:
     """A one-user-message conversation."""
     return [{"role": "user", "content": prompt}]

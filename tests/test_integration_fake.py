@@ -19,6 +19,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 from fake_site import FakeQwen, Model, Reply
+from helpers import assistant_call
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -283,17 +284,7 @@ async def test_round_trip_continues_the_chat(rig: Rig, stream: bool, reencode: b
     if reencode:
         call["arguments"] = json.dumps(json.loads(call["arguments"]), separators=(",", ":"))
     messages += [
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": call["id"],
-                    "type": "function",
-                    "function": {"name": call["name"], "arguments": call["arguments"]},
-                }
-            ],
-        },
+        assistant_call(call["id"], call["name"], call["arguments"]),
         {"role": "tool", "tool_call_id": call["id"], "content": "22 C, sunny"},
     ]
     second = await chat(rig, stream, messages=messages, tools=[WEATHER])

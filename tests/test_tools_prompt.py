@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from helpers import assistant_call
 
 from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpec, Turn
 from proxy.errors import ClientRequestError
@@ -131,17 +132,7 @@ def test_openai_history_fields_reach_the_conversation() -> None:
                 "model": "m",
                 "messages": [
                     {"role": "user", "content": "go"},
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": "c1",
-                                "type": "function",
-                                "function": {"name": "f", "arguments": '{"x": 1}'},
-                            }
-                        ],
-                    },
+                    assistant_call("c1", "f", '{"x": 1}'),
                     {"role": "tool", "tool_call_id": "c1", "content": "ok"},
                 ],
                 "tools": [{"type": "function", "function": {"name": "f"}}],

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import assistant_call
 from test_integration_fake import make_rig
 
 TOOL = {
@@ -37,17 +38,7 @@ BODIES: dict[str, dict[str, Any]] = {
         "messages": [
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
-                    }
-                ],
-            },
+            assistant_call("call_1", "get_weather", '{"city": "Oslo"}'),
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
             {"role": "user", "content": [{"type": "text", "text": "and now?"}]},
         ],
