@@ -112,7 +112,8 @@ class Deadline:
     ticks instead of a timer of its own: once ``seconds`` have passed (noticed on the next tick)
     the task is cancelled, and the block ends with :class:`TimeoutError` instead of the
     ``CancelledError`` (the cancellation withdrawn) unless the task is being cancelled for
-    another reason too. ``fired`` tells whether the deadline passed."""
+    another reason too. ``fired`` tells whether the deadline passed. Entering it outside a task
+    raises :class:`RuntimeError`."""
 
     __slots__ = ("_at", "_cancelling", "_seconds", "_sweeper", "_task", "fired")
 
