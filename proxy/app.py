@@ -453,6 +453,11 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(
         connector=connector,
         auto_decompress=True,
+        # No cookie jar: a cookie the site sets (the WAF's `acw_tc`, a refreshed `token`)
+        # would ride on every later request, whatever its account. Each request carries
+        # exactly its account's credentials (QwenClient.headers); a jar lookup per request
+        # is saved too.
+        cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,  # True costs a thread-pool hop per request; use `upstream_proxy`
         json_serialize=lambda o: orjson.dumps(o).decode(),
     ) as session:

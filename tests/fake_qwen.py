@@ -46,6 +46,10 @@ class FakeQwen:
     body: bytes | None = None  # the completion stream (default: the t2t_answer recording)
     seen_tokens: set[str] = field(default_factory=set)  # every token any request carried
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: answer every request with ``Set-Cookie`` headers, as the site may (its WAF's ``acw_tc``,
+    #: a refreshed ``token`` of the account that asked)
+    set_cookies: bool = False
+    cookies: list[tuple[str, str]] = field(default_factory=list)  # (token, Cookie header)
 
     def release(self) -> None:
         """Let every held completion answer."""
@@ -56,10 +60,15 @@ class FakeQwen:
 
         @web.middleware
         async def record(request: web.Request, handler: Any) -> web.StreamResponse:
-            auth = request.headers.get("Authorization", "")
-            if auth:
-                self.seen_tokens.add(auth.removeprefix("Bearer "))
-            return await handler(request)
+            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if token:
+                self.seen_tokens.add(token)
+            self.cookies.append((token, request.headers.get("Cookie", "")))
+            resp: web.StreamResponse = await handler(request)
+            if self.set_cookies:
+                resp.set_cookie("acw_tc", "waf-session")
+                resp.set_cookie("token", token)
+            return resp
 
         app = web.Application(middlewares=[record])
 

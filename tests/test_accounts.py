@@ -35,10 +35,11 @@ def tokens(n: int, exp: float | None = None) -> list[str]:
 
 
 async def gateway(
-    aiohttp_server: Any, fake: FakeQwen, **settings: Any
+    aiohttp_server: Any, fake: FakeQwen, *, host: str = "127.0.0.1", **settings: Any
 ) -> tuple[TestServer, TestClient]:
+    """The fake and a gateway in front of it, which reaches it as ``host``."""
     upstream = await aiohttp_server(fake.app())
-    app = make_app(Settings(upstream_url=str(upstream.make_url("")).rstrip("/"), **settings))
+    app = make_app(Settings(upstream_url=f"http://{host}:{upstream.port}", **settings))
     client = TestClient(TestServer(app))
     await client.start_server()
     return upstream, client
@@ -71,6 +72,32 @@ async def test_all_tokens_expired_is_a_clear_503() -> None:
     pool = AccountPool([SecretStr(make_jwt("1", time.time() - 5))], MemoryStore())
     with pytest.raises(NoUpstreamTokenError, match=r"account-1 on \d{4}-\d\d-\d\d"):
         await pool.acquire()
+
+
+async def test_cookies_the_site_sets_never_ride_on_another_accounts_requests(
+    aiohttp_server: Any,
+) -> None:
+    """Every upstream request carries its own account's token and nothing the site set.
+
+    The fake answers each request with ``Set-Cookie: token=<that account's token>`` and an
+    ``acw_tc``, as chat.qwen.ai may. A cookie jar shared by the app's one session would send
+    account-1's token cookie with account-2's requests (aiohttp's jar keeps cookies of host
+    names, not of IP addresses: the fake is reached as ``localhost``)."""
+    fake = FakeQwen(set_cookies=True)
+    t1, t2 = tokens(2)
+    _, client = await gateway(
+        aiohttp_server, fake, host="localhost", tokens=[t1, t2], read_timeout_s=10
+    )
+    try:
+        for _ in range(3):  # equally busy accounts take turns: account-1, account-2, account-1
+            resp = await client.post("/v1/chat/completions", json=BODY)
+            assert resp.status == 200, await resp.text()
+    finally:
+        await client.close()
+    assert fake.served == [t1, t2, t1]
+    assert {token for token, _ in fake.cookies} == {t1, t2}
+    for token, cookie in fake.cookies:
+        assert cookie == f"token={token}"
 
 
 async def test_requests_go_to_the_least_busy_account(aiohttp_server: Any) -> None:
