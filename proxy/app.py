@@ -40,7 +40,7 @@ from proxy.frontdoors import OPENAI, FrontDoor
 from proxy.frontdoors.anthropic import ANTHROPIC
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.frontdoors.responses import RESPONSES
-from proxy.guard import guard_check, log_path, with_body_deadline
+from proxy.guard import expect_continue, guard_check, log_path, with_body_deadline
 from proxy.hangup import HangupWatch
 from proxy.metrics import MODEL_KEY, Metrics, route_template, total_timing
 from proxy.routes.admin import admin_accounts, metrics
@@ -518,23 +518,39 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_client_ctx)
     app.cleanup_ctx.append(_janitor_ctx)
     for prefix in ("/v1", ""):
-        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(
+            f"{prefix}/chat/completions", chat_completions, expect_handler=expect_continue
+        )
         app[FRONT_DOORS][f"{prefix}/chat/completions"] = OPENAI_CHAT
-        app.router.add_post(f"{prefix}/images/generations", images_generations)
-        app.router.add_post(f"{prefix}/images/edits", images_edits)
-        app.router.add_post(f"{prefix}/videos/generations", videos_generations)
-        app.router.add_post(f"{prefix}/responses", create_response)
+        app.router.add_post(
+            f"{prefix}/images/generations", images_generations, expect_handler=expect_continue
+        )
+        app.router.add_post(f"{prefix}/images/edits", images_edits, expect_handler=expect_continue)
+        app.router.add_post(
+            f"{prefix}/videos/generations", videos_generations, expect_handler=expect_continue
+        )
+        app.router.add_post(f"{prefix}/responses", create_response, expect_handler=expect_continue)
         app[FRONT_DOORS][f"{prefix}/responses"] = RESPONSES
-        app.router.add_get(f"{prefix}/responses/{{response_id}}", get_response)
-        app.router.add_delete(f"{prefix}/responses/{{response_id}}", delete_response)
-        app.router.add_get(f"{prefix}/responses/{{response_id}}/input_items", list_input_items)
-        app.router.add_get(f"{prefix}/models", list_models)
-        app.router.add_get(f"{prefix}/models/{{model}}", get_model)
-        app.router.add_post(f"{prefix}/messages", messages)
-        app.router.add_post(f"{prefix}/messages/count_tokens", messages_count_tokens)
+        app.router.add_get(
+            f"{prefix}/responses/{{response_id}}", get_response, expect_handler=expect_continue
+        )
+        app.router.add_delete(
+            f"{prefix}/responses/{{response_id}}", delete_response, expect_handler=expect_continue
+        )
+        app.router.add_get(
+            f"{prefix}/responses/{{response_id}}/input_items",
+            list_input_items,
+            expect_handler=expect_continue,
+        )
+        app.router.add_get(f"{prefix}/models", list_models, expect_handler=expect_continue)
+        app.router.add_get(f"{prefix}/models/{{model}}", get_model, expect_handler=expect_continue)
+        app.router.add_post(f"{prefix}/messages", messages, expect_handler=expect_continue)
+        app.router.add_post(
+            f"{prefix}/messages/count_tokens", messages_count_tokens, expect_handler=expect_continue
+        )
         app[FRONT_DOORS][f"{prefix}/messages"] = ANTHROPIC
         app[FRONT_DOORS][f"{prefix}/messages/count_tokens"] = ANTHROPIC
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/admin/accounts", admin_accounts)
+    app.router.add_get("/healthz", healthz, expect_handler=expect_continue)
+    app.router.add_get("/metrics", metrics, expect_handler=expect_continue)
+    app.router.add_get("/admin/accounts", admin_accounts, expect_handler=expect_continue)
     return app

@@ -16,7 +16,10 @@ order:
    ``/images/edits``), else 415. A cross-site "simple" request (``text/plain``, a form) cannot
    carry those types without a CORS preflight, which the gateway only answers for
    ``cors_origins``.
-4. The body must arrive within ``body_timeout_s`` seconds (408 ``request_timeout``); a client
+4. ``Expect``: only ``100-continue`` (answered by :func:`expect_continue`, the routes'
+   expect handler); any other expectation is 417 ``expectation_failed``, an error object that
+   does not quote the header (aiohttp's own answer is plain text that does).
+5. The body must arrive within ``body_timeout_s`` seconds (408 ``request_timeout``); a client
    that hangs up during its upload is logged in one line (``client_gone``) and gets no answer.
 
 :class:`GatewayRunner` is an :class:`aiohttp.web.AppRunner` whose connections answer requests
@@ -38,13 +41,14 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import http_exceptions, web
+from aiohttp import HttpVersion11, http_exceptions, web
 from aiohttp.web_request import BaseRequest
 
 from proxy.config import Settings
 from proxy.errors import (
     ForbiddenRequestError,
     HeadersTooLargeError,
+    HTTPStatusError,
     MalformedHTTPError,
     ProxyError,
     RequestTimeoutError,
@@ -58,6 +62,7 @@ from proxy.state import MASKER, SETTINGS
 __all__ = [
     "GatewayRunner",
     "allowed_host_names",
+    "expect_continue",
     "guard_check",
     "log_path",
     "parse_error_response",
@@ -112,11 +117,35 @@ def _is_ip(name: str) -> bool:
     return True
 
 
+async def expect_continue(request: web.Request) -> None:
+    """The routes' handler of the ``Expect`` header, run by aiohttp before any middleware:
+    ``100-continue`` on HTTP/1.1 gets ``100 Continue`` (RFC 9110 §10.1.1), as aiohttp's default
+    handler does. Any other value is left to :func:`guard_check` (417 as an error object of the
+    route's front door) instead of aiohttp's plain-text answer, which quotes the value."""
+    if request.version == HttpVersion11 and _continues(request.headers.get("Expect", "")):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the 100 is not part of the answer that follows
+
+
+def _continues(expect: str) -> bool:
+    return expect.strip().lower() == "100-continue"
+
+
+def _expectation_failed() -> HTTPStatusError:
+    return HTTPStatusError(
+        "the request's `Expect` header asks for something this gateway does not do "
+        "(only `100-continue` is understood); send the request without it",
+        status=417,
+        code="expectation_failed",
+    )
+
+
 def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
-    """The checks described in the module docstring (1 to 3), for ``settings``, as one plain
-    function: it raises :class:`~proxy.errors.ForbiddenRequestError` or
-    :class:`~proxy.errors.UnsupportedMediaTypeError`, else returns ``True`` when the request's
-    body is still arriving (run the handler under :func:`with_body_deadline`, check 4)."""
+    """The checks described in the module docstring (1 to 4), for ``settings``, as one plain
+    function: it raises :class:`~proxy.errors.ForbiddenRequestError`,
+    :class:`~proxy.errors.UnsupportedMediaTypeError` or an
+    :class:`~proxy.errors.HTTPStatusError` (417), else returns ``True`` when the request's
+    body is still arriving (run the handler under :func:`with_body_deadline`, check 5)."""
     names, any_ip, any_host = allowed_host_names(settings)
     origins = frozenset(settings.cors_origins)
     check_origin = not settings.api_keys and "*" not in origins
@@ -147,6 +176,9 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
                     "gateway",
                     code="forbidden_origin",
                 )
+        expect = headers.get("Expect")
+        if expect is not None and not _continues(expect):
+            raise _expectation_failed()
         if request.method != "POST" or not request.body_exists:
             return False  # no body, nothing a page could have forged
         ctype = request.content_type
@@ -300,6 +332,29 @@ class _RequestHandler(web.RequestHandler):
         )
         self.transport.write(head.encode() + body)
         self.force_close()
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """Send ``resp``; an aiohttp HTTP error raised outside the app's middleware (which
+        answers every other failure) becomes an error object first: aiohttp's expect handler
+        of a path no route has (an unknown ``Expect`` there: its plain-text 417 quotes the
+        header)."""
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            if resp.status == 417:
+                err = _expectation_failed()
+            else:
+                err = HTTPStatusError(resp.reason, status=resp.status, code="http_error")
+            log.info("request_failed", status=resp.status, code=err.error_code())
+            resp = web.Response(
+                status=resp.status,
+                body=orjson.dumps(error_body(err)),
+                content_type="application/json",
+            )
+            if start_time is not None:  # aiohttp's start: its loop's clock, in seconds
+                ms = (self._loop.time() - start_time) * 1000
+                resp.headers["Server-Timing"] = f"total;dur={ms:.2f}"
+        return await super().finish_response(request, resp, start_time)
 
     def handle_error(
         self,

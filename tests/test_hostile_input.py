@@ -16,7 +16,7 @@ import aiohttp
 import openai
 import pytest
 import structlog
-from helpers import ServerFactory, Stack, start_stack
+from helpers import SCENARIO, ServerFactory, Stack, start_stack
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -430,6 +430,69 @@ async def test_hangup_during_upload_is_one_log_line(
     hangups = [ln for ln in text.splitlines() if "client_gone" in ln or "client_disconnected" in ln]
     assert len(hangups) == 1 and "client_gone" in hangups[0], text
     assert "Traceback" not in text and "Error handling request" not in text
+
+
+# -- the Expect header ----------------------------------------------------------------------
+
+
+async def _expecting(addr: tuple[str, int], path: str, expect: str) -> tuple[int, bytes, bytes]:
+    """One POST with ``Expect: <expect>`` and its body sent at once; the answer's status, head
+    and body (the connection is closed by the client once the answer is read)."""
+    sc = SCENARIO["t2t_answer"]  # a recorded turn: the offline stack can answer it
+    body = json.dumps(
+        {"model": sc.openai_model, "messages": [{"role": "user", "content": sc.prompt}]}
+    )
+    reader, writer = await asyncio.open_connection(*addr)
+    writer.write(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: {expect}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 100 "):  # an interim answer, then the real one
+        head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    payload = await reader.readexactly(length)
+    writer.close()
+    return int(head.split(b" ", 2)[1]), head, payload
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic"), ("/v1/nowhere", "openai")],
+)
+async def test_an_unknown_expectation_is_a_417_error_object_without_echo(
+    raw_proxy: tuple[str, int], path: str, shape: str
+) -> None:
+    """``Expect`` other than ``100-continue`` is 417 ``expectation_failed`` in the route's
+    error shape (on a path no route has too: answered before the app, without
+    ``Server-Timing``, as the README says); aiohttp's own answer is plain text quoting the
+    header value."""
+    status, head, body = await _expecting(raw_proxy, path, f"x-{SECRET}")
+    assert status == 417, body
+    payload = json.loads(body)
+    if shape == "anthropic":
+        assert payload["type"] == "error"
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert "`Expect`" in payload["error"]["message"]
+    if shape == "openai":
+        assert payload["error"]["code"] == "expectation_failed"
+    assert b"application/json" in head
+    assert (b"Server-Timing: total;dur=" in head) is (path != "/v1/nowhere")
+    assert SECRET.encode() not in head + body
+
+
+@pytest.mark.parametrize("expect", ["100-continue", "100-Continue"])
+async def test_expect_100_continue_still_gets_its_interim_answer(
+    raw_proxy: tuple[str, int], expect: str
+) -> None:
+    status, _, body = await _expecting(raw_proxy, "/v1/chat/completions", expect)
+    assert status == 200, body
+    assert json.loads(body)["choices"][0]["message"]["content"] == (
+        SCENARIO["t2t_answer"].expected_content
+    )
 
 
 # -- parameter types ------------------------------------------------------------------------
