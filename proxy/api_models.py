@@ -57,6 +57,14 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
+class ResponseFormat(BaseModel):
+    """OpenAI ``response_format``: its ``type`` is checked; the format is not enforced."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
 class ChatMessage(BaseModel):
     """One OpenAI chat message. ``content`` is a string, a list of content parts, or null."""
 
@@ -107,6 +115,11 @@ class ChatCompletionRequest(BaseModel):
     logit_bias: dict[str, Number] | None = None
     user: Annotated[str, Strict()] | None = None
     store: StrictBool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: Annotated[str, Strict()] | None = None
+    metadata: dict[str, Annotated[str, Strict()]] | None = None
+    service_tier: Annotated[str, Strict()] | None = None
+    modalities: list[Annotated[str, Strict()]] | None = None
 
 
 class ImageGenerationRequest(BaseModel):

@@ -514,7 +514,25 @@ BAD_PARAMS = [
     ("stream_options", {"include_usage": "yes"}),
     ("model", 7),
     ("enable_thinking", "true"),
+    ("response_format", "json"),
+    ("response_format", {"type": "yaml"}),
+    ("response_format", {"type": "json_schema", "json_schema": "x"}),
+    ("reasoning_effort", 5),
+    ("metadata", "x"),
+    ("metadata", {"k": 1}),
+    ("service_tier", 1),
+    ("modalities", "text"),
 ]
+
+#: the ``param`` named when it is not the field itself
+_PARAM_NAMED = {
+    ("stream_options", "{'include_usage': 'yes'}"): "stream_options.include_usage",
+    ("response_format", "{'type': 'yaml'}"): "response_format.type",
+    ("response_format", "{'type': 'json_schema', 'json_schema': 'x'}"): (
+        "response_format.json_schema"
+    ),
+    ("metadata", "{'k': 1}"): "metadata.k",
+}
 
 
 @pytest.mark.parametrize(("param", "value"), BAD_PARAMS)
@@ -526,9 +544,7 @@ async def test_bad_parameter_type_is_400_with_param(stack: Stack, param: str, va
         stack, "/v1/chat/completions", json.dumps(body).encode(), "application/json"
     )
     assert status == 400, payload
-    assert payload["error"]["param"] == (
-        "stream_options.include_usage" if param == "stream_options" else param
-    )
+    assert payload["error"]["param"] == _PARAM_NAMED.get((param, repr(value)), param)
     assert payload["error"]["type"] == "invalid_request_error"
     assert not stack.replay.app[REQUESTS_KEY]
 
@@ -551,6 +567,9 @@ OTHER_APIS: dict[str, tuple[dict[str, Any], list[tuple[str, Any]]]] = {
             ("top_k", -1),
             ("model", 7),
             ("stop_sequences", "END"),
+            ("thinking", {"type": "enabled", "budget_tokens": "lots"}),
+            ("thinking", {"type": "enabled", "budget_tokens": 0}),
+            ("thinking", {"type": "enabled", "budget_tokens": True}),
         ],
     ),
     "/v1/responses": (
@@ -565,6 +584,8 @@ OTHER_APIS: dict[str, tuple[dict[str, Any], list[tuple[str, Any]]]] = {
             ("top_p", 1.5),
             ("store", "no"),
             ("model", 7),
+            ("include", "x"),
+            ("include", [1]),
         ],
     ),
 }
@@ -611,6 +632,12 @@ GOOD_IGNORED = [
     ("presence_penalty", 1),
     ("user", "u-1"),
     ("logit_bias", {"50256": -100}),
+    ("response_format", {"type": "json_object"}),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+    ("reasoning_effort", "low"),
+    ("metadata", {"k": "v"}),
+    ("service_tier", "auto"),
+    ("modalities", ["text"]),
 ]
 
 

@@ -469,6 +469,12 @@ def _thinking(thinking: dict[str, Any] | None) -> bool | None:
     if thinking is None:
         return None
     kind = thinking.get("type")
+    budget = thinking.get("budget_tokens")
+    if budget is not None and (type(budget) is not int or budget < 1):
+        raise _bad(
+            "thinking.budget_tokens must be a positive integer (a number of tokens)",
+            "thinking.budget_tokens",
+        )
     if kind == "enabled":
         return True
     if kind == "disabled":

@@ -119,6 +119,7 @@ class _Body(BaseModel):
     text: dict[str, Any] | None = None
     truncation: str | None = None
     user: str | None = None
+    include: list[str] | None = None
 
 
 @dataclass(slots=True)
