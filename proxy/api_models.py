@@ -74,6 +74,7 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[Any] | None = None
     tool_call_id: str | None = None
+    refusal: Annotated[str, Strict()] | None = None
 
 
 class ChatCompletionRequest(BaseModel):
@@ -120,6 +121,14 @@ class ChatCompletionRequest(BaseModel):
     metadata: dict[str, Annotated[str, Strict()]] | None = None
     service_tier: Annotated[str, Strict()] | None = None
     modalities: list[Annotated[str, Strict()]] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    verbosity: Annotated[str, Strict()] | None = None
+    web_search_options: dict[str, Any] | None = None
+    prompt_cache_key: Annotated[str, Strict()] | None = None
+    safety_identifier: Annotated[str, Strict()] | None = None
+    functions: list[dict[str, Any]] | None = None  # deprecated by OpenAI: ignored
+    function_call: Annotated[str, Strict()] | dict[str, Any] | None = None
 
 
 class ImageGenerationRequest(BaseModel):

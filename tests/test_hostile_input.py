@@ -522,6 +522,14 @@ BAD_PARAMS = [
     ("metadata", {"k": 1}),
     ("service_tier", 1),
     ("modalities", "text"),
+    ("audio", "x"),
+    ("prediction", 1),
+    ("verbosity", 1),
+    ("web_search_options", []),
+    ("prompt_cache_key", 1),
+    ("safety_identifier", True),
+    ("functions", {}),
+    ("function_call", 1),
 ]
 
 #: the ``param`` named when it is not the field itself
@@ -570,6 +578,9 @@ OTHER_APIS: dict[str, tuple[dict[str, Any], list[tuple[str, Any]]]] = {
             ("thinking", {"type": "enabled", "budget_tokens": "lots"}),
             ("thinking", {"type": "enabled", "budget_tokens": 0}),
             ("thinking", {"type": "enabled", "budget_tokens": True}),
+            ("metadata", "u"),
+            ("service_tier", 1),
+            ("mcp_servers", {}),
         ],
     ),
     "/v1/responses": (
@@ -586,6 +597,11 @@ OTHER_APIS: dict[str, tuple[dict[str, Any], list[tuple[str, Any]]]] = {
             ("model", 7),
             ("include", "x"),
             ("include", [1]),
+            ("background", "yes"),
+            ("max_tool_calls", "3"),
+            ("top_logprobs", 50),
+            ("prompt_cache_key", 1),
+            ("stream_options", "x"),
         ],
     ),
 }
@@ -638,6 +654,9 @@ GOOD_IGNORED = [
     ("metadata", {"k": "v"}),
     ("service_tier", "auto"),
     ("modalities", ["text"]),
+    ("verbosity", "low"),
+    ("prompt_cache_key", "k"),
+    ("web_search_options", {}),
 ]
 
 

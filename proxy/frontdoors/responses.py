@@ -120,6 +120,15 @@ class _Body(BaseModel):
     truncation: str | None = None
     user: str | None = None
     include: list[str] | None = None
+    # accepted and ignored, type-checked as OpenAI does
+    background: bool | None = None
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    prompt: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    service_tier: str | None = None
+    stream_options: dict[str, Any] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
 @dataclass(slots=True)
