@@ -16,7 +16,7 @@ import aiohttp
 import openai
 import pytest
 import structlog
-from helpers import SCENARIO, ServerFactory, Stack, start_stack
+from helpers import SCENARIO, ServerFactory, Stack, assistant_call, start_stack
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -622,6 +622,109 @@ async def test_the_other_apis_check_types_strictly(
     message = payload["error"]["message"]
     assert param in message, message
     assert not stack.replay.app[REQUESTS_KEY]
+
+
+_HI = {"role": "user", "content": "hi"}
+NESTED_BAD: dict[str, tuple[str, dict[str, Any], str]] = {
+    "chat_text_part_number": (
+        "/v1/chat/completions",
+        {
+            "model": "qwen3-max",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}],
+        },
+        "messages",
+    ),
+    "chat_text_part_object": (
+        "/v1/chat/completions",
+        {
+            "model": "qwen3-max",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": {}}]}],
+        },
+        "messages",
+    ),
+    "chat_tool_call_id_number": (
+        "/v1/chat/completions",
+        {
+            "model": "qwen3-max",
+            "messages": [
+                _HI,
+                {
+                    **assistant_call("c1", "f", "{}"),
+                    "tool_calls": [{**assistant_call("c1", "f", "{}")["tool_calls"][0], "id": 7}],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+            ],
+        },
+        "messages[1].tool_calls[0].id",
+    ),
+    "chat_tool_call_type_list": (
+        "/v1/chat/completions",
+        {
+            "model": "qwen3-max",
+            "messages": [
+                _HI,
+                {
+                    **assistant_call("c1", "f", "{}"),
+                    "tool_calls": [
+                        {**assistant_call("c1", "f", "{}")["tool_calls"][0], "type": []}
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+            ],
+        },
+        "messages[1].tool_calls[0].type",
+    ),
+    "messages_text_block_number": (
+        "/v1/messages",
+        {
+            "model": "claude-3-5-haiku",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}],
+        },
+        "messages",
+    ),
+    "messages_metadata_user_id": (
+        "/v1/messages",
+        {
+            "model": "claude-3-5-haiku",
+            "max_tokens": 20,
+            "messages": [_HI],
+            "metadata": {"user_id": 7},
+        },
+        "metadata",
+    ),
+    "responses_text_format_type": (
+        "/v1/responses",
+        {"model": "qwen3-max", "input": "hi", "text": {"format": {"type": "yaml"}}},
+        "text",
+    ),
+    "responses_text_format_string": (
+        "/v1/responses",
+        {"model": "qwen3-max", "input": "hi", "text": {"format": "json"}},
+        "text",
+    ),
+    "responses_input_text_number": (
+        "/v1/responses",
+        {
+            "model": "qwen3-max",
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": 7}]}],
+        },
+        "input",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NESTED_BAD))
+async def test_a_nested_value_of_the_wrong_type_is_a_400(stack: Stack, case: str) -> None:
+    """Wrong types inside messages, tool calls and sub-objects are refused as the APIs refuse
+    them, naming where (a text part's ``text`` of 7 is not sent as "7", nor dropped)."""
+    path, body, param = NESTED_BAD[case]
+    status, payload = await _post(stack, path, json.dumps(body).encode(), "application/json")
+    assert status == 400, payload
+    error = payload["error"]
+    assert param in (error.get("param") or "") + error["message"], error
+    # no chat was made (the model list may have been read to resolve the model)
+    assert [r.path_qs for r in stack.replay.app[REQUESTS_KEY]] in ([], ["/api/models"])
 
 
 async def test_bad_temperature_through_the_sdk(stack: Stack) -> None:

@@ -36,7 +36,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.api_models import parse_body
 from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpec, Turn
@@ -117,6 +117,13 @@ class MessagesRequest(CountTokensRequest):
     service_tier: str | None = None
     container: str | dict[str, Any] | None = None
     mcp_servers: list[dict[str, Any]] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _user_id(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not isinstance(value.get("user_id", ""), str | None):
+            raise ValueError("metadata.user_id must be a string")
+        return value
 
 
 # -- model names --------------------------------------------------------------------------------

@@ -157,6 +157,11 @@ def _tool_calls(raw: list[Any] | None, where: str) -> tuple[ToolCallRecord, ...]
         if not isinstance(args, str):
             raise _bad("tool call arguments must be a JSON string", f"{at}.function.arguments")
         call_id = call.get("id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise _bad("a tool call's `id` must be a string", f"{at}.id")
+        kind = call.get("type", "function")
+        if not isinstance(kind, str):
+            raise _bad("a tool call's `type` must be a string (`function`)", f"{at}.type")
         out.append(
             ToolCallRecord(call_id if isinstance(call_id, str) else f"call_{i}", fn["name"], args)
         )

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.api_models import parse_body
 from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpec, Turn
@@ -97,6 +97,19 @@ _HOSTED_TOOL_PREFIXES = (
 # -- request ---------------------------------------------------------------------------------
 
 
+class _TextFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class _TextConfig(BaseModel):
+    """``text``: checked, then echoed as sent (the format is not enforced)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    format: _TextFormat | None = None
+    verbosity: str | None = None
+
+
 class _Body(BaseModel):
     """The top level of a ``POST /v1/responses`` body (fields the gateway acts on or echoes).
     Types are checked strictly, as OpenAI does: ``"stream": "yes"`` is a 400, not coerced."""
@@ -129,6 +142,13 @@ class _Body(BaseModel):
     service_tier: str | None = None
     stream_options: dict[str, Any] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("text")
+    @classmethod
+    def _text_config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _TextConfig.model_validate(value)
+        return value
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from proxy.errors import UnsupportedContentError
+from proxy.errors import ClientRequestError, UnsupportedContentError
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -172,8 +172,11 @@ def text_of(message: MessageLike) -> str:
         kind = part.get("type")
         if kind == "text" or (kind is None and "text" in part):
             text = part.get("text")
-            if isinstance(text, str):
-                pieces.append(text)
+            if not isinstance(text, str):
+                raise ClientRequestError(
+                    "a text content part needs `text`, a string", param="messages"
+                )
+            pieces.append(text)
         elif _is_media(kind):
             continue  # uploaded separately (media_parts)
         else:
