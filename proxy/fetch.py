@@ -14,8 +14,10 @@ checked again. The body is capped at the kind's limit (413 ``media_too_large``, 
 host or a non-200 answer is a 400 ``media_fetch_failed``: the client gave a URL that does not
 work.
 
-Known limit: the host is resolved for the check and again by the connection, so a DNS answer
-that changes in between (rebinding) is not caught.
+The host is resolved once, for the check, and the connection goes to the address that was
+checked (the URL's host replaced by it; the ``Host`` header, and for https the TLS server name
+and certificate check, keep the name): a DNS answer that changes after the check (rebinding)
+is never used. Such a connection is not kept for reuse.
 
 Limits per kind (docs/protocol.md §7.2): ``max_image_bytes``, ``max_video_bytes``,
 ``max_audio_bytes``, ``max_document_bytes``.
@@ -26,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import Any
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -42,7 +45,15 @@ from proxy.qwen.client import network_failure
 from proxy.qwen.files import Blob, Kind, content_type_kind, decode_data_uri, make_blob
 from proxy.qwen.request import MediaPart
 
-__all__ = ["check_address", "check_url", "embedded_ipv4", "fetch_url", "ingest", "is_public"]
+__all__ = [
+    "check_address",
+    "check_url",
+    "embedded_ipv4",
+    "fetch_url",
+    "ingest",
+    "is_public",
+    "pinned_request",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -145,6 +156,23 @@ def check_address(host: str, addr: IPAddress, *, allow_private: bool) -> None:
         )
 
 
+def pinned_request(url: str, addr: IPAddress) -> tuple[str, dict[str, Any]]:
+    """The URL to request and the request options that reach ``url`` at ``addr``, its
+    checked address: the host replaced by the address; ``Host`` (and, for https, the TLS
+    server name the certificate is checked against) still the URL's; ``Connection: close``
+    (a connection made for one name is not pooled under its address for another)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    literal = f"[{addr}]" if addr.version == 6 else str(addr)
+    pinned = urlunsplit(
+        SplitResult(parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, "")
+    )
+    options: dict[str, Any] = {"headers": {"Host": parts.netloc, "Connection": "close"}}
+    if parts.scheme == "https" and parts.hostname is not None:
+        options["server_hostname"] = parts.hostname
+    return pinned, options
+
+
 async def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         return [ipaddress.ip_address(host)]
@@ -153,6 +181,8 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
+        infos = []
+    if not infos:
         raise MediaFetchError(f"the media URL's host {host} does not resolve") from None
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
@@ -171,9 +201,11 @@ async def fetch_url(
             target = url
             for _ in range(_MAX_REDIRECTS + 1):
                 host, port = check_url(target)
-                for addr in await _resolve(host, port):
+                addrs = await _resolve(host, port)
+                for addr in addrs:
                     check_address(host, addr, allow_private=settings.allow_private_fetch)
-                async with session.get(target, allow_redirects=False) as resp:
+                pinned, options = pinned_request(target, addrs[0])
+                async with session.get(pinned, allow_redirects=False, **options) as resp:
                     if resp.status in _REDIRECTS and "Location" in resp.headers:
                         target = urljoin(target, resp.headers["Location"])
                         continue

@@ -1,14 +1,29 @@
 """The media fetch guard's address check: an allow-list of public unicast
-addresses, with IPv6 forms that embed an IPv4 address judged by the IPv4 address."""
+addresses, with IPv6 forms that embed an IPv4 address judged by the IPv4 address; and the
+fetch itself connecting to the address that was checked."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from proxy import fetch
+from proxy.config import Settings
+from proxy.conformance import probes
+from proxy.conformance.probes import fetch_image
 from proxy.errors import MediaURLRefusedError
-from proxy.fetch import check_address, embedded_ipv4, is_public
+from proxy.fetch import check_address, embedded_ipv4, is_public, pinned_request
+
+# a 1x1 PNG (the smallest valid image the blob check accepts)
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c"
+    "6360000002000154a24f5d0000000049454e44ae426082"
+)
 
 REFUSED = [
     "127.0.0.1",
@@ -83,3 +98,93 @@ def test_embedded_ipv4(v6: str, v4: str | None) -> None:
     """The IPv4 meaning of each IPv6 form."""
     got = embedded_ipv4(ipaddress.ip_address(v6))
     assert (str(got) if got else None) == v4
+
+
+# -- the connection goes to the checked address (no second DNS answer) ---------------------------
+
+
+def test_a_pinned_request_keeps_the_name_for_host_and_tls() -> None:
+    url, options = pinned_request(
+        "https://media.example:8443/a/b.png?x=1#frag", ipaddress.ip_address("2606:4700::1")
+    )
+    assert url == "https://[2606:4700::1]:8443/a/b.png?x=1"
+    assert options == {
+        "headers": {"Host": "media.example:8443", "Connection": "close"},
+        "server_hostname": "media.example",
+    }
+    url, options = pinned_request("http://media.example/", ipaddress.ip_address("8.8.8.8"))
+    assert url == "http://8.8.8.8:80/"
+    assert options == {"headers": {"Host": "media.example", "Connection": "close"}}
+
+
+async def test_the_fetch_connects_to_the_address_it_checked(
+    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name is resolved once, for the check; the request goes to that address. A name
+    no DNS knows (``.invalid``) is fetched when the check's resolution says where it is: had
+    the connection resolved the name again (where a rebinding DNS would answer differently),
+    it would have failed."""
+    seen: list[str] = []
+
+    async def picture(request: web.Request) -> web.Response:
+        seen.append(request.headers["Host"])
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/cat.png", picture)
+    server = await aiohttp_server(app)
+    resolved: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[Any]:
+        resolved.append(host)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    monkeypatch.setattr(fetch, "_resolve", resolve)
+    url = f"http://pictures.invalid:{server.port}/cat.png"
+    async with aiohttp.ClientSession() as session:
+        blob = await fetch.fetch_url(
+            session, url, expect="image", settings=Settings(allow_private_fetch=True)
+        )
+    assert blob.data == PNG
+    assert resolved == ["pictures.invalid"]
+    assert seen == [f"pictures.invalid:{server.port}"]
+
+
+# -- the conformance harness fetches the image URLs a target hands out the same way -------------
+
+
+@pytest.mark.parametrize(
+    "host", ["[::ffff:127.0.0.1]", "[64:ff9b::7f00:1]", "[::7f00:1]", "[2002:a9fe:a9fe::1]"]
+)
+async def test_the_harness_is_not_sent_to_a_loopback_or_metadata_address(host: str) -> None:
+    """A target under test that answers with an image URL on an IPv6 form of a loopback or
+    cloud-metadata address does not get the harness to fetch it (judged by the IPv4 inside)."""
+    async with aiohttp.ClientSession() as session:
+        out = await fetch_image(session, f"http://{host}:9/cat.png", timeout_s=5)
+    assert out.error is not None and out.error.startswith("refused"), out
+    assert out.status is None
+
+
+async def test_the_harness_fetches_from_the_address_it_checked(
+    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    async def picture(request: web.Request) -> web.Response:
+        seen.append(request.headers["Host"])
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/cat.png", picture)
+    server = await aiohttp_server(app)
+
+    async def getaddrinfo(host: str, port: Any, *args: Any, **kw: Any) -> list[Any]:
+        assert host == "pictures.invalid"  # only the check resolves; the connection does not
+        return [(2, 1, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(probes, "is_public", lambda addr: True)  # loopback stands in for public
+    async with aiohttp.ClientSession() as session:
+        out = await fetch_image(session, f"http://pictures.invalid:{server.port}/cat.png")
+    assert (out.error, out.status, out.format) == (None, 200, "png")
+    assert seen == [f"pictures.invalid:{server.port}"]

@@ -29,6 +29,7 @@ import aiohttp
 
 from proxy.conformance.diagnosis import SSEParse, parse_sse, sniff_image
 from proxy.conformance.report import Evidence, RequestRecord
+from proxy.fetch import is_public, pinned_request
 from proxy.secrets import SecretMasker
 
 __all__ = [
@@ -388,31 +389,36 @@ def rewrite_url(url: str, rewrites: Mapping[str, str]) -> tuple[str, bool]:
     return url, False
 
 
-async def _refusal(url: str, *, trusted_hosts: frozenset[str], allow_private: bool) -> str | None:
-    """Why ``url`` must not be fetched, or ``None`` when it may be."""
+async def _refusal(
+    url: str, *, trusted_hosts: frozenset[str], allow_private: bool
+) -> tuple[str | None, Any]:
+    """``(why url must not be fetched, None)``, or ``(None, address)`` when it may be: the
+    address checked, which the request must go to (``None``: any, as the URL says)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        return f"refused: scheme {parts.scheme!r} is not http(s)"
+        return f"refused: scheme {parts.scheme!r} is not http(s)", None
     host = parts.hostname
     if not host:
-        return "refused: the URL has no host"
+        return "refused: the URL has no host", None
     if allow_private or host in trusted_hosts:
-        return None
+        return None, None
     try:
         addrs = [ipaddress.ip_address(host)]
     except ValueError:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
         except OSError as exc:
-            return f"cannot resolve {host}: {exc}"
+            return f"cannot resolve {host}: {exc}", None
         addrs = [ipaddress.ip_address(info[4][0]) for info in infos]
+    if not addrs:
+        return f"cannot resolve {host}", None
     for addr in addrs:
-        if not addr.is_global:
+        if not is_public(addr):
             return (
                 f"refused: {host} resolves to the non-public address {addr} "
                 "(use --allow-private-urls or --rewrite-url to allow it)"
-            )
-    return None
+            ), None
+    return None, addrs[0]
 
 
 async def fetch_image(
@@ -430,8 +436,9 @@ async def fetch_image(
 
     ``rewrites`` maps URL prefixes to replacements (e.g. a CDN to a local test server); a
     rewritten URL and hosts in ``trusted_hosts`` (the target's own host) may be private or
-    loopback. Otherwise only http(s) URLs whose host resolves to public addresses are fetched,
-    each redirect is checked the same way, the body is capped at ``max_bytes`` and the whole
+    loopback. Otherwise only http(s) URLs whose host resolves to public addresses
+    (:func:`proxy.fetch.is_public`) are fetched, from the address checked; each redirect is
+    checked the same way, the body is capped at ``max_bytes`` and the whole
     download at ``timeout_s`` seconds. Never raises: failures are in ``ImageFetch.error``.
     """
     target, rewritten = rewrite_url(url, rewrites or {})
@@ -439,13 +446,15 @@ async def fetch_image(
     try:
         async with asyncio.timeout(timeout_s):
             for _ in range(max_redirects + 1):
-                reason = await _refusal(
+                reason, addr = await _refusal(
                     target, trusted_hosts=trusted_hosts, allow_private=allow_private or rewritten
                 )
                 if reason:
                     out.error = reason
                     return out
-                async with session.get(target, allow_redirects=False) as resp:
+                # to the address that was checked (never a second, different DNS answer)
+                url_at, options = (target, {}) if addr is None else pinned_request(target, addr)
+                async with session.get(url_at, allow_redirects=False, **options) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = urljoin(target, resp.headers["Location"])
                         rewritten = False
