@@ -231,8 +231,9 @@ def gateway_middleware(
     cost), in order:
 
     1. notes the request's start (``request[START_KEY]``, ``perf_counter`` seconds);
-    2. watches the client's connection and cancels the handler once it is gone
-       (:class:`proxy.hangup.HangupWatch`, on the ticks of ``sweeper``);
+    2. watches the client's connection and cancels the handler once it is gone, or has left
+       the answer unread for ``write_timeout_s`` (:class:`proxy.hangup.HangupWatch`, on the
+       ticks of ``sweeper``);
     3. the API-key check (``key_check``, when keys are configured), then
        :func:`proxy.guard.guard_check` (Host, Origin, Content-Type) and the body deadline;
     4. maps every failure to the error object of the request's front door, with its status,
@@ -244,6 +245,7 @@ def gateway_middleware(
     """
     guard = guard_check(settings)
     body_timeout_s = settings.body_timeout_s
+    write_timeout_s = settings.write_timeout_s
 
     @web.middleware
     async def gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -251,7 +253,7 @@ def gateway_middleware(
         request[START_KEY] = t0
         task = asyncio.current_task()
         assert task is not None  # aiohttp always runs handlers in a task
-        watch = HangupWatch(request, task, sweeper)
+        watch = HangupWatch(request, task, sweeper, write_timeout_s)
         status = 500
         try:
             try:
@@ -263,10 +265,11 @@ def gateway_middleware(
                     response = await handler(request)
             except asyncio.CancelledError:
                 status = 499  # the client went away
-                if watch.fired and request.content.is_eof():  # mid-upload: the guard logs
+                if watch.fired and not watch.stalled and request.content.is_eof():
+                    # (mid-upload the guard logs it; a stalled client is logged by the watch)
                     log.info("client_disconnected", path=log_path(request), method=request.method)
                 raise
-            except ConnectionResetError:
+            except ConnectionError:  # the client went away while it was written to
                 status = 499
                 raise
             except web.HTTPException as exc:

@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, description="Longest time a client may take to send a request body (408)."
     )
+    write_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest time a client may leave the answer unread (its bytes waiting "
+        "unsent, none taken) before the gateway drops the connection and stops the answer, "
+        "freeing the account's slot.",
+    )
     header_timeout_s: float = Field(
         10.0,
         gt=0,

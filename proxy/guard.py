@@ -226,7 +226,7 @@ async def with_body_deadline(
         raise RequestTimeoutError(
             f"the request body did not arrive within {timeout_s:g} s (setting body_timeout_s)"
         ) from None
-    except ConnectionResetError:
+    except ConnectionError:
         if content.is_eof():
             raise
         log.info("client_gone", path=log_path(request), during="upload")
@@ -363,6 +363,11 @@ class _RequestHandler(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        if isinstance(exc, ConnectionError):  # the client left: nobody reads an answer
+            log.info("client_disconnected", status=499)
+            resp = web.Response(status=499)
+            resp.force_close()
+            return resp
         err, status = parse_error_response(exc, status)
         if status >= 500:
             log.error("unhandled_error", exc_info=exc)

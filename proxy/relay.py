@@ -274,7 +274,7 @@ async def relay(
     since the last write (OpenAI: an SSE comment; Anthropic: ``ping``).
 
     Raises the stream's :class:`UpstreamError` when it fails before the first event (the error
-    middleware then answers with a real HTTP status); ``ConnectionResetError`` when the client
+    middleware then answers with a real HTTP status); ``ConnectionError`` when the client
     left before the commit.
     """
     turn = _Turn(request, renderer, keepalive_s)
@@ -343,10 +343,10 @@ class _Turn:
                     await self.resp.write(data)
                     if first:
                         chat.committed()  # the first byte is out
-        except ConnectionResetError:
-            log.info("client_disconnected", response_id=renderer.id)
+        except ConnectionError:  # reset, or lost while a write waited for the client
             if self.resp is None:
-                raise
+                raise  # nothing was sent: the front middleware counts a 499
+            log.info("client_disconnected", response_id=renderer.id)
             self.gone = True
         self.wait_s += pump.wait_s
         if self.resp is not None and not self.gone and not (stage and stage.wants_retry):
@@ -364,7 +364,7 @@ class _Turn:
         assert self.resp is not None
         try:
             await self.resp.write_eof(self.tail)
-        except ConnectionResetError:
+        except ConnectionError:
             log.info("client_disconnected", response_id=self.renderer.id)
             self.gone = True
         self.tail = b""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -236,3 +237,59 @@ async def test_a_finished_answer_is_not_stopped(rig: Any) -> None:
                 await resp.read()
     await r.proxy.app[SERVICE].close()
     assert r.stops == [] and r.received(STOP_PATH) == []
+
+
+def flood_cassette(prompt: str = "Write a very long story.") -> Cassette:
+    """An answer of about 6.5 MB sent at once (more than loopback's socket buffers hold), whose
+    end comes a minute later."""
+    created = {"response.created": {"chat_id": "c", "response_id": RESPONSE_ID}}
+    text = "word " * 1600  # 8 kB per frame
+    frame = {"choices": [{"delta": {"content": text, "phase": "answer", "status": "typing"}}]}
+    done = {"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]}
+    completion = Interaction.streamed(
+        method="POST",
+        uri="https://chat.qwen.ai/api/v2/chat/completions?chat_id=c",
+        request_headers={},
+        request_body=t2t_request_body(prompt),
+        pieces=[(0.0, _sse(created) + _sse(frame) * 800), (60.0, _sse(done))],
+    )
+    return synthetic_cassette(
+        "flood",
+        "test: a long answer sent at once",
+        ["4.1", "5.2"],
+        [chats_new_interaction("flood", "qwen3-max", "t2t", 1795338000), completion],
+    )
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_its_slot_freed(rig: Any) -> None:
+    """A client that keeps its connection but reads nothing: once the answer's bytes have
+    waited unsent for ``write_timeout_s``, the gateway drops the connection, sends the site's
+    stop call and frees the account's one answer slot (before, the handler waited on the
+    client for good, and every other request got 429)."""
+    prompt = "Write a very long story."
+    r = await rig(
+        flood_cassette(prompt),
+        tokens=["tok-stall-1"],
+        max_inflight_per_account=1,
+        write_timeout_s=0.3,
+    )
+    store = r.proxy.app[STORE]
+    raw = json.dumps(body(prompt, stream=True)).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", r.proxy.port))
+    _reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(raw) + raw
+    )
+    await writer.drain()
+    try:
+        await until(lambda: bool(r.stops), 10.0)  # never read: dropped, and the site stopped
+        await until(lambda: not r.upstream_busy(), 1.0)
+        assert not (await store.inflight()).get("account-1")
+        [chat_id] = r.chat_ids()
+        assert r.stops == [(chat_id, RESPONSE_ID)]
+    finally:
+        writer.close()

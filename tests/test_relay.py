@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aiohttp import web
 from helpers import StubChat, sse_data
 
@@ -12,7 +13,7 @@ from proxy.app import make_app
 from proxy.config import Settings
 from proxy.conversation import Conversation, Turn
 from proxy.frontdoors.openai_chat import ChatStream
-from proxy.relay import relay
+from proxy.relay import _SSEResponse, relay
 
 
 def _frame(obj: Any) -> bytes:
@@ -101,3 +102,47 @@ async def test_the_head_is_rendered_before_the_first_events(aiohttp_client: Any)
     chunks = [_delta("answer", "Hi"), _delta("answer", "", "finished")]
     await _serve(aiohttp_client, chunks, _OrderedStream)
     assert CALLS[:2] == ["head", "render"]
+
+
+async def test_a_connection_lost_while_writing_is_a_client_that_left(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails with a plain ``ConnectionError`` (what aiohttp's drain raises once
+    the peer is gone, not only ``ConnectionResetError``) ends the relay as a client that left:
+    no exception reaches the app (which would log it as an unhandled error with a traceback)."""
+    original = _SSEResponse.write
+    writes: list[bytes] = []
+
+    async def write(self: _SSEResponse, data: bytes) -> None:
+        writes.append(bytes(data))
+        if len(writes) > 1:
+            raise ConnectionError("Connection lost")
+        await original(self, data)
+
+    async def write_eof(self: _SSEResponse, data: bytes = b"") -> None:
+        raise ConnectionError("Connection lost")
+
+    monkeypatch.setattr(_SSEResponse, "write", write)
+    monkeypatch.setattr(_SSEResponse, "write_eof", write_eof)
+    outcome: list[str] = []
+    app = make_app(Settings(upstream_url="http://127.0.0.1:9"))
+    chunks = [_delta("answer", "Hi"), _delta("answer", " there"), _delta("answer", "", "finished")]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        conv = Conversation("m", [Turn("user", "hi")], stream=True)
+        try:
+            return await relay(request, conv, StubChat(chunks), ChatStream(conv))  # type: ignore[arg-type]
+        except BaseException as exc:
+            outcome.append(type(exc).__name__)
+            raise
+        finally:
+            outcome.append("returned")
+
+    app.router.add_post("/stub", handler)
+    client = await aiohttp_client(app)
+    resp = await client.post("/stub")
+    assert resp.status == 200
+    assert b'"Hi"' in await resp.content.readany()
+    resp.close()
+    assert outcome == ["returned"]
+    assert len(writes) == 2

@@ -193,6 +193,7 @@ async def test_a_hangup_watch_cancels_the_handler_once_the_client_is_gone() -> N
     sweeper = Sweeper(0.01)
     transport = SimpleNamespace(closing=False)
     transport.is_closing = lambda: transport.closing  # type: ignore[attr-defined]
+    transport.get_write_buffer_size = lambda: 0  # type: ignore[attr-defined]
     request: Any = SimpleNamespace(transport=transport)
     task = asyncio.ensure_future(asyncio.Event().wait())
     watch = HangupWatch(request, task, sweeper)  # type: ignore[arg-type]
@@ -240,3 +241,53 @@ def test_a_timer_taken_by_a_loop_that_stopped_is_armed_again_in_the_next() -> No
         return len(probe.times)
 
     assert asyncio.run(watch_in_a_new_loop()) == 2
+
+
+class _Transport:
+    """A client connection whose unsent bytes the test sets."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.aborted = False
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return self.pending
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def _stall_rig(stall_s: float) -> tuple[_Transport, asyncio.Future[None], HangupWatch]:
+    transport = _Transport()
+    task: Any = asyncio.get_running_loop().create_future()
+    sweeper: Any = SimpleNamespace(add=lambda w: None, discard=lambda w: None)
+    watch = HangupWatch(SimpleNamespace(transport=transport), task, sweeper, stall_s)  # type: ignore[arg-type]
+    return transport, task, watch
+
+
+async def test_a_client_that_reads_nothing_for_the_stall_time_is_dropped() -> None:
+    transport, task, watch = _stall_rig(stall_s=5.0)
+    assert watch.check(100.0)  # nothing waits
+    transport.pending = 1000
+    assert watch.check(101.0)  # bytes wait from now on
+    transport.pending = 1500  # more written, none taken
+    assert watch.check(105.9)
+    assert not task.cancelled() and not transport.aborted
+    assert not watch.check(106.0)  # 5 s without the buffer shrinking
+    assert transport.aborted and task.cancelled()
+    assert watch.fired and watch.stalled
+
+
+async def test_a_client_that_reads_slowly_or_catches_up_is_kept() -> None:
+    transport, task, watch = _stall_rig(stall_s=5.0)
+    for i, pending in enumerate([9000, 8000, 9500, 7000, 6000, 8000, 5000]):
+        transport.pending = pending  # it shrinks now and then: the client reads
+        assert watch.check(100.0 + 4.0 * i)
+    transport.pending = 0  # all taken
+    assert watch.check(200.0)
+    transport.pending = 10
+    assert watch.check(201.0) and watch.check(205.9)  # a new wait starts at 201
+    assert not task.cancelled() and not transport.aborted and not watch.fired
