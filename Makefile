@@ -49,7 +49,7 @@ clean:
 
 ## mutants: mutation testing (mutmut 3) of the pure modules, one module at a time;
 ## MODULES="proxy.qwen.sse" narrows it. Results: mutants/<module>.txt and `mutmut results`.
-MODULES ?= proxy.qwen.sse proxy.qwen.translate proxy.qwen.envelope proxy.errors recorder.redact proxy.conformance.diagnosis proxy.spares proxy.batch proxy.sweep
+MODULES ?= proxy.qwen.sse proxy.qwen.translate proxy.qwen.envelope proxy.errors recorder.redact proxy.conformance.diagnosis proxy.spares proxy.batch proxy.sweep proxy.hangup
 mutants: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'mutmut>=3.8,<4'
 	@for m in $(MODULES); do \

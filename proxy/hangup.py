@@ -56,7 +56,7 @@ class HangupWatch:
         request: web.Request,
         task: asyncio.Task[object],
         sweeper: Sweeper,
-        stall_s: float = 60.0,
+        stall_s: float,
     ) -> None:
         self._request = request
         self._task = task

@@ -196,20 +196,21 @@ async def test_a_hangup_watch_cancels_the_handler_once_the_client_is_gone() -> N
     transport.get_write_buffer_size = lambda: 0  # type: ignore[attr-defined]
     request: Any = SimpleNamespace(transport=transport)
     task = asyncio.ensure_future(asyncio.Event().wait())
-    watch = HangupWatch(request, task, sweeper)  # type: ignore[arg-type]
+    watch = HangupWatch(request, task, sweeper, 60.0)  # type: ignore[arg-type]
     probe = Probe(3)
     sweeper.add(probe)
     async with asyncio.timeout(WAIT):
         await probe.done  # a few ticks with the client there
     assert not task.done() and not watch.fired
     transport.closing = True
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(asyncio.CancelledError) as info:
         async with asyncio.timeout(WAIT):
             await task
-    assert watch.fired and len(sweeper) == 0
+    assert info.value.args == ("client disconnected",)  # what the handler's unwinding says
+    assert watch.fired and not watch.stalled and len(sweeper) == 0
 
     quiet = asyncio.ensure_future(asyncio.Event().wait())
-    watch = HangupWatch(request, quiet, sweeper)  # type: ignore[arg-type]
+    watch = HangupWatch(request, quiet, sweeper, 60.0)  # type: ignore[arg-type]
     watch.disarm()  # the handler is done: no more checks
     probe = Probe(3)
     sweeper.add(probe)
@@ -275,10 +276,23 @@ async def test_a_client_that_reads_nothing_for_the_stall_time_is_dropped() -> No
     assert watch.check(101.0)  # bytes wait from now on
     transport.pending = 1500  # more written, none taken
     assert watch.check(105.9)
-    assert not task.cancelled() and not transport.aborted
-    assert not watch.check(106.0)  # 5 s without the buffer shrinking
+    assert not task.cancelled() and not transport.aborted and not watch.stalled
+    with structlog.testing.capture_logs() as logs:
+        assert not watch.check(106.0)  # 5 s without the buffer shrinking
     assert transport.aborted and task.cancelled()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await task
+    assert info.value.args == ("client stopped reading",)
     assert watch.fired and watch.stalled
+    assert logs == [
+        {
+            "event": "client_too_slow",
+            "during": "answer",
+            "unsent_bytes": 1500,
+            "timeout_s": 5.0,
+            "log_level": "info",
+        }
+    ]
 
 
 async def test_a_client_that_reads_slowly_or_catches_up_is_kept() -> None:
