@@ -279,13 +279,14 @@ class _RequestHandler(web.RequestHandler):
     """aiohttp's per-connection handler, answering parser refusals as OpenAI errors, and
     bounding the time a request's head (request line and headers) may take to arrive.
 
-    The head deadline (``header_timeout_s``) is armed when the first bytes of a request
-    arrive without its whole head (a head that arrives in one read arms nothing) and disarmed
-    once the head is parsed. A client that has not sent a whole head by
+    The head deadline (``header_timeout_s``) is armed when the connection opens (its first
+    request) and when the first bytes of a later request arrive without its whole head, and
+    disarmed once the head is parsed (an idle kept-alive connection is left to aiohttp's
+    keep-alive timeout). A client that has not sent a whole head by
     then gets a 408 error object and the connection closes: a client trickling header bytes
-    cannot hold a connection (and a file descriptor) for long. (aiohttp itself drops such a
-    connection only after its keep-alive timeout, 75 s after it opened, which also bounds a
-    connection that never sends a byte.)
+    cannot hold a connection (and a file descriptor) for long, nor can one that opens a
+    connection and sends nothing. (aiohttp alone drops such a connection only after its
+    keep-alive timeout, 75 s after it opened.)
     """
 
     _head_timer: asyncio.TimerHandle | None = None
@@ -298,6 +299,10 @@ class _RequestHandler(web.RequestHandler):
                 self._head_timer = None
         elif self._head_timer is None and self._waiting_for_head():
             self._arm_head_timer()  # a request began and its head is not complete
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_head_timer()  # a connection that never sends a byte is bounded too
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:

@@ -339,14 +339,19 @@ async def test_a_slow_request_head_gets_408_and_the_connection_closes(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A client that sends part of its request line and headers and then nothing is
-    answered 408 (an error object) after header_timeout_s, and the connection closes."""
+    """A client that opens a connection and sends nothing, or part of its request line and
+    headers and then nothing, is answered 408 (an error object) after header_timeout_s, and
+    the connection closes."""
     stack = await start_stack(aiohttp_server)
     upstream = str(stack.replay.make_url("")).rstrip("/")
     runner, addr = await _gateway(Settings(upstream_url=upstream, header_timeout_s=0.2))
     try:
         with caplog.at_level(logging.DEBUG):
-            for partial in (b"GET /heal", b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0"):
+            for partial in (
+                b"",
+                b"GET /heal",
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0",
+            ):
                 reader, writer = await asyncio.open_connection(*addr)
                 writer.write(partial)
                 await writer.drain()
@@ -357,7 +362,7 @@ async def test_a_slow_request_head_gets_408_and_the_connection_closes(
                 error = json.loads(body)["error"]
                 assert error["code"] == "request_timeout" and "header_timeout_s" in error["message"]
             text = _logs(caplog, capsys)
-        assert text.count("client_too_slow") == 2 and "Traceback" not in text
+        assert text.count("client_too_slow") == 3 and "Traceback" not in text
     finally:
         await runner.cleanup()
 
