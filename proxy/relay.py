@@ -33,7 +33,7 @@ import structlog
 from aiohttp import web
 
 from proxy.conversation import Conversation
-from proxy.errors import UpstreamError
+from proxy.errors import UpstreamError, UpstreamProtocolError
 from proxy.metrics import route_template
 from proxy.qwen.client import network_failure
 from proxy.qwen.envelope import classify_response
@@ -67,6 +67,11 @@ SSE_HEADERS = {
 
 KEEPALIVE_S = 10.0
 """Seconds without a write after which an idle committed stream gets ``renderer.keepalive()``."""
+
+MAX_EVENT_BYTES = 16 * 2**20
+"""The most of one unfinished upstream SSE event held, in bytes: the site's frames are a few kB
+(a tool call carrying a long file, a few MB); a stream that never ends an event fails with
+``upstream_protocol_error`` instead of growing without bound."""
 
 
 class StreamRenderer(Protocol):
@@ -211,6 +216,16 @@ class _Pump:
             if not self._seen_event and len(self._head) < self._HEAD_LIMIT:
                 self._head += chunk[: self._HEAD_LIMIT - len(self._head)]
             events = self._decoder.feed_data(chunk)
+            if not events and self._decoder.held > MAX_EVENT_BYTES:
+                self._over = True  # an event that never ends: stop before memory runs out
+                return self._staged(
+                    tr.fail(
+                        UpstreamProtocolError(
+                            f"{self._upstream} sent an SSE event larger than "
+                            f"{MAX_EVENT_BYTES / 2**20:g} MiB without finishing it"
+                        )
+                    )
+                )
             out = self._feed(events)
             if out or events:  # an empty batch still says upstream is alive (keep-alives)
                 return out

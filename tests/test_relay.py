@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 from helpers import StubChat, sse_data
 
+from proxy import relay as relay_module
 from proxy.app import make_app
 from proxy.config import Settings
 from proxy.conversation import Conversation, Turn
@@ -146,3 +147,32 @@ async def test_a_connection_lost_while_writing_is_a_client_that_left(
     resp.close()
     assert outcome == ["returned"]
     assert len(writes) == 2
+
+
+@pytest.mark.parametrize("committed", [False, True])
+async def test_an_upstream_event_that_never_ends_fails_the_stream(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """Bytes that never finish an SSE event are not held without bound: past the limit the
+    answer fails (``upstream_protocol_error``): a 502 before anything was sent, an error
+    event and no ``[DONE]`` after."""
+    monkeypatch.setattr(relay_module, "MAX_EVENT_BYTES", 4096)
+    endless = [b"data: {" + b"x" * 1000 for _ in range(10)]  # no line end, ever
+    chunks = ([_delta("answer", "Hi")] if committed else []) + endless
+    app = make_app(Settings(upstream_url="http://127.0.0.1:9"))
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        conv = Conversation("m", [Turn("user", "hi")], stream=True)
+        return await relay(request, conv, StubChat(chunks), ChatStream(conv))  # type: ignore[arg-type]
+
+    app.router.add_post("/stub", handler)
+    client = await aiohttp_client(app)
+    resp = await client.post("/stub")
+    raw = await resp.read()
+    if not committed:
+        assert resp.status == 502
+        assert json.loads(raw)["error"]["code"] == "upstream_protocol_error"
+    else:
+        assert resp.status == 200 and b'"Hi"' in raw
+        assert b"upstream_protocol_error" in raw and b"[DONE]" not in raw
+    assert b"larger than 0.00390625 MiB" in raw  # the limit, as set

@@ -106,3 +106,20 @@ def test_arbitrary_text_round_trips(texts: list[str], cuts: list[int], eol: byte
     """Any text (any script, any line ending, any chunking) comes out exactly as it went in."""
     raw = b"".join(b"data: " + t.encode() + eol + eol for t in texts)
     assert [e.data for e in decode_all(split_at(raw, cuts))] == [t for t in texts if t]
+
+
+def test_held_counts_an_unfinished_event_and_drops_to_zero_once_it_ends() -> None:
+    """``held`` is what a stream that never finishes an event would grow: the bytes waiting
+    for a line end (the fast path keeps whole unfinished events there) and the data lines
+    taken so far (the general path)."""
+    dec = SSEDecoder()
+    assert dec.feed_data(b'data: {"a": 1}\n\ndata: 12345') == ['{"a": 1}']
+    assert dec.held == len(b"data: 12345")
+    assert dec.feed_data(b"6789") == [] and dec.held == len(b"data: 123456789")
+    assert dec.feed_data(b"\n\n") == ["123456789"] and dec.held == 0
+    assert dec.feed(b"data: abc\r\ndata: de\r\n") == []  # two data lines, no blank line yet
+    assert dec.held == len("abc") + len("de")
+    assert dec.feed(b"event: x\r\nid: 7\r\ndata: f\r\n") == [] and dec.held == 6
+    assert [e.data for e in dec.feed(b"\r\n")] == ["abc\nde\nf"]
+    assert dec.held == 0
+    assert dec.feed(b"data:xy\n") == [] and dec.held == 2  # the general field form too

@@ -43,15 +43,23 @@ class SSEDecoder:
     :attr:`invalid_lines`, so a single bad byte cannot kill a stream; callers may report it.
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_id", "_pending_cr", "invalid_lines")
+    __slots__ = ("_buf", "_data", "_event", "_held", "_id", "_pending_cr", "invalid_lines")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._data: list[str] = []
+        self._held = 0  # characters in _data
         self._event: str | None = None
         self._id: str | None = None
         self._pending_cr = False
         self.invalid_lines = 0
+
+    @property
+    def held(self) -> int:
+        """About how much of an event not complete yet is held, in bytes and characters (the
+        bytes waiting for a line end, and the ``data`` taken from its lines so far): what a
+        stream that never finishes an event would grow without bound. O(1)."""
+        return len(self._buf) + self._held
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Add ``chunk`` (any length, any boundary) and return the events it completes."""
@@ -160,10 +168,13 @@ class SSEDecoder:
     def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
         if raw[:6] == b"data: ":  # the common case, without the general parsing below
             try:
-                self._data.append(raw[6:].decode())
-                return
+                text = raw[6:].decode()
             except UnicodeDecodeError:
                 pass
+            else:
+                self._data.append(text)
+                self._held += len(text)
+                return
         if not raw:
             if self._data or self._event is not None:
                 self._dispatch(events)
@@ -180,6 +191,7 @@ class SSEDecoder:
             value = value[1:]
         if field == "data":
             self._data.append(value)
+            self._held += len(value)
         elif field == "event":
             self._event = value
         elif field == "id":
@@ -193,4 +205,5 @@ class SSEDecoder:
         if data:  # the spec drops events whose data buffer is empty
             events.append(SSEEvent(data, self._event, self._id))
         self._data = []
+        self._held = 0
         self._event = None
