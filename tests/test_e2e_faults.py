@@ -287,3 +287,34 @@ async def test_completion_cut_at_every_boundary(
         seen_partial |= status == 200 and bool(sent) and not finished
     assert seen_502
     assert seen_partial is stream
+
+
+async def test_an_oversized_json_answer_is_refused_not_held(
+    aiohttp_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON answer (here ``chats/new``) larger than the limit is a 502
+    ``upstream_protocol_error``: read up to the limit, never held whole."""
+    from proxy.qwen import client as qwen_client
+
+    monkeypatch.setattr(qwen_client, "JSON_BODY_LIMIT", 4096)
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "qwen3-max"}]})
+
+    async def new_chat(_: web.Request) -> web.Response:
+        return web.json_response({"success": True, "data": {"id": "c1", "pad": "x" * 100_000}})
+
+    site = web.Application()
+    site.router.add_get("/api/models", models)
+    site.router.add_post("/api/v2/chats/new", new_chat)
+    upstream = await aiohttp_server(site)
+    proxy = await aiohttp_server(
+        make_app(Settings(upstream_url=f"http://127.0.0.1:{upstream.port}"))
+    )
+    async with aiohttp.ClientSession() as s:
+        body = {"model": "qwen3-max", "messages": [{"role": "user", "content": "hi"}]}
+        async with s.post(proxy.make_url("/v1/chat/completions"), json=body) as r:
+            assert r.status == 502
+            error = (await r.json())["error"]
+    assert error["code"] == "upstream_protocol_error"
+    assert "/api/v2/chats/new" in error["message"] and "MiB of JSON" in error["message"]

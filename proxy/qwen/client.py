@@ -46,6 +46,9 @@ __all__ = ["QwenClient", "ReadWatch", "js_timezone_header", "network_failure", "
 
 #: Bytes read from a non-stream error answer (an envelope is small; a WAF page a few KB).
 ERROR_BODY_LIMIT = 256 * 1024
+#: The most of a JSON answer read (``chats/new``, the model list, a task's status), in bytes:
+#: they are a few hundred kB at most; a larger one is refused, not held whole.
+JSON_BODY_LIMIT = 16 * 2**20
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -441,7 +444,12 @@ class QwenClient:
                 try:
                     ctype = resp.headers.get("Content-Type", "").lower()
                     if resp.status == 200:
-                        raw = await resp.read()
+                        raw = await read_capped(resp.content, JSON_BODY_LIMIT + 1)
+                        if len(raw) > JSON_BODY_LIMIT:
+                            raise UpstreamProtocolError(
+                                f"{self.label} answered {path} with more than "
+                                f"{JSON_BODY_LIMIT / 2**20:g} MiB of JSON"
+                            )
                     else:
                         raw = await read_capped(resp.content, ERROR_BODY_LIMIT)
                 finally:
