@@ -40,7 +40,13 @@ from proxy.frontdoors import OPENAI, FrontDoor
 from proxy.frontdoors.anthropic import ANTHROPIC
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.frontdoors.responses import RESPONSES
-from proxy.guard import expect_continue, guard_check, log_path, with_body_deadline
+from proxy.guard import (
+    discard_input,
+    expect_continue,
+    guard_check,
+    log_path,
+    with_body_deadline,
+)
 from proxy.hangup import HangupWatch
 from proxy.metrics import MODEL_KEY, Metrics, route_template, total_timing
 from proxy.routes.admin import admin_accounts, metrics
@@ -177,6 +183,7 @@ def _drop_compressed_body(request: web.Request, response: web.StreamResponse) ->
     if "Content-Encoding" in request.headers and not request.content.is_eof():
         request.content.feed_eof()
         response.force_close()
+        discard_input(request)  # the rest is read and dropped, so the client gets the answer
 
 
 def _payload_error(exc: web.RequestPayloadError) -> MalformedHTTPError:

@@ -62,6 +62,7 @@ from proxy.state import MASKER, SETTINGS
 __all__ = [
     "GatewayRunner",
     "allowed_host_names",
+    "discard_input",
     "expect_continue",
     "guard_check",
     "log_path",
@@ -275,6 +276,53 @@ def _is_target(prefix: object) -> bool:
     return raw.startswith((b"/", b"http://", b"https://"))
 
 
+_LINGER_S = 2.0  # how long a refused upload may go on being dropped after its answer
+
+
+class _HalfClosingTransport:
+    """A connection's transport whose ``close`` first ends the answer (a FIN after the bytes
+    already written) and closes once the client has closed its side too, or after
+    ``_LINGER_S``: what it still sends in between is read and dropped. Closing a socket with
+    unread input resets the connection, and a client that sends its whole body before reading
+    (curl, most HTTP libraries) would lose the answer to that reset. Everything else is the
+    transport's own."""
+
+    __slots__ = ("_inner", "_timer")
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        self._inner = inner
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def close(self) -> None:
+        inner = self._inner
+        if self._timer is not None or inner.is_closing():
+            return
+        if not inner.can_write_eof():
+            inner.close()
+            return
+        inner.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(_LINGER_S, inner.close)
+
+    def cancel(self) -> None:
+        """The connection is gone: no close is due any more."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def discard_input(request: web.Request) -> bool:
+    """Drop what ``request``'s client still sends, unread and undecoded, and end its connection
+    gracefully once the answer is out (see ``_HalfClosingTransport``), if it is served by
+    :class:`GatewayRunner`; ``False`` otherwise (nothing done)."""
+    protocol = request.protocol
+    if not isinstance(protocol, _RequestHandler):
+        return False
+    protocol.discard_input()
+    return True
+
+
 class _RequestHandler(web.RequestHandler):
     """aiohttp's per-connection handler, answering parser refusals as OpenAI errors, and
     bounding the time a request's head (request line and headers) may take to arrive.
@@ -290,8 +338,19 @@ class _RequestHandler(web.RequestHandler):
     """
 
     _head_timer: asyncio.TimerHandle | None = None
+    _discarding = False
+
+    def discard_input(self) -> None:
+        """From now on, drop the client's bytes unparsed (the rest of a compressed body refused
+        before it was read: never decompressed), and close gracefully."""
+        self._discarding = True
+        transport = self.transport
+        if transport is not None and not isinstance(transport, _HalfClosingTransport):
+            self.transport = _HalfClosingTransport(transport)  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         super().data_received(data)
         if self._messages:  # a head is complete (the common case: no timer was armed)
             if self._head_timer is not None:
@@ -305,6 +364,8 @@ class _RequestHandler(web.RequestHandler):
         self._arm_head_timer()  # a connection that never sends a byte is bounded too
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if isinstance(self.transport, _HalfClosingTransport):
+            self.transport.cancel()
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

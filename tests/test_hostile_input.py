@@ -5,6 +5,7 @@ status naming what is wrong, never a 500, never an echo of a header value."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import logging
@@ -175,6 +176,51 @@ async def test_a_compressed_body_refused_unread_is_not_drained(
             await r.read()
     text = _logs(caplog, capsys)
     assert "Traceback" not in text and "Unhandled exception" not in text
+
+
+@pytest.mark.parametrize("case", ["over_limit", "refused_415", "refused_401"])
+async def test_a_client_that_sends_its_whole_compressed_body_first_gets_the_answer(
+    aiohttp_server: ServerFactory,
+    case: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Served as ``qwen-proxy serve`` serves, a compressed body refused before all of it was
+    read (over ``max_body_bytes`` once decompressed, or refused unread) is read on and dropped
+    undecoded, and the connection ends with a FIN after the answer: a client that sends its
+    whole body before reading (as curl does) gets the error answer, not a connection reset
+    (closing a socket with unread input resets it), and nothing is logged as a traceback."""
+    stack = await start_stack(aiohttp_server)
+    upstream = str(stack.replay.make_url("")).rstrip("/")
+    runner, addr = await _gateway(Settings(upstream_url=upstream, api_keys=["sk-k"]))
+    if case == "over_limit":  # 200 MB of JSON text once decompressed, 200 kB sent
+        body = gzip.compress(b'{"messages": "' + b"a" * 200_000_000, 9)
+        ctype, auth, want = "application/json", "Authorization: Bearer sk-k\r\n", 413
+    else:  # not even gzip: refused before any of it is read
+        body = b"not gzip at all" * 20_000
+        ctype = "text/plain" if case == "refused_415" else "application/json"
+        auth = "Authorization: Bearer sk-k\r\n" if case == "refused_415" else ""
+        want = 415 if case == "refused_415" else 401
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}"
+        f"Content-Type: {ctype}\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    try:
+        with caplog.at_level(logging.DEBUG):
+            reader, writer = await asyncio.open_connection(*addr)
+            writer.write(head.encode() + body)
+            await asyncio.wait_for(writer.drain(), timeout=10)  # all of it sent, then read
+            raw = await asyncio.wait_for(reader.read(), timeout=10)  # until the server's FIN
+            writer.close()
+        answer, _, payload = raw.partition(b"\r\n\r\n")
+        assert answer.split(b" ")[1] == str(want).encode(), raw[:300]
+        assert b"Connection: close" in answer
+        assert isinstance(json.loads(payload)["error"]["message"], str)
+        text_logs = _logs(caplog, capsys)
+        assert "Traceback" not in text_logs and "Unhandled exception" not in text_logs
+    finally:
+        await runner.cleanup()
 
 
 async def test_json_body_to_images_edits_is_415(stack: Stack) -> None:
