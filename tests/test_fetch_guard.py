@@ -117,13 +117,8 @@ def test_a_pinned_request_keeps_the_name_for_host_and_tls() -> None:
     assert options == {"headers": {"Host": "media.example", "Connection": "close"}}
 
 
-async def test_the_fetch_connects_to_the_address_it_checked(
-    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The name is resolved once, for the check; the request goes to that address. A name
-    no DNS knows (``.invalid``) is fetched when the check's resolution says where it is: had
-    the connection resolved the name again (where a rebinding DNS would answer differently),
-    it would have failed."""
+async def _picture_server(aiohttp_server: Any) -> tuple[Any, list[str]]:
+    """A server with ``/cat.png``, and the ``Host`` header of each request it got."""
     seen: list[str] = []
 
     async def picture(request: web.Request) -> web.Response:
@@ -132,7 +127,17 @@ async def test_the_fetch_connects_to_the_address_it_checked(
 
     app = web.Application()
     app.router.add_get("/cat.png", picture)
-    server = await aiohttp_server(app)
+    return await aiohttp_server(app), seen
+
+
+async def test_the_fetch_connects_to_the_address_it_checked(
+    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name is resolved once, for the check; the request goes to that address. A name
+    no DNS knows (``.invalid``) is fetched when the check's resolution says where it is: had
+    the connection resolved the name again (where a rebinding DNS would answer differently),
+    it would have failed."""
+    server, seen = await _picture_server(aiohttp_server)
     resolved: list[str] = []
 
     async def resolve(host: str, port: int) -> list[Any]:
@@ -168,15 +173,7 @@ async def test_the_harness_is_not_sent_to_a_loopback_or_metadata_address(host: s
 async def test_the_harness_fetches_from_the_address_it_checked(
     aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[str] = []
-
-    async def picture(request: web.Request) -> web.Response:
-        seen.append(request.headers["Host"])
-        return web.Response(body=PNG, content_type="image/png")
-
-    app = web.Application()
-    app.router.add_get("/cat.png", picture)
-    server = await aiohttp_server(app)
+    server, seen = await _picture_server(aiohttp_server)
 
     async def getaddrinfo(host: str, port: Any, *args: Any, **kw: Any) -> list[Any]:
         assert host == "pictures.invalid"  # only the check resolves; the connection does not

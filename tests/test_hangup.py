@@ -47,24 +47,37 @@ def t2t_request_body(prompt: str) -> str:
     return json.dumps({"model": "qwen3-max", "messages": [message]})
 
 
+def _t2t_cassette(
+    name: str, description: str, prompt: str, pieces: list[tuple[float, bytes]]
+) -> Cassette:
+    """A one-turn t2t cassette: ``chats/new``, then the completion body in timed ``pieces``
+    (seconds from the start, bytes)."""
+    completion = Interaction.streamed(
+        method="POST",
+        uri="https://chat.qwen.ai/api/v2/chat/completions?chat_id=c",
+        request_headers={},
+        request_body=t2t_request_body(prompt),
+        pieces=pieces,
+    )
+    return synthetic_cassette(
+        name,
+        description,
+        ["4.1", "5.2"],
+        [chats_new_interaction(name, "qwen3-max", "t2t", 1795338000), completion],
+    )
+
+
 def silent_cassette(prompt: str = PROMPT, silence_s: float = 60.0) -> Cassette:
     """A t2t answer: created frame and first text at once, the rest after ``silence_s``."""
     created = {"response.created": {"chat_id": "c", "response_id": RESPONSE_ID}}
     first = {"choices": [{"delta": {"content": "Once", "phase": "answer", "status": "typing"}}]}
     rest = {"choices": [{"delta": {"content": " upon", "phase": "answer", "status": "typing"}}]}
     done = {"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]}
-    completion = Interaction.streamed(
-        method="POST",
-        uri="https://chat.qwen.ai/api/v2/chat/completions?chat_id=c",
-        request_headers={},
-        request_body=t2t_request_body(prompt),
-        pieces=[(0.0, _sse(created) + _sse(first)), (silence_s, _sse(rest) + _sse(done))],
-    )
-    return synthetic_cassette(
+    return _t2t_cassette(
         "silent",
         "test: an answer that goes silent after its first word",
-        ["4.1", "5.2"],
-        [chats_new_interaction("silent", "qwen3-max", "t2t", 1795338000), completion],
+        prompt,
+        [(0.0, _sse(created) + _sse(first)), (silence_s, _sse(rest) + _sse(done))],
     )
 
 
@@ -246,18 +259,11 @@ def flood_cassette(prompt: str = "Write a very long story.") -> Cassette:
     text = "word " * 1600  # 8 kB per frame
     frame = {"choices": [{"delta": {"content": text, "phase": "answer", "status": "typing"}}]}
     done = {"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]}
-    completion = Interaction.streamed(
-        method="POST",
-        uri="https://chat.qwen.ai/api/v2/chat/completions?chat_id=c",
-        request_headers={},
-        request_body=t2t_request_body(prompt),
-        pieces=[(0.0, _sse(created) + _sse(frame) * 800), (60.0, _sse(done))],
-    )
-    return synthetic_cassette(
+    return _t2t_cassette(
         "flood",
         "test: a long answer sent at once",
-        ["4.1", "5.2"],
-        [chats_new_interaction("flood", "qwen3-max", "t2t", 1795338000), completion],
+        prompt,
+        [(0.0, _sse(created) + _sse(frame) * 800), (60.0, _sse(done))],
     )
 
 
