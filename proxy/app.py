@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import time
@@ -527,40 +528,29 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_replay_ctx)
     app.cleanup_ctx.append(_client_ctx)
     app.cleanup_ctx.append(_janitor_ctx)
+    # every route answers `Expect` with the guard's handler (100-continue, else a 417 error
+    # object from the guard instead of aiohttp's plain-text answer)
+    get = functools.partial(app.router.add_get, expect_handler=expect_continue)
+    post = functools.partial(app.router.add_post, expect_handler=expect_continue)
+    delete = functools.partial(app.router.add_delete, expect_handler=expect_continue)
     for prefix in ("/v1", ""):
-        app.router.add_post(
-            f"{prefix}/chat/completions", chat_completions, expect_handler=expect_continue
-        )
+        post(f"{prefix}/chat/completions", chat_completions)
         app[FRONT_DOORS][f"{prefix}/chat/completions"] = OPENAI_CHAT
-        app.router.add_post(
-            f"{prefix}/images/generations", images_generations, expect_handler=expect_continue
-        )
-        app.router.add_post(f"{prefix}/images/edits", images_edits, expect_handler=expect_continue)
-        app.router.add_post(
-            f"{prefix}/videos/generations", videos_generations, expect_handler=expect_continue
-        )
-        app.router.add_post(f"{prefix}/responses", create_response, expect_handler=expect_continue)
+        post(f"{prefix}/images/generations", images_generations)
+        post(f"{prefix}/images/edits", images_edits)
+        post(f"{prefix}/videos/generations", videos_generations)
+        post(f"{prefix}/responses", create_response)
         app[FRONT_DOORS][f"{prefix}/responses"] = RESPONSES
-        app.router.add_get(
-            f"{prefix}/responses/{{response_id}}", get_response, expect_handler=expect_continue
-        )
-        app.router.add_delete(
-            f"{prefix}/responses/{{response_id}}", delete_response, expect_handler=expect_continue
-        )
-        app.router.add_get(
-            f"{prefix}/responses/{{response_id}}/input_items",
-            list_input_items,
-            expect_handler=expect_continue,
-        )
-        app.router.add_get(f"{prefix}/models", list_models, expect_handler=expect_continue)
-        app.router.add_get(f"{prefix}/models/{{model}}", get_model, expect_handler=expect_continue)
-        app.router.add_post(f"{prefix}/messages", messages, expect_handler=expect_continue)
-        app.router.add_post(
-            f"{prefix}/messages/count_tokens", messages_count_tokens, expect_handler=expect_continue
-        )
+        get(f"{prefix}/responses/{{response_id}}", get_response)
+        delete(f"{prefix}/responses/{{response_id}}", delete_response)
+        get(f"{prefix}/responses/{{response_id}}/input_items", list_input_items)
+        get(f"{prefix}/models", list_models)
+        get(f"{prefix}/models/{{model}}", get_model)
+        post(f"{prefix}/messages", messages)
+        post(f"{prefix}/messages/count_tokens", messages_count_tokens)
         app[FRONT_DOORS][f"{prefix}/messages"] = ANTHROPIC
         app[FRONT_DOORS][f"{prefix}/messages/count_tokens"] = ANTHROPIC
-    app.router.add_get("/healthz", healthz, expect_handler=expect_continue)
-    app.router.add_get("/metrics", metrics, expect_handler=expect_continue)
-    app.router.add_get("/admin/accounts", admin_accounts, expect_handler=expect_continue)
+    get("/healthz", healthz)
+    get("/metrics", metrics)
+    get("/admin/accounts", admin_accounts)
     return app

@@ -352,7 +352,7 @@ class _RequestHandler(web.RequestHandler):
         if self._discarding:
             return
         super().data_received(data)
-        if self._messages:  # a head is complete (the common case: no timer was armed)
+        if self._messages:  # a head is complete: its deadline, if one runs, is over
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None

@@ -29,7 +29,7 @@ import aiohttp
 
 from proxy.conformance.diagnosis import SSEParse, parse_sse, sniff_image
 from proxy.conformance.report import Evidence, RequestRecord
-from proxy.fetch import is_public, pinned_request
+from proxy.fetch import IPAddress, is_public, pinned_request
 from proxy.secrets import SecretMasker
 
 __all__ = [
@@ -391,7 +391,7 @@ def rewrite_url(url: str, rewrites: Mapping[str, str]) -> tuple[str, bool]:
 
 async def _refusal(
     url: str, *, trusted_hosts: frozenset[str], allow_private: bool
-) -> tuple[str | None, Any]:
+) -> tuple[str | None, IPAddress | None]:
     """``(why url must not be fetched, None)``, or ``(None, address)`` when it may be: the
     address checked, which the request must go to (``None``: any, as the URL says)."""
     parts = urlsplit(url)
