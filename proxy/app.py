@@ -50,6 +50,7 @@ from proxy.guard import (
 )
 from proxy.hangup import HangupWatch
 from proxy.metrics import MODEL_KEY, Metrics, route_template, total_timing
+from proxy.qwen.client import upstream_connector
 from proxy.routes.admin import admin_accounts, metrics
 from proxy.routes.chat import chat_completions
 from proxy.routes.health import healthz
@@ -460,7 +461,7 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
             hint="set QWEN_PROXY_TOKENS (the `token` cookie of a signed-in chat.qwen.ai browser "
             "session); without it chat.qwen.ai refuses most requests",
         )
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    connector = upstream_connector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     async with aiohttp.ClientSession(
         connector=connector,
         auto_decompress=True,
