@@ -100,3 +100,30 @@ def test_one_line_events_that_are_not_data_lines_follow_the_general_rules(
     block: bytes, want: list[str]
 ) -> None:
     assert SSEDecoder().feed_data(block + b"\n\n") == want
+
+
+@pytest.mark.parametrize(
+    ("chunk", "want"),
+    [
+        # the usual chunk, whole: every event one "data: " line (one with empty data: dropped)
+        (b"data: a\n\ndata: \n\ndata: \xe4\xbd\xa0\n\n", ["a", "\u4f60"]),
+        # the first event is not a "data: " line (no space after the colon)
+        (b"data:a\n\ndata: b\n\n", ["a", "b"]),
+        # a line end inside an event: two data lines, joined
+        (b"data: a\ndata: b\n\ndata: c\n\n", ["a\nb", "c"]),
+        # an event after the first that is not a data line (a comment, a field)
+        (b"data: a\n\n: note\n\n", ["a"]),
+        (b"data: a\n\nevent: x\n\n", ["a"]),
+        # a blank line too many between two events
+        (b"data: a\n\n\ndata: b\n\n", ["a", "b"]),
+        # "data: " inside an event's text is text
+        (b'data: {"t":"\\n\\ndata: "}\n\ndata: b\n\n', ['{"t":"\\n\\ndata: "}', "b"]),
+        # bad UTF-8 in the second event: the first still comes out whole
+        (b"data: a\n\ndata: \xff\n\n", ["a", "\ufffd"]),
+    ],
+)
+def test_a_whole_chunk_of_events_gives_what_the_general_rules_give(
+    chunk: bytes, want: list[str]
+) -> None:
+    assert SSEDecoder().feed_data(chunk) == want
+    assert [e.data for e in SSEDecoder().feed(chunk)] == want

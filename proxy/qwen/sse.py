@@ -96,8 +96,22 @@ class SSEDecoder:
         end = buf.rfind(b"\n\n")
         if end < 0:
             return []  # no event complete yet: nothing parsed, the bytes wait in the buffer
-        blocks = bytes(buf[:end]).split(b"\n\n")
+        complete = bytes(buf[:end])
         del buf[: end + 2]
+        blocks = complete.split(b"\n\n")
+        # The usual chunk, whole: every event one "data: " line. Then the only line ends are
+        # the separators (two per gap between blocks) and each separator is followed by
+        # "data: ": checked in three passes over the bytes instead of one test per event.
+        gaps = len(blocks) - 1
+        if (
+            complete.startswith(b"data: ")
+            and complete.count(b"\n") == 2 * gaps
+            and complete.count(b"\n\ndata: ") == gaps
+        ):
+            try:  # (an event whose data is empty is dropped, as the spec says)
+                return [block[6:].decode() for block in blocks if len(block) > 6]
+            except UnicodeDecodeError:
+                pass  # event by event below: bad bytes get the general rules
         out: list[str] = []
         for block in blocks:
             if block[:6] == b"data: " and b"\n" not in block:
