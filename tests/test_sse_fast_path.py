@@ -5,6 +5,7 @@ one-line ``data:`` events and hands everything else to the general WHATWG rules.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -127,3 +128,32 @@ def test_a_whole_chunk_of_events_gives_what_the_general_rules_give(
 ) -> None:
     assert SSEDecoder().feed_data(chunk) == want
     assert [e.data for e in SSEDecoder().feed(chunk)] == want
+
+
+def _count_general_lines(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record every line that goes through the general WHATWG rules (``SSEDecoder._line``)."""
+    seen: list[bytes] = []
+    general = SSEDecoder._line
+
+    def counting(self: SSEDecoder, raw: bytes, events: list[Any]) -> None:
+        seen.append(raw)
+        general(self, raw, events)
+
+    monkeypatch.setattr(SSEDecoder, "_line", counting)
+    return seen
+
+
+def test_the_usual_chunk_never_reaches_the_general_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _count_general_lines(monkeypatch)
+    chunk = b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: \xe4\xbd\xa0\n\n'
+    assert SSEDecoder().feed_data(chunk) == ['{"a":1}', '{"b":2}', "\u4f60"]
+    assert seen == []
+
+
+def test_in_a_mixed_chunk_only_the_unusual_event_takes_the_general_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _count_general_lines(monkeypatch)
+    chunk = b"data: a\n\n: keep-alive\n\ndata: b\n\n"
+    assert SSEDecoder().feed_data(chunk) == ["a", "b"]
+    assert seen == [b": keep-alive", b""]  # its line, then the blank line that ends it
