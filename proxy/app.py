@@ -269,7 +269,7 @@ def gateway_middleware(
                 if key_check is not None:
                     key_check(request)
                 if guard(request):
-                    response = await with_body_deadline(request, handler, body_timeout_s)
+                    response = await with_body_deadline(request, handler, body_timeout_s, sweeper)
                 else:
                     response = await handler(request)
             except asyncio.CancelledError:
@@ -508,7 +508,7 @@ def make_app(settings: Settings) -> web.Application:
     if keys:
         open_paths = _OPEN_PATHS | ({"/metrics"} if settings.metrics_key else set())
         key_check = _key_check(keys, open_paths)
-    sweeper = Sweeper(sweep_interval(settings.read_timeout_s))
+    sweeper = Sweeper(sweep_interval(min(settings.read_timeout_s, settings.body_timeout_s)))
     middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = [
         gateway_middleware(settings, key_check, sweeper)
     ]

@@ -19,8 +19,9 @@ order:
 4. ``Expect``: only ``100-continue`` (answered by :func:`expect_continue`, the routes'
    expect handler); any other expectation is 417 ``expectation_failed``, an error object that
    does not quote the header (aiohttp's own answer is plain text that does).
-5. The body must arrive within ``body_timeout_s`` seconds (408 ``request_timeout``); a client
-   that hangs up during its upload is logged in one line (``client_gone``) and gets no answer.
+5. The body must arrive within ``body_timeout_s`` seconds (408 ``request_timeout``; watched on
+   the app's sweeper ticks, so at most one tick late); a client that hangs up during its upload
+   is logged in one line (``client_gone``) and gets no answer.
 
 :class:`GatewayRunner` is an :class:`aiohttp.web.AppRunner` whose connections answer requests
 that aiohttp's HTTP parser refuses (over-long request line or header, too many headers, invalid
@@ -41,7 +42,7 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import HttpVersion11, http_exceptions, web
+from aiohttp import HttpVersion11, StreamReader, http_exceptions, web
 from aiohttp.web_request import BaseRequest
 
 from proxy.config import Settings
@@ -58,6 +59,7 @@ from proxy.errors import (
     error_body,
 )
 from proxy.state import MASKER, SETTINGS
+from proxy.sweep import Sweeper
 
 __all__ = [
     "GatewayRunner",
@@ -197,28 +199,46 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
     return check
 
 
+class _BodyWatch:
+    """The body deadline of one request, on the app's :class:`~proxy.sweep.Sweeper` (no timer
+    of its own: a uvloop timer per request costs about as much as a set entry does not)."""
+
+    __slots__ = ("_at", "_content", "_task", "expired")
+
+    def __init__(self, content: StreamReader, task: asyncio.Task[Any], at: float) -> None:
+        self._content = content
+        self._task = task
+        self._at = at
+        self.expired = False
+
+    def check(self, now: float) -> bool:
+        """The sweeper's tick: let go once the body is all there; cancel the handler once the
+        deadline passed without it."""
+        if self._content.is_eof():
+            return False
+        if now < self._at:
+            return True
+        self.expired = True
+        self._task.cancel()
+        return False
+
+
 async def with_body_deadline(
-    request: web.Request, handler: Handler, timeout_s: float
+    request: web.Request, handler: Handler, timeout_s: float, sweeper: Sweeper
 ) -> web.StreamResponse:
-    """Run ``handler``; cancel it with 408 if the body is not all received in ``timeout_s``."""
+    """Run ``handler``; cancel it with 408 if the body is not all received in ``timeout_s``
+    seconds (noticed on a tick of ``sweeper``: at most its interval late)."""
     content = request.content
     if content.is_eof():
         return await handler(request)
     task = asyncio.current_task()
     assert task is not None
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        if not content.is_eof():
-            expired = True
-            task.cancel()
-
-    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    watch = _BodyWatch(content, task, asyncio.get_running_loop().time() + timeout_s)
+    sweeper.add(watch)
     try:
         return await handler(request)
     except asyncio.CancelledError:
-        if not expired:
+        if not watch.expired:
             transport = request.transport
             if not content.is_eof() and (transport is None or transport.is_closing()):
                 log.info("client_gone", path=log_path(request), during="upload")
@@ -233,7 +253,7 @@ async def with_body_deadline(
         log.info("client_gone", path=log_path(request), during="upload")
         raise
     finally:
-        timer.cancel()
+        sweeper.discard(watch)
 
 
 def parse_error_response(exc: BaseException | None, status: int) -> tuple[ProxyError, int]:

@@ -5,7 +5,9 @@ watch, the deadline until the answer's headers); with uvloop a timer is a libuv 
 stopped and closed, and the three cost about as much CPU per stream as the log line
 (bench/README.md, "2026-11-29, last round"). A :class:`Sweeper` instead ticks every
 ``interval`` seconds while it holds any watch and asks each one whether it still has something
-to watch; per request, a watch is only added to and removed from a set.
+to watch; per request, a watch is only added to and removed from a set. The request body's
+deadline (:func:`proxy.guard.with_body_deadline`) was the last timer per request; it is a watch
+too.
 
 A watch (:class:`Watch`) fires late by at most ``interval`` (0.25 s by default, see
 :func:`sweep_interval`): right for timeouts of seconds to minutes, which is what these are.
@@ -26,10 +28,11 @@ log = structlog.get_logger(__name__)
 MAX_INTERVAL_S = 0.25
 
 
-def sweep_interval(read_timeout_s: float) -> float:
-    """The tick for a gateway whose shortest watched timeout is ``read_timeout_s`` seconds:
-    :data:`MAX_INTERVAL_S`, or a quarter of the timeout when that is shorter."""
-    return min(MAX_INTERVAL_S, read_timeout_s / 4)
+def sweep_interval(shortest_timeout_s: float) -> float:
+    """The tick for a gateway whose shortest watched timeout is ``shortest_timeout_s`` seconds
+    (the read or the body timeout): :data:`MAX_INTERVAL_S`, or a quarter of the timeout when
+    that is shorter."""
+    return min(MAX_INTERVAL_S, shortest_timeout_s / 4)
 
 
 class Watch(Protocol):

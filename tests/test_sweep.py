@@ -1,5 +1,5 @@
 """The sweeper: one timer for the watches of every request in flight (client hang-ups, upstream
-silences, the deadline until an answer's headers)."""
+silences, the deadline until an answer's headers, the request body's deadline)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 import structlog
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from helpers import stream_reader
 
+from proxy.guard import _BodyWatch, with_body_deadline
 from proxy.hangup import HangupWatch
 from proxy.sweep import MAX_INTERVAL_S, Deadline, Sweeper, sweep_interval
 
@@ -305,3 +309,58 @@ async def test_a_client_that_reads_slowly_or_catches_up_is_kept() -> None:
     transport.pending = 10
     assert watch.check(201.0) and watch.check(205.9)  # a new wait starts at 201
     assert not task.cancelled() and not transport.aborted and not watch.fired
+
+
+async def test_the_body_watch_lets_go_of_a_whole_body_and_cancels_a_late_one() -> None:
+    async def upload() -> None:
+        await asyncio.Event().wait()
+
+    content = stream_reader()
+    task = asyncio.get_running_loop().create_task(upload())
+    await asyncio.sleep(0)  # the task starts and waits
+    watch = _BodyWatch(content, task, at=10.0)
+    assert watch.check(9.9) is True  # before the deadline, body still arriving: keep watching
+    assert not task.cancelling() and not watch.expired
+    content.feed_eof()
+    assert watch.check(10.5) is False  # the whole body is in: let go, past the deadline or not
+    assert not task.cancelling() and not watch.expired
+
+    late = _BodyWatch(stream_reader(), task, at=10.0)
+    assert late.check(10.0) is False  # the deadline passed without the body: cancel, let go
+    assert late.expired and task.cancelling() == 1
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_request_body_is_watched_by_the_sweeper_only_while_it_arrives() -> None:
+    sweeper = Sweeper(MAX_INTERVAL_S)
+    content = stream_reader()
+    request = make_mocked_request("POST", "/v1/chat/completions", payload=content)
+    held: list[int] = []
+
+    async def handler(req: web.Request) -> web.StreamResponse:
+        held.append(len(sweeper))  # the body is still arriving: watched
+        content.feed_data(b"{}")
+        content.feed_eof()
+        await req.read()
+        return web.Response(text="ok")
+
+    try:
+        response = await with_body_deadline(request, handler, 30.0, sweeper)
+        assert response.status == 200
+        assert held == [1]
+        assert len(sweeper) == 0  # let go with the answer
+        # a body already whole when the handler starts is not watched at all
+        held.clear()
+        done = stream_reader()
+        done.feed_eof()
+        whole = make_mocked_request("POST", "/", payload=done)
+        await with_body_deadline(whole, lambda r: _answer(held, sweeper), 30.0, sweeper)
+        assert held == [0]
+    finally:
+        sweeper.close()
+
+
+async def _answer(held: list[int], sweeper: Sweeper) -> web.StreamResponse:
+    held.append(len(sweeper))
+    return web.Response(text="ok")
