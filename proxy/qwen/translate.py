@@ -868,8 +868,7 @@ def _image_candidates(delta: dict[str, Any]) -> list[str]:
     return found
 
 
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)
+_dumps = orjson.dumps  # (a name, not a wrapper: one Python call less per encoded event)
 
 
 # The fields the OpenAI API returns beyond the SDK types' required ones (OpenAI API reference,
