@@ -200,8 +200,9 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
 
 
 class _BodyWatch:
-    """The body deadline of one request, on the app's :class:`~proxy.sweep.Sweeper` (no timer
-    of its own: a uvloop timer per request costs about as much as a set entry does not)."""
+    """The body deadline of one request, on the app's :class:`~proxy.sweep.Sweeper`: per
+    request a set entry, where a timer of its own would be a uvloop handle made, armed and
+    cancelled."""
 
     __slots__ = ("_at", "_content", "_task", "expired")
 

@@ -70,7 +70,7 @@ class _LeanResponseHandler(ResponseHandler):
     that leaves its buffer below the low-water mark, whether reading was paused or not; each
     call feeds the parser an empty chunk and asks the transport to resume. On a streamed
     answer that is one such round per network chunk (about 30 per short answer: 15-20 µs of
-    CPU per stream, measured with ``bench/relay_bench.py``). Here it is done only when reading
+    CPU per stream, bench/README.md, "2026-11-29, evening"). Here it is done only when reading
     is paused (flow control or a held buffer), the one case it does anything: an unpaused
     parser holds no unparsed data and an unpaused transport has nothing to resume.
     """
