@@ -42,7 +42,7 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import HttpVersion11, StreamReader, http_exceptions, web
+from aiohttp import HttpVersion11, http_exceptions, web
 from aiohttp.web_request import BaseRequest
 
 from proxy.config import Settings
@@ -59,7 +59,7 @@ from proxy.errors import (
     error_body,
 )
 from proxy.state import MASKER, SETTINGS
-from proxy.sweep import Sweeper
+from proxy.sweep import Deadline, Sweeper
 
 __all__ = [
     "GatewayRunner",
@@ -199,62 +199,37 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
     return check
 
 
-class _BodyWatch:
-    """The body deadline of one request, on the app's :class:`~proxy.sweep.Sweeper`: per
-    request a set entry, where a timer of its own would be a uvloop handle made, armed and
-    cancelled."""
-
-    __slots__ = ("_at", "_content", "_task", "expired")
-
-    def __init__(self, content: StreamReader, task: asyncio.Task[Any], at: float) -> None:
-        self._content = content
-        self._task = task
-        self._at = at
-        self.expired = False
-
-    def check(self, now: float) -> bool:
-        """The sweeper's tick: let go once the body is all there; cancel the handler once the
-        deadline passed without it."""
-        if self._content.is_eof():
-            return False
-        if now < self._at:
-            return True
-        self.expired = True
-        self._task.cancel()
-        return False
-
-
 async def with_body_deadline(
     request: web.Request, handler: Handler, timeout_s: float, sweeper: Sweeper
 ) -> web.StreamResponse:
-    """Run ``handler``; cancel it with 408 if the body is not all received in ``timeout_s``
-    seconds (noticed on a tick of ``sweeper``: at most its interval late)."""
+    """Run ``handler``; cancel it if the body is not all received in ``timeout_s`` seconds
+    (a :class:`~proxy.sweep.Deadline` on ``sweeper``, at most one tick late, that ends once the
+    body is in). Raises :class:`~proxy.errors.RequestTimeoutError` (408) then; a client gone
+    during its upload is logged in one line (``client_gone``) and its ``CancelledError`` or
+    ``ConnectionError`` passes through."""
     content = request.content
     if content.is_eof():
         return await handler(request)
-    task = asyncio.current_task()
-    assert task is not None
-    watch = _BodyWatch(content, task, asyncio.get_running_loop().time() + timeout_s)
-    sweeper.add(watch)
+    deadline = Deadline(sweeper, timeout_s, until=content.is_eof)
     try:
-        return await handler(request)
-    except asyncio.CancelledError:
-        if not watch.expired:
-            transport = request.transport
-            if not content.is_eof() and (transport is None or transport.is_closing()):
-                log.info("client_gone", path=log_path(request), during="upload")
+        with deadline:
+            return await handler(request)
+    except TimeoutError:
+        if not deadline.fired:
             raise
-        task.uncancel()
         raise RequestTimeoutError(
             f"the request body did not arrive within {timeout_s:g} s (setting body_timeout_s)"
         ) from None
+    except asyncio.CancelledError:
+        transport = request.transport
+        if not content.is_eof() and (transport is None or transport.is_closing()):
+            log.info("client_gone", path=log_path(request), during="upload")
+        raise
     except ConnectionError:
         if content.is_eof():
             raise
         log.info("client_gone", path=log_path(request), during="upload")
         raise
-    finally:
-        sweeper.discard(watch)
 
 
 def parse_error_response(exc: BaseException | None, status: int) -> tuple[ProxyError, int]:

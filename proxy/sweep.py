@@ -6,8 +6,8 @@ stopped and closed, and the three cost about as much CPU per stream as the log l
 (bench/README.md, "2026-11-29, last round"). A :class:`Sweeper` instead ticks every
 ``interval`` seconds while it holds any watch and asks each one whether it still has something
 to watch; per request, a watch is only added to and removed from a set. The request body's
-deadline (:func:`proxy.guard.with_body_deadline`) was the last timer per request; it is a watch
-too.
+deadline (:func:`proxy.guard.with_body_deadline`) was the last timer per request; it is a
+:class:`Deadline` too, ended once the body is all in.
 
 A watch (:class:`Watch`) fires late by at most ``interval`` (0.25 s by default, see
 :func:`sweep_interval`): right for timeouts of seconds to minutes, which is what these are.
@@ -16,6 +16,7 @@ A watch (:class:`Watch`) fires late by at most ``interval`` (0.25 s by default, 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -115,18 +116,23 @@ class Deadline:
     ticks instead of a timer of its own: once ``seconds`` have passed (noticed on the next tick)
     the task is cancelled, and the block ends with :class:`TimeoutError` instead of the
     ``CancelledError`` (the cancellation withdrawn) unless the task is being cancelled for
-    another reason too. ``fired`` tells whether the deadline passed. Entering it outside a task
+    another reason too. ``fired`` tells whether the deadline passed. ``until``: a condition that
+    ends the deadline early once it holds on a tick (the rest of the block then runs unbounded:
+    the request body's deadline ends once the body is all in). Entering it outside a task
     raises :class:`RuntimeError`."""
 
-    __slots__ = ("_at", "_cancelling", "_seconds", "_sweeper", "_task", "fired")
+    __slots__ = ("_at", "_cancelling", "_seconds", "_sweeper", "_task", "_until", "fired")
 
     _task: asyncio.Task[object]  # set, with _at and _cancelling, when the block is entered
     _at: float
     _cancelling: int
 
-    def __init__(self, sweeper: Sweeper, seconds: float) -> None:
+    def __init__(
+        self, sweeper: Sweeper, seconds: float, *, until: Callable[[], bool] | None = None
+    ) -> None:
         self._sweeper = sweeper
         self._seconds = seconds
+        self._until = until
         self.fired = False
 
     def __enter__(self) -> Deadline:
@@ -149,7 +155,10 @@ class Deadline:
             raise TimeoutError from exc
 
     def check(self, now: float) -> bool:
-        """The sweeper's tick: cancel the task once the deadline passed (then let go)."""
+        """The sweeper's tick: let go once ``until`` holds; cancel the task once the deadline
+        passed (then let go)."""
+        if self._until is not None and self._until():
+            return False
         if now < self._at:
             return True
         self.fired = True

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from helpers import stream_reader
 
-from proxy.guard import _BodyWatch, with_body_deadline
+from proxy.guard import with_body_deadline
 from proxy.hangup import HangupWatch
 from proxy.sweep import MAX_INTERVAL_S, Deadline, Sweeper, sweep_interval
 
@@ -311,25 +311,45 @@ async def test_a_client_that_reads_slowly_or_catches_up_is_kept() -> None:
     assert not task.cancelled() and not transport.aborted and not watch.fired
 
 
-async def test_the_body_watch_lets_go_of_a_whole_body_and_cancels_a_late_one() -> None:
-    async def upload() -> None:
-        await asyncio.Event().wait()
+async def test_a_deadline_with_until_lets_go_of_a_whole_body_and_cancels_a_late_one() -> None:
+    """The request body's deadline: ``Deadline(..., until=content.is_eof)``."""
+    loop = asyncio.get_running_loop()
+    sweeper = Sweeper(MAX_INTERVAL_S)
 
-    content = stream_reader()
-    task = asyncio.get_running_loop().create_task(upload())
-    await asyncio.sleep(0)  # the task starts and waits
-    watch = _BodyWatch(content, task, at=10.0)
-    assert watch.check(9.9) is True  # before the deadline, body still arriving: keep watching
-    assert not task.cancelling() and not watch.expired
-    content.feed_eof()
-    assert watch.check(10.5) is False  # the whole body is in: let go, past the deadline or not
-    assert not task.cancelling() and not watch.expired
+    async def upload(deadline: Deadline, entered: asyncio.Event) -> None:
+        with deadline:
+            entered.set()
+            await asyncio.Event().wait()
 
-    late = _BodyWatch(stream_reader(), task, at=10.0)
-    assert late.check(10.0) is False  # the deadline passed without the body: cancel, let go
-    assert late.expired and task.cancelling() == 1
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    async def started(content: Any) -> tuple[Deadline, asyncio.Task[None]]:
+        deadline = Deadline(sweeper, 10.0, until=content.is_eof)
+        entered = asyncio.Event()
+        task = loop.create_task(upload(deadline, entered))
+        await entered.wait()
+        return deadline, task
+
+    try:
+        content = stream_reader()
+        whole, task = await started(content)
+        # before the deadline, body still arriving: keep watching
+        assert whole.check(loop.time() + 9.0) is True
+        assert not task.cancelling() and not whole.fired
+        content.feed_eof()
+        # the whole body is in: let go, past the deadline or not
+        assert whole.check(loop.time() + 10.5) is False
+        assert not task.cancelling() and not whole.fired
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # cancelled for another reason: as it is
+            await task
+
+        late, task = await started(stream_reader())
+        # the deadline passed without the body: cancel, let go
+        assert late.check(loop.time() + 10.5) is False
+        assert late.fired and task.cancelling() == 1
+        with pytest.raises(TimeoutError):
+            await task
+    finally:
+        sweeper.close()
 
 
 async def test_a_request_body_is_watched_by_the_sweeper_only_while_it_arrives() -> None:
