@@ -27,6 +27,7 @@ __all__ = [
     "StreamOptions",
     "VideoGenerationRequest",
     "decode_json_body",
+    "json_text",
     "parse_body",
     "parse_chat_request",
 ]
@@ -183,6 +184,16 @@ def _invalid(exc: ValidationError) -> ClientRequestError:
     loc = _param(first.get("loc", ()))
     msg = first.get("msg", "invalid value")
     return ClientRequestError(f"invalid request: {loc}: {msg}", param=loc or None)
+
+
+def json_text(value: Any, param: str) -> str:
+    """``value`` (a client's JSON value: call arguments, a tool's output) as compact JSON text.
+    Raises :class:`ClientRequestError` naming ``param`` for what JSON cannot hold (an integer
+    beyond 64 bits given to the parser directly; bodies decoded from JSON text never hold one)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:
+        raise ClientRequestError(f"`{param}` is not a JSON value: {exc}", param=param) from None
 
 
 def decode_json_body(raw: bytes) -> Any:

@@ -119,6 +119,16 @@ def test_image_with_unknown_source_is_refused_with_param() -> None:
     assert ei.value.param == "messages.0.content.0.source.type"
 
 
+def test_a_tool_use_input_json_cannot_hold_is_a_client_error_naming_it() -> None:
+    """An integer beyond 64 bits (given to the parser directly: JSON text never decodes to one)
+    is a 400 naming the input, not a 500."""
+    block = {"type": "tool_use", "id": "t1", "name": "f", "input": {"n": 2**64}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [block]}]
+    with pytest.raises(ClientRequestError) as ei:
+        parse_messages(_req(messages=messages))
+    assert ei.value.param == "messages.1.content.0.input"
+
+
 def test_documents() -> None:
     content = [
         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}},

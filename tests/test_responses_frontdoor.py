@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.conversation import ToolCallRecord, Turn
@@ -585,6 +585,16 @@ _ITEM = st.fixed_dictionaries(
             "instructions": _JSON,
         },
     )
+)
+# a value JSON cannot hold (an integer beyond 64 bits, given to the parser directly)
+@example({"model": "m", "input": [{"type": "function_call_output", "output": -(2**63) - 1}]})
+@example(
+    {
+        "model": "m",
+        "input": [
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": {"n": 2**64}}
+        ],
+    }
 )
 def test_any_body_parses_or_is_a_client_error(body: dict[str, Any]) -> None:
     """Whatever the shape, parsing gives a request or a 400-class error naming a param."""

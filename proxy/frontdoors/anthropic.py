@@ -38,7 +38,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from proxy.api_models import parse_body
+from proxy.api_models import json_text, parse_body
 from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpec, Turn
 from proxy.errors import ClientRequestError, ProxyError, UnsupportedContentError
 from proxy.frontdoors import FrontDoor
@@ -394,7 +394,7 @@ def _assistant_turn(content: str | list[dict[str, Any]], param: str, names: dict
             if not isinstance(args, dict):
                 raise _bad("`input` must be an object", f"{p}.input")
             names[call_id] = name
-            calls.append(ToolCallRecord(call_id, name, orjson.dumps(args).decode()))
+            calls.append(ToolCallRecord(call_id, name, json_text(args, f"{p}.input")))
         elif kind == "thinking":
             reasoning.append(_str_field(block, "thinking", p))
         elif kind == "redacted_thinking":

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from proxy.api_models import parse_body
+from proxy.api_models import json_text, parse_body
 from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpec, Turn
 from proxy.errors import (
     ClientRequestError,
@@ -494,7 +494,7 @@ def _arguments(value: Any, param: str) -> str:
     if isinstance(value, str):
         return value or "{}"
     if isinstance(value, dict):  # tolerated: arguments as an object
-        return orjson.dumps(value).decode()
+        return json_text(value, f"{param}.arguments")
     raise ClientRequestError(
         f"`{param}.arguments` must be a JSON string", param=f"{param}.arguments"
     )
@@ -510,7 +510,7 @@ def _output_content(value: Any, param: str) -> str | list[dict[str, Any]]:
         return parts
     if value is None:
         raise ClientRequestError(f"`{param}` is required", param=param)
-    return orjson.dumps(value).decode()  # tolerated: a JSON value
+    return json_text(value, param)  # tolerated: a JSON value
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:
