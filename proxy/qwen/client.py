@@ -23,7 +23,7 @@ import functools
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -38,9 +38,11 @@ from proxy.errors import (
     UpstreamReplayMissError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    clip,
 )
 from proxy.qwen.envelope import classify_response, envelope_error
 from proxy.qwen.files import OssPut, StsGrant, parse_sts, sniff
+from proxy.qwen.media import host_allowed
 from proxy.qwen.request import encode_json, new_uuid
 from proxy.sweep import Deadline, Sweeper, sweep_interval
 
@@ -58,6 +60,10 @@ ERROR_BODY_LIMIT = 256 * 1024
 #: The most of a JSON answer read (``chats/new``, the model list, a task's status), in bytes:
 #: they are a few hundred kB at most; a larger one is refused, not held whole.
 JSON_BODY_LIMIT = 16 * 2**20
+#: The redirect statuses a generated image's download follows (:meth:`QwenClient.fetch_media`).
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+#: The most redirects one generated image's download follows.
+MAX_MEDIA_REDIRECTS = 3
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -437,7 +443,7 @@ class QwenClient:
         headers = {"User-Agent": self._settings.user_agent, "Accept": "image/*,*/*;q=0.8"}
         try:
             async with asyncio.timeout(timeout_s):
-                resp = await self._open("GET", url, None, headers)
+                resp = await self._open_media(url, headers)
                 try:
                     declared = resp.headers.get("Content-Type", "").lower()
                     length = resp.content_length
@@ -505,7 +511,7 @@ class QwenClient:
                 f"{self.label} broke the connection: {network_failure(exc)}"
             ) from exc
         if resp.status != 200 or "json" not in ctype:
-            raise classify_response(resp.status, ctype, raw)
+            raise classify_response(resp.status, ctype, raw, resp.headers.get("Location"))
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -528,7 +534,9 @@ class QwenClient:
         A pooled keep-alive connection that the server closed while idle fails before any
         answer arrives (``ServerDisconnectedError`` / connection reset); that one case is sent
         again once, on a fresh connection. ``limits``: the request's aiohttp timeouts (default:
-        connect and per-read, from the settings). Raises :class:`UpstreamTimeoutError` or
+        connect and per-read, from the settings). Redirects are not followed: a 3xx answer is
+        returned like any other (the site's API never redirects a working request; a redirect
+        to another host would take the request there). Raises :class:`UpstreamTimeoutError` or
         :class:`UpstreamUnavailableError`.
         """
         for attempt in (1, 2):
@@ -540,6 +548,7 @@ class QwenClient:
                     headers=headers,
                     timeout=limits or self._timeout,
                     proxy=self._proxy,
+                    allow_redirects=False,  # a redirect is an answer (classify_response)
                 )
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 raise self._timed_out() from exc
@@ -554,6 +563,39 @@ class QwenClient:
                 ) from exc
         raise AssertionError("unreachable")
 
+    async def _open_media(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """``GET url`` at its headers, following at most :data:`MAX_MEDIA_REDIRECTS` redirects,
+        each to ``url``'s own host or a host of ``media_hosts`` (a CDN may send a generated
+        image on to a signed copy; nowhere else). Raises :class:`UpstreamBadMediaError` for
+        any other redirect."""
+        origin = urlsplit(url).hostname or ""
+        hosts = tuple(self._settings.media_hosts)
+        for _ in range(MAX_MEDIA_REDIRECTS + 1):
+            resp = await self._open("GET", url, None, headers)
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_STATUSES or location is None:
+                return resp
+            resp.release()
+            url = urljoin(url, location)
+            try:
+                parts = urlsplit(url)
+                host = parts.hostname or ""
+            except ValueError:
+                parts, host = None, ""
+            if (
+                parts is None
+                or parts.scheme not in ("http", "https")
+                or not (host == origin or host_allowed(host, hosts))
+            ):
+                raise UpstreamBadMediaError(
+                    "the generated image's URL redirected elsewhere than http(s) on its own host "
+                    f"or a host of the media CDN allow-list ({clip(host or '?', 80)}); not "
+                    "followed"
+                )
+        raise UpstreamBadMediaError(
+            f"the generated image's URL redirected more than {MAX_MEDIA_REDIRECTS} times"
+        )
+
     def _timed_out(self) -> UpstreamTimeoutError:
         s = self._settings
         return UpstreamTimeoutError(
@@ -566,7 +608,7 @@ class QwenClient:
             raw = await asyncio.wait_for(read_capped(resp.content, ERROR_BODY_LIMIT), timeout=30)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
-        return classify_response(resp.status, ctype, raw)
+        return classify_response(resp.status, ctype, raw, resp.headers.get("Location"))
 
 
 def monotonic_ms() -> float:

@@ -497,9 +497,12 @@ NOT_FIELDS: dict[str, dict[str, str]] = {
         "token has expired": "substring of an error text",
         "html": "substring of the content type",
         "type": "error.type of the replay server's miss body (offline mode), not chat.qwen.ai",
+        ":": "an IPv6 host in a redirect's Location (named in brackets)",
     },
     _C: {
         "Content-Type": "a response header (content types: ENDPOINTS)",
+        "Location": "a response header: where a redirect points (never followed; named in the "
+        "error)",
         "text/event-stream": "substring of the content type",
         "json": "substring of the content type",
     },

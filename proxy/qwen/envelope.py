@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -156,15 +157,22 @@ def _from_code(code: Any, details: Any, data: dict[str, Any]) -> UpstreamError:
     return UpstreamError(f"chat.qwen.ai reported an error ({what}: {det or 'no details'}).")
 
 
-def classify_response(status: int, content_type: str, body: bytes) -> UpstreamError:
+def classify_response(
+    status: int, content_type: str, body: bytes, location: str | None = None
+) -> UpstreamError:
     """The error for a response that is not a usable answer.
 
     ``status`` is the HTTP status, ``content_type`` the lower-cased header value, ``body`` the
-    (possibly truncated) raw body. Always returns an error: callers only ask when the answer
-    is not what they expected.
+    (possibly truncated) raw body, ``location`` the ``Location`` header of a redirect (the
+    gateway never follows the site's redirects). Always returns an error: callers only ask
+    when the answer is not what they expected.
     """
-    if looks_like_waf(body):
+    if looks_like_waf(body) or (
+        location is not None and looks_like_waf(location.encode("utf-8", "replace"))
+    ):
         return UpstreamCaptchaError(CAPTCHA_ADVICE)
+    if 300 <= status < 400 and location is not None:
+        return _redirect_error(status, location)
     obj: Any = None
     if body[:1] in (b"{", b"["):
         try:
@@ -209,4 +217,36 @@ def classify_response(status: int, content_type: str, body: bytes) -> UpstreamEr
         )
     return UpstreamProtocolError(
         f"chat.qwen.ai answered HTTP {status} with unexpected content ({content_type or 'none'})."
+    )
+
+
+_SIGN_IN_PATHS = ("/auth", "/login", "/signin", "/sign-in")
+"""Path starts of the site's sign-in page: a redirect there means the token was refused."""
+
+
+def _redirect_error(status: int, location: str) -> UpstreamError:
+    """The error for a redirect answer (3xx + ``Location``): to the sign-in page, the token
+    was refused (401); anywhere else, the API moved or something in between rewrites it (502).
+    The target is named without its query (it may carry signed values)."""
+    try:
+        parts = urlsplit(location.strip())
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if host and parts.port is not None:
+            host = f"{host}:{parts.port}"
+        path = parts.path or "/"
+    except ValueError:  # a malformed URL ("http://[::1", a bad port): named by its path alone
+        host, path = "", "/"
+    # no user name or password: only what tells the user where it went
+    where = clip(f"{parts.scheme}://{host}{path}" if host else path, 120)
+    if any(path.lower().startswith(p) for p in _SIGN_IN_PATHS):
+        return UpstreamUnauthorizedError(
+            f"chat.qwen.ai redirected the request to its sign-in page ({scrub(where)}, HTTP "
+            f"{status}): the upstream token is invalid or expired."
+        )
+    return UpstreamProtocolError(
+        f"chat.qwen.ai answered HTTP {status}, a redirect to {scrub(where)}; the gateway does not "
+        "follow redirects of the site's API (check upstream_url: it must be the site's origin, "
+        "with https)."
     )
