@@ -455,3 +455,79 @@ def test_bare_code_uses_message_when_no_details() -> None:
     assert err is not None and "inner words" in err.message
     err = envelope_error({"success": False, "data": {"code": "Weird", "message": "data words"}})
     assert err is not None and "data words" in err.message
+
+
+# -- redirects (never followed): one test per kind of target ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("location", "kind", "shown", "hidden"),
+    [
+        ("https://chat.qwen.ai/auth?action=signin", UpstreamUnauthorizedError, "/auth", "signin"),
+        ("/auth", UpstreamUnauthorizedError, "sign-in page (/auth", ""),
+        ("/login?next=/c/1", UpstreamUnauthorizedError, "/login", "next="),
+        ("https://chat.qwen.ai/signin", UpstreamUnauthorizedError, "/signin", ""),
+        ("https://chat.qwen.ai/sign-in", UpstreamUnauthorizedError, "/sign-in", ""),
+        (
+            "https://chat.qwen.ai/api/v2/chats/new/_____tmd_____/punish?x5secdata=SIG",
+            UpstreamCaptchaError,
+            "captcha",
+            "SIG",
+        ),
+        ("https://chat.qwen.ai/x?action=captcha", UpstreamCaptchaError, "slider", ""),
+        (
+            "https://user:pa55@cdn.example:8443/v2/chats/new?sig=SIGNED",
+            UpstreamProtocolError,
+            "a redirect to https://cdn.example:8443/v2/chats/new;",
+            "pa55",
+        ),
+        ("https://[::1]:9/x", UpstreamProtocolError, "https://[::1]:9/x", ""),
+        ("http://[::1", UpstreamProtocolError, "a redirect to /;", "[::1"),
+        ("https://chat.qwen.ai/api/v2/chats/new", UpstreamProtocolError, "upstream_url", ""),
+        ("https://cdn.example", UpstreamProtocolError, "a redirect to https://cdn.example/;", ""),
+        ("http://:8080/x", UpstreamProtocolError, "a redirect to /x;", ":8080"),
+        ("https://x.example/\udcff_____tmd_____", UpstreamCaptchaError, "slider", ""),
+    ],
+)
+def test_a_redirect_is_classified_by_its_target(
+    location: str, kind: type[Exception], shown: str, hidden: str
+) -> None:
+    err = classify_response(302, "text/html", b"", location)
+    assert type(err) is kind
+    assert shown in str(err)
+    if hidden:
+        assert hidden not in str(err)
+    if kind is UpstreamProtocolError:
+        assert "HTTP 302" in str(err)
+
+
+def test_the_sign_in_redirect_names_its_status() -> None:
+    assert "HTTP 307" in str(classify_response(307, "", b"", "/auth"))
+
+
+def test_a_3xx_without_location_is_unexpected_content() -> None:
+    err = classify_response(302, "", b"", None)
+    assert type(err) is UpstreamProtocolError
+    assert "unexpected content" in str(err)
+
+
+def test_a_location_outside_a_redirect_is_not_read_as_one() -> None:
+    """Only a 3xx is a redirect: a 401 with a Location is still the refused token's error."""
+    err = classify_response(401, "", b"", "https://elsewhere.example/")
+    assert type(err) is UpstreamUnauthorizedError
+    assert "elsewhere" not in str(err)
+
+
+def test_a_redirect_is_any_3xx_and_only_a_3xx() -> None:
+    assert type(classify_response(300, "", b"", "/auth")) is UpstreamUnauthorizedError
+    assert type(classify_response(399, "", b"", "/auth")) is UpstreamUnauthorizedError
+    assert type(classify_response(400, "", b"", "/auth")) is UpstreamProtocolError
+    assert type(classify_response(299, "", b"", "/auth")) is UpstreamProtocolError
+
+
+def test_a_redirect_target_is_named_in_at_most_120_characters() -> None:
+    """The target is clipped like any echoed value: 120 characters, the last an ellipsis."""
+    fits = "https://cdn.example/" + "a" * 100  # 120 characters
+    assert f"a redirect to {fits};" in str(classify_response(302, "", b"", fits))
+    longer = fits + "b"
+    assert f"a redirect to {fits[:119]}…;" in str(classify_response(302, "", b"", longer))

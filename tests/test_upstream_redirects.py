@@ -6,7 +6,8 @@ site (or anything in between) sent the request on to any host, and the client wa
 "chat.qwen.ai answered HTTP 404" about whatever that host answered. Now a redirect of the
 site's API is classified (:func:`proxy.qwen.envelope.classify_response`): to the sign-in page,
 the token was refused (401); to the WAF's punish page, a captcha (503); anywhere else, a 502
-naming where it pointed (no query, no user name or password).
+naming where it pointed (no query, no user name or password); one test per kind of target is
+in ``tests/test_envelope_rules.py``.
 """
 
 from __future__ import annotations
@@ -22,77 +23,13 @@ from helpers import ServerFactory, cassettes
 
 from proxy.app import make_app
 from proxy.config import Settings
-from proxy.errors import (
-    UpstreamCaptchaError,
-    UpstreamProtocolError,
-    UpstreamUnauthorizedError,
-)
 from proxy.qwen.client import MAX_MEDIA_REDIRECTS
-from proxy.qwen.envelope import classify_response
 from proxy.qwen.media import DEFAULT_MEDIA_HOSTS
 from recorder.replay import make_replay_app
 from recorder.synthetic_media import BY_NAME, image_bytes
 
 MODELS = {"data": [{"id": "qwen3-max", "info": {"meta": {"chat_type": ["t2t"]}}}]}
 CHAT = {"model": "qwen3-max", "messages": [{"role": "user", "content": "hi"}]}
-
-
-# -- classify_response: one test per kind of redirect -----------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("location", "kind", "shown", "hidden"),
-    [
-        ("https://chat.qwen.ai/auth?action=signin", UpstreamUnauthorizedError, "/auth", "signin"),
-        ("/auth", UpstreamUnauthorizedError, "sign-in page (/auth", ""),
-        ("/login?next=/c/1", UpstreamUnauthorizedError, "/login", "next="),
-        ("https://chat.qwen.ai/signin", UpstreamUnauthorizedError, "/signin", ""),
-        ("https://chat.qwen.ai/sign-in", UpstreamUnauthorizedError, "/sign-in", ""),
-        (
-            "https://chat.qwen.ai/api/v2/chats/new/_____tmd_____/punish?x5secdata=SIG",
-            UpstreamCaptchaError,
-            "captcha",
-            "SIG",
-        ),
-        ("https://chat.qwen.ai/x?action=captcha", UpstreamCaptchaError, "slider", ""),
-        (
-            "https://user:pa55@cdn.example:8443/v2/chats/new?sig=SIGNED",
-            UpstreamProtocolError,
-            "a redirect to https://cdn.example:8443/v2/chats/new;",
-            "pa55",
-        ),
-        ("https://[::1]:9/x", UpstreamProtocolError, "https://[::1]:9/x", ""),
-        ("http://[::1", UpstreamProtocolError, "a redirect to /;", "[::1"),
-        ("https://chat.qwen.ai/api/v2/chats/new", UpstreamProtocolError, "upstream_url", ""),
-    ],
-)
-def test_a_redirect_is_classified_by_its_target(
-    location: str, kind: type[Exception], shown: str, hidden: str
-) -> None:
-    err = classify_response(302, "text/html", b"", location)
-    assert type(err) is kind
-    assert shown in str(err)
-    if hidden:
-        assert hidden not in str(err)
-    if kind is UpstreamProtocolError:
-        assert "HTTP 302" in str(err)
-
-
-def test_the_sign_in_redirect_names_its_status() -> None:
-    assert "HTTP 307" in str(classify_response(307, "", b"", "/auth"))
-
-
-def test_a_3xx_without_location_is_unexpected_content() -> None:
-    err = classify_response(302, "", b"", None)
-    assert type(err) is UpstreamProtocolError
-    assert "unexpected content" in str(err)
-
-
-def test_a_location_outside_a_redirect_is_not_read_as_one() -> None:
-    """Only a 3xx is a redirect: a 401 with a Location is still the refused token's error."""
-    err = classify_response(401, "", b"", "https://elsewhere.example/")
-    assert type(err) is UpstreamUnauthorizedError
-    assert "elsewhere" not in str(err)
 
 
 # -- end to end: the gateway does not follow --------------------------------------------------
