@@ -157,19 +157,28 @@ async def test_the_watch_counts_silence_only_while_its_reader_waits() -> None:
     """Busy (``waiting`` off: the relay writing to a slow client, its reading paused by
     backpressure) is not the site's silence; waiting without a byte is."""
     content = stream_reader()
-    watch = ReadWatch(content, 0.2, Sweeper(sweep_interval(0.2)))
+    sweeper = Sweeper(sweep_interval(0.2))
+    watch = ReadWatch(content, 0.2, sweeper)
+    # the sweeper's ticks are called by hand with the times they would have (nothing here
+    # awaits, so its own timer never runs): the outcome does not depend on the machine's speed
+    t = asyncio.get_running_loop().time()
     try:
+        assert len(sweeper) == 1
         watch.waiting = False
-        await asyncio.sleep(0.5)  # busy for longer than the timeout
+        assert watch.check(t + 0.5)  # busy for longer than the timeout
         assert content.exception() is None
         watch.waiting = True
         content.feed_data(b"data: x\n\n")  # bytes keep it quiet...
-        await asyncio.sleep(0.15)
+        assert watch.check(t + 0.65)
+        assert watch.check(t + 0.84)  # (0.19 s of silence since those bytes)
         assert content.exception() is None
-        await asyncio.sleep(0.35)  # ...and then a silence while waiting ends it
+        assert not watch.check(t + 0.86)  # ...and then a silence while waiting ends it
         assert isinstance(content.exception(), aiohttp.ServerTimeoutError)
+        assert not watch.check(t + 0.9)  # a failed body is not watched any more
     finally:
         watch.cancel()
+    assert len(sweeper) == 0
+    sweeper.close()
 
 
 async def test_the_relay_waits_only_while_it_reads() -> None:
