@@ -173,8 +173,10 @@ async def test_the_watch_counts_silence_only_while_its_reader_waits() -> None:
         assert watch.check(t + 0.84)  # (0.19 s of silence since those bytes)
         assert content.exception() is None
         assert not watch.check(t + 0.86)  # ...and then a silence while waiting ends it
-        assert isinstance(content.exception(), aiohttp.ServerTimeoutError)
-        assert not watch.check(t + 0.9)  # a failed body is not watched any more
+        failed = content.exception()
+        assert isinstance(failed, aiohttp.ServerTimeoutError)
+        assert not watch.check(t + 0.9)  # a failed body is not watched (nor failed) again
+        assert content.exception() is failed
     finally:
         watch.cancel()
     assert len(sweeper) == 0
