@@ -18,7 +18,9 @@ order:
    ``cors_origins``.
 4. ``Expect``: only ``100-continue`` (answered by :func:`expect_continue`, the routes'
    expect handler); any other expectation is 417 ``expectation_failed``, an error object that
-   does not quote the header (aiohttp's own answer is plain text that does).
+   does not quote the header (aiohttp's own answer is plain text that does, and a 500 when the
+   value is not ASCII). A request no route serves gets the same 417 from the runner
+   (:class:`GatewayRunner`), before aiohttp's own expect handler would run.
 5. The body must arrive within ``body_timeout_s`` seconds (408 ``request_timeout``; watched on
    the app's sweeper ticks, so at most one tick late); a client that hangs up during its upload
    is logged in one line (``client_gone``) and gets no answer.
@@ -43,6 +45,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import HttpVersion11, http_exceptions, web
+from aiohttp.abc import AbstractRouter
 from aiohttp.web_request import BaseRequest
 
 from proxy.config import Settings
@@ -399,9 +402,8 @@ class _RequestHandler(web.RequestHandler):
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         """Send ``resp``; an aiohttp HTTP error raised outside the app's middleware (which
-        answers every other failure) becomes an error object first: aiohttp's expect handler
-        of a path no route has (an unknown ``Expect`` there: its plain-text 417 quotes the
-        header)."""
+        answers every other failure) becomes an error object first: the 417 of an unknown
+        ``Expect`` on a path or method no route has (:func:`_unrouted_expectations`)."""
         if isinstance(resp, web.HTTPException) and resp.status >= 400:
             if resp.status == 417:
                 err = _expectation_failed()
@@ -447,13 +449,48 @@ class _RequestHandler(web.RequestHandler):
         return resp
 
 
+ServerHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def _unrouted_expectations(handler: ServerHandler, router: AbstractRouter) -> ServerHandler:
+    """``handler`` (the app's), except that a request no route serves (an unknown path or
+    method) with an ``Expect`` other than ``100-continue`` gets a bare 417, which
+    :meth:`_RequestHandler.finish_response` turns into an error object. aiohttp's own expect
+    handler of such a request quotes the header in its plain-text 417, and fails with a 500
+    when the value is not ASCII (it encodes the quote as UTF-8). The routes' requests keep
+    theirs (:func:`expect_continue`, then the guard after the API-key check)."""
+
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get("Expect")
+        if (
+            expect is not None
+            and request.version == HttpVersion11
+            and not _continues(expect)
+            and isinstance(request, web.Request)  # (the app's requests always are)
+        ):
+            match_info = await router.resolve(request)
+            if match_info.http_exception is not None:  # no route: aiohttp's expect handler
+                raise web.HTTPExpectationFailed()
+        return await handler(request)
+
+    return handle
+
+
 class _Server(web.Server):
     def __init__(
-        self, base: web.Server, kwargs: dict[str, Any], loop: Any, header_timeout_s: float
+        self,
+        base: web.Server,
+        kwargs: dict[str, Any],
+        loop: Any,
+        header_timeout_s: float,
+        router: AbstractRouter | None = None,
     ) -> None:
         self.header_timeout_s = header_timeout_s
+        handler = base.request_handler
+        if router is not None:
+            handler = _unrouted_expectations(handler, router)
         super().__init__(
-            base.request_handler,
+            handler,
             request_factory=base.request_factory,
             handler_cancellation=base.handler_cancellation,
             loop=loop,
@@ -470,6 +507,8 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
-        settings = self.app[SETTINGS] if isinstance(self.app, web.Application) else None
+        app = self.app if isinstance(self.app, web.Application) else None
+        settings = app[SETTINGS] if app is not None else None
         timeout_s = settings.header_timeout_s if settings is not None else 0.0
-        return _Server(base, dict(base._kwargs), base._loop, timeout_s)
+        router = app.router if app is not None else None
+        return _Server(base, dict(base._kwargs), base._loop, timeout_s, router)

@@ -535,6 +535,54 @@ async def test_an_unknown_expectation_is_a_417_error_object_without_echo(
     assert SECRET.encode() not in head + body
 
 
+@pytest.mark.parametrize("expect", [b"\xdf\xc5", b"100-continue\xff", b"x-\xff" + SECRET.encode()])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/nowhere"), ("OPTIONS", "/v1/chat/completions"), ("PUT", "/metrics")],
+)
+async def test_a_non_ascii_expectation_where_no_route_serves_is_a_417_error_object(
+    raw_proxy: tuple[str, int],
+    method: str,
+    path: str,
+    expect: bytes,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An unknown path or method with a non-ASCII ``Expect`` value (obs-text, which the HTTP
+    parser lets through): aiohttp's own expect handler quotes the value in its answer, encodes
+    it as UTF-8 and failed with a 500 and a traceback. Now the same 417 error object as an
+    ASCII value gets, quoting nothing."""
+    with caplog.at_level(logging.DEBUG):
+        reader, writer = await asyncio.open_connection(*raw_proxy)
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+            + b"Expect: "
+            + expect
+            + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        body = await reader.readexactly(length)
+        writer.close()
+        text = _logs(caplog, capsys)
+    assert head.startswith(b"HTTP/1.1 417 "), head + body
+    assert json.loads(body)["error"]["code"] == "expectation_failed"
+    assert b"application/json" in head
+    assert SECRET.encode() not in head + body
+    assert "Traceback" not in text and "unhandled_error" not in text
+
+
+async def test_expect_100_continue_where_no_route_serves_is_still_a_404(
+    raw_proxy: tuple[str, int],
+) -> None:
+    """``100-continue`` on a path no route has: the interim answer, then the path's 404 (only
+    other expectations are refused there)."""
+    status, _, body = await _expecting(raw_proxy, "/v1/nowhere", "100-continue")
+    assert status == 404, body
+    assert json.loads(body)["error"]["code"] == "not_found"
+
+
 @pytest.mark.parametrize("expect", ["100-continue", "100-Continue"])
 async def test_expect_100_continue_still_gets_its_interim_answer(
     raw_proxy: tuple[str, int], expect: str
