@@ -98,6 +98,25 @@ MALFORMED_MULTIPART = {
     ),
     "secret_boundary": (_multipart(GOOD_PARTS), "multipart/form-data; boundary=sk-SECRETb0undary"),
     "empty": (b"", "multipart/form-data; boundary=XyZ"),
+    # a transfer encoding aiohttp's part reader does not know (it raised RuntimeError: a 500)
+    "unknown_transfer_encoding_text": (
+        _multipart(
+            [GOOD_PARTS[0], b"Content-Transfer-Encoding: x-gzip\r\n" + _part("prompt", b"blue")]
+        ),
+        "multipart/form-data; boundary=XyZ",
+    ),
+    "unknown_transfer_encoding_image": (
+        _multipart(
+            [b"Content-Transfer-Encoding: uuencode\r\n" + GOOD_PARTS[0], GOOD_PARTS[1]],
+        ),
+        "multipart/form-data; boundary=XyZ",
+    ),
+    "bad_base64_transfer_encoding": (
+        _multipart(
+            [GOOD_PARTS[0], b"Content-Transfer-Encoding: base64\r\n" + _part("prompt", b"abc")]
+        ),
+        "multipart/form-data; boundary=XyZ",
+    ),
 }
 
 

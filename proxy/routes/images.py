@@ -145,13 +145,22 @@ async def _read_form(
 
 
 async def _read_part(part: BodyPartReader, limit: int) -> bytes | None:
-    """The decoded bytes of ``part``, or ``None`` when they exceed ``limit`` bytes."""
+    """The decoded bytes of ``part``, or ``None`` when they exceed ``limit`` bytes. Raises
+    :class:`ClientRequestError` for a ``Content-Transfer-Encoding`` aiohttp cannot decode
+    (it raises ``RuntimeError`` for any but base64, quoted-printable and the identities;
+    RFC 7578 §4.7 deprecates the header in forms)."""
     buf = bytearray()
     while chunk := await part.read_chunk(65536):
         buf += chunk
         if len(buf) > limit:
             return None
-    return bytes(part.decode(bytes(buf)))
+    try:
+        return bytes(part.decode(bytes(buf)))
+    except RuntimeError:
+        raise ClientRequestError(
+            "a part of the multipart body declares a Content-Transfer-Encoding this gateway "
+            "cannot decode (send the part's bytes as they are: binary)"
+        ) from None
 
 
 async def _answer(service: ChatService, media: list[Media], fmt: str | None) -> web.Response:
