@@ -37,26 +37,36 @@ KEYS = st.sampled_from(
         "code",
     ]
 )
-PHASES = st.sampled_from(
-    ["answer", "think", "thinking_summary", "web_search", "image_gen", "image_edit", None, "x"]
-)
+PHASES = (
+    st.sampled_from(
+        ["answer", "think", "thinking_summary", "web_search", "image_gen", "image_edit", None, "x"]
+    )
+    | JSON
+)  # any JSON value too: a list or an object as the phase once raised TypeError
+IDS = st.text(max_size=8) | JSON
 
 
 @st.composite
 def frames(draw: Any) -> str:
     """Frames shaped like Qwen's, with any values in any field."""
-    if draw(st.booleans()):
+    kind = draw(st.integers(0, 2))
+    if kind == 0:
         delta = {
             "content": draw(st.one_of(st.text(max_size=10), JSON)),
             "phase": draw(PHASES),
-            "status": draw(st.sampled_from(["typing", "finished", "error", None])),
+            "status": draw(st.sampled_from(["typing", "finished", "error", None]) | JSON),
             "extra": draw(JSON),
         }
         return json.dumps({"choices": [{"delta": delta}], "usage": draw(JSON)})
+    if kind == 1:  # the stream's opening frame, its ids of any type
+        ids = {"chat_id": draw(IDS), "response_id": draw(IDS), "parent_id": draw(IDS)}
+        return json.dumps({"response.created": ids})
     return json.dumps({draw(KEYS): draw(JSON)})
 
 
 def pump(chunks: list[bytes], *, media: bool) -> list[Any]:
+    """Decode, translate and encode ``chunks``; the events. The turn's ids the translator keeps
+    (the stop call's and the next turn's) are strings or absent, whatever the frames held."""
     dec = SSEDecoder()
     tr = Translator(expect_image=media)
     enc = ChunkEncoder(completion_id="c", model="m", created=0, include_usage=True)
@@ -69,6 +79,8 @@ def pump(chunks: list[bytes], *, media: bool) -> list[Any]:
     out.extend(tr.close())
     for e in out:
         enc.encode(e, tr.usage)  # every event must be encodable
+    assert tr.chat_id is None or (isinstance(tr.chat_id, str) and tr.chat_id)
+    assert tr.response_id is None or (isinstance(tr.response_id, str) and tr.response_id)
     return out
 
 

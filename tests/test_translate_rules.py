@@ -927,3 +927,57 @@ def test_feed_all_is_feed_event_by_event_and_stops_at_the_end() -> None:
             assert all_.done and all_.usage == one.usage == Usage(4, 2)
             assert texts["all"] == texts["one"]  # the answer recorded alike
             assert all_.feed_all(answer[3:4]) == []  # done: nothing more
+
+
+# -- values of the wrong type where the site sends a name or an id --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("phase", "counted"),
+    [
+        (["answer"], "<list>"),
+        ({"a": 1}, "<dict>"),
+        (3, "<int>"),
+        (True, "<bool>"),
+        (1.5, "<float>"),
+    ],
+)
+def test_a_phase_that_is_not_a_string_is_an_unknown_phase(phase: Any, counted: str) -> None:
+    """A list or an object as ``phase`` raised TypeError (it was looked up in a set): now the
+    frame is an unknown phase's (skipped, counted by its type) and the answer goes on."""
+    tr = Translator()
+    frame = f({"choices": [{"delta": {"content": "lost", "phase": phase, "status": "typing"}}]})
+    out = run(tr, frame, delta(content="kept"), delta(status="finished"))
+    assert out == [Text("content", "kept"), Finish("stop")]
+    assert tr.ignored_phases == {counted: 1}
+
+
+def test_a_phase_that_is_not_a_string_in_an_image_turn_is_skipped() -> None:
+    tr = Translator(expect_image=True)
+    frame = f(
+        {"choices": [{"delta": {"content": "x", "phase": ["image_gen"], "status": "typing"}}]}
+    )
+    assert run(tr, frame) == []
+    assert tr.ignored_phases == {"<list>": 1}
+
+
+@pytest.mark.parametrize("value", [{}, [], ["r"], {"id": "r"}, 7, True, ""])
+def test_ids_of_response_created_that_are_not_strings_are_not_kept(value: Any) -> None:
+    """The turn's ``chat_id`` and ``response_id`` (the stop call's, the next turn's parent,
+    store keys) are kept only as non-empty strings: an object there once reached a dict key
+    (TypeError, a 500)."""
+    tr = Translator()
+    run(tr, f({"response.created": {"chat_id": value, "response_id": value}}))
+    assert tr.chat_id is None and tr.response_id is None
+    run(tr, f({"response.created": {"chat_id": "c2", "response_id": "r2"}}))
+    assert (tr.chat_id, tr.response_id) == ("c2", "r2")  # the first usable ones
+
+
+def test_the_first_string_ids_of_response_created_stay() -> None:
+    tr = Translator()
+    run(
+        tr,
+        f({"response.created": {"chat_id": "c1", "response_id": "r1"}}),
+        f({"response.created": {"chat_id": "c2", "response_id": "r2"}}),
+    )
+    assert (tr.chat_id, tr.response_id) == ("c1", "r1")

@@ -441,8 +441,11 @@ class Translator:
         created = frame.get("response.created")
         if isinstance(created, dict):
             # The first response opened is the turn's; a later one is another response (§13.2).
-            self.chat_id = self.chat_id or created.get("chat_id")
-            self.response_id = self.response_id or created.get("response_id")
+            chat_id, response_id = created.get("chat_id"), created.get("response_id")
+            if self.chat_id is None and isinstance(chat_id, str) and chat_id:
+                self.chat_id = chat_id
+            if self.response_id is None and isinstance(response_id, str) and response_id:
+                self.response_id = response_id  # (an id of another type is no id: not kept)
             return []
         if "response.info" in frame:
             return []
@@ -573,6 +576,8 @@ class Translator:
 
     def _delta(self, delta: dict[str, Any]) -> list[OutEvent]:
         phase = delta.get("phase")
+        if phase is not None and type(phase) is not str:  # not a phase name: an unknown phase
+            phase = f"<{type(phase).__name__}>"  # (counted in ignored_phases by its type)
         if phase in BUNDLE_PHASES:
             return []
         status = delta.get("status")
