@@ -33,7 +33,7 @@ import structlog
 from aiohttp import web
 
 from proxy.conversation import Conversation
-from proxy.errors import UpstreamError, UpstreamProtocolError
+from proxy.errors import ProxyError, UpstreamError, UpstreamProtocolError
 from proxy.metrics import route_template
 from proxy.qwen.client import network_failure
 from proxy.qwen.envelope import classify_response
@@ -67,6 +67,9 @@ SSE_HEADERS = {
 
 KEEPALIVE_S = 10.0
 """Seconds without a write after which an idle committed stream gets ``renderer.keepalive()``."""
+
+RELAY_FAILED = "internal error in the proxy while relaying the answer; see its log"
+"""The message of the error event a committed stream ends with when the relay itself fails."""
 
 MAX_EVENT_BYTES = 16 * 2**20
 """The most of one unfinished upstream SSE event held, in bytes: the site's frames are a few kB
@@ -363,6 +366,15 @@ class _Turn:
                 raise  # nothing was sent: the front middleware counts a 499
             log.info("client_disconnected", response_id=renderer.id)
             self.gone = True
+        except Exception as exc:
+            if self.resp is None or isinstance(exc, ProxyError):
+                raise  # nothing sent (the middleware answers), or an error with its own path
+            # A bug after the commit: the client still gets the front door's error event and
+            # a whole body, not a stream cut mid-answer; the traceback goes to the log. (If
+            # rendering that event fails too, that error propagates and the stream is cut.)
+            log.error("unhandled_error", response_id=renderer.id, exc_info=exc)
+            self.tail += renderer.render([Failure(ProxyError(RELAY_FAILED))], None)
+            stage = None  # no corrective turn after it
         self.wait_s += pump.wait_s
         if self.resp is not None and not self.gone and not (stage and stage.wants_retry):
             await self._end()  # the answer's last bytes leave before the bookkeeping below

@@ -42,7 +42,6 @@ from proxy.errors import (
     ClientRequestError,
     ProxyError,
     UnsupportedContentError,
-    UpstreamError,
     UpstreamRateLimitedError,
     to_openai,
 )
@@ -1037,7 +1036,7 @@ class _Output:
         events.append(self._ev("response.completed", {"response": self.response()}))
         return events
 
-    def _failure(self, error: UpstreamError, usage: Usage | None) -> list[Event]:
+    def _failure(self, error: ProxyError, usage: Usage | None) -> list[Event]:
         """A failure after output began: the open item stays ``incomplete`` (no done events),
         then an ``error`` event and ``response.failed``."""
         self.usage = usage

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import orjson
 
 from proxy.errors import (
+    ProxyError,
     UpstreamBadMediaError,
     UpstreamEmptyError,
     UpstreamError,
@@ -149,9 +150,11 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The stream failed. Whatever was emitted before stays valid; ``error`` says why."""
+    """The stream failed. Whatever was emitted before stays valid; ``error`` says why: an
+    :class:`~proxy.errors.UpstreamError` from the translator, or (the relay's last resort) the
+    gateway's own internal error."""
 
-    error: UpstreamError
+    error: ProxyError
 
 
 @dataclass(frozen=True, slots=True)
@@ -1000,7 +1003,7 @@ class Aggregate:
     media: list[Media] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
-    error: UpstreamError | None = None
+    error: ProxyError | None = None
 
     def add(self, event: OutEvent) -> None:
         """Record one event."""
