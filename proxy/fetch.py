@@ -41,7 +41,7 @@ from proxy.errors import (
     MediaTooLargeError,
     MediaURLRefusedError,
 )
-from proxy.qwen.client import network_failure
+from proxy.qwen.client import MAX_MEDIA_REDIRECTS, REDIRECT_STATUSES, network_failure
 from proxy.qwen.files import Blob, Kind, content_type_kind, decode_data_uri, make_blob
 from proxy.qwen.request import MediaPart
 
@@ -56,8 +56,6 @@ __all__ = [
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_REDIRECTS = (301, 302, 303, 307, 308)
-_MAX_REDIRECTS = 3
 
 
 def check_url(url: str) -> tuple[str, int]:
@@ -199,14 +197,14 @@ async def fetch_url(
     try:
         async with asyncio.timeout(timeout_s):
             target = url
-            for _ in range(_MAX_REDIRECTS + 1):
+            for _ in range(MAX_MEDIA_REDIRECTS + 1):
                 host, port = check_url(target)
                 addrs = await _resolve(host, port)
                 for addr in addrs:
                     check_address(host, addr, allow_private=settings.allow_private_fetch)
                 pinned, options = pinned_request(target, addrs[0])
                 async with session.get(pinned, allow_redirects=False, **options) as resp:
-                    if resp.status in _REDIRECTS and "Location" in resp.headers:
+                    if resp.status in REDIRECT_STATUSES and "Location" in resp.headers:
                         target = urljoin(target, resp.headers["Location"])
                         continue
                     if resp.status != 200:
@@ -242,7 +240,7 @@ async def fetch_url(
                             f"the media URL's content is unusable: {exc.message}", param="messages"
                         ) from None
             raise MediaFetchError(
-                f"the media URL redirected more than {_MAX_REDIRECTS} times", param="messages"
+                f"the media URL redirected more than {MAX_MEDIA_REDIRECTS} times", param="messages"
             )
     except TimeoutError:
         raise MediaFetchTimeoutError(

@@ -46,6 +46,13 @@ async def _post(stack: Stack, path: str, body: dict[str, Any]) -> tuple[int, str
         return r.status, (await r.read()).decode()
 
 
+def _events(raw: str) -> tuple[list[str], Any]:
+    """The ``event:`` names of a named-event SSE body and the data of its last event."""
+    blocks = raw.strip().split("\n\n")
+    names = [block.split("\n", 1)[0].removeprefix("event: ") for block in blocks]
+    return names, json.loads(blocks[-1].split("data: ", 1)[1])
+
+
 def _assert_logged_once(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -87,11 +94,9 @@ async def test_a_messages_stream_ends_with_an_error_event(
     with caplog.at_level(logging.INFO):
         status, raw = await _post(broken, "/v1/messages", body)
     assert status == 200
-    events = [block.split("\n", 1)[0] for block in raw.strip().split("\n\n")]
-    assert events[0] == "event: message_start"
-    assert events[-1] == "event: error"
-    assert "message_stop" not in raw
-    data = json.loads(raw.strip().split("\n\n")[-1].split("data: ", 1)[1])
+    names, data = _events(raw)
+    assert (names[0], names[-1]) == ("message_start", "error")
+    assert "message_stop" not in names
     assert data["error"]["type"] == "api_error" and data["error"]["message"] == RELAY_FAILED
     _assert_logged_once(caplog, capsys)
 
@@ -103,11 +108,9 @@ async def test_a_responses_stream_ends_failed(
     with caplog.at_level(logging.INFO):
         status, raw = await _post(broken, "/v1/responses", body)
     assert status == 200
-    events = [block.split("\n", 1)[0] for block in raw.strip().split("\n\n")]
-    assert events[0] == "event: response.created"
-    assert events[-1] == "event: response.failed"
-    assert "response.completed" not in raw
-    failed = json.loads(raw.strip().split("\n\n")[-1].split("data: ", 1)[1])
+    names, failed = _events(raw)
+    assert (names[0], names[-1]) == ("response.created", "response.failed")
+    assert "response.completed" not in names
     assert failed["response"]["status"] == "failed"
     assert failed["response"]["error"]["message"] == RELAY_FAILED
     _assert_logged_once(caplog, capsys)

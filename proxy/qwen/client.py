@@ -60,9 +60,10 @@ ERROR_BODY_LIMIT = 256 * 1024
 #: The most of a JSON answer read (``chats/new``, the model list, a task's status), in bytes:
 #: they are a few hundred kB at most; a larger one is refused, not held whole.
 JSON_BODY_LIMIT = 16 * 2**20
-#: The redirect statuses a generated image's download follows (:meth:`QwenClient.fetch_media`).
+#: The redirect statuses a media download follows: a generated image's
+#: (:meth:`QwenClient.fetch_media`) and a client's media URL (:func:`proxy.fetch.fetch_url`).
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
-#: The most redirects one generated image's download follows.
+#: The most redirects one media download follows.
 MAX_MEDIA_REDIRECTS = 3
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -577,16 +578,8 @@ class QwenClient:
                 return resp
             resp.release()
             url = urljoin(url, location)
-            try:
-                parts = urlsplit(url)
-                host = parts.hostname or ""
-            except ValueError:
-                parts, host = None, ""
-            if (
-                parts is None
-                or parts.scheme not in ("http", "https")
-                or not (host == origin or host_allowed(host, hosts))
-            ):
+            host = _http_host(url)
+            if host is None or not (host == origin or host_allowed(host, hosts)):
                 raise UpstreamBadMediaError(
                     "the generated image's URL redirected elsewhere than http(s) on its own host "
                     f"or a host of the media CDN allow-list ({clip(host or '?', 80)}); not "
@@ -609,6 +602,16 @@ class QwenClient:
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
         return classify_response(resp.status, ctype, raw, resp.headers.get("Location"))
+
+
+def _http_host(url: str) -> str | None:
+    """The host of an http(s) ``url`` (lower case), ``None`` for any other or malformed URL."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # a bad port, an unclosed IPv6 bracket
+        return None
+    return host if parts.scheme in ("http", "https") and host else None
 
 
 def monotonic_ms() -> float:
