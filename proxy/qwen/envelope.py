@@ -227,7 +227,9 @@ _SIGN_IN_PATHS = ("/auth", "/login", "/signin", "/sign-in")
 def _redirect_error(status: int, location: str) -> UpstreamError:
     """The error for a redirect answer (3xx + ``Location``): to the sign-in page, the token
     was refused (401); anywhere else, the API moved or something in between rewrites it (502).
-    The target is named without its query (it may carry signed values)."""
+    The target is named without its query (it may carry signed values). docs/protocol.md §10:
+    no source reports a redirect from the API (shown by ``tests/test_upstream_redirects.py``,
+    not by a cassette)."""
     try:
         parts = urlsplit(location.strip())
         host = parts.hostname or ""
