@@ -24,6 +24,7 @@ Rules every front door gets from here:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -49,6 +50,7 @@ __all__ = [
     "KEEPALIVE_S",
     "SSE_HEADERS",
     "BodyRenderer",
+    "Lazy",
     "StreamRenderer",
     "aggregate",
     "first_byte",
@@ -361,6 +363,8 @@ class _Turn:
                     await self.resp.write(data)
                     if first:
                         chat.committed()  # the first byte is out
+                if first:  # observed once the first bytes are on their way, not before
+                    first_byte(request, request[START_KEY])
         except ConnectionError:  # reset, or lost while a write waited for the client
             if self.resp is None:
                 raise  # nothing was sent: the front middleware counts a 499
@@ -424,8 +428,28 @@ async def _start(
     resp = _SSEResponse(status=200, headers=headers)
     resp.headers["Server-Timing"] = server_timing(t0, upstream_s)
     await resp.prepare(request)
-    first_byte(request, t0)
     return resp
+
+
+class Lazy[T]:
+    """``factory()``, built on the first call and kept: a stream renderer handed to
+    :meth:`proxy.service.ChatService.open_chat` as its ``warm``, so it is built while the
+    completion's headers are on their way, or when the relay first needs it. (Cheaper than
+    ``functools.cache``, which copies the factory's metadata: part of every stream's fixed
+    cost.)"""
+
+    __slots__ = ("_factory", "_value")
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory: Callable[[], T] | None = factory
+        self._value: T | None = None
+
+    def __call__(self) -> T:
+        factory = self._factory
+        if factory is not None:
+            self._value = factory()
+            self._factory = None
+        return self._value  # type: ignore[return-value]
 
 
 def first_byte(request: web.Request, t0: float) -> None:

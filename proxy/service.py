@@ -370,6 +370,7 @@ class ChatService:
         *,
         route: ModelRoute | None = None,
         scope: str | None = None,
+        warm: Callable[[], object] | None = None,
     ) -> _TurnBlock:
         """Resolve the model, upload the media parts, create the chat and open the stream
         (docs/protocol.md §3, §4, §7).
@@ -382,15 +383,25 @@ class ChatService:
         Every answer is remembered for the next turn. ``scope`` (default:
         ``conv.metadata[SCOPE_KEY]``, which the routes set from the API key) keeps clients apart.
 
+        ``warm``: called once, if the turn gets that far, while the completion's headers are on
+        their way (the request is sent and nothing is to be done until the answer comes): the
+        caller builds there what it needs for the first token (its renderer), so that work is
+        off the first token's path. Pass an idempotent callable (``functools.cache``), since the
+        caller still needs its result when ``warm`` was not called.
+
         Raises :class:`~proxy.errors.ClientRequestError` for bad input and
         :class:`~proxy.errors.UpstreamError` when chat.qwen.ai refuses; the account that drew a
         quota, captcha or token error is rested (:class:`AccountPool`). ``conv.size`` (a Qwen
         extension of the chat request) is the aspect ratio of ``-image`` answers.
         """
-        return _TurnBlock(self, self._open_chat(conv, route, scope))
+        return _TurnBlock(self, self._open_chat(conv, route, scope, warm))
 
     async def _open_chat(
-        self, conv: Conversation, route: ModelRoute | None, scope: str | None
+        self,
+        conv: Conversation,
+        route: ModelRoute | None,
+        scope: str | None,
+        warm: Callable[[], object] | None = None,
     ) -> OpenChat:
         """The entry of :meth:`open_chat`: the opened turn (its exit is :meth:`_close_turn`)."""
         if route is None:
@@ -424,7 +435,9 @@ class ChatService:
                 "an -image-edit model needs the image to edit as an image_url part",
                 param="messages",
             )
-        return await self._open_turn(route, prompt, size=size, blobs=blobs, resume=None, plan=plan)
+        return await self._open_turn(
+            route, prompt, size=size, blobs=blobs, resume=None, plan=plan, warm=warm
+        )
 
     async def _resume(self, plan: continuation.Plan) -> _Resume | None:
         """The stored chat ``plan`` continues (its ``key`` is set), if it can be continued
@@ -467,10 +480,19 @@ class ChatService:
         blobs: Sequence[Blob],
         resume: _Resume | None,
         plan: continuation.Plan | None,
+        warm: Callable[[], object] | None = None,
     ) -> OpenChat:
         """The entry of :meth:`open_turn`. Whatever fails here undoes what was taken: the
         stream is released, a client gone while the site was asked gets the stop call sent,
-        an upstream error is reported to the pool, the account is released."""
+        an upstream error is reported to the pool, the account is released.
+
+        The completion request is sent from an eager task (it runs at once, up to the wait for
+        the answer's headers); what the turn needs next, and ``warm``, are done during that
+        wait instead of after it: the first token's packet often arrives right behind the
+        headers, so work done after them delays it. The task's end wakes this coroutine one
+        loop iteration later, in which the loop reads that packet too: the relay's first read
+        then often gets the first frames together (bench/README.md, "2026-11-29, late").
+        """
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ClientRequestError(
                 f"the conversation is {len(prompt)} characters long once flattened; chat.qwen.ai "
@@ -505,9 +527,28 @@ class ChatService:
                 chat_mode=self._chat_mode,
             )
             try:
-                # the client encodes the body; it is not kept alive for the whole stream
-                resp, read_watch = await self.client.open_stream(account, chat_id, body)
+                # Sent from an eager task (it runs at once, up to the wait for the answer's
+                # headers): what the turn needs next, and `warm`, are done during that wait.
+                # (The client encodes the body; it is not kept alive for the whole stream.)
+                opening = asyncio.Task(
+                    self.client.open_stream(account, chat_id, body),
+                    loop=asyncio.get_running_loop(),
+                    name="completion-open",
+                    eager_start=True,
+                )
                 del body
+                try:
+                    policy = self.policy([f["url"] for f in files])
+                    on_answer = (
+                        self._remember(plan, chat_id, account, route) if plan is not None else None
+                    )
+                    after_commit = self._refill(account, route) if resume is None else None
+                    if warm is not None:
+                        warm()
+                    resp, read_watch = await opening
+                except BaseException:
+                    _abandon(opening)
+                    raise
                 try:
                     prelude = await _peek(resp) if resume is not None else []
                     wait = time.perf_counter() - t0
@@ -527,17 +568,15 @@ class ChatService:
                         account,
                         chat_id,
                         wait,
-                        policy=self.policy([f["url"] for f in files]),
+                        policy=policy,
                         expect_image=route.chat_type in ("t2i", "image_edit"),
                         upstream=self.client.label,
                         masker=self.masker,
                         continued=resume is not None,
                         prelude=prelude,
                         read_watch=read_watch,
-                        on_answer=self._remember(plan, chat_id, account, route)
-                        if plan is not None
-                        else None,
-                        after_commit=self._refill(account, route) if resume is None else None,
+                        on_answer=on_answer,
+                        after_commit=after_commit,
                     )
                 except BaseException:
                     read_watch.cancel()
@@ -891,6 +930,20 @@ class ChatService:
         if verdict != "ok":
             raise UpstreamBadMediaError(f"chat.qwen.ai's video URL is unusable: {verdict}")
         return Media("video", policy.public(url), url)
+
+
+def _abandon(opening: asyncio.Task[tuple[aiohttp.ClientResponse, ReadWatch]]) -> None:
+    """Give up an opening completion stream (its turn was cancelled or failed meanwhile):
+    cancel the request if it is still on its way; release the stream if it opened (its result
+    set, not taken yet). A failed opening's exception counts as retrieved."""
+    if not opening.done():
+        opening.cancel()
+        return
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    resp, watch = opening.result()
+    watch.cancel()
+    resp.release()
 
 
 def _may_fall_back(exc: UpstreamError) -> bool:

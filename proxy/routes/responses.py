@@ -44,7 +44,7 @@ from proxy.frontdoors.responses import (
     new_ids,
     parse_request,
 )
-from proxy.relay import aggregate, relay
+from proxy.relay import Lazy, aggregate, relay
 from proxy.state import FRONT_DOOR, RESPONSES_IN_FLIGHT, SERVICE, SETTINGS, STORE
 
 __all__ = [
@@ -123,9 +123,12 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         in_flight[ids.response_id] = asyncio.Event()
     try:
         conv.metadata[SCOPE_KEY] = scope  # kept through corrective turns
-        async with service.open_chat(conv, route=route) as chat:
+        # the stream's renderer is built while the completion's headers are on their way
+        # (ChatService.open_chat)
+        warm = Lazy(lambda: ResponsesStreamRenderer(req, ids))
+        async with service.open_chat(conv, route=route, warm=warm if req.stream else None) as chat:
             if req.stream:
-                stream = ResponsesStreamRenderer(req, ids)
+                stream = warm()
                 output = stream.output
                 resp = await relay(request, conv, chat, stream)
             else:
