@@ -50,8 +50,8 @@ __all__ = [
     "KEEPALIVE_S",
     "SSE_HEADERS",
     "BodyRenderer",
-    "Lazy",
     "StreamRenderer",
+    "StreamStart",
     "aggregate",
     "first_byte",
     "relay",
@@ -77,6 +77,10 @@ MAX_EVENT_BYTES = 16 * 2**20
 """The most of one unfinished upstream SSE event held, in bytes: the site's frames are a few kB
 (a tool call carrying a long file, a few MB); a stream that never ends an event fails with
 ``upstream_protocol_error`` instead of growing without bound."""
+
+
+#: a turn's translator, tool stage and stop stage (:func:`_stages`)
+type _Stages = tuple[Translator, ToolStage | None, StopStage | None]
 
 
 class StreamRenderer(Protocol):
@@ -285,8 +289,11 @@ async def relay(
     renderer: StreamRenderer,
     *,
     keepalive_s: float = KEEPALIVE_S,
+    start: StreamStart | None = None,
 ) -> web.StreamResponse:
     """Stream ``chat``'s answer to the client through ``renderer`` (see the module doc).
+    ``start``: the :class:`StreamStart` given to ``open_chat`` as its ``warm`` (``renderer`` is
+    its renderer): the first turn's relay state, built while the headers were on their way.
 
     After the commit, while chat.qwen.ai sends frames that give the client nothing (its
     ``response.info`` keep-alives, a long think phase in a mode that hides it, a held-back
@@ -297,8 +304,12 @@ async def relay(
     middleware then answers with a real HTTP status); ``ConnectionError`` when the client
     left before the commit.
     """
-    turn = _Turn(request, renderer, keepalive_s)
-    stage = await turn.run(conv, chat, hold=_correctable(conv))
+    if start is not None and start.turn is not None and start.chat is chat:
+        turn, stages = start.turn, start.stages
+        turn.keepalive_s = keepalive_s
+    else:
+        turn, stages = _Turn(request, renderer, keepalive_s), None
+    stage = await turn.run(conv, chat, hold=_correctable(conv), stages=stages)
     if stage is not None and stage.wants_retry:
         corrected = _corrected(renderer.id, conv, stage)
         async with request.app[SERVICE].open_chat(corrected, route=chat.route) as again:
@@ -325,11 +336,19 @@ class _Turn:
         self.tail = b""  # the last rendered bytes, written with the end of the body
         self.ended = False  # the body's end was written
 
-    async def run(self, conv: Conversation, chat: OpenChat, *, hold: bool) -> ToolStage | None:
-        """Relay one upstream turn; returns its tool stage (``None`` without tools)."""
+    async def run(
+        self, conv: Conversation, chat: OpenChat, *, hold: bool, stages: _Stages | None = None
+    ) -> ToolStage | None:
+        """Relay one upstream turn; returns its tool stage (``None`` without tools).
+        ``stages``: this turn's, built ahead (:class:`StreamStart`)."""
         request, renderer = self.request, self.renderer
         translator, pump, stage = _pipeline(
-            request, conv, chat, hold=hold, reasoning=getattr(renderer, "reasoning_mode", None)
+            request,
+            conv,
+            chat,
+            hold=hold,
+            reasoning=getattr(renderer, "reasoning_mode", None),
+            stages=stages,
         )
         pump.eager = self.resp is None  # the first token leaves without waiting for the rest
         try:
@@ -431,25 +450,51 @@ async def _start(
     return resp
 
 
-class Lazy[T]:
-    """``factory()``, built on the first call and kept: a stream renderer handed to
-    :meth:`proxy.service.ChatService.open_chat` as its ``warm``, so it is built while the
-    completion's headers are on their way, or when the relay first needs it. (Cheaper than
-    ``functools.cache``, which copies the factory's metadata: part of every stream's fixed
-    cost.)"""
+class StreamStart[R: StreamRenderer]:
+    """The first turn of a streamed answer, made ready while the completion's headers are on
+    their way: handed to :meth:`proxy.service.ChatService.open_chat` as its ``warm``, which
+    calls it with the turn's :class:`OpenChat` (its stream not open yet) once the request is
+    sent. It builds the front door's renderer (``make_renderer()``, once), the relay's turn
+    state, the translator and the tool and stop stages for that chat, so that after the headers
+    only the pump is left to build before the first token is read (bench/README.md,
+    "2026-11-29, late"). Called again for another chat (a refused continuation falls back to a
+    new chat), it builds them again for that one.
 
-    __slots__ = ("_factory", "_value")
+    Then ``relay(request, conv, chat, start.renderer(), start=start)``: the relay takes what was
+    built if it was built for ``chat``, and builds it itself otherwise.
+    """
 
-    def __init__(self, factory: Callable[[], T]) -> None:
-        self._factory: Callable[[], T] | None = factory
-        self._value: T | None = None
+    __slots__ = ("_make", "_renderer", "chat", "conv", "request", "stages", "turn")
 
-    def __call__(self) -> T:
-        factory = self._factory
-        if factory is not None:
-            self._value = factory()
-            self._factory = None
-        return self._value  # type: ignore[return-value]
+    def __init__(self, request: web.Request, conv: Conversation, make_renderer: Callable[[], R]):
+        self.request = request
+        self.conv = conv
+        self._make: Callable[[], R] | None = make_renderer
+        self._renderer: R | None = None
+        self.chat: OpenChat | None = None  # what ``turn`` and ``stages`` were built for
+        self.turn: _Turn | None = None
+        self.stages: _Stages | None = None
+
+    def renderer(self) -> R:
+        """The renderer (built on the first call)."""
+        make = self._make
+        if make is not None:
+            self._renderer = make()
+            self._make = None
+        return self._renderer  # type: ignore[return-value]
+
+    def __call__(self, chat: OpenChat) -> None:
+        renderer = self.renderer()
+        conv = self.conv
+        self.chat = chat
+        self.turn = _Turn(self.request, renderer, KEEPALIVE_S)
+        self.stages = _stages(
+            self.request,
+            conv,
+            chat,
+            hold=_correctable(conv),
+            reasoning=getattr(renderer, "reasoning_mode", None),
+        )
 
 
 def first_byte(request: web.Request, t0: float) -> None:
@@ -517,16 +562,17 @@ def _corrected(response_id: str, conv: Conversation, stage: ToolStage) -> Conver
     return replace(conv, metadata={**conv.metadata, CORRECTION_KEY: stage.prose()})
 
 
-def _pipeline(
+def _stages(
     request: web.Request,
     conv: Conversation,
     chat: OpenChat,
     *,
     hold: bool = False,
     reasoning: ReasoningMode | None = None,
-) -> tuple[Translator, _Pump, ToolStage | None]:
-    """Translator, pump and (when tools are offered) the tool stage; stop
-    sequences and the output-token limit (:mod:`proxy.stop`) when the conversation has them."""
+) -> _Stages:
+    """Translator, (when tools are offered) the tool stage, and (when the conversation has stop
+    sequences or an output-token limit, :mod:`proxy.stop`) the stop stage: all but the pump,
+    which needs the open stream."""
     stage = ToolStage(conv, hold_prose=hold) if conv.tools else None
     stop = StopStage(conv.stop, conv.max_output_tokens)
     translator = chat.translator(
@@ -534,8 +580,24 @@ def _pipeline(
         native_tools=conv.tools_active,
         record=stage is None,
     )
-    pump = _Pump(chat, translator, stage, stop if stop.active else None)
-    return translator, pump, stage
+    return translator, stage, stop if stop.active else None
+
+
+def _pipeline(
+    request: web.Request,
+    conv: Conversation,
+    chat: OpenChat,
+    *,
+    hold: bool = False,
+    reasoning: ReasoningMode | None = None,
+    stages: _Stages | None = None,
+) -> tuple[Translator, _Pump, ToolStage | None]:
+    """Translator, pump and tool stage of one turn (``stages``: built ahead, see
+    :class:`StreamStart`)."""
+    if stages is None:
+        stages = _stages(request, conv, chat, hold=hold, reasoning=reasoning)
+    translator, stage, stop = stages
+    return translator, _Pump(chat, translator, stage, stop), stage
 
 
 def _log_done(

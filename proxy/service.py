@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import structlog
@@ -78,6 +78,9 @@ PEEK_LIMIT = 256 * 1024
 DRAIN_LIMIT = 64 * 1024
 DRAIN_S = 1.0
 
+#: ``OpenChat.response`` until the stream is open (:meth:`ChatService._open_turn`)
+_NOT_OPEN = cast(aiohttp.ClientResponse, None)
+
 #: OpenAI model names that mean "the default image/video model" on the media endpoints.
 OPENAI_MEDIA_MODELS = ("dall-e", "gpt-image", "sora")
 
@@ -93,6 +96,8 @@ class OpenChat:
     ``expect_image`` is true for t2i and image edit (the answer must be an image).
     ``read_watch`` bounds the silences of the body (``read_timeout_s``); a reader sets its
     ``waiting`` while it waits for the body.
+    ``response``, ``read_watch``, ``upstream_wait_s`` and ``prelude`` are set once the stream is
+    open (the record is made while its headers are on their way, for ``open_chat``'s ``warm``).
     ``continued`` is true when the turn continues an earlier chat natively (§4.1 (a)); then
     ``prelude`` holds the first chunks, already read to check that the site accepted it: a
     reader takes them first, then ``response.content`` (as :class:`proxy.relay._Pump` does).
@@ -370,7 +375,7 @@ class ChatService:
         *,
         route: ModelRoute | None = None,
         scope: str | None = None,
-        warm: Callable[[], object] | None = None,
+        warm: Callable[[OpenChat], object] | None = None,
     ) -> _TurnBlock:
         """Resolve the model, upload the media parts, create the chat and open the stream
         (docs/protocol.md §3, §4, §7).
@@ -383,11 +388,13 @@ class ChatService:
         Every answer is remembered for the next turn. ``scope`` (default:
         ``conv.metadata[SCOPE_KEY]``, which the routes set from the API key) keeps clients apart.
 
-        ``warm``: called once, if the turn gets that far, while the completion's headers are on
-        their way (the request is sent and nothing is to be done until the answer comes): the
-        caller builds there what it needs for the first token (its renderer), so that work is
-        off the first token's path. Pass an idempotent callable (``functools.cache``), since the
-        caller still needs its result when ``warm`` was not called.
+        ``warm``: called with the turn's :class:`OpenChat` while the completion's headers are on
+        their way (the request is sent; the record's ``response``, ``read_watch``,
+        ``upstream_wait_s`` and ``prelude`` are not set yet), if the turn gets that far: the
+        caller builds there what it needs for the first token (:class:`proxy.relay.StreamStart`),
+        so that work is off the first token's path. It may be called again, with the record of
+        the new chat, when a refused continuation falls back to one; an error it raises is the
+        request's.
 
         Raises :class:`~proxy.errors.ClientRequestError` for bad input and
         :class:`~proxy.errors.UpstreamError` when chat.qwen.ai refuses; the account that drew a
@@ -401,7 +408,7 @@ class ChatService:
         conv: Conversation,
         route: ModelRoute | None,
         scope: str | None,
-        warm: Callable[[], object] | None = None,
+        warm: Callable[[OpenChat], object] | None = None,
     ) -> OpenChat:
         """The entry of :meth:`open_chat`: the opened turn (its exit is :meth:`_close_turn`)."""
         if route is None:
@@ -480,7 +487,7 @@ class ChatService:
         blobs: Sequence[Blob],
         resume: _Resume | None,
         plan: continuation.Plan | None,
-        warm: Callable[[], object] | None = None,
+        warm: Callable[[OpenChat], object] | None = None,
     ) -> OpenChat:
         """The entry of :meth:`open_turn`. Whatever fails here undoes what was taken: the
         stream is released, a client gone while the site was asked gets the stop call sent,
@@ -538,20 +545,35 @@ class ChatService:
                 )
                 del body
                 try:
-                    policy = self.policy([f["url"] for f in files])
-                    on_answer = (
-                        self._remember(plan, chat_id, account, route) if plan is not None else None
+                    # the turn's record, but for its stream (set below, once it is open)
+                    opened = OpenChat(
+                        _NOT_OPEN,
+                        route,
+                        account,
+                        chat_id,
+                        0.0,
+                        policy=self.policy([f["url"] for f in files]),
+                        expect_image=route.chat_type in ("t2i", "image_edit"),
+                        upstream=self.client.label,
+                        masker=self.masker,
+                        continued=resume is not None,
+                        on_answer=self._remember(plan, chat_id, account, route)
+                        if plan is not None
+                        else None,
+                        after_commit=self._refill(account, route) if resume is None else None,
                     )
-                    after_commit = self._refill(account, route) if resume is None else None
                     if warm is not None:
-                        warm()
+                        warm(opened)
                     resp, read_watch = await opening
                 except BaseException:
                     _abandon(opening)
                     raise
                 try:
-                    prelude = await _peek(resp) if resume is not None else []
+                    opened.prelude = await _peek(resp) if resume is not None else []
                     wait = time.perf_counter() - t0
+                    opened.response = resp
+                    opened.read_watch = read_watch
+                    opened.upstream_wait_s = wait
                     log.debug(
                         "upstream_stream_open",
                         model=route.model,
@@ -561,22 +583,6 @@ class ChatService:
                         files=len(files),
                         continued=resume is not None,
                         wait_ms=round(wait * 1000, 2),
-                    )
-                    opened = OpenChat(
-                        resp,
-                        route,
-                        account,
-                        chat_id,
-                        wait,
-                        policy=policy,
-                        expect_image=route.chat_type in ("t2i", "image_edit"),
-                        upstream=self.client.label,
-                        masker=self.masker,
-                        continued=resume is not None,
-                        prelude=prelude,
-                        read_watch=read_watch,
-                        on_answer=on_answer,
-                        after_commit=after_commit,
                     )
                 except BaseException:
                     read_watch.cancel()

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from test_hangup import CliServer, until
 
+import proxy.relay
 import proxy.routes.chat
 import proxy.routes.messages
 import proxy.routes.responses
@@ -112,6 +113,13 @@ async def test_the_renderer_is_built_before_the_completion_request_is_answered(
 ) -> None:
     built: list[str] = []
     monkeypatch.setattr(module, name, spy(getattr(module, name), built))
+    stages = proxy.relay._stages
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append("stages")
+        return stages(*args, **kwargs)
+
+    monkeypatch.setattr(proxy.relay, "_stages", counted)
     site = Site(built)
     upstream = await aiohttp_server(site.app)
     settings = Settings(upstream_url=str(upstream.make_url("")).rstrip("/"), tokens=["tok-w-1"])
@@ -124,9 +132,10 @@ async def test_the_renderer_is_built_before_the_completion_request_is_answered(
                 assert r.status == 200
                 answer = (await r.read()).decode()
         assert text in answer
-        # built once, and already when the site got the completion request: before its headers
-        assert built == [name]
-        assert site.seen_at_arrival == [[name]]
+        # the renderer and the turn's stages: built once, and already when the site got the
+        # completion request (before its headers came), not again by the relay
+        assert built == [name, "stages"]
+        assert site.seen_at_arrival == [[name, "stages"]]
     finally:
         await gateway.runner.cleanup()
 
@@ -246,9 +255,9 @@ async def test_a_stream_that_opens_at_once_still_gets_its_turn_prepared(
             blobs=[],
             resume=None,
             plan=plan,
-            warm=lambda: calls.append("warm"),
+            warm=lambda chat: calls.append(chat.chat_id),
         )
-        assert calls == ["warm"]
+        assert calls == ["chat-w"]
         assert chat.policy.allowed_hosts == ("cdn.example",)
         assert chat.on_answer is not None
         assert chat.after_commit is not None

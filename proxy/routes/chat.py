@@ -19,7 +19,7 @@ from aiohttp import web
 from proxy.continuation import SCOPE_KEY, scope_of
 from proxy.frontdoors.openai_chat import OPENAI_CHAT, ChatBody, ChatStream, parse_chat
 from proxy.metrics import MODEL_KEY
-from proxy.relay import Lazy, aggregate, relay
+from proxy.relay import StreamStart, aggregate, relay
 from proxy.routes.videos import video_chat
 from proxy.state import FRONT_DOOR, SERVICE
 
@@ -38,8 +38,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     conv.metadata[SCOPE_KEY] = scope_of(request.headers)
     if conv.stream:
         # built while the completion's headers are on their way (ChatService.open_chat)
-        stream = Lazy(lambda: ChatStream(conv))
-        async with service.open_chat(conv, route=route, warm=stream) as chat:
-            return await relay(request, conv, chat, stream())
+        start = StreamStart(request, conv, lambda: ChatStream(conv))
+        async with service.open_chat(conv, route=route, warm=start) as chat:
+            return await relay(request, conv, chat, start.renderer(), start=start)
     async with service.open_chat(conv, route=route) as chat:
         return await aggregate(request, conv, chat, ChatBody(conv))

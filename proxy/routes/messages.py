@@ -31,7 +31,7 @@ from proxy.frontdoors.anthropic import (
     parse_messages,
 )
 from proxy.metrics import MODEL_KEY
-from proxy.relay import Lazy, aggregate, relay
+from proxy.relay import StreamStart, aggregate, relay
 from proxy.state import FRONT_DOOR, SERVICE, SETTINGS
 
 __all__ = ["messages", "messages_count_tokens"]
@@ -63,9 +63,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     conv.metadata[SCOPE_KEY] = scope_of(request.headers)  # kept through corrective turns
     if conv.stream:
         # built while the completion's headers are on their way (ChatService.open_chat)
-        stream = Lazy(lambda: AnthropicStream(model=model, input_tokens=input_tokens))
-        async with service.open_chat(conv, route=route, warm=stream) as chat:
-            return await relay(request, conv, chat, stream())
+        start = StreamStart(
+            request, conv, lambda: AnthropicStream(model=model, input_tokens=input_tokens)
+        )
+        async with service.open_chat(conv, route=route, warm=start) as chat:
+            return await relay(request, conv, chat, start.renderer(), start=start)
     async with service.open_chat(conv, route=route) as chat:
         return await aggregate(
             request, conv, chat, AnthropicBody(model=model, input_tokens=input_tokens)

@@ -44,7 +44,7 @@ from proxy.frontdoors.responses import (
     new_ids,
     parse_request,
 )
-from proxy.relay import Lazy, aggregate, relay
+from proxy.relay import StreamStart, aggregate, relay
 from proxy.state import FRONT_DOOR, RESPONSES_IN_FLIGHT, SERVICE, SETTINGS, STORE
 
 __all__ = [
@@ -123,14 +123,13 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         in_flight[ids.response_id] = asyncio.Event()
     try:
         conv.metadata[SCOPE_KEY] = scope  # kept through corrective turns
-        # the stream's renderer is built while the completion's headers are on their way
-        # (ChatService.open_chat)
-        warm = Lazy(lambda: ResponsesStreamRenderer(req, ids))
-        async with service.open_chat(conv, route=route, warm=warm if req.stream else None) as chat:
+        # a stream's first turn is made ready while the completion's headers are on their way
+        start = StreamStart(request, conv, lambda: ResponsesStreamRenderer(req, ids))
+        async with service.open_chat(conv, route=route, warm=start if req.stream else None) as chat:
             if req.stream:
-                stream = warm()
+                stream = start.renderer()
                 output = stream.output
-                resp = await relay(request, conv, chat, stream)
+                resp = await relay(request, conv, chat, stream, start=start)
             else:
                 body = ResponsesBodyRenderer(req, ids)
                 output = body.output
