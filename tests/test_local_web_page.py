@@ -8,10 +8,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
 from helpers import ServerFactory, Stack, start_stack
 
 from proxy.config import Settings
-from proxy.guard import allowed_host_names
+from proxy.guard import _JSON_TYPES, allowed_host_names
 from recorder.replay import REQUESTS_KEY
 
 CHAT = {
@@ -61,6 +62,51 @@ async def test_json_with_charset_is_accepted(aiohttp_server: ServerFactory) -> N
         **{"Content-Type": "application/json; charset=utf-8"},
     )
     assert status == 200
+
+
+@pytest.mark.parametrize("raw", sorted(_JSON_TYPES))
+def test_a_known_json_content_type_reads_as_aiohttp_reads_it(raw: str) -> None:
+    """The guard's table of usual JSON Content-Type values (not parsed again) says what
+    aiohttp's own parse says, entry by entry."""
+    assert (
+        _JSON_TYPES[raw]
+        == make_mocked_request("POST", "/", headers={"Content-Type": raw}).content_type
+    )
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    ["application/json;charset=utf-8", "Application/JSON", "application/json; charset=UTF-8"],
+)
+async def test_json_content_types_are_accepted(aiohttp_server: ServerFactory, ctype: str) -> None:
+    """Known (from the table) and other spellings of JSON alike."""
+    stack = await start_stack(aiohttp_server)
+    status, _ = await _send(
+        stack,
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(CHAT).encode(),
+        **{"Content-Type": ctype},
+    )
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "ctype", ["application/jsonx", "text/json", "application/json-seq; charset=utf-8"]
+)
+async def test_near_json_content_types_are_refused(
+    aiohttp_server: ServerFactory, ctype: str
+) -> None:
+    stack = await start_stack(aiohttp_server)
+    status, payload = await _send(
+        stack,
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(CHAT).encode(),
+        **{"Content-Type": ctype},
+    )
+    assert status == 415
+    assert payload["error"]["code"] == "unsupported_media_type"
 
 
 @pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8000", "10.0.0.1"])
