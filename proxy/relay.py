@@ -342,14 +342,8 @@ class _Turn:
         """Relay one upstream turn; returns its tool stage (``None`` without tools).
         ``stages``: this turn's, built ahead (:class:`StreamStart`)."""
         request, renderer = self.request, self.renderer
-        translator, pump, stage = _pipeline(
-            request,
-            conv,
-            chat,
-            hold=hold,
-            reasoning=getattr(renderer, "reasoning_mode", None),
-            stages=stages,
-        )
+        translator, stage, stop = stages or _stages(request, conv, chat, renderer, hold=hold)
+        pump = _Pump(chat, translator, stage, stop)
         pump.eager = self.resp is None  # the first token leaves without waiting for the rest
         try:
             if self.tail:  # another turn follows: what was held back goes out now
@@ -488,13 +482,7 @@ class StreamStart[R: StreamRenderer]:
         conv = self.conv
         self.chat = chat
         self.turn = _Turn(self.request, renderer, KEEPALIVE_S)
-        self.stages = _stages(
-            self.request,
-            conv,
-            chat,
-            hold=_correctable(conv),
-            reasoning=getattr(renderer, "reasoning_mode", None),
-        )
+        self.stages = _stages(self.request, conv, chat, renderer, hold=_correctable(conv))
 
 
 def first_byte(request: web.Request, t0: float) -> None:
@@ -526,9 +514,8 @@ async def aggregate(
 async def _fold(
     request: web.Request, conv: Conversation, chat: OpenChat, renderer: BodyRenderer, *, hold: bool
 ) -> tuple[ToolStage | None, Usage | None, float]:
-    translator, pump, stage = _pipeline(
-        request, conv, chat, hold=hold, reasoning=getattr(renderer, "reasoning_mode", None)
-    )
+    translator, stage, stop = _stages(request, conv, chat, renderer, hold=hold)
+    pump = _Pump(chat, translator, stage, stop)
     while (out := await pump.next_batch()) is not None:
         for e in out:
             renderer.add(e)
@@ -566,38 +553,23 @@ def _stages(
     request: web.Request,
     conv: Conversation,
     chat: OpenChat,
+    renderer: StreamRenderer | BodyRenderer,
     *,
     hold: bool = False,
-    reasoning: ReasoningMode | None = None,
 ) -> _Stages:
-    """Translator, (when tools are offered) the tool stage, and (when the conversation has stop
-    sequences or an output-token limit, :mod:`proxy.stop`) the stop stage: all but the pump,
-    which needs the open stream."""
+    """One turn's translator (in the renderer's ``reasoning_mode``, else the settings'), tool
+    stage (when tools are offered) and stop stage (when the conversation has stop sequences or
+    an output-token limit, :mod:`proxy.stop`): all but the pump, which needs the open stream
+    (:class:`StreamStart` builds them before it is open)."""
     stage = ToolStage(conv, hold_prose=hold) if conv.tools else None
     stop = StopStage(conv.stop, conv.max_output_tokens)
+    reasoning: ReasoningMode | None = getattr(renderer, "reasoning_mode", None)
     translator = chat.translator(
         reasoning or request.app[SETTINGS].reasoning,
         native_tools=conv.tools_active,
         record=stage is None,
     )
     return translator, stage, stop if stop.active else None
-
-
-def _pipeline(
-    request: web.Request,
-    conv: Conversation,
-    chat: OpenChat,
-    *,
-    hold: bool = False,
-    reasoning: ReasoningMode | None = None,
-    stages: _Stages | None = None,
-) -> tuple[Translator, _Pump, ToolStage | None]:
-    """Translator, pump and tool stage of one turn (``stages``: built ahead, see
-    :class:`StreamStart`)."""
-    if stages is None:
-        stages = _stages(request, conv, chat, hold=hold, reasoning=reasoning)
-    translator, stage, stop = stages
-    return translator, _Pump(chat, translator, stage, stop), stage
 
 
 def _log_done(
