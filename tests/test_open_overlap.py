@@ -82,19 +82,31 @@ def spy(cls: type, built: list[str]) -> type:
     return Spy
 
 
+async def start_gateway(aiohttp_server: Any, site: Site, **settings: Any) -> CliServer:
+    """The gateway in front of ``site``, started (the caller cleans its runner up)."""
+    upstream = await aiohttp_server(site.app)
+    url = str(upstream.make_url("")).rstrip("/")
+    gateway = CliServer(make_app(Settings(upstream_url=url, tokens=["tok-w-1"], **settings)))
+    await gateway.start()
+    return gateway
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+
 DOORS = [
     (
         proxy.routes.chat,
         "ChatStream",
         "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": HI},
         "hello",
     ),
     (
         proxy.routes.messages,
         "AnthropicStream",
         "/v1/messages",
-        {"max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]},
+        {"max_tokens": 64, "messages": HI},
         "hello",
     ),
     (proxy.routes.responses, "ResponsesStreamRenderer", "/v1/responses", {"input": "hi"}, "hello"),
@@ -121,10 +133,7 @@ async def test_the_renderer_is_built_before_the_completion_request_is_answered(
 
     monkeypatch.setattr(proxy.relay, "_stages", counted)
     site = Site(built)
-    upstream = await aiohttp_server(site.app)
-    settings = Settings(upstream_url=str(upstream.make_url("")).rstrip("/"), tokens=["tok-w-1"])
-    gateway = CliServer(make_app(settings))
-    await gateway.start()
+    gateway = await start_gateway(aiohttp_server, site)
     try:
         async with aiohttp.ClientSession() as s:
             body = {"model": "qwen3-max", "stream": True, **extra}
@@ -146,13 +155,10 @@ async def test_a_non_streamed_answer_builds_no_stream_renderer(
     built: list[str] = []
     monkeypatch.setattr(proxy.routes.chat, "ChatStream", spy(proxy.routes.chat.ChatStream, built))
     site = Site(built)
-    upstream = await aiohttp_server(site.app)
-    settings = Settings(upstream_url=str(upstream.make_url("")).rstrip("/"), tokens=["tok-w-1"])
-    gateway = CliServer(make_app(settings))
-    await gateway.start()
+    gateway = await start_gateway(aiohttp_server, site)
     try:
         async with aiohttp.ClientSession() as s:
-            body = {"model": "qwen3-max", "messages": [{"role": "user", "content": "hi"}]}
+            body = {"model": "qwen3-max", "messages": HI}
             async with s.post(gateway.make_url("/v1/chat/completions"), json=body) as r:
                 assert r.status == 200
                 assert (await r.json())["choices"][0]["message"]["content"] == "hello"
@@ -179,19 +185,12 @@ async def test_a_renderer_that_fails_fails_the_request_and_frees_the_stream(
     reports: list[dict[str, Any]] = []  # the loop's unhandled errors: none (no stray traceback)
     asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: reports.append(ctx))
     site = Site([], hold=True)
-    upstream = await aiohttp_server(site.app)
-    settings = Settings(upstream_url=str(upstream.make_url("")).rstrip("/"), tokens=["tok-w-1"])
-    gateway = CliServer(make_app(settings))
-    await gateway.start()
+    gateway = await start_gateway(aiohttp_server, site)
     try:
         connector = gateway.app[SERVICE].session.connector
         assert connector is not None
         async with aiohttp.ClientSession() as s:
-            body = {
-                "model": "qwen3-max",
-                "stream": True,
-                "messages": [{"role": "user", "content": "hi"}],
-            }
+            body = {"model": "qwen3-max", "stream": True, "messages": HI}
             async with s.post(gateway.make_url("/v1/chat/completions"), json=body) as r:
                 assert r.status == 500
                 assert (await r.json())["error"]["type"] == "server_error"
@@ -226,15 +225,9 @@ async def test_a_stream_that_opens_at_once_still_gets_its_turn_prepared(
     still done, once (``warm`` called, the media policy and the answer's hooks set), and the
     stream taken from the finished task."""
     site = Site([])
-    upstream = await aiohttp_server(site.app)
-    settings = Settings(
-        upstream_url=str(upstream.make_url("")).rstrip("/"),
-        tokens=["tok-w-1"],
-        spare_chats=True,
-        media_hosts=["cdn.example"],
+    gateway = await start_gateway(
+        aiohttp_server, site, spare_chats=True, media_hosts=["cdn.example"]
     )
-    gateway = CliServer(make_app(settings))
-    await gateway.start()
     service = gateway.app[SERVICE]
     resp = FakeResponse()
 
