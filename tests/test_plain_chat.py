@@ -1,0 +1,195 @@
+"""The plain chat body's path (:func:`proxy.frontdoors.openai_chat.plain_chat`).
+
+It reads only the plainest body without pydantic; whatever it reads must come out exactly as
+the validated path (:func:`conversation_of` of :func:`parse_chat_request`) gives it, and
+whatever it does not read is left to that path, invalid bodies included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.api_models import parse_chat_request
+from proxy.conversation import Conversation, Turn
+from proxy.errors import ClientRequestError
+from proxy.frontdoors.openai_chat import conversation_of, parse_chat, plain_chat
+
+
+def validated(body: Any) -> Conversation:
+    return conversation_of(parse_chat_request(body))
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+#: bodies the plain path reads, with the turns it must give
+READ: list[tuple[str, dict[str, Any], list[Turn], bool]] = [
+    (
+        "the SDK's streamed call",
+        {"model": "m", "messages": HI, "stream": True},
+        [Turn("user", "hi")],
+        True,
+    ),
+    ("no stream key", {"model": "m", "messages": HI}, [Turn("user", "hi")], False),
+    ("stream false", {"model": "m", "messages": HI, "stream": False}, [Turn("user", "hi")], False),
+    (
+        "every role it reads, developer as system",
+        {
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "developer", "content": "d"},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": ""},
+            ],
+        },
+        [Turn("system", "s"), Turn("system", "d"), Turn("user", "u"), Turn("assistant", "")],
+        False,
+    ),
+    ("a one-character model", {"model": "m", "messages": HI}, [Turn("user", "hi")], False),
+    ("a 256-character model", {"model": "m" * 256, "messages": HI}, [Turn("user", "hi")], False),
+    (
+        "Chinese text",
+        {"model": "m", "messages": [{"role": "user", "content": "你好"}]},
+        [Turn("user", "你好")],
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "turns", "stream"), READ, ids=[r[0] for r in READ])
+def test_plain_body_is_read_as_validated(
+    name: str, body: dict[str, Any], turns: list[Turn], stream: bool
+) -> None:
+    conv = plain_chat(body)
+    assert conv is not None, name
+    assert conv.turns == turns
+    assert conv.stream is stream
+    assert conv.model == body["model"]
+    assert conv == validated(body)
+    assert parse_chat(orjson.dumps(body)) == conv
+
+
+def test_parse_chat_reads_a_plain_body_without_pydantic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the plain path: the SDK's usual body skips the 35-field model."""
+
+    def refuse(_body: Any) -> None:
+        raise AssertionError("the plain body was validated by pydantic")
+
+    monkeypatch.setattr("proxy.frontdoors.openai_chat.parse_chat_request", refuse)
+    conv = parse_chat(orjson.dumps({"model": "m", "messages": HI, "stream": True}))
+    assert conv.turns == [Turn("user", "hi")]
+    with pytest.raises(AssertionError, match="pydantic"):
+        parse_chat(orjson.dumps({"model": "m", "messages": HI, "temperature": 1}))
+
+
+#: bodies it leaves to the validated path; ``param`` is what that path refuses (None: valid)
+LEFT: list[tuple[str, Any, str | None]] = [
+    ("not an object", [HI], ""),
+    ("another key", {"model": "m", "messages": HI, "temperature": 0.5}, None),
+    ("an unknown key", {"model": "m", "messages": HI, "x": 1}, None),
+    ("no model", {"messages": HI}, "model"),
+    ("an empty model", {"model": "", "messages": HI}, "model"),
+    ("a 257-character model", {"model": "m" * 257, "messages": HI}, "model"),
+    ("a number as model", {"model": 7, "messages": HI}, "model"),
+    ("no messages", {"model": "m"}, "messages"),
+    ("no message", {"model": "m", "messages": []}, "messages"),
+    ("messages as an object", {"model": "m", "messages": HI[0]}, "messages"),
+    ("messages as a number", {"model": "m", "messages": 5}, "messages"),
+    ("messages as a string", {"model": "m", "messages": "hi"}, "messages"),
+    ("a message that is a string", {"model": "m", "messages": ["hi"]}, "messages.0"),
+    ("a message with a name", {"model": "m", "messages": [{**HI[0], "name": "n"}]}, None),
+    (
+        "a message without a role",
+        {"model": "m", "messages": [{"content": "hi"}]},
+        "messages.0.role",
+    ),
+    ("a message without content", {"model": "m", "messages": [{"role": "user"}]}, None),
+    ("a tool result", {"model": "m", "messages": [{"role": "tool", "content": "r"}]}, None),
+    ("a function result", {"model": "m", "messages": [{"role": "function", "content": "r"}]}, None),
+    (
+        "an unknown role",
+        {"model": "m", "messages": [{"role": "robot", "content": "x"}]},
+        "messages.0.role",
+    ),
+    (
+        "a role that is a list",
+        {"model": "m", "messages": [{"role": ["user"], "content": "x"}]},
+        "messages.0.role",
+    ),
+    ("null content", {"model": "m", "messages": [{"role": "user", "content": None}]}, None),
+    (
+        "content parts",
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+        None,
+    ),
+    (
+        "a number as content",
+        {"model": "m", "messages": [{"role": "user", "content": 5}]},
+        "messages.0.content",
+    ),
+    ("stream as a string", {"model": "m", "messages": HI, "stream": "yes"}, "stream"),
+    ("stream as a number", {"model": "m", "messages": HI, "stream": 1}, "stream"),
+    ("stream null", {"model": "m", "messages": HI, "stream": None}, "stream"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "param"), LEFT, ids=[r[0] for r in LEFT])
+def test_other_bodies_are_left_to_validation(name: str, body: Any, param: str | None) -> None:
+    assert plain_chat(body) is None, name
+    raw = orjson.dumps(body)
+    if param is None:
+        assert parse_chat(raw) == validated(body)
+        return
+    with pytest.raises(ClientRequestError) as caught:
+        parse_chat(raw)
+    assert (caught.value.param or "") == param
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 300)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=4)
+)
+_roles = st.sampled_from(
+    ["system", "developer", "user", "assistant", "tool", "function", "robot", ""]
+)
+_message = st.dictionaries(
+    st.sampled_from(["role", "content", "name", "tool_call_id"]),
+    _roles
+    | st.text(max_size=3)
+    | _json_leaf
+    | st.lists(st.just({"type": "text", "text": "x"}), max_size=1),
+    max_size=3,
+) | st.fixed_dictionaries({"role": _roles, "content": st.text(max_size=5)})
+_body = st.dictionaries(
+    st.sampled_from(["model", "messages", "stream", "temperature", "stop", "x"]),
+    st.one_of(
+        st.text(max_size=3),
+        st.text(min_size=255, max_size=258, alphabet="ab"),
+        st.lists(_message, max_size=3),
+        _json_leaf,
+    ),
+    max_size=4,
+) | st.fixed_dictionaries(
+    {
+        "model": st.text(min_size=1, max_size=8),
+        "messages": st.lists(_message, min_size=1, max_size=3),
+    },
+    optional={"stream": st.booleans() | _json_leaf},
+)
+
+
+@settings(max_examples=600)
+@given(_body)
+def test_whatever_it_reads_the_validated_path_reads_the_same(body: dict[str, Any]) -> None:
+    conv = plain_chat(body)
+    if conv is None:
+        return
+    assert validated(body) == conv
