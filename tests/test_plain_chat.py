@@ -84,13 +84,92 @@ def test_parse_chat_reads_a_plain_body_without_pydantic(monkeypatch: pytest.Monk
     conv = parse_chat(orjson.dumps({"model": "m", "messages": HI, "stream": True}))
     assert conv.turns == [Turn("user", "hi")]
     with pytest.raises(AssertionError, match="pydantic"):
-        parse_chat(orjson.dumps({"model": "m", "messages": HI, "temperature": 1}))
+        parse_chat(orjson.dumps({"model": "m", "messages": HI, "seed": 1}))
+
+
+#: the optional parameters it reads, each with the Conversation fields it sets
+PARAMS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "the chat apps' sampling set",
+        {"temperature": 0.7, "top_p": 1, "presence_penalty": 0, "frequency_penalty": 0},
+        {},
+    ),
+    (
+        "every bound, low",
+        {"temperature": 0, "top_p": 0, "presence_penalty": -2, "frequency_penalty": -2},
+        {},
+    ),
+    (
+        "every bound, high",
+        {"temperature": 2, "top_p": 1.0, "presence_penalty": 2, "frequency_penalty": 2.0},
+        {},
+    ),
+    ("nulls", {"temperature": None, "top_p": None, "max_tokens": None, "stream_options": None}, {}),
+    ("max_tokens", {"max_tokens": 1}, {"max_output_tokens": 1}),
+    ("max_tokens, large", {"max_tokens": 4096}, {"max_output_tokens": 4096}),
+    ("include_usage", {"stream_options": {"include_usage": True}}, {"include_usage": True}),
+    ("include_usage off", {"stream_options": {"include_usage": False}}, {"include_usage": False}),
+    ("empty stream_options", {"stream_options": {}}, {"include_usage": False}),
+    ("temperature alone, no stream key", {"temperature": 1}, {}),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "fields"), PARAMS, ids=[r[0] for r in PARAMS])
+def test_plain_parameters_are_read_as_validated(
+    name: str, params: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    body = {"model": "m", "messages": HI, **params}
+    conv = plain_chat(body)
+    assert conv is not None, name
+    for field, value in fields.items():
+        assert getattr(conv, field) == value
+    assert conv == validated(body)
 
 
 #: bodies it leaves to the validated path; ``param`` is what that path refuses (None: valid)
 LEFT: list[tuple[str, Any, str | None]] = [
     ("not an object", [HI], ""),
-    ("another key", {"model": "m", "messages": HI, "temperature": 0.5}, None),
+    ("another key", {"model": "m", "messages": HI, "seed": 5}, None),
+    ("tools", {"model": "m", "messages": HI, "tools": []}, None),
+    ("max_completion_tokens", {"model": "m", "messages": HI, "max_completion_tokens": 9}, None),
+    ("max_tokens 0", {"model": "m", "messages": HI, "max_tokens": 0}, "max_tokens"),
+    ("max_tokens a float", {"model": "m", "messages": HI, "max_tokens": 5.0}, "max_tokens"),
+    ("max_tokens true", {"model": "m", "messages": HI, "max_tokens": True}, "max_tokens"),
+    ("temperature too high", {"model": "m", "messages": HI, "temperature": 2.5}, "temperature"),
+    ("temperature below 0", {"model": "m", "messages": HI, "temperature": -0.1}, "temperature"),
+    ("temperature a string", {"model": "m", "messages": HI, "temperature": "hot"}, "temperature"),
+    ("temperature true", {"model": "m", "messages": HI, "temperature": True}, "temperature"),
+    ("top_p above 1", {"model": "m", "messages": HI, "top_p": 1.5}, "top_p"),
+    (
+        "presence_penalty below -2",
+        {"model": "m", "messages": HI, "presence_penalty": -3},
+        "presence_penalty",
+    ),
+    (
+        "frequency_penalty above 2",
+        {"model": "m", "messages": HI, "frequency_penalty": 2.01},
+        "frequency_penalty",
+    ),
+    (
+        "stream_options a list",
+        {"model": "m", "messages": HI, "stream_options": []},
+        "stream_options",
+    ),
+    (
+        "stream_options, another key",
+        {"model": "m", "messages": HI, "stream_options": {"x": 1}},
+        None,
+    ),
+    (
+        "include_usage a string",
+        {"model": "m", "messages": HI, "stream_options": {"include_usage": "yes"}},
+        "stream_options.include_usage",
+    ),
+    (
+        "include_usage null",
+        {"model": "m", "messages": HI, "stream_options": {"include_usage": None}},
+        "stream_options.include_usage",
+    ),
     ("an unknown key", {"model": "m", "messages": HI, "x": 1}, None),
     ("no model", {"messages": HI}, "model"),
     ("an empty model", {"model": "", "messages": HI}, "model"),
@@ -168,6 +247,26 @@ _message = st.dictionaries(
     | st.lists(st.just({"type": "text", "text": "x"}), max_size=1),
     max_size=3,
 ) | st.fixed_dictionaries({"role": _roles, "content": st.text(max_size=5)})
+_number = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-2.5, 2.5) | st.just("1")
+_options: st.SearchStrategy[Any] = (
+    st.none()
+    | st.dictionaries(
+        st.sampled_from(["include_usage", "x"]), st.none() | st.booleans() | st.just(1), max_size=2
+    )
+    | st.just([])
+)
+_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "temperature": _number,
+        "top_p": _number,
+        "presence_penalty": _number,
+        "frequency_penalty": _number,
+        "max_tokens": st.none() | st.booleans() | st.integers(-1, 3) | st.just(2.0),
+        "stream_options": _options,
+        "seed": st.integers(0, 3),
+    },
+)
 _body = st.dictionaries(
     st.sampled_from(["model", "messages", "stream", "temperature", "stop", "x"]),
     st.one_of(
@@ -184,10 +283,25 @@ _body = st.dictionaries(
     },
     optional={"stream": st.booleans() | _json_leaf},
 )
+_plain_body = st.builds(
+    lambda core, params: {**core, **params},
+    st.fixed_dictionaries(
+        {
+            "model": st.text(min_size=1, max_size=3),
+            "messages": st.lists(
+                st.fixed_dictionaries({"role": _roles, "content": st.text(max_size=3)}),
+                min_size=1,
+                max_size=2,
+            ),
+        },
+        optional={"stream": st.booleans()},
+    ),
+    _params,
+)
 
 
-@settings(max_examples=600)
-@given(_body)
+@settings(max_examples=1000)
+@given(_body | _plain_body)
 def test_whatever_it_reads_the_validated_path_reads_the_same(body: dict[str, Any]) -> None:
     conv = plain_chat(body)
     if conv is None:

@@ -74,10 +74,10 @@ def parse_chat(raw: bytes) -> Conversation:
     :class:`~proxy.errors.InvalidJSONError` or :class:`~proxy.errors.ClientRequestError`
     (with ``param``).
 
-    The plainest body (what ``client.chat.completions.create(model=…, messages=…,
-    stream=…)`` of the OpenAI SDK sends with text messages) is read by :func:`plain_chat`;
-    every other body, and every invalid one, is validated by the pydantic model
-    (:func:`~proxy.api_models.parse_chat_request`). Both give the same :class:`Conversation`.
+    A plain body (text messages and the usual sampling parameters: what the OpenAI SDK and
+    most chat apps send) is read by :func:`plain_chat`; every other body, and every invalid
+    one, is validated by the pydantic model (:func:`~proxy.api_models.parse_chat_request`).
+    Both give the same :class:`Conversation`.
     """
     obj = decode_json_body(raw)
     conv = plain_chat(obj)
@@ -86,9 +86,27 @@ def parse_chat(raw: bytes) -> Conversation:
     return conversation_of(parse_chat_request(obj))
 
 
+def _range(name: str) -> tuple[float, float]:
+    """The ``ge``/``le`` bounds of a number field of :class:`ChatCompletionRequest`."""
+    low = high = None
+    for rule in ChatCompletionRequest.model_fields[name].metadata:
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+    assert low is not None and high is not None, name
+    return low, high
+
+
+#: the numbers a plain body may carry (accepted and ignored: chat.qwen.ai has no slot for
+#: them), each with the range the validated path allows
+_PLAIN_NUMBERS = {
+    name: _range(name) for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+}
 #: the keys of a body :func:`plain_chat` reads, and of each of its messages
-_PLAIN_KEYS = frozenset({"model", "messages", "stream"})
+_PLAIN_KEYS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens"}) | set(
+    _PLAIN_NUMBERS
+)
 _PLAIN_MESSAGE_KEYS = frozenset({"role", "content"})
+_PLAIN_OPTION_KEYS = frozenset({"include_usage"})
 #: the roles it reads (a tool result, with its call id, takes the validated path)
 _PLAIN_ROLES: dict[str, Role] = {
     "system": "system",
@@ -99,19 +117,25 @@ _PLAIN_ROLES: dict[str, Role] = {
 
 
 def plain_chat(obj: object) -> Conversation | None:
-    """The :class:`Conversation` of a decoded body made only of ``model`` (a string of 1-256
-    characters), ``messages`` (a non-empty list of ``{"role", "content"}`` objects, ``role``
-    one of system, developer, user, assistant; ``content`` a string) and, optionally,
-    ``stream`` (a boolean); ``None`` for any other body, which :func:`parse_chat` then
-    validates in full.
+    """The :class:`Conversation` of a plain decoded body, or ``None`` for any other body,
+    which :func:`parse_chat` then validates in full. A plain body is made only of:
 
-    Why: this is the most common request, and it is on the first token's path, where the
-    caches are cold at concurrency 1. There, validating such a body with the 35-field
-    :class:`~proxy.api_models.ChatCompletionRequest` and :func:`conversation_of` made
+    - ``model``: a string of 1-256 characters;
+    - ``messages``: a non-empty list of ``{"role", "content"}`` objects, ``role`` one of
+      system, developer, user and assistant, ``content`` a string;
+    - optionally ``stream`` (a boolean), ``stream_options`` (an object with at most an
+      ``include_usage`` boolean), ``max_tokens`` (an integer from 1), and ``temperature``,
+      ``top_p``, ``presence_penalty`` and ``frequency_penalty`` (numbers in the ranges of
+      :class:`~proxy.api_models.ChatCompletionRequest`, which accepts and ignores them);
+      all of these but ``stream`` may be ``null``.
+
+    Why: such bodies are the most common requests, and parsing one is on the first token's
+    path, where the caches are cold at concurrency 1. There, validating a body with the
+    35-field :class:`~proxy.api_models.ChatCompletionRequest` and :func:`conversation_of` made
     :func:`parse_chat` take about 35 µs; through this function it takes 13 µs, the JSON
-    decoding included (bench/README.md, "2026-11-29, the plain chat body"). The answer is the one
-    :func:`conversation_of` gives for the same body (``tests/test_plain_chat.py`` checks it on
-    generated bodies). It never refuses: a body it does not read is not judged.
+    decoding included (bench/README.md, "2026-11-29, the plain chat body"). The answer is the
+    one :func:`conversation_of` gives for the same body (``tests/test_plain_chat.py`` checks it
+    on generated bodies). It never refuses: a body it does not read is not judged.
     """
     if type(obj) is not dict or not obj.keys() <= _PLAIN_KEYS:
         return None
@@ -126,6 +150,23 @@ def plain_chat(obj: object) -> Conversation | None:
         or type(stream) is not bool
     ):
         return None
+    max_tokens = None
+    include_usage = False
+    if len(obj) > 2 + ("stream" in obj):  # optional parameters (model and messages are in)
+        max_tokens = obj.get("max_tokens")
+        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+            return None
+        for name, (low, high) in _PLAIN_NUMBERS.items():
+            value = obj.get(name)
+            if value is not None and (type(value) not in (int, float) or not low <= value <= high):
+                return None
+        options = obj.get("stream_options")
+        if options is not None:
+            if type(options) is not dict or not options.keys() <= _PLAIN_OPTION_KEYS:
+                return None
+            include_usage = options.get("include_usage", False)
+            if type(include_usage) is not bool:
+                return None
     turns: list[Turn] = []
     for message in messages:
         if type(message) is not dict or not message.keys() <= _PLAIN_MESSAGE_KEYS:
@@ -135,7 +176,9 @@ def plain_chat(obj: object) -> Conversation | None:
         if type(role) is not str or role not in _PLAIN_ROLES or type(content) is not str:
             return None
         turns.append(Turn(_PLAIN_ROLES[role], content))
-    return Conversation(model, turns, stream=stream)
+    return Conversation(
+        model, turns, stream=stream, max_output_tokens=max_tokens, include_usage=include_usage
+    )
 
 
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
