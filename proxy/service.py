@@ -358,8 +358,10 @@ class ChatService:
         )
 
     async def ingest_parts(self, turns: Sequence[Turn]) -> list[Blob]:
-        """Fetch or decode the media parts of ``turns`` (before any account is used). Raises
-        the :mod:`proxy.fetch` errors and :class:`ClientRequestError` for too many parts."""
+        """Fetch or decode the media parts of ``turns`` (before any account is used), all at
+        once; the blobs come in the parts' order. Raises the :mod:`proxy.fetch` errors (the
+        first part's that fails; the other fetches are then cancelled) and
+        :class:`ClientRequestError` for too many parts."""
         parts = media_parts(turns)
         if len(parts) > self.settings.max_files_per_request:
             raise ClientRequestError(
@@ -367,7 +369,11 @@ class ChatService:
                 f"{self.settings.max_files_per_request} are uploaded per request",
                 param="messages",
             )
-        return [await ingest(self.session, p, self.settings) for p in parts]
+        if not parts:
+            return []
+        return await _Parallel(
+            [ingest(self.session, p, self.settings) for p in parts], "media-fetch"
+        ).results()
 
     def open_chat(
         self,
@@ -493,6 +499,12 @@ class ChatService:
         stream is released, a client gone while the site was asked gets the stop call sent,
         an upstream error is reported to the pool, the account is released.
 
+        The media uploads (§7) are sent all at once and together with ``chats/new``: a turn
+        with an image waits for the longer of the two, not their sum. If an upload fails, the
+        chat made meanwhile stays unused (with ``chat_cleanup = "delete"`` it is tracked, and
+        deleted once idle); if ``chats/new`` fails, the uploads still on their way are
+        cancelled.
+
         The completion request is sent from an eager task (it runs at once, up to the wait for
         the answer's headers); what the turn needs next, and ``warm``, are done during that
         wait instead of after it: the first token's packet often arrives right behind the
@@ -517,12 +529,19 @@ class ChatService:
         else:
             account = await self.pool.acquire()
         try:
-            files = [await self.upload(account, b) for b in blobs]
-            if resume is not None:
-                chat_id = resume.chat_id
-                await self._touch(chat_id)
-            else:
-                chat_id = await self.new_chat(account, route)
+            # The uploads and the chat at once: neither needs the other (the file entries go
+            # in the completion's body), and each is a round trip to the site.
+            uploads = _Parallel([self.upload(account, b) for b in blobs], "upload")
+            try:
+                if resume is not None:
+                    chat_id = resume.chat_id
+                    await self._touch(chat_id)
+                else:
+                    chat_id = await self.new_chat(account, route)
+            except BaseException:
+                uploads.cancel()
+                raise
+            files = await uploads.results() if blobs else []
             body = completion_body(
                 route,
                 chat_id=chat_id,
@@ -936,6 +955,40 @@ class ChatService:
         if verdict != "ok":
             raise UpstreamBadMediaError(f"chat.qwen.ai's video URL is unusable: {verdict}")
         return Media("video", policy.public(url), url)
+
+
+class _Parallel[T]:
+    """Coroutines run at once, each in an eager task (it runs at once, up to its first wait).
+
+    :meth:`results` gives their results in order, or raises the first failure in that order
+    and cancels the others; :meth:`cancel` gives them all up. Either way, no task is left
+    running and no exception unretrieved."""
+
+    def __init__(self, coros: Sequence[Coroutine[Any, Any, T]], name: str) -> None:
+        loop = asyncio.get_running_loop() if coros else None
+        self._tasks = [asyncio.Task(c, loop=loop, name=name, eager_start=True) for c in coros]
+
+    async def results(self) -> list[T]:
+        try:
+            return [await task for task in self._tasks]
+        except BaseException:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved (the caller raises its own)
+            else:
+                task.cancel()
+                task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A done callback: the task's exception counts as retrieved (it was given up)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _abandon(opening: asyncio.Task[tuple[aiohttp.ClientResponse, ReadWatch]]) -> None:
