@@ -877,6 +877,11 @@ class ChatService:
             timeout_s=self.settings.media_fetch_timeout_s,
         )
 
+    async def download_images(self, media: Sequence[Media]) -> list[tuple[bytes, str]]:
+        """:meth:`download_image` of each, all at once; in ``media``'s order. Raises the first
+        failure in that order (the other downloads are then cancelled)."""
+        return await _Parallel([self.download_image(m) for m in media], "image-download").results()
+
     # -- video (§6.3) ----------------------------------------------------------------------------
 
     async def start_video(self, route: ModelRoute, prompt: str, *, size: str | None) -> VideoTask:

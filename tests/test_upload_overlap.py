@@ -1,9 +1,11 @@
-"""A turn's round trips that do not depend on each other are made at once
-(:meth:`proxy.service.ChatService._open_turn`, :meth:`~proxy.service.ChatService.ingest_parts`):
-the media uploads (§7) go together and alongside ``chats/new``; the image URLs of a request are
-fetched together. The site here makes that observable without any timing: an upload grant is
-answered only once every grant of the turn and the ``chats/new`` call have arrived, so a gateway
-that made them one after the other would never be answered (the test's timeout fails it).
+"""Round trips that do not depend on each other are made at once
+(:meth:`proxy.service.ChatService._open_turn`, :meth:`~proxy.service.ChatService.ingest_parts`,
+:meth:`~proxy.service.ChatService.download_images`): the media uploads (§7) go together and
+alongside ``chats/new``; the image URLs of a request are fetched together, and so are the
+generated images of a ``b64_json`` answer. The servers here make that observable without any
+timing: an upload grant is answered only once every grant of the turn and the ``chats/new`` call
+have arrived, so a gateway that made them one after the other would never be answered (the
+test's timeout fails it).
 
 When one of them fails, the others are given up: nothing is left running, no exception is left
 unretrieved, the account is freed.
@@ -26,8 +28,9 @@ from test_hangup import CliServer, until
 
 from proxy.app import make_app
 from proxy.config import Settings
+from proxy.qwen.translate import Media
 from proxy.service import _Parallel
-from proxy.state import STORE
+from proxy.state import SERVICE, STORE
 from recorder.synthetic_media import STS_GRANT, png
 
 MODELS = {"data": [{"id": "qwen3-max", "info": {"meta": {"chat_type": ["t2t"]}}}]}
@@ -239,6 +242,33 @@ async def test_image_urls_are_fetched_together(aiohttp_server: Any) -> None:
         (sent,) = site.completions
         sizes = [f["file"]["meta"]["size"] for f in sent["messages"][0]["files"]]
         assert sizes == [len(SMALL), len(LARGE)]
+    finally:
+        await gateway.runner.cleanup()
+
+
+async def test_generated_images_are_downloaded_together(aiohttp_server: Any) -> None:
+    """``b64_json`` answers: the images of one request are downloaded at once (``/a.png`` is
+    answered once ``/b.png`` was asked for too), and come back in order."""
+    asked: list[str] = []
+    both = asyncio.Event()
+
+    async def image(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        if len(asked) == 2:
+            both.set()
+        await both.wait()
+        raw = SMALL if request.path == "/a.png" else LARGE
+        return web.Response(body=raw, content_type="image/png")
+
+    cdn_app = web.Application()
+    cdn_app.router.add_get("/{name}", image)
+    cdn: TestServer = await aiohttp_server(cdn_app)
+    gateway = await gateway_for(aiohttp_server, Site(grants=1))
+    try:
+        urls = [str(cdn.make_url("/a.png")), str(cdn.make_url("/b.png"))]
+        async with asyncio.timeout(TIMEOUT_S):
+            got = await gateway.app[SERVICE].download_images([Media("image", u) for u in urls])
+        assert got == [(SMALL, "image/png"), (LARGE, "image/png")]
     finally:
         await gateway.runner.cleanup()
 

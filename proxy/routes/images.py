@@ -164,12 +164,11 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes | None:
 
 
 async def _answer(service: ChatService, media: list[Media], fmt: str | None) -> web.Response:
-    data: list[dict[str, str]] = []
-    for m in media:
-        if fmt == "b64_json":
-            raw, _ = await service.download_image(m)
-            data.append({"b64_json": base64.b64encode(raw).decode("ascii")})
-        else:
-            data.append({"url": m.url})
+    data: list[dict[str, str]]
+    if fmt == "b64_json":  # the images are downloaded all at once
+        images = await service.download_images(media)
+        data = [{"b64_json": base64.b64encode(raw).decode("ascii")} for raw, _ in images]
+    else:
+        data = [{"url": m.url} for m in media]
     payload = {"created": int(time.time()), "data": data}
     return web.Response(body=orjson.dumps(payload), content_type="application/json")
