@@ -111,6 +111,8 @@ PARAMS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("include_usage off", {"stream_options": {"include_usage": False}}, {"include_usage": False}),
     ("empty stream_options", {"stream_options": {}}, {"include_usage": False}),
     ("temperature alone, no stream key", {"temperature": 1}, {}),
+    ("temperature -0.0", {"temperature": -0.0}, {}),
+    ("max_tokens beyond 64 bits", {"max_tokens": 2**64 - 1}, {"max_output_tokens": 2**64 - 1}),
 ]
 
 
