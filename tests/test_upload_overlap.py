@@ -149,10 +149,8 @@ async def test_the_uploads_and_the_chat_are_sent_together(aiohttp_server: Any) -
         assert body["choices"][0]["message"]["content"] == "two pictures"
         assert sorted(site.stored) == sorted([SMALL, LARGE])
         # the file entries keep the order of the image parts, whichever upload ended first
-        (sent,) = site.completions
-        sizes = [f["file"]["meta"]["size"] for f in sent["messages"][0]["files"]]
-        assert sizes == [len(SMALL), len(LARGE)]
-        assert sent["chat_id"] == "chat-u"
+        assert sent_file_sizes(site) == [len(SMALL), len(LARGE)]
+        assert site.completions[0]["chat_id"] == "chat-u"
     finally:
         await gateway.runner.cleanup()
 
@@ -216,8 +214,10 @@ async def test_a_refused_upload_fails_the_turn_and_keeps_the_chat_tracked(
         await gateway.runner.cleanup()
 
 
-async def test_image_urls_are_fetched_together(aiohttp_server: Any) -> None:
-    """``/a.png`` is answered only once ``/b.png`` was asked for too."""
+async def paired_pictures(aiohttp_server: Any) -> list[str]:
+    """The URLs of two PNGs (``SMALL``, then ``LARGE``) on a loopback server that answers the
+    first only once the second was asked for too: only a client that asks for both at once
+    gets either."""
     asked: list[str] = []
     both = asyncio.Event()
 
@@ -226,46 +226,39 @@ async def test_image_urls_are_fetched_together(aiohttp_server: Any) -> None:
         if len(asked) == 2:
             both.set()
         await both.wait()
-        return web.Response(
-            body=SMALL if request.path == "/a.png" else LARGE, content_type="image/png"
-        )
+        raw = SMALL if request.path == "/a.png" else LARGE
+        return web.Response(body=raw, content_type="image/png")
 
-    pictures_app = web.Application()
-    pictures_app.router.add_get("/{name}", picture)
-    pictures: TestServer = await aiohttp_server(pictures_app)
+    app = web.Application()
+    app.router.add_get("/{name}", picture)
+    server: TestServer = await aiohttp_server(app)
+    return [str(server.make_url("/a.png")), str(server.make_url("/b.png"))]
+
+
+def sent_file_sizes(site: Site) -> list[int]:
+    """The sizes of the file entries of the one completion the site got, in order."""
+    (sent,) = site.completions
+    return [f["file"]["meta"]["size"] for f in sent["messages"][0]["files"]]
+
+
+async def test_image_urls_are_fetched_together(aiohttp_server: Any) -> None:
+    urls = await paired_pictures(aiohttp_server)
     site = Site(grants=2)
     gateway = await gateway_for(aiohttp_server, site, allow_private_fetch=True)
     try:
-        urls = [str(pictures.make_url("/a.png")), str(pictures.make_url("/b.png"))]
         status, body = await ask(gateway, pictures_message(*urls))
         assert status == 200, body
-        (sent,) = site.completions
-        sizes = [f["file"]["meta"]["size"] for f in sent["messages"][0]["files"]]
-        assert sizes == [len(SMALL), len(LARGE)]
+        assert sent_file_sizes(site) == [len(SMALL), len(LARGE)]
     finally:
         await gateway.runner.cleanup()
 
 
 async def test_generated_images_are_downloaded_together(aiohttp_server: Any) -> None:
-    """``b64_json`` answers: the images of one request are downloaded at once (``/a.png`` is
-    answered once ``/b.png`` was asked for too), and come back in order."""
-    asked: list[str] = []
-    both = asyncio.Event()
-
-    async def image(request: web.Request) -> web.Response:
-        asked.append(request.path)
-        if len(asked) == 2:
-            both.set()
-        await both.wait()
-        raw = SMALL if request.path == "/a.png" else LARGE
-        return web.Response(body=raw, content_type="image/png")
-
-    cdn_app = web.Application()
-    cdn_app.router.add_get("/{name}", image)
-    cdn: TestServer = await aiohttp_server(cdn_app)
+    """``b64_json`` answers: the images of one request are downloaded at once, and come back
+    in order."""
+    urls = await paired_pictures(aiohttp_server)
     gateway = await gateway_for(aiohttp_server, Site(grants=1))
     try:
-        urls = [str(cdn.make_url("/a.png")), str(cdn.make_url("/b.png"))]
         async with asyncio.timeout(TIMEOUT_S):
             got = await gateway.app[SERVICE].download_images([Media("image", u) for u in urls])
         assert got == [(SMALL, "image/png"), (LARGE, "image/png")]
