@@ -967,7 +967,9 @@ class _Parallel[T]:
 
     :meth:`results` gives their results in order, or raises the first failure in that order
     and cancels the others; :meth:`cancel` gives them all up. Either way, no task is left
-    running and no exception unretrieved."""
+    running and no exception unretrieved. (``asyncio.gather`` leaves the others running after
+    a failure; ``asyncio.TaskGroup`` raises an ``ExceptionGroup``, where the error middleware
+    maps one :class:`~proxy.errors.ProxyError`.)"""
 
     def __init__(self, coros: Sequence[Coroutine[Any, Any, T]], name: str) -> None:
         loop = asyncio.get_running_loop() if coros else None

@@ -135,7 +135,7 @@ def plain_chat(obj: object) -> Conversation | None:
     :func:`parse_chat` take about 35 µs; through this function it takes 13 µs, the JSON
     decoding included (bench/README.md, "2026-11-29, the plain chat body"). The answer is the
     one :func:`conversation_of` gives for the same body (``tests/test_plain_chat.py`` checks it
-    on generated bodies). It never refuses: a body it does not read is not judged.
+    on generated bodies). It raises nothing: a body it does not read is not judged.
     """
     if type(obj) is not dict or not obj.keys() <= _PLAIN_KEYS:
         return None
