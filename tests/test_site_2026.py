@@ -157,6 +157,7 @@ def test_answer_snapshots_send_only_the_new_part() -> None:
         (["ha", "haha"], "hahaha"),
         (["la", "la", "la", "la land"], "lalalala land"),
         (["1", "1", "2"], "112"),
+        (["ha", "ha", "haha"], "hahahaha"),
     ],
 )
 def test_legitimate_repetition_passes(pieces: list[str], expected: str) -> None:
@@ -168,13 +169,14 @@ def test_legitimate_repetition_passes(pieces: list[str], expected: str) -> None:
 _WORDS = st.text(alphabet="abc ", min_size=1, max_size=6)
 
 
-@given(_WORDS, st.lists(_WORDS, min_size=1, max_size=12))
-def test_snapshot_streams_give_the_final_text(head: str, pieces: list[str]) -> None:
-    """Any answer sent as growing snapshots comes out exactly once (hypothesis). The first
-    snapshot starts with a mark the later pieces lack, so no snapshot is a mere repetition of
-    the first (that case, "ha" then "haha", is kept as pieces by design: see above)."""
+@given(_WORDS, st.lists(_WORDS, min_size=1, max_size=12), st.integers(0, 3))
+def test_snapshot_streams_give_the_final_text(head: str, pieces: list[str], again: int) -> None:
+    """Any answer sent as growing snapshots comes out exactly once (hypothesis), its first
+    snapshot sent ``again`` more times. The first snapshot starts with a mark the later pieces
+    lack, so no snapshot is a mere repetition of the first (that case, "ha" then "haha", is
+    kept as pieces by design: see above)."""
     so_far = "x" + head
-    frames = [delta("answer", so_far)]
+    frames = [delta("answer", so_far)] * (1 + again)
     for p in pieces:
         so_far += p
         frames.append(delta("answer", so_far))
@@ -184,16 +186,62 @@ def test_snapshot_streams_give_the_final_text(head: str, pieces: list[str]) -> N
 
 @given(st.lists(_WORDS, min_size=1, max_size=12))
 def test_incremental_streams_pass_untouched_unless_snapshot_shaped(pieces: list[str]) -> None:
-    """Incremental pieces come out unchanged whenever no piece extends the whole text so far."""
+    """Incremental pieces come out unchanged whenever no piece begins with the whole text so
+    far (the same text again, or more: the frames a snapshot stream is made of)."""
     so_far = ""
     snapshot_shaped = False
     for p in pieces:
-        if so_far and p.startswith(so_far) and len(p) > len(so_far):
+        if so_far and p.startswith(so_far):
             snapshot_shaped = True
         so_far += p
     out = run([*(delta("answer", p) for p in pieces), FINISHED])
     if not snapshot_shaped:
         assert content(out) == so_far
+
+
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        # the fault-injecting run's cases: each frame begins with the one before, then one
+        # does not: incremental text, every character kept
+        (["1", "1.", "1.5", " m"], "11.1.5 m"),
+        (["|", "|---", "|---|", " a |"], "||---|---| a |"),
+        # a re-sent first snapshot: snapshots, nothing repeated
+        (["你好", "你好", "你好，世界", "你好，世界！"], "你好，世界！"),
+        (["你好", "你好", "你好，世界", "你好，世界！", "你好，世界！再见"], "你好，世界！再见"),
+        # the evidence needed while the answer goes on: 6 characters repeated from the first
+        # frame that grew the text (here 1 + 2 + 3), then a frame that is no snapshot of it
+        (["a", "ab", "abc", "abcd", " z"], "abcd z"),
+        (["ab", "abc", "abcd", " z"], "ababcabcd z"),  # 2 + 3: not yet, so it was text
+        (["a", "a", "a", "ab", " z"], "aaaab z"),  # re-sends before the growth do not count
+    ],
+)
+def test_held_frames_are_decided_by_the_next_ones(pieces: list[str], expected: str) -> None:
+    """Frames that begin with the answer so far wait for the next: one that does not begin
+    with them makes them text, enough that do make them snapshots (Translator._unsnapshot)."""
+    out = run([*(delta("answer", p) for p in pieces), FINISHED])
+    assert content(out) == expected
+
+
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        (["xa", "xab", "xab"], "xab"),  # grew, then one more: snapshots
+        (["xa", "xab", "xabc"], "xabc"),
+        (["a", "a", "ab", "ab"], "ab"),
+        (["ha", "haha"], "hahaha"),  # grew, nothing after: text
+        (["la", "la", "la land"], "lalala land"),
+        (["ha", "ha"], "haha"),  # never grew: text
+    ],
+)
+def test_frames_held_at_the_end_are_decided_there(pieces: list[str], expected: str) -> None:
+    """At the finished frame, at EOF and at a failure, held frames are snapshots only if a
+    frame after the first that grew the text followed it."""
+    frames = [delta("answer", p) for p in pieces]
+    assert content(run([*frames, FINISHED])) == expected
+    assert content(run(frames)) == expected  # EOF before the finished frame (a failure)
+    failed = json.dumps({"error": {"code": "Internal_Server_Error", "details": "x"}})
+    assert content(run([*frames, failed])) == expected
 
 
 def test_null_phase_finished_before_any_text_ends_nothing() -> None:

@@ -20,7 +20,9 @@ Protocol facts used (docs/protocol.md):
 - §5.7 errors inside the stream: a top-level ``error`` object, ``data.error``, a
   ``success: false`` frame or ``delta.status == "error"``.
 - §11.10 dedup: only snapshot phases are diffed. Incremental ``answer`` and ``think`` text passes
-  through untouched, so text that legitimately repeats ("ha", "ha") is kept.
+  through untouched, so text that legitimately repeats ("ha", "ha") is kept; ``answer`` frames
+  that may be cumulative snapshots (§13.2) are held until the next frames decide
+  (:meth:`Translator._unsnapshot`).
 - §5.3/§5.5/§6 images: with a :class:`~proxy.qwen.media.MediaPolicy`, the ``image_gen``,
   ``image_edit``, ``image_gen_tool`` and ``image_edit_tool`` phases give :class:`Media` events. The
   URL is taken only from those frames (``content``, ``extra.image_list[].image|url``,
@@ -205,6 +207,10 @@ BUNDLE_PHASES = frozenset(
 frames are skipped: never answer text, never the end of the answer, never a stream failure (a
 tool's ``status: "error"`` is the tool's, not the answer's)."""
 _SNAPSHOT_MIN = 1
+#: How many characters held answer frames must have repeated (each frame from the first that
+#: grew the text on, counting the text it began with) before they are taken for cumulative
+#: snapshots while the answer goes on (see Translator._unsnapshot).
+_SNAPSHOT_EVIDENCE = 6
 
 
 def _int(v: Any) -> int:
@@ -240,6 +246,8 @@ class Translator:
         "_expect_image",
         "_frame_id",
         "_held",
+        "_held_evidence",
+        "_held_ext",
         "_mask",
         "_media",
         "_media_urls",
@@ -296,7 +304,11 @@ class Translator:
         self._answer_pieces: list[str] = []
         self._answer_len = 0
         self._snapshots = 0
-        self._held: str | None = None  # an answer frame that may be a snapshot, see _unsnapshot
+        # answer frames that may be snapshots (see _unsnapshot): the frames, the index of the
+        # first that grew the text (-1: none yet) and the characters they repeated since then
+        self._held: list[str] | None = None
+        self._held_ext = -1
+        self._held_evidence = 0
         self._summary_sent = ""
         self._tag_open = False
         self._sources_seen: set[str] = set()
@@ -729,22 +741,41 @@ class Translator:
         )
 
     def _unsnapshot(self, content: str) -> str:
-        """The new part of an answer frame: a frame repeating the whole answer so far and more
-        is a cumulative snapshot (docs/protocol.md §5.4, §13.2), so only what follows the answer so
-        far is new. Incremental text is the rule ([H]) and must never lose a character: a piece
-        equal to the answer so far, or made only of copies of it ("ha", "ha", "haha"), is
-        incremental; any other piece that merely starts with the answer so far ("😂" then
-        "😂😂 th…") is held back until the next answer frame decides: it repeats the held one
-        (snapshots: only the new parts are sent) or not (the held piece was text: sent whole).
-        Held text is sent whole when the answer ends or fails first."""
+        """The new part of an answer frame. Incremental text is the rule (docs/protocol.md §5.4,
+        [H]) and must never lose a character; cumulative snapshots, reported by two sources
+        (§13.2, [L]), must never repeat one. A frame that begins with the whole answer so far
+        (the same text again, or more) fits both, so it is held back, with the frames after it
+        while each begins with the one before:
+
+        - a frame that does not begin with the last held one proves the text incremental: the
+          held frames and this one are sent whole ("1", "1.", "1.5", " m" is "11.1.5 m");
+        - the held frames are taken for snapshots (only what follows the answer so far is sent)
+          once a frame grew the text and at least one more followed it, together repeating
+          ``_SNAPSHOT_EVIDENCE`` characters or more (a re-sent first snapshot included:
+          "你好", "你好", "你好，世界", "你好，世界！" is "你好，世界！"); from then on every
+          frame is diffed against the answer so far;
+        - when the answer ends or fails while frames are held, they are snapshots if a frame
+          after the first that grew the text followed it ("xa", "xab", "xab"), else text sent
+          whole ("ha", "ha", "ha"; "ha", "haha"; "la", "la", "la land").
+
+        Short answers stay ambiguous ("1", "1.", "1.5" then the end reads as snapshots); the
+        first frame is never held, so the first token is never delayed."""
         held = self._held
         if held is not None:
-            self._held = None
-            so_far = "".join(self._answer_pieces)
-            if len(content) >= len(held) and content.startswith(held):
-                self._snapshots += 1
-                return held[len(so_far) :] + content[len(held) :]
-            return held + content
+            last = held[-1]
+            if not content.startswith(last):  # not a snapshot of the last: incremental text
+                self._held = None
+                return "".join(held) + content
+            if self._held_ext < 0 and len(content) > len(last):
+                self._held_ext = len(held)
+            if self._held_ext >= 0:
+                self._held_evidence += len(last)
+            held.append(content)
+            if 0 <= self._held_ext < len(held) - 1 and self._held_evidence >= _SNAPSHOT_EVIDENCE:
+                self._held = None
+                self._snapshots += len(held)
+                return content[self._answer_len :]  # (each held frame began with the answer)
+            return ""
         size = self._answer_len
         if size < _SNAPSHOT_MIN or len(content) < size:
             return content
@@ -752,29 +783,36 @@ class Translator:
         self._answer_pieces = [so_far]
         if not content.startswith(so_far):
             return content
-        if len(content) == size:
-            return "" if self._snapshots else content
         if self._snapshots:
             self._snapshots += 1
-            return content[size:]
-        if content == so_far * (len(content) // size):
-            return content
-        self._held = content
+            return content[size:]  # ("" for a snapshot sent again unchanged)
+        self._held = [content]
+        grew = len(content) > size
+        self._held_ext = 0 if grew else -1
+        self._held_evidence = size if grew else 0
         return ""
 
     def _release_held(self) -> list[OutEvent]:
-        """The held answer frame (see :meth:`_unsnapshot`), sent whole: ``[]`` or one Text."""
+        """The held answer frames (see :meth:`_unsnapshot`) at the answer's end: ``[]`` or one
+        Text, what they add as snapshots or their whole text."""
         held = self._held
         if held is None:
             return []
         self._held = None
+        if 0 <= self._held_ext < len(held) - 1:
+            self._snapshots += len(held)
+            text = held[-1][self._answer_len :]
+        else:
+            text = "".join(held)
+        if not text:
+            return []
         out: list[OutEvent] = []
         if self._tag_open:
             out.append(self._close_tag())
-        self._answer_chars += len(held)
-        self._answer_pieces.append(held)
-        self._answer_len += len(held)
-        out.append(Text("content", held))
+        self._answer_chars += len(text)
+        self._answer_pieces.append(text)
+        self._answer_len += len(text)
+        out.append(Text("content", text))
         return out
 
     def _reasoning(self, text: str) -> list[OutEvent]:
