@@ -244,6 +244,20 @@ def test_frames_held_at_the_end_are_decided_there(pieces: list[str], expected: s
     assert content(run([*frames, failed])) == expected
 
 
+def test_a_run_of_equal_pieces_is_text_and_is_not_held_to_its_end() -> None:
+    """The answer so far may come again three times (a snapshot sent again); the fourth time
+    the held pieces are text and go out at once: a long run of equal pieces is not held."""
+    tr = Translator()
+    out: list[OutEvent] = []
+    for _ in range(4):
+        out.extend(tr.feed(delta("answer", "ha")))
+    assert content(out) == "ha"  # three held: a snapshot sent again, or text?
+    out.extend(tr.feed(delta("answer", "ha")))
+    assert content(out) == "ha" * 5  # text: all of it out before the answer ends
+    out.extend(tr.feed(delta("answer", "ha")))
+    assert content(out) == "ha" * 6
+
+
 def test_null_phase_finished_before_any_text_ends_nothing() -> None:
     """A phase-less finished frame before any answer text neither ends nor fails the stream."""
     out = run([delta(None, "", "finished"), delta("answer", "late"), FINISHED])

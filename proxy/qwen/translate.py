@@ -211,6 +211,9 @@ _SNAPSHOT_MIN = 1
 #: grew the text on, counting the text it began with) before they are taken for cumulative
 #: snapshots while the answer goes on (see Translator._unsnapshot).
 _SNAPSHOT_EVIDENCE = 6
+#: How many times the answer so far may come again unchanged before those frames are text (a
+#: snapshot sent again now and then, against a run of equal pieces, "ha", "ha", "ha", …).
+_SNAPSHOT_RESENDS = 3
 
 
 def _int(v: Any) -> int:
@@ -748,7 +751,9 @@ class Translator:
         while each begins with the one before:
 
         - a frame that does not begin with the last held one proves the text incremental: the
-          held frames and this one are sent whole ("1", "1.", "1.5", " m" is "11.1.5 m");
+          held frames and this one are sent whole ("1", "1.", "1.5", " m" is "11.1.5 m"); so
+          does the same text coming a ``_SNAPSHOT_RESENDS`` + 1st time before any frame grew it
+          (a run of equal pieces is text, and is not held to its end);
         - the held frames are taken for snapshots (only what follows the answer so far is sent)
           once a frame grew the text and at least one more followed it, together repeating
           ``_SNAPSHOT_EVIDENCE`` characters or more (a re-sent first snapshot included:
@@ -763,7 +768,9 @@ class Translator:
         held = self._held
         if held is not None:
             last = held[-1]
-            if not content.startswith(last):  # not a snapshot of the last: incremental text
+            if not content.startswith(last) or (  # not a snapshot of the last: text
+                self._held_ext < 0 and len(content) == len(last) and len(held) >= _SNAPSHOT_RESENDS
+            ):  # (or the same piece once too often)
                 self._held = None
                 return "".join(held) + content
             if self._held_ext < 0 and len(content) > len(last):
