@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
-from proxy.errors import ClientRequestError, InvalidJSONError
+from proxy.errors import ClientRequestError, InvalidJSONError, clip
 
 __all__ = [
     "ChatCompletionRequest",
@@ -44,7 +44,7 @@ def _param(loc: tuple[int | str, ...]) -> str:
     """A pydantic error location as OpenAI's ``param`` (``messages.0.content``), without the
     tags pydantic adds for union members (``stop.str`` → ``stop``)."""
     parts = [
-        str(p)
+        clip(str(p))  # a key of the client's (metadata, logit_bias) is a part too
         for p in loc
         if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or "-" in p))
     ]
@@ -179,11 +179,18 @@ def parse_chat_request(obj: Any) -> ChatCompletionRequest:
 
 
 def _invalid(exc: ValidationError) -> ClientRequestError:
-    """The 400 for a validation failure: its first error, with the field as ``param``."""
+    """The 400 for a validation failure: its first error, with the field as ``param``. The
+    client's value is quoted at most 80 characters long wherever the message repeats it (a
+    validator's own message may), and the message is cut to 300."""
     first = exc.errors()[0]
     loc = _param(first.get("loc", ()))
-    msg = first.get("msg", "invalid value")
-    return ClientRequestError(f"invalid request: {loc}: {msg}", param=loc or None)
+    msg = str(first.get("msg", "invalid value"))
+    if len(msg) > 80:  # long enough to hold a long value
+        value = first.get("input")
+        for text in {str(value), repr(value)}:
+            if len(text) > 80 and text in msg:
+                msg = msg.replace(text, clip(text))
+    return ClientRequestError(f"invalid request: {loc}: {clip(msg, 300)}", param=loc or None)
 
 
 def json_text(value: Any, param: str) -> str:

@@ -97,6 +97,7 @@ __all__ = [
     "UpstreamUnavailableError",
     "clip",
     "error_body",
+    "quote",
     "scrub",
     "to_openai",
 ]
@@ -477,6 +478,15 @@ def clip(value: object, limit: int = 80) -> str:
     if len(text) > limit:
         return text[: limit - 1] + "…"
     return text
+
+
+def quote(value: object, limit: int = 80) -> str:
+    """``value`` quoted for a message (``'gpt-x'``, ``{'a': 1}``), cut like :func:`clip` so at
+    most ``limit`` characters of it are repeated. Use instead of ``{value!r}`` for anything the
+    client sent: an unsupported type, an unknown name, an id that was not found."""
+    if isinstance(value, str):
+        return repr(clip(value, limit))
+    return clip(repr(value), limit)
 
 
 def scrub(text: str, limit: int = 300) -> str:

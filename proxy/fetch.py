@@ -40,6 +40,8 @@ from proxy.errors import (
     MediaFetchTimeoutError,
     MediaTooLargeError,
     MediaURLRefusedError,
+    clip,
+    quote,
 )
 from proxy.qwen.client import MAX_MEDIA_REDIRECTS, REDIRECT_STATUSES, network_failure
 from proxy.qwen.files import Blob, Kind, content_type_kind, decode_data_uri, make_blob
@@ -67,7 +69,7 @@ def check_url(url: str) -> tuple[str, int]:
         raise MediaURLRefusedError("the media URL is malformed", param="messages") from None
     if parts.scheme not in ("http", "https"):
         raise MediaURLRefusedError(
-            f"media URLs must be http(s) or data: URIs, not {parts.scheme or 'relative'!r}",
+            f"media URLs must be http(s) or data: URIs, not {quote(parts.scheme or 'relative')}",
             param="messages",
         )
     if not parts.hostname:
@@ -147,8 +149,8 @@ def check_address(host: str, addr: IPAddress, *, allow_private: bool) -> None:
         return
     if not is_public(addr):
         raise MediaURLRefusedError(
-            f"the media URL's host {host} resolves to the non-public address {addr}; the proxy "
-            "does not fetch loopback, private or link-local addresses (setting "
+            f"the media URL's host {clip(host)} resolves to the non-public address {addr}; the "
+            "proxy does not fetch loopback, private or link-local addresses (setting "
             "allow_private_fetch)",
             param="messages",
         )
@@ -181,7 +183,7 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
     except OSError:
         infos = []
     if not infos:
-        raise MediaFetchError(f"the media URL's host {host} does not resolve") from None
+        raise MediaFetchError(f"the media URL's host {clip(host)} does not resolve") from None
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
@@ -216,7 +218,7 @@ async def fetch_url(
                     if expect is not None and declared and content_type_kind(declared) != expect:
                         if declared != "application/octet-stream":
                             raise MediaFetchError(
-                                f"the media URL answered {declared}, not {expect} data",
+                                f"the media URL answered {clip(declared)}, not {expect} data",
                                 param="messages",
                             )
                     limit = settings.media_limit(kind)

@@ -203,6 +203,14 @@ def test_clip() -> None:
     assert E.clip("abc", limit=3) == "abc"
 
 
+def test_quote() -> None:
+    """``quote`` is ``{value!r}`` of at most 80 characters of the value."""
+    assert E.quote("gpt-x") == "'gpt-x'"
+    assert E.quote("z" * 81) == repr("z" * 79 + "…")
+    assert E.quote(None) == "None"
+    assert E.quote({"k": "v" * 200}) == repr({"k": "v" * 200})[:79] + "…"
+
+
 def test_exception_text_is_the_message() -> None:
     """``str(exc)`` is the message (what tracebacks and logs show)."""
     assert str(E.ClientRequestError("the message")) == "the message"

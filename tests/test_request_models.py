@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel, field_validator
 
-from proxy.api_models import ChatMessage, decode_json_body, parse_chat_request
+from proxy.api_models import ChatMessage, decode_json_body, parse_body, parse_chat_request
 from proxy.errors import (
     ClientRequestError,
     InvalidJSONError,
@@ -186,3 +188,30 @@ def test_request_validation_names_the_field() -> None:
         {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0.2}
     )
     assert req.stream is False
+
+
+class _Echoing(BaseModel):
+    """A model whose validator quotes the value whole, as a future one might."""
+
+    name: str = ""
+    tags: dict[str, int] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        raise ValueError(f"no such name: {value}")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"name": "N" * 5000}, "name"), ({"tags": {"N" * 5000: "x"}}, "tags." + "N" * 79 + "…")],
+)
+def test_validation_errors_quote_the_value_and_a_key_cut_to_80(
+    body: dict[str, Any], param: str
+) -> None:
+    """A value the validator's message repeats, and a client's key in the field's location,
+    come back at most 80 characters long."""
+    with pytest.raises(ClientRequestError) as info:
+        parse_body(_Echoing, body)
+    assert info.value.param == param
+    assert "N" * 80 not in info.value.message and "N" * 79 in info.value.message

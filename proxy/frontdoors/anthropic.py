@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.api_models import json_text, parse_body
 from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpec, Turn
-from proxy.errors import ClientRequestError, ProxyError, UnsupportedContentError
+from proxy.errors import ClientRequestError, ProxyError, UnsupportedContentError, quote
 from proxy.frontdoors import FrontDoor
 from proxy.qwen.translate import (
     Failure,
@@ -252,7 +252,7 @@ def _image_part(block: dict[str, Any], param: str) -> dict[str, Any]:
         url = _str_field(source, "url", f"{param}.source")
         return {"type": "image_url", "image_url": {"url": url}}
     raise UnsupportedContentError(
-        f"image sources of type {kind!r} are not supported; send `base64` or `url`",
+        f"image sources of type {quote(kind)} are not supported; send `base64` or `url`",
         param=f"{param}.source.type",
     )
 
@@ -287,7 +287,7 @@ def _document_part(block: dict[str, Any], param: str) -> dict[str, Any]:
         file = {"file_url": _str_field(source, "url", f"{param}.source")}
     else:
         raise UnsupportedContentError(
-            f"document sources of type {kind!r} are not supported; send `base64`, `url`, "
+            f"document sources of type {quote(kind)} are not supported; send `base64`, `url`, "
             "`text` or `content`",
             param=f"{param}.source.type",
         )
@@ -315,7 +315,7 @@ def _tool_result_content(block: dict[str, Any], param: str) -> str | list[dict[s
                 parts.append(_document_part(inner, p))
             else:
                 raise UnsupportedContentError(
-                    f"tool_result content blocks of type {kind!r} are not supported",
+                    f"tool_result content blocks of type {quote(kind)} are not supported",
                     param=f"{p}.type",
                 )
     else:
@@ -369,7 +369,7 @@ def _user_turns(
             raise _bad(f"`{kind}` blocks belong in assistant messages", f"{p}.type")
         else:
             raise UnsupportedContentError(
-                f"content blocks of type {kind!r} are not supported by this proxy",
+                f"content blocks of type {quote(kind)} are not supported by this proxy",
                 param=f"{p}.type",
             )
     flush()
@@ -403,7 +403,7 @@ def _assistant_turn(content: str | list[dict[str, Any]], param: str, names: dict
             raise _bad(f"`{kind}` blocks belong in user messages", f"{p}.type")
         else:
             raise UnsupportedContentError(
-                f"content blocks of type {kind!r} are not supported by this proxy",
+                f"content blocks of type {quote(kind)} are not supported by this proxy",
                 param=f"{p}.type",
             )
     text = "".join(texts)
@@ -425,8 +425,8 @@ def _tools(tools: list[dict[str, Any]] | None) -> tuple[ToolSpec, ...]:
         kind = tool.get("type")
         if kind not in (None, "custom"):
             raise UnsupportedContentError(
-                f"tools of type {kind!r} (run by Anthropic's servers or with a built-in schema) "
-                "are not supported by this proxy; declare the tool with `name` and "
+                f"tools of type {quote(kind)} (run by Anthropic's servers or with a built-in "
+                "schema) are not supported by this proxy; declare the tool with `name` and "
                 "`input_schema`",
                 param=f"{p}.type",
             )
@@ -434,7 +434,7 @@ def _tools(tools: list[dict[str, Any]] | None) -> tuple[ToolSpec, ...]:
         if not isinstance(name, str) or not name:
             raise _bad("a tool needs a non-empty string `name`", f"{p}.name")
         if name in seen:
-            raise _bad(f"the tool name {name!r} is used twice", f"{p}.name")
+            raise _bad(f"the tool name {quote(name)} is used twice", f"{p}.name")
         seen.add(name)
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
@@ -463,13 +463,13 @@ def _tool_choice(
         name = choice.get("name")
         if not isinstance(name, str) or name not in {t.name for t in tools}:
             raise _bad(
-                f"tool_choice names {name!r}, which is not one of the request's tools",
+                f"tool_choice names {quote(name)}, which is not one of the request's tools",
                 "tool_choice.name",
             )
         return ToolChoice("named", name), parallel
     else:
         raise _bad(
-            f"tool_choice.type must be `auto`, `any`, `tool` or `none`, not {kind!r}",
+            f"tool_choice.type must be `auto`, `any`, `tool` or `none`, not {quote(kind)}",
             "tool_choice.type",
         )
     if mode == "required" and not tools:
@@ -494,7 +494,7 @@ def _thinking(thinking: dict[str, Any] | None) -> bool | None:
     if kind == "adaptive":
         return None
     raise _bad(
-        f"thinking.type must be `enabled`, `disabled` or `adaptive`, not {kind!r}",
+        f"thinking.type must be `enabled`, `disabled` or `adaptive`, not {quote(kind)}",
         "thinking.type",
     )
 

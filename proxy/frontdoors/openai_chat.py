@@ -38,7 +38,7 @@ from proxy.conversation import (
     ToolSpec,
     Turn,
 )
-from proxy.errors import ClientRequestError, ProxyError, to_openai
+from proxy.errors import ClientRequestError, ProxyError, quote, to_openai
 from proxy.frontdoors import FrontDoor
 from proxy.qwen.translate import Aggregate, ChunkEncoder, OutEvent, Usage
 from proxy.tools.validate import check_tool_schema
@@ -198,7 +198,7 @@ def _tools(raw: list[Any] | None) -> tuple[ToolSpec, ...]:
             raise _bad("each tool must be an object", where)
         if tool.get("type") != "function":
             raise _bad(
-                f"tool type {tool.get('type')!r} is not supported; only 'function' tools",
+                f"tool type {quote(tool.get('type'))} is not supported; only 'function' tools",
                 f"{where}.type",
             )
         fn = tool.get("function")
@@ -211,7 +211,7 @@ def _tools(raw: list[Any] | None) -> tuple[ToolSpec, ...]:
                 f"{where}.function.name",
             )
         if any(s.name == name for s in specs):
-            raise _bad(f"the tool name {name!r} is used twice", f"{where}.function.name")
+            raise _bad(f"the tool name {quote(name)} is used twice", f"{where}.function.name")
         description = fn.get("description", "")
         if description is None:
             description = ""
@@ -238,7 +238,8 @@ def _tool_choice(raw: Any, tools: tuple[ToolSpec, ...]) -> ToolChoice:
             raise _bad("a named tool_choice needs `function.name`", "tool_choice.function.name")
         if not any(t.name == name for t in tools):
             raise _bad(
-                f"tool_choice names {name!r}, which is not in `tools`", "tool_choice.function.name"
+                f"tool_choice names {quote(name)}, which is not in `tools`",
+                "tool_choice.function.name",
             )
         return ToolChoice("named", name)
     raise _bad(

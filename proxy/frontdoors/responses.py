@@ -43,6 +43,7 @@ from proxy.errors import (
     ProxyError,
     UnsupportedContentError,
     UpstreamRateLimitedError,
+    quote,
     to_openai,
 )
 from proxy.frontdoors import FrontDoor
@@ -357,7 +358,7 @@ def _input_turns(value: str | list[Any]) -> list[Turn]:
             )
         else:
             raise UnsupportedContentError(
-                f"input items of type {kind!r} are not supported by this gateway (supported: "
+                f"input items of type {quote(kind)} are not supported by this gateway (supported: "
                 "message, function_call, function_call_output, reasoning)",
                 param=f"{param}.type",
             )
@@ -483,7 +484,7 @@ def _part(part: Any, param: str) -> dict[str, Any]:
             ref["filename"] = part["filename"]
         return {"type": "file", "file": ref}
     raise UnsupportedContentError(
-        f"content parts of type {kind!r} are not supported (supported: input_text, "
+        f"content parts of type {quote(kind)} are not supported (supported: input_text, "
         "input_image, input_file, output_text)",
         param=f"{param}.type",
     )
@@ -554,7 +555,7 @@ def _tools(raw: list[Any]) -> _ToolSet:
                 out.ignored.append(kind)
                 continue
             raise ClientRequestError(
-                f"`{param}.type` {kind!r} is not supported; use function tools",
+                f"`{param}.type` {quote(kind)} is not supported; use function tools",
                 param=f"{param}.type",
             )
         fn = tool.get("function")
@@ -614,7 +615,7 @@ def _tool_choice(value: Any, tools: Sequence[ToolSpec]) -> tuple[ToolChoice, Any
             name = value.get("name") or (fn.get("name") if isinstance(fn, dict) else None)
             if not isinstance(name, str) or name not in names:
                 raise ClientRequestError(
-                    f"`tool_choice` names the function {name!r}, which is not in `tools`",
+                    f"`tool_choice` names the function {quote(name)}, which is not in `tools`",
                     param="tool_choice",
                 )
             return ToolChoice("named", name), {"type": "function", "name": name}
@@ -1270,7 +1271,7 @@ def input_items_page(
     if after is not None:
         ids = [i.get("id") for i in ordered]
         if after not in ids:
-            raise ClientRequestError(f"no input item has the id {after!r}", param="after")
+            raise ClientRequestError(f"no input item has the id {quote(after)}", param="after")
         ordered = ordered[ids.index(after) + 1 :]
     data = ordered[:limit]
     return {

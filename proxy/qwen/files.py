@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote_to_bytes
 
-from proxy.errors import ClientRequestError, MediaTooLargeError, UpstreamProtocolError
+from proxy.errors import ClientRequestError, MediaTooLargeError, UpstreamProtocolError, clip
 
 __all__ = [
     "Blob",
@@ -145,10 +145,10 @@ def make_blob(data: bytes, content_type: str, filename: str | None, *, expect: K
     kind = content_type_kind(ctype)
     if expect is not None and kind != expect:
         raise ClientRequestError(
-            f"expected {'an' if expect == 'image' else 'a'} {expect} but got {ctype}"
+            f"expected {'an' if expect == 'image' else 'a'} {expect} but got {clip(ctype)}"
         )
     if kind == "image" and sniffed is None and ctype in ("image/png", "image/jpeg", "image/gif"):
-        raise ClientRequestError(f"the data is declared as {ctype} but is not one")
+        raise ClientRequestError(f"the data is declared as {clip(ctype)} but is not one")
     name = filename or default_filename(ctype, "image" if kind == "image" else "upload")
     return Blob(data=data, content_type=ctype, filename=_safe_name(name), kind=kind)
 

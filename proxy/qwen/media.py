@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from proxy.errors import ClientRequestError
+from proxy.errors import ClientRequestError, quote
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -85,7 +85,7 @@ def aspect_ratio(size: str | None, *, default: str = "1:1") -> str:
 
         return min(ASPECT_RATIOS, key=distance)
     raise ClientRequestError(
-        f"size {size!r} is not supported; use one of {', '.join(OPENAI_SIZES)} or an aspect "
+        f"size {quote(size)} is not supported; use one of {', '.join(OPENAI_SIZES)} or an aspect "
         f"ratio ({', '.join(ASPECT_RATIOS)})",
         param="size",
     )

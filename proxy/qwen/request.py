@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from proxy.errors import ClientRequestError, UnsupportedContentError
+from proxy.errors import ClientRequestError, UnsupportedContentError, quote
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -139,7 +139,9 @@ def _media_part(part: dict[str, Any]) -> MediaPart:
         if isinstance(audio, dict) and isinstance(audio.get("data"), str):
             fmt = str(audio.get("format") or "wav")
             return MediaPart(f"data:audio/{fmt};base64,{audio['data']}", "audio", f"audio.{fmt}")
-    raise UnsupportedContentError(f"a {kind!r} message part has no usable data", param="messages")
+    raise UnsupportedContentError(
+        f"a {quote(kind)} message part has no usable data", param="messages"
+    )
 
 
 def _is_media(kind: object) -> bool:
@@ -181,7 +183,7 @@ def text_of(message: MessageLike) -> str:
             continue  # uploaded separately (media_parts)
         else:
             raise UnsupportedContentError(
-                f"message content parts of type {kind!r} are not supported by this proxy yet; "
+                f"message content parts of type {quote(kind)} are not supported by this proxy yet; "
                 "send text parts only",
                 param="messages",
             )

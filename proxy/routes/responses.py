@@ -31,6 +31,7 @@ from proxy.errors import (
     ClientRequestError,
     PreviousResponseNotFoundError,
     ResponseNotFoundError,
+    clip,
 )
 from proxy.frontdoors.responses import (
     RESPONSES,
@@ -94,7 +95,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         previous = await stored_response(app, req.previous_response_id, scope)
         if previous is None:
             raise PreviousResponseNotFoundError(
-                f"Previous response with id '{req.previous_response_id}' not found (never "
+                f"Previous response with id '{clip(req.previous_response_id)}' not found (never "
                 "stored, stored with `store: false`, or expired).",
                 param="previous_response_id",
             )
@@ -158,7 +159,7 @@ async def get_response(request: web.Request) -> web.Response:
     stored = await stored_response(request.app, response_id, scope_of(request.headers))
     if stored is None:
         raise ResponseNotFoundError(
-            f"No response found with id '{response_id}'.", param="response_id"
+            f"No response found with id '{clip(response_id)}'.", param="response_id"
         )
     return web.Response(body=orjson.dumps(stored.response), content_type="application/json")
 
@@ -172,7 +173,7 @@ async def delete_response(request: web.Request) -> web.Response:
     app = request.app
     if await stored_response(app, response_id, scope_of(request.headers)) is None:
         raise ResponseNotFoundError(
-            f"No response found with id '{response_id}'.", param="response_id"
+            f"No response found with id '{clip(response_id)}'.", param="response_id"
         )
     await app[STORE].put_response(response_id, b"", ttl_s=max(app[SETTINGS].response_ttl_s, 1))
     body = {"id": response_id, "object": "response", "deleted": True}
@@ -187,7 +188,7 @@ async def list_input_items(request: web.Request) -> web.Response:
     stored = await stored_response(request.app, response_id, scope_of(request.headers))
     if stored is None:
         raise ResponseNotFoundError(
-            f"No response found with id '{response_id}'.", param="response_id"
+            f"No response found with id '{clip(response_id)}'.", param="response_id"
         )
     q = request.query
     try:

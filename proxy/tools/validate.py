@@ -23,7 +23,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
 from proxy.conversation import ToolSpec
-from proxy.errors import ClientRequestError
+from proxy.errors import ClientRequestError, clip, quote
 
 __all__ = [
     "Rejection",
@@ -37,16 +37,25 @@ _NAME_NOISE = re.compile(r"^(?:functions|function|default_api|tools|tool)[.:]", 
 
 def check_tool_schema(schema: Any, *, param: str) -> dict[str, Any]:
     """``schema`` as a JSON Schema object. Raises :class:`ClientRequestError` (``param``) when it
-    is not an object or not a valid schema of its draft."""
+    is not an object or not a valid schema of its draft. The message quotes the offending value
+    and where it is, both cut to 80 characters (:func:`~proxy.errors.quote`)."""
+    field = param.rsplit(".", 1)[-1]
     if not isinstance(schema, dict):
-        raise ClientRequestError("a tool's parameters must be a JSON Schema object", param=param)
+        raise ClientRequestError(f"a tool's `{field}` must be a JSON Schema object", param=param)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         raise ClientRequestError(
-            f"a tool's parameters are not a valid JSON Schema: {exc.message}", param=param
+            f"a tool's `{field}` is not a valid JSON Schema: {_schema_problem(exc)}", param=param
         ) from None
     return schema
+
+
+def _schema_problem(exc: SchemaError) -> str:
+    """``exc``'s message with the client's value in it quoted short, and where it is (jsonschema
+    words its messages as ``<repr of the value> is not …``)."""
+    text = exc.message.replace(repr(exc.instance), quote(exc.instance))
+    return f"{clip(text, 200)} (at {clip(exc.json_path)})"
 
 
 @dataclass(frozen=True, slots=True)
