@@ -30,6 +30,7 @@ __all__ = [
     "json_text",
     "parse_body",
     "parse_chat_request",
+    "parse_form",
 ]
 
 
@@ -136,16 +137,26 @@ class ImageGenerationRequest(BaseModel):
     """``POST /v1/images/generations`` body (also the fields of ``/v1/images/edits``).
 
     ``size``: an OpenAI size (``1024x1024``…), any ``WxH`` or an aspect ratio (``16:9``);
-    ``n``: 1 to 4 images (one upstream turn each); ``quality``, ``style``, ``user``… are
-    accepted and ignored.
+    ``n``: 1 to 4 images (one upstream turn each). ``quality``, ``style``, ``output_format``,
+    ``background``, ``moderation``, ``output_compression`` and ``user`` are checked against
+    OpenAI's values and types, then ignored (the site has no slot for them). Strict like chat:
+    ``"n": "2"``, ``2.0`` or ``true`` is a 400 naming ``n``.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     prompt: str = Field(min_length=1)
     model: str | None = None
     n: int = Field(default=1, ge=1, le=4)
     size: str | None = None
     response_format: Literal["url", "b64_json"] | None = None
+    # OpenAI parameters the site has no slot for: checked, then ignored
+    quality: Literal["standard", "hd", "low", "medium", "high", "auto"] | None = None
+    style: Literal["vivid", "natural"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    moderation: Literal["low", "auto"] | None = None
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    user: str | None = None
 
 
 class VideoGenerationRequest(BaseModel):
@@ -164,6 +175,16 @@ def parse_body[M: BaseModel](model: type[M], obj: Any) -> M:
         raise ClientRequestError("the request body must be a JSON object")
     try:
         return model.model_validate(obj)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def parse_form[M: BaseModel](model: type[M], fields: dict[str, str]) -> M:
+    """Validate the text fields of a multipart form as ``model``: each value is the text of a
+    field, so ``"2"`` is read as the number 2 where the model wants one (and ``"two"`` is a
+    400 naming the field, as :func:`parse_body` answers)."""
+    try:
+        return model.model_validate_strings(fields)
     except ValidationError as exc:
         raise _invalid(exc) from None
 

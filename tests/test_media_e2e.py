@@ -146,6 +146,72 @@ async def test_images_generate_n2_makes_two_turns(stack: Stack) -> None:
         assert (await fetch(str(d.url)))[2] == image_bytes("media_t2i")
 
 
+#: (field, value) pairs /v1/images/generations refuses: the types and values of OpenAI's API,
+#: strictly (no coercion of "2", 2.0 or true to an integer), and the gateway's n of 1-4
+IMAGES_BAD: list[tuple[str, Any]] = [
+    ("n", "2"),
+    ("n", 2.0),
+    ("n", True),
+    ("n", 0),
+    ("n", 5),
+    ("prompt", 7),
+    ("prompt", ""),
+    ("model", 7),
+    ("size", 1024),
+    ("response_format", "png"),
+    ("quality", "ultra"),
+    ("quality", 1),
+    ("style", 5),
+    ("style", "bright"),
+    ("output_format", "gif"),
+    ("background", 7),
+    ("background", "none"),
+    ("moderation", "high"),
+    ("output_compression", 101),
+    ("output_compression", "50"),
+    ("output_compression", 50.0),
+    ("user", 5),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), IMAGES_BAD)
+async def test_images_generate_checks_types_strictly(stack: Stack, field: str, value: Any) -> None:
+    """A wrong type or value is a 400 naming the field, and no image is asked for."""
+    body = {"model": "qwen3-max-image", "prompt": T2I.prompt, field: value}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(stack.url("/v1/images/generations"), json=body) as r:
+            status, payload = r.status, await r.json()
+    assert status == 400, payload
+    assert payload["error"]["param"] == field, payload
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert not stack.upstream(COMPLETIONS_PATH)
+
+
+#: OpenAI's documented values of the fields the site has no slot for: accepted, then ignored
+IMAGES_IGNORED: list[tuple[str, Any]] = [
+    *[("quality", q) for q in ("standard", "hd", "low", "medium", "high", "auto")],
+    *[("style", s) for s in ("vivid", "natural")],
+    *[("output_format", f) for f in ("png", "jpeg", "webp")],
+    *[("background", b) for b in ("transparent", "opaque", "auto")],
+    *[("moderation", m) for m in ("low", "auto")],
+    ("output_compression", 0),
+    ("output_compression", 100),
+    ("user", "u-1"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), IMAGES_IGNORED)
+async def test_images_generate_accepts_openai_values(stack: Stack, field: str, value: Any) -> None:
+    """Each documented value is accepted and the image is generated as without it."""
+    async with stack.async_client() as client:
+        res = await client.images.generate(
+            model="qwen3-max-image", prompt=T2I.prompt, extra_body={field: value}
+        )
+    (img,) = res.data
+    assert img.url and (await fetch(img.url))[2] == image_bytes("media_t2i")
+    assert field not in upstream_body(stack)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_chat_image_model_answers_markdown_image(stack: Stack, stream: bool) -> None:
     """A -image chat model answers ![image](<url>) with a real, fetchable PNG URL."""
@@ -195,6 +261,44 @@ async def test_images_edit_returns_the_edited_image_not_the_source(stack: Stack)
     (entry,) = upstream_body(stack)["messages"][0]["files"]
     assert entry["url"] == STS_GRANT["file_url"] and entry["file_class"] == "vision"
     assert upstream_body(stack)["messages"][0]["chat_type"] == "image_edit"
+
+
+#: form fields /v1/images/edits refuses: a form's values are text, so "2" is the number 2 there,
+#: but text that is no number, or a value OpenAI does not document, is a 400 naming the field
+EDITS_BAD: list[tuple[str, str]] = [
+    ("n", "two"),
+    ("n", "0"),
+    ("quality", "ultra"),
+    ("output_format", "gif"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), EDITS_BAD)
+async def test_images_edit_checks_its_form_fields(stack: Stack, field: str, value: str) -> None:
+    """A bad form field is a 400 naming it; nothing is uploaded or asked for."""
+    async with stack.async_client() as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.images.edit(
+                model="qwen3-max-image-edit",
+                image=("square.png", PNG_IN, "image/png"),
+                prompt=EDIT.prompt,
+                extra_body={field: value},
+            )
+    assert error_object(info.value)["param"] == field
+    assert not stack.replay.app[UPLOADS_KEY] and not stack.upstream(COMPLETIONS_PATH)
+
+
+async def test_images_edit_reads_n_and_quality_from_the_form(stack: Stack) -> None:
+    """``n`` arrives as the text "2" in a form: two edits; ``quality`` "high" is accepted."""
+    async with stack.async_client() as client:
+        res = await client.images.edit(
+            model="qwen3-max-image-edit",
+            image=("square.png", PNG_IN, "image/png"),
+            prompt=EDIT.prompt,
+            n=2,
+            extra_body={"quality": "high"},
+        )
+    assert len(res.data) == 2 and len(stack.upstream(COMPLETIONS_PATH)) == 2
 
 
 async def test_chat_image_edit_model_needs_an_image(stack: Stack) -> None:

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
-from pydantic import ValidationError
 
-from proxy.api_models import ImageGenerationRequest, decode_json_body, parse_body
+from proxy.api_models import ImageGenerationRequest, decode_json_body, parse_body, parse_form
 from proxy.errors import ClientRequestError, MediaTooLargeError, clip
 from proxy.metrics import MODEL_KEY
 from proxy.qwen.files import make_blob
@@ -58,12 +56,7 @@ async def images_edits(request: web.Request) -> web.Response:
     blobs = [make_blob(data, ctype, name, expect="image") for data, ctype, name in files]
     if not blobs:
         raise ClientRequestError("/v1/images/edits needs an `image` file", param="image")
-    try:
-        body = ImageGenerationRequest.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        raise ClientRequestError(f"invalid request: {loc}: {first.get('msg')}", param=loc) from None
+    body = parse_form(ImageGenerationRequest, fields)
     route = await service.media_route(body.model, "image_edit")
     request[MODEL_KEY] = route.model
     media = await service.generate_images(
@@ -72,13 +65,13 @@ async def images_edits(request: web.Request) -> web.Response:
     return await _answer(service, media, body.response_format)
 
 
-_TEXT_FIELDS = ("prompt", "model", "n", "size", "response_format")
+_TEXT_FIELDS = frozenset(ImageGenerationRequest.model_fields)
 _FIELD_LIMIT = 64 * 1024
 
 
 async def _read_form(
     request: web.Request, image_limit: int
-) -> tuple[list[tuple[bytes, str, str | None]], dict[str, Any]]:
+) -> tuple[list[tuple[bytes, str, str | None]], dict[str, str]]:
     """``(files, fields)`` of the multipart body: the ``image``/``image[]`` files as
     ``(bytes, content type, file name)`` and the known text fields; other parts are skipped.
 
@@ -94,7 +87,7 @@ async def _read_form(
             "boundary=…` (HTTP clients set it when given a form)"
         )
     files: list[tuple[bytes, str, str | None]] = []
-    fields: dict[str, Any] = {}
+    fields: dict[str, str] = {}
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
