@@ -179,6 +179,12 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         {**_MSGS, "tools": [{**_ANTHROPIC_TOOL, "type": LONG}]},
         "tools.0.type",
     ),
+    "messages_tools_input_schema": (
+        "POST",
+        "/v1/messages",
+        {**_MSGS, "tools": [{"name": "f", "input_schema": {"type": LONG}}]},
+        "tools.0.input_schema",
+    ),
     "messages_tool_choice_type": (
         "POST",
         "/v1/messages",

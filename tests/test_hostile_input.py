@@ -845,6 +845,77 @@ async def test_a_nested_value_of_the_wrong_type_is_a_400(stack: Stack, case: str
     assert [r.path_qs for r in stack.replay.app[REQUESTS_KEY]] in ([], ["/api/models"])
 
 
+#: JSON Schemas that are not valid schemas of their draft
+INVALID_SCHEMAS: dict[str, dict[str, Any]] = {
+    "properties_not_object": {"type": "object", "properties": "true"},
+    "unknown_type": {"type": "nonsense"},
+    "required_not_array": {"type": "object", "required": "x"},
+}
+#: where each API takes a tool's schema: (path, body with the schema as {schema}, param)
+SCHEMA_SITES: dict[str, tuple[str, Any, str]] = {
+    "chat": (
+        "/v1/chat/completions",
+        lambda schema: {
+            "model": "qwen3-max",
+            "messages": [_HI],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+        },
+        "tools[0].function.parameters",
+    ),
+    "responses": (
+        "/v1/responses",
+        lambda schema: {
+            "model": "qwen3-max",
+            "input": "hi",
+            "tools": [{"type": "function", "name": "f", "parameters": schema}],
+        },
+        "tools[0].parameters",
+    ),
+    "messages": (
+        "/v1/messages",
+        lambda schema: {
+            "model": "claude-3-5-haiku",
+            "max_tokens": 20,
+            "messages": [_HI],
+            "tools": [{"name": "f", "input_schema": schema}],
+        },
+        "tools.0.input_schema",
+    ),
+    "count_tokens": (
+        "/v1/messages/count_tokens",
+        lambda schema: {
+            "model": "claude-3-5-haiku",
+            "messages": [_HI],
+            "tools": [{"name": "f", "input_schema": schema}],
+        },
+        "tools.0.input_schema",
+    ),
+}
+
+
+@pytest.mark.parametrize("schema", sorted(INVALID_SCHEMAS))
+@pytest.mark.parametrize("site", sorted(SCHEMA_SITES))
+async def test_an_invalid_tool_schema_is_a_400_on_every_api(
+    stack: Stack, site: str, schema: str
+) -> None:
+    """A tool schema that is not a valid JSON Schema is refused alike by chat, Responses and
+    the Anthropic front door (in Anthropic's error shape, naming the field in the message),
+    and count_tokens; nothing reaches the site."""
+    path, make_body, param = SCHEMA_SITES[site]
+    body = json.dumps(make_body(INVALID_SCHEMAS[schema])).encode()
+    status, payload = await _post(stack, path, body, "application/json")
+    assert status == 400, payload
+    if path.startswith("/v1/messages"):
+        assert payload["type"] == "error", payload
+        assert payload["error"]["type"] == "invalid_request_error"
+        assert payload["error"]["message"].startswith(f"{param}: "), payload
+        assert "not a valid JSON Schema" in payload["error"]["message"]
+    else:
+        assert payload["error"]["param"] == param, payload
+        assert payload["error"]["type"] == "invalid_request_error"
+    assert [r.path_qs for r in stack.replay.app[REQUESTS_KEY]] in ([], ["/api/models"])
+
+
 async def test_bad_temperature_through_the_sdk(stack: Stack) -> None:
     """The official SDK surfaces the 400 as BadRequestError with ``param``."""
     client = openai.AsyncOpenAI(base_url=str(stack.proxy.make_url("/v1")), api_key="x")

@@ -52,6 +52,7 @@ from proxy.qwen.translate import (
     Usage,
 )
 from proxy.tools.prompt import build_prompt
+from proxy.tools.validate import check_tool_schema
 
 __all__ = [
     "ANTHROPIC",
@@ -439,6 +440,7 @@ def _tools(tools: list[dict[str, Any]] | None) -> tuple[ToolSpec, ...]:
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
             raise _bad("a tool needs an `input_schema` object (JSON Schema)", f"{p}.input_schema")
+        check_tool_schema(schema, param=f"{p}.input_schema")  # as chat checks `parameters`
         description = tool.get("description")
         if description is not None and not isinstance(description, str):
             raise _bad("`description` must be a string", f"{p}.description")
