@@ -182,6 +182,10 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         infos = []
+    except UnicodeError:  # the IDNA encoding refused it: a label over 63 characters, or empty
+        raise MediaURLRefusedError(
+            f"the media URL's host {clip(host)} is not a valid host name", param="messages"
+        ) from None
     if not infos:
         raise MediaFetchError(f"the media URL's host {clip(host)} does not resolve") from None
     return [ipaddress.ip_address(info[4][0]) for info in infos]

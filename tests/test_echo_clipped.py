@@ -121,6 +121,15 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         },
         "messages",
     ),
+    "chat_image_url_host": (
+        "POST",
+        "/v1/chat/completions",
+        {
+            **_CHAT,
+            "messages": _user_parts({"type": "image_url", "image_url": {"url": f"http://{LONG}/"}}),
+        },
+        "messages",
+    ),
     "responses_input_type": (
         "POST",
         "/v1/responses",

@@ -845,6 +845,24 @@ async def test_a_nested_value_of_the_wrong_type_is_a_400(stack: Stack, case: str
     assert [r.path_qs for r in stack.replay.app[REQUESTS_KEY]] in ([], ["/api/models"])
 
 
+#: media URL hosts no resolver is asked about: the IDNA encoding refuses them
+BAD_HOSTS = {"label_over_63": "a" * 64 + ".example", "empty_label": "a..example"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HOSTS))
+async def test_a_media_url_host_that_is_no_host_name_is_a_400(stack: Stack, case: str) -> None:
+    """A media URL whose host is not a valid host name is refused with a 400, not a 500."""
+    part = {"type": "image_url", "image_url": {"url": f"http://{BAD_HOSTS[case]}/a.png"}}
+    body = {"model": "qwen3-max", "messages": [{"role": "user", "content": [part]}]}
+    status, payload = await _post(
+        stack, "/v1/chat/completions", json.dumps(body).encode(), "application/json"
+    )
+    assert status == 400, payload
+    assert payload["error"]["code"] == "media_url_refused"
+    assert payload["error"]["param"] == "messages"
+    assert "not a valid host name" in payload["error"]["message"]
+
+
 #: JSON Schemas that are not valid schemas of their draft
 INVALID_SCHEMAS: dict[str, dict[str, Any]] = {
     "properties_not_object": {"type": "object", "properties": "true"},
