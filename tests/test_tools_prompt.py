@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpe
 from proxy.errors import ClientRequestError
 from proxy.frontdoors.openai_chat import parse_chat
 from proxy.qwen.request import flatten_messages
+from proxy.tools import validate
 from proxy.tools.prompt import NO_RESULT, build_prompt, repeated_calls
 from proxy.tools.validate import ToolBox, check_tool_schema, coerce_xml_params
 
@@ -166,6 +168,31 @@ def test_toolbox_checks_and_canonicalises() -> None:
     assert not isinstance(bad, tuple) and bad.reason == "invalid_arguments" and "x" in bad.detail
     unknown = box.check("h", {})
     assert not isinstance(unknown, tuple) and unknown.reason == "unknown_tool"
+
+
+def test_a_valid_schema_is_checked_against_its_metaschema_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agent's tools come again every turn: a schema found valid is remembered (by its
+    canonical JSON), an invalid one is refused every time."""
+    calls: list[object] = []
+    real = validate.jsonschema.validators.validator_for
+
+    def counting(schema: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(schema)
+        return real(schema, *args, **kwargs)
+
+    monkeypatch.setattr(validate.jsonschema.validators, "validator_for", counting)
+    monkeypatch.setattr(validate, "_VALID_SCHEMAS", OrderedDict())
+    good = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    for _ in range(3):
+        check_tool_schema(dict(reversed(good.items())), param="tools[0].function.parameters")
+    assert calls.count(good) == 1  # (the check itself looks up the metaschemas too)
+    bad = {"type": "object", "properties": "true"}
+    for _ in range(2):
+        with pytest.raises(ClientRequestError):
+            check_tool_schema(bad, param="tools[0].function.parameters")
+    assert calls.count(good) == 1 and calls.count(bad) == 2
 
 
 def test_schema_check_and_xml_coercion() -> None:

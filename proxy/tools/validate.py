@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import orjson
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
@@ -42,13 +44,37 @@ def check_tool_schema(schema: Any, *, param: str) -> dict[str, Any]:
     field = param.rsplit(".", 1)[-1]
     if not isinstance(schema, dict):
         raise ClientRequestError(f"a tool's `{field}` must be a JSON Schema object", param=param)
+    key = _schema_key(schema)
+    if key is not None and key in _VALID_SCHEMAS:
+        _VALID_SCHEMAS.move_to_end(key)
+        return schema
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         raise ClientRequestError(
             f"a tool's `{field}` is not a valid JSON Schema: {_schema_problem(exc)}", param=param
         ) from None
+    if key is not None:
+        _VALID_SCHEMAS[key] = None
+        if len(_VALID_SCHEMAS) > _VALID_SCHEMAS_MAX:
+            _VALID_SCHEMAS.popitem(last=False)
     return schema
+
+
+#: schemas found valid, by their canonical JSON (an agent sends the same tools every turn, and
+#: checking a schema against its metaschema takes about half a millisecond)
+_VALID_SCHEMAS: OrderedDict[bytes, None] = OrderedDict()
+_VALID_SCHEMAS_MAX = 512
+_SCHEMA_KEY_LIMIT = 64 * 1024
+
+
+def _schema_key(schema: dict[str, Any]) -> bytes | None:
+    """``schema`` as canonical JSON when it is small enough to remember, else ``None``."""
+    try:
+        text = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError: not JSON (a key that is no string)
+        return None
+    return text if len(text) <= _SCHEMA_KEY_LIMIT else None
 
 
 def _schema_problem(exc: SchemaError) -> str:
