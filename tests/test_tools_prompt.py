@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -183,7 +182,7 @@ def test_a_valid_schema_is_checked_against_its_metaschema_once(
         return real(schema, *args, **kwargs)
 
     monkeypatch.setattr(validate.jsonschema.validators, "validator_for", counting)
-    monkeypatch.setattr(validate, "_VALID_SCHEMAS", OrderedDict())
+    validate._check_schema_text.cache_clear()
     good = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
     for _ in range(3):
         check_tool_schema(dict(reversed(good.items())), param="tools[0].function.parameters")

@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,26 +45,32 @@ def check_tool_schema(schema: Any, *, param: str) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise ClientRequestError(f"a tool's `{field}` must be a JSON Schema object", param=param)
     key = _schema_key(schema)
-    if key is not None and key in _VALID_SCHEMAS:
-        _VALID_SCHEMAS.move_to_end(key)
-        return schema
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        if key is not None:
+            _check_schema_text(key)  # (remembered once valid)
+        else:
+            _check_schema(schema)
     except SchemaError as exc:
         raise ClientRequestError(
             f"a tool's `{field}` is not a valid JSON Schema: {_schema_problem(exc)}", param=param
         ) from None
-    if key is not None:
-        _VALID_SCHEMAS[key] = None
-        if len(_VALID_SCHEMAS) > _VALID_SCHEMAS_MAX:
-            _VALID_SCHEMAS.popitem(last=False)
     return schema
 
 
-#: schemas found valid, by their canonical JSON (an agent sends the same tools every turn, and
-#: checking a schema against its metaschema takes about half a millisecond)
-_VALID_SCHEMAS: OrderedDict[bytes, None] = OrderedDict()
-_VALID_SCHEMAS_MAX = 512
+def _check_schema(schema: dict[str, Any]) -> None:
+    """Raises ``SchemaError`` when ``schema`` is not a valid schema of its draft."""
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+@functools.lru_cache(maxsize=512)
+def _check_schema_text(text: bytes) -> None:
+    """:func:`_check_schema` of a schema given as its canonical JSON, remembered once valid (an
+    agent sends the same tools every turn, and a check takes about half a millisecond; an
+    invalid schema raises, and is checked again each time)."""
+    _check_schema(orjson.loads(text))
+
+
+#: the largest canonical schema :func:`_check_schema_text` remembers, in bytes
 _SCHEMA_KEY_LIMIT = 64 * 1024
 
 
