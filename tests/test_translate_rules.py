@@ -114,6 +114,19 @@ def test_usage_is_read_from_choices_frames() -> None:
     assert tr.usage == Usage(0, 0)
 
 
+@pytest.mark.parametrize("bad", [True, False, -1, "9", 5.5, None, [3], {"n": 3}], ids=repr)
+def test_a_usage_count_that_is_not_a_non_negative_integer_counts_as_0(bad: Any) -> None:
+    """A token count that is not a non-negative JSON integer is 0, a JSON boolean too (Python's
+    ``bool`` is an ``int``: ``true`` must not reach the client as ``"prompt_tokens": true``)."""
+    tr = Translator()
+    tr.feed(f({"choices": [], "usage": {"input_tokens": bad, "output_tokens": bad}}))
+    usage = tr.usage
+    assert usage is not None
+    got = usage.as_openai()
+    assert (got["prompt_tokens"], got["completion_tokens"], got["total_tokens"]) == (0, 0, 0)
+    assert type(got["prompt_tokens"]) is int and type(got["completion_tokens"]) is int
+
+
 def test_the_last_usage_of_the_answer_frames_wins_read_when_asked_for() -> None:
     """Answer frames (the common path) carry cumulative usage: the last one read wins, a frame
     without usage keeps it, and reading it twice gives the same object (built once)."""

@@ -217,7 +217,9 @@ _SNAPSHOT_RESENDS = 3
 
 
 def _int(v: Any) -> int:
-    return v if isinstance(v, int) and v >= 0 else 0
+    """A token count from the site's ``usage`` (docs/protocol.md §5.4): a non-negative JSON
+    integer, else 0. A JSON boolean is not a count (``bool`` is an ``int`` to Python)."""
+    return v if type(v) is int and v >= 0 else 0
 
 
 class Translator:
