@@ -206,13 +206,12 @@ class _Pump:
                 self._over = True
                 if isinstance(exc, aiohttp.EofStream):
                     chunk = b""
-                else:
-                    why = (
-                        "no data within the read timeout"
-                        if isinstance(exc, TimeoutError)
-                        else network_failure(exc)
+                elif isinstance(exc, TimeoutError):  # ReadWatch: silent for read_timeout_s
+                    return self._staged(
+                        tr.abort(self._silence(), upstream=self._upstream, timed_out=True)
                     )
-                    return self._staged(tr.abort(why, upstream=self._upstream))
+                else:
+                    return self._staged(tr.abort(network_failure(exc), upstream=self._upstream))
             if self.counting:
                 self.wait_s += time.perf_counter() - t_read
             if not chunk:  # the end of the body
@@ -239,6 +238,12 @@ class _Pump:
             if out or events:  # an empty batch still says upstream is alive (keep-alives)
                 return out
         return None
+
+    def _silence(self) -> str:
+        watch = self._watch
+        if watch is None:
+            return "no data within the read timeout"
+        return f"no data within the read timeout ({watch.timeout_s:g} s)"
 
     def _cut(self) -> bool:
         return self._stop is not None and self._stop.done

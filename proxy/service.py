@@ -1067,9 +1067,7 @@ async def _peek(resp: aiohttp.ClientResponse) -> list[bytes]:
         except StopAsyncIteration:
             break
         except (TimeoutError, aiohttp.ClientError) as exc:
-            broken = next(
-                e for e in translator.abort(network_failure(exc)) if isinstance(e, Failure)
-            )
+            broken = next(e for e in _abort(translator, exc) if isinstance(e, Failure))
             raise broken.error from None
         chunks.append(chunk)
         size += len(chunk)
@@ -1096,9 +1094,19 @@ async def _peek(resp: aiohttp.ClientResponse) -> list[bytes]:
     return chunks
 
 
+def _abort(translator: Translator, exc: BaseException) -> list[OutEvent]:
+    """``translator``'s closing events for a stream whose read failed with ``exc``: a silence
+    past ``read_timeout_s`` (:class:`proxy.qwen.client.ReadWatch`) is a timeout, anything
+    else a broken connection."""
+    if isinstance(exc, TimeoutError):
+        return translator.abort("no data within the read timeout", timed_out=True)
+    return translator.abort(network_failure(exc))
+
+
 async def drain(response: aiohttp.ClientResponse, translator: Translator) -> list[OutEvent]:
     """Read a whole upstream stream through ``translator``; returns every event, the closing one
-    included. A broken connection becomes the translator's truncation failure."""
+    included. A broken connection becomes the translator's truncation failure, a silence past
+    the read timeout its timeout failure (:func:`_abort`)."""
     decoder = SSEDecoder()
     events: list[OutEvent] = []
     it = response.content.iter_any().__aiter__()
@@ -1111,7 +1119,7 @@ async def drain(response: aiohttp.ClientResponse, translator: Translator) -> lis
             events.extend(translator.close())
             break
         except (TimeoutError, aiohttp.ClientError) as exc:
-            events.extend(translator.abort(network_failure(exc)))
+            events.extend(_abort(translator, exc))
             break
         for event in decoder.feed(chunk):
             events.extend(translator.feed(event.data))

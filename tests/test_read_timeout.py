@@ -21,9 +21,11 @@ from test_hangup_opening import slow_site
 
 from proxy.app import make_app
 from proxy.config import Settings
+from proxy.errors import UpstreamError, UpstreamTimeoutError, UpstreamTruncatedError
 from proxy.qwen.client import ReadWatch
-from proxy.qwen.translate import Translator
+from proxy.qwen.translate import Failure, Translator
 from proxy.relay import _Pump
+from proxy.service import _peek, drain
 from proxy.sweep import Sweeper, sweep_interval
 from recorder.cassette import Cassette, Interaction, load_all
 from recorder.replay import make_replay_app
@@ -72,6 +74,25 @@ def paced_cassette(prompt: str, gap_s: float, words: int) -> Cassette:
     )
 
 
+def mute_cassette(prompt: str) -> Cassette:
+    """A t2t answer that says ``response.created`` at once, then nothing for 30 s."""
+    created = _sse({"response.created": {"chat_id": "c", "response_id": "resp-mute"}})
+    done = _sse({"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]})
+    completion = Interaction.streamed(
+        method="POST",
+        uri="https://chat.qwen.ai/api/v2/chat/completions?chat_id=c",
+        request_headers={},
+        request_body=t2t_request_body(prompt),
+        pieces=[(0.0, created), (30.0, _text("late") + done)],
+    )
+    return synthetic_cassette(
+        "mute",
+        "test: an answer that goes silent after its created frame",
+        ["4.1", "5.2"],
+        [chats_new_interaction("mute", "qwen3-max", "t2t", 1795338000), completion],
+    )
+
+
 @pytest.fixture
 async def proxy_for(aiohttp_server: Any) -> AsyncIterator[Any]:
     started: list[CliServer] = []
@@ -102,8 +123,10 @@ async def test_silence_after_the_first_text_ends_the_stream_with_an_error(proxy_
     assert '"content":"Once"' in raw
     assert "[DONE]" not in raw
     last = json.loads(raw.strip().split("\n\n")[-1].removeprefix("data: "))
-    assert "read timeout" in last["error"]["message"]
-    assert "after 4 characters" in last["error"]["message"]
+    assert last["error"]["code"] == "upstream_timeout"
+    assert last["error"]["message"].endswith(
+        "went silent after 4 characters of answer: no data within the read timeout (0.4 s)"
+    )
 
 
 async def test_silence_in_a_non_stream_answer_is_an_error(proxy_for: Any) -> None:
@@ -115,6 +138,29 @@ async def test_silence_in_a_non_stream_answer_is_an_error(proxy_for: Any) -> Non
         body = await resp.json()
     assert resp.status >= 500
     assert "read timeout" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+async def test_silence_after_the_headers_before_any_text_is_a_504(
+    proxy_for: Any, stream: bool
+) -> None:
+    """The site sends its headers and ``response.created``, then nothing: nothing reached the
+    client, so it gets a 504 ``upstream_timeout``, as when the headers themselves are late
+    (README, "Streams"), not a 502 about a broken connection."""
+    proxy = await proxy_for(mute_cassette("say nothing"))
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(timeout=LIMIT) as s:
+        resp = await s.post(
+            proxy.make_url("/v1/chat/completions"), json=_body("say nothing", stream=stream)
+        )
+        body = await resp.json()
+    took = time.perf_counter() - t0
+    assert resp.status == 504
+    assert body["error"]["code"] == "upstream_timeout"
+    assert body["error"]["message"].endswith(
+        "went silent before any answer text: no data within the read timeout (0.4 s)"
+    )
+    assert TIMEOUT_S <= took < TIMEOUT_S * 1.25 + 1.0
 
 
 async def test_words_that_keep_coming_keep_the_stream_alive(proxy_for: Any) -> None:
@@ -202,3 +248,45 @@ async def test_the_relay_waits_only_while_it_reads() -> None:
     while batch is not None:
         batch = await pump.next_batch()
     assert seen == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("failed", "kind"),
+    [
+        (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), UpstreamTimeoutError),
+        (aiohttp.ClientPayloadError("cut"), UpstreamTruncatedError),
+    ],
+    ids=["silence", "broken"],
+)
+async def test_a_continuation_peek_that_times_out_raises_a_timeout(
+    failed: Exception, kind: type
+) -> None:
+    """A continuation's first read failing as :class:`ReadWatch` fails it (silence) raises an
+    :class:`UpstreamTimeoutError`, which is not retried as a new chat (README, "a timeout is
+    not retried"); a broken connection stays a truncation (retried)."""
+    content = stream_reader()
+    content.feed_data(_sse({"response.created": {"chat_id": "c", "response_id": "r"}}))
+    content.set_exception(failed)
+    with pytest.raises(UpstreamError) as caught:
+        await _peek(SimpleNamespace(content=content, headers={}))  # type: ignore[arg-type]
+    assert type(caught.value) is kind
+
+
+@pytest.mark.parametrize(
+    ("failed", "kind"),
+    [
+        (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), UpstreamTimeoutError),
+        (aiohttp.ClientPayloadError("cut"), UpstreamTruncatedError),
+    ],
+    ids=["silence", "broken"],
+)
+async def test_a_drained_stream_that_times_out_ends_in_a_timeout(
+    failed: Exception, kind: type
+) -> None:
+    """:func:`proxy.service.drain` (media answers read whole): silence is a timeout, a broken
+    connection a truncation."""
+    content = stream_reader()
+    content.feed_data(_text("par"))
+    content.set_exception(failed)
+    events = await drain(SimpleNamespace(content=content), Translator())  # type: ignore[arg-type]
+    assert isinstance(events[-1], Failure) and type(events[-1].error) is kind

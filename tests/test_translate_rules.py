@@ -19,6 +19,7 @@ from proxy.errors import (
     UpstreamNoMediaError,
     UpstreamProtocolError,
     UpstreamRateLimitedError,
+    UpstreamTimeoutError,
     UpstreamTruncatedError,
 )
 from proxy.qwen.media import MediaPolicy
@@ -415,6 +416,20 @@ def test_abort_messages() -> None:
     tr = Translator()
     tr.feed(delta(content="ab"))
     assert failure(tr.abort("x")).message.endswith("after 2 characters of answer: x")
+
+
+def test_abort_after_a_silence_is_a_timeout() -> None:
+    """A stream gone silent for the read timeout is a timeout (504 before any text), not a
+    broken connection, saying how far the answer got and naming the upstream."""
+    err = failure(Translator().abort("quiet", upstream="the upstream at x", timed_out=True))
+    assert type(err) is UpstreamTimeoutError
+    assert err.message == "the upstream at x went silent before any answer text: quiet"
+    assert err.http_status() == 504 and err.error_code() == "upstream_timeout"
+    tr = Translator()
+    tr.feed(delta(content="ab"))
+    err = failure(tr.abort("quiet", timed_out=True))
+    assert type(err) is UpstreamTimeoutError
+    assert err.message == "chat.qwen.ai went silent after 2 characters of answer: quiet"
 
 
 def test_fail_records_the_failure() -> None:

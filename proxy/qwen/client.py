@@ -210,6 +210,11 @@ class ReadWatch:
             return False
         return True
 
+    @property
+    def timeout_s(self) -> float:
+        """The longest silence allowed, in seconds."""
+        return self._timeout
+
     def cancel(self) -> None:
         """Stop watching."""
         self._sweeper.discard(self)

@@ -49,6 +49,7 @@ from proxy.errors import (
     UpstreamError,
     UpstreamNoMediaError,
     UpstreamProtocolError,
+    UpstreamTimeoutError,
     UpstreamTruncatedError,
     error_body,
     scrub,
@@ -227,9 +228,10 @@ class Translator:
 
     After a :class:`Finish` or :class:`Failure` the translator is :attr:`done` and ignores
     further input. At end of stream call :meth:`close` (clean EOF) or :meth:`abort` (the
-    connection broke); both return the closing event if one is still due: nothing after a
-    finish, :class:`UpstreamEmptyError` when no answer text arrived at all, and
-    :class:`UpstreamTruncatedError` when the answer never finished.
+    connection broke or went silent); both return the closing event if one is still due:
+    nothing after a finish, :class:`UpstreamEmptyError` when no answer text arrived at all,
+    and :class:`UpstreamTruncatedError` when the answer never finished
+    (:class:`UpstreamTimeoutError` when it went silent).
 
     ``reasoning="think_tags"`` puts reasoning inline in the content as ``<think>…</think>``
     instead of ``reasoning_content``. ``media`` enables :class:`Media` events for image phases;
@@ -531,9 +533,14 @@ class Translator:
             return []
         return self._fail(error)
 
-    def abort(self, reason: str, *, upstream: str = "chat.qwen.ai") -> list[OutEvent]:
-        """The upstream connection broke (``reason`` is safe, secret-free text; ``upstream``
-        names it, see :func:`proxy.qwen.client.upstream_label`)."""
+    def abort(
+        self, reason: str, *, upstream: str = "chat.qwen.ai", timed_out: bool = False
+    ) -> list[OutEvent]:
+        """The upstream connection broke: :class:`UpstreamTruncatedError`; or, ``timed_out``,
+        the stream went silent for the read timeout: :class:`UpstreamTimeoutError` (504 when
+        no text reached the client yet, as when the answer's headers are late). ``reason`` is
+        safe, secret-free text; ``upstream`` names the upstream
+        (:func:`proxy.qwen.client.upstream_label`)."""
         if self.done:
             return []
         held = self._release_held()
@@ -542,9 +549,12 @@ class Translator:
             if self._answer_chars
             else ("before any answer text")
         )
-        return held + self._fail(
-            UpstreamTruncatedError(f"the connection to {upstream} broke {got}: {reason}")
-        )
+        error: UpstreamError
+        if timed_out:
+            error = UpstreamTimeoutError(f"{upstream} went silent {got}: {reason}")
+        else:
+            error = UpstreamTruncatedError(f"the connection to {upstream} broke {got}: {reason}")
+        return held + self._fail(error)
 
     # -- internals -----------------------------------------------------------------------------
 
