@@ -43,7 +43,8 @@ carry secrets: no tokens, cookies, anti-bot values or signed URLs (callers pass 
         ├── UpstreamNoMediaError       502 upstream_no_media        (no image/video URL, §6.4)
         ├── UpstreamBadMediaError      502 upstream_bad_media       (captcha link, off-CDN URL)
         ├── UpstreamTaskFailedError    502 upstream_task_failed     (t2v task failed, §6.3)
-        ├── UpstreamUnavailableError   502 upstream_unavailable     (connection failed, 5xx)
+        ├── UpstreamUnavailableError   502 upstream_unavailable     (connection failed, 5xx;
+        │                              503 + Retry-After: a 503 that named its wait)
         └── UpstreamTimeoutError       504 upstream_timeout         (also a TimeoutError)
             └── UpstreamTaskTimeoutError 504 upstream_task_timeout  (t2v past its deadline)
 
@@ -442,9 +443,21 @@ class UpstreamTaskFailedError(UpstreamError):
 
 
 class UpstreamUnavailableError(UpstreamError):
-    """The upstream could not be reached, or answered with a server error."""
+    """The upstream could not be reached, or answered with a server error: 502; or it answered
+    503 with a ``Retry-After`` (``retry_after_s``, seconds): 503 passing that wait on
+    (docs/protocol.md §10)."""
 
     code = "upstream_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def http_status(self) -> int:
+        return 503 if self.retry_after_s else 502
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
 
 
 class UpstreamTimeoutError(UpstreamError, TimeoutError):

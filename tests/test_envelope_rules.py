@@ -20,7 +20,14 @@ from proxy.errors import (
     UpstreamUnavailableError,
 )
 from proxy.qwen import envelope
-from proxy.qwen.envelope import CAPTCHA_ADVICE, classify_response, envelope_error, looks_like_waf
+from proxy.qwen.envelope import (
+    CAPTCHA_ADVICE,
+    RETRY_AFTER_MAX_S,
+    classify_response,
+    envelope_error,
+    looks_like_waf,
+    retry_after_s,
+)
 
 
 def _body(obj: Any) -> bytes:
@@ -305,9 +312,96 @@ def test_401_and_403_are_unauthorized(status: int) -> None:
 
 
 def test_429_is_rate_limited_without_retry_after() -> None:
-    """HTTP 429 is a 429 with no Retry-After (the site gives none)."""
+    """HTTP 429 without a ``Retry-After`` is a 429 with none (the account pool sets its rest)."""
     err = classify_response(429, "text/plain", b"slow down")
     assert type(err) is UpstreamRateLimitedError and err.headers() == {}
+
+
+# -- Retry-After (docs/protocol.md §10) -----------------------------------------------------
+
+NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),  # no header
+        ("120", 120),  # delay-seconds
+        (" 3 ", 3),  # surrounding blanks
+        ("0", 1),  # "now": at least a second
+        ("86401", RETRY_AFTER_MAX_S),  # more than a day: a day
+        ("9" * 5000, RETRY_AFTER_MAX_S),  # too many digits for int(): a day, not a crash
+        ("Fri, 15 Jan 2027 08:02:00 GMT", 120),  # an HTTP-date two minutes ahead
+        ("Fri, 15 Jan 2027 08:00:00 -0000", 1),  # a date of now, zone unknown: UTC
+        ("Fri, 15 Jan 2027 07:00:00 GMT", 1),  # a date past: at least a second
+        ("Fri, 15 Jan 9999 08:00:00 GMT", RETRY_AFTER_MAX_S),  # far ahead: a day
+        ("", None),  # garbage: the caller's default
+        ("-5", None),
+        ("1.5", None),
+        ("soon", None),
+        ("\u00b2", None),  # a digit to str.isdigit, not to HTTP
+        ("Fri, 45 Jan 2027 08:00:00 GMT", None),
+    ],
+    ids=repr,
+)
+def test_retry_after_values(value: str | None, seconds: int | None) -> None:
+    """``Retry-After`` in seconds or as an HTTP-date, between 1 s and a day; anything else is
+    ``None`` (the default wait applies)."""
+    assert retry_after_s(value, now=NOW) == seconds
+
+
+def test_a_429_passes_its_retry_after_on() -> None:
+    """The site's wait becomes the client's ``Retry-After`` (and the account's rest)."""
+    err = classify_response(429, "text/plain", b"slow down", retry_after="120")
+    assert type(err) is UpstreamRateLimitedError and err.retry_after_s == 120
+    assert err.headers() == {"Retry-After": "120"}
+    assert err.message.endswith("It asks to wait 120 s.")
+
+
+def test_a_429_with_a_garbage_retry_after_has_none() -> None:
+    err = classify_response(429, "text/plain", b"slow down", retry_after="soon")
+    assert type(err) is UpstreamRateLimitedError and err.retry_after_s is None
+
+
+def test_a_limit_envelope_without_hours_takes_the_retry_after() -> None:
+    """A limit code naming no hours takes the header's wait."""
+    body = _body({"success": False, "data": {"code": "ParallelLimited", "details": "busy"}})
+    err = classify_response(429, "application/json", body, retry_after="7")
+    assert type(err) is UpstreamRateLimitedError and err.retry_after_s == 7
+
+
+def test_a_limit_envelope_with_hours_keeps_them() -> None:
+    """``num`` hours name the wait; a ``Retry-After`` beside them does not shorten it."""
+    body = _body({"success": False, "data": {"code": "RateLimited", "details": "q", "num": 2}})
+    err = classify_response(429, "application/json", body, retry_after="7")
+    assert type(err) is UpstreamRateLimitedError and err.retry_after_s == 7200
+
+
+def test_a_503_with_retry_after_is_a_503_passing_it_on() -> None:
+    err = classify_response(503, "application/json", b'{"detail":"x"}', retry_after="5")
+    assert type(err) is UpstreamUnavailableError
+    assert (err.http_status(), err.headers()) == (503, {"Retry-After": "5"})
+    assert err.error_code() == "upstream_unavailable"
+    assert err.message.endswith("HTTP 503 (unavailable). It asks to wait 5 s.")
+
+
+def test_a_503_without_retry_after_is_a_502() -> None:
+    err = classify_response(503, "text/plain", b"down")
+    assert type(err) is UpstreamUnavailableError
+    assert (err.http_status(), err.headers()) == (502, {})
+
+
+def test_a_503_with_a_garbage_retry_after_is_a_502() -> None:
+    err = classify_response(503, "text/plain", b"down", retry_after="later")
+    assert (err.http_status(), err.headers()) == (502, {})
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_other_5xx_ignore_retry_after(status: int) -> None:
+    """Only a 503 (and a 429) says the wait is the point (RFC 9110 §10.2.3)."""
+    err = classify_response(status, "text/plain", b"down", retry_after="5")
+    assert type(err) is UpstreamUnavailableError
+    assert (err.http_status(), err.headers()) == (502, {})
 
 
 @pytest.mark.parametrize(

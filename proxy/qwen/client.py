@@ -517,7 +517,13 @@ class QwenClient:
                 f"{self.label} broke the connection: {network_failure(exc)}"
             ) from exc
         if resp.status != 200 or "json" not in ctype:
-            raise classify_response(resp.status, ctype, raw, resp.headers.get("Location"))
+            raise classify_response(
+                resp.status,
+                ctype,
+                raw,
+                resp.headers.get("Location"),
+                retry_after=resp.headers.get("Retry-After"),
+            )
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -606,7 +612,13 @@ class QwenClient:
             raw = await asyncio.wait_for(read_capped(resp.content, ERROR_BODY_LIMIT), timeout=30)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""
-        return classify_response(resp.status, ctype, raw, resp.headers.get("Location"))
+        return classify_response(
+            resp.status,
+            ctype,
+            raw,
+            resp.headers.get("Location"),
+            retry_after=resp.headers.get("Retry-After"),
+        )
 
 
 def _http_host(url: str) -> str | None:

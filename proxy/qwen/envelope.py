@@ -14,7 +14,11 @@ Envelope shapes (docs/protocol.md §10, samples ``error_*.json`` and ``waf_*.jso
 
 from __future__ import annotations
 
+import math
 import re
+import time
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,9 +41,11 @@ from proxy.errors import (
 __all__ = [
     "CAPTCHA_ADVICE",
     "LIMIT_CODES",
+    "RETRY_AFTER_MAX_S",
     "classify_response",
     "envelope_error",
     "looks_like_waf",
+    "retry_after_s",
 ]
 
 CAPTCHA_ADVICE = (
@@ -75,6 +81,32 @@ _LIMIT_BY_KEY = {c.replace("_", "").lower(): c for c in LIMIT_CODES}
 _WAF_REDIRECT = re.compile(rb"location\.(?:replace|href)\s*[(=][^;]{0,2048}?punish", re.I)
 """The captcha wall as a script redirect, ``window.location.replace(…punish…)`` (§13.3)."""
 _CLIENT_FAULT = re.compile(r"(?i)too long|exceed|more than \d+ characters|content length|too large")
+
+
+RETRY_AFTER_MAX_S = 86400
+"""The longest wait taken from an upstream ``Retry-After``, in seconds (a day): a longer one is
+cut to it (the account would rest that long, and no client waits longer)."""
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> int | None:
+    """The wait an upstream ``Retry-After`` header asks for, in whole seconds, between 1 and
+    :data:`RETRY_AFTER_MAX_S`: ``delay-seconds`` or an HTTP-date (RFC 9110 §10.2.3; a date
+    is counted from ``now``, epoch seconds, default the clock). ``None`` when there is no
+    header or it is neither form (the caller's default wait applies); docs/protocol.md §10."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        seconds = int(text) if len(text) <= 9 else RETRY_AFTER_MAX_S
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, origin unknown (RFC 5322 §3.3)
+            when = when.replace(tzinfo=UTC)
+        seconds = math.ceil(when.timestamp() - (time.time() if now is None else now))
+    return min(max(1, seconds), RETRY_AFTER_MAX_S)
 
 
 def looks_like_waf(body: bytes) -> bool:
@@ -158,15 +190,23 @@ def _from_code(code: Any, details: Any, data: dict[str, Any]) -> UpstreamError:
 
 
 def classify_response(
-    status: int, content_type: str, body: bytes, location: str | None = None
+    status: int,
+    content_type: str,
+    body: bytes,
+    location: str | None = None,
+    *,
+    retry_after: str | None = None,
 ) -> UpstreamError:
     """The error for a response that is not a usable answer.
 
     ``status`` is the HTTP status, ``content_type`` the lower-cased header value, ``body`` the
     (possibly truncated) raw body, ``location`` the ``Location`` header of a redirect (the
-    gateway never follows the site's redirects). Always returns an error: callers only ask
-    when the answer is not what they expected.
+    gateway never follows the site's redirects), ``retry_after`` the ``Retry-After`` header
+    (:func:`retry_after_s`): the wait of a 429 (also of a limit envelope that named no hours)
+    and of a 503, which is then passed on as a 503 (docs/protocol.md §10). Always returns an
+    error: callers only ask when the answer is not what they expected.
     """
+    wait = retry_after_s(retry_after)
     if looks_like_waf(body) or (
         location is not None and looks_like_waf(location.encode("utf-8", "replace"))
     ):
@@ -188,6 +228,8 @@ def classify_response(
             )
         found = envelope_error(obj)
         if found is not None:
+            if wait and isinstance(found, UpstreamRateLimitedError) and not found.retry_after_s:
+                found.retry_after_s = wait
             return found
     low = body[:4096].lower()
     if status in (200, 401, 403) and (b"token has expired" in low or b"invalid token" in low):
@@ -199,11 +241,18 @@ def classify_response(
         return UpstreamUnauthorizedError(
             f"chat.qwen.ai answered HTTP {status}: the upstream token is invalid or expired."
         )
+    asks = f" It asks to wait {wait} s." if wait else ""
     if status == 429:
-        return UpstreamRateLimitedError("chat.qwen.ai answered HTTP 429 (too many requests).")
+        return UpstreamRateLimitedError(
+            f"chat.qwen.ai answered HTTP 429 (too many requests).{asks}", retry_after_s=wait
+        )
     if status in (502, 503, 504) or status >= 500:
         if status == 504:
             return UpstreamTimeoutError(f"chat.qwen.ai answered HTTP {status} (gateway timeout).")
+        if status == 503 and wait:
+            return UpstreamUnavailableError(
+                f"chat.qwen.ai answered HTTP 503 (unavailable).{asks}", retry_after_s=wait
+            )
         return UpstreamUnavailableError(f"chat.qwen.ai answered HTTP {status}.")
     if "html" in content_type:
         return UpstreamProtocolError(
