@@ -284,7 +284,7 @@ class _Pump:
     def _stray_body(self) -> UpstreamError | None:
         if self._seen_event or not bytes(self._head).strip():
             return None
-        return classify_response(200, self._ctype, bytes(self._head))
+        return classify_response(200, self._ctype, bytes(self._head), upstream=self._upstream)
 
 
 async def relay(

@@ -161,12 +161,15 @@ def network_failure(exc: BaseException) -> str:
     return "a network error occurred"
 
 
-async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+async def read_capped(
+    stream: aiohttp.StreamReader, limit: int, *, into: bytearray | None = None
+) -> bytes:
     """The body up to ``limit`` bytes, however many network chunks it arrives in.
 
     (``StreamReader.read(n)`` returns only what has arrived so far, so one call can cut a
-    multi-chunk error envelope mid-JSON.) Raises what the stream raises."""
-    buf = bytearray()
+    multi-chunk error envelope mid-JSON.) Raises what the stream raises; ``into``: the buffer
+    read into, which keeps what came when the read is cut short (a timeout)."""
+    buf = bytearray() if into is None else into
     while len(buf) < limit:
         chunk = await stream.read(limit - len(buf))
         if not chunk:
@@ -523,11 +526,12 @@ class QwenClient:
                 raw,
                 resp.headers.get("Location"),
                 retry_after=resp.headers.get("Retry-After"),
+                upstream=self.label,
             )
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise classify_response(resp.status, ctype, raw) from None
+            raise classify_response(resp.status, ctype, raw, upstream=self.label) from None
         err = envelope_error(payload)
         if err is not None:
             raise err
@@ -608,16 +612,23 @@ class QwenClient:
         )
 
     async def _failure(self, resp: aiohttp.ClientResponse, ctype: str) -> UpstreamError:
+        """The error for a completion answer that is not an SSE stream (docs/protocol.md §4.3):
+        :func:`classify_response` of its status, headers and body, read for at most
+        ``read_timeout_s`` in all (as a JSON answer is, :meth:`_json`): a body that drips
+        slowly is cut there and what came of it is classified."""
+        buf = bytearray()
         try:
-            raw = await asyncio.wait_for(read_capped(resp.content, ERROR_BODY_LIMIT), timeout=30)
+            with Deadline(self.sweeper, self._settings.read_timeout_s):
+                await read_capped(resp.content, ERROR_BODY_LIMIT, into=buf)
         except (TimeoutError, aiohttp.ClientError):
-            raw = b""
+            pass
         return classify_response(
             resp.status,
             ctype,
-            raw,
+            bytes(buf),
             resp.headers.get("Location"),
             retry_after=resp.headers.get("Retry-After"),
+            upstream=self.label,
         )
 
 

@@ -196,6 +196,7 @@ def classify_response(
     location: str | None = None,
     *,
     retry_after: str | None = None,
+    upstream: str = "chat.qwen.ai",
 ) -> UpstreamError:
     """The error for a response that is not a usable answer.
 
@@ -203,8 +204,10 @@ def classify_response(
     (possibly truncated) raw body, ``location`` the ``Location`` header of a redirect (the
     gateway never follows the site's redirects), ``retry_after`` the ``Retry-After`` header
     (:func:`retry_after_s`): the wait of a 429 (also of a limit envelope that named no hours)
-    and of a 503, which is then passed on as a 503 (docs/protocol.md §10). Always returns an
-    error: callers only ask when the answer is not what they expected.
+    and of a 503, which is then passed on as a 503 (docs/protocol.md §10). ``upstream`` names
+    the upstream in the messages about its HTTP answer
+    (:func:`proxy.qwen.client.upstream_label`). Always returns an error: callers only ask
+    when the answer is not what they expected.
     """
     wait = retry_after_s(retry_after)
     if looks_like_waf(body) or (
@@ -212,7 +215,7 @@ def classify_response(
     ):
         return UpstreamCaptchaError(CAPTCHA_ADVICE)
     if 300 <= status < 400 and location is not None:
-        return _redirect_error(status, location)
+        return _redirect_error(status, location, upstream)
     obj: Any = None
     if body[:1] in (b"{", b"["):
         try:
@@ -239,33 +242,33 @@ def classify_response(
         )
     if status in (401, 403):
         return UpstreamUnauthorizedError(
-            f"chat.qwen.ai answered HTTP {status}: the upstream token is invalid or expired."
+            f"{upstream} answered HTTP {status}: the upstream token is invalid or expired."
         )
     asks = f" It asks to wait {wait} s." if wait else ""
     if status == 429:
         return UpstreamRateLimitedError(
-            f"chat.qwen.ai answered HTTP 429 (too many requests).{asks}", retry_after_s=wait
+            f"{upstream} answered HTTP 429 (too many requests).{asks}", retry_after_s=wait
         )
     if status in (502, 503, 504) or status >= 500:
         if status == 504:
-            return UpstreamTimeoutError(f"chat.qwen.ai answered HTTP {status} (gateway timeout).")
+            return UpstreamTimeoutError(f"{upstream} answered HTTP {status} (gateway timeout).")
         if status == 503 and wait:
             return UpstreamUnavailableError(
-                f"chat.qwen.ai answered HTTP 503 (unavailable).{asks}", retry_after_s=wait
+                f"{upstream} answered HTTP 503 (unavailable).{asks}", retry_after_s=wait
             )
-        return UpstreamUnavailableError(f"chat.qwen.ai answered HTTP {status}.")
+        return UpstreamUnavailableError(f"{upstream} answered HTTP {status}.")
     if "html" in content_type:
         return UpstreamProtocolError(
-            f"chat.qwen.ai answered with an HTML page (HTTP {status}) instead of data; "
+            f"{upstream} answered with an HTML page (HTTP {status}) instead of data; "
             "the site may be down or the session may need a browser sign-in."
         )
     if isinstance(obj, dict):
         return UpstreamProtocolError(
-            f"chat.qwen.ai answered HTTP {status} with JSON this proxy does not understand "
+            f"{upstream} answered HTTP {status} with JSON this proxy does not understand "
             f"(keys: {scrub(', '.join(clip(k, 40) for k in sorted(map(str, obj))[:8]))})."
         )
     return UpstreamProtocolError(
-        f"chat.qwen.ai answered HTTP {status} with unexpected content ({content_type or 'none'})."
+        f"{upstream} answered HTTP {status} with unexpected content ({content_type or 'none'})."
     )
 
 
@@ -273,7 +276,7 @@ _SIGN_IN_PATHS = ("/auth", "/login", "/signin", "/sign-in")
 """Path starts of the site's sign-in page: a redirect there means the token was refused."""
 
 
-def _redirect_error(status: int, location: str) -> UpstreamError:
+def _redirect_error(status: int, location: str, upstream: str) -> UpstreamError:
     """The error for a redirect answer (3xx + ``Location``): to the sign-in page, the token
     was refused (401); anywhere else, the API moved or something in between rewrites it (502).
     The target is named without its query (it may carry signed values). docs/protocol.md §10:
@@ -293,11 +296,11 @@ def _redirect_error(status: int, location: str) -> UpstreamError:
     where = clip(f"{parts.scheme}://{host}{path}" if host else path, 120)
     if any(path.lower().startswith(p) for p in _SIGN_IN_PATHS):
         return UpstreamUnauthorizedError(
-            f"chat.qwen.ai redirected the request to its sign-in page ({scrub(where)}, HTTP "
+            f"{upstream} redirected the request to its sign-in page ({scrub(where)}, HTTP "
             f"{status}): the upstream token is invalid or expired."
         )
     return UpstreamProtocolError(
-        f"chat.qwen.ai answered HTTP {status}, a redirect to {scrub(where)}; the gateway does not "
+        f"{upstream} answered HTTP {status}, a redirect to {scrub(where)}; the gateway does not "
         "follow redirects of the site's API (check upstream_url: it must be the site's origin, "
         "with https)."
     )
