@@ -803,14 +803,13 @@ class ChatService:
     async def close(self, timeout_s: float = 5.0) -> None:
         """Wait up to ``timeout_s`` seconds for background work (stop calls, spare chats), then
         cancel it; then delete the unused spare chats (``chat_cleanup = "delete"``), again
-        waiting up to ``timeout_s`` seconds; then close what the upstream client made itself."""
+        waiting up to ``timeout_s`` seconds."""
         await self.settle(timeout_s)
         left = self.spares.drain() if self.spares is not None else []
         if left and self.cleans_up:
             for account, chat_id in left:
                 self.spawn(self._drop_chat(account, chat_id), name="spare-delete")
             await self.settle(timeout_s)
-        await self.client.close()
 
     async def settle(self, timeout_s: float = 5.0) -> None:
         """Wait up to ``timeout_s`` seconds for the background work (stop calls, conversation

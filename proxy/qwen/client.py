@@ -261,31 +261,6 @@ class QwenClient:
         self._static_stream = {**static, "Accept": "text/event-stream", "x-accel-buffering": "no"}
         self._creds: dict[int, tuple[Account, dict[str, str]]] = {}
         self._tz: tuple[int, str] = (-1, "")
-        #: made on the first retry of :meth:`_open`: a session whose connections are never
-        #: pooled, so the retry is sent on a new connection (:meth:`close` closes it)
-        self._fresh: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        """Close what the client made itself (the app's shared session is the app's)."""
-        if self._fresh is not None:
-            await self._fresh.close()
-            self._fresh = None
-
-    def _fresh_session(self) -> aiohttp.ClientSession:
-        """The session of :meth:`_open`'s retry: like the app's (no cookie jar, no proxy from
-        the environment) but with a ``force_close`` connector, so every request it sends opens
-        a new connection and none is pooled. Made once, on the first retry: the hot path
-        keeps using the app's pool."""
-        fresh = self._fresh
-        if fresh is None or fresh.closed:
-            main = self._session
-            fresh = self._fresh = aiohttp.ClientSession(
-                connector=upstream_connector(force_close=True, limit=0, ttl_dns_cache=300),
-                auto_decompress=main.auto_decompress,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=main.trust_env,
-            )
-        return fresh
 
     # -- headers -------------------------------------------------------------------------------
 
@@ -574,17 +549,15 @@ class QwenClient:
 
         A pooled keep-alive connection that the server closed while idle fails before any
         answer arrives (``ServerDisconnectedError`` / connection reset); that one case is sent
-        again once, on a new connection (:meth:`_fresh_session`: through the pool it could get
-        another connection the server closed meanwhile). ``limits``: the request's aiohttp
-        timeouts (default: connect and per-read, from the settings). Redirects are not
-        followed: a 3xx answer is returned like any other (the site's API never redirects a
-        working request; a redirect to another host would take the request there). Raises
-        :class:`UpstreamTimeoutError` or :class:`UpstreamUnavailableError`.
+        again once, on a fresh connection. ``limits``: the request's aiohttp timeouts (default:
+        connect and per-read, from the settings). Redirects are not followed: a 3xx answer is
+        returned like any other (the site's API never redirects a working request; a redirect
+        to another host would take the request there). Raises :class:`UpstreamTimeoutError` or
+        :class:`UpstreamUnavailableError`.
         """
-        session = self._session  # the first attempt: the app's pool
         for attempt in (1, 2):
             try:
-                return await session.request(
+                return await self._session.request(
                     method,
                     url,
                     data=data,
@@ -600,7 +573,6 @@ class QwenClient:
                     raise UpstreamUnavailableError(
                         f"could not reach {self.label}: {network_failure(exc)}"
                     ) from exc
-                session = self._fresh_session()
             except aiohttp.ClientError as exc:
                 raise UpstreamUnavailableError(
                     f"could not reach {self.label}: {network_failure(exc)}"
