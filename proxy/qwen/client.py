@@ -60,6 +60,9 @@ ERROR_BODY_LIMIT = 256 * 1024
 #: The most of a JSON answer read (``chats/new``, the model list, a task's status), in bytes:
 #: they are a few hundred kB at most; a larger one is refused, not held whole.
 JSON_BODY_LIMIT = 16 * 2**20
+#: How many times :meth:`QwenClient._open` sends a request whose pooled connection turns out
+#: closed by the server before any answer (the first time and two more).
+_OPEN_ATTEMPTS = 3
 #: The redirect statuses a media download follows: a generated image's
 #: (:meth:`QwenClient.fetch_media`) and a client's media URL (:func:`proxy.fetch.fetch_url`).
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
@@ -549,13 +552,16 @@ class QwenClient:
 
         A pooled keep-alive connection that the server closed while idle fails before any
         answer arrives (``ServerDisconnectedError`` / connection reset); that one case is sent
-        again once, on a fresh connection. ``limits``: the request's aiohttp timeouts (default:
-        connect and per-read, from the settings). Redirects are not followed: a 3xx answer is
+        again, at most ``_OPEN_ATTEMPTS`` - 1 times: the failed connection is closed, never
+        pooled again, so each attempt takes another pooled connection or a new one (a server
+        whose idle timeout closed several pooled connections at once costs an attempt each).
+        ``limits``: the request's aiohttp timeouts (default: connect and per-read, from the
+        settings). Redirects are not followed: a 3xx answer is
         returned like any other (the site's API never redirects a working request; a redirect
         to another host would take the request there). Raises :class:`UpstreamTimeoutError` or
         :class:`UpstreamUnavailableError`.
         """
-        for attempt in (1, 2):
+        for attempt in range(1, _OPEN_ATTEMPTS + 1):
             try:
                 return await self._session.request(
                     method,
@@ -569,7 +575,7 @@ class QwenClient:
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 raise self._timed_out() from exc
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if attempt == 2 or isinstance(exc, aiohttp.ClientConnectorError):
+                if attempt == _OPEN_ATTEMPTS or isinstance(exc, aiohttp.ClientConnectorError):
                     raise UpstreamUnavailableError(
                         f"could not reach {self.label}: {network_failure(exc)}"
                     ) from exc
