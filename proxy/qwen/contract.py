@@ -503,6 +503,7 @@ NOT_FIELDS: dict[str, dict[str, str]] = {
         "Content-Type": "a response header (content types: ENDPOINTS)",
         "Location": "a response header: where a redirect points (never followed; named in the "
         "error)",
+        "Retry-After": "a response header: the wait an HTTP 429 or 503 asks for (passed on)",
         "text/event-stream": "substring of the content type",
         "json": "substring of the content type",
     },
