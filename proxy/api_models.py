@@ -21,13 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from proxy.errors import ClientRequestError, InvalidJSONError, clip
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "ChatCompletionRequest",
     "ChatMessage",
     "ImageGenerationRequest",
     "StreamOptions",
     "VideoGenerationRequest",
+    "check_json_depth",
+    "decode_json",
     "decode_json_body",
     "json_text",
+    "nests_too_deep",
     "parse_body",
     "parse_chat_request",
     "parse_form",
@@ -224,8 +228,65 @@ def json_text(value: Any, param: str) -> str:
         raise ClientRequestError(f"`{param}` is not a JSON value: {exc}", param=param) from None
 
 
+#: The deepest nesting of objects and arrays a request body may have (the body itself is
+#: level 1). Far beyond any real tool schema, and far below the 254 levels orjson can encode:
+#: what the gateway stores and answers nests a client's values a few levels deeper, and a
+#: body it could not encode again failed with a 500 after the upstream call (quota spent).
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep(value: dict[str, Any] | list[Any], levels: int) -> bool:
+    """Whether ``value`` (a container) nests more than ``levels`` levels of containers,
+    itself included."""
+    if levels <= 0:
+        return True
+    for child in value.values() if type(value) is dict else value:
+        if (type(child) is dict or type(child) is list) and _too_deep(child, levels - 1):
+            return True
+    return False
+
+
+def nests_too_deep(value: Any) -> bool:
+    """Whether ``value`` (any decoded JSON value) nests objects and arrays more than
+    :data:`MAX_JSON_DEPTH` levels deep: JSON text a client or the model wrote inside a string
+    (call arguments), refused or left as text where it is decoded."""
+    return (type(value) is dict or type(value) is list) and _too_deep(value, MAX_JSON_DEPTH)
+
+
+def check_json_depth(obj: Any) -> None:
+    """Refuse a decoded body nesting objects and arrays more than :data:`MAX_JSON_DEPTH` levels
+    deep. Raises :class:`ClientRequestError` naming the top-level field that does, as
+    ``param``. Visits containers only (a string is not looked into)."""
+    if type(obj) is dict:
+        for key, value in obj.items():
+            if (type(value) is dict or type(value) is list) and _too_deep(
+                value, MAX_JSON_DEPTH - 1
+            ):
+                raise _nested_too_deep(clip(key, 64))
+    elif type(obj) is list and _too_deep(obj, MAX_JSON_DEPTH):
+        raise _nested_too_deep(None)
+
+
+def _nested_too_deep(param: str | None) -> ClientRequestError:
+    where = f"`{param}`" if param is not None else "the request body"
+    return ClientRequestError(
+        f"{where} nests objects and arrays more than {MAX_JSON_DEPTH} levels deep (the body "
+        "counts as one level); this gateway accepts at most that many",
+        param=param,
+    )
+
+
 def decode_json_body(raw: bytes) -> Any:
-    """Decode a request body as UTF-8 JSON (RFC 8259 §8.1: JSON text is UTF-8).
+    """:func:`decode_json`, then :func:`check_json_depth`: a decoded body no deeper than
+    :data:`MAX_JSON_DEPTH`. Raises :class:`InvalidJSONError` or :class:`ClientRequestError`."""
+    obj = decode_json(raw)
+    check_json_depth(obj)
+    return obj
+
+
+def decode_json(raw: bytes) -> Any:
+    """Decode a request body as UTF-8 JSON (RFC 8259 §8.1: JSON text is UTF-8), at any depth
+    (see :func:`decode_json_body`).
 
     A leading UTF-8 BOM is tolerated. Raises :class:`InvalidJSONError`; when the bytes are not
     UTF-8 but decode as GBK/GB18030 the message says so, since that is the usual cause of

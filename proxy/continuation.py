@@ -32,6 +32,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from proxy.api_models import nests_too_deep
+
 __all__ = [
     "MAX_TURN_HASHES",
     "SCOPE_KEY",
@@ -121,7 +123,9 @@ def _canonical_arguments(args: Any) -> str:
     text = str(args or "")
     try:
         value = json.loads(text) if text.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested past the interpreter's recursion limit)
+        value = None
+    if value is None or nests_too_deep(value):
         return " ".join(text.split())
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -19,6 +19,7 @@ import pytest
 import structlog
 from helpers import SCENARIO, ServerFactory, Stack, assistant_call, start_stack
 
+from proxy.api_models import MAX_JSON_DEPTH
 from proxy.app import make_app
 from proxy.config import Settings
 from proxy.guard import GatewayRunner
@@ -1049,3 +1050,205 @@ async def test_a_key_in_the_path_is_masked_in_the_log(
     assert r.status == 404 and "pathKEY" not in body
     lines = [ln for ln in _logs(caplog, capsys).splitlines() if "request_failed" in ln]
     assert lines and not any("pathKEY" in ln for ln in lines)
+
+
+# -- nesting depth --------------------------------------------------------------------------
+
+
+def _depth(value: Any) -> int:
+    """The nesting levels of objects and arrays in ``value`` (a scalar: 0, ``{}``: 1)."""
+    if isinstance(value, dict | list):
+        children = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(c) for c in children), default=0)
+    return 0
+
+
+def _nested(levels: int, *, array: bool = False) -> Any:
+    """An object (or array) ``levels`` levels deep: ``{"a": {"a": … 1}}``."""
+    value: Any = [] if array else 1
+    for _ in range(levels - (1 if array else 0)):
+        value = [value] if array else {"a": value}
+    return value
+
+
+_CLAUDE = {"model": "claude-3-5-haiku", "max_tokens": 20}
+#: per case: (path, the body around a deep value, the ``param`` the refusal names)
+DEEP_BODIES: dict[str, tuple[str, Any, str | None]] = {
+    "chat_tool_parameters": (
+        "/v1/chat/completions",
+        lambda deep: {
+            "model": "qwen3-max",
+            "messages": [_HI],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {"type": "object", "properties": {"x": deep}},
+                    },
+                }
+            ],
+        },
+        "tools",
+    ),
+    "chat_message_extra_field": (
+        "/v1/chat/completions",
+        lambda deep: {"model": "qwen3-max", "messages": [{**_HI, "zz": deep}]},
+        "messages",
+    ),
+    "chat_array_body": ("/v1/chat/completions", lambda deep: [deep], None),
+    "responses_tool_parameters": (
+        "/v1/responses",
+        lambda deep: {
+            "model": "qwen3-max",
+            "input": "hi",
+            "tools": [{"type": "function", "name": "f", "parameters": deep}],
+        },
+        "tools",
+    ),
+    "responses_text_format_schema": (
+        "/v1/responses",
+        lambda deep: {
+            "model": "qwen3-max",
+            "input": "hi",
+            "text": {"format": {"type": "json_schema", "name": "n", "schema": deep}},
+        },
+        "text",
+    ),
+    "responses_input_item_extra_field": (
+        "/v1/responses",
+        lambda deep: {"model": "qwen3-max", "input": [{**_HI, "zz": deep}]},
+        "input",
+    ),
+    "messages_tool_input_schema": (
+        "/v1/messages",
+        lambda deep: {
+            **_CLAUDE,
+            "messages": [_HI],
+            "tools": [{"name": "f", "input_schema": {"type": "object", "properties": deep}}],
+        },
+        "tools",
+    ),
+    "messages_tool_use_input": (
+        "/v1/messages",
+        lambda deep: {
+            **_CLAUDE,
+            "messages": [
+                {"role": "user", "content": "w"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t", "name": "f", "input": deep}],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}],
+                },
+            ],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        },
+        "messages",
+    ),
+    "count_tokens_tools": (
+        "/v1/messages/count_tokens",
+        lambda deep: {
+            "model": "claude-3-5-haiku",
+            "messages": [_HI],
+            "tools": [{"name": "f", "input_schema": {"type": "object", "properties": deep}}],
+        },
+        "tools",
+    ),
+    "images_extra_field": (
+        "/v1/images/generations",
+        lambda deep: {"prompt": "x", "zzz": deep},
+        "zzz",
+    ),
+    "videos_extra_field": (
+        "/v1/videos/generations",
+        lambda deep: {"prompt": "x", "zzz": deep},
+        "zzz",
+    ),
+}
+
+
+def _deep_body(case: str, depth: int) -> bytes:
+    """The body of ``DEEP_BODIES[case]`` nesting exactly ``depth`` levels."""
+    build = DEEP_BODIES[case][1]
+    array = case == "chat_array_body"
+    around = _depth(build(_nested(1, array=array))) - 1
+    body = build(_nested(depth - around, array=array))
+    assert _depth(body) == depth
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("case", sorted(DEEP_BODIES))
+async def test_a_body_nested_too_deep_is_a_400_before_any_upstream_call(
+    stack: Stack, case: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A body nesting objects and arrays more than ``MAX_JSON_DEPTH`` levels is a 400
+    naming the top-level field, in the route's error shape, and nothing is sent upstream
+    (past 254 levels orjson could not encode what the gateway stores and answers: a 500 after
+    the upstream call, quota spent)."""
+    path, _, param = DEEP_BODIES[case]
+    for depth in (MAX_JSON_DEPTH + 1, 300):
+        with caplog.at_level(logging.DEBUG):
+            status, payload = await _post(stack, path, _deep_body(case, depth), "application/json")
+        assert status == 400, payload
+        error = payload["error"]
+        assert error["type"] == "invalid_request_error"
+        assert f"more than {MAX_JSON_DEPTH} levels deep" in error["message"], error
+        if path.startswith("/v1/messages"):
+            assert payload["type"] == "error"
+            assert param is None or f"`{param}`" in error["message"]
+        else:
+            assert error["param"] == param
+        assert not stack.requests
+    assert "Traceback" not in _logs(caplog, capsys)
+
+
+@pytest.mark.parametrize("case", sorted(DEEP_BODIES))
+async def test_a_body_nested_to_the_limit_is_not_refused_for_its_depth(
+    stack: Stack, case: str
+) -> None:
+    """At exactly ``MAX_JSON_DEPTH`` levels the body is judged on its merits (whatever the
+    answer, it is not the depth refusal, and not a 500)."""
+    path = DEEP_BODIES[case][0]
+    status, payload = await _post(stack, path, _deep_body(case, MAX_JSON_DEPTH), "application/json")
+    assert status < 500, payload
+    assert "levels deep" not in payload["error"]["message"] if status >= 400 else True
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        pytest.param(json.dumps(_nested(MAX_JSON_DEPTH + 1), separators=(",", ":")), id="too_deep"),
+        pytest.param("[" * 20_000 + "]" * 20_000, id="past_the_recursion_limit"),
+    ],
+)
+async def test_call_arguments_text_nested_too_deep_is_sent_as_text(
+    stack: Stack,
+    arguments: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A past call's ``arguments`` (JSON text inside a string, which the body's depth check
+    does not look into) nesting more than ``MAX_JSON_DEPTH`` levels is sent upstream
+    verbatim, not decoded and re-encoded; past the interpreter's recursion limit decoding it
+    raised RecursionError, a 500."""
+    body = {
+        "model": "qwen3-max",
+        "messages": [
+            _HI,
+            assistant_call("c1", "f", arguments),
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    }
+    with caplog.at_level(logging.DEBUG):
+        status, payload = await _post(
+            stack, "/v1/chat/completions", json.dumps(body).encode(), "application/json"
+        )
+    assert status < 500, payload
+    (sent,) = stack.upstream("/api/v2/chat/completions")
+    prompt = json.loads(sent.body)["messages"][0]["content"]
+    assert f'"arguments": {arguments}}}' in prompt
+    assert "Traceback" not in _logs(caplog, capsys)

@@ -20,6 +20,8 @@ from fake_site import FakeQwen, Model
 from test_integration_fake import KEY, TOKENS, Rig, make_rig
 from test_integration_fake_redis import Pair, start_pair
 
+from proxy.api_models import MAX_JSON_DEPTH
+
 WEATHER_R = {
     "type": "function",
     "name": "get_weather",
@@ -35,6 +37,14 @@ WEATHER_R = {
 @pytest.fixture
 async def rig(aiohttp_server: Any) -> Rig:
     return await make_rig(aiohttp_server)
+
+
+def _depth(value: Any) -> int:
+    """The nesting levels of objects and arrays in ``value`` (a scalar: 0, ``{}``: 1)."""
+    if isinstance(value, dict | list):
+        children = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(c) for c in children), default=0)
+    return 0
 
 
 # -- Responses ------------------------------------------------------------------------------------
@@ -91,6 +101,35 @@ async def test_responses_function_call_round_trip(
     b1, b2 = rig.fake.completions()
     assert b2["chat_id"] == b1["chat_id"]
     assert rig.fake.violations == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_responses_with_a_schema_nested_to_the_limit_is_answered_and_stored(
+    rig: Rig, stream: bool
+) -> None:
+    """A body nesting exactly ``MAX_JSON_DEPTH`` levels (in a tool's ``parameters``) is
+    answered, stored and read back: the response object and the stored entry nest the
+    client's values a few levels deeper, still encodable (past 254 levels encoding them failed
+    after the upstream call, a 500)."""
+    # body > tools > [0] > parameters > properties: 5 levels, then the schema of `x`: object
+    # schemas of 2 levels each, down to a leaf schema of 1 or 2
+    levels = MAX_JSON_DEPTH - 5
+    deep: Any = {"type": "string"} if levels % 2 else {"type": "array", "items": {}}
+    for _ in range((levels - 1) // 2):
+        deep = {"type": "object", "properties": {"y": deep}}
+    tool = {**WEATHER_R, "parameters": {"type": "object", "properties": {"x": deep}}}
+    body = {"input": "chat only: hello", "tools": [tool]}
+    assert _depth(body) == MAX_JSON_DEPTH
+    r1, _ = await respond(rig, stream, **body)
+    assert r1.status == "completed"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(
+            rig.gateway.make_url(f"/v1/responses/{r1.id}"),
+            headers={"Authorization": f"Bearer {KEY}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+            stored = await r.json()
+    assert stored["tools"][0]["parameters"] == tool["parameters"]
 
 
 @pytest.mark.parametrize("stream", [False, True])

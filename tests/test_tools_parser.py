@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.api_models import MAX_JSON_DEPTH
 from proxy.conversation import Conversation, ToolChoice, ToolSpec, Turn
 from proxy.errors import UpstreamTruncatedError
 from proxy.qwen.translate import (
@@ -149,6 +150,24 @@ def test_bare_xml_function_without_wrapper() -> None:
         ('<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>', "no tool named 'rm_rf'"),
         ('<tool_call>{"name": "get_weather", "arguments": {"days": 2}}</tool_call>', "city"),
         ('<tool_call>{"name": "get_weather", "arguments": {"city": "P', "unfinished"),
+        # arguments too deep to encode again (the Anthropic and Responses answers decode and
+        # re-encode them), or to decode at all (a RecursionError was not caught)
+        pytest.param(
+            '<tool_call>{"name": "read_file", "arguments": {"x": '
+            + "[" * MAX_JSON_DEPTH  # under the arguments object: one level too many
+            + "]" * MAX_JSON_DEPTH
+            + "}}</tool_call>",
+            f"nest more than {MAX_JSON_DEPTH} levels",
+            id="arguments_nested_too_deep",
+        ),
+        pytest.param(
+            '<tool_call>{"name": "read_file", "arguments": {"x": '
+            + "[" * 20_000
+            + "]" * 20_000
+            + "}}</tool_call>",
+            "not valid JSON",
+            id="arguments_nested_past_the_recursion_limit",
+        ),
     ],
 )
 def test_bad_blocks_become_a_note_never_a_call(answer: str, detail: str) -> None:

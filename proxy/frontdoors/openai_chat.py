@@ -27,7 +27,8 @@ from typing import Any
 from proxy.api_models import (
     ChatCompletionRequest,
     ChatMessage,
-    decode_json_body,
+    check_json_depth,
+    decode_json,
     parse_chat_request,
 )
 from proxy.conversation import (
@@ -79,10 +80,11 @@ def parse_chat(raw: bytes) -> Conversation:
     one, is validated by the pydantic model (:func:`~proxy.api_models.parse_chat_request`).
     Both give the same :class:`Conversation`.
     """
-    obj = decode_json_body(raw)
-    conv = plain_chat(obj)
+    obj = decode_json(raw)
+    conv = plain_chat(obj)  # a plain body nests 3 levels: its depth needs no check
     if conv is not None:
         return conv
+    check_json_depth(obj)
     return conversation_of(parse_chat_request(obj))
 
 

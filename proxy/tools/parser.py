@@ -315,7 +315,7 @@ def decode_block(block: Block) -> list[ParsedCall] | BadBlock:
         body = fence.group(1).strip()
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (RecursionError: nested past the interpreter's limit)
         if _OPEN_FUNC in body:
             return _decode_xml(body[body.index(_OPEN_FUNC) :], block.closed)
         if not block.closed:

@@ -29,6 +29,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from proxy.api_models import nests_too_deep
 from proxy.conversation import Conversation, ToolSpec, Turn
 from proxy.errors import UnsupportedContentError
 from proxy.qwen.request import flatten_messages, text_of
@@ -110,10 +111,13 @@ def choice_lines(conv: Conversation) -> list[str]:
 
 
 def _args_obj(arguments: str) -> Any:
+    """The decoded arguments, or ``None`` for text that is not JSON, or nests deeper than
+    :data:`~proxy.api_models.MAX_JSON_DEPTH` (then used as text: never re-encoded)."""
     try:
-        return json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
+        obj = json.loads(arguments) if arguments.strip() else {}
+    except (ValueError, RecursionError):  # (nested past the interpreter's recursion limit)
         return None
+    return None if nests_too_deep(obj) else obj
 
 
 def _call_block(name: str, arguments: str) -> str:

@@ -24,6 +24,7 @@ import orjson
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
+from proxy.api_models import MAX_JSON_DEPTH, nests_too_deep
 from proxy.conversation import ToolSpec
 from proxy.errors import ClientRequestError, clip, quote
 
@@ -147,10 +148,16 @@ class ToolBox:
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
-            except ValueError:
+            except (ValueError, RecursionError):  # (RecursionError: nested past the limit)
                 return Rejection("invalid_json", canon, "the arguments are not JSON")
         if not isinstance(arguments, dict):
             return Rejection("invalid_arguments", canon, "the arguments are not a JSON object")
+        if nests_too_deep(arguments):  # its answer could not be encoded again
+            return Rejection(
+                "invalid_arguments",
+                canon,
+                f"the arguments nest more than {MAX_JSON_DEPTH} levels of objects and arrays",
+            )
         validator = self._validators.get(canon)
         if validator is not None:
             error = next(iter(validator.iter_errors(arguments)), None)
@@ -188,7 +195,7 @@ def _coerce(value: str, schema: Any) -> Any:
         if t in ("object", "array"):
             try:
                 decoded = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(decoded, dict if t == "object" else list):
                 return decoded
