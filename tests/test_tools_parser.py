@@ -362,6 +362,21 @@ def test_native_typing_snapshot_is_used_when_no_finished_frame_comes() -> None:
     assert tr.close() == [NativeToolCall("get_weather", {"city": "Oslo"}), Finish()]
 
 
+def test_native_call_nested_past_what_orjson_encodes_is_rejected_not_a_crash() -> None:
+    """Params nesting 300 levels (orjson decodes 1024, encodes 254): the frame's call is
+    kept, not a TypeError out of the translator, and the tool stage rejects it as a call
+    whose arguments nest too deep."""
+    deep: Any = 1
+    for _ in range(300):
+        deep = {"a": deep}
+    tr = Translator(native_tools=True)
+    events = tr.feed(_local_frame("finished", {"city": "Oslo", "x": deep})) + tr.close()
+    assert [type(e) for e in events] == [NativeToolCall, Finish]
+    content, calls, finish = _summary(ToolStage(_conv(), new_id=_ids().__next__).feed(events))
+    assert calls == [] and finish == ["stop"]
+    assert f"nest more than {MAX_JSON_DEPTH} levels" in content
+
+
 def test_hold_prose_releases_the_preface_with_the_call() -> None:
     """tool_choice required: text is held until a call comes, then sent before it."""
     stage = ToolStage(

@@ -691,7 +691,10 @@ class Translator:
                     name = name[len(ns) + 1 :]
                 if not isinstance(params, dict):
                     params = {}
-                key = name + "\0" + orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+                try:
+                    key = name + "\0" + orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+                except TypeError:  # nested past orjson's 254 levels: the tool stage rejects it
+                    key = f"{name}\0{id(params)}"
                 if key in self._native_seen:
                     continue
                 if mark:
