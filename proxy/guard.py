@@ -15,7 +15,8 @@ order:
 3. ``Content-Type`` of a POST with a body: ``application/json`` (``multipart/form-data`` for
    ``/images/edits``), else 415. A cross-site "simple" request (``text/plain``, a form) cannot
    carry those types without a CORS preflight, which the gateway only answers for
-   ``cors_origins``.
+   ``cors_origins``. A JSON body whose ``Content-Length`` is over ``max_body_bytes`` is 413
+   at once, before it is read (:func:`announced_too_large`).
 4. ``Expect``: only ``100-continue`` (answered by :func:`expect_continue`, the routes'
    expect handler); any other expectation is 417 ``expectation_failed``, an error object that
    does not quote the header (aiohttp's own answer is plain text that does, and a 500 when the
@@ -50,6 +51,7 @@ from aiohttp.web_request import BaseRequest
 
 from proxy.config import Settings
 from proxy.errors import (
+    BodyTooLargeError,
     ForbiddenRequestError,
     HeadersTooLargeError,
     HTTPStatusError,
@@ -67,6 +69,7 @@ from proxy.sweep import Deadline, Sweeper
 __all__ = [
     "GatewayRunner",
     "allowed_host_names",
+    "announced_too_large",
     "discard_input",
     "expect_continue",
     "guard_check",
@@ -134,11 +137,38 @@ def _is_ip(name: str) -> bool:
 async def expect_continue(request: web.Request) -> None:
     """The routes' handler of the ``Expect`` header, run by aiohttp before any middleware:
     ``100-continue`` on HTTP/1.1 gets ``100 Continue`` (RFC 9110 §10.1.1), as aiohttp's default
-    handler does. Any other value is left to :func:`guard_check` (417 as an error object of the
-    route's front door) instead of aiohttp's plain-text answer, which quotes the value."""
-    if request.version == HttpVersion11 and _continues(request.headers.get("Expect", "")):
+    handler does, unless the announced body is over the limit (:func:`announced_too_large`):
+    then no 100 is sent and :func:`guard_check` answers 413 (after the API-key check) without
+    the body being sent. Any other value is left to :func:`guard_check` (417 as an error object
+    of the route's front door) instead of aiohttp's plain-text answer, which quotes the
+    value."""
+    if (
+        request.version == HttpVersion11
+        and _continues(request.headers.get("Expect", ""))
+        and announced_too_large(request, request.app[SETTINGS].max_body_bytes) is None
+    ):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the 100 is not part of the answer that follows
+
+
+def announced_too_large(request: web.Request, limit: int) -> BodyTooLargeError | None:
+    """The 413 for a POST to a JSON route whose ``Content-Length`` is over ``limit`` (setting
+    ``max_body_bytes``, the limit aiohttp enforces as it reads the body), decided from the header
+    before any of the body is read; ``None`` otherwise. (A compressed body's limit is on its
+    decompressed size, which is never smaller in practice. ``/images/edits`` reads its
+    multipart body part by part, with per-image limits: not judged here.)"""
+    length = request.content_length
+    if (
+        length is None
+        or length <= limit
+        or request.method != "POST"
+        or request.path.endswith(_MULTIPART_PATHS)
+    ):
+        return None
+    return BodyTooLargeError(
+        f"the request body is larger than the limit of {limit} bytes (its `Content-Length` "
+        f"is {length}; setting max_body_bytes)"
+    )
 
 
 def _continues(expect: str) -> bool:
@@ -163,6 +193,7 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
     names, any_ip, any_host = allowed_host_names(settings)
     origins = frozenset(settings.cors_origins)
     check_origin = not settings.api_keys and "*" not in origins
+    max_body_bytes = settings.max_body_bytes
 
     # a gateway sees a handful of Host values: each is judged once (a bounded cache)
     @functools.lru_cache(maxsize=_MAX_VERDICTS)
@@ -204,6 +235,9 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
                 f"{clip(request.path, 60)} takes a `Content-Type: {want}` body, not "
                 f"{clip(ctype, 60)!r}"
             )
+        too_large = announced_too_large(request, max_body_bytes)
+        if too_large is not None:  # answered now, not once the body has arrived (or not)
+            raise too_large
         # the whole body came with the headers (the usual case): no deadline to watch
         return not request.content.is_eof()
 

@@ -400,6 +400,134 @@ async def _gateway(settings: Settings) -> tuple[GatewayRunner, tuple[str, int]]:
     return runner, ("127.0.0.1", runner.addresses[0][1])
 
 
+_LIMIT = 4096  # max_body_bytes of the over-limit tests
+#: every route that reads a JSON body, with the error shape it answers in
+JSON_ROUTES = {
+    "/v1/chat/completions": "openai",
+    "/v1/responses": "openai",
+    "/v1/messages": "anthropic",
+    "/v1/messages/count_tokens": "anthropic",
+    "/v1/images/generations": "openai",
+    "/v1/videos/generations": "openai",
+}
+
+
+def _over_limit_head(path: str, extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"{extra}Content-Length: {_LIMIT + 1}\r\n\r\n"
+    ).encode()
+
+
+def _assert_413(head: bytes, body: bytes, shape: str) -> None:
+    assert head.startswith(b"HTTP/1.1 413 "), head + body
+    assert b"Connection: close" in head
+    payload = json.loads(body)
+    assert f"limit of {_LIMIT} bytes" in payload["error"]["message"]
+    if shape == "anthropic":
+        assert payload["type"] == "error"
+        assert payload["error"]["type"] == "request_too_large"
+    else:
+        assert payload["error"]["code"] == "request_too_large"
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """The head and body of one answer (``Content-Length`` framed), 10 s at most."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    return head, await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+@pytest.fixture
+async def small_limit_gateway(aiohttp_server: ServerFactory) -> AsyncIterator[tuple[str, int]]:
+    """The proxy served as ``qwen-proxy serve`` does, with ``max_body_bytes`` of ``_LIMIT``
+    and a body deadline far beyond the tests' own waits."""
+    stack = await start_stack(aiohttp_server)
+    upstream = str(stack.replay.make_url("")).rstrip("/")
+    settings = Settings(upstream_url=upstream, max_body_bytes=_LIMIT, body_timeout_s=600)
+    runner, addr = await _gateway(settings)
+    try:
+        yield addr
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("path", sorted(JSON_ROUTES))
+async def test_a_content_length_over_the_limit_is_a_413_at_once(
+    small_limit_gateway: tuple[str, int], path: str
+) -> None:
+    """A ``Content-Length`` over ``max_body_bytes`` is answered 413 from the header, in the
+    route's error shape, with the body not yet sent (it waited for the body, then for
+    ``body_timeout_s``, and answered 408)."""
+    reader, writer = await asyncio.open_connection(*small_limit_gateway)
+    writer.write(_over_limit_head(path) + b'{"model":')
+    await writer.drain()
+    head, body = await _read_answer(reader)
+    writer.close()
+    _assert_413(head, body, JSON_ROUTES[path])
+
+
+@pytest.mark.parametrize("path", sorted(JSON_ROUTES))
+async def test_expect_100_continue_over_the_limit_is_a_413_not_a_100(
+    small_limit_gateway: tuple[str, int], path: str
+) -> None:
+    """``Expect: 100-continue`` with a ``Content-Length`` over the limit: the first answer is
+    the 413 (RFC 9110 §10.1.1 lets a server answer finally instead of 100), so the client
+    never sends the body; it was told ``100 Continue``."""
+    reader, writer = await asyncio.open_connection(*small_limit_gateway)
+    writer.write(_over_limit_head(path, "Expect: 100-continue\r\n"))
+    await writer.drain()
+    head, body = await _read_answer(reader)
+    writer.close()
+    _assert_413(head, body, JSON_ROUTES[path])
+
+
+async def test_an_over_limit_body_sent_whole_before_reading_still_gets_the_413(
+    small_limit_gateway: tuple[str, int],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A client that sends all of its over-limit body before reading (as curl does) still
+    gets the 413, now decided before any of the body is read, and the server's FIN, not a
+    reset (aiohttp reads the unread body on and drops it)."""
+    body = b'{"messages": "' + b"a" * 2_000_000 + b'"}'
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with caplog.at_level(logging.DEBUG):
+        reader, writer = await asyncio.open_connection(*small_limit_gateway)
+        writer.write(head.encode() + body)
+        await asyncio.wait_for(writer.drain(), timeout=10)  # all of it sent, then read
+        raw = await asyncio.wait_for(reader.read(), timeout=10)  # until the server's FIN
+        writer.close()
+    answer, _, payload = raw.partition(b"\r\n\r\n")
+    _assert_413(answer, payload, "openai")
+    assert "Traceback" not in _logs(caplog, capsys)
+
+
+async def test_images_edits_is_not_held_to_the_json_body_limit(
+    small_limit_gateway: tuple[str, int],
+) -> None:
+    """/v1/images/edits reads its multipart body part by part, each image under
+    ``max_image_bytes``: a body over ``max_body_bytes`` is not refused from its length."""
+    image = _part("image", PNG + b"\0" * (2 * _LIMIT), filename="a.png")
+    form = _multipart([image, _part("prompt", b"make it blue")])
+    reader, writer = await asyncio.open_connection(*small_limit_gateway)
+    writer.write(
+        (
+            "POST /v1/images/edits HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: multipart/form-data; boundary=XyZ\r\n"
+            f"Content-Length: {len(form)}\r\n\r\n"
+        ).encode()
+        + form
+    )
+    await writer.drain()
+    head, body = await _read_answer(reader)
+    writer.close()
+    assert not head.startswith(b"HTTP/1.1 413 "), head + body
+
+
 async def test_a_slow_request_head_gets_408_and_the_connection_closes(
     aiohttp_server: ServerFactory,
     caplog: pytest.LogCaptureFixture,
