@@ -15,8 +15,10 @@ order:
 3. ``Content-Type`` of a POST with a body: ``application/json`` (``multipart/form-data`` for
    ``/images/edits``), else 415. A cross-site "simple" request (``text/plain``, a form) cannot
    carry those types without a CORS preflight, which the gateway only answers for
-   ``cors_origins``. A JSON body whose ``Content-Length`` is over ``max_body_bytes`` is 413
-   at once, before it is read (:func:`announced_too_large`).
+   ``cors_origins``. A ``Content-Encoding`` the server does not decode is 415 too (the body
+   would be read as if not encoded; ``identity`` entries are no-ops). A JSON body whose
+   ``Content-Length`` is over ``max_body_bytes`` is 413 at once, before it is read
+   (:func:`announced_too_large`).
 4. ``Expect``: only ``100-continue`` (answered by :func:`expect_continue`, the routes'
    expect handler); any other expectation is 417 ``expectation_failed``, an error object that
    does not quote the header (aiohttp's own answer is plain text that does, and a 500 when the
@@ -47,6 +49,7 @@ import orjson
 import structlog
 from aiohttp import HttpVersion11, http_exceptions, web
 from aiohttp.abc import AbstractRouter
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from aiohttp.web_request import BaseRequest
 
 from proxy.config import Settings
@@ -67,6 +70,7 @@ from proxy.state import MASKER, SETTINGS
 from proxy.sweep import Deadline, Sweeper
 
 __all__ = [
+    "DECODED_CODINGS",
     "GatewayRunner",
     "allowed_host_names",
     "announced_too_large",
@@ -171,6 +175,38 @@ def announced_too_large(request: web.Request, limit: int) -> BodyTooLargeError |
     )
 
 
+#: the request body codings aiohttp's server decodes (its HTTP parser: one coding, the whole
+#: header value, any case; ``br`` with the Brotli package, ``zstd`` with zstandard support)
+DECODED_CODINGS = ("gzip", "deflate") + ("br",) * HAS_BROTLI + ("zstd",) * HAS_ZSTD
+
+
+def _check_coding(header: str) -> None:
+    """Raise :class:`~proxy.errors.UnsupportedMediaTypeError` (415, RFC 9110 §15.5.16) for a
+    ``Content-Encoding`` the server would not decode: the body would be read as if it were not
+    encoded. ``identity`` entries are no-ops; what is left must be nothing, or exactly one of
+    :data:`DECODED_CODINGS` given alone (the parser decodes only a header that is exactly one
+    coding: ``gzip, identity`` is not decoded, so it is refused, naming what to send)."""
+    value = header.strip().lower()
+    if value in DECODED_CODINGS:
+        return
+    codings = [c.strip() for c in value.split(",")]
+    left = [c for c in codings if c and c != "identity"]
+    if not left:
+        return
+    unknown = [c for c in left if c not in DECODED_CODINGS]
+    if unknown or len(left) > 1:
+        what = clip(unknown[0], 40) if unknown else clip(", ".join(left), 40)
+        raise UnsupportedMediaTypeError(
+            f"the request body's `Content-Encoding` {what!r} is not one this gateway decodes "
+            f"(it decodes one of {', '.join(DECODED_CODINGS)}, alone); send the body "
+            "uncompressed or in one of those"
+        )
+    raise UnsupportedMediaTypeError(
+        f"send `Content-Encoding: {left[0]}` alone: with `identity` entries beside it the body "
+        "is not decoded"
+    )
+
+
 def _continues(expect: str) -> bool:
     return expect.strip().lower() == "100-continue"
 
@@ -235,6 +271,9 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
                 f"{clip(request.path, 60)} takes a `Content-Type: {want}` body, not "
                 f"{clip(ctype, 60)!r}"
             )
+        coding = headers.get("Content-Encoding")
+        if coding is not None:
+            _check_coding(coding)
         too_large = announced_too_large(request, max_body_bytes)
         if too_large is not None:  # answered now, not once the body has arrived (or not)
             raise too_large

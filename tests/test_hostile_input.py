@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib
 import io
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
 import structlog
-from helpers import SCENARIO, ServerFactory, Stack, assistant_call, start_stack
+from helpers import SCENARIO, ServerFactory, Stack, assistant_call, messages_for, start_stack
 
 from proxy.api_models import MAX_JSON_DEPTH
 from proxy.app import make_app
 from proxy.config import Settings
-from proxy.guard import GatewayRunner
+from proxy.guard import DECODED_CODINGS, GatewayRunner
 from recorder.replay import REQUESTS_KEY
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
@@ -165,6 +167,80 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_a_400(
         assert error["code"] == "malformed_http"
     text = _logs(caplog, capsys)
     assert "Traceback" not in text and "unhandled_error" not in text
+
+
+#: ``Content-Encoding`` values the server does not decode (its parser decodes one of gzip,
+#: deflate, br and zstd, given alone): each is a 415 naming it, not a body read as identity
+UNDECODED_CODINGS = {
+    "x-foo": "x-foo",
+    "identity, x": "'x'",
+    "gzip, x": "'x'",
+    "identity, gzip, x": "'x'",
+    "compress": "compress",
+    "x-gzip": "x-gzip",
+    "gzip, gzip": "gzip, gzip",
+    "gzip, identity": "`Content-Encoding: gzip` alone",
+    "identity, gzip": "`Content-Encoding: gzip` alone",
+}
+
+
+@pytest.mark.parametrize("coding", sorted(UNDECODED_CODINGS))
+async def test_a_content_encoding_the_server_does_not_decode_is_a_415(
+    stack: Stack, coding: str
+) -> None:
+    """A coding the server would not decode is refused, naming it, before the body is read
+    (it was read as if not encoded: a plain body went through, a gzip one was a 400 about
+    its JSON); nothing is sent upstream."""
+    sc = SCENARIO["t2t_answer"]
+    plain = json.dumps({"model": sc.openai_model, "messages": messages_for(sc.prompt)}).encode()
+    body = gzip.compress(plain) if "gzip" in coding else plain
+    status, payload = await _post(
+        stack, "/v1/chat/completions", body, "application/json", **{"Content-Encoding": coding}
+    )
+    assert status == 415, payload
+    error = payload["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert UNDECODED_CODINGS[coding] in error["message"], error
+    assert not stack.requests
+
+
+async def test_an_undecoded_content_encoding_on_messages_is_an_anthropic_415(
+    stack: Stack,
+) -> None:
+    body = json.dumps({"model": "claude-3-5-haiku", "max_tokens": 5, "messages": [_HI]})
+    status, payload = await _post(
+        stack, "/v1/messages", body.encode(), "application/json", **{"Content-Encoding": "x-foo"}
+    )
+    assert status == 415, payload
+    assert payload["type"] == "error" and "x-foo" in payload["error"]["message"]
+
+
+#: ``Content-Encoding`` values served, with the compression of the body sent
+DECODED: dict[str, Callable[[bytes], bytes]] = {
+    "identity": lambda b: b,
+    "identity, identity": lambda b: b,
+    "gzip": gzip.compress,
+    "GZIP": gzip.compress,
+    "deflate": zlib.compress,
+}
+if "br" in DECODED_CODINGS:  # aiohttp found a Brotli package
+    DECODED["br"] = importlib.import_module("brotli").compress
+
+
+@pytest.mark.parametrize("coding", sorted(DECODED))
+async def test_a_content_encoding_the_server_decodes_is_served(stack: Stack, coding: str) -> None:
+    """``identity`` entries are no-ops; gzip, deflate and br bodies are decoded (any case)."""
+    sc = SCENARIO["t2t_answer"]
+    plain = json.dumps({"model": sc.openai_model, "messages": messages_for(sc.prompt)}).encode()
+    status, payload = await _post(
+        stack,
+        "/v1/chat/completions",
+        DECODED[coding](plain),
+        "application/json",
+        **{"Content-Encoding": coding},
+    )
+    assert status == 200, payload
+    assert payload["choices"][0]["message"]["content"] == sc.expected_content
 
 
 @pytest.mark.parametrize(("ctype", "status"), [("text/plain", 415), ("application/json", 401)])
