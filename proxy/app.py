@@ -37,7 +37,7 @@ from proxy.errors import (
     ProxyError,
     clip,
 )
-from proxy.frontdoors import OPENAI, FrontDoor
+from proxy.frontdoors import OPENAI, FrontDoor, door_for_path
 from proxy.frontdoors.anthropic import ANTHROPIC
 from proxy.frontdoors.openai_chat import OPENAI_CHAT
 from proxy.frontdoors.responses import RESPONSES
@@ -109,15 +109,7 @@ def front_door_of(request: web.Request) -> FrontDoor:
         found = doors.get(resource.canonical) if resource is not None else None
         if found is None and request.match_info.http_exception is not None:
             # Unknown path or method (GET /v1/messages): the API of that path or prefix, if any.
-            path = request.path.rstrip("/")
-            found = next(
-                (
-                    d
-                    for p, d in doors.items()
-                    if path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/")
-                ),
-                None,
-            )
+            found = door_for_path(doors, request.path)
         if found is not None:
             return found
     return OPENAI

@@ -42,7 +42,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -66,7 +67,8 @@ from proxy.errors import (
     clip,
     error_body,
 )
-from proxy.state import MASKER, SETTINGS
+from proxy.frontdoors import OPENAI, FrontDoor, door_for_path
+from proxy.state import FRONT_DOORS, MASKER, SETTINGS
 from proxy.sweep import Deadline, Sweeper
 
 __all__ = [
@@ -419,6 +421,7 @@ class _RequestHandler(web.RequestHandler):
 
     _head_timer: asyncio.TimerHandle | None = None
     _discarding = False
+    _last_data = b""  # the last bytes received: where a refused request's line is looked for
 
     def discard_input(self) -> None:
         """From now on, drop the client's bytes unparsed (the rest of a compressed body refused
@@ -431,6 +434,7 @@ class _RequestHandler(web.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return
+        self._last_data = data
         super().data_received(data)
         if self._messages:  # a head is complete: its deadline, if one runs, is over
             if self._head_timer is not None:
@@ -523,11 +527,27 @@ class _RequestHandler(web.RequestHandler):
                 code=err.error_code(),
                 error=type(exc).__name__ if exc else None,
             )
+        door = self._door_of_refused()
+        _, headers, body = door.render_error(err)
         resp = web.Response(
-            status=status, body=orjson.dumps(error_body(err)), content_type="application/json"
+            status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
         )
         resp.force_close()
         return resp
+
+    def _door_of_refused(self) -> FrontDoor:
+        """The front door whose error shape a request the parser refused gets: the one of the
+        path in its request line, when the last bytes received begin with one (the parser
+        keeps no request for a refused head), else OpenAI's."""
+        doors: Mapping[str, FrontDoor] | None = getattr(self._manager, "doors", None)
+        found = _REQUEST_PATH.match(self._last_data) if doors else None
+        if doors is None or found is None:
+            return OPENAI
+        return door_for_path(doors, found.group(1).decode("latin-1")) or OPENAI
+
+
+#: a request line's method and path (the path up to its query, at most 200 bytes)
+_REQUEST_PATH = re.compile(rb"\s*[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20} +(/[^ ?#\r\n]{0,200})")
 
 
 ServerHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
@@ -565,8 +585,11 @@ class _Server(web.Server):
         loop: Any,
         header_timeout_s: float,
         router: AbstractRouter | None = None,
+        doors: Mapping[str, FrontDoor] | None = None,
     ) -> None:
         self.header_timeout_s = header_timeout_s
+        #: the app's front doors by route path (the error shape of a refused request)
+        self.doors = doors
         handler = base.request_handler
         if router is not None:
             handler = _unrouted_expectations(handler, router)
@@ -584,7 +607,8 @@ class _Server(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """An :class:`aiohttp.web.AppRunner` whose parser refusals are OpenAI errors (see above)."""
+    """An :class:`aiohttp.web.AppRunner` whose parser refusals are error objects of the front
+    door of their path (OpenAI's, or Anthropic's on ``/v1/messages``; see above)."""
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
@@ -592,4 +616,5 @@ class GatewayRunner(web.AppRunner):
         settings = app[SETTINGS] if app is not None else None
         timeout_s = settings.header_timeout_s if settings is not None else 0.0
         router = app.router if app is not None else None
-        return _Server(base, dict(base._kwargs), base._loop, timeout_s, router)
+        doors = app.get(FRONT_DOORS) if app is not None else None
+        return _Server(base, dict(base._kwargs), base._loop, timeout_s, router, doors)

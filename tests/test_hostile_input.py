@@ -414,6 +414,49 @@ async def test_parser_refusals_are_openai_errors_without_echo(
     assert SECRET[:12] not in text and "Traceback" not in text
 
 
+#: parser refusals on the Anthropic front door's paths (a refused request has no route: its
+#: shape comes from the path in its request line)
+ANTHROPIC_PARSER_CASES = {
+    "unknown_method": ("FOO /v1/messages HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "bad_chunk_size": (
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        400,
+    ),
+    "length_and_chunked": (
+        "POST /v1/messages/count_tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        400,
+    ),
+    "headers_too_large": (
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Big: " + "A" * 9000 + "\r\n\r\n",
+        431,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ANTHROPIC_PARSER_CASES))
+async def test_parser_refusals_on_anthropic_paths_are_anthropic_errors(
+    raw_proxy: tuple[str, int], case: str
+) -> None:
+    """A request to ``/v1/messages`` that aiohttp's parser refuses gets the Anthropic error
+    shape, as the route's own errors do; the same request elsewhere gets OpenAI's."""
+    request, want = ANTHROPIC_PARSER_CASES[case]
+    status, head, body = await _raw_exchange(raw_proxy, request.encode("latin-1"))
+    assert status == want, body
+    assert b"application/json" in head
+    payload = json.loads(body)
+    assert payload["type"] == "error", payload
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert payload["error"]["message"]
+    elsewhere = request.replace("/v1/messages/count_tokens", "/v1/chat/completions").replace(
+        "/v1/messages", "/v1/chat/completions"
+    )
+    status, _, body = await _raw_exchange(raw_proxy, elsewhere.encode("latin-1"))
+    assert status == want and json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert "type" not in json.loads(body)  # (OpenAI's shape: {"error": {...}} alone)
+
+
 # -- echoed values ---------------------------------------------------------------------------
 
 

@@ -13,13 +13,13 @@ handler sets it per request (``proxy.state.FRONT_DOOR``), or the app maps the ro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import ProxyError, to_openai
 
-__all__ = ["OPENAI", "ErrorRenderer", "FrontDoor"]
+__all__ = ["OPENAI", "ErrorRenderer", "FrontDoor", "door_for_path"]
 
 ErrorRenderer = Callable[[ProxyError], tuple[int, dict[str, str], dict[str, Any]]]
 """``exc -> (HTTP status, extra headers, JSON body)`` in one API's error shape."""
@@ -35,3 +35,17 @@ class FrontDoor:
 
 OPENAI = FrontDoor("openai", to_openai)
 """The OpenAI APIs (chat completions, images, videos, models): ``{"error": {...}}`` objects."""
+
+
+def door_for_path(doors: Mapping[str, FrontDoor], path: str) -> FrontDoor | None:
+    """The front door registered for ``path`` or for a path it lies under (``doors``: route
+    path -> front door, :data:`proxy.state.FRONT_DOORS`), ``None`` when none is."""
+    path = path.rstrip("/")
+    found = doors.get(path)
+    if found is not None:
+        return found
+    for prefix, door in doors.items():
+        prefix = prefix.rstrip("/")
+        if path == prefix or path.startswith(prefix + "/"):
+            return door
+    return None
