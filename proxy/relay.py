@@ -340,6 +340,9 @@ class _Turn:
         self.last_write = 0.0
         self.tail = b""  # the last rendered bytes, written with the end of the body
         self.ended = False  # the body's end was written
+        #: the response to commit, made ahead (StreamStart) with all its headers but
+        #: Server-Timing, or None (made at the commit)
+        self.ready: web.StreamResponse | None = None
 
     async def run(
         self, conv: Conversation, chat: OpenChat, *, hold: bool, stages: _Stages | None = None
@@ -372,7 +375,8 @@ class _Turn:
                 if self.resp is None:
                     t0: float = request[START_KEY]
                     wait = self.wait_s + pump.wait_s
-                    self.resp = await _start(request, out, renderer, t0, wait)
+                    self.resp = await _start(request, out, renderer, t0, wait, self.ready)
+                    self.ready = None
                     pump.counting = pump.eager = False
                     data = head + data
                 if translator.done:  # the last batch: sent with the end of the body
@@ -427,23 +431,30 @@ class _SSEResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
+def _sse_response(renderer: StreamRenderer) -> web.StreamResponse:
+    """The 200 stream for ``renderer``'s answer, not prepared: its headers but Server-Timing."""
+    headers = dict(SSE_HEADERS)
+    headers["Content-Type"] = renderer.content_type
+    return _SSEResponse(status=200, headers=headers)
+
+
 async def _start(
     request: web.Request,
     out: list[OutEvent],
     renderer: StreamRenderer,
     t0: float,
     upstream_s: float,
+    ready: web.StreamResponse | None = None,
 ) -> web.StreamResponse:
-    """Commit the 200 stream, or raise the failure if nothing has been sent yet.
+    """Commit the 200 stream (``ready``, made ahead by :func:`_sse_response`, or a new one), or
+    raise the failure if nothing has been sent yet.
 
     The head is not written here: the caller sends it together with the first events, so
     headers, head and first text leave in as few packets as possible.
     """
     if isinstance(out[0], Failure):
         raise out[0].error
-    headers = dict(SSE_HEADERS)
-    headers["Content-Type"] = renderer.content_type
-    resp = _SSEResponse(status=200, headers=headers)
+    resp = ready if ready is not None else _sse_response(renderer)
     resp.headers["Server-Timing"] = server_timing(t0, upstream_s)
     await resp.prepare(request)
     return resp
@@ -454,8 +465,9 @@ class StreamStart[R: StreamRenderer]:
     their way: handed to :meth:`proxy.service.ChatService.open_chat` as its ``warm``, which
     calls it with the turn's :class:`OpenChat` (its stream not open yet) once the request is
     sent. It builds the front door's renderer (``make_renderer()``, once), the relay's turn
-    state, the translator and the tool and stop stages for that chat, so that after the headers
-    only the pump is left to build before the first token is read (bench/README.md,
+    state with its response (every header but ``Server-Timing``; committed only with the first
+    event), the translator and the tool and stop stages for that chat, so that after the
+    headers only the pump is left to build before the first token is read (bench/README.md,
     "2026-11-29, late"). Called again for another chat (a refused continuation falls back to a
     new chat), it builds them again for that one.
 
@@ -486,7 +498,8 @@ class StreamStart[R: StreamRenderer]:
         renderer = self.renderer()
         conv = self.conv
         self.chat = chat
-        self.turn = _Turn(self.request, renderer, KEEPALIVE_S)
+        self.turn = turn = _Turn(self.request, renderer, KEEPALIVE_S)
+        turn.ready = _sse_response(renderer)
         self.stages = _stages(self.request, conv, chat, renderer, hold=_correctable(conv))
 
 
