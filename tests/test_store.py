@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import uuid
@@ -423,6 +424,58 @@ async def test_the_store_goes_degraded_and_comes_back_with_redis(clock: FakeCloc
         server.terminate()
         server.wait(timeout=10)
         await store.close()
+
+
+@pytest.mark.parametrize("kind", ["account", "key"])
+async def test_a_slot_taken_in_memory_during_an_outage_goes_back_first(
+    clock: FakeClock, kind: str
+) -> None:
+    """A request that took its slot from memory while Redis was away, and ends once Redis is
+    back, must not give back the Redis lease of another request still running: with a limit
+    of 1 shared by two processes, the other process stays refused while that request runs
+    (before, the newest lease went back, and the limit let a second answer through)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _start_redis(port)
+    here = RedisStore(f"redis://127.0.0.1:{port}/0", clock=clock, retry_s=0, timeout_s=0.2)
+    there = RedisStore(f"redis://127.0.0.1:{port}/0", clock=clock, retry_s=0, timeout_s=0.2)
+
+    async def take(store: RedisStore) -> bool:
+        if kind == "account":
+            return await store.try_acquire_inflight("account-1", 1)
+        return await store.admit_key("key-1", 0, 1) is None
+
+    async def give_back(store: RedisStore) -> None:
+        if kind == "account":
+            await store.release_inflight("account-1")
+        else:
+            await store.release_stream("key-1")
+
+    try:
+        await _until_up(here)
+        await _until_up(there)
+        server.send_signal(signal.SIGSTOP)  # Redis hangs: calls time out, memory serves
+        try:
+            assert await take(here)  # request A: a slot in memory
+            assert here.health() == "degraded"
+        finally:
+            server.send_signal(signal.SIGCONT)
+        await _until_up(here)
+        assert await take(here)  # request B: the Redis lease
+        await here.flush()
+        assert not await take(there)  # the other process sees B's answer
+        await give_back(here)  # A ends
+        await here.flush()
+        assert not await take(there), "B's lease went back while B runs"
+        await give_back(here)  # B ends
+        await here.flush()
+        assert await take(there)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        await here.close()
+        await there.close()
 
 
 async def test_deferred_writes_are_read_back_at_once_and_reach_other_processes(

@@ -364,7 +364,7 @@ class RedisStore:
         self._logged_at = -1e18
         self._instance = uuid.uuid4().hex[:12]
         self._seq = itertools.count()
-        # name -> stack of (taken in Redis?, lease id), so a slot goes back where it came from
+        # name -> the slots this process holds: (taken in Redis?, lease id), see _pop
         self._leases: dict[str, list[tuple[bool, str]]] = {}
         self._rest = _Script.of(_REST)
         self._rests = _Script.of(_RESTS)
@@ -503,11 +503,21 @@ class RedisStore:
         self._leases.setdefault(name, []).append((in_redis, lease))
 
     def _pop(self, name: str) -> tuple[bool, str] | None:
-        stack = self._leases.get(name)
-        if not stack:
+        """The slot to give back when one of this process's requests on ``name`` ends. A
+        release does not say which request ended, so a slot taken in memory during an outage
+        goes back first: a Redis lease is given back only once none is left in memory, and
+        Redis never counts fewer answers than run (after an outage it may count one that ended,
+        until this process's next release on ``name``: fewer admitted, never more)."""
+        held = self._leases.get(name)
+        if not held:
             return None
-        item = stack.pop()
-        if not stack:
+        for i in range(len(held) - 1, -1, -1):
+            if not held[i][0]:
+                item = held.pop(i)
+                break
+        else:
+            item = held.pop()
+        if not held:
             del self._leases[name]
         return item
 
