@@ -16,6 +16,8 @@ after its last turn (:meth:`proxy.service.ChatService.new_chat`; a continuation 
   still tracked (live conversations, also those of other instances sharing Redis) are left to
   the sweep; a chat younger than :data:`GRACE_S` is left alone too (it may be tracked a moment
   after it was listed). A chat with any other title is the user's own and is never touched.
+  While the shared store (Redis) is unreachable there is no reconciliation: what the other
+  instances track is unknown then, and their live chats would look like leftovers.
 
 Only accounts with a token have a chat list to keep clean: without ``tokens`` (guest or offline
 use) nothing is tracked and no janitor runs. Deletions (and list pages) are spaced to at most
@@ -171,7 +173,11 @@ class ChatJanitor:
         Returns how many were deleted."""
         now = self._clock() if now is None else now
         prefix = self._settings.chat_title_prefix
+        store = self._service.store
         done = 0
+        if store.health() == "degraded":
+            self._skipped()
+            return 0
         resting = await self._service.pool.resting_labels()
         for account in self._service.pool.check_expiry():  # expired tokens are never sent
             if account.label in resting:
@@ -188,13 +194,24 @@ class ChatJanitor:
                     break
                 listed += chats
             # read after the list: a chat listed and tracked meanwhile counts as tracked
-            tracked = {c for c, _ in await self._service.store.due_chats(FAR_FUTURE, MAX_TRACKED)}
+            tracked = {c for c, _ in await store.due_chats(FAR_FUTURE, MAX_TRACKED)}
+            if store.health() == "degraded":  # that read came from memory alone
+                self._skipped()
+                return done
             leftovers = [c["id"] for c in listed if is_leftover(c, prefix, now, tracked)]
             for chat_id in leftovers:
                 if await self._delete(account, chat_id, reason="leftover"):
-                    await self._service.store.forget_chat(chat_id)
+                    await store.forget_chat(chat_id)
                     done += 1
         return done
+
+    def _skipped(self) -> None:
+        """No reconciliation while the shared store is unreachable: the chats other instances
+        track are not known then, and would look like leftovers (their live chats)."""
+        log.info(
+            "chat_reconcile_skipped",
+            reason="the shared state store is unreachable: other instances' chats are unknown",
+        )
 
     async def _delete(self, account: Account, chat_id: str, *, reason: str) -> bool:
         await self._pace()

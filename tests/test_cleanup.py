@@ -135,6 +135,48 @@ async def test_a_restart_forgets_and_reconciles_earlier_chats(aiohttp_server: An
     assert chats.deleted == [earlier.id]
 
 
+async def test_no_reconciliation_while_the_shared_store_is_unreachable(
+    aiohttp_server: Any,
+) -> None:
+    """With Redis away, the store answers from this process's memory, which does not know the
+    chats other instances track: nothing is deleted as a leftover then (their live chats would
+    be), and the next reconciliation with Redis back does the work."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stack = await cleaning_stack(
+        aiohttp_server, redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_s=0.2
+    )
+    chats = memory(stack)
+    other_instances = chats.create(title="qwen-gateway", chat_type="t2t", now=time.time() - 60)
+    janitor: ChatJanitor = stack.proxy.app[JANITOR]
+    store = stack.proxy.app[STORE]
+    await store.ping()
+    assert store.health() == "degraded"
+    assert await janitor.reconcile() == 0
+    assert [c.id for c in chats.live()] == [other_instances.id]
+    assert not [r for r in stack.requests if r.method == "DELETE"]
+    assert not [r for r in stack.requests if r.path_qs.startswith("/api/v2/chats/?")]
+
+
+async def test_a_store_lost_while_listing_deletes_nothing(
+    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis lost between the health check and the read of the tracked chats: that read came
+    from memory alone, so the listed chats are not judged."""
+    stack = await cleaning_stack(aiohttp_server)
+    chats = memory(stack)
+    chats.create(title="qwen-gateway", chat_type="t2t", now=time.time() - 60)
+    store = stack.proxy.app[STORE]
+    answers = iter(["ok"])
+    monkeypatch.setattr(store, "health", lambda: next(answers, "degraded"))
+    assert await stack.proxy.app[JANITOR].reconcile() == 0
+    assert [r for r in stack.requests if r.path_qs.startswith("/api/v2/chats/?")]  # listed
+    assert not [r for r in stack.requests if r.method == "DELETE"] and len(chats.live()) == 1
+
+
 async def test_reconciliation_runs_at_start_up(aiohttp_server: Any) -> None:
     replay: TestServer = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
     chats = replay.app[CHATS_KEY]
