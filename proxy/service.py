@@ -630,8 +630,9 @@ class ChatService:
 
         A failure after the answer began (sent as an error event, not raised) is reported to
         the pool; an answer nobody finished reading gets the site's stop call (§13.1); the
-        stream is released; a raised :class:`UpstreamError` is reported; the account is
-        released, whatever happens."""
+        stream is released; a raised :class:`UpstreamError` is reported; the chat's idle
+        deadline (``chat_cleanup = "delete"``) is moved to ``conversation_ttl_s`` from now; the
+        account is released, whatever happens."""
         account = opened.account
         try:
             try:
@@ -659,7 +660,11 @@ class ChatService:
             if isinstance(exc, UpstreamError):
                 await self.pool.report(account, exc)
         finally:
-            await self.pool.release(account)
+            try:
+                if self.cleans_up:  # the chat is idle from the answer's end, not its start
+                    await self._touch(opened.chat_id)
+            finally:
+                await self.pool.release(account)
 
     async def new_chat(self, account: Account, route: ModelRoute) -> str:
         """A new chat for one turn of ``route`` on ``account``: a spare one made ahead when

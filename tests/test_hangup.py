@@ -299,3 +299,35 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_slot_freed(rig: An
         assert r.stops == [(chat_id, RESPONSE_ID)]
     finally:
         writer.close()
+
+
+async def test_a_chat_is_idle_from_the_end_of_its_answer(rig: Any) -> None:
+    """With ``chat_cleanup = "delete"`` a chat's idle deadline counts from the end of its
+    answer, not from its start: an answer longer than ``conversation_ttl_s`` is not deleted
+    while it streams, and the next turn has the whole idle time (before, the deadline was set
+    when the chat was made and when a turn began)."""
+    prompt = "A slow answer."
+    created = {"response.created": {"chat_id": "c", "response_id": RESPONSE_ID}}
+    text = {"choices": [{"delta": {"content": "slow", "phase": "answer", "status": "typing"}}]}
+    done = {"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]}
+    slow = _t2t_cassette(
+        "slow",
+        "test: an answer taking 0.5 s",
+        prompt,
+        [(0.0, _sse(created)), (0.5, _sse(text) + _sse(done))],
+    )
+    ttl = 3600.0
+    r = await rig(slow, tokens=["tok-idle-1"], conversation_ttl_s=ttl)
+    store = r.proxy.app[STORE]
+    t0 = time.time()
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            r.proxy.make_url("/v1/chat/completions"), json=body(prompt, stream=True)
+        ) as resp:
+            assert resp.status == 200
+            assert b"slow" in await resp.read()
+    await r.proxy.app[SERVICE].settle()
+    [chat_id] = r.chat_ids()
+    # due only once idle for the whole ttl after the answer's end (at least 0.5 s after t0)
+    assert await store.due_chats(t0 + ttl + 0.4, 10) == []
+    assert await store.due_chats(time.time() + ttl + 1, 10) == [(chat_id, "account-1")]
