@@ -21,8 +21,10 @@ after its last turn (:meth:`proxy.service.ChatService.new_chat`; a continuation 
 
 Only accounts with a token have a chat list to keep clean: without ``tokens`` (guest or offline
 use) nothing is tracked and no janitor runs. Deletions (and list pages) are spaced to at most
-``chat_deletes_per_minute``. Logs name the account label and the chat id, never a token. Several
-instances may sweep the same chat: the second deletion finds it gone, which counts as done.
+``chat_deletes_per_minute``. Logs name the account label and the chat id, never a token. A sweep
+claims the chats it takes (their deadline moves :data:`RETRY_S` on, in the same store step), so
+instances sharing Redis each delete other chats; a chat deleted meanwhile by a reconciliation
+elsewhere is found gone, which counts as done.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ class ChatJanitor:
         now = self._clock() if now is None else now
         store = self._service.store
         done = 0
-        due = await store.due_chats(now, SWEEP_BATCH)
+        # claimed: another instance sharing the store does not delete them too
+        due = await store.due_chats(now, SWEEP_BATCH, claim_until=now + RETRY_S)
         resting = await self._service.pool.resting_labels() if due else set()
         for chat_id, label in due:
             account = self._account(label)

@@ -161,6 +161,18 @@ async def test_no_reconciliation_while_the_shared_store_is_unreachable(
     assert not [r for r in stack.requests if r.path_qs.startswith("/api/v2/chats/?")]
 
 
+async def test_sweeps_at_once_delete_a_chat_once(aiohttp_server: Any) -> None:
+    """A sweep claims the chats it takes: two sweeps at the same time (two instances sharing
+    Redis, here two in one process) delete each chat once."""
+    stack = await cleaning_stack(aiohttp_server)
+    assert await ask(stack) == ANSWER
+    janitor: ChatJanitor = stack.proxy.app[JANITOR]
+    later = time.time() + TTL + 1
+    done = await asyncio.gather(janitor.sweep(now=later), janitor.sweep(now=later))
+    assert sorted(done) == [0, 1]
+    assert len([r for r in stack.requests if r.method == "DELETE"]) == 1
+
+
 async def test_a_store_lost_while_listing_deletes_nothing(
     aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -187,6 +187,37 @@ async def test_chat_bookkeeping(store: MemoryStore | RedisStore, clock: FakeCloc
     ]
 
 
+async def test_due_chats_can_be_claimed(store: MemoryStore | RedisStore, clock: FakeClock) -> None:
+    """``claim_until`` moves the deadline of the chats returned, in the same step: the next
+    read does not get them until then (a sweep elsewhere does not delete them too)."""
+    now = clock.now
+    await store.track_chat("chat-1", "account-1", now - 1)
+    await store.track_chat("chat-2", "account-1", now + 50)
+    assert await store.due_chats(now, 10, claim_until=now + 600) == [("chat-1", "account-1")]
+    assert await store.due_chats(now + 100, 10) == [("chat-2", "account-1")]
+    assert await store.due_chats(now + 600, 10) == [
+        ("chat-2", "account-1"),
+        ("chat-1", "account-1"),
+    ]
+    assert await store.due_chats(now + 600, 10) != []  # a read without a claim moves nothing
+
+
+async def test_a_claim_is_seen_by_another_process(redis_server: str, clock: FakeClock) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    one = RedisStore(redis_server, prefix=prefix, clock=clock)
+    two = RedisStore(redis_server, prefix=prefix, clock=clock)
+    try:
+        await one.track_chat("chat-1", "account-1", clock.now - 1)
+        await one.flush()
+        assert await two.due_chats(clock.now, 10, claim_until=clock.now + 600) == [
+            ("chat-1", "account-1")
+        ]
+        assert await one.due_chats(clock.now, 10, claim_until=clock.now + 600) == []
+    finally:
+        await one.close()
+        await two.close()
+
+
 async def test_the_app_owns_one_store() -> None:
     app = make_app(Settings())
     async with TestClient(TestServer(app)) as client:

@@ -145,9 +145,13 @@ class StateStore(Protocol):
         """Move a tracked chat's deadline (no effect on an untracked chat)."""
         ...
 
-    async def due_chats(self, now: float, limit: int) -> list[tuple[str, str]]:
+    async def due_chats(
+        self, now: float, limit: int, claim_until: float | None = None
+    ) -> list[tuple[str, str]]:
         """Up to ``limit`` tracked chats whose deadline is ``<= now``, soonest first, as
-        ``(chat_id, account_label)``. They stay tracked until :meth:`forget_chat`."""
+        ``(chat_id, account_label)``. They stay tracked until :meth:`forget_chat`;
+        ``claim_until`` (epoch s) moves their deadline there in the same step, so that other
+        processes sharing the store do not get them too (one deletion per chat)."""
         ...
 
     async def forget_chat(self, chat_id: str) -> None:

@@ -202,13 +202,19 @@ class MemoryStore:
         if item is not None:
             self._chats[chat_id] = (item[0], idle_deadline)
 
-    async def due_chats(self, now: float, limit: int) -> list[tuple[str, str]]:
+    async def due_chats(
+        self, now: float, limit: int, claim_until: float | None = None
+    ) -> list[tuple[str, str]]:
         due = sorted(
             ((deadline, chat_id, label) for chat_id, (label, deadline) in self._chats.items()),
         )
-        return [(chat_id, label) for deadline, chat_id, label in due if deadline <= now][
+        out = [(chat_id, label) for deadline, chat_id, label in due if deadline <= now][
             : max(0, limit)
         ]
+        if claim_until is not None:
+            for chat_id, label in out:
+                self._chats[chat_id] = (label, claim_until)
+        return out
 
     async def forget_chat(self, chat_id: str) -> None:
         self._chats.pop(chat_id, None)

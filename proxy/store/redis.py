@@ -284,6 +284,7 @@ _DUE = (
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', A[1], 'LIMIT', 0, A[2])
 local out = {}
 for _, id in ipairs(ids) do
+  if A[3] ~= '' then redis.call('ZADD', KEYS[1], 'XX', A[3], id) end
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
 end
@@ -820,17 +821,19 @@ class RedisStore:
         else:
             self._defer("U", chat_id, "", repr(idle_deadline))
 
-    async def due_chats(self, now: float, limit: int) -> list[tuple[str, str]]:
+    async def due_chats(
+        self, now: float, limit: int, claim_until: float | None = None
+    ) -> list[tuple[str, str]]:
         async def op() -> list[tuple[str, str]]:
             flat = await self._script(
                 self._due,
                 [self._p + "chats", self._p + "chat-accounts"],
-                [now, max(0, limit)],
+                [now, max(0, limit), "" if claim_until is None else repr(claim_until)],
             )
             return [(_s(flat[i]), _s(flat[i + 1])) for i in range(0, len(flat), 2)]
 
         async def fb() -> list[tuple[str, str]]:
-            return await self.memory.due_chats(now, limit)
+            return await self.memory.due_chats(now, limit, claim_until)
 
         result, _ = await self._run(op, fb)
         return result
