@@ -251,3 +251,55 @@ def test_continuation_sends_only_the_tail_without_the_tools_section() -> None:
     )
     plain = _conv([Turn("user", "a"), Turn("assistant", "b"), Turn("user", "c")])
     assert build_prompt(plain, start=2) == "c"
+
+
+NUM = ToolSpec(
+    "num",
+    parameters={
+        "type": "object",
+        "properties": {"n": {"type": "number"}, "i": {"type": "integer"}, "s": {"type": "string"}},
+    },
+)
+BIG = int("9" * 4000) * 10**400  # more digits than Python writes out (4300)
+
+#: arguments a model can write that no JSON text carries: a rejection, never invalid JSON
+UNWRITABLE: dict[str, Any] = {
+    "nan": '{"n": NaN}',
+    "infinity": '{"n": Infinity}',
+    "minus_infinity": '{"n": -Infinity}',
+    "overflow": '{"n": 1e999}',
+    "lone_surrogate": '{"s": "a\\ud800b"}',
+    "huge_integer": {"i": BIG},
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNWRITABLE))
+def test_arguments_json_cannot_carry_are_rejected(case: str) -> None:
+    got = ToolBox((NUM,)).check("num", UNWRITABLE[case])
+    assert not isinstance(got, tuple), got
+    assert got.reason == "invalid_arguments" and "JSON cannot carry" in got.detail
+
+
+#: raw XML values for typed parameters: JSON's grammar only, else left a string (and then
+#: refused by the schema check), never a Python-only reading or an exception
+TYPED: list[tuple[str, str, Any]] = [
+    ("i", "12", 12),
+    ("i", "+7", 7),
+    ("i", "-3", -3),
+    ("i", "1_000", "1_000"),
+    ("i", "١٢٣", "١٢٣"),
+    ("i", "9" * 5000, "9" * 5000),
+    ("n", "-3.5e2", -350.0),
+    ("n", "12", 12),
+    ("n", "1_000", "1_000"),
+    ("n", "nan", "nan"),
+    ("n", "inf", "inf"),
+    ("n", "1e999", "1e999"),
+    ("n", "0x10", "0x10"),
+    ("n", "9" * 5000, "9" * 5000),
+]
+
+
+@pytest.mark.parametrize(("param", "raw", "typed"), TYPED)
+def test_xml_values_are_typed_by_json_grammar(param: str, raw: str, typed: Any) -> None:
+    assert coerce_xml_params({param: raw}, NUM) == {param: typed}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -167,10 +168,35 @@ class ToolBox:
                 strings = {k: v for k, v in arguments.items() if isinstance(v, str)}
                 typed = {**arguments, **coerce_xml_params(strings, self._specs[canon])}
                 if typed != arguments and next(iter(validator.iter_errors(typed)), None) is None:
-                    return canon, json.dumps(typed, ensure_ascii=False)
+                    return _encoded(canon, typed)
                 where = "/".join(str(p) for p in error.absolute_path) or "arguments"
                 return Rejection("invalid_arguments", canon, f"{where}: {error.message[:200]}")
-        return canon, json.dumps(arguments, ensure_ascii=False)
+        return _encoded(canon, arguments)
+
+
+def _encoded(name: str, arguments: dict[str, Any]) -> tuple[str, str] | Rejection:
+    """``(name, arguments as JSON text)``, or a :class:`Rejection` when the arguments hold a
+    value no JSON text carries, which a model can still write: ``NaN`` or ``Infinity`` (Python's
+    JSON reader takes them, as it takes ``1e999``), a lone UTF-16 surrogate (``"\\ud800"``) or
+    an integer too long to write out. ``arguments`` is always JSON a client can read
+    (docs/agents.md §7.6)."""
+    try:
+        text = json.dumps(arguments, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # a lone surrogate cannot be written as UTF-8
+    except (ValueError, UnicodeEncodeError):  # (int too long: ValueError)
+        return Rejection(
+            "invalid_arguments",
+            name,
+            "the arguments hold a value JSON cannot carry (NaN, Infinity, a lone surrogate or "
+            "an integer too long to write)",
+        )
+    return name, text
+
+
+#: the integers and numbers of a call's text values: JSON's grammar (ASCII digits only: no
+#: "1_000", no other scripts' digits, no "nan"), a leading "+" allowed
+_INTEGER = re.compile(r"[-+]?[0-9]+")
+_NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
 
 def _coerce(value: str, schema: Any) -> Any:
@@ -185,13 +211,19 @@ def _coerce(value: str, schema: Any) -> Any:
             return None
         if t == "boolean" and text.lower() in ("true", "false"):
             return text.lower() == "true"
-        if t == "integer" and re.fullmatch(r"[-+]?\d+", text):
-            return int(text)
-        if t == "number":
+        if t == "integer" and _INTEGER.fullmatch(text):
             try:
-                return float(text) if not re.fullmatch(r"[-+]?\d+", text) else int(text)
+                return int(text)
+            except ValueError:  # more digits than Python converts: left a string
+                pass
+        if t == "number" and _NUMBER.fullmatch(text):
+            try:
+                number = int(text) if _INTEGER.fullmatch(text) else float(text)
             except ValueError:
                 pass
+            else:
+                if not isinstance(number, float) or math.isfinite(number):
+                    return number
         if t in ("object", "array"):
             try:
                 decoded = json.loads(text)
