@@ -478,3 +478,81 @@ def test_parser_is_chunking_invariant_with_quotes_and_escapes(
 ) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=15))
     assert _parse(text, cuts) == _parse(text, [])
+
+
+# -- a closing tag inside an XML value (a coding agent writing about the format) -----------------
+
+XML_VALUES = {
+    "parameter_close": "use </parameter> tags",
+    "tool_call_close": "the </tool_call> tag",
+    "function_close": "the </function> tag",
+    "parameter_close_at_line_end": "a </parameter>\nb",
+    "opening_tags": "<tool_call>\n<function=x>\n<parameter=y>",
+}
+
+
+def _xml_call(value: str, wrapped: bool) -> str:
+    fn = f"<function=read_file>\n<parameter=path>\n{value}\n</parameter>\n</function>"
+    return "Reading.\n" + (f"<tool_call>\n{fn}\n</tool_call>" if wrapped else fn) + "\nafter"
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["tool_call", "bare"])
+@pytest.mark.parametrize("value", XML_VALUES.values(), ids=XML_VALUES.keys())
+def test_a_closing_tag_inside_an_xml_value_is_value(value: str, wrapped: bool) -> None:
+    """The tag counts only where it can end its element (vLLM's Qwen3 XML parser, agents.md
+    §1.5): the value arrives whole, on any split, and no markup reaches the content."""
+    answer = _xml_call(value, wrapped)
+    one_by_one = list(range(1, len(answer)))
+    for cuts in [[], one_by_one, *([c] for c in one_by_one)]:
+        content, calls, finish = _summary(_run(answer, cuts))
+        assert [(c[2], json.loads(c[3])) for c in calls] == [("read_file", {"path": value})]
+        assert content == "Reading." and finish == ["tool_calls"], cuts
+
+
+XML_OPEN_AT_THE_END = {
+    "tool_call_close_in_value": "<tool_call>\n<function=read_file>\n<parameter=path>\n"
+    "the </tool_call> tag\n",
+    "function_close_in_value": "<function=read_file>\n<parameter=path>\nthe </function> tag",
+    "parameter_close_then_prose": "<tool_call>\n<function=read_file>\n<parameter=path>\n"
+    "a </parameter> b </tool_call> c",
+}
+
+
+@pytest.mark.parametrize("answer", XML_OPEN_AT_THE_END.values(), ids=XML_OPEN_AT_THE_END.keys())
+def test_an_xml_call_still_in_a_value_at_the_end_is_a_note(answer: str) -> None:
+    """The answer ends inside a value: the block is unfinished (a note, never a call), and the
+    rest of the value never reaches the content."""
+    for cut in range(len(answer)):
+        content, calls, finish = _summary(_run(answer, [cut]))
+        assert calls == [] and finish == ["stop"]
+        assert (
+            content
+            == "(tool call dropped by the proxy: the answer ended inside an unfinished call)"
+        )
+
+
+XML_DECODED = {
+    "parameter_close_then_newline": (
+        "<function=f>\n<parameter=a>\nx </parameter>\ny\n</parameter>\n</function>",
+        {"a": "x </parameter>\ny"},
+    ),
+    "function_close_without_parameter_close": (
+        "<function=f>\n<parameter=a>\nx\n</function>",
+        {"a": "x"},
+    ),
+    "two_parameters": (
+        "<function=f>\n<parameter=a>\n1\n</parameter><parameter=b>\n</function> 2\n</parameter>\n"
+        "</function>",
+        {"a": "1", "b": "</function> 2"},
+    ),
+    "name_split_by_a_newline_is_not_a_tag": (
+        "<function=f>\n<parameter=a\nb>\n1\n</parameter>\n<parameter=c>\n2\n</parameter>\n"
+        "</function>",
+        {"c": "2"},
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "args"), XML_DECODED.values(), ids=XML_DECODED.keys())
+def test_xml_values_end_only_where_a_tag_can_end_them(body: str, args: dict[str, str]) -> None:
+    assert decode_block(Block(body, True)) == [ParsedCall("f", args, xml=True)]

@@ -19,7 +19,24 @@ string is part of the body (a coding agent writing code about tool calls): the s
 (quotes, backslash escapes) is followed as the body arrives, once per character. If the answer
 ends with such a block still open, the body is cut at its first closing tag after all (an
 unbalanced quote in a broken call must not swallow the prose after it). The XML form's values
-are raw text, so its quotes are not followed.
+are raw text, so its quotes are not followed; its structure is (:class:`_XmlScan`, as vLLM's Qwen3
+XML parser reads it, docs/agents.md §1.5): a closing tag counts only where it can end its
+element, so a value may hold ``</parameter>``, ``</function>`` or ``</tool_call>`` (a coding
+agent writing about the format):
+
+- ``</parameter>`` ends a value only when what follows it, after whitespace, is ``<parameter=``,
+  ``</function>``, ``</tool_call>`` or the end of the block;
+- ``</function>`` inside a value (no ``</parameter>`` before it) ends the value and the call only
+  when ``</tool_call>`` or the end of the block follows it (after whitespace);
+- the block's own closing tag (``</tool_call>``, or ``</function>`` of a bare call) counts only
+  outside a value.
+
+A candidate closing tag whose follower has not arrived yet is held until the next piece decides
+it. The scan moves forward only (a candidate is looked at again only while its follower is
+undecided); the block's own closing tag written inside a value costs one pass over the block so
+far (rare: the O(answer length) above holds for answers without it). An XML block still open
+when the answer ends stays one unfinished block (a cut at a closing tag inside a value would put
+the rest of the value, markup included, into the content).
 
 :func:`decode_block` turns a block into calls (``name`` + decoded ``arguments``) or says why it
 cannot (not JSON, unfinished).
@@ -48,6 +65,12 @@ _CLOSE_FUNC = "</function>"
 _TAGS = (_OPEN_CALL, _OPEN_FUNC, _CLOSE_CALL, _CLOSE_FUNC)
 _MAX_TAG = max(len(t) for t in _TAGS)
 _STR_SPECIAL = re.compile(r'["\\]')
+_OPEN_PARAM = "<parameter="
+_CLOSE_PARAM = "</parameter>"
+_WS = re.compile(r"[ \t\r\n]*")
+# What may follow (after whitespace) a closing tag inside a value for it to end the value.
+_AFTER_PARAM = (_OPEN_PARAM, _CLOSE_FUNC, _CLOSE_CALL)
+_AFTER_FUNC = (_CLOSE_CALL,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +83,140 @@ class Block:
     closed: bool
 
 
+# The XML form's places (_XmlScan.mode): outside a call, inside a call between its parameters,
+# inside a parameter's value.
+_OUT, _FUNC, _VALUE = 0, 1, 2
+
+
+class _XmlScan:
+    """Reads the XML form's structure from a body that grows at its end (see the module doc).
+
+    :meth:`run` moves over the body so far; ``final=True`` says the body ends there (the end of
+    the block is a valid follower of a closing tag). :meth:`copy` lets a candidate closing tag
+    of the block be tried without moving the scan itself. ``calls``: ``(name, params,
+    finished)`` of each call read so far; ``mode``: where the scan is (``_OUT``, ``_FUNC``,
+    ``_VALUE``).
+    """
+
+    __slots__ = ("calls", "key", "mode", "name", "params", "pos", "vstart")
+
+    def __init__(self) -> None:
+        self.pos = 0  # everything before is decided
+        self.mode = _OUT
+        self.calls: list[tuple[str, dict[str, str], bool]] = []
+        self.name = ""
+        self.params: dict[str, str] = {}
+        self.key = ""
+        self.vstart = 0
+
+    def copy(self) -> _XmlScan:
+        c = _XmlScan()
+        c.pos, c.mode, c.name, c.key, c.vstart = (
+            self.pos,
+            self.mode,
+            self.name,
+            self.key,
+            self.vstart,
+        )
+        c.calls = list(self.calls)
+        c.params = dict(self.params)
+        return c
+
+    def run(self, s: str, final: bool) -> None:
+        """Move over ``s`` (the body so far: what was scanned before, plus more)."""
+        n = len(s)
+        while self.pos < n:
+            if self.mode == _OUT:
+                j = s.find(_OPEN_FUNC, self.pos)
+                if j < 0:
+                    self.pos = max(self.pos, n - len(_OPEN_FUNC) + 1)
+                    return
+                if not self._header(s, j, len(_OPEN_FUNC), final):
+                    return
+            elif self.mode == _FUNC:
+                a = s.find(_OPEN_PARAM, self.pos)
+                b = s.find(_CLOSE_FUNC, self.pos)
+                if b >= 0 and (a < 0 or b < a):
+                    self._end_call(True)
+                    self.pos = b + len(_CLOSE_FUNC)
+                elif a >= 0:
+                    if not self._header(s, a, len(_OPEN_PARAM), final):
+                        return
+                else:
+                    self.pos = max(self.pos, n - len(_OPEN_PARAM) + 1)
+                    return
+            elif not self._value(s, final):
+                return
+
+    def _value(self, s: str, final: bool) -> bool:
+        """Find where the open value ends; False when that waits for more of the body."""
+        n = len(s)
+        a = s.find(_CLOSE_PARAM, self.pos)
+        b = s.find(_CLOSE_FUNC, self.pos)
+        while True:
+            if a < 0 and b < 0:
+                self.pos = max(self.pos, n - len(_CLOSE_PARAM) + 1)
+                return False
+            param = a >= 0 and (b < 0 or a < b)
+            c, tag, after = (
+                (a, _CLOSE_PARAM, _AFTER_PARAM) if param else (b, _CLOSE_FUNC, _AFTER_FUNC)
+            )
+            end = c + len(tag)
+            t = _WS.match(s, end).end()  # type: ignore[union-attr]
+            if t < n and any(s.startswith(f, t) for f in after):
+                break
+            if t == n or any(n - t < len(f) and f.startswith(s[t:]) for f in after):
+                if not final:
+                    self.pos = c  # its follower has not arrived yet
+                    return False
+                if t == n:
+                    break
+            # part of the value: look for the next one
+            if param:
+                a = s.find(_CLOSE_PARAM, c + 1)
+            else:
+                b = s.find(_CLOSE_FUNC, c + 1)
+        self.params[self.key] = _strip_value(s[self.vstart : c])
+        self.pos = end
+        if param:
+            self.mode = _FUNC
+        else:
+            self._end_call(True)
+        return True
+
+    def _header(self, s: str, j: int, size: int, final: bool) -> bool:
+        """``<function=NAME>`` or ``<parameter=KEY>`` at ``j``: enter the call or the value;
+        False when that waits for more of the body."""
+        k = s.find(">", j + size)
+        nl = s.find("\n", j + size, k if k >= 0 else len(s))
+        if nl >= 0:  # not a tag (a name holds no newline)
+            self.pos = j + 1
+            return True
+        if k < 0:
+            self.pos = len(s) if final else j  # the name is still arriving
+            return False
+        name = s[j + size : k].strip()
+        self.pos = k + 1
+        if self.mode == _OUT:
+            self.name, self.params, self.mode = name, {}, _FUNC
+        else:
+            self.key, self.vstart, self.mode = name, k + 1, _VALUE
+        return True
+
+    def _end_call(self, finished: bool) -> None:
+        self.calls.append((self.name, self.params, finished))
+        self.params = {}
+        self.mode = _OUT
+
+    def finish(self, s: str) -> list[tuple[str, dict[str, str], bool]]:
+        """The calls in the whole body ``s``; an unfinished last call (its open value dropped)
+        is ``finished=False``."""
+        self.run(s, True)
+        if self.mode != _OUT:
+            self._end_call(False)
+        return self.calls
+
+
 class ToolCallParser:
     """Incremental splitter of answer text into text pieces and :class:`Block` s.
 
@@ -67,18 +224,18 @@ class ToolCallParser:
     was held back (text, or an unfinished block).
     """
 
-    __slots__ = ("_close", "_esc", "_held", "_in_str", "_json", "_parts", "_prefix", "_tail")
+    __slots__ = ("_close", "_esc", "_held", "_in_str", "_json", "_parts", "_tail", "_xml")
 
     def __init__(self) -> None:
         self._held = ""  # text state: a suffix that may start a tag
         self._close: str | None = None  # block state: the closing tag awaited
-        self._prefix = ""  # block state: kept at the head of the body (bare XML form)
         self._parts: list[str] = []  # block state: the body so far
         self._tail = ""  # block state: last len(close)-1 chars of the body, for split tags
         # block state, JSON bodies: a closing tag inside a JSON string is part of the body
         self._json: bool | None = None  # None: not decided yet (only whitespace so far)
         self._in_str = False
         self._esc = False
+        self._xml = _XmlScan()  # block state, XML bodies: the structure so far
 
     @property
     def in_block(self) -> bool:
@@ -100,7 +257,7 @@ class ToolCallParser:
         out: list[str | Block] = []
         if self._close is not None:
             close = self._close
-            body = self._prefix + "".join(self._parts)
+            body = "".join(self._parts)
             self._close = None
             self._parts = []
             self._tail = ""
@@ -151,8 +308,8 @@ class ToolCallParser:
 
     def _enter(self, close: str, prefix: str) -> None:
         self._close = close
-        self._prefix = prefix
-        self._parts = []
+        self._parts = [prefix] if prefix else []
+        self._xml = _XmlScan()
         self._tail = ""
         self._json = False if prefix else None  # the bare XML form: raw values, no strings
         self._in_str = False
@@ -210,10 +367,13 @@ class ToolCallParser:
             if cut > scanned:
                 self._scan(text[scanned:cut])
                 scanned = cut
-            # A tag holds no quote or backslash: the state at its start is the state so far.
-            if not (self._json and self._in_str):
+            if self._json:
+                # A tag holds no quote or backslash: the state at its start is the state so far.
+                if not self._in_str:
+                    break
+            elif self._json is None or self._xml_ends(cut, text):
                 break
-            k = window.find(close, k + 1)  # inside a JSON string: part of the body
+            k = window.find(close, k + 1)  # inside a JSON string or an XML value: body
         if k < 0:
             self._scan(text[scanned:])
             self._parts.append(text)
@@ -225,13 +385,23 @@ class ToolCallParser:
         else:
             body = body[:cut]
         if close == _CLOSE_FUNC:
-            body = self._prefix + body + _CLOSE_FUNC
+            body += _CLOSE_FUNC
         out.append(Block(body, closed=True))
         self._close = None
         self._parts = []
         self._tail = ""
-        self._prefix = ""
         return window[k + len(close) :]
+
+    def _xml_ends(self, cut: int, text: str) -> bool:
+        """Whether the block's closing tag at ``cut`` in ``text`` (< 0: in the body already)
+        ends an XML block: only outside a value (see the module doc)."""
+        head = "".join(self._parts)
+        self._parts = [head]
+        upto = head + text[:cut] if cut >= 0 else head[:cut]
+        self._xml.run(upto, False)
+        probe = self._xml.copy()
+        probe.run(upto, True)
+        return probe.mode != _VALUE
 
 
 # -- decoding blocks ---------------------------------------------------------------------------
@@ -255,8 +425,6 @@ class BadBlock:
 
 
 _FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
-_XML_FUNC = re.compile(r"<function=([^>\n]*)>(.*?)(?:</function>|$)", re.DOTALL)
-_XML_PARAM = re.compile(r"<parameter=([^>\n]*)>(.*?)</parameter>", re.DOTALL)
 _NAME_KEYS = ("name", "tool", "function", "tool_name")
 _ARG_KEYS = ("arguments", "parameters", "args", "input", "params")
 
@@ -284,13 +452,9 @@ def _strip_value(v: str) -> str:
 
 def _decode_xml(body: str, closed: bool) -> list[ParsedCall] | BadBlock:
     calls: list[ParsedCall] = []
-    for m in _XML_FUNC.finditer(body):
-        name = m.group(1).strip()
-        inner = m.group(2)
-        finished = m.group(0).endswith(_CLOSE_FUNC)
+    for name, params, finished in _XmlScan().finish(body):
         if not finished and not closed:
             return BadBlock("the answer ended inside an unfinished call")
-        params = {p.group(1).strip(): _strip_value(p.group(2)) for p in _XML_PARAM.finditer(inner)}
         calls.append(ParsedCall(name, params, xml=True))
     if not calls:
         return BadBlock("the block holds no <function=…> call")
