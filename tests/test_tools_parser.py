@@ -556,3 +556,62 @@ XML_DECODED = {
 @pytest.mark.parametrize(("body", "args"), XML_DECODED.values(), ids=XML_DECODED.keys())
 def test_xml_values_end_only_where_a_tag_can_end_them(body: str, args: dict[str, str]) -> None:
     assert decode_block(Block(body, True)) == [ParsedCall("f", args, xml=True)]
+
+
+# -- a <think> the model writes in its answer is answer text -------------------------------------
+
+THINK_ANSWER = (
+    "<think>\nplan\n</think>\n\nSure. <tool_call>\n"
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+)
+
+
+def _think_frames(reasoning: tuple[str, ...], answer: str, cuts: list[int]) -> list[OutEvent]:
+    """The translator's events for reasoning frames, then ``answer`` in frames cut at ``cuts``."""
+    tr = Translator(reasoning="think_tags")
+
+    def frame(phase: str, content: str, status: str = "typing") -> str:
+        return json.dumps(
+            {"choices": [{"delta": {"phase": phase, "content": content, "status": status}}]}
+        )
+
+    events = [e for r in reasoning for e in tr.feed(frame("think", r))]
+    prev = 0
+    for cut in [*cuts, len(answer)]:
+        if cut > prev:
+            events += tr.feed(frame("answer", answer[prev:cut]))
+            prev = cut
+    return events + tr.feed(frame("answer", "", "finished"))
+
+
+@pytest.mark.parametrize("cut", range(len(THINK_ANSWER)))
+def test_a_think_tag_in_the_answer_is_parsed_on_any_frame_split(cut: int) -> None:
+    """The answer's own <think> is text: the call is read whatever the frame boundaries (the
+    first frame starting with "<think>\\n" included: cut 0 sends the answer in one frame)."""
+    content, calls, finish = _summary(_run(THINK_ANSWER, [cut]))
+    assert [(c[2], json.loads(c[3])) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert content == "<think>\nplan\n</think>\n\nSure." and finish == ["tool_calls"]
+
+
+THINK_CASES = {
+    "answer_only": ((), "<think>\nplan\n</think>\n\nSure."),
+    "after_inline_reasoning": (
+        ("hmm", "\n</think>\n\n", '<tool_call>{"name": "read_file", "arguments": {}}</tool_call>'),
+        '<think>\nhmm\n</think>\n\n<tool_call>{"name": "read_file", "arguments": {}}</tool_call>'
+        "\n</think>\n\n<think>\nplan\n</think>\n\nSure.",
+    ),
+}
+
+
+@pytest.mark.parametrize(("reasoning", "content"), THINK_CASES.values(), ids=THINK_CASES.keys())
+def test_only_the_translators_own_think_block_is_left_unparsed(
+    reasoning: tuple[str, ...], content: str
+) -> None:
+    """think_tags mode: the block the translator opened is not parsed (its call is not a call,
+    even when the reasoning itself writes "\\n</think>\\n\\n"); the answer's own <think> is
+    parsed like any text, in one frame or cut anywhere."""
+    for cuts in [[], *([c] for c in range(1, len(THINK_ANSWER)))]:
+        stage = ToolStage(_conv(), new_id=_ids().__next__)
+        got, calls, finish = _summary(stage.feed(_think_frames(reasoning, THINK_ANSWER, cuts)))
+        assert [(c[2], json.loads(c[3])) for c in calls] == [("get_weather", {"city": "Paris"})]
+        assert got == content and finish == ["tool_calls"], cuts

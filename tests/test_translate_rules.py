@@ -283,9 +283,9 @@ def test_think_tags_mode() -> None:
         delta(content="", status="finished"),
     )
     assert out == [
-        Text("content", "<think>\na"),
-        Text("content", "b"),
-        Text("content", "\n</think>\n\n"),
+        Text("content", "<think>\na", inline_think=True),
+        Text("content", "b", inline_think=True),
+        Text("content", "\n</think>\n\n", inline_think=True),
         Text("content", "X"),
         Finish(),
     ]
@@ -296,11 +296,13 @@ def test_think_tag_closed_on_finish_and_failure() -> None:
     tr = Translator(reasoning="think_tags")
     run(tr, delta("think", content="a"))
     out = tr.feed("[DONE]")
-    assert out[0] == Text("content", "\n</think>\n\n") and isinstance(out[1], Failure)
+    assert out[0] == Text("content", "\n</think>\n\n", inline_think=True) and isinstance(
+        out[1], Failure
+    )
     tr = Translator(reasoning="think_tags")
     run(tr, delta("think", content="a"))
     tr._answer_chars = 1  # an answer already counted (as after media)
-    assert tr.feed("[DONE]") == [Text("content", "\n</think>\n\n"), Finish()]
+    assert tr.feed("[DONE]") == [Text("content", "\n</think>\n\n", inline_think=True), Finish()]
 
 
 def test_summary_array_cumulative_and_rewritten() -> None:
@@ -811,8 +813,8 @@ def test_think_tag_closed_before_an_image() -> None:
     tr = Translator(reasoning="think_tags", media=MediaPolicy())
     out = run(tr, delta("think", content="hm"), img(CDN))
     assert out == [
-        Text("content", "<think>\nhm"),
-        Text("content", "\n</think>\n\n"),
+        Text("content", "<think>\nhm", inline_think=True),
+        Text("content", "\n</think>\n\n", inline_think=True),
         Media("image", CDN, CDN),
     ]
 

@@ -79,10 +79,16 @@ ReasoningMode = Literal["field", "think_tags"]
 
 @dataclass(slots=True)
 class Text:
-    """A piece of answer (``kind="content"``) or reasoning (``kind="reasoning"``) text."""
+    """A piece of answer (``kind="content"``) or reasoning (``kind="reasoning"``) text.
+
+    ``inline_think``: content that is the translator's own inline reasoning
+    (``reasoning="think_tags"``: the ``<think>`` it opens, the reasoning, the ``</think>`` it
+    closes), not answer text; a ``<think>`` the model writes in its answer is answer text.
+    """
 
     kind: Literal["content", "reasoning"]
     text: str
+    inline_think: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -602,7 +608,7 @@ class Translator:
 
     def _close_tag(self) -> Text:
         self._tag_open = False
-        return Text("content", "\n</think>\n\n")
+        return Text("content", "\n</think>\n\n", inline_think=True)
 
     def _delta(self, delta: dict[str, Any]) -> list[OutEvent]:
         phase = delta.get("phase")
@@ -844,8 +850,8 @@ class Translator:
                 return []  # reasoning after the answer started cannot be placed inline
             if not self._tag_open:
                 self._tag_open = True
-                return [Text("content", "<think>\n" + text)]
-            return [Text("content", text)]
+                return [Text("content", "<think>\n" + text, inline_think=True)]
+            return [Text("content", text, inline_think=True)]
         return [Text("reasoning", text)]
 
     def _summary(self, extra: Any) -> list[OutEvent]:

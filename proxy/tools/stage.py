@@ -9,7 +9,9 @@ model gets no tool prompt, and any call markup it writes anyway is still kept ou
   text before the first call is passed on as content (trailing whitespace, and a code-fence
   opener such as a last line ```json, before a call are dropped), call markup never is.
   Reasoning is never parsed (calls written while thinking are not calls, docs/agents.md §1.4), nor
-  is inline ``<think>…</think>`` reasoning (``think_tags``).
+  is the translator's inline ``<think>…</think>`` reasoning (``think_tags``: the events it marks
+  ``inline_think``). A ``<think>`` the model writes in its answer is answer text like any other:
+  whatever the frame boundaries, it is parsed the same.
 - Each block is decoded and checked (:class:`~proxy.tools.validate.ToolBox`): a good call
   becomes one whole :class:`~proxy.qwen.translate.ToolCall` (``index`` 0, 1, …; a fresh
   ``call_`` + 24 hex id). A block that is not JSON, names a tool that was not offered, has
@@ -42,11 +44,6 @@ def _fence(lang: str) -> bool:
     return lang == "" or lang.isalnum()
 
 
-# The inline reasoning markers of the translator's ``think_tags`` mode (proxy.qwen.translate).
-_THINK = "<think>\n"
-_THINK_END = "\n</think>\n\n"
-
-
 def new_call_id() -> str:
     """``call_`` + 24 hex characters (the OpenAI/vLLM id style)."""
     return "call_" + uuid.uuid4().hex[:24]
@@ -68,7 +65,6 @@ class ToolStage:
         "_parser",
         "_prose",
         "_sent",
-        "_thinking",
         "_ws",
         "calls",
         "dropped_chars",
@@ -99,7 +95,6 @@ class ToolStage:
         self._parser = ToolCallParser()
         self._ws = ""
         self._sent = False  # some content was passed on
-        self._thinking = False  # inside inline <think> reasoning (reasoning="think_tags")
         self.calls: list[ToolCall] = []
         self.rejections: list[Rejection] = []
         self.dropped_chars = 0
@@ -109,11 +104,8 @@ class ToolStage:
         out: list[OutEvent] = []
         for e in events:
             if type(e) is Text and e.kind == "content":
-                if self._thinking or (
-                    not self._sent and not self._parser.in_block and e.text.startswith(_THINK)
-                ):
+                if e.inline_think:
                     # Inline reasoning (the translator's think_tags mode) is never parsed.
-                    self._thinking = e.text != _THINK_END
                     out.append(e)
                     continue
                 self._pieces(self._parser.feed(e.text), out)
