@@ -17,7 +17,9 @@ after its last turn (:meth:`proxy.service.ChatService.new_chat`; a continuation 
   the sweep; a chat younger than :data:`GRACE_S` is left alone too (it may be tracked a moment
   after it was listed). A chat with any other title is the user's own and is never touched.
   While the shared store (Redis) is unreachable there is no reconciliation: what the other
-  instances track is unknown then, and their live chats would look like leftovers.
+  instances track is unknown then, and their live chats would look like leftovers. With Redis,
+  an untracked chat is a leftover only once idle for ``conversation_ttl_s`` (a Redis restarted
+  empty forgets the live chats too).
 
 Only accounts with a token have a chat list to keep clean: without ``tokens`` (guest or offline
 use) nothing is tracked and no janitor runs. Deletions (and list pages) are spaced to at most
@@ -181,6 +183,13 @@ class ChatJanitor:
         if store.health() == "degraded":
             self._skipped()
             return 0
+        # Shared state: a chat no instance tracks is a leftover only once idle for the whole
+        # conversation_ttl_s (a Redis restarted empty forgets what live instances track; their
+        # chats in use were updated within it). Alone, the in-process store forgets on restart
+        # and the earlier run's chats go at once.
+        grace = GRACE_S
+        if self._settings.redis_url is not None:
+            grace = max(GRACE_S, self._settings.conversation_ttl_s)
         resting = await self._service.pool.resting_labels()
         for account in self._service.pool.check_expiry():  # expired tokens are never sent
             if account.label in resting:
@@ -201,7 +210,7 @@ class ChatJanitor:
             if store.health() == "degraded":  # that read came from memory alone
                 self._skipped()
                 return done
-            leftovers = [c["id"] for c in listed if is_leftover(c, prefix, now, tracked)]
+            leftovers = [c["id"] for c in listed if is_leftover(c, prefix, now, tracked, grace)]
             for chat_id in leftovers:
                 if await self._delete(account, chat_id, reason="leftover"):
                     await store.forget_chat(chat_id)

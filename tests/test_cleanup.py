@@ -161,6 +161,22 @@ async def test_no_reconciliation_while_the_shared_store_is_unreachable(
     assert not [r for r in stack.requests if r.path_qs.startswith("/api/v2/chats/?")]
 
 
+async def test_with_redis_an_untracked_chat_is_a_leftover_once_idle_for_the_ttl(
+    aiohttp_server: Any, redis_server: str
+) -> None:
+    """A Redis restarted empty forgets the chats live instances track: with shared state, an
+    untracked gateway chat is deleted only once idle for ``conversation_ttl_s`` (a chat in use
+    was updated within it), not after the few seconds of grace the in-process store gets."""
+    stack = await cleaning_stack(
+        aiohttp_server, redis_url=redis_server, redis_prefix=f"t{time.monotonic_ns()}:"
+    )
+    chats = memory(stack)
+    in_use = chats.create(title="qwen-gateway", chat_type="t2t", now=time.time() - 60)
+    idle = chats.create(title="qwen-gateway", chat_type="t2t", now=time.time() - TTL - 60)
+    assert await stack.proxy.app[JANITOR].reconcile() == 1
+    assert [c.id for c in chats.live()] == [in_use.id] and chats.deleted == [idle.id]
+
+
 async def test_sweeps_at_once_delete_a_chat_once(aiohttp_server: Any) -> None:
     """A sweep claims the chats it takes: two sweeps at the same time (two instances sharing
     Redis, here two in one process) delete each chat once."""
