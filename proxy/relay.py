@@ -23,6 +23,7 @@ Rules every front door gets from here:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -302,8 +303,9 @@ async def relay(
 
     After the commit, while chat.qwen.ai sends frames that give the client nothing (its
     ``response.info`` keep-alives, a long think phase in a mode that hides it, a held-back
-    required call), ``renderer.keepalive()`` is written whenever ``keepalive_s`` seconds passed
-    since the last write (OpenAI: an SSE comment; Anthropic: ``ping``).
+    required call) or nothing at all (then on the ticks of the read watch),
+    ``renderer.keepalive()`` is written whenever ``keepalive_s`` seconds passed since the last
+    write (OpenAI: an SSE comment; Anthropic: ``ping``).
 
     Raises the stream's :class:`UpstreamError` when it fails before the first event (the error
     middleware then answers with a real HTTP status); ``ConnectionError`` when the client
@@ -343,6 +345,7 @@ class _Turn:
         #: the response to commit, made ahead (StreamStart) with all its headers but
         #: Server-Timing, or None (made at the commit)
         self.ready: web.StreamResponse | None = None
+        self._ping: asyncio.Task[None] | None = None  # a keep-alive still being written
 
     async def run(
         self, conv: Conversation, chat: OpenChat, *, hold: bool, stages: _Stages | None = None
@@ -353,6 +356,9 @@ class _Turn:
         translator, stage, stop = stages or _stages(request, conv, chat, renderer, hold=hold)
         pump = _Pump(chat, translator, stage, stop)
         pump.eager = self.resp is None  # the first token leaves without waiting for the rest
+        watch = chat.read_watch
+        if self.resp is not None and watch is not None:  # (a second turn: committed already)
+            watch.on_silence = self._silence
         try:
             if self.tail:  # another turn follows: what was held back goes out now
                 assert self.resp is not None
@@ -377,6 +383,8 @@ class _Turn:
                     wait = self.wait_s + pump.wait_s
                     self.resp = await _start(request, out, renderer, t0, wait, self.ready)
                     self.ready = None
+                    if watch is not None:  # keep-alives while the site is silent, from now on
+                        watch.on_silence = self._silence
                     pump.counting = pump.eager = False
                     data = head + data
                 if translator.done:  # the last batch: sent with the end of the body
@@ -408,6 +416,39 @@ class _Turn:
         _log_done(request, renderer.id, conv, translator, chat, stage)
         _remember(chat, translator, stage)
         return stage
+
+    def _silence(self) -> None:
+        """A tick of the read watch while the site sends nothing and the relay waits for it:
+        ``renderer.keepalive()`` once ``keepalive_s`` seconds passed since the last write, as
+        when the site sends frames that give the client nothing (a proxy in front of the
+        client may close a connection idle for a minute). Not while a client leaves earlier
+        bytes unread, nor after the end."""
+        resp = self.resp
+        if resp is None or self.ended or self.gone or self._ping is not None:
+            return
+        now = time.perf_counter()
+        if now - self.last_write < self.keepalive_s:
+            return
+        transport = self.request.transport
+        if transport is None or transport.get_write_buffer_size():
+            return
+        self.last_write = now
+        task = asyncio.Task(
+            resp.write(self.renderer.keepalive()),
+            loop=asyncio.get_running_loop(),
+            name="keepalive",
+            eager_start=True,  # written now; only a full buffer's drain is waited for
+        )
+        if task.done():
+            self._wrote(task)
+        else:
+            self._ping = task
+            task.add_done_callback(self._wrote)
+
+    def _wrote(self, task: asyncio.Task[None]) -> None:
+        self._ping = None
+        if not task.cancelled():
+            task.exception()  # a client gone: the relay's next write finds out and logs it
 
     async def _end(self) -> None:
         """Write the held-back last bytes with the end of the body (once)."""

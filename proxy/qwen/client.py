@@ -21,6 +21,7 @@ import asyncio
 import errno
 import functools
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -191,15 +192,19 @@ class ReadWatch:
     ``waiting``: the reader says whether it is waiting for the body (the default) or busy with
     what it read (the relay writing to a slow client): like aiohttp, which stops its timer while
     reading is paused for backpressure, time spent busy is not the site's silence.
-    :meth:`cancel` when the body is done with."""
+    :meth:`cancel` when the body is done with.
 
-    __slots__ = ("_content", "_seen", "_since", "_sweeper", "_timeout", "waiting")
+    ``on_silence``: called on each tick while the reader waits and no byte came since the last
+    one (the relay writes its client's keep-alives from there)."""
+
+    __slots__ = ("_content", "_seen", "_since", "_sweeper", "_timeout", "on_silence", "waiting")
 
     def __init__(self, content: aiohttp.StreamReader, timeout_s: float, sweeper: Sweeper) -> None:
         self._content = content
         self._timeout = timeout_s
         self._sweeper = sweeper
         self.waiting = True
+        self.on_silence: Callable[[], None] | None = None
         self._seen = content.total_bytes
         self._since = asyncio.get_running_loop().time()
         sweeper.add(self)
@@ -214,6 +219,8 @@ class ReadWatch:
         elif now - self._since >= self._timeout:
             content.set_exception(aiohttp.ServerTimeoutError("Timeout on reading data from socket"))
             return False
+        elif self.on_silence is not None and now > self._since:
+            self.on_silence()
         return True
 
     @property
