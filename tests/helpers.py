@@ -50,6 +50,33 @@ COMPLETIONS_PATH = "/api/v2/chat/completions"
 CHATS_NEW_PATH = "/api/v2/chats/new"
 
 
+#: the model list of :func:`site_app`: one t2t model
+SITE_MODELS = {"data": [{"id": "qwen3-max", "info": {"meta": {"chat_type": ["t2t"]}}}]}
+
+
+def site_app(
+    completion: Callable[[web.Request], Awaitable[web.StreamResponse]], *, chat_id: str = "c1"
+) -> web.Application:
+    """A minimal chat.qwen.ai for one scripted turn: ``GET /api/models`` (:data:`SITE_MODELS`),
+    ``chats/new`` answering ``chat_id``, the stop call, and ``completion`` for the completion."""
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response(SITE_MODELS)
+
+    async def new_chat(_: web.Request) -> web.Response:
+        return web.json_response({"success": True, "data": {"id": chat_id}})
+
+    async def stop(_: web.Request) -> web.Response:
+        return web.json_response({"success": True, "data": {}})
+
+    app = web.Application()
+    app.router.add_get("/api/models", models)
+    app.router.add_post("/api/v2/chats/new", new_chat)
+    app.router.add_post("/api/v2/chat/completions", completion)
+    app.router.add_post("/api/v2/chat/completions/stop", stop)
+    return app
+
+
 @functools.cache
 def cassettes() -> tuple[Cassette, ...]:
     """The repository's cassettes, loaded once per test session."""

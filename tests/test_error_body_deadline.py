@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from helpers import ServerFactory
+from helpers import ServerFactory, site_app
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -26,18 +26,11 @@ from proxy.qwen.client import upstream_label
 from proxy.qwen.envelope import classify_response
 
 TIMEOUT_S = 0.4
-MODELS = {"data": [{"id": "qwen3-max", "info": {"meta": {"chat_type": ["t2t"]}}}]}
 
 
 async def _dripping_site(aiohttp_server: ServerFactory, status: int, head: bytes) -> TestServer:
     """A site whose completion answers ``status`` text/html: ``head`` at once, then one byte
     every 50 ms for 20 s (until the gateway hangs up)."""
-
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response(MODELS)
-
-    async def new_chat(_: web.Request) -> web.Response:
-        return web.json_response({"success": True, "data": {"id": "c1"}})
 
     async def completion(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -52,15 +45,7 @@ async def _dripping_site(aiohttp_server: ServerFactory, status: int, head: bytes
             pass
         return resp
 
-    async def ok(_: web.Request) -> web.Response:
-        return web.json_response({"success": True, "data": {}})
-
-    app = web.Application()
-    app.router.add_get("/api/models", models)
-    app.router.add_post("/api/v2/chats/new", new_chat)
-    app.router.add_post("/api/v2/chat/completions", completion)
-    app.router.add_post("/api/v2/chat/completions/stop", ok)
-    return await aiohttp_server(app)
+    return await aiohttp_server(site_app(completion))
 
 
 async def _ask(aiohttp_server: ServerFactory, site: TestServer) -> tuple[int, Any, float, str]:

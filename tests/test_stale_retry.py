@@ -14,6 +14,7 @@ first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -81,24 +82,32 @@ async def site() -> AsyncIterator[tuple[OneShotServer, str]]:
     await server.wait_closed()
 
 
+ACCOUNT = Account("account-1", None)
+
+
+@contextlib.asynccontextmanager
+async def client_of(url: str) -> AsyncIterator[QwenClient]:
+    """A :class:`QwenClient` for ``url`` on a pool of its own (the app's connector)."""
+    async with aiohttp.ClientSession(
+        connector=upstream_connector(limit=0), cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        yield QwenClient(session, Settings(upstream_url=url))
+
+
 async def test_the_retries_after_dead_pooled_connections_reach_a_new_one(
     site: tuple[OneShotServer, str],
 ) -> None:
     fake, url = site
-    account = Account("account-1", None)
-    async with aiohttp.ClientSession(
-        connector=upstream_connector(limit=0), cookie_jar=aiohttp.DummyCookieJar()
-    ) as session:
-        client = QwenClient(session, Settings(upstream_url=url))
+    async with client_of(url) as client:
         fake.hold = 2  # two chats/new side by side: two pooled connections
-        chats = await asyncio.gather(client.new_chat(account, {}), client.new_chat(account, {}))
+        chats = await asyncio.gather(client.new_chat(ACCOUNT, {}), client.new_chat(ACCOUNT, {}))
         assert sorted(chats) == ["c1", "c2"] and fake.connections == 2
         # both pooled connections now die on their next request: two attempts fail, each
         # closing its connection, and the third opens a new one
-        assert await client.new_chat(account, {}) == "c3"
+        assert await client.new_chat(ACCOUNT, {}) == "c3"
         assert (fake.connections, fake.killed) == (3, 2)
         # the new connection was pooled: it dies on the next request, which goes on a new one
-        assert await client.new_chat(account, {}) == "c4"
+        assert await client.new_chat(ACCOUNT, {}) == "c4"
         assert (fake.connections, fake.killed) == (4, 3)
 
 
@@ -108,14 +117,10 @@ async def test_three_dead_connections_in_a_row_are_an_upstream_failure(
     """The attempts are bounded: with three dead pooled connections the request fails with
     ``upstream_unavailable`` (502), it does not go on."""
     fake, url = site
-    account = Account("account-1", None)
-    async with aiohttp.ClientSession(
-        connector=upstream_connector(limit=0), cookie_jar=aiohttp.DummyCookieJar()
-    ) as session:
-        client = QwenClient(session, Settings(upstream_url=url))
+    async with client_of(url) as client:
         fake.hold = 3
-        chats = await asyncio.gather(*(client.new_chat(account, {}) for _ in range(3)))
+        chats = await asyncio.gather(*(client.new_chat(ACCOUNT, {}) for _ in range(3)))
         assert sorted(chats) == ["c1", "c2", "c3"]
         with pytest.raises(UpstreamUnavailableError):
-            await client.new_chat(account, {})
+            await client.new_chat(ACCOUNT, {})
         assert (fake.connections, fake.killed) == (3, 3)

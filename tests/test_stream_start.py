@@ -8,25 +8,46 @@ reached it (the request is sent, then the turn is built, before the loop reads a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from helpers import site_app
 from test_hangup import CliServer
 
 from proxy import relay
 from proxy.app import make_app
 from proxy.config import Settings
 
-MODELS = {"data": [{"id": "qwen3-max", "info": {"meta": {"chat_type": ["t2t"]}}}]}
 ANSWER = [
     {"response.created": {"chat_id": "chat-s", "response_id": "resp-s"}},
     {"choices": [{"delta": {"content": "ready", "phase": "answer", "status": "typing"}}]},
     {"choices": [{"delta": {"content": "", "phase": "answer", "status": "finished"}}]},
 ]
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def gateway_before(aiohttp_server: Any, completion: Handler) -> AsyncIterator[CliServer]:
+    """A gateway in front of a site that lists one model, makes chat ``chat-s`` and answers the
+    completion with ``completion``."""
+
+    site = site_app(completion, chat_id="chat-s")
+    upstream = await aiohttp_server(site)
+    url = str(upstream.make_url("")).rstrip("/")
+    gateway = CliServer(make_app(Settings(upstream_url=url, tokens=["tok-s-1"])))
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.runner.cleanup()
 
 
 async def test_the_stream_response_is_made_before_the_completion_answers(
@@ -43,12 +64,6 @@ async def test_the_stream_response_is_made_before_the_completion_answers(
 
     monkeypatch.setattr(relay, "_sse_response", recording)
 
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response(MODELS)
-
-    async def new_chat(_: web.Request) -> web.Response:
-        return web.json_response({"success": True, "data": {"id": "chat-s"}})
-
     async def completion(request: web.Request) -> web.StreamResponse:
         await request.read()
         seen_by_site.append(len(made))
@@ -59,15 +74,7 @@ async def test_the_stream_response_is_made_before_the_completion_answers(
         await resp.write_eof()
         return resp
 
-    site = web.Application()
-    site.router.add_get("/api/models", models)
-    site.router.add_post("/api/v2/chats/new", new_chat)
-    site.router.add_post("/api/v2/chat/completions", completion)
-    upstream = await aiohttp_server(site)
-    url = str(upstream.make_url("")).rstrip("/")
-    gateway = CliServer(make_app(Settings(upstream_url=url, tokens=["tok-s-1"])))
-    await gateway.start()
-    try:
+    async with gateway_before(aiohttp_server, completion) as gateway:
         body = {
             "model": "qwen3-max",
             "stream": True,
@@ -84,8 +91,6 @@ async def test_the_stream_response_is_made_before_the_completion_answers(
         # one response, made before the site had the completion request, and committed
         assert seen_by_site == [1]
         assert len(made) == 1 and made[0].prepared
-    finally:
-        await gateway.runner.cleanup()
 
 
 @pytest.mark.parametrize(
@@ -118,12 +123,6 @@ async def test_a_silent_site_gets_the_client_keep_alives(
     monkeypatch.setitem(relay.relay.__kwdefaults__, "keepalive_s", 0.05)
     go_on = asyncio.Event()
 
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response(MODELS)
-
-    async def new_chat(_: web.Request) -> web.Response:
-        return web.json_response({"success": True, "data": {"id": "chat-s"}})
-
     async def completion(request: web.Request) -> web.StreamResponse:
         await request.read()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -135,29 +134,21 @@ async def test_a_silent_site_gets_the_client_keep_alives(
         await resp.write_eof()
         return resp
 
-    site = web.Application()
-    site.router.add_get("/api/models", models)
-    site.router.add_post("/api/v2/chats/new", new_chat)
-    site.router.add_post("/api/v2/chat/completions", completion)
-    upstream = await aiohttp_server(site)
-    url = str(upstream.make_url("")).rstrip("/")
-    gateway = CliServer(make_app(Settings(upstream_url=url, tokens=["tok-s-1"])))
-    await gateway.start()
     try:
-        async with aiohttp.ClientSession() as s, asyncio.timeout(10):
-            async with s.post(gateway.make_url(path), json=body) as resp:
-                assert resp.status == 200
-                seen = b""
-                async for chunk in resp.content.iter_any():
-                    seen += chunk
-                    if b"ready" in seen and ping in seen.split(b"ready", 1)[1]:
-                        go_on.set()  # a keep-alive came after the text, while the site was silent
-                assert go_on.is_set()
-        assert b"ready" in seen
-        assert seen.endswith(b"data: [DONE]\n\n") or b"message_stop" in seen
+        async with gateway_before(aiohttp_server, completion) as gateway:
+            async with aiohttp.ClientSession() as s, asyncio.timeout(10):
+                async with s.post(gateway.make_url(path), json=body) as resp:
+                    assert resp.status == 200
+                    seen = b""
+                    async for chunk in resp.content.iter_any():
+                        seen += chunk
+                        if b"ready" in seen and ping in seen.split(b"ready", 1)[1]:
+                            go_on.set()  # a keep-alive after the text, while the site was silent
+                    assert go_on.is_set()
     finally:
-        go_on.set()
-        await gateway.runner.cleanup()
+        go_on.set()  # (a failed test must not leave the site waiting)
+    assert b"ready" in seen
+    assert seen.endswith(b"data: [DONE]\n\n") or b"message_stop" in seen
 
 
 class _Transport:

@@ -17,12 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from helpers import ServerFactory
+from helpers import ServerFactory, site_app
 
 from proxy.app import make_app
 from proxy.config import Settings
-
-MODELS = {"data": [{"id": "qwen3-max", "info": {"meta": {"chat_type": ["t2t"]}}}]}
 
 
 async def _gateway(
@@ -30,25 +28,11 @@ async def _gateway(
 ) -> TestServer:
     """The gateway in front of a site whose completion answers ``status`` with ``headers``."""
 
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response(MODELS)
-
-    async def new_chat(_: web.Request) -> web.Response:
-        return web.json_response({"success": True, "data": {"id": "c1"}})
-
     async def completion(request: web.Request) -> web.Response:
         await request.read()
         return web.json_response({"detail": "not now"}, status=status, headers=headers)
 
-    async def ok(_: web.Request) -> web.Response:
-        return web.json_response({"success": True, "data": {}})
-
-    app = web.Application()
-    app.router.add_get("/api/models", models)
-    app.router.add_post("/api/v2/chats/new", new_chat)
-    app.router.add_post("/api/v2/chat/completions", completion)
-    app.router.add_post("/api/v2/chat/completions/stop", ok)
-    site = await aiohttp_server(app)
+    site = await aiohttp_server(site_app(completion))
     url = str(site.make_url("")).rstrip("/")
     return await aiohttp_server(make_app(Settings(upstream_url=url, tokens=["tok-a"])))
 
