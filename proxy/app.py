@@ -6,8 +6,9 @@ to). One front middleware, :func:`gateway_middleware`: timing, the hang-up watch
 (:mod:`proxy.hangup`), client API-key checking (constant-time), the guard (:mod:`proxy.guard`),
 the single error mapping (every failure becomes the error object of the request's front door,
 with its status: OpenAI's :func:`proxy.errors.to_openai` unless the route says otherwise, see
-:func:`front_door_of`), ``Server-Timing`` and the request metrics; then, only when API keys
-carry limits, :func:`limits_middleware`.
+:func:`front_door_of`), ``Server-Timing``, the request metrics and the request's one log line
+(:func:`log_request` when nothing else logged it); then, only when API keys carry limits,
+:func:`limits_middleware`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from proxy.state import (
     FRONT_DOORS,
     JANITOR,
     KEY_RULE,
+    LOGGED,
     MASKER,
     METRICS,
     RESPONSES_IN_FLIGHT,
@@ -86,12 +88,13 @@ from proxy.store import MemoryStore, StateStore
 from proxy.sweep import Sweeper, sweep_interval
 from proxy.tools.stage import ToolCounters
 
-__all__ = ["front_door_of", "gateway_middleware", "make_app"]
+__all__ = ["front_door_of", "gateway_middleware", "log_request", "make_app"]
 
 log = structlog.get_logger("proxy.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = frozenset({"/healthz", "/"})
+_PROBE_PATHS = frozenset({"/healthz", "/metrics"})  # their `request` lines are debug lines
 REPLAY_URL = web.AppKey("replay_url", str)
 #: Masks every configured secret (tokens, cookie values, API keys) in error bodies and logs.
 
@@ -116,8 +119,25 @@ def front_door_of(request: web.Request) -> FrontDoor:
 
 
 def _error_response(request: web.Request, exc: ProxyError) -> web.Response:
-    exc.message = request.app[MASKER].mask(clip(exc.message, 2000))
+    """The front door's error answer for ``exc``, logged as the request's line
+    (``request_failed``) unless its line already reported ``exc`` (:data:`LOGGED`: a non-stream
+    answer's ``chat_completion`` names its failure). A failure after a line that did not report
+    it (a corrective turn that could not be opened, a store that failed after the answer's line)
+    gets its ``request_failed`` line too: it is news."""
+    masker = request.app[MASKER]
+    message = exc.message
+    exc.message = masker.mask(clip(message, 2000))
     status, headers, body = front_door_of(request).render_error(exc)
+    if request.get(LOGGED) is not exc:
+        request[LOGGED] = exc
+        log.info(
+            "request_failed",
+            method=request.method,
+            path=log_path(request),
+            status=status,
+            code=exc.error_code(),
+            message=masker.mask(clip(message, 500)),
+        )
     resp = web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )
@@ -130,13 +150,6 @@ def _failure_response(request: web.Request, exc: Exception) -> web.StreamRespons
     """The front door's error answer for ``exc`` (the one mapping of failures to error
     objects); re-raises an :class:`aiohttp.web.HTTPException` below 400 (a redirect)."""
     if isinstance(exc, ProxyError):
-        log.info(
-            "request_failed",
-            path=log_path(request),
-            status=exc.http_status(),
-            code=exc.error_code(),
-            message=request.app[MASKER].mask(clip(exc.message, 500)),
-        )
         return _error_response(request, exc)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         limit = request.app[SETTINGS].max_body_bytes
@@ -166,8 +179,11 @@ def _failure_response(request: web.Request, exc: Exception) -> web.StreamRespons
         response = _failure_response(request, _payload_error(exc))
         response.force_close()
         return response
-    log.exception("unhandled_error", path=log_path(request))  # called while handling `exc`
-    return _error_response(request, ProxyError("internal error in the proxy; see its log"))
+    # called while handling `exc`; the traceback is the request's line
+    log.exception("unhandled_error", method=request.method, path=log_path(request), status=500)
+    internal = ProxyError("internal error in the proxy; see its log")
+    request[LOGGED] = internal
+    return _error_response(request, internal)
 
 
 def _drop_compressed_body(request: web.Request, response: web.StreamResponse) -> None:
@@ -242,7 +258,11 @@ def gateway_middleware(
     5. ``Server-Timing: total;dur=<ms>`` on every answer that carries none (streamed answers
        set their own when they commit: ``proxy;dur=…, upstream;dur=…``);
     6. counts the request by route template, status and model, and times it (a client that
-       left counts as 499).
+       left counts as 499);
+    7. one log line per request: a request for which neither its handler nor the guard wrote
+       one (:data:`~proxy.state.LOGGED` is not set; a failure's ``request_failed`` line is
+       written in step 4) and that the watch did not drop (its ``client_too_slow`` line) gets
+       the generic one of :func:`log_request`.
     """
     guard = guard_check(settings)
     body_timeout_s = settings.body_timeout_s
@@ -265,10 +285,7 @@ def gateway_middleware(
                 else:
                     response = await handler(request)
             except asyncio.CancelledError:
-                status = 499  # the client went away
-                if watch.fired and not watch.stalled and request.content.is_eof():
-                    # (mid-upload the guard logs it; a stalled client is logged by the watch)
-                    log.info("client_disconnected", path=log_path(request), method=request.method)
+                status = 499  # the client went away (logged below, unless already)
                 raise
             except ConnectionError:  # the client went away while it was written to
                 status = 499
@@ -286,14 +303,38 @@ def gateway_middleware(
             return response
         finally:
             watch.disarm()
-            request.app[METRICS].request_done(
-                route_template(request),
-                status,
-                request.get(MODEL_KEY, ""),
-                time.perf_counter() - t0,
-            )
+            elapsed_s = time.perf_counter() - t0
+            model = request.get(MODEL_KEY, "")
+            request.app[METRICS].request_done(route_template(request), status, model, elapsed_s)
+            # (a chat completion has logged its line; a client that stopped reading was
+            # logged by the watch, as `client_too_slow`)
+            if LOGGED not in request and not watch.stalled:
+                log_request(request, status, model, elapsed_s)
 
     return gateway
+
+
+def log_request(request: web.Request, status: int, model: str, elapsed_s: float) -> None:
+    """Write the generic line of a request no handler logged a line for, and note it
+    (:data:`~proxy.state.LOGGED`): ``request`` with ``method``, ``path`` (clipped, secrets
+    masked), ``status``, ``duration_ms`` and ``model`` (when known); ``client_disconnected``
+    instead when the client left (``status`` 499). At debug level for the probes'
+    ``/healthz`` and ``/metrics`` (polled every few seconds), at info level otherwise."""
+    request[LOGGED] = True
+    fields: dict[str, object] = {
+        "method": request.method,
+        "path": log_path(request),
+        "status": status,
+        "duration_ms": round(elapsed_s * 1000, 2),
+    }
+    if model:
+        fields["model"] = model
+    if status == 499:
+        log.info("client_disconnected", **fields)
+    elif request.path in _PROBE_PATHS:
+        log.debug("request", **fields)
+    else:
+        log.info("request", **fields)
 
 
 def _bearer(request: web.Request) -> str:
@@ -354,7 +395,8 @@ def _install_cors(app: web.Application, origins: list[str]) -> None:
     @web.middleware
     async def preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "OPTIONS" and allowed(request) is not None:
-            return web.Response(
+            t0 = time.perf_counter()
+            resp = web.Response(
                 status=204,
                 headers={
                     "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
@@ -364,6 +406,8 @@ def _install_cors(app: web.Application, origins: list[str]) -> None:
                     "Access-Control-Max-Age": "600",
                 },
             )
+            log_request(request, 204, "", time.perf_counter() - t0)  # (no front middleware)
+            return resp
         return await handler(request)
 
     async def label(request: web.Request, response: web.StreamResponse) -> None:

@@ -68,7 +68,7 @@ from proxy.errors import (
     error_body,
 )
 from proxy.frontdoors import OPENAI, FrontDoor, door_for_path
-from proxy.state import FRONT_DOORS, MASKER, SETTINGS
+from proxy.state import FRONT_DOORS, LOGGED, MASKER, SETTINGS
 from proxy.sweep import Deadline, Sweeper
 
 __all__ = [
@@ -309,13 +309,18 @@ async def with_body_deadline(
     except asyncio.CancelledError:
         transport = request.transport
         if not content.is_eof() and (transport is None or transport.is_closing()):
-            log.info("client_gone", path=log_path(request), during="upload")
+            _log_gone(request)
         raise
     except ConnectionError:
-        if content.is_eof():
-            raise
-        log.info("client_gone", path=log_path(request), during="upload")
+        if not content.is_eof():
+            _log_gone(request)
         raise
+
+
+def _log_gone(request: web.Request) -> None:
+    """The request's one line (:data:`~proxy.state.LOGGED`) for a client gone mid-upload."""
+    request[LOGGED] = True
+    log.info("client_gone", method=request.method, path=log_path(request), during="upload")
 
 
 def parse_error_response(exc: BaseException | None, status: int) -> tuple[ProxyError, int]:
@@ -513,7 +518,8 @@ class _RequestHandler(web.RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         if isinstance(exc, ConnectionError):  # the client left: nobody reads an answer
-            log.info("client_disconnected", status=499)
+            if LOGGED not in request:  # (the app's front middleware has logged it)
+                log.info("client_disconnected", status=499)
             resp = web.Response(status=499)
             resp.force_close()
             return resp

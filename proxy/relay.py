@@ -35,14 +35,14 @@ import structlog
 from aiohttp import web
 
 from proxy.conversation import Conversation
-from proxy.errors import ProxyError, UpstreamError, UpstreamProtocolError
+from proxy.errors import ProxyError, UpstreamError, UpstreamProtocolError, clip
 from proxy.metrics import route_template
 from proxy.qwen.client import network_failure
 from proxy.qwen.envelope import classify_response
 from proxy.qwen.sse import SSEDecoder
 from proxy.qwen.translate import Failure, OutEvent, ReasoningMode, Translator, Usage
 from proxy.service import OpenChat
-from proxy.state import METRICS, SERVICE, SETTINGS, START_KEY, TOOL_COUNTERS
+from proxy.state import LOGGED, MASKER, METRICS, SERVICE, SETTINGS, START_KEY, TOOL_COUNTERS
 from proxy.stop import StopStage
 from proxy.tools.prompt import CORRECTION_KEY, repeated_calls
 from proxy.tools.stage import ToolStage
@@ -397,9 +397,8 @@ class _Turn:
                     first_byte(request, request[START_KEY])
         except ConnectionError:  # reset, or lost while a write waited for the client
             if self.resp is None:
-                raise  # nothing was sent: the front middleware counts a 499
-            log.info("client_disconnected", response_id=renderer.id)
-            self.gone = True
+                raise  # nothing was sent: the front middleware counts (and logs) a 499
+            self.gone = True  # said in the turn's line (_log_done)
         except Exception as exc:
             if self.resp is None or isinstance(exc, ProxyError):
                 raise  # nothing sent (the middleware answers), or an error with its own path
@@ -413,7 +412,7 @@ class _Turn:
         if self.resp is not None and not self.gone and not (stage and stage.wants_retry):
             await self._end()  # the answer's last bytes leave before the bookkeeping below
             chat.committed()
-        _log_done(request, renderer.id, conv, translator, chat, stage)
+        _log_done(request, renderer.id, conv, translator, chat, stage, gone=self.gone)
         _remember(chat, translator, stage)
         return stage
 
@@ -448,10 +447,11 @@ class _Turn:
     def _wrote(self, task: asyncio.Task[None]) -> None:
         self._ping = None
         if not task.cancelled():
-            task.exception()  # a client gone: the relay's next write finds out and logs it
+            task.exception()  # a client gone: the relay's next write finds out
 
     async def _end(self) -> None:
-        """Write the held-back last bytes with the end of the body (once)."""
+        """Write the held-back last bytes with the end of the body (once). A client gone by
+        then sets ``gone`` (said in the turn's log line, which follows)."""
         if self.ended:
             return
         self.ended = True
@@ -459,7 +459,6 @@ class _Turn:
         try:
             await self.resp.write_eof(self.tail)
         except ConnectionError:
-            log.info("client_disconnected", response_id=self.renderer.id)
             self.gone = True
         self.tail = b""
 
@@ -638,8 +637,16 @@ def _log_done(
     translator: Translator,
     chat: OpenChat,
     stage: ToolStage | None,
+    *,
+    gone: bool = False,
 ) -> None:
+    """The turn's ``chat_completion`` line, the request's line: noted in
+    :data:`~proxy.state.LOGGED` (with the failure it reports, whose error answer then logs no
+    line besides). It holds the failure's code and message, if any, and
+    ``client_disconnected`` when the client left after the commit (``gone``); the tool stage's
+    events get their own lines first."""
     failure = translator.failure
+    request[LOGGED] = failure or True
     tools: dict[str, Any] = {}
     if stage is not None:
         counters = request.app.get(TOOL_COUNTERS)
@@ -670,6 +677,10 @@ def _log_done(
             "tool_rejections": len(stage.rejections) or None,
             "dropped_after_call": stage.dropped_chars or None,
         }
+    if failure is not None:
+        tools["message"] = request.app[MASKER].mask(clip(failure.message, 500))
+    if gone:
+        tools["client_disconnected"] = True
     log.info(
         "chat_completion",
         completion_id=response_id,

@@ -854,13 +854,14 @@ class ChatService:
         n: int = 1,
         size: str | None = None,
         blobs: Sequence[Blob] = (),
-    ) -> list[Media]:
-        """``n`` images, one upstream turn each (one image per turn, §6.1), run one after another.
+    ) -> list[tuple[Media, str]]:
+        """``n`` images, one upstream turn each (one image per turn, §6.1), run one after another,
+        each with the label of the account whose turn made it (``account-1``, for the log).
 
         ``blobs`` (image edit) are uploaded in every turn and their URLs never count as the
         answer. Raises :class:`UpstreamError`: never returns an empty list or a null URL.
         """
-        out: list[Media] = []
+        out: list[tuple[Media, str]] = []
         for _ in range(n):
             async with self.open_turn(route, prompt, size=size, blobs=blobs) as chat:
                 events = await drain(chat.response, chat.translator())
@@ -870,7 +871,7 @@ class ChatService:
             media = [e for e in events if isinstance(e, Media)]
             if not media:  # the translator fails instead; kept as a guard against null answers
                 raise UpstreamNoMediaError("chat.qwen.ai ended the image request without an image")
-            out.append(media[0])
+            out.append((media[0], chat.account.label))
         return out
 
     async def download_image(self, media: Media) -> tuple[bytes, str]:
@@ -917,7 +918,8 @@ class ChatService:
             raise
         finally:
             await self.pool.release(account)
-        log.info("video_task_started", account=account.label, model=route.model)
+        # (the request's line, with the account, is written once the video is ready or not)
+        log.debug("video_task_started", account=account.label, model=route.model)
         return VideoTask(task_id, account, chat_id)
 
     async def wait_video(

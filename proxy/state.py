@@ -9,6 +9,7 @@ from aiohttp import web
 
 from proxy.cleanup import ChatJanitor
 from proxy.config import Settings
+from proxy.errors import ProxyError
 from proxy.frontdoors import FrontDoor
 from proxy.metrics import Metrics
 from proxy.secrets import SecretMasker
@@ -22,6 +23,7 @@ __all__ = [
     "FRONT_DOORS",
     "JANITOR",
     "KEY_RULE",
+    "LOGGED",
     "MASKER",
     "METRICS",
     "RESPONSES_IN_FLIGHT",
@@ -54,6 +56,12 @@ JANITOR = web.AppKey("janitor", ChatJanitor)
 STORE = web.AppKey("store", StateStore)
 #: Per-request key: ``time.perf_counter()`` when the proxy started handling the request.
 START_KEY = web.RequestKey("qwen_proxy_t0", float)
+#: Per-request key: set once the request's one log line is written (``chat_completion``,
+#: ``images_generated``, ``request_failed``, ``client_gone``…): ``True``, or the
+#: :class:`~proxy.errors.ProxyError` that line reported (its error answer then logs no
+#: ``request_failed`` line besides). The front middleware writes the generic ``request`` line
+#: for a request without it when it is done.
+LOGGED: web.RequestKey[ProxyError | bool] = web.RequestKey("qwen_proxy_logged")
 #: Per-request key: the front door (client API) the request came through; the error middleware
 #: renders failures in its shape. Set by the handler.
 FRONT_DOOR = web.RequestKey("qwen_proxy_front_door", FrontDoor)

@@ -10,7 +10,8 @@ Answer: ``{"created": <unix s>, "data": [{"url": …} | {"b64_json": …}, …]}
 default) is the CDN URL, signed and valid for hours (§6.4 item 5); in offline mode it points at
 the replay server instead. ``b64_json`` makes the proxy download the image (size-capped, magic
 bytes checked) and encode it. A request that yields no image is an OpenAI error (429 with
-``Retry-After`` for quota, 502/503/504 otherwise), never a ``null`` URL.
+``Retry-After`` for quota, 502/503/504 otherwise), never a ``null`` URL. Images made are logged
+in the request's one line, ``images_generated`` (model, count, accounts), delivered or not.
 """
 
 from __future__ import annotations
@@ -20,19 +21,22 @@ import time
 
 import aiohttp
 import orjson
+import structlog
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.api_models import ImageGenerationRequest, decode_json_body, parse_body, parse_form
-from proxy.errors import ClientRequestError, MediaTooLargeError, clip
+from proxy.errors import ClientRequestError, MediaTooLargeError, ProxyError, clip
 from proxy.metrics import MODEL_KEY
 from proxy.qwen.files import make_blob
 from proxy.qwen.media import aspect_ratio
+from proxy.qwen.request import ModelRoute
 from proxy.qwen.translate import Media
-from proxy.service import ChatService
-from proxy.state import SERVICE
+from proxy.state import LOGGED, SERVICE
 
 __all__ = ["images_edits", "images_generations"]
+
+log = structlog.get_logger("proxy.images")
 
 
 async def images_generations(request: web.Request) -> web.Response:
@@ -41,10 +45,8 @@ async def images_generations(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     route = await service.media_route(body.model, "t2i")
     request[MODEL_KEY] = route.model
-    media = await service.generate_images(
-        route, body.prompt, n=body.n, size=aspect_ratio(body.size)
-    )
-    return await _answer(service, media, body.response_format)
+    made = await service.generate_images(route, body.prompt, n=body.n, size=aspect_ratio(body.size))
+    return await _answer(request, route, made, body.response_format)
 
 
 async def images_edits(request: web.Request) -> web.Response:
@@ -59,10 +61,10 @@ async def images_edits(request: web.Request) -> web.Response:
     body = parse_form(ImageGenerationRequest, fields)
     route = await service.media_route(body.model, "image_edit")
     request[MODEL_KEY] = route.model
-    media = await service.generate_images(
+    made = await service.generate_images(
         route, body.prompt, n=body.n, size=aspect_ratio(body.size), blobs=blobs
     )
-    return await _answer(service, media, body.response_format)
+    return await _answer(request, route, made, body.response_format)
 
 
 _TEXT_FIELDS = frozenset(ImageGenerationRequest.model_fields)
@@ -156,12 +158,45 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes | None:
         ) from None
 
 
-async def _answer(service: ChatService, media: list[Media], fmt: str | None) -> web.Response:
+async def _answer(
+    request: web.Request, route: ModelRoute, made: list[tuple[Media, str]], fmt: str | None
+) -> web.Response:
+    """The answer for the images ``made`` (each with its account's label), as URLs or
+    downloaded (``b64_json``), and the request's log line (:func:`_log_images`)."""
+    media = [m for m, _ in made]
     data: list[dict[str, str]]
-    if fmt == "b64_json":  # the images are downloaded all at once
-        images = await service.download_images(media)
-        data = [{"b64_json": base64.b64encode(raw).decode("ascii")} for raw, _ in images]
-    else:
-        data = [{"url": m.url} for m in media]
+    try:
+        if fmt == "b64_json":  # the images are downloaded all at once
+            images = await request.app[SERVICE].download_images(media)
+            data = [{"b64_json": base64.b64encode(raw).decode("ascii")} for raw, _ in images]
+        else:
+            data = [{"url": m.url} for m in media]
+    except ProxyError as exc:  # made (the quota is spent), but not delivered
+        _log_images(request, route, made, exc)
+        raise
+    _log_images(request, route, made, None)
     payload = {"created": int(time.time()), "data": data}
     return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+
+def _log_images(
+    request: web.Request,
+    route: ModelRoute,
+    made: list[tuple[Media, str]],
+    failure: ProxyError | None,
+) -> None:
+    """The request's line (:data:`~proxy.state.LOGGED`): ``images_generated`` with the model,
+    ``chat_type`` (``t2i`` or ``image_edit``), the number of images, the labels of the accounts
+    whose quota they spent, and the failure's code and message when they could not be
+    delivered (a ``b64_json`` download failed; that error answer logs no other line)."""
+    request[LOGGED] = failure or True
+    extra = {} if failure is None else {"message": clip(failure.message, 500)}
+    log.info(
+        "images_generated",
+        model=route.model,
+        chat_type=route.chat_type,
+        images=len(made),
+        account=", ".join(dict.fromkeys(label for _, label in made)),
+        failure=failure.error_code() if failure is not None else None,
+        **extra,
+    )

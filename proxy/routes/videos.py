@@ -16,27 +16,35 @@ errors), then the 200 is committed with the role chunk, and an SSE comment ``: k
 is written before every poll wait (at most ``video_poll_max_interval_s`` apart) so proxies and
 clients do not time out. A failure after that point is an OpenAI ``error`` event without
 ``[DONE]``, like any mid-stream failure.
+
+Once the task has started, the request's one log line is ``video_generated`` (model, account,
+the failure if the task failed or timed out).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import orjson
+import structlog
 from aiohttp import web
 
 from proxy.api_models import VideoGenerationRequest, decode_json_body, parse_body
 from proxy.conversation import Conversation
-from proxy.errors import ProxyError, error_body
+from proxy.errors import ProxyError, clip, error_body
 from proxy.metrics import MODEL_KEY, total_timing
 from proxy.qwen.media import aspect_ratio
 from proxy.qwen.request import ModelRoute, flatten_messages
-from proxy.qwen.translate import Aggregate, ChunkEncoder, Finish
+from proxy.qwen.translate import Aggregate, ChunkEncoder, Finish, Media
 from proxy.relay import first_byte
-from proxy.state import SERVICE, START_KEY
+from proxy.service import VideoTask
+from proxy.state import LOGGED, SERVICE, START_KEY
 
 __all__ = ["KEEPALIVE", "video_chat", "videos_generations"]
+
+log = structlog.get_logger("proxy.videos")
 
 KEEPALIVE = b": keep-alive\n\n"
 """The SSE comment sent while a video task runs (ignored by SSE parsers)."""
@@ -57,9 +65,43 @@ async def videos_generations(request: web.Request) -> web.Response:
     task = await service.start_video(
         route, body.prompt, size=aspect_ratio(body.size, default="16:9")
     )
-    media = await service.wait_video(task)
+    media = await _waited(request, route, task)
     payload = {"created": int(time.time()), "data": [{"url": media.url}]}
     return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+
+async def _waited(
+    request: web.Request,
+    route: ModelRoute,
+    task: VideoTask,
+    on_wait: Callable[[], Awaitable[None]] | None = None,
+) -> Media:
+    """:meth:`~proxy.service.ChatService.wait_video` for ``task``, then the request's line
+    (:func:`_log_video`), the video ready or its task failed (re-raised)."""
+    try:
+        media = await request.app[SERVICE].wait_video(task, on_wait=on_wait)
+    except ProxyError as exc:
+        _log_video(request, route, task, exc)
+        raise
+    _log_video(request, route, task, None)
+    return media
+
+
+def _log_video(
+    request: web.Request, route: ModelRoute, task: VideoTask, failure: ProxyError | None
+) -> None:
+    """The request's one line (:data:`~proxy.state.LOGGED`): ``video_generated`` with the
+    model, the label of the account whose quota the task spent, and the failure's code and
+    message when the task failed or timed out (its error answer then logs no other line)."""
+    request[LOGGED] = failure or True
+    extra = {} if failure is None else {"message": clip(failure.message, 500)}
+    log.info(
+        "video_generated",
+        model=route.model,
+        account=task.account.label,
+        failure=failure.error_code() if failure is not None else None,
+        **extra,
+    )
 
 
 async def video_chat(
@@ -71,7 +113,7 @@ async def video_chat(
     task = await service.start_video(route, prompt, size=aspect_ratio(conv.size, default="16:9"))
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if not conv.stream:
-        media = await service.wait_video(task)
+        media = await _waited(request, route, task)
         agg = Aggregate()
         agg.add(media)
         agg.add(Finish())
@@ -96,7 +138,7 @@ async def video_chat(
         await resp.write(KEEPALIVE)
 
     try:
-        media = await service.wait_video(task, on_wait=keepalive)
+        media = await _waited(request, route, task, on_wait=keepalive)
     except ProxyError as exc:
         await resp.write(b"data: " + orjson.dumps(error_body(exc)) + b"\n\n")
         await resp.write_eof()
