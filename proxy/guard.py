@@ -6,9 +6,12 @@ after the API-key check, so a caller without the key learns nothing beyond 401) 
 order:
 
 1. ``Host``: the listening address, ``localhost`` (when listening on loopback or on every
-   address), any IP literal (when listening on every address) or a name in ``allowed_hosts``;
-   anything else is 403 ``forbidden_host``. A DNS-rebinding page reaches the gateway under its
-   own domain name, so this is what stops it from reading answers. ``/healthz`` and
+   address), any IP literal (when listening on every address) or a name in ``allowed_hosts``,
+   with an optional numeric port; anything else is 403 ``forbidden_host``, a value that is not
+   exactly one ``host[:port]`` too (a comma list, whitespace or junk after the host,
+   ``user@host``, an empty or non-numeric port, an IPv6 address without brackets: the check
+   judges the whole value, never a prefix of it). A DNS-rebinding page reaches the gateway
+   under its own domain name, so this is what stops it from reading answers. ``/healthz`` and
    ``/metrics`` are exempt (probes and scrapers use service names; neither holds a secret).
 2. ``Origin``, when no API key is configured: a browser ``Origin`` that is not in
    ``cors_origins`` is 403 ``forbidden_origin`` (a web page must not spend the account).
@@ -66,6 +69,7 @@ from proxy.errors import (
     URITooLongError,
     clip,
     error_body,
+    quote,
 )
 from proxy.frontdoors import OPENAI, FrontDoor, door_for_path
 from proxy.state import FRONT_DOORS, LOGGED, MASKER, SETTINGS
@@ -124,12 +128,25 @@ def allowed_host_names(settings: Settings) -> tuple[frozenset[str], bool, bool]:
     return frozenset(names), bind in _WILDCARD_BINDS, "*" in settings.allowed_hosts
 
 
-def _host_name(header: str) -> str:
-    """The host part of a Host header, lower-case, IPv6 brackets removed."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header[1:]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+#: a Host header value (RFC 9110 §7.2): one host, a name or an IP literal (IPv6 in brackets),
+#: and an optional numeric port; nothing else (no list, no whitespace, no userinfo)
+_HOST_VALUE = re.compile(r"(?:\[([0-9a-f:.]+)\]|([a-z0-9_.-]+))(?::([0-9]{1,5}))?", re.ASCII)
+
+
+def _host_name(header: str) -> str | None:
+    """The host of a Host header value, lower-case, IPv6 brackets removed; ``None`` when the
+    value is not exactly ``host[:port]`` (``host`` a name, an IPv4 address or a bracketed IPv6
+    address, ``port`` 0-65535): a comma list, whitespace or junk after the host, ``user@host``,
+    an empty or non-numeric port, an unbracketed IPv6 address."""
+    found = _HOST_VALUE.fullmatch(header.lower())
+    if found is None:
+        return None
+    ipv6, name, port = found.groups()
+    if port is not None and int(port) > 65535:
+        return None
+    if ipv6 is not None:
+        return ipv6 if _is_ip(ipv6) and ":" in ipv6 else None  # (an IPv6 address, as written)
+    return name
 
 
 def _is_ip(name: str) -> bool:
@@ -236,20 +253,27 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
     # a gateway sees a handful of Host values: each is judged once (a bounded cache)
     @functools.lru_cache(maxsize=_MAX_VERDICTS)
     def refused_host(raw: str) -> str | None:
-        """The refused name of a Host header value, ``None`` when it is served."""
+        """Why a Host header value is refused (the error message), ``None`` when it is
+        served."""
         name = _host_name(raw)
-        return None if name in names or (any_ip and _is_ip(name)) else name
+        if name is None:
+            return (
+                f"the Host {quote(raw, 60)} is not one host name or IP address with an optional "
+                "`:port`, so not one this gateway serves (a defence against DNS rebinding)"
+            )
+        if name in names or (any_ip and _is_ip(name)):
+            return None
+        return (
+            f"the Host {quote(name, 60)} is not one this gateway serves; add it to "
+            "`allowed_hosts` if it is yours (a defence against DNS rebinding)"
+        )
 
     def check(request: web.Request) -> bool:
         headers = request.headers
         if not any_host and request.path not in _HOST_EXEMPT:
-            name = refused_host(headers.get("Host", ""))
-            if name is not None:
-                raise ForbiddenRequestError(
-                    f"the Host {clip(name, 60)!r} is not one this gateway serves; add it to "
-                    "`allowed_hosts` if it is yours (a defence against DNS rebinding)",
-                    code="forbidden_host",
-                )
+            refusal = refused_host(headers.get("Host", ""))
+            if refusal is not None:
+                raise ForbiddenRequestError(refusal, code="forbidden_host")
         if check_origin:
             origin = headers.get("Origin")
             if origin is not None and origin not in origins:

@@ -3,6 +3,7 @@ rebinding through a foreign Host, browser Origins while no API key is set."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -192,3 +193,83 @@ def test_each_host_keeps_its_verdict_however_many_hosts_are_seen() -> None:
         assert not served("attacker.example") and not served("10.0.0.1")
         assert not any(served(h) for h in hosts)  # more than the table holds
         assert served("localhost") and not served("")
+
+
+#: Host values that are not exactly one ``host[:port]``, each built around a name the gateway
+#: serves (a check that reads a prefix of the value, or splits it loosely, lets them through)
+MALFORMED_HOSTS = {
+    "comma_list": "localhost:8000, evil.example",
+    "comma_list_ip": "127.0.0.1:8000,evil.example",
+    "tab": "127.0.0.1:8000\tevil.example",
+    "space": "localhost evil.example",
+    "trailing_garbage": "localhost:8000x",
+    "trailing_path": "127.0.0.1:8000/evil.example",
+    "userinfo": "evil.example@localhost:8000",
+    "userinfo_after": "localhost@evil.example",
+    "empty_port": "localhost:",
+    "non_numeric_port": "localhost:http",
+    "port_out_of_range": "127.0.0.1:99999",
+    "two_colons_no_brackets": "::1",
+    "two_colons_port_no_brackets": "::1:8000",
+    "unclosed_bracket": "[::1",
+    "bracketed_ipv4": "[127.0.0.1]:8000",
+}
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "0.0.0.0"])
+@pytest.mark.parametrize("case", sorted(MALFORMED_HOSTS))
+def test_a_host_that_is_not_one_host_and_port_is_refused(case: str, bind: str) -> None:
+    """The whole Host value is judged: a list, whitespace, junk, userinfo or a bad port is
+    403 ``forbidden_host`` like a foreign name, however it begins (also when listening on
+    every address, where any IP literal is served); the message quotes the value, cut."""
+    from proxy.errors import ForbiddenRequestError
+    from proxy.guard import guard_check
+
+    host = MALFORMED_HOSTS[case]
+    check = guard_check(Settings(host=bind))
+    with pytest.raises(ForbiddenRequestError) as info:
+        check(make_mocked_request("GET", "/v1/models", headers={"Host": host}))
+    assert info.value.error_code() == "forbidden_host"
+    assert repr(host) in info.value.message
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost:8000", "LOCALHOST:65535", "127.0.0.1", "[::1]:8000", "[::1]", "::1"]
+)
+def test_one_host_and_port_is_served(host: str) -> None:
+    """The served names, with and without a port (IPv6 in brackets); ``::1`` bare only as
+    part of ``[::1]``."""
+    from proxy.errors import ForbiddenRequestError
+    from proxy.guard import guard_check
+
+    check = guard_check(Settings())
+    request = make_mocked_request("GET", "/v1/models", headers={"Host": host})
+    if host == "::1":
+        with pytest.raises(ForbiddenRequestError):
+            check(request)
+    else:
+        check(request)
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost:{port}, evil.example", "127.0.0.1:{port}\tevil.example"]
+)
+async def test_a_host_list_is_refused_on_the_wire(aiohttp_server: ServerFactory, host: str) -> None:
+    """The values of the report, sent as bytes: 403 and nothing reaches chat.qwen.ai."""
+    stack = await start_stack(aiohttp_server)
+    port = stack.proxy.port
+    body = json.dumps(CHAT).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host.format(port=port)}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + body
+    )
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 "), head
+    assert json.loads(payload)["error"]["code"] == "forbidden_host"
+    assert not stack.replay.app[REQUESTS_KEY]
