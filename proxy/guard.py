@@ -19,7 +19,8 @@ order:
    ``/images/edits``), else 415. A cross-site "simple" request (``text/plain``, a form) cannot
    carry those types without a CORS preflight, which the gateway only answers for
    ``cors_origins``. A ``Content-Encoding`` the server does not decode is 415 too (the body
-   would be read as if not encoded; ``identity`` entries are no-ops). A JSON body whose
+   would be read as if not encoded): it decodes one coding given as the header's whole value,
+   and a header of only ``identity`` entries means none (:func:`_check_coding`). A JSON body whose
    ``Content-Length`` is over ``max_body_bytes`` is 413 at once, before it is read
    (:func:`announced_too_large`).
 4. ``Expect``: only ``100-continue`` (answered by :func:`expect_continue`, the routes'
@@ -202,9 +203,12 @@ DECODED_CODINGS = ("gzip", "deflate") + ("br",) * HAS_BROTLI + ("zstd",) * HAS_Z
 def _check_coding(header: str) -> None:
     """Raise :class:`~proxy.errors.UnsupportedMediaTypeError` (415, RFC 9110 §15.5.16) for a
     ``Content-Encoding`` the server would not decode: the body would be read as if it were not
-    encoded. ``identity`` entries are no-ops; what is left must be nothing, or exactly one of
-    :data:`DECODED_CODINGS` given alone (the parser decodes only a header that is exactly one
-    coding: ``gzip, identity`` is not decoded, so it is refused, naming what to send)."""
+    encoded. Served: one of :data:`DECODED_CODINGS` as the header's whole value (any case), or
+    only ``identity`` entries (no coding: the body is read as sent). Anything else is refused,
+    ``gzip, identity`` too, naming what to send: aiohttp's HTTP parser (C and Python alike)
+    decodes only a header that is exactly one coding, and has no hook to decode another; the
+    gateway would have to decompress the body itself, with its own size limit, behind the
+    request's back."""
     value = header.strip().lower()
     if value in DECODED_CODINGS:
         return
@@ -214,15 +218,15 @@ def _check_coding(header: str) -> None:
         return
     unknown = [c for c in left if c not in DECODED_CODINGS]
     if unknown or len(left) > 1:
-        what = clip(unknown[0], 40) if unknown else clip(", ".join(left), 40)
+        what = quote(unknown[0] if unknown else ", ".join(left), 40)
         raise UnsupportedMediaTypeError(
-            f"the request body's `Content-Encoding` {what!r} is not one this gateway decodes "
+            f"the request body's `Content-Encoding` {what} is not one this gateway decodes "
             f"(it decodes one of {', '.join(DECODED_CODINGS)}, alone); send the body "
             "uncompressed or in one of those"
         )
     raise UnsupportedMediaTypeError(
-        f"send `Content-Encoding: {left[0]}` alone: with `identity` entries beside it the body "
-        "is not decoded"
+        f"send `Content-Encoding: {left[0]}` alone: a body is decoded only when its coding is the "
+        "header's whole value (not with `identity` entries beside it)"
     )
 
 
