@@ -56,6 +56,7 @@ from aiohttp import HttpVersion11, http_exceptions, web
 from aiohttp.abc import AbstractRouter
 from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDictProxy
 
 from proxy.config import Settings
 from proxy.errors import (
@@ -298,8 +299,8 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
         )
         if ctype != want and not (want == "application/json" and ctype.endswith("+json")):
             raise UnsupportedMediaTypeError(
-                f"{clip(request.path, 60)} takes a `Content-Type: {want}` body, not "
-                f"{clip(ctype, 60)!r}"
+                f"{clip(request.path, 60)} takes a `Content-Type: {want}` body; "
+                + _sent_type(headers)
             )
         coding = headers.get("Content-Encoding")
         if coding is not None:
@@ -311,6 +312,20 @@ def guard_check(settings: Settings) -> Callable[[web.Request], bool]:
         return not request.content.is_eof()
 
     return check
+
+
+def _sent_type(headers: CIMultiDictProxy[str]) -> str:
+    """What the message of a refused ``Content-Type`` says the client sent: the header as sent
+    (quoted, cut to 60 characters), or that it is missing or empty. Not aiohttp's parse of it,
+    which reads a missing, empty or malformed value (``a/b, c/d``) as
+    ``application/octet-stream``. (Two ``Content-Type`` headers never get here: the parser
+    refuses them.)"""
+    value = headers.get("Content-Type")
+    if value is None:
+        return "the request has no `Content-Type` header"
+    if not value.strip():
+        return "the request's `Content-Type` header is empty"
+    return f"the request's is {quote(value, 60)}"
 
 
 async def with_body_deadline(

@@ -273,3 +273,47 @@ async def test_a_host_list_is_refused_on_the_wire(aiohttp_server: ServerFactory,
     assert head.startswith(b"HTTP/1.1 403 "), head
     assert json.loads(payload)["error"]["code"] == "forbidden_host"
     assert not stack.replay.app[REQUESTS_KEY]
+
+
+async def _raw_post(stack: Stack, path: str, content_type_lines: str, body: bytes) -> Any:
+    """POST ``body`` with the given raw ``Content-Type`` header lines; the answer's status and
+    JSON body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.proxy.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{content_type_lines}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(payload)
+
+
+#: Content-Type header lines a JSON route refuses -> what its 415 message says was sent
+#: (aiohttp reads a missing, empty or malformed value as application/octet-stream)
+SENT_TYPES = {
+    "list": ("Content-Type: application/json, text/plain\r\n", "'application/json, text/plain'"),
+    "empty": ("Content-Type: \r\n", "`Content-Type` header is empty"),
+    "blank": ("Content-Type:   \r\n", "`Content-Type` header is empty"),
+    "missing": ("", "no `Content-Type` header"),
+    "plain": ("Content-Type: text/plain; charset=utf-8\r\n", "'text/plain; charset=utf-8'"),
+    "long": ("Content-Type: text/" + "x" * 500 + "\r\n", "'text/" + "x" * 54 + "…'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SENT_TYPES))
+async def test_the_415_says_what_content_type_was_sent(
+    aiohttp_server: ServerFactory, case: str
+) -> None:
+    stack = await start_stack(aiohttp_server)
+    lines, said = SENT_TYPES[case]
+    status, payload = await _raw_post(
+        stack, "/v1/chat/completions", lines, json.dumps(CHAT).encode()
+    )
+    assert status == 415
+    message = payload["error"]["message"]
+    assert said in message and "octet-stream" not in message, message
+    assert "`Content-Type: application/json`" in message
+    assert not stack.replay.app[REQUESTS_KEY]
