@@ -214,21 +214,44 @@ KeyCheck = Callable[[web.Request], None]
 
 
 def _key_check(keys: list[tuple[bytes, KeyRule | None]], open_paths: frozenset[str]) -> KeyCheck:
-    """Require ``Authorization: Bearer <key>`` (or ``x-api-key``) for every API path; a key
-    with limits is noted in ``request[KEY_RULE]``. Raises :class:`AuthenticationError`."""
+    """Require a configured key for every API path, as ``Authorization: Bearer <key>`` or
+    ``x-api-key: <key>``; a key with limits is noted in ``request[KEY_RULE]``.
+
+    With both headers, the request passes when either holds a valid key (the limits are those
+    of the ``Authorization`` key when both do): Anthropic clients send ``x-api-key``, and some
+    wrappers add an ``Authorization`` of their own. Two ``Authorization`` headers, or two
+    ``x-api-key`` headers, are refused whatever they hold: which one counts would depend on
+    their order. Each value given is compared with every key, in constant time per key.
+    Raises :class:`AuthenticationError` (401)."""
 
     def check(request: web.Request) -> None:
         if request.path in open_paths or request.path.startswith("/admin/"):
             return
-        given = _bearer(request) or request.headers.get("x-api-key", "")
-        supplied = given.encode("utf-8", "surrogateescape")
-        ok = False
+        headers = request.headers
+        auths = headers.getall("Authorization", _NO_VALUES)
+        x_keys = headers.getall("x-api-key", _NO_VALUES)
+        if len(auths) > 1 or len(x_keys) > 1:
+            raise AuthenticationError(
+                "Ambiguous credentials: the request carries more than one `Authorization` "
+                "header, or more than one `x-api-key` header; send the key once."
+            )
+        ok = given = False
         rule: KeyRule | None = None
-        for key, key_rule in keys:  # compare against every key, in constant time per key
-            match = hmac.compare_digest(supplied, key)
-            ok |= match
-            if match and key_rule is not None:
-                rule = key_rule
+        for value in (_bearer(auths[0]) if auths else "", x_keys[0] if x_keys else ""):
+            if not value:
+                continue
+            given = True
+            supplied = value.encode("utf-8", "surrogateescape")
+            valid = False
+            value_rule: KeyRule | None = None
+            for key, key_rule in keys:  # compare against every key, in constant time per key
+                match = hmac.compare_digest(supplied, key)
+                valid |= match
+                if match and key_rule is not None:
+                    value_rule = key_rule
+            if valid and not ok:  # the first valid value's limits (Authorization's)
+                rule = value_rule
+            ok |= valid
         if rule is not None:
             request[KEY_RULE] = rule
         if not ok:
@@ -337,8 +360,12 @@ def log_request(request: web.Request, status: int, model: str, elapsed_s: float)
         log.info("request", **fields)
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+_NO_VALUES: list[str] = []  # (never changed)
+
+
+def _bearer(authorization: str) -> str:
+    """The key of an ``Authorization: Bearer <key>`` value; ``""`` for any other scheme."""
+    scheme, _, value = authorization.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
 
 

@@ -167,13 +167,17 @@ service scopes the conversation map with it (and keeps it through corrective tur
 
 
 def scope_of(headers: Mapping[str, str]) -> str:
-    """The conversation scope of a request: a hash of the API key it carries (``Authorization:
-    Bearer`` or ``x-api-key``), so two clients of one gateway never continue each other's
-    chats; ``""`` without a key."""
+    """The conversation scope of a request (16 hex characters, ``""`` without a key): a hash of
+    the API key it carries (``Authorization: Bearer`` or ``x-api-key``), so two clients of one
+    gateway never continue each other's chats nor read each other's stored responses. A request
+    carrying two different values (one in each header) is served when either is a valid key
+    (:func:`proxy.app.gateway_middleware`), so its scope is a hash of both: only a client that
+    sends that valid key too shares it."""
     auth = headers.get("Authorization", "")
     scheme, _, value = auth.partition(" ")
-    key = value.strip() if scheme.lower() == "bearer" else ""
-    key = key or headers.get("x-api-key", "")
+    bearer = value.strip() if scheme.lower() == "bearer" else ""
+    x_key = headers.get("x-api-key", "")
+    key = f"{bearer}\n{x_key}" if bearer and x_key and bearer != x_key else bearer or x_key
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16] if key else ""
 
 

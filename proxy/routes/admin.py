@@ -18,7 +18,15 @@ __all__ = ["admin_accounts", "metrics"]
 
 
 def _require(request: web.Request, key: SecretStr, what: str) -> None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    """Require ``Authorization: Bearer <key>``, sent once (two ``Authorization`` headers are
+    refused, as on the API), compared in constant time. Raises :class:`AuthenticationError`."""
+    sent = request.headers.getall("Authorization", [])
+    if len(sent) > 1:
+        raise AuthenticationError(
+            "Ambiguous credentials: the request carries more than one `Authorization` header; "
+            "send the key once."
+        )
+    scheme, _, value = (sent[0] if sent else "").partition(" ")
     given = value.strip() if scheme.lower() == "bearer" else ""
     if not given or not hmac.compare_digest(
         given.encode("utf-8", "surrogateescape"), key.get_secret_value().encode("utf-8")
