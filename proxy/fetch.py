@@ -44,7 +44,14 @@ from proxy.errors import (
     quote,
 )
 from proxy.qwen.client import MAX_MEDIA_REDIRECTS, REDIRECT_STATUSES, network_failure
-from proxy.qwen.files import Blob, Kind, content_type_kind, decode_data_uri, make_blob
+from proxy.qwen.files import (
+    Blob,
+    Kind,
+    content_type_kind,
+    decode_data_uri,
+    is_data_uri,
+    make_blob,
+)
 from proxy.qwen.request import MediaPart
 
 __all__ = [
@@ -61,16 +68,23 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def check_url(url: str) -> tuple[str, int]:
-    """``(host, port)`` of an http(s) URL; raises :class:`MediaURLRefusedError` otherwise."""
+    """``(host, port)`` of an http(s) URL (the scheme in any case: RFC 3986 §3.1); raises
+    :class:`MediaURLRefusedError` otherwise. A ``data:`` URI never gets here from a part
+    (:func:`ingest` decodes it); from a redirect it is refused."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url)  # (the scheme comes back lower-case)
         port = parts.port
     except ValueError:
         raise MediaURLRefusedError("the media URL is malformed", param="messages") from None
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme == "data":
         raise MediaURLRefusedError(
-            f"media URLs must be http(s) or data: URIs, not {quote(parts.scheme or 'relative')}",
+            "the media URL redirected to a data: URI; only http(s) redirects are followed",
             param="messages",
+        )
+    if parts.scheme not in ("http", "https"):
+        what = f"the scheme {quote(parts.scheme)}" if parts.scheme else "a relative URL"
+        raise MediaURLRefusedError(
+            f"media URLs must be http(s) URLs or data: URIs, not {what}", param="messages"
         )
     if not parts.hostname:
         raise MediaURLRefusedError("the media URL has no host", param="messages")
@@ -263,7 +277,7 @@ async def ingest(session: aiohttp.ClientSession, part: MediaPart, settings: Sett
 
     Same errors as :func:`fetch_url`; ``data:`` URIs obey the same per-kind limits.
     """
-    if part.source.startswith("data:"):
+    if is_data_uri(part.source):
         header = part.source[5:].split(",", 1)[0]
         kind = part.expect or content_type_kind(header.split(";")[0] or "text/plain")
         blob = decode_data_uri(part.source, limit=settings.media_limit(kind), expect=part.expect)

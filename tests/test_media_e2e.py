@@ -355,6 +355,33 @@ async def test_chat_with_a_data_uri_image_uploads_it(stack: Stack) -> None:
     assert_uploaded(stack, PNG_IN)
 
 
+async def test_chat_with_an_upper_case_data_uri_uploads_it(stack: Stack) -> None:
+    """``DATA:IMAGE/PNG;BASE64,…``: URI schemes are case-insensitive (RFC 3986 §3.1)."""
+    upper = "DATA:IMAGE/PNG;BASE64," + base64.b64encode(PNG_IN).decode()
+    async with stack.async_client() as client:
+        done = await client.chat.completions.create(
+            model="qwen3-max",
+            messages=vision_messages(upper),  # type: ignore[arg-type]
+        )
+    assert done.choices[0].message.content == VISION.expected_content
+    assert_uploaded(stack, PNG_IN)
+
+
+async def test_chat_with_an_upper_case_http_url_uploads_it(
+    aiohttp_server: ServerFactory, pictures: TestServer
+) -> None:
+    """``HTTP://…`` is fetched like ``http://…`` (loopback, allowed in this test)."""
+    stack = await media_stack(aiohttp_server, allow_private_fetch=True)
+    url = str(pictures.make_url("/pic.png")).replace("http://", "HTTP://", 1)
+    async with stack.async_client() as client:
+        done = await client.chat.completions.create(
+            model="qwen3-max",
+            messages=vision_messages(url),  # type: ignore[arg-type]
+        )
+    assert done.choices[0].message.content == VISION.expected_content
+    assert_uploaded(stack, PNG_IN)
+
+
 async def test_chat_with_an_http_image_uploads_it(
     aiohttp_server: ServerFactory, pictures: TestServer
 ) -> None:

@@ -26,6 +26,7 @@ from proxy.qwen.files import (
     StsGrant,
     decode_data_uri,
     file_entry,
+    is_data_uri,
     make_blob,
     oss_put_request,
     oss_signature,
@@ -209,6 +210,17 @@ def test_data_uri_decodes_and_sniffs() -> None:
     assert (blob.data, blob.content_type, blob.kind) == (raw, "image/png", "image")
 
 
+@pytest.mark.parametrize("scheme", ["DATA", "Data", "dAtA"])
+def test_data_uri_scheme_is_case_insensitive(scheme: str) -> None:
+    """RFC 3986 §3.1: a scheme is case-insensitive, so ``DATA:`` is a data: URI too (and so is
+    an upper-case media type and ``BASE64``)."""
+    raw = png(3, 3, lambda x, y: (x * 80, y * 80, 0))
+    uri = f"{scheme}:IMAGE/PNG;BASE64," + base64.b64encode(raw).decode()
+    assert is_data_uri(uri)
+    blob = decode_data_uri(uri, limit=10_000, expect="image")
+    assert (blob.data, blob.content_type, blob.kind) == (raw, "image/png", "image")
+
+
 def test_data_uri_limits_and_kinds() -> None:
     """Over the limit is a 413; text where an image is expected and bad base64 are 400s."""
     raw = png(8, 8, lambda x, y: (0, 0, 0))
@@ -273,9 +285,26 @@ def test_guard_accepts_public_and_checks_urls() -> None:
     check_address("example.com", ipaddress.ip_address("93.184.215.14"), allow_private=False)
     assert check_url("https://example.com/a.png") == ("example.com", 443)
     assert check_url("http://example.com:8080/a") == ("example.com", 8080)
+    assert check_url("HTTPS://Example.COM/a.png") == ("example.com", 443)  # RFC 3986 §3.1
     for bad in ("file:///etc/passwd", "ftp://example.com/a", "http:///a", "http://u:p@x.com/"):
         with pytest.raises(MediaURLRefusedError):
             check_url(bad)
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("ftp://example.com/a", "not the scheme 'ftp'"),
+        ("/a.png", "not a relative URL"),
+        ("data:image/png;base64,AAAA", "redirected to a data: URI"),
+    ],
+)
+def test_refused_schemes_are_named_without_contradiction(url: str, words: str) -> None:
+    """The refusal names what was sent; ``data:`` (reached only by a redirect: a part's data:
+    URI is decoded, never fetched) is not refused as if it were not a data: URI."""
+    with pytest.raises(MediaURLRefusedError) as info:
+        check_url(url)
+    assert words in info.value.message
 
 
 # -- t2v tasks (§6.3) ----------------------------------------------------------------------------

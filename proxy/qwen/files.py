@@ -36,6 +36,7 @@ __all__ = [
     "decode_data_uri",
     "file_entry",
     "filetype_of",
+    "is_data_uri",
     "oss_put_request",
     "oss_signature",
     "oss_string_to_sign",
@@ -96,11 +97,18 @@ def default_filename(content_type: str, stem: str = "upload") -> str:
     return f"{stem}{'.jpg' if ext == '.jpe' else ext}"
 
 
-_DATA_URI = re.compile(r"^data:([^,]*?),", re.S)
+#: the scheme in any case (RFC 3986 §3.1: schemes are case-insensitive)
+_DATA_URI = re.compile(r"^(?i:data):([^,]*?),", re.S)
+
+
+def is_data_uri(source: str) -> bool:
+    """True when ``source`` is a ``data:`` URI, its scheme in any case (``DATA:``)."""
+    return source[:5].lower() == "data:"
 
 
 def decode_data_uri(uri: str, *, limit: int, expect: Kind | None = None) -> Blob:
-    """Decode a ``data:`` URI (RFC 2397; base64 or percent-encoded) into a :class:`Blob`.
+    """Decode a ``data:`` URI (RFC 2397; base64 or percent-encoded; the scheme in any case)
+    into a :class:`Blob`.
 
     ``limit`` is the byte limit for the decoded data; ``expect`` the kind it must be (an
     ``image_url`` part must hold an image). Raises :class:`MediaTooLargeError` (413) beyond the
