@@ -72,6 +72,12 @@ class Turn:
     ``content``: text, OpenAI chat content parts, or ``None``. ``tool_calls``: the calls an
     assistant turn made. ``tool_call_id`` / ``name``: on tool turns, the call this result answers
     and the tool's name when known. ``reasoning``: assistant reasoning the client sent back.
+
+    Where the turn is in the client's request, for the ``param`` of an error about it (not part
+    of the turn: equal turns may come from different places, and a stored history keeps none):
+    ``where``, the path of its content (``input[2].content``, ``messages.1.content``);
+    ``part_params``, when ``content`` is a list, the path of what each part carries (its text,
+    URL or data: ``messages[0].content[1].image_url.url``), in order. Empty when not known.
     """
 
     role: Role
@@ -80,6 +86,8 @@ class Turn:
     tool_call_id: str | None = None
     name: str | None = None
     reasoning: str | None = None
+    where: str | None = field(default=None, compare=False)
+    part_params: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(slots=True)
@@ -90,7 +98,9 @@ class Conversation:
     the model name decide (``-thinking``). ``size``: the Qwen extension for ``-image`` models.
     ``stop``: stop sequences (emulated: the text is cut at the first one). ``max_output_tokens``:
     emulated where possible. ``include_usage``: OpenAI ``stream_options.include_usage``.
-    ``metadata``: front-door specific extras.
+    ``metadata``: front-door specific extras. ``turns_param``: the request field the turns come
+    from (``messages``; ``input`` on the Responses API), the ``param`` of an error about them
+    all (no text to send, too many media parts).
     """
 
     model: str
@@ -105,6 +115,7 @@ class Conversation:
     max_output_tokens: int | None = None
     include_usage: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    turns_param: str = "messages"
 
     @property
     def tools_active(self) -> bool:

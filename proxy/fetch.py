@@ -67,29 +67,30 @@ __all__ = [
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def check_url(url: str) -> tuple[str, int]:
+def check_url(url: str, *, param: str | None = None) -> tuple[str, int]:
     """``(host, port)`` of an http(s) URL (the scheme in any case: RFC 3986 §3.1); raises
-    :class:`MediaURLRefusedError` otherwise. A ``data:`` URI never gets here from a part
-    (:func:`ingest` decodes it); from a redirect it is refused."""
+    :class:`MediaURLRefusedError` naming ``param`` (where the URL is in the request) otherwise.
+    A ``data:`` URI never gets here from a part (:func:`ingest` decodes it); from a redirect it
+    is refused."""
     try:
         parts = urlsplit(url)  # (the scheme comes back lower-case)
         port = parts.port
     except ValueError:
-        raise MediaURLRefusedError("the media URL is malformed", param="messages") from None
+        raise MediaURLRefusedError("the media URL is malformed", param=param) from None
     if parts.scheme == "data":
         raise MediaURLRefusedError(
             "the media URL redirected to a data: URI; only http(s) redirects are followed",
-            param="messages",
+            param=param,
         )
     if parts.scheme not in ("http", "https"):
         what = f"the scheme {quote(parts.scheme)}" if parts.scheme else "a relative URL"
         raise MediaURLRefusedError(
-            f"media URLs must be http(s) URLs or data: URIs, not {what}", param="messages"
+            f"media URLs must be http(s) URLs or data: URIs, not {what}", param=param
         )
     if not parts.hostname:
-        raise MediaURLRefusedError("the media URL has no host", param="messages")
+        raise MediaURLRefusedError("the media URL has no host", param=param)
     if parts.username or parts.password:
-        raise MediaURLRefusedError("media URLs with credentials are refused", param="messages")
+        raise MediaURLRefusedError("media URLs with credentials are refused", param=param)
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
@@ -151,13 +152,16 @@ def is_public(addr: IPAddress) -> bool:
     return not any(addr.version == n.version and addr in n for n in _NOT_GLOBAL)
 
 
-def check_address(host: str, addr: IPAddress, *, allow_private: bool) -> None:
+def check_address(
+    host: str, addr: IPAddress, *, allow_private: bool, param: str | None = None
+) -> None:
     """Refuse anything but a public unicast address (see :func:`is_public`): loopback,
     private, link-local, shared, reserved, documentation, multicast, and IPv6 forms of those
     (IPv4-mapped or -compatible, NAT64, 6to4, Teredo).
 
-    Raises :class:`MediaURLRefusedError` naming the host and address; ``allow_private`` lets
-    every address through (tests, trusted internal networks).
+    Raises :class:`MediaURLRefusedError` naming the host and address (and ``param``, where the
+    URL is in the request); ``allow_private`` lets every address through (tests, trusted
+    internal networks).
     """
     if allow_private:
         return
@@ -166,7 +170,7 @@ def check_address(host: str, addr: IPAddress, *, allow_private: bool) -> None:
             f"the media URL's host {clip(host)} resolves to the non-public address {addr}; the "
             "proxy does not fetch loopback, private or link-local addresses (setting "
             "allow_private_fetch)",
-            param="messages",
+            param=param,
         )
 
 
@@ -187,7 +191,7 @@ def pinned_request(url: str, addr: IPAddress) -> tuple[str, dict[str, Any]]:
     return pinned, options
 
 
-async def _resolve(host: str, port: int) -> list[IPAddress]:
+async def _resolve(host: str, port: int, param: str | None = None) -> list[IPAddress]:
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
@@ -198,30 +202,40 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
         infos = []
     except UnicodeError:  # the IDNA encoding refused it: a label over 63 characters, or empty
         raise MediaURLRefusedError(
-            f"the media URL's host {clip(host)} is not a valid host name", param="messages"
+            f"the media URL's host {clip(host)} is not a valid host name", param=param
         ) from None
     if not infos:
-        raise MediaFetchError(f"the media URL's host {clip(host)} does not resolve") from None
+        raise MediaFetchError(
+            f"the media URL's host {clip(host)} does not resolve", param=param
+        ) from None
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
 async def fetch_url(
-    session: aiohttp.ClientSession, url: str, *, expect: Kind | None, settings: Settings
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    expect: Kind | None,
+    settings: Settings,
+    param: str | None = None,
 ) -> Blob:
     """Download a client-given URL as a :class:`Blob` of kind ``expect`` (``None``: any).
 
     Raises :class:`MediaURLRefusedError`, :class:`MediaFetchError` (400),
-    :class:`MediaTooLargeError` (413) or :class:`MediaFetchTimeoutError` (504).
+    :class:`MediaTooLargeError` (413) or :class:`MediaFetchTimeoutError` (504), each naming
+    ``param`` (where the URL is in the request).
     """
     timeout_s = settings.media_fetch_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
             target = url
             for _ in range(MAX_MEDIA_REDIRECTS + 1):
-                host, port = check_url(target)
-                addrs = await _resolve(host, port)
+                host, port = check_url(target, param=param)
+                addrs = await _resolve(host, port, param=param)
                 for addr in addrs:
-                    check_address(host, addr, allow_private=settings.allow_private_fetch)
+                    check_address(
+                        host, addr, allow_private=settings.allow_private_fetch, param=param
+                    )
                 pinned, options = pinned_request(target, addrs[0])
                 async with session.get(pinned, allow_redirects=False, **options) as resp:
                     if resp.status in REDIRECT_STATUSES and "Location" in resp.headers:
@@ -229,7 +243,7 @@ async def fetch_url(
                         continue
                     if resp.status != 200:
                         raise MediaFetchError(
-                            f"the media URL answered HTTP {resp.status}", param="messages"
+                            f"the media URL answered HTTP {resp.status}", param=param
                         )
                     declared = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                     kind = expect or content_type_kind(declared)
@@ -237,57 +251,65 @@ async def fetch_url(
                         if declared != "application/octet-stream":
                             raise MediaFetchError(
                                 f"the media URL answered {clip(declared)}, not {expect} data",
-                                param="messages",
+                                param=param,
                             )
                     limit = settings.media_limit(kind)
                     if resp.content_length is not None and resp.content_length > limit:
                         raise MediaTooLargeError(
                             f"the media URL's {kind} is {resp.content_length} bytes; the limit "
-                            f"is {limit}"
+                            f"is {limit}",
+                            param=param,
                         )
                     buf = bytearray()
                     async for chunk in resp.content.iter_chunked(65536):
                         buf += chunk
                         if len(buf) > limit:
                             raise MediaTooLargeError(
-                                f"the media URL's {kind} is larger than the limit of {limit} bytes"
+                                f"the media URL's {kind} is larger than the limit of {limit} bytes",
+                                param=param,
                             )
                     name = unquote(urlsplit(target).path.rsplit("/", 1)[-1]) or None
                     try:
                         return make_blob(bytes(buf), declared, name, expect=expect)
                     except ClientRequestError as exc:
                         raise MediaFetchError(
-                            f"the media URL's content is unusable: {exc.message}", param="messages"
+                            f"the media URL's content is unusable: {exc.message}", param=param
                         ) from None
             raise MediaFetchError(
-                f"the media URL redirected more than {MAX_MEDIA_REDIRECTS} times", param="messages"
+                f"the media URL redirected more than {MAX_MEDIA_REDIRECTS} times", param=param
             )
     except TimeoutError:
         raise MediaFetchTimeoutError(
-            f"the media URL did not download within {timeout_s:g} s"
+            f"the media URL did not download within {timeout_s:g} s", param=param
         ) from None
     except aiohttp.ClientError as exc:
         raise MediaFetchError(
-            f"the media URL could not be fetched: {network_failure(exc)}", param="messages"
+            f"the media URL could not be fetched: {network_failure(exc)}", param=param
         ) from None
 
 
 async def ingest(session: aiohttp.ClientSession, part: MediaPart, settings: Settings) -> Blob:
     """The bytes of one media part: a decoded ``data:`` URI or a guarded download.
 
-    Same errors as :func:`fetch_url`; ``data:`` URIs obey the same per-kind limits.
+    Same errors as :func:`fetch_url`, naming the part's ``param``; ``data:`` URIs obey the same
+    per-kind limits.
     """
+    param = part.param
     if is_data_uri(part.source):
         header = part.source[5:].split(",", 1)[0]
         kind = part.expect or content_type_kind(header.split(";")[0] or "text/plain")
-        blob = decode_data_uri(part.source, limit=settings.media_limit(kind), expect=part.expect)
+        limit = settings.media_limit(kind)
+        blob = decode_data_uri(part.source, limit=limit, expect=part.expect, param=param)
         if len(blob.data) > settings.media_limit(blob.kind):
             raise MediaTooLargeError(
                 f"the {blob.kind} is larger than the limit of {settings.media_limit(blob.kind)} "
-                "bytes"
+                "bytes",
+                param=param,
             )
     else:
-        blob = await fetch_url(session, part.source, expect=part.expect, settings=settings)
+        blob = await fetch_url(
+            session, part.source, expect=part.expect, settings=settings, param=param
+        )
     if part.filename:
         blob = Blob(blob.data, blob.content_type, part.filename, blob.kind)
     return blob

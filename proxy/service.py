@@ -357,17 +357,17 @@ class ChatService:
             task_id=str(uuid.uuid4()),
         )
 
-    async def ingest_parts(self, turns: Sequence[Turn]) -> list[Blob]:
+    async def ingest_parts(self, turns: Sequence[Turn], *, param: str = "messages") -> list[Blob]:
         """Fetch or decode the media parts of ``turns`` (before any account is used), all at
         once; the blobs come in the parts' order. Raises the :mod:`proxy.fetch` errors (the
-        first part's that fails; the other fetches are then cancelled) and
-        :class:`ClientRequestError` for too many parts."""
+        first part's that fails, naming the part; the other fetches are then cancelled) and
+        :class:`ClientRequestError` for too many parts (naming ``param``, the turns' field)."""
         parts = media_parts(turns)
         if len(parts) > self.settings.max_files_per_request:
             raise ClientRequestError(
                 f"the messages hold {len(parts)} media parts; at most "
                 f"{self.settings.max_files_per_request} are uploaded per request",
-                param="messages",
+                param=param,
             )
         if not parts:
             return []
@@ -428,11 +428,17 @@ class ChatService:
         resume = await self._resume(plan) if plan is not None and plan.key is not None else None
         if resume is not None and plan is not None:
             tail = conv.turns[plan.tail_start :]
-            blobs = await self.ingest_parts(tail)
+            blobs = await self.ingest_parts(tail, param=conv.turns_param)
             prompt = build_prompt(conv, start=plan.tail_start, allow_empty=bool(blobs))
             try:
                 return await self._open_turn(
-                    route, prompt, size=None, blobs=blobs, resume=resume, plan=plan
+                    route,
+                    prompt,
+                    size=None,
+                    blobs=blobs,
+                    resume=resume,
+                    plan=plan,
+                    turns_param=conv.turns_param,
                 )
             except ContinuationFailedError as exc:
                 log.info(
@@ -441,15 +447,22 @@ class ChatService:
                     error=exc.error.error_code(),
                 )
                 await self.store.delete_conversation(resume.key)
-        blobs = await self.ingest_parts(conv.turns)
+        blobs = await self.ingest_parts(conv.turns, param=conv.turns_param)
         prompt = build_prompt(conv, allow_empty=bool(blobs))
         if route.chat_type == "image_edit" and not any(b.kind == "image" for b in blobs):
             raise ClientRequestError(
                 "an -image-edit model needs the image to edit as an image_url part",
-                param="messages",
+                param=conv.turns_param,
             )
         return await self._open_turn(
-            route, prompt, size=size, blobs=blobs, resume=None, plan=plan, warm=warm
+            route,
+            prompt,
+            size=size,
+            blobs=blobs,
+            resume=None,
+            plan=plan,
+            warm=warm,
+            turns_param=conv.turns_param,
         )
 
     async def _resume(self, plan: continuation.Plan) -> _Resume | None:
@@ -494,6 +507,7 @@ class ChatService:
         resume: _Resume | None,
         plan: continuation.Plan | None,
         warm: Callable[[OpenChat], object] | None = None,
+        turns_param: str = "messages",
     ) -> OpenChat:
         """The entry of :meth:`open_turn`. Whatever fails here undoes what was taken: the
         stream is released, a client gone while the site was asked gets the stop call sent,
@@ -511,12 +525,15 @@ class ChatService:
         headers, so work done after them delays it. The task's end wakes this coroutine one
         loop iteration later, in which the loop reads that packet too: the relay's first read
         then often gets the first frames together (bench/README.md, "2026-11-29, late").
+
+        A prompt over :data:`MAX_PROMPT_CHARS` is a 400 naming ``turns_param`` (the field of the
+        turns it was made from).
         """
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ClientRequestError(
                 f"the conversation is {len(prompt)} characters long once flattened; chat.qwen.ai "
                 f"accepts at most {MAX_PROMPT_CHARS}",
-                param="messages",
+                param=turns_param,
             )
         t0 = time.perf_counter()
         if resume is not None:

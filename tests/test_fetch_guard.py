@@ -70,9 +70,10 @@ def test_non_public_addresses_are_refused(text: str) -> None:
     """Each non-public address, in any IPv6 disguise, is refused."""
     addr = ipaddress.ip_address(text)
     assert not is_public(addr)
+    where = "messages[0].content[1].image_url.url"
     with pytest.raises(MediaURLRefusedError) as info:
-        check_address("h.example", addr, allow_private=False)
-    assert info.value.param == "messages"
+        check_address("h.example", addr, allow_private=False, param=where)
+    assert info.value.param == where
     check_address("h.example", addr, allow_private=True)  # the setting lets it through
 
 
@@ -140,7 +141,7 @@ async def test_the_fetch_connects_to_the_address_it_checked(
     server, seen = await _picture_server(aiohttp_server)
     resolved: list[str] = []
 
-    async def resolve(host: str, port: int) -> list[Any]:
+    async def resolve(host: str, port: int, param: str | None = None) -> list[Any]:
         resolved.append(host)
         return [ipaddress.ip_address("127.0.0.1")]
 

@@ -998,7 +998,7 @@ NESTED_BAD: dict[str, tuple[str, dict[str, Any], str]] = {
             "model": "qwen3-max",
             "messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}],
         },
-        "messages",
+        "messages[0].content[0].text",
     ),
     "chat_text_part_object": (
         "/v1/chat/completions",
@@ -1006,7 +1006,7 @@ NESTED_BAD: dict[str, tuple[str, dict[str, Any], str]] = {
             "model": "qwen3-max",
             "messages": [{"role": "user", "content": [{"type": "text", "text": {}}]}],
         },
-        "messages",
+        "messages[0].content[0].text",
     ),
     "chat_tool_call_id_number": (
         "/v1/chat/completions",
@@ -1107,7 +1107,7 @@ async def test_a_media_url_host_that_is_no_host_name_is_a_400(stack: Stack, case
     )
     assert status == 400, payload
     assert payload["error"]["code"] == "media_url_refused"
-    assert payload["error"]["param"] == "messages"
+    assert payload["error"]["param"] == "messages[0].content[0].image_url.url"
     assert "not a valid host name" in payload["error"]["message"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from typing import Any
 
 import aiohttp
@@ -288,6 +289,33 @@ async def test_images_edit_checks_its_form_fields(stack: Stack, field: str, valu
     assert not stack.replay.app[UPLOADS_KEY] and not stack.upstream(COMPLETIONS_PATH)
 
 
+#: image files /v1/images/edits refuses, by form field: each 400 (413) names the field
+EDITS_BAD_IMAGES: list[tuple[str, bytes, int]] = [
+    ("image", b"hello world", 400),
+    ("image[]", b"hello world", 400),
+    ("image", b"", 400),
+    ("image", png(256, 256, lambda x, y: (x, y, 0)), 413),
+]
+
+
+@pytest.mark.parametrize(("field", "data", "status"), EDITS_BAD_IMAGES)
+async def test_images_edit_names_the_field_of_a_bad_image(
+    aiohttp_server: ServerFactory, field: str, data: bytes, status: int
+) -> None:
+    """Bytes that are not a PNG although they say so, an empty file, an image over the limit:
+    the error names the form field (``image`` or ``image[]``); nothing is uploaded."""
+    stack = await media_stack(aiohttp_server, max_image_bytes=50_000)
+    form = aiohttp.FormData()
+    form.add_field("model", "qwen3-max-image-edit")
+    form.add_field("prompt", EDIT.prompt)
+    form.add_field(field, data, filename="square.png", content_type="image/png")
+    async with aiohttp.ClientSession() as s, s.post(stack.url("/v1/images/edits"), data=form) as r:
+        got, payload = r.status, await r.json()
+    assert got == status, payload
+    assert payload["error"]["param"] == field, payload
+    assert not stack.replay.app[UPLOADS_KEY] and not stack.upstream(COMPLETIONS_PATH)
+
+
 async def test_images_edit_reads_n_and_quality_from_the_form(stack: Stack) -> None:
     """``n`` arrives as the text "2" in a form: two edits; ``quality`` "high" is accepted."""
     async with stack.async_client() as client:
@@ -432,6 +460,210 @@ async def test_fetched_urls_are_size_and_type_checked(
             )
     assert info.value.status_code == status and error_object(info.value)["code"] == code
     assert not stack.replay.app[UPLOADS_KEY]
+
+
+BAD_PNG = "data:image/png;base64,@@@@"
+"""A data: URI whose base64 is malformed."""
+
+_TEXT_X = {"type": "text", "text": "x"}
+
+
+def _chat(*parts: dict[str, Any], before: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    return {
+        "model": "qwen3-max",
+        "messages": [*before, {"role": "user", "content": [_TEXT_X, *parts]}],
+    }
+
+
+def _image_block(data: str) -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}}
+
+
+#: media parts whose data is unusable, per API, with the ``param`` the 400 names: the path of
+#: what the part carries (the Anthropic error names it at the start of its message)
+MEDIA_PARAMS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "chat_bad_base64": (
+        "/v1/chat/completions",
+        _chat({"type": "image_url", "image_url": {"url": BAD_PNG}}),
+        "messages[0].content[1].image_url.url",
+    ),
+    "chat_text_declared_png": (
+        "/v1/chat/completions",
+        _chat({"type": "image_url", "image_url": {"url": data_uri(b"hello world")}}),
+        "messages[0].content[1].image_url.url",
+    ),
+    "chat_empty_data_uri": (
+        "/v1/chat/completions",
+        _chat({"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}),
+        "messages[0].content[1].image_url.url",
+    ),
+    "chat_image_url_as_a_string": (
+        "/v1/chat/completions",
+        _chat({"type": "image_url", "image_url": BAD_PNG}),
+        "messages[0].content[1].image_url",
+    ),
+    "chat_file_data": (
+        "/v1/chat/completions",
+        _chat({"type": "file", "file": {"file_data": "data:application/pdf;base64,@@@@"}}),
+        "messages[0].content[1].file.file_data",
+    ),
+    "chat_input_audio": (
+        "/v1/chat/completions",
+        _chat({"type": "input_audio", "input_audio": {"data": "@@@@", "format": "wav"}}),
+        "messages[0].content[1].input_audio.data",
+    ),
+    "chat_a_later_message": (
+        "/v1/chat/completions",
+        _chat(
+            {"type": "image_url", "image_url": {"url": BAD_PNG}},
+            before=({"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}),
+        ),
+        "messages[2].content[1].image_url.url",
+    ),
+    "responses_input_image": (
+        "/v1/responses",
+        {
+            "model": "qwen3-max",
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "x"},
+                        {"type": "input_image", "image_url": BAD_PNG},
+                    ],
+                }
+            ],
+        },
+        "input[0].content[1].image_url",
+    ),
+    "responses_input_file": (
+        "/v1/responses",
+        {
+            "model": "qwen3-max",
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "x"},
+                        {"type": "input_file", "file_data": "data:application/pdf;base64,@@@@"},
+                    ],
+                }
+            ],
+        },
+        "input[0].content[1].file_data",
+    ),
+    "responses_function_call_output": (
+        "/v1/responses",
+        {
+            "model": "qwen3-max",
+            "input": [
+                {"type": "function_call", "call_id": "c1", "name": "shot", "arguments": "{}"},
+                {
+                    "type": "function_call_output",
+                    "call_id": "c1",
+                    "output": [{"type": "input_image", "image_url": BAD_PNG}],
+                },
+            ],
+        },
+        "input[1].output[0].image_url",
+    ),
+    "messages_image_block": (
+        "/v1/messages",
+        {
+            "model": "qwen3-max",
+            "max_tokens": 20,
+            "messages": [
+                {"role": "user", "content": [_TEXT_X, _image_block("@@@@")]},
+            ],
+        },
+        "messages.0.content.1.source.data",
+    ),
+    "messages_after_a_tool_result": (
+        "/v1/messages",
+        {
+            "model": "qwen3-max",
+            "max_tokens": 20,
+            "messages": [
+                {"role": "user", "content": "a"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "ok"},
+                        _TEXT_X,
+                        _image_block("@@@@"),
+                    ],
+                },
+            ],
+        },
+        "messages.2.content.2.source.data",
+    ),
+    "messages_in_a_tool_result": (
+        "/v1/messages",
+        {
+            "model": "qwen3-max",
+            "max_tokens": 20,
+            "messages": [
+                {"role": "user", "content": "a"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t1",
+                            "content": [_TEXT_X, _image_block("@@@@")],
+                        }
+                    ],
+                },
+            ],
+        },
+        "messages.2.content.0.content.1.source.data",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEDIA_PARAMS))
+async def test_an_unusable_media_part_is_named(stack: Stack, case: str) -> None:
+    """A part whose data is malformed, empty or not what its part says is a 400 naming where
+    the data is (not ``null``, not just ``messages``); nothing is uploaded or asked for."""
+    path, body, param = MEDIA_PARAMS[case]
+    async with aiohttp.ClientSession() as s, s.post(stack.url(path), json=body) as r:
+        status, payload = r.status, await r.json()
+    assert status == 400, payload
+    if path == "/v1/messages":
+        assert payload["error"]["message"].startswith(f"{param}: "), payload
+    else:
+        assert payload["error"]["param"] == param, payload
+    assert not stack.replay.app[UPLOADS_KEY] and not stack.upstream(COMPLETIONS_PATH)
+
+
+async def test_a_media_url_whose_host_does_not_resolve_is_named(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 400 for a URL whose host has no address names the part's URL."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kw: Any) -> Any:
+        if host == "nowhere.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    body = _chat({"type": "image_url", "image_url": {"url": "http://nowhere.invalid/a.png"}})
+    async with aiohttp.ClientSession() as s:
+        async with s.post(stack.url("/v1/chat/completions"), json=body) as r:
+            status, payload = r.status, await r.json()
+    assert status == 400, payload
+    assert payload["error"]["code"] == "media_fetch_failed"
+    assert "does not resolve" in payload["error"]["message"]
+    assert payload["error"]["param"] == "messages[0].content[1].image_url.url"
 
 
 async def test_oversized_data_uri_is_413(aiohttp_server: ServerFactory) -> None:

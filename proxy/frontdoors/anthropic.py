@@ -297,13 +297,29 @@ def _document_part(block: dict[str, Any], param: str) -> dict[str, Any]:
     return {"type": "file", "file": file}
 
 
-def _tool_result_content(block: dict[str, Any], param: str) -> str | list[dict[str, Any]]:
+def _carried(block: dict[str, Any], param: str) -> str:
+    """The path of what a block at ``param`` carries, for the errors about it: its ``text``, or
+    its source's ``data``, ``url`` or ``content``."""
+    if block.get("type") == "text":
+        return f"{param}.text"
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    return f"{param}.source.{kind if kind in ('url', 'content') else 'data'}"
+
+
+def _tool_result_content(
+    block: dict[str, Any], param: str
+) -> tuple[str | list[dict[str, Any]], tuple[str, ...]]:
+    """A ``tool_result`` block's content as turn content, and (when that is a list) the path of
+    what each part carries."""
     content = block.get("content")
     parts: list[dict[str, Any]] = []
+    params: list[str] = []
     if content is None:
         pass
     elif isinstance(content, str):
         parts.append({"type": "text", "text": content})
+        params.append(f"{param}.content")
     elif isinstance(content, list):
         for k, inner in enumerate(content):
             p = f"{param}.content.{k}"
@@ -319,11 +335,14 @@ def _tool_result_content(block: dict[str, Any], param: str) -> str | list[dict[s
                     f"tool_result content blocks of type {quote(kind)} are not supported",
                     param=f"{p}.type",
                 )
+            params.append(_carried(inner, p))
     else:
         raise _bad("`content` must be a string or a list of blocks", f"{param}.content")
     if block.get("is_error") is True:
         parts.insert(0, {"type": "text", "text": "Error:"})
-    return _simplify(parts)
+        params.insert(0, f"{param}.is_error")
+    simple = _simplify(parts)
+    return simple, tuple(params) if isinstance(simple, list) else ()
 
 
 def _simplify(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
@@ -337,14 +356,18 @@ def _user_turns(
     content: str | list[dict[str, Any]], param: str, names: dict[str, str]
 ) -> list[Turn]:
     if isinstance(content, str):
-        return [Turn(role="user", content=content)]
+        return [Turn(role="user", content=content, where=param)]
     turns: list[Turn] = []
     parts: list[dict[str, Any]] = []
+    params: list[str] = []
 
     def flush() -> None:
         if parts:
-            turns.append(Turn(role="user", content=_simplify(parts.copy())))
+            simple = _simplify(parts.copy())
+            at = tuple(params) if isinstance(simple, list) else ()
+            turns.append(Turn(role="user", content=simple, where=param, part_params=at))
             parts.clear()
+            params.clear()
 
     for j, block in enumerate(content):
         p = f"{param}.{j}"
@@ -358,14 +381,18 @@ def _user_turns(
         elif kind == "tool_result":
             flush()
             call_id = _str_field(block, "tool_use_id", p)
+            result, at = _tool_result_content(block, p)
             turns.append(
                 Turn(
                     role="tool",
-                    content=_tool_result_content(block, p),
+                    content=result,
                     tool_call_id=call_id,
                     name=names.get(call_id),
+                    where=f"{p}.content",
+                    part_params=at,
                 )
             )
+            continue
         elif kind in ("tool_use", "thinking", "redacted_thinking"):
             raise _bad(f"`{kind}` blocks belong in assistant messages", f"{p}.type")
         else:
@@ -373,6 +400,7 @@ def _user_turns(
                 f"content blocks of type {quote(kind)} are not supported by this proxy",
                 param=f"{p}.type",
             )
+        params.append(_carried(block, p))
     flush()
     return turns
 

@@ -39,7 +39,13 @@ from proxy.conversation import (
     ToolSpec,
     Turn,
 )
-from proxy.errors import ClientRequestError, ProxyError, quote, to_openai
+from proxy.errors import (
+    ClientRequestError,
+    ProxyError,
+    UnsupportedContentError,
+    quote,
+    to_openai,
+)
 from proxy.frontdoors import FrontDoor
 from proxy.qwen.translate import Aggregate, ChunkEncoder, OutEvent, Usage
 from proxy.tools.validate import check_tool_schema
@@ -284,14 +290,54 @@ def _stops(raw: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+_MEDIA_TYPES = frozenset({"image_url", "input_image", "input_audio", "file", "input_file"})
+
+
+def _part_params(content: list[dict[str, Any]], where: str) -> tuple[str, ...]:
+    """Check the content parts of the message whose content is at ``where``
+    (``messages[0].content``) as OpenAI does, and return the path of what each part carries (its
+    text, URL or data: ``messages[0].content[1].image_url.url``), which errors about it name.
+    Raises :class:`ClientRequestError` naming the field: a ``text`` that is not a string, a part
+    type this gateway cannot carry (``type``)."""
+    params: list[str] = []
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = part.get("type")
+        if kind == "text" or (kind is None and "text" in part):
+            if not isinstance(part.get("text"), str):
+                raise _bad("a text content part needs `text`, a string", f"{at}.text")
+            params.append(f"{at}.text")
+        elif not isinstance(kind, str) or kind not in _MEDIA_TYPES:  # (any JSON value)
+            raise UnsupportedContentError(
+                f"message content parts of type {quote(kind)} are not supported by this proxy; "
+                "send text, image_url, input_audio or file parts",
+                param=f"{at}.type",
+            )
+        elif kind == "input_audio":
+            params.append(f"{at}.input_audio.data")
+        elif kind in ("file", "input_file"):
+            inner = part.get("file")
+            ref: dict[str, Any] = inner if isinstance(inner, dict) else part
+            key = "file_url" if not ref.get("file_data") and ref.get("file_url") else "file_data"
+            params.append(f"{at}.file.{key}" if isinstance(inner, dict) else f"{at}.{key}")
+        else:  # image_url, input_image (tolerated: the URL itself as image_url)
+            img = part.get("image_url")
+            params.append(f"{at}.image_url.url" if isinstance(img, dict) else f"{at}.image_url")
+    return tuple(params)
+
+
 def _turn(message: ChatMessage, i: int) -> Turn:
     role = _ROLES[message.role]
+    content = message.content
     return Turn(
         role=role,
-        content=message.content,
+        content=content,
         name=message.name,
         tool_calls=_tool_calls(message.tool_calls, f"messages[{i}]") if role == "assistant" else (),
         tool_call_id=message.tool_call_id if role == "tool" else None,
+        part_params=_part_params(content, f"messages[{i}].content")
+        if isinstance(content, list)
+        else (),
     )
 
 

@@ -269,6 +269,7 @@ def build_conversation(req: ResponsesRequest, history: Sequence[Turn] = ()) -> C
         max_output_tokens=req.max_output_tokens,
         include_usage=True,
         metadata={"front_door": "responses"},
+        turns_param="input",
     )
 
 
@@ -281,6 +282,8 @@ def _copy_turn(t: Turn) -> Turn:
         tool_call_id=t.tool_call_id,
         name=t.name,
         reasoning=t.reasoning,
+        where=t.where,
+        part_params=t.part_params,
     )
 
 
@@ -298,7 +301,7 @@ def _input_turns(value: str | list[Any]) -> list[Turn]:
     if isinstance(value, str):
         if not value:
             raise ClientRequestError("`input` is an empty string", param="input")
-        return [Turn(role="user", content=value)]
+        return [Turn(role="user", content=value, where="input")]
     turns: list[Turn] = []
     pending_reasoning: list[str] = []
 
@@ -314,7 +317,7 @@ def _input_turns(value: str | list[Any]) -> list[Turn]:
     for i, item in enumerate(value):
         param = f"input[{i}]"
         if isinstance(item, str):  # tolerated: a bare string is a user message
-            turns.append(Turn(role="user", content=item))
+            turns.append(Turn(role="user", content=item, where=param))
             continue
         if not isinstance(item, dict):
             raise ClientRequestError(f"`{param}` must be an object", param=param)
@@ -339,11 +342,14 @@ def _input_turns(value: str | list[Any]) -> list[Turn]:
             owner = assistant_turn()
             owner.tool_calls = (*owner.tool_calls, call)
         elif kind == "function_call_output":
+            content, part_params = _output_content(item.get("output"), f"{param}.output")
             turns.append(
                 Turn(
                     role="tool",
-                    content=_output_content(item.get("output"), f"{param}.output"),
+                    content=content,
                     tool_call_id=_str_field(item, "call_id", param),
+                    where=f"{param}.output",
+                    part_params=part_params,
                 )
             )
         elif kind == "reasoning":
@@ -426,26 +432,32 @@ def _message_turn(item: dict[str, Any], param: str) -> Turn:
             param=f"{param}.role",
         )
     content = item.get("content")
+    where = f"{param}.content"
     if isinstance(content, str):
-        return Turn(role=role, content=content)
+        return Turn(role=role, content=content, where=where)
     if not isinstance(content, list):
         raise ClientRequestError(
-            f"`{param}.content` must be a string or a list of content parts",
-            param=f"{param}.content",
+            f"`{param}.content` must be a string or a list of content parts", param=where
         )
-    parts = [_part(p, f"{param}.content[{j}]") for j, p in enumerate(content)]
-    if all(p.get("type") == "text" for p in parts):
-        return Turn(role=role, content="\n".join(p["text"] for p in parts))
+    parts = [_part(p, f"{where}[{j}]") for j, p in enumerate(content)]
+    if all(p.get("type") == "text" for p, _ in parts):
+        return Turn(role=role, content="\n".join(p["text"] for p, _ in parts), where=where)
     if role != "user":
         raise UnsupportedContentError(
             f"only user messages may carry images or files (`{param}` is {item.get('role')})",
-            param=f"{param}.content",
+            param=where,
         )
-    return Turn(role=role, content=parts)
+    return Turn(
+        role=role,
+        content=[p for p, _ in parts],
+        where=where,
+        part_params=tuple(at for _, at in parts),
+    )
 
 
-def _part(part: Any, param: str) -> dict[str, Any]:
-    """One Responses content part as an OpenAI chat content part."""
+def _part(part: Any, param: str) -> tuple[dict[str, Any], str]:
+    """One Responses content part as an OpenAI chat content part, and the path of what it
+    carries (its text, URL or data) for the errors about it."""
     if not isinstance(part, dict):
         raise ClientRequestError(f"`{param}` must be an object", param=param)
     kind = part.get("type")
@@ -453,15 +465,17 @@ def _part(part: Any, param: str) -> dict[str, Any]:
         text = part.get("text")
         if not isinstance(text, str):
             raise ClientRequestError(f"`{param}.text` must be a string", param=f"{param}.text")
-        return {"type": "text", "text": text}
+        return {"type": "text", "text": text}, f"{param}.text"
     if kind == "refusal":
-        return {"type": "text", "text": str(part.get("refusal") or "")}
+        return {"type": "text", "text": str(part.get("refusal") or "")}, f"{param}.refusal"
     if kind == "input_image":
         url = part.get("image_url")
+        at = f"{param}.image_url"
         if isinstance(url, dict):  # tolerated: the chat shape {"url": ...}
             url = url.get("url")
+            at += ".url"
         if isinstance(url, str) and url:
-            return {"type": "image_url", "image_url": {"url": url}}
+            return {"type": "image_url", "image_url": {"url": url}}, at
         if part.get("file_id"):
             raise UnsupportedContentError(
                 "`input_image` with a `file_id` is not supported; send `image_url` (an https URL "
@@ -472,7 +486,8 @@ def _part(part: Any, param: str) -> dict[str, Any]:
             f"`{param}.image_url` must be a URL or a data: URI", param=f"{param}.image_url"
         )
     if kind == "input_file":
-        data = part.get("file_data") or part.get("file_url")
+        key = "file_data" if part.get("file_data") else "file_url"
+        data = part.get(key)
         if not isinstance(data, str) or not data:
             raise UnsupportedContentError(
                 "`input_file` parts must carry `file_data` (a data: URI) or `file_url`; uploaded "
@@ -482,7 +497,7 @@ def _part(part: Any, param: str) -> dict[str, Any]:
         ref: dict[str, Any] = {"file_data": data}
         if isinstance(part.get("filename"), str):
             ref["filename"] = part["filename"]
-        return {"type": "file", "file": ref}
+        return {"type": "file", "file": ref}, f"{param}.{key}"
     raise UnsupportedContentError(
         f"content parts of type {quote(kind)} are not supported (supported: input_text, "
         "input_image, input_file, output_text)",
@@ -500,17 +515,19 @@ def _arguments(value: Any, param: str) -> str:
     )
 
 
-def _output_content(value: Any, param: str) -> str | list[dict[str, Any]]:
+def _output_content(value: Any, param: str) -> tuple[str | list[dict[str, Any]], tuple[str, ...]]:
+    """A ``function_call_output``'s ``output`` (at ``param``) as turn content, and the path of
+    each of its parts when it is a list of parts."""
     if isinstance(value, str):
-        return value
+        return value, ()
     if isinstance(value, list):
         parts = [_part(p, f"{param}[{j}]") for j, p in enumerate(value)]
-        if all(p["type"] == "text" for p in parts):
-            return "\n".join(p["text"] for p in parts)
-        return parts
+        if all(p["type"] == "text" for p, _ in parts):
+            return "\n".join(p["text"] for p, _ in parts), ()
+        return [p for p, _ in parts], tuple(at for _, at in parts)
     if value is None:
         raise ClientRequestError(f"`{param}` is required", param=param)
-    return json_text(value, param)  # tolerated: a JSON value
+    return json_text(value, param), ()  # tolerated: a JSON value
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:

@@ -106,17 +106,22 @@ def is_data_uri(source: str) -> bool:
     return source[:5].lower() == "data:"
 
 
-def decode_data_uri(uri: str, *, limit: int, expect: Kind | None = None) -> Blob:
+def decode_data_uri(
+    uri: str, *, limit: int, expect: Kind | None = None, param: str | None = None
+) -> Blob:
     """Decode a ``data:`` URI (RFC 2397; base64 or percent-encoded; the scheme in any case)
     into a :class:`Blob`.
 
     ``limit`` is the byte limit for the decoded data; ``expect`` the kind it must be (an
     ``image_url`` part must hold an image). Raises :class:`MediaTooLargeError` (413) beyond the
-    limit and :class:`ClientRequestError` (400) for a malformed URI or a wrong kind.
+    limit and :class:`ClientRequestError` (400) for a malformed URI or a wrong kind; both name
+    ``param``, where the URI is in the request.
     """
     m = _DATA_URI.match(uri)
     if not m:
-        raise ClientRequestError("a data: URI must look like data:<type>;base64,<data>")
+        raise ClientRequestError(
+            "a data: URI must look like data:<type>;base64,<data>", param=param
+        )
     header = m.group(1)
     payload = uri[m.end() :]
     params = [p.strip() for p in header.split(";")]
@@ -124,7 +129,9 @@ def decode_data_uri(uri: str, *, limit: int, expect: Kind | None = None) -> Blob
     is_b64 = "base64" in (p.lower() for p in params[1:])
     # base64 is 4/3 the size: refuse before decoding anything huge
     if (len(payload) * 3) // 4 > limit + 3:
-        raise MediaTooLargeError(f"the data: URI holds more than the limit of {limit} bytes")
+        raise MediaTooLargeError(
+            f"the data: URI holds more than the limit of {limit} bytes", param=param
+        )
     try:
         data = (
             base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
@@ -132,19 +139,31 @@ def decode_data_uri(uri: str, *, limit: int, expect: Kind | None = None) -> Blob
             else unquote_to_bytes(payload)
         )
     except (binascii.Error, ValueError):
-        raise ClientRequestError("the data: URI's base64 payload is malformed") from None
+        raise ClientRequestError(
+            "the data: URI's base64 payload is malformed", param=param
+        ) from None
     if len(data) > limit:
-        raise MediaTooLargeError(f"the data: URI holds more than the limit of {limit} bytes")
-    return make_blob(data, ctype, None, expect=expect)
+        raise MediaTooLargeError(
+            f"the data: URI holds more than the limit of {limit} bytes", param=param
+        )
+    return make_blob(data, ctype, None, expect=expect, param=param)
 
 
-def make_blob(data: bytes, content_type: str, filename: str | None, *, expect: Kind | None) -> Blob:
+def make_blob(
+    data: bytes,
+    content_type: str,
+    filename: str | None,
+    *,
+    expect: Kind | None,
+    param: str | None = None,
+) -> Blob:
     """A :class:`Blob` with a checked type: sniffed magic bytes win over a declared image type.
 
-    Raises :class:`ClientRequestError` when the data is empty or not of kind ``expect``.
+    Raises :class:`ClientRequestError` naming ``param`` (where the data is in the request) when
+    the data is empty or not of kind ``expect``.
     """
     if not data:
-        raise ClientRequestError("the file is empty")
+        raise ClientRequestError("the file is empty", param=param)
     declared = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
     sniffed = sniff(data)
     ctype = declared
@@ -153,10 +172,13 @@ def make_blob(data: bytes, content_type: str, filename: str | None, *, expect: K
     kind = content_type_kind(ctype)
     if expect is not None and kind != expect:
         raise ClientRequestError(
-            f"expected {'an' if expect == 'image' else 'a'} {expect} but got {clip(ctype)}"
+            f"expected {'an' if expect == 'image' else 'a'} {expect} but got {clip(ctype)}",
+            param=param,
         )
     if kind == "image" and sniffed is None and ctype in ("image/png", "image/jpeg", "image/gif"):
-        raise ClientRequestError(f"the data is declared as {clip(ctype)} but is not one")
+        raise ClientRequestError(
+            f"the data is declared as {clip(ctype)} but is not one", param=param
+        )
     name = filename or default_filename(ctype, "image" if kind == "image" else "upload")
     return Blob(data=data, content_type=ctype, filename=_safe_name(name), kind=kind)
 

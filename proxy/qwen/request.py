@@ -31,6 +31,7 @@ __all__ = [
     "flatten_messages",
     "media_parts",
     "new_uuid",
+    "no_text",
     "split_model_name",
     "text_of",
 ]
@@ -107,40 +108,44 @@ class MediaPart:
 
     ``source`` is a ``data:`` URI or an http(s) URL; ``expect`` the kind it must hold
     (``image`` for ``image_url`` parts, ``audio`` for ``input_audio``, ``None``: any, from the
-    content type); ``filename`` the client's name for it, if any.
+    content type); ``filename`` the client's name for it, if any; ``param`` where the source is
+    in the request (``messages[0].content[1].image_url.url``), named by errors about it.
     """
 
     source: str
     expect: Literal["image", "audio"] | None
     filename: str | None = None
+    param: str | None = None
 
 
-def _media_part(part: dict[str, Any]) -> MediaPart:
+def _media_part(part: dict[str, Any], param: str | None) -> MediaPart:
     kind = part.get("type")
     if kind in ("image_url", "input_image"):
         img = part.get("image_url")
         url = img.get("url") if isinstance(img, dict) else img
         if isinstance(url, str) and url:
-            return MediaPart(url, "image")
+            return MediaPart(url, "image", param=param)
     elif kind in ("file", "input_file"):
         inner = part.get("file")
         ref: dict[str, Any] = inner if isinstance(inner, dict) else part
         data = ref.get("file_data") or ref.get("file_url")
         if isinstance(data, str) and data:
             name = ref.get("filename")
-            return MediaPart(data, None, name if isinstance(name, str) else None)
+            return MediaPart(data, None, name if isinstance(name, str) else None, param)
         raise UnsupportedContentError(
             "file parts must carry `file_data` (a data: URI); uploaded `file_id`s are not "
             "supported by this proxy",
-            param="messages",
+            param=param or "messages",
         )
     elif kind == "input_audio":
         audio = part.get("input_audio")
         if isinstance(audio, dict) and isinstance(audio.get("data"), str):
             fmt = str(audio.get("format") or "wav")
-            return MediaPart(f"data:audio/{fmt};base64,{audio['data']}", "audio", f"audio.{fmt}")
+            return MediaPart(
+                f"data:audio/{fmt};base64,{audio['data']}", "audio", f"audio.{fmt}", param
+            )
     raise UnsupportedContentError(
-        f"a {quote(kind)} message part has no usable data", param="messages"
+        f"a {quote(kind)} message part has no usable data", param=param or "messages"
     )
 
 
@@ -150,14 +155,20 @@ def _is_media(kind: object) -> bool:
 
 
 def media_parts(messages: Sequence[MessageLike]) -> list[MediaPart]:
-    """The media parts of every message, in order (``image_url``, ``file``, ``input_audio``).
+    """The media parts of every message, in order (``image_url``, ``file``, ``input_audio``),
+    each with its ``param`` when the message knows where its parts are (a
+    :class:`~proxy.conversation.Turn`'s ``part_params``).
 
     Raises :class:`UnsupportedContentError` for a media part without usable data.
     """
     found: list[MediaPart] = []
     for message in messages:
-        if isinstance(message.content, list):
-            found.extend(_media_part(p) for p in message.content if _is_media(p.get("type")))
+        content = message.content
+        if isinstance(content, list):
+            params: tuple[str, ...] = getattr(message, "part_params", ())
+            for j, p in enumerate(content):
+                if _is_media(p.get("type")):
+                    found.append(_media_part(p, params[j] if j < len(params) else None))
     return found
 
 
@@ -200,7 +211,9 @@ _ROLE_LABELS = {
 }
 
 
-def flatten_messages(messages: Sequence[MessageLike], *, allow_empty: bool = False) -> str:
+def flatten_messages(
+    messages: Sequence[MessageLike], *, allow_empty: bool = False, param: str = "messages"
+) -> str:
     """Turn an OpenAI history into the single prompt the v2 protocol accepts.
 
     One user message (the common case) is sent verbatim. Otherwise system messages come first,
@@ -209,6 +222,10 @@ def flatten_messages(messages: Sequence[MessageLike], *, allow_empty: bool = Fal
     :class:`UnsupportedContentError` for unknown parts and when the result is empty. Media
     parts are skipped here (:func:`media_parts` collects them); ``allow_empty`` accepts a prompt
     with no text (a message that is only an image).
+
+    A prompt with no text but whitespace is refused too (:func:`no_text`), naming ``param`` (the
+    field of the messages) or, when one message holds all the text there is, that message's
+    content.
     """
     texts = [(m.role, text_of(m)) for m in messages]
     if len(texts) == 1 and texts[0][0] == "user":
@@ -221,8 +238,23 @@ def flatten_messages(messages: Sequence[MessageLike], *, allow_empty: bool = Fal
         blocks = ([f"System: {chr(10).join(system)}"] if system else []) + turns
         prompt = "\n\n".join(blocks)
     if not prompt.strip() and not allow_empty:
-        raise UnsupportedContentError("the messages hold no text to send", param="messages")
+        raise no_text(messages, param)
     return prompt
+
+
+def no_text(messages: Sequence[MessageLike], param: str) -> UnsupportedContentError:
+    """The 400 for a prompt with no text to send (empty or only whitespace: the site answers
+    such a prompt with nothing, so it is refused rather than sent). Its ``param`` is where the
+    text would be: the content of the one message that is not a system message, when there is
+    one and it knows where it is (a :class:`~proxy.conversation.Turn`'s ``where``), else
+    ``param``, the field of the messages (``messages``; ``input`` on the Responses API)."""
+    others = [m for m in messages if m.role not in ("system", "developer")]
+    where = getattr(others[0], "where", None) if len(others) == 1 else None
+    return UnsupportedContentError(
+        "the messages hold no text to send: they are empty or only whitespace, and this "
+        "gateway refuses such a prompt rather than send it (the site answers it with nothing)",
+        param=where or param,
+    )
 
 
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}

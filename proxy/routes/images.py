@@ -55,7 +55,10 @@ async def images_edits(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     limit = service.settings.max_image_bytes
     files, fields = await _read_form(request, limit)
-    blobs = [make_blob(data, ctype, name, expect="image") for data, ctype, name in files]
+    blobs = [
+        make_blob(data, ctype, name, expect="image", param=field)
+        for field, data, ctype, name in files
+    ]
     if not blobs:
         raise ClientRequestError("/v1/images/edits needs an `image` file", param="image")
     body = parse_form(ImageGenerationRequest, fields)
@@ -73,9 +76,10 @@ _FIELD_LIMIT = 64 * 1024
 
 async def _read_form(
     request: web.Request, image_limit: int
-) -> tuple[list[tuple[bytes, str, str | None]], dict[str, str]]:
+) -> tuple[list[tuple[str, bytes, str, str | None]], dict[str, str]]:
     """``(files, fields)`` of the multipart body: the ``image``/``image[]`` files as
-    ``(bytes, content type, file name)`` and the known text fields; other parts are skipped.
+    ``(field name, bytes, content type, file name)`` and the known text fields; other parts
+    are skipped. Errors about a file name its field (``image`` or ``image[]``).
 
     Everything is read in memory with limits (``image_limit`` bytes per image, 64 KiB per text
     field). Raises :class:`ClientRequestError` naming what is malformed: no or wrong boundary,
@@ -88,7 +92,7 @@ async def _read_form(
             "the multipart body has no boundary: send `Content-Type: multipart/form-data; "
             "boundary=…` (HTTP clients set it when given a form)"
         )
-    files: list[tuple[bytes, str, str | None]] = []
+    files: list[tuple[str, bytes, str, str | None]] = []
     fields: dict[str, str] = {}
     try:
         reader = await request.multipart()
@@ -100,13 +104,13 @@ async def _read_form(
                 raise ClientRequestError("a part of the multipart body has no name")
             if name in ("image", "image[]"):
                 if part.filename is None:
-                    raise ClientRequestError(f"`{clip(name)}` must be a file", param="image")
+                    raise ClientRequestError(f"`{name}` must be a file", param=name)
                 data = await _read_part(part, image_limit)
                 if data is None:
                     raise MediaTooLargeError(
-                        f"the image is larger than the limit of {image_limit} bytes"
+                        f"the image is larger than the limit of {image_limit} bytes", param=name
                     )
-                files.append((data, part.headers.get("Content-Type", ""), part.filename))
+                files.append((name, data, part.headers.get("Content-Type", ""), part.filename))
             elif name in _TEXT_FIELDS and part.filename is None:
                 raw = await _read_part(part, _FIELD_LIMIT)
                 if raw is None:

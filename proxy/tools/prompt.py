@@ -31,8 +31,7 @@ from typing import Any
 
 from proxy.api_models import nests_too_deep
 from proxy.conversation import Conversation, ToolSpec, Turn
-from proxy.errors import UnsupportedContentError
-from proxy.qwen.request import flatten_messages, text_of
+from proxy.qwen.request import flatten_messages, no_text, text_of
 
 __all__ = [
     "CORRECTION_KEY",
@@ -152,7 +151,8 @@ def _text(turn: Turn) -> str:
 
 def build_prompt(conv: Conversation, *, start: int = 0, allow_empty: bool = False) -> str:
     """The one user message for ``conv`` (see the module doc). Raises
-    :class:`UnsupportedContentError` for unknown content parts or an empty prompt.
+    :class:`~proxy.errors.UnsupportedContentError` for unknown content parts or an empty prompt
+    (:func:`~proxy.qwen.request.no_text`).
 
     ``start`` > 0: a native continuation (:mod:`proxy.continuation`) sends only
     ``conv.turns[start:]`` to the chat that already holds the rest. The ``# Tools`` section is not
@@ -166,7 +166,7 @@ def build_prompt(conv: Conversation, *, start: int = 0, allow_empty: bool = Fals
         owed = [c.id for c in conv.turns[start - 1].tool_calls]
     has_history = bool(owed) or any(t.tool_calls or t.role == "tool" for t in turns)
     if not active and not has_history and CORRECTION_KEY not in conv.metadata:
-        return flatten_messages(turns, allow_empty=allow_empty)
+        return flatten_messages(turns, allow_empty=allow_empty, param=conv.turns_param)
     if start:
         system = "\n\n".join(choice_lines(conv)) if active else ""
     else:
@@ -223,5 +223,5 @@ def build_prompt(conv: Conversation, *, start: int = 0, allow_empty: bool = Fals
         blocks.append("System: " + correction_line(conv))
     prompt = "\n\n".join(blocks)
     if not prompt.strip() and not allow_empty:
-        raise UnsupportedContentError("the messages hold no text to send", param="messages")
+        raise no_text(turns, conv.turns_param)
     return prompt
