@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from proxy.errors import ClientRequestError, InvalidJSONError, clip
 
@@ -54,6 +54,20 @@ def _param(loc: tuple[int | str, ...]) -> str:
         if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or "-" in p))
     ]
     return ".".join(parts)
+
+
+def _has_text(prompt: str) -> str:
+    if not prompt.strip():
+        raise ValueError(
+            "the prompt holds no text (only whitespace); this gateway refuses such a prompt, as "
+            "it refuses chat messages with no text"
+        )
+    return prompt
+
+
+#: a media prompt: at least one character that is not whitespace (the site answers a blank
+#: prompt with nothing; chat refuses messages with no text for the same reason)
+Prompt = Annotated[str, Field(min_length=1), AfterValidator(_has_text)]
 
 
 class StreamOptions(BaseModel):
@@ -144,11 +158,12 @@ class ImageGenerationRequest(BaseModel):
     ``n``: 1 to 4 images (one upstream turn each). ``quality``, ``style``, ``output_format``,
     ``background``, ``moderation``, ``output_compression`` and ``user`` are checked against
     OpenAI's values and types, then ignored (the site has no slot for them). Strict like chat:
-    ``"n": "2"``, ``2.0`` or ``true`` is a 400 naming ``n``.
+    ``"n": "2"``, ``2.0`` or ``true`` is a 400 naming ``n``. A ``prompt`` of only whitespace is
+    a 400 naming ``prompt``, like a chat message with no text.
     """
 
     model_config = ConfigDict(extra="allow", strict=True)
-    prompt: str = Field(min_length=1)
+    prompt: Prompt
     model: str | None = None
     n: int = Field(default=1, ge=1, le=4)
     size: str | None = None
@@ -164,10 +179,11 @@ class ImageGenerationRequest(BaseModel):
 
 
 class VideoGenerationRequest(BaseModel):
-    """``POST /v1/videos/generations`` body: ``prompt``, optional ``model`` and ``size``."""
+    """``POST /v1/videos/generations`` body: ``prompt`` (not only whitespace), optional ``model``
+    and ``size``."""
 
     model_config = ConfigDict(extra="allow")
-    prompt: str = Field(min_length=1)
+    prompt: Prompt
     model: str | None = None
     size: str | None = None
 

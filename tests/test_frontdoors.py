@@ -12,11 +12,19 @@ from pydantic import SecretStr
 from proxy.app import make_app
 from proxy.config import Settings
 from proxy.conversation import Conversation, ToolChoice, ToolSpec
-from proxy.errors import ClientRequestError, ProxyError, UpstreamRateLimitedError
+from proxy.errors import (
+    ClientRequestError,
+    ProxyError,
+    UnsupportedContentError,
+    UpstreamRateLimitedError,
+)
 from proxy.frontdoors import FrontDoor
+from proxy.frontdoors.anthropic import parse_messages
 from proxy.frontdoors.openai_chat import ChatBody, ChatStream, parse_chat
+from proxy.frontdoors.responses import build_conversation, parse_request
 from proxy.qwen.translate import Finish, Text, ToolCall, Usage
 from proxy.state import FRONT_DOOR, FRONT_DOORS
+from proxy.tools.prompt import build_prompt
 
 
 def _fake_render(exc: ProxyError) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -166,3 +174,69 @@ async def test_405_on_a_registered_path_uses_its_front_door(aiohttp_client: Any)
     assert await resp.json() == {"fake_error": "method_not_allowed"}
     resp = await client.get("/v1/fakepath/sub")
     assert resp.status == 404 and await resp.json() == {"fake_error": "not_found"}
+
+
+def _chat_conv(body: dict[str, Any]) -> Conversation:
+    return parse_chat(json.dumps({"model": "m", **body}).encode())
+
+
+def _responses_conv(body: dict[str, Any]) -> Conversation:
+    return build_conversation(parse_request({"model": "m", **body}))
+
+
+def _messages_conv(body: dict[str, Any]) -> Conversation:
+    return parse_messages({"model": "m", "max_tokens": 9, **body})
+
+
+#: prompts with nothing but whitespace, per API, and the ``param`` of the 400 refusing them:
+#: the field of the messages (``input`` on the Responses API, which has no ``messages``), or
+#: the one message's content when a single message holds the prompt
+BLANK_PROMPTS: list[tuple[str, Any, dict[str, Any], str]] = [
+    ("chat, a space", _chat_conv, {"messages": [{"role": "user", "content": " "}]}, "messages"),
+    (
+        "chat, tabs and newlines, validated path",
+        _chat_conv,
+        {"messages": [{"role": "user", "content": "\t\n "}], "seed": 1},
+        "messages",
+    ),
+    ("responses, input a space", _responses_conv, {"input": " "}, "input"),
+    ("responses, input tabs and newlines", _responses_conv, {"input": "\t\n "}, "input"),
+    (
+        "responses, a message",
+        _responses_conv,
+        {"input": [{"role": "user", "content": " "}]},
+        "input[0].content",
+    ),
+    (
+        "responses, a message's text part",
+        _responses_conv,
+        {"input": [{"role": "user", "content": [{"type": "input_text", "text": "  "}]}]},
+        "input[0].content",
+    ),
+    (
+        "responses, a bare string item",
+        _responses_conv,
+        {"input": ["\n"]},
+        "input[0]",
+    ),
+    (
+        "messages, a space",
+        _messages_conv,
+        {"messages": [{"role": "user", "content": " "}]},
+        "messages.0.content",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "conv_of", "body", "param"), BLANK_PROMPTS, ids=[b[0] for b in BLANK_PROMPTS]
+)
+def test_a_prompt_of_only_whitespace_is_refused_naming_its_field(
+    name: str, conv_of: Any, body: dict[str, Any], param: str
+) -> None:
+    """The site answers a prompt with no text with nothing, so the gateway refuses it (400);
+    the error names a field of the request's own API."""
+    with pytest.raises(UnsupportedContentError) as info:
+        build_prompt(conv_of(body))
+    assert info.value.param == param, name
+    assert "whitespace" in info.value.message

@@ -157,6 +157,8 @@ IMAGES_BAD: list[tuple[str, Any]] = [
     ("n", 5),
     ("prompt", 7),
     ("prompt", ""),
+    ("prompt", " "),  # only whitespace: refused as chat refuses a message with no text
+    ("prompt", "\t\n "),
     ("model", 7),
     ("size", 1024),
     ("response_format", "png"),
@@ -680,6 +682,18 @@ async def test_oversized_data_uri_is_413(aiohttp_server: ServerFactory) -> None:
 
 
 # -- video ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt", [" ", "\t\n "])
+async def test_video_endpoint_refuses_a_blank_prompt(stack: Stack, prompt: str) -> None:
+    """As /v1/images/generations and chat do: a 400 naming ``prompt``, no task started."""
+    body = {"model": "qwen3-max-video", "prompt": prompt}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(stack.url("/v1/videos/generations"), json=body) as r:
+            status, payload = r.status, await r.json()
+    assert status == 400, payload
+    assert payload["error"]["param"] == "prompt"
+    assert not stack.upstream(COMPLETIONS_PATH)
 
 
 async def test_video_endpoint_polls_to_the_url(stack: Stack) -> None:
