@@ -6,9 +6,10 @@ OpenAI answers. Values of the right type that chat.qwen.ai has no slot for (``te
 ``top_p``, ``seed``, penalties…) are accepted and ignored (docs/protocol.md §4.1,
 "Unsupported/ignored"); unknown fields are accepted too. ``stop`` and ``max_tokens`` /
 ``max_completion_tokens`` have no slot either; the relay emulates them (:mod:`proxy.stop`).
-``tools``, ``tool_choice`` and ``parallel_tool_calls`` are typed loosely here and checked field
-by field by the chat front door (:mod:`proxy.frontdoors.openai_chat`), so errors name the exact
-``param``.
+``tools``, ``tool_choice`` and ``parallel_tool_calls``, content parts, a tool message's
+``tool_call_id`` and a ``json_schema`` format's ``json_schema`` are typed loosely here and
+checked field by field by the chat front door (:mod:`proxy.frontdoors.openai_chat`), so errors
+name the exact ``param``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "ImageGenerationRequest",
+    "Metadata",
+    "ResponseFormat",
     "StreamOptions",
     "VideoGenerationRequest",
     "check_json_depth",
@@ -63,6 +66,31 @@ def _has_text(prompt: str) -> str:
             "it refuses chat messages with no text"
         )
     return prompt
+
+
+def _token_id(key: str) -> str:
+    if not (key.isascii() and key.isdigit()):
+        raise ValueError("a logit_bias key must be a token id: an integer, as a string ('50256')")
+    return key
+
+
+#: ``logit_bias``: token ids (integers as strings) to a bias from -100 to 100
+LogitBias = dict[
+    Annotated[str, AfterValidator(_token_id)], Annotated[Number, Field(ge=-100, le=100)]
+]
+
+
+def _sixteen_pairs(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > 16:
+        raise ValueError(f"metadata holds at most 16 key-value pairs, not {len(value)}")
+    return value
+
+
+#: OpenAI's ``metadata``: at most 16 string values, keys up to 64 characters, values up to 512
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Strict(), Field(max_length=512)]],
+    AfterValidator(_sixteen_pairs),
+]
 
 
 #: a media prompt: at least one character that is not whitespace (the site answers a blank
@@ -133,12 +161,12 @@ class ChatCompletionRequest(BaseModel):
     seed: StrictInt | None = None
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
-    logit_bias: dict[str, Number] | None = None
+    logit_bias: LogitBias | None = None
     user: Annotated[str, Strict()] | None = None
     store: StrictBool | None = None
     response_format: ResponseFormat | None = None
     reasoning_effort: Annotated[str, Strict()] | None = None
-    metadata: dict[str, Annotated[str, Strict()]] | None = None
+    metadata: Metadata | None = None
     service_tier: Annotated[str, Strict()] | None = None
     modalities: list[Annotated[str, Strict()]] | None = None
     audio: dict[str, Any] | None = None

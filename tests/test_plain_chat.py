@@ -190,7 +190,16 @@ LEFT: list[tuple[str, Any, str | None]] = [
         "messages.0.role",
     ),
     ("a message without content", {"model": "m", "messages": [{"role": "user"}]}, None),
-    ("a tool result", {"model": "m", "messages": [{"role": "tool", "content": "r"}]}, None),
+    (
+        "a tool result",
+        {"model": "m", "messages": [{"role": "tool", "content": "r", "tool_call_id": "c"}]},
+        None,
+    ),
+    (
+        "a tool result without its call's id",
+        {"model": "m", "messages": [{"role": "tool", "content": "r"}]},
+        "messages[0].tool_call_id",
+    ),
     ("a function result", {"model": "m", "messages": [{"role": "function", "content": "r"}]}, None),
     (
         "an unknown role",

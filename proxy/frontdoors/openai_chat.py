@@ -6,8 +6,11 @@
   ``[a-zA-Z0-9_-]{1,64}``, unique; ``parameters`` a JSON Schema object), ``tool_choice``
   (``auto``, ``none``, ``required`` or ``{"type": "function", "function": {"name"}}`` naming an
   offered tool) and assistant ``tool_calls`` are checked here: a malformed one is a 400 whose
-  ``param`` points at it (``tools[0].function.name``…). ``stop`` (a string or up to 4) and
-  ``max_completion_tokens`` / ``max_tokens`` are emulated by the relay (:mod:`proxy.stop`).
+  ``param`` points at it (``tools[0].function.name``…); so are content parts (a ``text`` that
+  is a string, ``image_url.detail``, ``input_audio.format``), a tool message's
+  ``tool_call_id`` and a ``json_schema`` format's ``json_schema.name``. ``stop`` (a string or
+  up to 4) and ``max_completion_tokens`` / ``max_tokens`` are emulated by the relay
+  (:mod:`proxy.stop`).
 - :class:`ChatStream`: the :class:`~proxy.relay.StreamRenderer`, OpenAI ``chat.completion.chunk``
   SSE bytes (:class:`~proxy.qwen.translate.ChunkEncoder`), ending ``data: [DONE]``; a failure is
   ``data: {"error": {...}}`` and no ``[DONE]``.
@@ -27,6 +30,7 @@ from typing import Any
 from proxy.api_models import (
     ChatCompletionRequest,
     ChatMessage,
+    ResponseFormat,
     check_json_depth,
     decode_json,
     parse_chat_request,
@@ -291,14 +295,18 @@ def _stops(raw: str | list[str] | None) -> tuple[str, ...]:
 
 
 _MEDIA_TYPES = frozenset({"image_url", "input_image", "input_audio", "file", "input_file"})
+#: OpenAI's ``image_url.detail`` and ``input_audio.format`` values
+_DETAILS = frozenset({"auto", "low", "high", "original"})
+_AUDIO_FORMATS = frozenset({"wav", "mp3"})
 
 
 def _part_params(content: list[dict[str, Any]], where: str) -> tuple[str, ...]:
     """Check the content parts of the message whose content is at ``where``
     (``messages[0].content``) as OpenAI does, and return the path of what each part carries (its
     text, URL or data: ``messages[0].content[1].image_url.url``), which errors about it name.
-    Raises :class:`ClientRequestError` naming the field: a ``text`` that is not a string, a part
-    type this gateway cannot carry (``type``)."""
+    Raises :class:`ClientRequestError` naming the field: a ``text`` that is not a string, an
+    ``image_url.detail`` or ``input_audio.format`` OpenAI does not take (a missing format is
+    read as ``wav``), a part type this gateway cannot carry (``type``)."""
     params: list[str] = []
     for j, part in enumerate(content):
         at = f"{where}[{j}]"
@@ -314,21 +322,43 @@ def _part_params(content: list[dict[str, Any]], where: str) -> tuple[str, ...]:
                 param=f"{at}.type",
             )
         elif kind == "input_audio":
+            audio = part.get("input_audio")
+            fmt = audio.get("format") if isinstance(audio, dict) else None
+            if fmt is not None and (not isinstance(fmt, str) or fmt not in _AUDIO_FORMATS):
+                raise _bad(
+                    f"input_audio.format must be 'wav' or 'mp3', not {quote(fmt)}",
+                    f"{at}.input_audio.format",
+                )
             params.append(f"{at}.input_audio.data")
         elif kind in ("file", "input_file"):
             inner = part.get("file")
             ref: dict[str, Any] = inner if isinstance(inner, dict) else part
             key = "file_url" if not ref.get("file_data") and ref.get("file_url") else "file_data"
             params.append(f"{at}.file.{key}" if isinstance(inner, dict) else f"{at}.{key}")
-        else:  # image_url, input_image (tolerated: the URL itself as image_url)
+        else:  # image_url, input_image
             img = part.get("image_url")
-            params.append(f"{at}.image_url.url" if isinstance(img, dict) else f"{at}.image_url")
+            if not isinstance(img, dict):  # tolerated: the URL itself
+                params.append(f"{at}.image_url")
+                continue
+            detail = img.get("detail")
+            if detail is not None and (not isinstance(detail, str) or detail not in _DETAILS):
+                raise _bad(
+                    "image_url.detail must be 'auto', 'low', 'high' or 'original', not "
+                    f"{quote(detail)}",
+                    f"{at}.image_url.detail",
+                )
+            params.append(f"{at}.image_url.url")
     return tuple(params)
 
 
 def _turn(message: ChatMessage, i: int) -> Turn:
     role = _ROLES[message.role]
     content = message.content
+    if message.role == "tool" and message.tool_call_id is None:
+        raise _bad(
+            "a `tool` message needs `tool_call_id`, the id of the call it answers",
+            f"messages[{i}].tool_call_id",
+        )
     return Turn(
         role=role,
         content=content,
@@ -341,9 +371,41 @@ def _turn(message: ChatMessage, i: int) -> Turn:
     )
 
 
+_SCHEMA_NAME = _TOOL_NAME  # the same rule: 1-64 of a-z, A-Z, 0-9, _ and -
+
+
+def _response_format(fmt: ResponseFormat | None) -> None:
+    """A ``json_schema`` format needs its ``json_schema`` object and in it a ``name``, as OpenAI
+    answers (the format is not enforced: checked, then ignored)."""
+    if fmt is None or fmt.type != "json_schema":
+        return
+    spec = fmt.json_schema
+    if spec is None:
+        raise _bad(
+            "response_format of type 'json_schema' needs `json_schema`: "
+            '{"name": ..., "schema": {...}}',
+            "response_format.json_schema",
+        )
+    name = spec.get("name")
+    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
+        raise _bad(
+            "response_format.json_schema needs a `name` of 1-64 characters of a-z, A-Z, 0-9, _ "
+            "and -",
+            "response_format.json_schema.name",
+        )
+    if not isinstance(spec.get("schema", {}), dict):
+        raise _bad(
+            "response_format.json_schema.schema must be a JSON Schema object",
+            "response_format.json_schema.schema",
+        )
+
+
 def conversation_of(req: ChatCompletionRequest) -> Conversation:
     """The :class:`Conversation` of a validated chat request. Raises
-    :class:`ClientRequestError` (with ``param``) for malformed tools, tool_choice or calls."""
+    :class:`ClientRequestError` (with ``param``) for malformed tools, tool_choice, calls,
+    content parts, a tool message without its call's id or a ``json_schema`` format without
+    its schema's name."""
+    _response_format(req.response_format)
     tools = _tools(req.tools)
     return Conversation(
         model=req.model,

@@ -1,0 +1,167 @@
+"""Values of the right type that the real APIs refuse (a range, an enum, a required companion
+field) are refused here too, with the ``param`` the API names; the boundary values they take
+are accepted. One test per rule and value: the lists below are the rules.
+
+Sources: OpenAI's API reference and the openai-python types (``logit_bias`` -100..100 keyed by
+token id, ``response_format.json_schema.name`` required, a tool message's ``tool_call_id``
+required, ``input_audio.format`` wav/mp3, ``image_url.detail`` auto/low/high/original,
+``metadata`` 16 pairs of keys up to 64 and string values up to 512 characters).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from proxy.conversation import Conversation
+from proxy.errors import ClientRequestError
+from proxy.frontdoors.openai_chat import parse_chat
+
+HI = [{"role": "user", "content": "hi"}]
+PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQ"
+    "GAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def _chat(body: dict[str, Any]) -> Conversation:
+    return parse_chat(json.dumps({"model": "m", "messages": HI, **body}).encode())
+
+
+def _user(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, *parts]}]}
+
+
+def _image(**fields: Any) -> dict[str, Any]:
+    return _user({"type": "image_url", "image_url": {"url": PNG, **fields}})
+
+
+def _audio(**fields: Any) -> dict[str, Any]:
+    return _user({"type": "input_audio", "input_audio": {"data": "UklGRg==", **fields}})
+
+
+def _schema_format(**json_schema: Any) -> dict[str, Any]:
+    return {"response_format": {"type": "json_schema", "json_schema": json_schema}}
+
+
+_SIXTEEN = {f"k{i}": "v" for i in range(16)}
+
+#: chat bodies the validated path refuses, and the param it names
+CHAT_REFUSED: list[tuple[str, dict[str, Any], str]] = [
+    ("logit_bias above 100", {"logit_bias": {"5": 101}}, "logit_bias.5"),
+    ("logit_bias below -100", {"logit_bias": {"5": -100.5}}, "logit_bias.5"),
+    ("logit_bias key not a number", {"logit_bias": {"abc": 1}}, "logit_bias.abc"),
+    # (a location part holding "-" is read as one of pydantic's tags and left out of param)
+    ("logit_bias key negative", {"logit_bias": {"-1": 1}}, "logit_bias"),
+    ("logit_bias key with a space", {"logit_bias": {" 5": 1}}, "logit_bias. 5"),
+    ("logit_bias key a decimal", {"logit_bias": {"5.0": 1}}, "logit_bias.5.0"),
+    (
+        "response_format json_schema without json_schema",
+        {"response_format": {"type": "json_schema"}},
+        "response_format.json_schema",
+    ),
+    (
+        "response_format json_schema null",
+        {"response_format": {"type": "json_schema", "json_schema": None}},
+        "response_format.json_schema",
+    ),
+    (
+        "json_schema without name",
+        _schema_format(schema={"type": "object"}),
+        "response_format.json_schema.name",
+    ),
+    ("json_schema name empty", _schema_format(name=""), "response_format.json_schema.name"),
+    (
+        "json_schema name with a space",
+        _schema_format(name="a b"),
+        "response_format.json_schema.name",
+    ),
+    ("json_schema name of 65", _schema_format(name="n" * 65), "response_format.json_schema.name"),
+    ("json_schema name a number", _schema_format(name=5), "response_format.json_schema.name"),
+    (
+        "json_schema schema not an object",
+        _schema_format(name="n", schema="object"),
+        "response_format.json_schema.schema",
+    ),
+    (
+        "tool message without tool_call_id",
+        {"messages": [*HI, {"role": "tool", "content": "x"}]},
+        "messages[1].tool_call_id",
+    ),
+    (
+        "tool message with a null tool_call_id",
+        {"messages": [{"role": "tool", "content": "x", "tool_call_id": None}]},
+        "messages[0].tool_call_id",
+    ),
+    ("input_audio format ogg", _audio(format="ogg"), "messages[0].content[1].input_audio.format"),
+    ("input_audio format WAV", _audio(format="WAV"), "messages[0].content[1].input_audio.format"),
+    ("input_audio format a number", _audio(format=1), "messages[0].content[1].input_audio.format"),
+    ("image detail ultra", _image(detail="ultra"), "messages[0].content[1].image_url.detail"),
+    ("image detail empty", _image(detail=""), "messages[0].content[1].image_url.detail"),
+    ("image detail a number", _image(detail=2), "messages[0].content[1].image_url.detail"),
+    ("metadata of 17 pairs", {"metadata": {**_SIXTEEN, "k16": "v"}}, "metadata"),
+    ("metadata key of 65", {"metadata": {"k" * 65: "v"}}, "metadata." + "k" * 65),
+    ("metadata value of 513", {"metadata": {"k": "v" * 513}}, "metadata.k"),
+    ("metadata value a number", {"metadata": {"k": 5}}, "metadata.k"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "param"), CHAT_REFUSED, ids=[c[0] for c in CHAT_REFUSED])
+def test_chat_refuses(name: str, body: dict[str, Any], param: str) -> None:
+    with pytest.raises(ClientRequestError) as info:
+        _chat(body)
+    assert info.value.param == param, (name, info.value.message)
+    assert info.value.http_status() == 400
+
+
+#: the values at and inside the same rules' bounds, and the shapes the SDKs send
+CHAT_ACCEPTED: list[tuple[str, dict[str, Any]]] = [
+    ("logit_bias at both bounds", {"logit_bias": {"50256": -100, "5": 100}}),
+    ("logit_bias a decimal bias", {"logit_bias": {"0": 0.5}}),
+    ("logit_bias empty", {"logit_bias": {}}),
+    ("logit_bias null", {"logit_bias": None}),
+    ("response_format text", {"response_format": {"type": "text"}}),
+    ("response_format json_object", {"response_format": {"type": "json_object"}}),
+    ("json_schema with a name only", _schema_format(name="n")),
+    (
+        "json_schema as the SDK's parse() sends it",
+        _schema_format(name="Answer_v-2", schema={"type": "object", "properties": {}}, strict=True),
+    ),
+    ("json_schema name of 64", _schema_format(name="n" * 64)),
+    (
+        "a tool message with its call",
+        {
+            "messages": [
+                *HI,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "content": "x", "tool_call_id": "call_1"},
+            ]
+        },
+    ),
+    ("a function message, no tool_call_id", {"messages": [{"role": "function", "content": "x"}]}),
+    ("input_audio wav", _audio(format="wav")),
+    ("input_audio mp3", _audio(format="mp3")),
+    ("input_audio without a format", _audio()),
+    *[(f"image detail {d}", _image(detail=d)) for d in ("auto", "low", "high", "original")],
+    ("image without detail", _image()),
+    ("metadata of 16 pairs", {"metadata": _SIXTEEN}),
+    ("metadata key of 64, value of 512", {"metadata": {"k" * 64: "v" * 512}}),
+    ("metadata empty", {"metadata": {}}),
+]
+
+
+@pytest.mark.parametrize(("name", "body"), CHAT_ACCEPTED, ids=[c[0] for c in CHAT_ACCEPTED])
+def test_chat_accepts(name: str, body: dict[str, Any]) -> None:
+    assert _chat(body).model == "m"
