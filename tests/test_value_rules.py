@@ -5,7 +5,9 @@ are accepted. One test per rule and value: the lists below are the rules.
 Sources: OpenAI's API reference and the openai-python types (``logit_bias`` -100..100 keyed by
 token id, ``response_format.json_schema.name`` required, a tool message's ``tool_call_id``
 required, ``input_audio.format`` wav/mp3, ``image_url.detail`` auto/low/high/original,
-``metadata`` 16 pairs of keys up to 64 and string values up to 512 characters).
+``metadata`` 16 pairs of keys up to 64 and string values up to 512 characters, ``truncation``
+auto/disabled); OpenAI's answer to a ``function_call_output`` whose call is nowhere ("No tool
+call found for function call output with call_id …", param ``input``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from proxy.conversation import Conversation
+from proxy.conversation import Conversation, ToolCallRecord, Turn
 from proxy.errors import ClientRequestError
 from proxy.frontdoors.openai_chat import parse_chat
+from proxy.frontdoors.responses import build_conversation, parse_request
 
 HI = [{"role": "user", "content": "hi"}]
 PNG = (
@@ -165,3 +168,102 @@ CHAT_ACCEPTED: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(("name", "body"), CHAT_ACCEPTED, ids=[c[0] for c in CHAT_ACCEPTED])
 def test_chat_accepts(name: str, body: dict[str, Any]) -> None:
     assert _chat(body).model == "m"
+
+
+def _fc(call_id: str) -> dict[str, Any]:
+    return {"type": "function_call", "call_id": call_id, "name": "f", "arguments": "{}"}
+
+
+def _fco(call_id: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": "ok"}
+
+
+#: the history of a ``previous_response_id`` whose answer called ``prev_call``
+PREVIOUS = (
+    Turn("user", "hi"),
+    Turn("assistant", None, tool_calls=(ToolCallRecord("prev_call", "f", "{}"),)),
+)
+
+
+def _responses(body: dict[str, Any], history: tuple[Turn, ...] = ()) -> Conversation:
+    req = parse_request({"model": "m", "input": "hi", **body})
+    return build_conversation(req, history)
+
+
+#: Responses bodies (with the previous response's history or none) refused, and the param named
+RESPONSES_REFUSED: list[tuple[str, dict[str, Any], tuple[Turn, ...], str]] = [
+    ("metadata value a number", {"metadata": {"k": 5}}, (), "metadata.k"),
+    ("metadata value null", {"metadata": {"k": None}}, (), "metadata.k"),
+    ("metadata of 17 pairs", {"metadata": {**_SIXTEEN, "k16": "v"}}, (), "metadata"),
+    ("metadata key of 65", {"metadata": {"k" * 65: "v"}}, (), "metadata." + "k" * 65),
+    ("metadata value of 513", {"metadata": {"k": "v" * 513}}, (), "metadata.k"),
+    ("truncation maybe", {"truncation": "maybe"}, (), "truncation"),
+    ("truncation upper-case", {"truncation": "AUTO"}, (), "truncation"),
+    ("an output and no call", {"input": [_fco("nope")]}, (), "input[0].call_id"),
+    (
+        "an output for another call",
+        {"input": [{"role": "user", "content": "hi"}, _fc("c1"), _fco("c1"), _fco("c2")]},
+        (),
+        "input[3].call_id",
+    ),
+    (
+        "an output no previous call answers",
+        {"input": [_fco("nope")], "previous_response_id": "resp_1"},
+        PREVIOUS,
+        "input[0].call_id",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "history", "param"), RESPONSES_REFUSED, ids=[c[0] for c in RESPONSES_REFUSED]
+)
+def test_responses_refuses(
+    name: str, body: dict[str, Any], history: tuple[Turn, ...], param: str
+) -> None:
+    with pytest.raises(ClientRequestError) as info:
+        _responses(body, history)
+    assert info.value.param == param, (name, info.value.message)
+    assert info.value.http_status() == 400
+
+
+#: accepted: the bounds, and the loops of Codex (the whole history, calls and outputs, every
+#: turn) and of the Agents SDK (only the outputs, with ``previous_response_id``)
+RESPONSES_ACCEPTED: list[tuple[str, dict[str, Any], tuple[Turn, ...]]] = [
+    ("metadata of 16 pairs", {"metadata": _SIXTEEN}, ()),
+    ("metadata key of 64, value of 512", {"metadata": {"k" * 64: "v" * 512}}, ()),
+    ("metadata null", {"metadata": None}, ()),
+    ("truncation auto", {"truncation": "auto"}, ()),
+    ("truncation disabled", {"truncation": "disabled"}, ()),
+    ("truncation null", {"truncation": None}, ()),
+    (
+        "outputs after their calls (Codex)",
+        {
+            "input": [
+                {"role": "user", "content": "hi"},
+                _fc("c1"),
+                _fc("c2"),
+                _fco("c1"),
+                _fco("c2"),
+            ]
+        },
+        (),
+    ),
+    (
+        "outputs of the previous response's call (Agents SDK)",
+        {"input": [_fco("prev_call")], "previous_response_id": "resp_1"},
+        PREVIOUS,
+    ),
+    (
+        "an output of this input's call with a previous response",
+        {"input": [_fc("c1"), _fco("c1")], "previous_response_id": "resp_1"},
+        PREVIOUS,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "history"), RESPONSES_ACCEPTED, ids=[c[0] for c in RESPONSES_ACCEPTED]
+)
+def test_responses_accepts(name: str, body: dict[str, Any], history: tuple[Turn, ...]) -> None:
+    assert _responses(body, history).model == "m"

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from proxy.api_models import json_text, parse_body
+from proxy.api_models import Metadata, json_text, parse_body
 from proxy.conversation import Conversation, ToolCallRecord, ToolChoice, ToolSpec, Turn
 from proxy.errors import (
     ClientRequestError,
@@ -126,11 +126,11 @@ class _Body(BaseModel):
     reasoning: dict[str, Any] | None = None
     store: bool | None = True
     max_output_tokens: int | None = Field(default=None, ge=1)
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     text: dict[str, Any] | None = None
-    truncation: str | None = None
+    truncation: Literal["auto", "disabled"] | None = None
     user: str | None = None
     include: list[str] | None = None
     # accepted and ignored, type-checked as OpenAI does
@@ -161,7 +161,9 @@ class ResponsesRequest:
     (``none``, ``minimal``). ``echo`` holds the request fields the response object repeats;
     ``ignored_tools`` the types of hosted tools that were accepted but not offered;
     ``namespaces`` maps a tool offered from a ``namespace`` tool to that namespace's name;
-    ``input_items`` the ``input`` as items with ids (for ``GET …/input_items``).
+    ``input_items`` the ``input`` as items with ids (for ``GET …/input_items``);
+    ``answers_elsewhere`` the ``(index, call_id)`` of each ``function_call_output`` item whose
+    ``function_call`` is not in ``input`` (it must be in the previous response).
     """
 
     model: str
@@ -179,6 +181,7 @@ class ResponsesRequest:
     ignored_tools: tuple[str, ...] = ()
     namespaces: dict[str, str] = field(default_factory=dict)
     input_items: list[dict[str, Any]] = field(default_factory=list)
+    answers_elsewhere: tuple[tuple[int, str], ...] = ()
 
 
 def parse_request(obj: Any) -> ResponsesRequest:
@@ -196,6 +199,7 @@ def parse_request(obj: Any) -> ResponsesRequest:
             param="conversation",
         )
     turns = _input_turns(body.input) if body.input is not None else []
+    elsewhere = _answers_elsewhere(body.input) if isinstance(body.input, list) else ()
     if body.input is None and body.previous_response_id is None:
         raise ClientRequestError("`input` is required", param="input")
     toolset = _tools(body.tools or [])
@@ -235,6 +239,7 @@ def parse_request(obj: Any) -> ResponsesRequest:
         ignored_tools=tuple(toolset.ignored),
         namespaces=toolset.namespaces,
         input_items=_input_items(body.input) if body.input is not None else [],
+        answers_elsewhere=elsewhere,
     )
 
 
@@ -243,8 +248,21 @@ def build_conversation(req: ResponsesRequest, history: Sequence[Turn] = ()) -> C
     of ``previous_response_id``, then this request's input turns.
 
     A ``function_call_output`` whose call is known (in the history or the input) gets the
-    tool's name. Raises :class:`ClientRequestError` (param ``input``) when no turn is left.
+    tool's name. Raises :class:`ClientRequestError`: param ``input`` when no turn is left;
+    ``input[i].call_id`` for a ``function_call_output`` that answers no ``function_call`` of
+    the input or the history, as OpenAI refuses it ("No tool call found for function call
+    output").
     """
+    if req.answers_elsewhere:
+        made = {c.id for t in history for c in t.tool_calls}
+        for i, call_id in req.answers_elsewhere:
+            if call_id not in made:
+                where = "`input`" + (" or the previous response" if history else "")
+                raise ClientRequestError(
+                    f"no function_call with the call_id {quote(call_id)} is in {where}: a "
+                    "function_call_output answers a call the model made",
+                    param=f"input[{i}].call_id",
+                )
     turns: list[Turn] = []
     if req.instructions:
         turns.append(Turn(role="system", content=req.instructions))
@@ -369,6 +387,23 @@ def _input_turns(value: str | list[Any]) -> list[Turn]:
                 param=f"{param}.type",
             )
     return turns
+
+
+def _answers_elsewhere(items: list[Any]) -> tuple[tuple[int, str], ...]:
+    """``(index, call_id)`` of the (validated) ``function_call_output`` items of ``items`` whose
+    call is no ``function_call`` item of ``items``."""
+    made = {
+        item["call_id"]
+        for item in items
+        if isinstance(item, dict) and item.get("type") == "function_call"
+    }
+    return tuple(
+        (i, item["call_id"])
+        for i, item in enumerate(items)
+        if isinstance(item, dict)
+        and item.get("type") == "function_call_output"
+        and item["call_id"] not in made
+    )
 
 
 _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
