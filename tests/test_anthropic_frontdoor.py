@@ -290,7 +290,7 @@ def test_unknown_fields_are_ignored() -> None:
     ],
 )
 def test_thinking(thinking: dict[str, Any], expected: bool | None) -> None:
-    assert parse_messages(_req(thinking=thinking)).thinking is expected
+    assert parse_messages(_req(thinking=thinking, max_tokens=4096)).thinking is expected
 
 
 def test_stop_sequences_and_stream() -> None:

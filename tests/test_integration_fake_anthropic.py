@@ -145,6 +145,7 @@ async def test_messages_thinking(rig: Rig, stream: bool) -> None:
     msg, _ = await message(
         rig,
         stream,
+        max_tokens=2048,
         thinking={"type": "enabled", "budget_tokens": 1024},
         messages=[{"role": "user", "content": "think"}],
     )
@@ -209,9 +210,9 @@ async def test_messages_stream_events_are_coherent(rig: Rig, tools: bool) -> Non
     async with aclient(rig) as client:
         stream = await client.messages.create(
             model="claude-sonnet-4-6",
-            max_tokens=512,
+            max_tokens=2048,
             stream=True,
-            thinking={"type": "enabled", "budget_tokens": 256},
+            thinking={"type": "enabled", "budget_tokens": 1024},
             messages=[{"role": "user", "content": text}],
             **kw,
         )
@@ -328,9 +329,10 @@ async def test_messages_round_trip_with_thinking_and_preface(
     the tool_use: the result still continues the chat natively."""
     fake = FakeQwen(TOKENS, model=Model(preface="Checking the weather now.\n"))
     rig = await make_rig(aiohttp_server, fake)
-    think = {"type": "enabled", "budget_tokens": 512}
+    think = {"type": "enabled", "budget_tokens": 1024}
     history: list[dict[str, Any]] = [{"role": "user", "content": "get_weather city=Graz"}]
-    first, _ = await message(rig, stream, tools=[WEATHER_A], thinking=think, messages=history)
+    kw: dict[str, Any] = {"tools": [WEATHER_A], "thinking": think, "max_tokens": 2048}
+    first, _ = await message(rig, stream, messages=history, **kw)
     assert [b.type for b in first.content] == ["thinking", "text", "tool_use"]
     use = blocks(first, "tool_use")[0]
     history += [
@@ -340,10 +342,29 @@ async def test_messages_round_trip_with_thinking_and_preface(
             "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "12 C"}],
         },
     ]
-    second, _ = await message(rig, stream, tools=[WEATHER_A], thinking=think, messages=history)
+    second, _ = await message(rig, stream, messages=history, **kw)
     assert blocks(second, "text")[-1].text == "Based on the tool result: 12 C."
     b1, b2 = rig.fake.completions()
     assert b2["chat_id"] == b1["chat_id"] and b2["parent_id"] is not None
+
+
+async def test_interleaved_thinking_lets_the_budget_exceed_max_tokens(rig: Rig) -> None:
+    """Anthropic refuses ``budget_tokens`` >= ``max_tokens``, except with the
+    ``interleaved-thinking`` beta (Claude Code sends it): there the budget spans the turn."""
+    kw: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 1024,
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "messages": [{"role": "user", "content": "think"}],
+    }
+    async with aclient(rig) as client:
+        msg = await client.beta.messages.create(
+            **kw, betas=["claude-code-20250219", "interleaved-thinking-2025-05-14"]
+        )
+        assert blocks(msg, "thinking")
+        with pytest.raises(anthropic.BadRequestError) as info:
+            await client.messages.create(**kw)
+    assert "thinking.budget_tokens" in info.value.message
 
 
 async def test_claude_code_beta_paths(rig: Rig) -> None:

@@ -52,7 +52,7 @@ BODIES: dict[str, dict[str, Any]] = {
     },
     "/v1/messages": {
         "model": "claude-3-5-haiku",
-        "max_tokens": 50,
+        "max_tokens": 2048,  # above the thinking budget, as Anthropic requires
         "system": [{"type": "text", "text": "be brief"}],
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},

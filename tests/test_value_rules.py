@@ -7,7 +7,10 @@ token id, ``response_format.json_schema.name`` required, a tool message's ``tool
 required, ``input_audio.format`` wav/mp3, ``image_url.detail`` auto/low/high/original,
 ``metadata`` 16 pairs of keys up to 64 and string values up to 512 characters, ``truncation``
 auto/disabled); OpenAI's answer to a ``function_call_output`` whose call is nowhere ("No tool
-call found for function call output with call_id …", param ``input``).
+call found for function call output with call_id …", param ``input``). Anthropic's Messages
+reference and anthropic-sdk-python's types (``thinking.budget_tokens`` at least 1024 and below
+``max_tokens``, except with the ``interleaved-thinking`` beta; a tool's ``input_schema.type``
+is ``object``, required).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pytest
 
 from proxy.conversation import Conversation, ToolCallRecord, Turn
 from proxy.errors import ClientRequestError
+from proxy.frontdoors.anthropic import parse_count_tokens, parse_messages
 from proxy.frontdoors.openai_chat import parse_chat
 from proxy.frontdoors.responses import build_conversation, parse_request
 
@@ -267,3 +271,112 @@ RESPONSES_ACCEPTED: list[tuple[str, dict[str, Any], tuple[Turn, ...]]] = [
 )
 def test_responses_accepts(name: str, body: dict[str, Any], history: tuple[Turn, ...]) -> None:
     assert _responses(body, history).model == "m"
+
+
+def _think(budget: int) -> dict[str, Any]:
+    return {"thinking": {"type": "enabled", "budget_tokens": budget}}
+
+
+def _tool(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"tools": [{"name": "f", "input_schema": schema}]}
+
+
+def _messages(body: dict[str, Any], *, interleaved: bool = False) -> Conversation:
+    full = {"model": "m", "max_tokens": 4096, "messages": HI, **body}
+    return parse_messages(full, interleaved_thinking=interleaved)
+
+
+def _count(body: dict[str, Any], *, interleaved: bool = False) -> Conversation:
+    return parse_count_tokens({"model": "m", "messages": HI, **body})
+
+
+#: Messages (and count_tokens) bodies refused, with the param their message starts with
+MESSAGES_REFUSED: list[tuple[str, Any, dict[str, Any], str]] = [
+    ("budget_tokens 10", _messages, _think(10), "thinking.budget_tokens"),
+    ("budget_tokens 1023", _messages, _think(1023), "thinking.budget_tokens"),
+    ("count_tokens, budget_tokens 10", _count, _think(10), "thinking.budget_tokens"),
+    (
+        "budget_tokens equal to max_tokens",
+        _messages,
+        {**_think(2048), "max_tokens": 2048},
+        "thinking.budget_tokens",
+    ),
+    (
+        "budget_tokens above max_tokens",
+        _messages,
+        {**_think(2048), "max_tokens": 1024},
+        "thinking.budget_tokens",
+    ),
+    (
+        "input_schema of type string",
+        _messages,
+        _tool({"type": "string"}),
+        "tools.0.input_schema.type",
+    ),
+    (
+        "input_schema without type",
+        _messages,
+        _tool({"properties": {}}),
+        "tools.0.input_schema.type",
+    ),
+    ("input_schema of types", _messages, _tool({"type": ["object"]}), "tools.0.input_schema.type"),
+    (
+        "count_tokens, input_schema array",
+        _count,
+        _tool({"type": "array"}),
+        "tools.0.input_schema.type",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "conv_of", "body", "param"), MESSAGES_REFUSED, ids=[c[0] for c in MESSAGES_REFUSED]
+)
+def test_messages_refuses(name: str, conv_of: Any, body: dict[str, Any], param: str) -> None:
+    with pytest.raises(ClientRequestError) as info:
+        conv_of(body)
+    assert info.value.param == param, (name, info.value.message)
+    assert info.value.http_status() == 400
+
+
+#: accepted: the bounds, thinking off or adaptive (no budget), and Claude Code's interleaved
+#: thinking, whose budget may exceed max_tokens
+MESSAGES_ACCEPTED: list[tuple[str, Any, dict[str, Any], bool]] = [
+    ("budget_tokens 1024 below max_tokens", _messages, {**_think(1024), "max_tokens": 1025}, False),
+    ("budget_tokens one below max_tokens", _messages, {**_think(2047), "max_tokens": 2048}, False),
+    (
+        "interleaved, budget above max_tokens",
+        _messages,
+        {**_think(31999), "max_tokens": 1024},
+        True,
+    ),
+    ("interleaved, budget at max_tokens", _messages, {**_think(2048), "max_tokens": 2048}, True),
+    ("thinking disabled", _messages, {"thinking": {"type": "disabled"}, "max_tokens": 1}, False),
+    ("thinking adaptive", _messages, {"thinking": {"type": "adaptive"}, "max_tokens": 1}, False),
+    ("count_tokens, budget_tokens 1024", _count, _think(1024), False),
+    ("count_tokens, a large budget", _count, _think(64000), False),
+    ("input_schema of type object", _messages, _tool({"type": "object"}), False),
+    (
+        "input_schema as Claude Code sends it",
+        _messages,
+        _tool(
+            {
+                "type": "object",
+                "properties": {"command": {"type": "string"}},
+                "required": ["command"],
+                "additionalProperties": False,
+                "$schema": "http://json-schema.org/draft-07/schema#",
+            }
+        ),
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "conv_of", "body", "interleaved"),
+    MESSAGES_ACCEPTED,
+    ids=[c[0] for c in MESSAGES_ACCEPTED],
+)
+def test_messages_accepts(name: str, conv_of: Any, body: dict[str, Any], interleaved: bool) -> None:
+    assert conv_of(body, interleaved=interleaved).metadata["requested_model"] == "m"

@@ -154,7 +154,11 @@ def resolve_model(name: str, model_map: Mapping[str, str], default: str) -> str:
 
 
 def parse_messages(
-    obj: Any, *, model_map: Mapping[str, str] | None = None, default_model: str = "qwen3-max"
+    obj: Any,
+    *,
+    model_map: Mapping[str, str] | None = None,
+    default_model: str = "qwen3-max",
+    interleaved_thinking: bool = False,
 ) -> Conversation:
     """Validate a decoded ``/v1/messages`` body and convert it into a :class:`Conversation`.
 
@@ -162,9 +166,25 @@ def parse_messages(
     ``requested_model`` (the client's name, echoed in answers). Raises
     :class:`ClientRequestError` (400, with ``param``) for a malformed body and
     :class:`UnsupportedContentError` for blocks or tools the proxy cannot carry.
+
+    ``thinking.budget_tokens`` must be below ``max_tokens``, as Anthropic requires, unless
+    ``interleaved_thinking`` (the request's ``anthropic-beta`` names
+    ``interleaved-thinking-…``, as Claude Code's does): then the budget spans the whole turn
+    and may exceed ``max_tokens``.
     """
     req = parse_body(MessagesRequest, obj)
     conv = _conversation(req, model_map or {}, default_model)
+    budget = req.thinking.get("budget_tokens") if req.thinking else None
+    if (
+        conv.thinking
+        and isinstance(budget, int)
+        and budget >= req.max_tokens
+        and not interleaved_thinking
+    ):
+        raise _bad(
+            f"thinking.budget_tokens ({budget}) must be less than max_tokens ({req.max_tokens})",
+            "thinking.budget_tokens",
+        )
     conv.stream = req.stream
     conv.max_output_tokens = req.max_tokens
     if req.stop_sequences:
@@ -469,6 +489,11 @@ def _tools(tools: list[dict[str, Any]] | None) -> tuple[ToolSpec, ...]:
         if not isinstance(schema, dict):
             raise _bad("a tool needs an `input_schema` object (JSON Schema)", f"{p}.input_schema")
         check_tool_schema(schema, param=f"{p}.input_schema")  # as chat checks `parameters`
+        if schema.get("type") != "object":  # Anthropic's InputSchema: type "object", required
+            raise _bad(
+                f"`input_schema.type` must be 'object', not {quote(schema.get('type'))}",
+                f"{p}.input_schema.type",
+            )
         description = tool.get("description")
         if description is not None and not isinstance(description, str):
             raise _bad("`description` must be a string", f"{p}.description")
@@ -507,6 +532,10 @@ def _tool_choice(
     return ToolChoice(mode), parallel
 
 
+#: the smallest ``thinking.budget_tokens`` Anthropic takes
+MIN_THINKING_BUDGET = 1024
+
+
 def _thinking(thinking: dict[str, Any] | None) -> bool | None:
     if thinking is None:
         return None
@@ -518,6 +547,11 @@ def _thinking(thinking: dict[str, Any] | None) -> bool | None:
             "thinking.budget_tokens",
         )
     if kind == "enabled":
+        if budget is not None and budget < MIN_THINKING_BUDGET:
+            raise _bad(
+                f"thinking.budget_tokens must be at least {MIN_THINKING_BUDGET}, not {budget}",
+                "thinking.budget_tokens",
+            )
         return True
     if kind == "disabled":
         return False

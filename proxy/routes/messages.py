@@ -10,8 +10,10 @@ request's front door is :data:`~proxy.frontdoors.anthropic.ANTHROPIC`). A histor
 an answer of the gateway continues its upstream chat (native multi-turn, :mod:`proxy.continuation`,
 scoped by the client's key) exactly as on the OpenAI side. ``count_tokens`` is
 answered from the request alone: nothing goes upstream (Claude Code calls it dozens of times a
-second at start-up). Query strings (``?beta=true``) and ``anthropic-version`` /
-``anthropic-beta`` headers are accepted and ignored.
+second at start-up). Query strings (``?beta=true``) and ``anthropic-version`` are accepted and
+ignored, and so are ``anthropic-beta`` headers, except that one naming
+``interleaved-thinking-…`` lets ``thinking.budget_tokens`` exceed ``max_tokens``, as it does
+on Anthropic's API.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
     """Handle one Anthropic Messages request, streamed or not."""
     request[FRONT_DOOR] = ANTHROPIC
     settings = request.app[SETTINGS]
+    betas = ",".join(request.headers.getall("anthropic-beta", ()))
     conv = parse_messages(
         decode_json_body(await request.read()),
         model_map=settings.anthropic_model_map,
         default_model=settings.anthropic_default_model,
+        interleaved_thinking="interleaved-thinking" in betas,
     )
     service = request.app[SERVICE]
     route = await service.route_for(conv)
