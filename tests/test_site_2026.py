@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 from helpers import ServerFactory, Stack, astream, error_object, screate, start_stack
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from proxy.config import Settings
@@ -143,11 +143,18 @@ def test_first_framed_response_id_is_the_turns_without_created() -> None:
 # -- answer snapshots --------------------------------------------------------------------------
 
 
+_LONG = "Hello, world! How are you today? Fine, thanks."  # 46 characters
+
+
+def _snapshots(text: str, *cuts: int) -> list[str]:
+    return [text[:n] for n in cuts]
+
+
 def test_answer_snapshots_send_only_the_new_part() -> None:
     """Cumulative answer frames give each character once; an unchanged snapshot adds nothing."""
-    frames = [delta("answer", s) for s in ("Hel", "Hello", "Hello, wo", "Hello, world")]
-    out = run([*frames, delta("answer", "Hello, world"), FINISHED])
-    assert content(out) == "Hello, world"
+    frames = [delta("answer", s) for s in _snapshots(_LONG, 3, 5, 9, 12, 20, 33, 40, 46)]
+    out = run([*frames, delta("answer", _LONG), FINISHED])
+    assert content(out) == _LONG
 
 
 @pytest.mark.parametrize(
@@ -158,28 +165,71 @@ def test_answer_snapshots_send_only_the_new_part() -> None:
         (["la", "la", "la", "la land"], "lalalala land"),
         (["1", "1", "2"], "112"),
         (["ha", "ha", "haha"], "hahahaha"),
+        # the fault-injecting run's cases (round 4): each piece begins with the one before,
+        # but no piece repeats as much text as a snapshot stream soon does
+        (["哈", "哈", "哈哈", "哈哈哈哈"], "哈" * 8),
+        (["Go", "Go", "GoGo", "GoGoGoGo", "!"], "Go" * 8 + "!"),
+        (["=", "=", "==", "===="], "=" * 8),
+        (["na", "na", "nana", "nanana", "nananana", " batman"], "na" * 11 + " batman"),
+        (["no", "no", "nono", "nonono"], "no" * 7),
+        (["h", "ha", "ha", "ha", "ha", "ha", "!"], "h" + "ha" * 5 + "!"),
     ],
 )
 def test_legitimate_repetition_passes(pieces: list[str], expected: str) -> None:
     """Pieces equal to, or copies of, the answer so far are incremental text, kept whole."""
     out = run([*(delta("answer", p) for p in pieces), FINISHED])
     assert content(out) == expected
+    assert content(run([delta("answer", p) for p in pieces])) == expected  # EOF: a failure
 
 
 _WORDS = st.text(alphabet="abc ", min_size=1, max_size=6)
+_TOKEN = st.text(alphabet="ab哈 .", min_size=1, max_size=8)
 
 
-@given(_WORDS, st.lists(_WORDS, min_size=1, max_size=12), st.integers(0, 3))
+@st.composite
+def _token_streams(draw: st.DrawFn) -> list[str]:
+    """Incremental answers of short tokens (1-8 characters): fresh ones, earlier ones again,
+    and ones made of earlier text (a start of the text so far, or the token before, and a
+    fresh token after it, cut to 8 characters): the shapes that look like snapshots."""
+    pieces: list[str] = []
+    for _ in range(draw(st.integers(1, 24))):
+        kind = draw(st.integers(0, 3)) if pieces else 0
+        so_far = "".join(pieces)
+        if kind == 0:
+            piece = draw(_TOKEN)
+        elif kind == 1:
+            piece = draw(st.sampled_from(pieces))
+        else:
+            start = so_far[: draw(st.integers(1, 8))] if kind == 2 else pieces[-1]
+            piece = (start + draw(st.text(alphabet="ab哈 .", max_size=8)))[:8]
+        pieces.append(piece)
+    return pieces
+
+
+@given(_token_streams())
+def test_incremental_token_streams_always_pass_whole(pieces: list[str]) -> None:
+    """Any answer of short tokens comes out as their concatenation (hypothesis), however much
+    its pieces repeat the text before them: no incremental character is ever lost."""
+    assert content(run([*(delta("answer", p) for p in pieces), FINISHED])) == "".join(pieces)
+
+
+@given(
+    _WORDS,
+    st.lists(st.text(alphabet="abc ", min_size=1, max_size=10), min_size=4, max_size=16),
+    st.integers(0, 3),
+)
 def test_snapshot_streams_give_the_final_text(head: str, pieces: list[str], again: int) -> None:
-    """Any answer sent as growing snapshots comes out exactly once (hypothesis), its first
-    snapshot sent ``again`` more times. The first snapshot starts with a mark the later pieces
-    lack, so no snapshot is a mere repetition of the first (that case, "ha" then "haha", is
-    kept as pieces by design: see above)."""
+    """Any answer sent as growing snapshots that reaches ``_SNAPSHOT_LONG`` (32) characters
+    comes out exactly once (hypothesis), its first snapshot sent ``again`` more times. The
+    first snapshot starts with a mark the later pieces lack, so no snapshot is a mere
+    repetition of the first (that case, "ha" then "haha", is kept as pieces by design: see
+    above)."""
     so_far = "x" + head
     frames = [delta("answer", so_far)] * (1 + again)
     for p in pieces:
         so_far += p
         frames.append(delta("answer", so_far))
+    assume(len(so_far) >= 32)
     out = run([*frames, delta("answer", so_far), FINISHED])
     assert content(out) == so_far
 
@@ -199,26 +249,38 @@ def test_incremental_streams_pass_untouched_unless_snapshot_shaped(pieces: list[
         assert content(out) == so_far
 
 
+_HELLO = "你好，世界！今天天气很好，我们一起去公园散步吧。公园里有很多花，红的、黄的、白的。"
+
+
 @pytest.mark.parametrize(
     ("pieces", "expected"),
     [
-        # the fault-injecting run's cases: each frame begins with the one before, then one
+        # the fault-injecting runs' cases: each frame begins with the one before, then one
         # does not: incremental text, every character kept
         (["1", "1.", "1.5", " m"], "11.1.5 m"),
         (["|", "|---", "|---|", " a |"], "||---|---| a |"),
-        # a re-sent first snapshot: snapshots, nothing repeated
-        (["你好", "你好", "你好，世界", "你好，世界！"], "你好，世界！"),
-        (["你好", "你好", "你好，世界", "你好，世界！", "你好，世界！再见"], "你好，世界！再见"),
-        # the evidence needed while the answer goes on: 6 characters repeated from the first
-        # frame that grew the text (here 1 + 2 + 3), then a frame that is no snapshot of it
-        (["a", "ab", "abc", "abcd", " z"], "abcd z"),
-        (["ab", "abc", "abcd", " z"], "ababcabcd z"),  # 2 + 3: not yet, so it was text
-        (["a", "a", "a", "ab", " z"], "aaaab z"),  # re-sends before the growth do not count
+        (["a", "ab", "abc", "abcd", " z"], "aababcabcd z"),
+        (["ab", "abc", "abcd", " z"], "ababcabcd z"),
+        (["a", "a", "a", "ab", " z"], "aaaab z"),
+        # a re-sent first snapshot: snapshots, nothing repeated, once a frame begins with 32
+        # characters of them (here the frame after the 41-character one)
+        (
+            ["你好", "你好", *_snapshots(_HELLO, 5, 6, 13, 24, 33, 41), _HELLO + "再见"],
+            _HELLO + "再见",
+        ),
+        (["你好", "你好", *_snapshots(_HELLO, 5, 13, 41), _HELLO, _HELLO], _HELLO),
+        # a long answer so far begun again, and more: snapshots at once
+        ([_HELLO[:32], _HELLO[:35], "！"], _HELLO[:35] + "！"),
+        ([_HELLO[:32], _HELLO[:32], _HELLO[:35], "！"], _HELLO[:35] + "！"),
+        # but only sent again whole, however long, it is held like a short piece (a model that
+        # loops): text the fourth time in a row
+        ([_HELLO] * 5 + ["！"], _HELLO * 5 + "！"),
     ],
 )
 def test_held_frames_are_decided_by_the_next_ones(pieces: list[str], expected: str) -> None:
     """Frames that begin with the answer so far wait for the next: one that does not begin
-    with them makes them text, enough that do make them snapshots (Translator._unsnapshot)."""
+    with them makes them text, one that begins with 32 characters of them makes them
+    snapshots (Translator._unsnapshot)."""
     out = run([*(delta("answer", p) for p in pieces), FINISHED])
     assert content(out) == expected
 
@@ -226,17 +288,22 @@ def test_held_frames_are_decided_by_the_next_ones(pieces: list[str], expected: s
 @pytest.mark.parametrize(
     ("pieces", "expected"),
     [
-        (["xa", "xab", "xab"], "xab"),  # grew, then one more: snapshots
-        (["xa", "xab", "xabc"], "xabc"),
-        (["a", "a", "ab", "ab"], "ab"),
-        (["ha", "haha"], "hahaha"),  # grew, nothing after: text
+        # short held runs are text at the end, whatever their shape: tokens can make them
+        (["xa", "xab", "xab"], "xaxabxab"),
+        (["xa", "xab", "xabc"], "xaxabxabc"),
+        (["a", "a", "ab", "ab"], "aaabab"),
+        (["ha", "haha"], "hahaha"),
         (["la", "la", "la land"], "lalala land"),
-        (["ha", "ha"], "haha"),  # never grew: text
+        (["ha", "ha"], "haha"),
+        (["你好", "你好", "你好，世界", "你好，世界！"], "你好你好你好，世界你好，世界！"),
+        ([_HELLO, _HELLO], _HELLO * 2),
+        # a run decided before the end stays decided
+        ([*_snapshots(_HELLO, 2, 20, 32, 33), _HELLO], _HELLO),
     ],
 )
 def test_frames_held_at_the_end_are_decided_there(pieces: list[str], expected: str) -> None:
-    """At the finished frame, at EOF and at a failure, held frames are snapshots only if a
-    frame after the first that grew the text followed it."""
+    """At the finished frame, at EOF and at a failure, frames still held are text, sent
+    whole: nothing showed them to be snapshots."""
     frames = [delta("answer", p) for p in pieces]
     assert content(run([*frames, FINISHED])) == expected
     assert content(run(frames)) == expected  # EOF before the finished frame (a failure)
@@ -256,6 +323,18 @@ def test_a_run_of_equal_pieces_is_text_and_is_not_held_to_its_end() -> None:
     assert content(out) == "ha" * 5  # text: all of it out before the answer ends
     out.extend(tr.feed(delta("answer", "ha")))
     assert content(out) == "ha" * 6
+
+
+def test_equal_pieces_after_a_longer_one_are_not_held_to_the_end_either() -> None:
+    """The same held frame coming again a fourth time in a row is text, also after a frame
+    that grew the text ("h", "ha", "ha", "ha", "ha")."""
+    tr = Translator()
+    out: list[OutEvent] = []
+    for p in ("h", "ha", "ha", "ha", "ha"):
+        out.extend(tr.feed(delta("answer", p)))
+    assert content(out) == "h"
+    out.extend(tr.feed(delta("answer", "ha")))
+    assert content(out) == "h" + "ha" * 5
 
 
 def test_null_phase_finished_before_any_text_ends_nothing() -> None:

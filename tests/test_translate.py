@@ -388,8 +388,12 @@ def test_incremental_pieces_that_start_with_the_answer_are_kept(pieces: tuple[st
 
 
 def test_cumulative_answer_snapshots_send_only_the_new_parts() -> None:
+    answer = "Hello world, this is a snapshot stream."
+    text, _ = _fold(_answer_frames(*(answer[:n] for n in (2, 5, 9, 11, 20, 32, 39, 39))))
+    assert text == answer
+    # too short to tell from tokens that repeat the text before them: text, every piece whole
     text, _ = _fold(_answer_frames("He", "Hello", "Hello wor", "Hello world", "Hello world"))
-    assert text == "Hello world"
+    assert text == "HeHelloHello worHello worldHello world"
 
 
 def test_a_held_piece_is_sent_before_the_end_or_the_failure() -> None:

@@ -214,12 +214,12 @@ BUNDLE_PHASES = frozenset(
 frames are skipped: never answer text, never the end of the answer, never a stream failure (a
 tool's ``status: "error"`` is the tool's, not the answer's)."""
 _SNAPSHOT_MIN = 1
-#: How many characters held answer frames must have repeated (each frame from the first that
-#: grew the text on, counting the text it began with) before they are taken for cumulative
-#: snapshots while the answer goes on (see Translator._unsnapshot).
-_SNAPSHOT_EVIDENCE = 6
-#: How many times the answer so far may come again unchanged before those frames are text (a
-#: snapshot sent again now and then, against a run of equal pieces, "ha", "ha", "ha", …).
+#: How many characters of text already sent or held an answer frame must begin with before held
+#: frames are taken for cumulative snapshots (see Translator._unsnapshot): more than a model
+#: token, or a batch of them, ever repeats, and less than a real snapshot stream soon reaches.
+_SNAPSHOT_LONG = 32
+#: How many times in a row a held frame may come again unchanged before the held frames are text
+#: (a snapshot sent again now and then, against a run of equal pieces, "ha", "ha", "ha", …).
 _SNAPSHOT_RESENDS = 3
 
 
@@ -259,8 +259,7 @@ class Translator:
         "_expect_image",
         "_frame_id",
         "_held",
-        "_held_evidence",
-        "_held_ext",
+        "_held_resends",
         "_mask",
         "_media",
         "_media_urls",
@@ -317,11 +316,10 @@ class Translator:
         self._answer_pieces: list[str] = []
         self._answer_len = 0
         self._snapshots = 0
-        # answer frames that may be snapshots (see _unsnapshot): the frames, the index of the
-        # first that grew the text (-1: none yet) and the characters they repeated since then
+        # answer frames that may be snapshots (see _unsnapshot), and how many of the last of
+        # them in a row were the frame before them again, unchanged
         self._held: list[str] | None = None
-        self._held_ext = -1
-        self._held_evidence = 0
+        self._held_resends = 0
         self._summary_sent = ""
         self._tag_open = False
         self._sources_seen: set[str] = set()
@@ -767,42 +765,49 @@ class Translator:
     def _unsnapshot(self, content: str) -> str:
         """The new part of an answer frame. Incremental text is the rule (docs/protocol.md §5.4,
         [H]) and must never lose a character; cumulative snapshots, reported by two sources
-        (§13.2, [L]), must never repeat one. A frame that begins with the whole answer so far
+        (§13.2, [L]), should not repeat one. A frame that begins with the whole answer so far
         (the same text again, or more) fits both, so it is held back, with the frames after it
-        while each begins with the one before:
+        while each begins with the one before. What decides is length: incremental pieces that
+        each begin with the text before them are tokens, a few characters long (a few dozen
+        when the site batches them), while a snapshot is the whole answer so far and soon long.
 
-        - a frame that does not begin with the last held one proves the text incremental: the
-          held frames and this one are sent whole ("1", "1.", "1.5", " m" is "11.1.5 m"); so
-          does the same text coming a ``_SNAPSHOT_RESENDS`` + 1st time before any frame grew it
-          (a run of equal pieces is text, and is not held to its end);
-        - the held frames are taken for snapshots (only what follows the answer so far is sent)
-          once a frame grew the text and at least one more followed it, together repeating
-          ``_SNAPSHOT_EVIDENCE`` characters or more (a re-sent first snapshot included:
-          "你好", "你好", "你好，世界", "你好，世界！" is "你好，世界！"); from then on every
-          frame is diffed against the answer so far;
-        - when the answer ends or fails while frames are held, they are snapshots if a frame
-          after the first that grew the text followed it ("xa", "xab", "xab"), else text sent
-          whole ("ha", "ha", "ha"; "ha", "haha"; "la", "la", "la land").
+        - A frame that does not begin with the last held one proves the text incremental: the
+          held frames and this one are sent whole ("1", "1.", "1.5", " m" is "11.1.5 m";
+          "na", "na", "nana", "nanana", " batman" keeps all 21 characters). So does the same
+          frame coming again a ``_SNAPSHOT_RESENDS`` + 1st time in a row (a run of equal pieces,
+          "ha", "ha", "ha", …, is text, and is not held to its end).
+        - A frame that begins with ``_SNAPSHOT_LONG`` or more characters of the answer so far
+          or of the held frame before it, and more (or again, once a held frame grew the text),
+          makes the held frames snapshots: only what follows the answer so far is sent (a
+          re-sent first snapshot included), and from then on every frame is diffed against the
+          answer so far. No run of tokens repeats that much text and grows it; a long answer
+          merely sent again whole is held like a short one (a model can loop).
+        - When the answer ends or fails while frames are held, they are text, sent whole
+          ("哈", "哈", "哈哈", "哈哈哈哈" is eight characters).
 
-        Short answers stay ambiguous ("1", "1.", "1.5" then the end reads as snapshots); the
-        first frame is never held, so the first token is never delayed."""
+        So a snapshot stream whose whole answer stays shorter than about ``_SNAPSHOT_LONG``
+        characters comes out as text, repeated: the [L] reading loses to the [H] one when the
+        frames cannot tell them apart. The first frame is never held, so the first token is
+        never delayed; frames shorter than the answer so far are never held (the fast path)."""
         held = self._held
         if held is not None:
             last = held[-1]
-            if not content.startswith(last) or (  # not a snapshot of the last: text
-                self._held_ext < 0 and len(content) == len(last) and len(held) >= _SNAPSHOT_RESENDS
-            ):  # (or the same piece once too often)
+            if not content.startswith(last):  # not a snapshot of the last: incremental text
                 self._held = None
                 return "".join(held) + content
-            if self._held_ext < 0 and len(content) > len(last):
-                self._held_ext = len(held)
-            if self._held_ext >= 0:
-                self._held_evidence += len(last)
-            held.append(content)
-            if 0 <= self._held_ext < len(held) - 1 and self._held_evidence >= _SNAPSHOT_EVIDENCE:
-                self._held = None
-                self._snapshots += len(held)
+            grows = len(content) > len(last)
+            if len(last) >= _SNAPSHOT_LONG and (grows or len(last) > self._answer_len):
+                self._held = None  # it repeats a long held frame, and the text grew: snapshots
+                self._snapshots += len(held) + 1
                 return content[self._answer_len :]  # (each held frame began with the answer)
+            if grows:
+                self._held_resends = 0
+            elif self._held_resends >= _SNAPSHOT_RESENDS:  # the same again once too often: text
+                self._held = None
+                return "".join(held) + content
+            else:
+                self._held_resends += 1
+            held.append(content)
             return ""
         size = self._answer_len
         if size < _SNAPSHOT_MIN or len(content) < size:
@@ -811,29 +816,21 @@ class Translator:
         self._answer_pieces = [so_far]
         if not content.startswith(so_far):
             return content
-        if self._snapshots:
-            self._snapshots += 1
+        if self._snapshots or (size >= _SNAPSHOT_LONG and len(content) > size):
+            self._snapshots += 1  # (the latter: a long answer begun again, and more)
             return content[size:]  # ("" for a snapshot sent again unchanged)
         self._held = [content]
-        grew = len(content) > size
-        self._held_ext = 0 if grew else -1
-        self._held_evidence = size if grew else 0
+        self._held_resends = 0 if len(content) > size else 1
         return ""
 
     def _release_held(self) -> list[OutEvent]:
-        """The held answer frames (see :meth:`_unsnapshot`) at the answer's end: ``[]`` or one
-        Text, what they add as snapshots or their whole text."""
+        """The held answer frames (see :meth:`_unsnapshot`) at the answer's end, sent whole as
+        text: ``[]`` or one Text."""
         held = self._held
         if held is None:
             return []
         self._held = None
-        if 0 <= self._held_ext < len(held) - 1:
-            self._snapshots += len(held)
-            text = held[-1][self._answer_len :]
-        else:
-            text = "".join(held)
-        if not text:
-            return []
+        text = "".join(held)
         out: list[OutEvent] = []
         if self._tag_open:
             out.append(self._close_tag())
