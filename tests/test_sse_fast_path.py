@@ -157,3 +157,28 @@ def test_in_a_mixed_chunk_only_the_unusual_event_takes_the_general_rules(
     chunk = b"data: a\n\n: keep-alive\n\ndata: b\n\n"
     assert SSEDecoder().feed_data(chunk) == ["a", "b"]
     assert seen == [b": keep-alive", b""]  # its line, then the blank line that ends it
+
+
+@given(streams(), st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+@example(b"data: a\n\n", [1])
+@example(b"data: a\n\n", [1, 2])
+@example(b"data: a\n\n", [2, 3])
+def test_a_leading_bom_is_not_part_of_the_stream(stream: bytes, cuts: list[int]) -> None:
+    """One UTF-8 BOM before the stream (WHATWG), cut anywhere by the chunking, changes no
+    event, through either reader."""
+    chunks = _cut(b"\xef\xbb\xbf" + stream, cuts)
+    without = SSEDecoder()
+    want = without.feed(stream) + without.close()
+    general, fast = SSEDecoder(), SSEDecoder()
+    assert [e for c in chunks for e in general.feed(c)] + general.close() == want
+    got = [d for c in chunks for d in fast.feed_data(c)] + [e.data for e in fast.close()]
+    assert got == [e.data for e in want]
+
+
+def test_a_bom_first_chunk_keeps_the_fast_path_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The BOM is dropped before parsing: the chunk it starts still takes the fast path."""
+    seen = _count_general_lines(monkeypatch)
+    dec = SSEDecoder()
+    assert dec.feed_data(b'\xef\xbb\xbfdata: {"a":1}\n\n') == ['{"a":1}']
+    assert dec.feed_data(b'data: {"b":2}\n\n') == ['{"b":2}']
+    assert seen == []

@@ -192,3 +192,30 @@ def test_pending_cr_is_used_once() -> None:
     assert d.feed(b"data: a\r") == []
     assert d.feed(b"\n") == []
     assert d.feed(b"\n") == [SSEEvent("a")]
+
+
+@pytest.mark.parametrize("cut", range(12))
+def test_a_leading_bom_is_dropped_wherever_the_chunks_cut_it(cut: int) -> None:
+    """WHATWG: one U+FEFF at the start of the stream is not part of it, so the first line is
+    a data line, not an unknown field (before, the first event was lost)."""
+    body = b"\xef\xbb\xbfdata: a\n\ndata: b\n\n"
+    assert _run([body[:cut], body[cut:]]) == [SSEEvent("a"), SSEEvent("b")]
+    assert _run([body[i : i + 1] for i in range(len(body))]) == [SSEEvent("a"), SSEEvent("b")]
+
+
+def test_only_one_bom_and_only_at_the_very_start_is_dropped() -> None:
+    """A BOM after the first byte is text (or a field name's first character), as the spec
+    reads it; a second leading BOM too."""
+    assert _run([b"data: a\n\n\xef\xbb\xbfdata: b\n\n"]) == [SSEEvent("a")]
+    assert _run([b"\xef\xbb\xbf\xef\xbb\xbfdata: a\n\n"]) == []
+    assert _run([b"\xef\xbb\xbf", b"data: \xef\xbb\xbfx\n\n"]) == [SSEEvent("\ufeffx")]
+
+
+def test_bytes_that_only_begin_like_a_bom_are_kept() -> None:
+    """The first bytes of a BOM wait for the next chunk; when it is no BOM they are parsed."""
+    d = SSEDecoder()
+    assert d.feed(b"\xef\xbb") == []
+    assert d.held == 2
+    assert d.feed(b"x: y\ndata: a\n\n") == [SSEEvent("a")]
+    assert d.invalid_lines == 1  # the line "\xef\xbbx: y" is not UTF-8: read with U+FFFD
+    assert _run([b"\xef\xbb"]) == []  # a stream of those bytes alone: nothing, no error

@@ -6,7 +6,8 @@ frame or a UTF-8 character (docs/protocol.md §5.1; §11.9, the garbled-Chinese 
 
 Line handling follows the WHATWG SSE rules: lines end in ``\\n``, ``\\r\\n`` or ``\\r``; a blank
 line dispatches the event; ``data:`` lines are joined with ``\\n``; ``event:``, ``id:`` and
-``retry:`` are kept; lines starting with ``:`` are comments; one space after the colon is removed.
+``retry:`` are kept; lines starting with ``:`` are comments; one space after the colon is removed;
+one UTF-8 byte order mark (``EF BB BF``) at the very start of the stream is not part of it.
 Bytes are decoded as UTF-8 (``bytes.decode``'s default codec) only once a whole line is present.
 Because ``\\n`` and ``\\r`` never occur inside a multi-byte UTF-8 sequence, a complete line always
 holds whole characters.
@@ -17,6 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["SSEDecoder", "SSEEvent"]
+
+_BOM = b"\xef\xbb\xbf"
+# SSEDecoder._pending: what the next chunk's first bytes need before parsing (0: nothing)
+_CR = 1  # the last chunk ended in "\r": a "\n" starting this one belongs to that line end
+_START = 2  # no byte seen yet: a leading BOM is dropped (WHATWG "event stream interpretation")
 
 
 @dataclass(slots=True)
@@ -43,7 +49,7 @@ class SSEDecoder:
     :attr:`invalid_lines`, so a single bad byte cannot kill a stream; callers may report it.
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_held", "_id", "_pending_cr", "invalid_lines")
+    __slots__ = ("_buf", "_data", "_event", "_held", "_id", "_pending", "invalid_lines")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -51,7 +57,9 @@ class SSEDecoder:
         self._held = 0  # characters in _data
         self._event: str | None = None
         self._id: str | None = None
-        self._pending_cr = False
+        # _CR or _START (see there), else 0: the one test per chunk covers both, so the BOM
+        # costs the chunks after the first nothing
+        self._pending = _START
         self.invalid_lines = 0
 
     @property
@@ -65,11 +73,15 @@ class SSEDecoder:
         """Add ``chunk`` (any length, any boundary) and return the events it completes."""
         if not chunk:
             return []
-        if self._pending_cr:
-            # The previous chunk ended in "\r": a "\n" starting this one belongs to that line end.
-            self._pending_cr = False
-            if chunk[:1] == b"\n":
-                chunk = chunk[1:]
+        if self._pending:
+            if self._pending == _START:
+                chunk = self._start(chunk)
+                if not chunk:
+                    return []
+            else:  # the previous chunk ended in "\r": a "\n" here belongs to that line end
+                self._pending = 0
+                if chunk[:1] == b"\n":
+                    chunk = chunk[1:]
         buf = self._buf
         buf += chunk
         if b"\r" not in buf:
@@ -87,8 +99,12 @@ class SSEDecoder:
         """
         if not chunk:
             return []
-        if self._pending_cr or self._data or self._event is not None:
-            return [e.data for e in self.feed(chunk)]
+        if self._pending or self._data or self._event is not None:
+            if self._pending != _START:
+                return [e.data for e in self.feed(chunk)]
+            chunk = self._start(chunk)  # (nothing parsed yet: no data, no event name)
+            if not chunk:
+                return []
         buf = self._buf
         buf += chunk
         if b"\r" in buf:
@@ -146,6 +162,17 @@ class SSEDecoder:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _start(self, chunk: bytes) -> bytes:
+        """The stream's first bytes, ``chunk`` after what the buffer holds: without the BOM they
+        may begin with. The first bytes of a BOM cut by the chunking wait in the buffer."""
+        head = bytes(self._buf) + chunk if self._buf else chunk
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            self._buf[:] = head  # maybe a BOM: the next chunk tells
+            return b""
+        self._buf.clear()
+        self._pending = 0
+        return head[len(_BOM) :] if head.startswith(_BOM) else head
+
     def _split_lf(self) -> list[SSEEvent]:
         buf = self._buf
         end = buf.rfind(b"\n")
@@ -173,7 +200,7 @@ class SSEDecoder:
                         if buf[i + 1] == 0x0A:
                             i += 1
                     else:
-                        self._pending_cr = True
+                        self._pending = _CR
                 start = i + 1
             i += 1
         del buf[:start]
