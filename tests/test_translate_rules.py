@@ -104,6 +104,64 @@ def test_non_object_json_is_ignored(data: str) -> None:
     assert tr.feed(data) == [] and not tr.done
 
 
+def _typing(content: str, usage: str = "") -> str:
+    """An answer frame written by hand (JSON orjson refuses cannot come from json.dumps)."""
+    tail = f', "usage": {usage}' if usage else ""
+    head = '{"choices": [{"delta": {"content": "'
+    return head + content + '", "phase": "answer", "status": "typing"}}]' + tail + "}"
+
+
+@pytest.mark.parametrize(
+    ("escaped", "text"),
+    [
+        ("x\\ud83dy", "x\ufffdy"),  # an emoji's first half, the second in the next frame
+        ("\\ude00!", "\ufffd!"),
+        ("\\ud83d\\ude00", "\U0001f600"),  # a whole pair is the emoji (orjson takes it)
+    ],
+)
+def test_a_lone_surrogate_escape_is_read_as_u_fffd(escaped: str, text: str) -> None:
+    """Valid JSON that orjson refuses (a lone surrogate escape) is read by the standard
+    library instead, the lone half as U+FFFD; the answer goes on, and what the client gets is
+    UTF-8 and JSON (before, the stream failed: "a stream frame that is not JSON")."""
+    tr = Translator()
+    out = run(tr, _typing("a"), _typing(escaped), delta("answer", "", "finished"))
+    assert out == [Text("content", "a"), Text("content", text), Finish("stop")]
+    enc = ChunkEncoder(completion_id="c", model="m", created=1, include_usage=False)
+    chunk = enc.encode(out[1])
+    assert json.loads(chunk.decode("utf-8")[len("data: ") :])["choices"][0]["delta"] == {
+        "content": text
+    }
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_non_finite_usage_count_is_a_missing_count(bad: str) -> None:
+    """``NaN`` and ``Infinity`` (json.dumps writes them; orjson refuses them) and a number too
+    large for a float do not end the answer; the count is missing, never NaN to the client."""
+    tr = Translator()
+    usage = '{"input_tokens": ' + bad + ', "output_tokens": ' + bad + "}"
+    out = run(tr, _typing("a"), _typing("b", usage), delta("answer", "", "finished"))
+    assert out == [Text("content", "a"), Text("content", "b"), Finish("stop")]
+    got = tr.usage
+    assert got is not None
+    assert all(type(v) is int for v in got.as_openai().values())
+
+
+def test_a_frame_no_json_reader_takes_still_fails() -> None:
+    """Not JSON for the standard library either (or nested past its limit): a protocol
+    error, as before."""
+    for data in ("{'a': 1}", "{" * 10, "[" * 200_000 + "]" * 200_000):
+        err = failure(Translator().feed(data))
+        assert type(err) is UpstreamProtocolError
+
+
+def test_a_leniently_read_answer_is_recorded() -> None:
+    """``on_answer`` sees text that came in a frame read by the lenient reader."""
+    got: list[str] = []
+    tr = Translator(on_answer=lambda _t, text, _calls: got.append(text))
+    run(tr, _typing("x\\ud83d"), delta("answer", "", "finished"))
+    assert got == ["x\ufffd"]
+
+
 def test_usage_is_read_from_choices_frames() -> None:
     """``usage`` beside ``choices`` sets the token counts; bad numbers count as 0."""
     tr = Translator()

@@ -19,6 +19,9 @@ Protocol facts used (docs/protocol.md):
 - §5.4 usage is cumulative per frame, ``input_tokens``/``output_tokens``; the last one wins.
 - §5.7 errors inside the stream: a top-level ``error`` object, ``data.error``, a
   ``success: false`` frame or ``delta.status == "error"``.
+- §5.1 frames are JSON objects, read with orjson; a frame orjson refuses that is JSON all the
+  same (a lone surrogate escape, ``NaN``/``Infinity`` as ``json.dumps`` writes them) is read
+  leniently off the fast path (:func:`_lenient_json`), anything else fails the stream.
 - §11.10 dedup: only snapshot phases are diffed. Incremental ``answer`` and ``think`` text passes
   through untouched, so text that legitimately repeats ("ha", "ha") is kept; ``answer`` frames
   that may be cumulative snapshots (§13.2) are held until the next frames decide
@@ -36,6 +39,9 @@ Protocol facts used (docs/protocol.md):
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -221,6 +227,34 @@ _SNAPSHOT_LONG = 32
 #: How many times in a row a held frame may come again unchanged before the held frames are text
 #: (a snapshot sent again now and then, against a run of equal pieces, "ha", "ha", "ha", …).
 _SNAPSHOT_RESENDS = 3
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lenient_json(text: str) -> Any:
+    """``text`` read by the standard library's JSON reader, which takes what orjson refuses but
+    JSON's grammar, or ``json.dumps``, allows: a string with a lone surrogate escape
+    (``"\\ud83d"``, an emoji cut between tokens and sent with ``ensure_ascii``) gets U+FFFD
+    there, and ``NaN``, ``Infinity`` and numbers too large for a float become ``null`` (a token
+    count that is one is a missing count), so what the client gets stays UTF-8 and JSON. Raises
+    ValueError when ``text`` is not JSON either (nested too deeply included)."""
+    try:
+        return _clean(json.loads(text, parse_constant=lambda _: None))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _clean(v: Any) -> Any:
+    if type(v) is str:
+        return _LONE_SURROGATE.sub("\ufffd", v)
+    if type(v) is float:
+        return v if math.isfinite(v) else None
+    if type(v) is list:
+        return [_clean(x) for x in v]
+    if type(v) is dict:
+        return {_clean(k): _clean(x) for k, x in v.items()}
+    return v
 
 
 def _int(v: Any) -> int:
@@ -483,7 +517,8 @@ class Translator:
         return []
 
     def _not_an_object(self, data: str) -> list[OutEvent]:
-        """``data`` that is not a JSON object: blank, ``[DONE]``, other JSON, or not JSON."""
+        """``data`` that is not a JSON object: blank, ``[DONE]``, other JSON, not JSON, or JSON
+        that orjson refuses (read by :func:`_lenient_json`)."""
         stripped = data.strip()
         if not stripped:
             return []
@@ -492,6 +527,15 @@ class Translator:
         try:
             orjson.loads(stripped)
         except orjson.JSONDecodeError:
+            try:
+                frame = _lenient_json(stripped)
+            except ValueError:
+                pass
+            else:  # JSON all the same, which orjson refuses (rare: off the fast path)
+                got = self._frame(frame, data) if isinstance(frame, dict) else []
+                if self._texts is not None and got:
+                    self._see(got)
+                return got
             lines = stripped.split("\n")
             if len(lines) > 1:
                 # Several ``data:`` lines with no blank line between them: one frame per line
