@@ -94,6 +94,16 @@ def test_an_answer_that_ends_with_the_stream_is_recorded_at_close() -> None:
     assert [t for _, t, _ in rec.calls] == ["Short."]
 
 
+def test_an_answer_ended_by_done_is_recorded() -> None:
+    """``[DONE]`` (an accepted end, §5.1) finishes the answer: it is recorded then (before, the
+    Finish it gave went out unrecorded, and native multi-turn forgot the answer)."""
+    rec = Recorder()
+    tr = Translator(on_answer=rec)
+    out = feed_all(tr, [CREATED, frame("Short."), "[DONE]"])
+    assert isinstance(out[-1], Finish)
+    assert [t for _, t, _ in rec.calls] == ["Short."]
+
+
 def test_a_failed_answer_is_not_recorded() -> None:
     rec = Recorder()
     tr = Translator(on_answer=rec)

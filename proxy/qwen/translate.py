@@ -523,7 +523,10 @@ class Translator:
         if not stripped:
             return []
         if stripped == "[DONE]":
-            return self._end_marker()
+            got = self._end_marker()
+            if self._texts is not None:
+                self._see(got)
+            return got
         try:
             orjson.loads(stripped)
         except orjson.JSONDecodeError:
