@@ -338,6 +338,38 @@ def test_inline_think_tags_are_never_parsed() -> None:
     assert finish == ["tool_calls"]
 
 
+def test_a_later_inline_think_block_is_not_parsed_and_parsing_goes_on() -> None:
+    """think_tags, reasoning after answer text: the second block the translator opens is
+    passed on unparsed (its markup is no call), even inside a call block being written (no
+    markup in the arguments), and the calls after it are parsed."""
+    tr = Translator(reasoning="think_tags")
+
+    def frame(phase: str, content: str, status: str = "typing") -> str:
+        delta = {"phase": phase, "content": content, "status": status}
+        return json.dumps({"choices": [{"delta": delta}]})
+
+    events = tr.feed(frame("think", "plan"))
+    events += tr.feed(frame("answer", 'Ok. <tool_call>{"name": "get_weather", "arg'))
+    events += tr.feed(frame("think", 'or <tool_call>{"name": "read_file"}</tool_call>?'))
+    events += tr.feed(frame("answer", 'uments": {"city": "Rome"}}</tool_call>'))
+    events += tr.feed(frame("think", "and Paris"))
+    events += tr.feed(frame("answer", '<tool_call>{"name": "get_weather", '))
+    events += tr.feed(frame("answer", '"arguments": {"city": "Paris"}}</tool_call>'))
+    events += tr.feed(frame("answer", "", "finished"))
+    stage = ToolStage(_conv(), new_id=_ids().__next__)
+    content, calls, finish = _summary(stage.feed(events))
+    assert [(c[2], json.loads(c[3])) for c in calls] == [
+        ("get_weather", {"city": "Rome"}),
+        ("get_weather", {"city": "Paris"}),
+    ]
+    assert content == (
+        "<think>\nplan\n</think>\n\nOk."
+        '<think>\nor <tool_call>{"name": "read_file"}</tool_call>?\n</think>\n\n'
+        "<think>\nand Paris\n</think>\n\n"
+    )
+    assert finish == ["tool_calls"]
+
+
 def _local_frame(status: str, params: dict[str, Any]) -> str:
     call = {"tool_name": "★-get_weather", "params": params}
     delta = {"phase": "local_tool", "status": status, "extra": {"local_mcp": {"★": [call]}}}

@@ -114,6 +114,39 @@ def test_think_tags_mode_puts_reasoning_inline() -> None:
     assert texts(out, "reasoning") == ""
 
 
+def test_think_tags_mode_keeps_reasoning_that_comes_after_the_answer_started() -> None:
+    """Phases think, answer, think, answer, …: each later reasoning is one more block where it
+    comes (before, reasoning after answer text was dropped in think_tags mode)."""
+    frames = [
+        delta("think", "T1"),
+        delta("answer", "A1"),
+        delta("think", "T2"),
+        delta("think", "", "finished"),
+        delta("answer", "A2"),
+        delta("think", "T3"),
+        delta("answer", "A3"),
+        FINISHED,
+    ]
+    out = run(frames, reasoning="think_tags")
+    block = "<think>\n{}\n</think>\n\n"
+    want = block.format("T1") + "A1" + block.format("T2") + "A2" + block.format("T3") + "A3"
+    assert texts(out, "content") == want
+    assert out[-1] == Finish("stop")
+    inline = "".join(e.text for e in out if isinstance(e, Text) and e.inline_think)
+    assert inline == block.format("T1") + block.format("T2") + block.format("T3")
+    field = run(frames)
+    assert texts(field, "reasoning") == "T1T2T3" and texts(field, "content") == "A1A2A3"
+
+
+def test_a_late_think_block_comes_after_the_answer_frames_held_before_it() -> None:
+    """Answer frames held as possible snapshots go out before a later think block, in order;
+    a block still open at the end is closed before the finish."""
+    frames = [delta("answer", "ha"), delta("answer", "ha"), delta("think", "T"), FINISHED]
+    out = run(frames, reasoning="think_tags")
+    assert texts(out, "content") == "haha<think>\nT\n</think>\n\n"
+    assert out[-1] == Finish("stop")
+
+
 def test_search_sources_are_collected_once() -> None:
     """web_search result docs become Sources, each URL once; the 2025 layout works too."""
     docs = [{"url": "https://a.example/", "title": "A"}, {"url": "https://b.example/"}]

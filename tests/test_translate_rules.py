@@ -330,7 +330,7 @@ def test_think_phase_is_reasoning() -> None:
 
 def test_think_tags_mode() -> None:
     """In think_tags mode reasoning opens ``<think>``, the answer closes it; reasoning after
-    the answer started is dropped."""
+    the answer started opens another block, closed by the answer or the finish."""
     tr = Translator(reasoning="think_tags")
     out = run(
         tr,
@@ -338,6 +338,8 @@ def test_think_tags_mode() -> None:
         delta("think", content="b"),
         delta(content="X"),
         delta("think", content="late"),
+        delta(content="Y"),
+        delta("think", content="last"),
         delta(content="", status="finished"),
     )
     assert out == [
@@ -345,6 +347,11 @@ def test_think_tags_mode() -> None:
         Text("content", "b", inline_think=True),
         Text("content", "\n</think>\n\n", inline_think=True),
         Text("content", "X"),
+        Text("content", "<think>\nlate", inline_think=True),
+        Text("content", "\n</think>\n\n", inline_think=True),
+        Text("content", "Y"),
+        Text("content", "<think>\nlast", inline_think=True),
+        Text("content", "\n</think>\n\n", inline_think=True),
         Finish(),
     ]
 

@@ -274,13 +274,14 @@ class Translator:
     (:class:`UpstreamTimeoutError` when it went silent).
 
     ``reasoning="think_tags"`` puts reasoning inline in the content as ``<think>…</think>``
-    instead of ``reasoning_content``. ``media`` enables :class:`Media` events for image phases;
-    ``expect_image`` (needs ``media``) makes the image the answer (t2i, image edit). ``mask``
-    (text to text) is applied to the message of the closing failure, if any: the proxy masks
-    its configured secrets there (:class:`proxy.secrets.SecretMasker`). ``on_answer(translator,
-    text, tool_calls)`` records the answer as the client gets it (its content text, no
-    reasoning, and its tool calls) and is called once when it finished without a failure
-    (native multi-turn remembers it).
+    instead of ``reasoning_content``: ``<think>\\n…\\n</think>\\n\\n`` where it comes, so
+    reasoning after answer text is one more block in the content. ``media`` enables
+    :class:`Media` events for image phases; ``expect_image`` (needs ``media``) makes the image
+    the answer (t2i, image edit). ``mask`` (text to text) is applied to the message of the
+    closing failure, if any: the proxy masks its configured secrets there
+    (:class:`proxy.secrets.SecretMasker`). ``on_answer(translator, text, tool_calls)`` records
+    the answer as the client gets it (its content text, no reasoning, and its tool calls) and is
+    called once when it finished without a failure (native multi-turn remembers it).
     """
 
     __slots__ = (
@@ -890,11 +891,13 @@ class Translator:
     def _reasoning(self, text: str) -> list[OutEvent]:
         self.reasoning_chars += len(text)
         if self._reasoning_mode == "think_tags":
-            if self._answer_chars:
-                return []  # reasoning after the answer started cannot be placed inline
             if not self._tag_open:
+                # Reasoning after answer text opens another block where it comes (phases can go
+                # think, answer, think, answer), after the answer frames held so far.
+                out = self._release_held() if self._held is not None else []
                 self._tag_open = True
-                return [Text("content", "<think>\n" + text, inline_think=True)]
+                out.append(Text("content", "<think>\n" + text, inline_think=True))
+                return out
             return [Text("content", text, inline_think=True)]
         return [Text("reasoning", text)]
 
