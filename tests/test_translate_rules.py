@@ -138,12 +138,11 @@ def test_a_non_finite_usage_count_is_a_missing_count(bad: str) -> None:
     """``NaN`` and ``Infinity`` (json.dumps writes them; orjson refuses them) and a number too
     large for a float do not end the answer; the count is missing, never NaN to the client."""
     tr = Translator()
+    good = '{"input_tokens": 5, "output_tokens": 1}'
     usage = '{"input_tokens": ' + bad + ', "output_tokens": ' + bad + "}"
-    out = run(tr, _typing("a"), _typing("b", usage), delta("answer", "", "finished"))
+    out = run(tr, _typing("a", good), _typing("b", usage), delta("answer", "", "finished"))
     assert out == [Text("content", "a"), Text("content", "b"), Finish("stop")]
-    got = tr.usage
-    assert got is not None
-    assert all(type(v) is int for v in got.as_openai().values())
+    assert tr.usage == Usage(5, 1)
 
 
 def test_a_frame_no_json_reader_takes_still_fails() -> None:
@@ -163,27 +162,56 @@ def test_a_leniently_read_answer_is_recorded() -> None:
 
 
 def test_usage_is_read_from_choices_frames() -> None:
-    """``usage`` beside ``choices`` sets the token counts; bad numbers count as 0."""
+    """``usage`` beside ``choices`` sets the token counts; bad numbers leave them as they were."""
     tr = Translator()
     tr.feed(f({"choices": [], "usage": {"input_tokens": 7, "output_tokens": 3}}))
     assert tr.usage == Usage(7, 3)
     tr.feed(f({"choices": [], "usage": {"input_tokens": -1, "output_tokens": "9"}}))
-    assert tr.usage == Usage(0, 0)
+    assert tr.usage == Usage(7, 3)
     tr.feed(f({"choices": [], "usage": "nope"}))
-    assert tr.usage == Usage(0, 0)
+    assert tr.usage == Usage(7, 3)
 
 
-@pytest.mark.parametrize("bad", [True, False, -1, "9", 5.5, None, [3], {"n": 3}], ids=repr)
-def test_a_usage_count_that_is_not_a_non_negative_integer_counts_as_0(bad: Any) -> None:
-    """A token count that is not a non-negative JSON integer is 0, a JSON boolean too (Python's
-    ``bool`` is an ``int``: ``true`` must not reach the client as ``"prompt_tokens": true``)."""
+_BAD_COUNTS = [True, False, -1, "9", 5.5, None, [3], {"n": 3}]
+
+
+@pytest.mark.parametrize("bad", _BAD_COUNTS, ids=repr)
+def test_a_usage_count_that_is_not_a_non_negative_integer_is_no_count(bad: Any) -> None:
+    """A token count that is not a non-negative JSON integer is no count, a JSON boolean
+    neither (Python's ``bool`` is an ``int``: ``true`` must not reach the client as
+    ``"prompt_tokens": true``): no usage while no count was valid; a valid other count with
+    it is taken, the bad one 0 until a valid one comes."""
     tr = Translator()
     tr.feed(f({"choices": [], "usage": {"input_tokens": bad, "output_tokens": bad}}))
+    assert tr.usage is None
+    tr.feed(f({"choices": [], "usage": {"input_tokens": 4, "output_tokens": bad}}))
     usage = tr.usage
-    assert usage is not None
+    assert usage == Usage(4, 0)
     got = usage.as_openai()
-    assert (got["prompt_tokens"], got["completion_tokens"], got["total_tokens"]) == (0, 0, 0)
     assert type(got["prompt_tokens"]) is int and type(got["completion_tokens"]) is int
+    tr.feed(f({"choices": [], "usage": {"input_tokens": bad, "output_tokens": 2}}))
+    assert tr.usage == Usage(4, 2)
+
+
+@pytest.mark.parametrize("bad", _BAD_COUNTS, ids=repr)
+def test_a_bad_count_on_the_finished_frame_keeps_the_last_valid_one(bad: Any) -> None:
+    """The answer frames' counts (the fast path, not read until the end) stand when the
+    finished frame's usage has bad ones, count by count (before, OpenAI chat and Responses
+    reported 0/0/0 tokens for the answer)."""
+
+    def answer(text: str, status: str, usage: dict[str, Any]) -> str:
+        delta = {"content": text, "phase": "answer", "status": status}
+        return f({"choices": [{"delta": delta}], "usage": usage})
+
+    tr = Translator()
+    for i in range(1, 4):
+        tr.feed(answer(f"w{i} ", "typing", {"input_tokens": 10, "output_tokens": i}))
+    assert tr.feed(answer("", "finished", {"input_tokens": -5, "output_tokens": bad}))
+    assert tr.usage == Usage(10, 3)
+    tr = Translator()
+    tr.feed(answer("w ", "typing", {"input_tokens": 10, "output_tokens": 3}))
+    tr.feed(answer("", "finished", {"input_tokens": 11, "output_tokens": bad}))
+    assert tr.usage == Usage(11, 3)
 
 
 def test_the_last_usage_of_the_answer_frames_wins_read_when_asked_for() -> None:
@@ -204,8 +232,8 @@ def test_the_last_usage_of_the_answer_frames_wins_read_when_asked_for() -> None:
     assert first == Usage(9, 3) and tr.usage is first
     tr.feed(answer(" w5", {"input_tokens": 9, "output_tokens": 5}))
     assert tr.usage == Usage(9, 5)
-    tr.feed(answer(" w6", {"input_tokens": 9, "output_tokens": 5.5}))  # not an int: 0
-    assert tr.usage == Usage(9, 0)
+    tr.feed(answer(" w6", {"input_tokens": 9, "output_tokens": 5.5}))  # not an int: no count
+    assert tr.usage == Usage(9, 5)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ Protocol facts used (docs/protocol.md):
 - §5.1 the end: the ``answer`` frame with ``status: "finished"``. ``think`` and
   ``thinking_summary`` also send ``finished`` frames; those never end the stream. ``[DONE]`` and
   ``{"response.completed": {}}`` are accepted as ends too (§5.1, [L]).
-- §5.4 usage is cumulative per frame, ``input_tokens``/``output_tokens``; the last one wins.
+- §5.4 usage is cumulative per frame, ``input_tokens``/``output_tokens``; the last valid count
+  of each wins.
 - §5.7 errors inside the stream: a top-level ``error`` object, ``data.error``, a
   ``success: false`` frame or ``delta.status == "error"``.
 - §5.1 frames are JSON objects, read with orjson; a frame orjson refuses that is JSON all the
@@ -257,12 +258,6 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _int(v: Any) -> int:
-    """A token count from the site's ``usage`` (docs/protocol.md §5.4): a non-negative JSON
-    integer, else 0. A JSON boolean is not a count (``bool`` is an ``int`` to Python)."""
-    return v if type(v) is int and v >= 0 else 0
-
-
 class Translator:
     """Feed it the ``data`` of each upstream SSE event; it returns OpenAI-level events.
 
@@ -311,6 +306,7 @@ class Translator:
         "_texts",
         "_usage",
         "_usage_of",
+        "_usage_prev",
         "_usage_src",
         "chat_id",
         "done",
@@ -362,6 +358,8 @@ class Translator:
         self._usage: Usage | None = None
         self._usage_src: dict[str, Any] | None = None  # the last frame's usage object
         self._usage_of: dict[str, Any] | None = None  # the one self._usage was read from
+        # the usage object a frame off the fast path replaced before it was read
+        self._usage_prev: dict[str, Any] | None = None
         self.done = False
         self.failure: UpstreamError | None = None
         self.chat_id: str | None = None
@@ -443,20 +441,42 @@ class Translator:
     @property
     def usage(self) -> Usage | None:
         """The token counts of the last frame that carried ``usage`` (§5.4: cumulative, the
-        last one wins), ``None`` before any. Built when read, not for every frame."""
+        last one wins), ``None`` before any valid one. Built when read, not for every frame.
+        A count that is not a non-negative JSON integer (negative, a string, a float, null,
+        missing, a boolean: ``bool`` is an ``int`` to Python, hence ``type(…) is int``) does
+        not count: the last valid one stands (:meth:`_recount`)."""
         src = self._usage_src
         if src is not self._usage_of:
             self._usage_of = src
             assert src is not None
             p, c = src.get("input_tokens"), src.get("output_tokens")
-            if type(p) is not int or p < 0:
-                p = _int(p)
-            if type(c) is not int or c < 0:
-                c = _int(c)
-            u = self._usage
-            if u is None or u.completion_tokens != c or u.prompt_tokens != p:
-                self._usage = Usage(p, c)
+            if type(p) is not int or p < 0 or type(c) is not int or c < 0:
+                self._usage = self._recount(p, c)
+            else:
+                u = self._usage
+                if u is None or u.completion_tokens != c or u.prompt_tokens != p:
+                    self._usage = Usage(p, c)
+            self._usage_prev = None  # (self._usage is newer now)
         return self._usage
+
+    def _recount(self, p: Any, c: Any) -> Usage | None:
+        """The counts when the last usage object has one that is not valid: each such count is
+        the last valid one, from the usage object it replaced when that was never read (a frame
+        off the fast path, the finished one say, replaced it: see :meth:`_frame`), else from the
+        counts read before; ``None`` while no count was ever valid (front doors then report
+        what they do without usage)."""
+        prev, u = self._usage_prev, self._usage
+        if type(p) is not int or p < 0:
+            p = prev.get("input_tokens") if prev is not None else None
+            if type(p) is not int or p < 0:
+                p = u.prompt_tokens if u is not None else None
+        if type(c) is not int or c < 0:
+            c = prev.get("output_tokens") if prev is not None else None
+            if type(c) is not int or c < 0:
+                c = u.completion_tokens if u is not None else None
+        if p is None and c is None:
+            return None
+        return Usage(p or 0, c or 0)
 
     def _see(self, events: list[OutEvent]) -> None:
         """Recording (``on_answer``): keep the content text and tool calls the client gets;
@@ -493,6 +513,8 @@ class Translator:
                     return []
             usage = frame.get("usage")
             if isinstance(usage, dict):
+                if self._usage_src is not self._usage_of:  # replaced unread: kept, its counts
+                    self._usage_prev = self._usage_src  # stand for invalid ones (_recount)
                 self._usage_src = usage
             if choices:
                 delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
