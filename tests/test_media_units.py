@@ -8,6 +8,7 @@ import base64
 import ipaddress
 import zlib
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 import pytest
@@ -427,6 +428,39 @@ def test_image_list_and_tool_result_layouts() -> None:
     assert content["choices"][0]["message"]["content"] == (
         f"![image]({CDN_URL})\n\n![image]({other})done"
     )
+
+
+_CDN = "https://cdn.qwenlm.ai/o/"
+
+
+@pytest.mark.parametrize(
+    ("url", "destination"),
+    [
+        (CDN_URL, CDN_URL),  # the usual signed URL: byte for byte
+        (_CDN + "im)age.png", _CDN + "im%29age.png"),
+        (_CDN + "my image.png", _CDN + "my%20image.png"),
+        (_CDN + "(1)<2>.png?key=a b", _CDN + "%281%29%3C2%3E.png?key=a%20b"),
+        (_CDN + "a\\)b.png", _CDN + "a%5C%29b.png"),
+        (_CDN + "图 片.png?key=a%2Fb&x=1", _CDN + "图%20片.png?key=a%2Fb&x=1"),
+    ],
+)
+def test_the_markdown_image_destination_is_the_whole_url(url: str, destination: str) -> None:
+    """A URL holding ``)``, ``(``, a space, ``<``/``>`` or ``\\`` has them percent-encoded in
+    ``![image](…)`` (before, ``…/im)age.png`` rendered as an image of ``…/im`` and the text
+    ``age.png)``); a CommonMark parser reads the whole URL back. The Media keeps the URL as
+    it came (``data[].url`` of the images API)."""
+    media = Media("image", url, url)
+    assert media.markdown() == f"![image]({destination})"
+    assert Media("video", url).markdown() == f"[video]({destination})"
+    assert media.url == url
+    markdown_it = pytest.importorskip("markdown_it")
+    [para] = [t for t in markdown_it.MarkdownIt().parse(media.markdown()) if t.type == "inline"]
+    assert para.children is not None
+    [image] = para.children
+    assert image.type == "image" and not [t for t in para.children if t.type == "text"]
+    src = image.attrs["src"]
+    assert isinstance(src, str)
+    assert unquote(src) == unquote(url)
 
 
 def test_offline_rewrite_reaches_the_client_url() -> None:

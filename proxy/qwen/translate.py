@@ -183,8 +183,26 @@ class Media:
     upstream_url: str = ""
 
     def markdown(self) -> str:
-        """How chat answers carry it: ``![image](<url>)`` or ``[video](<url>)``."""
-        return f"![image]({self.url})" if self.kind == "image" else f"[video]({self.url})"
+        """How chat answers carry it: ``![image](<url>)`` or ``[video](<url>)``, the URL as a
+        Markdown link destination (:func:`_markdown_url`)."""
+        url = _markdown_url(self.url)
+        return f"![image]({url})" if self.kind == "image" else f"[video]({url})"
+
+
+# What ends or changes a CommonMark link destination written without <…>: whitespace and other
+# ASCII control characters, parentheses, angle brackets and the backslash (an escape there).
+_MARKDOWN_UNSAFE = re.compile(r"[\x00-\x20()<>\\\x7f]")
+
+
+def _markdown_url(url: str) -> str:
+    """``url`` as a Markdown link destination: the characters that would cut or change it
+    percent-encoded (``)`` is ``%29``, a space ``%20``), so ``![image](…)`` parses to the whole
+    URL. Space, ``<``, ``>`` and ``\\`` may not appear in a URI unencoded at all (RFC 3986
+    §2.1, §7.3 of RFC 3986's appendix C), and parentheses are sub-delims with no role in an
+    http path, which servers and CDNs read alike encoded or not (§2.2). Everything else is
+    left byte for byte: a signed URL's query (its keys, its signature) is only touched when it
+    holds such a character. The usual CDN URL has none and is returned as it is."""
+    return _MARKDOWN_UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", url)
 
 
 @dataclass(frozen=True, slots=True)
