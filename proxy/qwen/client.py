@@ -29,6 +29,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import aiohttp
 import orjson
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http import RawResponseMessage
 
 from proxy.accounts import Account
 from proxy.config import Settings
@@ -74,8 +75,38 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+class _IdleParser:
+    """Stands in for a kept-alive connection's HTTP parser from the end of an answer until the
+    connection is taken for the next request (:class:`_LeanResponseHandler`).
+
+    HTTP/1.1 has no way to tell which request an answer belongs to but the order: bytes that
+    come while no request is waiting for one (an unsolicited answer from a broken site or
+    middlebox, a doubled last chunk, a late keep-alive line) would be read as the next
+    request's answer on this connection. Any such byte closes the connection instead; the
+    connector never hands out a closing connection, so the next request takes another one.
+    ``parser``: the parser it stands in for, put back when the connection is taken."""
+
+    __slots__ = ("_protocol", "parser")
+
+    def __init__(self, protocol: _LeanResponseHandler, parser: Any) -> None:
+        self._protocol = protocol
+        self.parser = parser
+
+    def feed_data(self, data: bytes) -> tuple[tuple[()], bool, bytes]:
+        if data:  # (an empty feed is the protocol resuming, not the network)
+            self._protocol.unsolicited()
+        return (), False, b""
+
+    def feed_eof(self) -> None:
+        return None
+
+    def pause_reading(self) -> None:
+        return None
+
+
 class _LeanResponseHandler(ResponseHandler):
-    """aiohttp's client protocol, minus a needless call after every read of a body.
+    """aiohttp's client protocol, minus a needless call after every read of a body, and
+    never reused after bytes that no request asked for.
 
     aiohttp 3.14's ``StreamReader`` calls its protocol's ``resume_reading()`` after every read
     that leaves its buffer below the low-water mark, whether reading was paused or not; each
@@ -84,6 +115,17 @@ class _LeanResponseHandler(ResponseHandler):
     CPU per stream, bench/README.md, "2026-11-29, evening"). Here it is done only when reading
     is paused (flow control or a held buffer), the one case it does anything: an unpaused
     parser holds no unparsed data and an unpaused transport has nothing to resume.
+
+    aiohttp leaves a kept-alive connection's parser in place between requests, so bytes
+    arriving after an answer's end are parsed and queued, and the next request on the
+    connection reads them as its answer (another request's answer, another account's). Here,
+    once an answer's body is complete (its ``StreamReader``'s end: a 1xx is not the answer),
+    the parser gives way to an :class:`_IdleParser` that closes the connection on any byte,
+    and a message parsed from the bytes after the end (in the same network read) does the
+    same; :meth:`set_response_params`, which aiohttp calls when the connection is taken for a
+    request, before anything is written, puts the parser back. Nothing is added per network
+    chunk: the stand-in is only in place between answers. Where aiohttp has no ``_parser``
+    (another version), the connection is left as aiohttp handles it.
     """
 
     __slots__ = ()
@@ -91,6 +133,35 @@ class _LeanResponseHandler(ResponseHandler):
     def resume_reading(self, resume_parser: bool = True) -> None:
         if self._reading_paused or getattr(self, "_buffer_paused", False):
             super().resume_reading(resume_parser)
+
+    def set_response_params(self, *args: Any, **kwargs: Any) -> None:
+        parser = getattr(self, "_parser", None)
+        if isinstance(parser, _IdleParser):
+            self._parser = parser.parser
+        super().set_response_params(*args, **kwargs)
+
+    def feed_data(
+        self, data: tuple[RawResponseMessage, aiohttp.StreamReader], size: int = 0
+    ) -> None:
+        if isinstance(getattr(self, "_parser", None), _IdleParser):
+            self.unsolicited()  # parsed after the answer's end, in the same network read
+            return
+        message, payload = data
+        if not 100 <= message.code <= 199:  # the answer itself, not an informational 1xx
+            payload.on_eof(self._answer_ended)
+        super().feed_data(data, size)
+
+    def _answer_ended(self) -> None:
+        parser = getattr(self, "_parser", None)
+        if parser is not None and not isinstance(parser, _IdleParser):
+            self._parser = _IdleParser(self, parser)  # type: ignore[assignment]
+
+    def unsolicited(self) -> None:
+        """Bytes came that no request asked for: close the connection, never to be reused."""
+        self.force_close()
+        transport = self.transport
+        if transport is not None:
+            transport.close()
 
 
 def upstream_connector(**kwargs: Any) -> aiohttp.TCPConnector:
