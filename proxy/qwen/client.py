@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http import RawResponseMessage
+from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.accounts import Account
 from proxy.config import Settings
@@ -73,6 +74,12 @@ MAX_MEDIA_REDIRECTS = 3
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class _MalformedBodyError(aiohttp.ClientPayloadError):
+    """An answer's body broke its HTTP framing after its head was read (a chunk size that is
+    not hex, a chunk shorter than it said): what its reader raises (:func:`network_failure`:
+    "it sent a malformed HTTP answer")."""
 
 
 class _IdleParser:
@@ -151,6 +158,20 @@ class _LeanResponseHandler(ResponseHandler):
             payload.on_eof(self._answer_ended)
         super().feed_data(data, size)
 
+    def set_exception(self, exc: BaseException, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's, and a parse error also fails the body being read.
+
+        aiohttp 3.14 puts an error of its parser on the protocol only (where the next answer's
+        head is read), and closes the connection; the answer whose body was being read is
+        left waiting (``connection_lost`` fails it only when the parser still says the body is
+        unfinished, which after some errors it does not), until a read timeout: 180 s by
+        default, then reported as a silence. Here its reader fails at once."""
+        super().set_exception(exc, *args, **kwargs)
+        if isinstance(exc, HttpProcessingError):
+            payload = self._payload
+            if payload is not None and not payload.is_eof() and payload.exception() is None:
+                payload.set_exception(_MalformedBodyError("the answer's framing is broken"), exc)
+
     def _answer_ended(self) -> None:
         parser = getattr(self, "_parser", None)
         if parser is not None and not isinstance(parser, _IdleParser):
@@ -223,6 +244,8 @@ def network_failure(exc: BaseException) -> str:
         return "no connection could be made"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "it closed the connection without answering"
+    if isinstance(exc, _MalformedBodyError):
+        return "it sent a malformed HTTP answer"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "the answer was cut off before its end"
     if isinstance(exc, aiohttp.ClientResponseError):
