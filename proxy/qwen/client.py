@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -71,6 +72,10 @@ _OPEN_ATTEMPTS = 3
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 #: The most redirects one media download follows.
 MAX_MEDIA_REDIRECTS = 3
+#: A chat id this proxy uses as ``chats/new`` issued it: the ids are UUIDs (docs/protocol.md §3);
+#: any URL-safe token up to 128 characters is taken, anything else (characters that would
+#: change the completion's URL: ``&``, ``/``, ``#``…) is refused.
+_CHAT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -440,6 +445,11 @@ class QwenClient:
         chat_id = data.get("id") if isinstance(data, dict) else None
         if not isinstance(chat_id, str) or not chat_id:
             raise UpstreamProtocolError("chat.qwen.ai created a chat but returned no chat id")
+        if _CHAT_ID.fullmatch(chat_id) is None:  # (the id itself is not quoted)
+            raise UpstreamProtocolError(
+                f"{self.label} created a chat whose id is not a URL-safe token (letters, digits, "
+                "'-' and '_', at most 128 characters)"
+            )
         return chat_id
 
     async def open_stream(
@@ -455,8 +465,9 @@ class QwenClient:
         error or client disconnect (:meth:`proxy.service.ChatService.open_turn` does); on a
         raise, nothing is left to release.
         """
-        url = f"{self._base}/api/v2/chat/completions?chat_id={chat_id}"
-        headers = self.headers(account, referer=f"/c/{chat_id}", stream=True)
+        quoted = quote(chat_id, safe="")
+        url = f"{self._base}/api/v2/chat/completions?chat_id={quoted}"
+        headers = self.headers(account, referer=f"/c/{quoted}", stream=True)
         data = encode_json(body)
         del body  # not kept alive for the whole stream
         read_timeout_s = self._settings.read_timeout_s
@@ -485,8 +496,9 @@ class QwenClient:
         body: dict[str, Any] = {"chat_id": chat_id}
         if response_id:
             body["response_id"] = response_id
-        path = f"/api/v2/chat/completions/stop?chat_id={quote(chat_id, safe='')}"
-        await self._json("POST", path, account, body, referer=f"/c/{chat_id}")
+        quoted = quote(chat_id, safe="")
+        path = f"/api/v2/chat/completions/stop?chat_id={quoted}"
+        await self._json("POST", path, account, body, referer=f"/c/{quoted}")
 
     async def list_chats(self, account: Account, page: int) -> list[dict[str, Any]]:
         """``GET /api/v2/chats/?page=N`` (§2): the page's chats (``id``, ``title``,
@@ -509,12 +521,13 @@ class QwenClient:
 
         Raises :class:`UpstreamError` for an error envelope, a WAF page or a failed request.
         """
+        quoted = quote(chat_id, safe="")
         return await self._json(
             "POST",
-            f"/api/v2/chat/completions?chat_id={chat_id}",
+            f"/api/v2/chat/completions?chat_id={quoted}",
             account,
             body,
-            referer=f"/c/{chat_id}",
+            referer=f"/c/{quoted}",
         )
 
     async def task_status(self, account: Account, task_id: str) -> Any:
