@@ -163,6 +163,29 @@ def test_sts_answer_missing_fields_names_them_only() -> None:
     assert "security_token" in info.value.message and "STS.visible" not in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("bucketname", "evil.example/x?"),
+        ("bucketname", "user@evil.example#"),
+        ("endpoint", "evil.example/x"),
+        ("endpoint", "aliyuncs.com@evil.example"),
+        ("endpoint", "evil.example?x="),
+        ("endpoint", "a b.aliyuncs.com"),
+        ("region", "evil.example/x#"),
+    ],
+)
+def test_a_grant_whose_host_parts_would_move_the_upload_is_refused(field: str, value: str) -> None:
+    """The bucket and the endpoint make the PutObject URL's host: anything but a host name's
+    characters there could send the STS token and the file elsewhere; refused, not quoted."""
+    grant = {**STS_GRANT, field: value}
+    if field == "region":
+        del grant["endpoint"]
+    with pytest.raises(UpstreamProtocolError) as info:
+        parse_sts(grant)
+    assert value not in info.value.message and "malformed" in info.value.message
+
+
 def test_put_request_is_signed_and_goes_where_configured() -> None:
     """The PUT carries MD5, the STS token and a v1 Authorization; the URL is virtual-hosted
     online and path-style under object_store_url."""

@@ -217,6 +217,12 @@ class StsGrant:
         return self.object_key.split("/", 1)[0]
 
 
+#: What a grant's bucket and endpoint may be: they make the host of the PutObject URL
+#: (``https://<bucket>.<endpoint>/…``), which carries the STS token and the user's file; a
+#: ``/``, ``@``, ``?`` or ``#`` in either would send both to another host.
+_BUCKET = re.compile(r"[A-Za-z0-9-]{1,63}")
+_ENDPOINT = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?")
+
 _STS_FIELDS = (
     "access_key_id",
     "access_key_secret",
@@ -248,12 +254,25 @@ def parse_sts(payload: Any) -> StsGrant:
         raise UpstreamProtocolError(
             "chat.qwen.ai's upload grant (getstsToken) lacks " + ", ".join(missing)
         )
+    endpoint = endpoint.removeprefix("https://").removeprefix("http://").strip("/")
+    bad = [
+        name
+        for name, value, form in (
+            ("bucketname", data["bucketname"], _BUCKET),
+            ("endpoint/region", endpoint, _ENDPOINT),
+        )
+        if len(value) > 253 or form.fullmatch(value) is None
+    ]
+    if bad:  # (the values are not quoted)
+        raise UpstreamProtocolError(
+            "chat.qwen.ai's upload grant (getstsToken) has a malformed " + ", ".join(bad)
+        )
     return StsGrant(
         access_key_id=data["access_key_id"],
         access_key_secret=data["access_key_secret"],
         security_token=data["security_token"],
         bucket=data["bucketname"],
-        endpoint=endpoint.removeprefix("https://").removeprefix("http://").strip("/"),
+        endpoint=endpoint,
         file_id=data["file_id"],
         file_path=data["file_path"],
         file_url=data["file_url"],
