@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import inspect
 import re
 import time
 from collections.abc import Callable
@@ -72,6 +73,28 @@ _OPEN_ATTEMPTS = 3
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 #: The most redirects one media download follows.
 MAX_MEDIA_REDIRECTS = 3
+#: Bounds on the head of an upstream answer, above aiohttp's defaults (8190 bytes per status
+#: line or header field, 128 header fields), which refuse valid HTTP/1.1: a WAF's 9 KB
+#: ``Set-Cookie``, a CDN or WAF adding many headers. Still bounded: at most 512 fields of 64 KiB.
+UPSTREAM_MAX_LINE_SIZE = 64 * 1024
+UPSTREAM_MAX_FIELD_SIZE = 64 * 1024
+UPSTREAM_MAX_HEADERS = 512
+
+
+def _head_limits() -> dict[str, Any]:
+    """Those bounds as ``ClientSession.request`` arguments, each one this aiohttp takes (the
+    session's constructor documents the same names; ``max_headers`` is recent)."""
+    accepted = inspect.signature(aiohttp.ClientSession).parameters
+    limits = {
+        "max_line_size": UPSTREAM_MAX_LINE_SIZE,
+        "max_field_size": UPSTREAM_MAX_FIELD_SIZE,
+        "max_headers": UPSTREAM_MAX_HEADERS,
+    }
+    return {name: value for name, value in limits.items() if name in accepted}
+
+
+_HEAD_LIMITS = _head_limits()
+
 #: A chat id this proxy uses as ``chats/new`` issued it: the ids are UUIDs (docs/protocol.md §3);
 #: any URL-safe token up to 128 characters is taken, anything else (characters that would
 #: change the completion's URL: ``&``, ``/``, ``#``…) is refused.
@@ -685,6 +708,7 @@ class QwenClient:
                     timeout=limits or self._timeout,
                     proxy=self._proxy,
                     allow_redirects=False,  # a redirect is an answer (classify_response)
+                    **_HEAD_LIMITS,
                 )
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 raise self._timed_out() from exc
