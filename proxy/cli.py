@@ -663,15 +663,16 @@ def check(
             bar_cm.__exit__(None, None, None)
     comparison: Comparison | None = compare(old, report) if old is not None else None
     for note in report.notes:
-        click.echo(f"qwen-proxy check: {note}", err=True)
+        click.echo(f"qwen-proxy check: {report.mask(note)}", err=True)
     markdown = report.to_markdown()
-    if comparison is not None:
-        markdown += "\n" + comparison.to_markdown()
+    if comparison is not None:  # its messages come from the checks: masked like the report
+        markdown = report.mask(markdown + "\n" + comparison.to_markdown())
     if json_file is not None:
         data = report.to_dict()
         if comparison is not None:
             data["comparison"] = comparison.to_dict()
-        _write_report(json_file, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+        text = json.dumps(data, ensure_ascii=False, indent=2)
+        _write_report(json_file, report.mask(text) + "\n")
     if markdown_file is not None:
         _write_report(markdown_file, markdown)
     else:

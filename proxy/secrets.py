@@ -5,11 +5,13 @@ values, client API keys, the key given to ``qwen-proxy check``). :meth:`SecretMa
 replaces, in any text, every run of at least ``min_fragment`` characters that also occurs in one
 of those secrets: the whole secret, one segment of a JWT, a prefix or suffix of a truncated
 echo. Matching is case-insensitive and sees through the encodings an upstream or a target uses
-when it echoes a value: JSON escapes (``\\u0041``, ``\\/``) and URL percent-encoding (``%2E``).
-The masked span covers the encoded characters, so nothing of the secret is left.
+when it echoes a value: JSON escapes (``\\u0041``, ``\\/``), also escaped a second time and left
+as text (``\\\\u0041``), URL percent-encoding (``%2E``, also twice: ``%252E``) and HTML character
+references (``&#65;``, ``&#x41;``, ``&amp;``; with ``html=True``). The masked span covers the
+encoded characters, so nothing of the secret is left.
 
 An escape is read both ways (as the character it encodes and as the characters it is written
-with), since a stray ``%`` or ``\\`` before a secret's characters can look like one.
+with), since a stray ``%``, ``&`` or ``\\`` before a secret's characters can look like one.
 
 Pure: no I/O, no globals. Cost, for text without escapes: a few ``str.find`` calls and one set
 lookup per anchor found; with escapes, per position of each run of token-like characters at
@@ -25,10 +27,12 @@ from collections.abc import Iterable
 __all__ = ["SecretMasker", "cookie_values"]
 
 # characters a secret (or its encoded echo) may be made of; anything else ends a run
-_RUN = re.compile(r"[A-Za-z0-9_\-.~+/=%\\:]+")
+_RUN = re.compile(r"[A-Za-z0-9_\-.~+/=%\\:&#;]+")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", '"': '"', "/": "/"}
 _JSON_ESCAPES["\\"] = "\\"
+_HTML_REF = re.compile(r"&(?:([A-Za-z]{2,6})|#([0-9]{1,7})|#[xX]([0-9a-fA-F]{1,6}));")
+_HTML_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 
 
 def cookie_values(header: str) -> list[str]:
@@ -44,20 +48,40 @@ def cookie_values(header: str) -> list[str]:
 
 def _escape(run: str, i: int) -> tuple[str, int] | None:
     """The escape that starts at ``run[i]``, if any: ``(the character it encodes, lower-cased,
-    the index after it)``. JSON escapes (``\\u0041``, ``\\/``) and percent escapes of an ASCII
-    character (``%2E``)."""
+    the index after it)``. JSON escapes (``\\u0041``, ``\\/``), also escaped again as text
+    (``\\\\u0041``: any number of backslashes before the ``u``), percent escapes of an ASCII
+    character (``%2E``, also twice encoded: ``%252E``) and HTML character references
+    (``&#65;``, ``&#x41;``, ``&amp;``, ``&lt;``, ``&gt;``, ``&quot;``, ``&apos;``)."""
     n = len(run)
-    if run[i] == "\\":
-        if i + 1 < n:
-            nxt = run[i + 1]
-            if nxt == "u" and i + 6 <= n and all(h in _HEX for h in run[i + 2 : i + 6]):
-                return chr(int(run[i + 2 : i + 6], 16)).lower(), i + 6
-            if nxt in _JSON_ESCAPES:
-                return _JSON_ESCAPES[nxt], i + 2
-    elif i + 3 <= n and run[i + 1] in _HEX and run[i + 2] in _HEX:  # "%"
-        code = int(run[i + 1 : i + 3], 16)
-        if code < 0x80:
-            return chr(code).lower(), i + 3
+    c = run[i]
+    if c == "\\":
+        j = i
+        while j < n and run[j] == "\\":
+            j += 1
+        if j < n and run[j] == "u" and j + 5 <= n and all(h in _HEX for h in run[j + 1 : j + 5]):
+            return chr(int(run[j + 1 : j + 5], 16)).lower(), j + 5
+        if i + 1 < n and run[i + 1] in _JSON_ESCAPES:
+            return _JSON_ESCAPES[run[i + 1]], i + 2
+    elif c == "%":
+        if run[i + 1 : i + 3] == "25" and i + 5 <= n and all(h in _HEX for h in run[i + 3 : i + 5]):
+            code = int(run[i + 3 : i + 5], 16)  # a percent escape encoded again
+            if code < 0x80:
+                return chr(code).lower(), i + 5
+        if i + 3 <= n and run[i + 1] in _HEX and run[i + 2] in _HEX:
+            code = int(run[i + 1 : i + 3], 16)
+            if code < 0x80:
+                return chr(code).lower(), i + 3
+    elif c == "&":
+        m = _HTML_REF.match(run, i)
+        if m is not None:
+            name, dec, hexa = m.groups()
+            if name is not None:
+                char = _HTML_NAMED.get(name.lower())
+            else:
+                code = int(dec) if dec is not None else int(hexa, 16)
+                char = chr(code) if code < 0x110000 else None
+            if char is not None:
+                return char.lower(), m.end()
     return None
 
 
@@ -66,10 +90,12 @@ class SecretMasker:
 
     ``secrets``: the secret strings (empty ones are ignored); ``min_fragment``: the shortest
     run of characters, in characters, that counts as a fragment (a secret shorter than that is
-    matched whole, if at least 4 characters long); ``replacement``: what a masked span becomes.
+    matched whole, if at least 4 characters long); ``replacement``: what a masked span becomes;
+    ``html``: also read HTML character references (``&#65;``, ``&amp;``), for text that may be
+    HTML (reports: off by default, since every ``&`` then takes the slower escaped path).
     """
 
-    __slots__ = ("_blocks", "_grams", "_min_run", "_prefixes", "_replacement")
+    __slots__ = ("_blocks", "_escapes", "_grams", "_min_run", "_prefixes", "_replacement")
 
     def __init__(
         self,
@@ -77,8 +103,10 @@ class SecretMasker:
         *,
         min_fragment: int = 10,
         replacement: str = "<redacted>",
+        html: bool = False,
     ) -> None:
         self._replacement = replacement
+        self._escapes = "\\%&" if html else "\\%"
         cleaned = {s.strip().lower() for s in secrets if s and len(s.strip()) >= 4}
         # length -> the fragments of that length: k-grams of long secrets, short secrets whole
         grams: dict[int, set[str]] = {}
@@ -113,7 +141,7 @@ class SecretMasker:
         """``text`` with every secret fragment (and its encoded characters) replaced."""
         if not self._grams or len(text) < self._min_run:
             return text
-        if "\\" not in text and "%" not in text:
+        if not any(c in text for c in self._escapes):
             return self._mask_plain(text)
         out: list[str] = []
         last = 0
@@ -125,10 +153,10 @@ class SecretMasker:
                 out.append(text[last : m.start() + a])
                 out.append(self._replacement)
                 last = m.start() + b
-        if not out:
-            return text
-        out.append(text[last:])
-        return "".join(out)
+        if out:
+            out.append(text[last:])
+            text = "".join(out)
+        return self._mask_plain(text)  # what escaped runs miss: a key with other characters
 
     def _mask_plain(self, text: str) -> str:
         """The fast path for text without escapes: find block anchors, confirm fragments."""
@@ -161,7 +189,7 @@ class SecretMasker:
         position, the readings are followed while they spell the beginning of a fragment."""
         low = run.lower()
         n = len(low)
-        escapes = {i: e for i, c in enumerate(run) if c in "\\%" and (e := _escape(run, i))}
+        escapes = {i: e for i, c in enumerate(run) if c in self._escapes and (e := _escape(run, i))}
         hits: list[tuple[int, int]] = []
         for k, prefixes in self._prefixes:
             for i in range(n):

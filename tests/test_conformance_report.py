@@ -19,10 +19,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 from broken_proxies import BROKEN_DIR
 from test_conformance_broken import check_fixture, image_server  # noqa: F401  (fixture)
+from test_secrets import _reflections, recoverable
 
 from proxy.conformance.compare import TTFT_NOISE_S, compare
 from proxy.conformance.html import chart_svg, to_html
-from proxy.conformance.report import CheckResult, Report, RequestRecord
+from proxy.conformance.report import CheckResult, Evidence, Report, RequestRecord
 from recorder.cassette import Cassette
 
 
@@ -121,6 +122,31 @@ def test_html_escapes_what_the_target_sent_and_references_nothing() -> None:
                 attrs,
             )
     assert "url(" not in page and "@import" not in page
+
+
+def test_no_rendering_lets_the_key_be_recovered() -> None:
+    """The key reflected in every form (plain, upper-cased, cut short, JSON-escaped once and
+    twice, percent-encoded, HTML character references) in a message, a header, a note and a
+    body: JSON, Markdown and HTML hold none of it; the HTML shows the placeholder escaped
+    (a raw ``<key>`` would be an unknown element, invisible in a browser)."""
+    key = "sk-secret-XYZ123abc"
+    forms = _reflections(key)
+    bad = result("errors.bad_json", "failed", diagnosis="server_error")
+    bad.message = f"HTTP 500: {forms['double_json']}"
+    bad.evidence = Evidence(
+        status=500,
+        headers={"www-authenticate": f'Bearer token="{forms["upper"]}"'},
+        body_excerpt=json.dumps({name: f"k={echo}" for name, echo in forms.items()}),
+        notes=[f"answer: {forms['html_hex']}"],
+    )
+    r = report(bad)
+    r.secrets = [key]
+    old = report(result("errors.bad_json"))
+    page = to_html(r, compare(old, r))
+    for text in (r.to_json(), r.to_markdown(), page):
+        assert not recoverable(key, text), text
+    assert "<key>" not in page and "&lt;key&gt;" in page
+    assert "token=&quot;&lt;key&gt;&quot;" in page
 
 
 def test_chart_has_one_row_per_probe() -> None:

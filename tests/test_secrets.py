@@ -11,6 +11,7 @@ independent detector (windows of 10 characters, case-folded, after JSON and URL 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -336,3 +337,54 @@ def test_masker_property(
         frag = frag[:3] + f"%{ord(frag[3]):02X}" + frag[4:]
     out = SecretMasker([secret]).mask(before + frag + after)
     assert not leaks(out) or leaks(before + after)
+
+
+def _reflections(key: str) -> dict[str, str]:
+    """The key as a target may reflect it, one form per entry."""
+    return {
+        "plain": key,
+        "upper": key.upper(),
+        "fragment": key[2:14],
+        "json": "".join(f"\\u{ord(c):04x}" for c in key),
+        "double_json": "".join(f"\\\\u{ord(c):04x}" for c in key),
+        "percent": "".join(f"%{ord(c):02X}" for c in key),
+        "double_percent": "".join(f"%25{ord(c):02x}" for c in key),
+        "html_decimal": "".join(f"&#{ord(c)};" for c in key),
+        "html_hex": "".join(f"&#x{ord(c):x};" for c in key),
+    }
+
+
+def decoded_views(text: str) -> list[str]:
+    """``text`` after every unescaping a reader could apply, repeatedly (lower-cased)."""
+    views = {text}
+    for _ in range(3):
+        for v in list(views):
+            views.add(unquote(v))
+            views.add(html.unescape(v))
+            views.add(re.sub(r"\\+u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), v))
+    return [v.lower() for v in views]
+
+
+def recoverable(key: str, text: str) -> bool:
+    """Whether any 10-character window of ``key`` can be read back from ``text``."""
+    low = key.lower()
+    windows = {low[i : i + _WINDOW] for i in range(len(low) - _WINDOW + 1)}
+    return any(w in v for v in decoded_views(text) for w in windows)
+
+
+@pytest.mark.parametrize("form", sorted(_reflections(API_KEY)))
+def test_masker_catches_every_reflected_form(form: str) -> None:
+    """Plain, any case, a fragment, JSON-escaped, JSON-escaped twice (``\\\\u0073`` left as
+    text), percent-encoded (once and twice) and as HTML character references."""
+    echo = _reflections(API_KEY)[form]
+    assert recoverable(API_KEY, echo)  # the detector sees the form
+    out = SecretMasker([API_KEY], replacement="<key>", html=True).mask(f'{{"debug": "{echo}"}} end')
+    assert not recoverable(API_KEY, out), out
+    assert "<key>" in out and out.endswith(" end")
+
+
+def test_masker_catches_html_escaped_markup_characters() -> None:
+    """A key with ``&``, ``<``, ``>`` or ``"``, echoed HTML-escaped, is masked."""
+    key = 'sk-a&b<c>d"e-0123456789'
+    out = SecretMasker([key], replacement="<key>", html=True).mask(f"token={html.escape(key)} end")
+    assert not recoverable(key, out), out

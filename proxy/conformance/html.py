@@ -9,10 +9,11 @@ escaped (a hostile proxy cannot inject markup into the page). Pure: a string in,
 
 from __future__ import annotations
 
+from dataclasses import replace
 from html import escape
 
 from proxy.conformance.compare import Comparison
-from proxy.conformance.report import CheckResult, Report
+from proxy.conformance.report import MASK, CheckResult, Report
 
 __all__ = ["chart_svg", "to_html"]
 
@@ -144,7 +145,17 @@ def _diagnosis_cell(r: CheckResult) -> str:
 
 
 def to_html(report: Report, comparison: Comparison | None = None) -> str:
-    """The whole page for ``report`` (and ``comparison`` when given), as text."""
+    """The whole page for ``report`` (and ``comparison`` when given), as text.
+
+    Every text is masked before it is escaped (an echo of the key is caught in its own form,
+    and the placeholder shows as ``<key>``); the page is masked once more as a last pass."""
+    original = report
+    report = report.masked()
+    if comparison is not None:
+        comparison = replace(
+            comparison,
+            changes=[replace(ch, message=original.mask(ch.message)) for ch in comparison.changes],
+        )
     counts = report.counts()
     ok = report.exit_code() == 0
     verdict = (
@@ -205,11 +216,12 @@ def to_html(report: Report, comparison: Comparison | None = None) -> str:
             *(f"<li><code>{escape(r.id)}</code>: {escape(r.message)}</li>" for r in skipped),
             "</ul>",
         ]
-    return report.mask(  # the key, and any fragment of it, never reaches the page
+    return original.mask(  # the key, and any fragment of it, never reaches the page
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>qwen-proxy check: {escape(report.target)}</title><style>{_CSS}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
+        f"<body>{''.join(body)}</body></html>\n",
+        placeholder=escape(MASK),
     )
 
 

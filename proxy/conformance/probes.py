@@ -28,7 +28,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from proxy.conformance.diagnosis import SSEParse, parse_sse, sniff_image
-from proxy.conformance.report import Evidence, RequestRecord
+from proxy.conformance.report import MASK, Evidence, RequestRecord
 from proxy.fetch import IPAddress, is_public, pinned_request
 from proxy.secrets import SecretMasker
 
@@ -217,7 +217,7 @@ class Exchange:
         """``text`` with the user's key, and any fragment of 10 or more of its characters
         (any case, JSON- or URL-escaped), replaced by ``<key>``."""
         if self.key and len(self.key) >= 4:
-            return SecretMasker([self.key], replacement="<key>").mask(text)
+            return SecretMasker([self.key], replacement=MASK, html=True).mask(text)
         return text
 
     def evidence(self, *, notes: list[str] | None = None, events: int = 12) -> Evidence:

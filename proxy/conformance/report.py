@@ -16,9 +16,12 @@ from typing import Any, Literal
 
 from proxy.secrets import SecretMasker
 
-__all__ = ["CheckResult", "Evidence", "Report", "RequestRecord", "Status"]
+__all__ = ["MASK", "CheckResult", "Evidence", "Report", "RequestRecord", "Status"]
 
 Status = Literal["passed", "failed", "skipped", "error"]
+
+MASK = "<key>"
+"""What the key, or any fragment of it, becomes in a report."""
 
 _ICON = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭️ skipped", "error": "💥 error"}
 
@@ -93,12 +96,22 @@ class Report:
     secrets: list[str] = field(default_factory=list, repr=False)
     """Values masked in both renderings (the API key); never rendered themselves."""
 
-    def _masker(self) -> SecretMasker:
-        return SecretMasker(self.secrets, replacement="<key>")
+    def _masker(self, placeholder: str = MASK) -> SecretMasker:
+        return SecretMasker(self.secrets, replacement=placeholder, html=True)
 
-    def mask(self, text: str) -> str:
-        """``text`` (a rendering of this report) with the secrets and their fragments masked."""
-        return self._masker().mask(text)
+    def mask(self, text: str, *, placeholder: str = MASK) -> str:
+        """``text`` (a rendering of this report) with the secrets and their fragments masked,
+        each replaced by ``placeholder``."""
+        return self._masker(placeholder).mask(text)
+
+    def masked(self) -> Report:
+        """A copy with the secrets and their fragments masked in every text (check messages,
+        requests, evidence, notes); the copy holds no secrets. For renderings that escape
+        text afterwards (HTML): masking the rendering would miss an escaped echo of the key and
+        write the placeholder unescaped."""
+        copy = Report.from_dict(self.to_dict())
+        copy.duration_s = self.duration_s
+        return copy
 
     def by_id(self) -> dict[str, CheckResult]:
         """The results keyed by check id."""
