@@ -603,13 +603,41 @@ class _AnthropicStream:
         self.stop_reason: str | None = None
         self.problems: list[str] = []
         self.errors: list[str] = []
+        self.unknown: list[str] = []
+        """Event types outside Anthropic's grammar, ignored as its SDKs ignore them."""
         self.ttft_s: float | None = None
+
+    def notes(self) -> list[str]:
+        """A note naming the unknown event types that were ignored, if any."""
+        if not self.unknown:
+            return []
+        return [
+            f"ignored {len(self.unknown)} event(s) of unknown type "
+            f"{sorted(set(self.unknown))} (new event types may be added; clients skip them)"
+        ]
+
+
+_ANTHROPIC_EVENTS = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    }
+)
+"""The event types of Anthropic's stream grammar; others are skipped, as the SDKs skip them
+(Anthropic's versioning policy: new event types may be added to the stream)."""
 
 
 def _read_anthropic_stream(ex: Exchange) -> _AnthropicStream:
     """Follow Anthropic's event grammar (docs/agents.md §3.3): message_start, then per block
     content_block_start / _delta* / _stop, then message_delta and message_stop; ping anywhere;
-    every frame named by an ``event:`` line equal to its data's ``type``."""
+    every frame named by an ``event:`` line equal to its data's ``type``. Events of a type
+    outside the grammar are ignored (and listed in ``unknown``), wherever they come."""
     out = _AnthropicStream()
     state = "start"
     open_blocks: dict[int, dict[str, Any]] = {}
@@ -626,6 +654,9 @@ def _read_anthropic_stream(ex: Exchange) -> _AnthropicStream:
         elif event.event != kind:
             out.problems.append(f"`event: {event.event}` carries data of type {kind!r}")
         if kind == "ping":
+            continue
+        if isinstance(kind, str) and kind not in _ANTHROPIC_EVENTS:
+            out.unknown.append(kind)
             continue
         if kind == "error":
             out.errors.append(str(data.get("error"))[:200])
@@ -716,7 +747,7 @@ async def _anthropic_stream(ctx: Context) -> Outcome:
     if fail is not None:
         return fail
     verdict = classify_echo(ECHO_EN_SENTENCE, s.text)
-    notes = [f"text: {s.text[:200]!r}", f"stop_reason: {s.stop_reason}"]
+    notes = [f"text: {s.text[:200]!r}", f"stop_reason: {s.stop_reason}", *s.notes()]
     if verdict.code != "ok":
         return _failed(ex, verdict.code, verdict.message, notes=notes, ttft_s=s.ttft_s)
     if s.stop_reason != "end_turn":
@@ -732,7 +763,7 @@ async def _anthropic_tools(ctx: Context) -> Outcome:
     )
     if fail is not None:
         return fail
-    notes = [f"text: {s.text[:200]!r}", f"stop_reason: {s.stop_reason}"]
+    notes = [f"text: {s.text[:200]!r}", f"stop_reason: {s.stop_reason}", *s.notes()]
     notes += [f"tool_use {u['id']!r} {u['name']}({u['input'][:120]})" for u in s.tool_uses]
     leak = find_tool_markup(s.text)
     if leak is not None:

@@ -496,7 +496,7 @@ def _anthropic_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
         return _failed(ex, "event_order", "; ".join(s.problems[:3]), notes=s.problems[:8])
     if not s.text.strip() and not s.tool_uses:
         return _failed(ex, "empty_answer", "neither text nor tool_use")
-    return _passed(ex, f"stop_reason {s.stop_reason}", ttft_s=s.ttft_s)
+    return _passed(ex, f"stop_reason {s.stop_reason}", notes=s.notes(), ttft_s=s.ttft_s)
 
 
 def _responses_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
