@@ -551,7 +551,9 @@ def _parse_rewrites(values: tuple[str, ...]) -> dict[str, str]:
     "compare_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="An earlier --json report: print what got better or worse; exit 1 on a regression.",
+    help="An earlier --json report: print what got better or worse; exit 1 on a regression "
+    "(a check that now fails, a capability lost: a check that passed and is now skipped or "
+    "gone, or a time to first token grown beyond noise).",
 )
 @click.option(
     "--html",

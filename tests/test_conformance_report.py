@@ -74,12 +74,46 @@ def test_compare_names_flips_and_slowdowns_beyond_noise() -> None:
         ("b", "improvement"),
         ("d", "regression"),
         ("fresh", "regression"),
-        ("gone", "other"),
+        ("gone", "regression"),  # it passed: a capability lost
     }
     assert cmp.exit_code() == 1
     text = cmp.to_markdown()
     assert "passed → failed (duplicated_deltas)" in text and "0.40 s → 2.00 s" in text
     assert compare(old, old).exit_code() == 0 and not compare(old, old).changes
+
+
+def test_compare_counts_a_lost_capability_as_worse() -> None:
+    """A check that passed and is now skipped (the -image model vanished, an endpoint answers
+    404) or gone from the report is worse; one left out on purpose (--skip, --profile) is not;
+    a capability gained is better."""
+    old = report(
+        result("images.chat"),
+        result("images.generations"),
+        result("profile.cline"),
+        result("anthropic.stream", "skipped", diagnosis="not_offered"),
+        result("gone.failed", "failed", diagnosis="missing_done"),
+    )
+    lost = result("images.chat", "skipped", diagnosis="no_capability")
+    lost.message = "the target lists no image model"
+    new = report(
+        lost,
+        result("profile.cline", "skipped", diagnosis="not_requested"),
+        result("anthropic.stream"),
+        started="2026-11-30T06:00:00+00:00",
+    )
+    cmp = compare(old, new)
+    kinds = {(c.id, c.kind) for c in cmp.changes}
+    assert kinds == {
+        ("images.chat", "regression"),
+        ("images.generations", "regression"),
+        ("anthropic.stream", "improvement"),
+        ("gone.failed", "other"),
+        ("profile.cline", "other"),  # left out on purpose: listed, not worse
+    }, kinds
+    assert cmp.exit_code() == 1
+    assert "passed → skipped, capability lost: the target lists no image model" in (
+        cmp.to_markdown()
+    )
 
 
 def test_report_round_trips_through_json() -> None:

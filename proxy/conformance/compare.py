@@ -1,9 +1,12 @@
 """Trends: what got better or worse between an earlier report and this one (``--compare``).
 
 Pure: two :class:`~proxy.conformance.report.Report` objects in, a :class:`Comparison` out. A
-*regression* is a check that passed (or was skipped) before and now fails or errors, or a time
-to first token that grew beyond noise; an *improvement* the reverse. ``qwen-proxy check
---compare OLD.json`` exits 1 on any regression, so a cron job can alert on it.
+*regression* is a check that passed (or was skipped) before and now fails or errors, a
+capability lost (a check that passed before and is now skipped, e.g. the ``-image`` model is no
+longer listed, or is no longer in the report at all), or a time to first token that grew beyond
+noise; an *improvement* the reverse. ``qwen-proxy check --compare OLD.json`` exits 1 on any
+regression, so a cron job can alert on it. A check left out on purpose (``--skip``, another
+``--profile``: diagnosis ``not_requested``) is not a lost capability.
 
 Noise: time to first token varies from run to run; a change counts only when it is larger than
 both :data:`TTFT_NOISE_S` (absolute) and :data:`TTFT_NOISE_RATIO` (relative to the old value).
@@ -24,6 +27,8 @@ TTFT_NOISE_RATIO = 0.5
 """A time-to-first-token change smaller than this fraction of the old value is noise."""
 
 _BAD = ("failed", "error")
+_CHOSEN = "not_requested"
+"""The diagnosis of a check the user left out (--skip, --profile): not a lost capability."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,11 @@ def compare(old: Report, new: Report) -> Comparison:
     """What changed from ``old`` to ``new``, check by check.
 
     - passed/skipped → failed/error: regression; failed/error → passed: improvement;
+    - passed → skipped (a capability lost: the endpoint or model is gone): regression;
+      skipped → passed: improvement; unless the skip was chosen (``not_requested``);
     - failed → failed with another diagnosis: other (the failure changed);
-    - a check new in ``new`` that fails: regression; one that disappeared: other;
+    - a check new in ``new`` that fails: regression; one that disappeared: regression when it
+      had passed, else other;
     - time to first token beyond noise (:data:`TTFT_NOISE_S` and :data:`TTFT_NOISE_RATIO`):
       slower is a regression, faster an improvement.
     """
@@ -137,6 +145,12 @@ def compare(old: Report, new: Report) -> Comparison:
             out.changes.append(Change(r.id, "improvement", f"{_label(o)} → {_label(r)}"))
         elif is_bad and o.diagnosis != r.diagnosis:
             out.changes.append(Change(r.id, "other", f"{_label(o)} → {_label(r)}"))
+        elif o.status == "passed" and r.status == "skipped" and r.diagnosis != _CHOSEN:
+            out.changes.append(
+                Change(r.id, "regression", f"passed → skipped, capability lost: {r.message}")
+            )
+        elif o.status == "skipped" and r.status == "passed" and o.diagnosis != _CHOSEN:
+            out.changes.append(Change(r.id, "improvement", "skipped → passed"))
         elif o.status != r.status:
             out.changes.append(Change(r.id, "other", f"{_label(o)} → {_label(r)}"))
         if r.status == "passed" and o.status == "passed":
@@ -144,5 +158,6 @@ def compare(old: Report, new: Report) -> Comparison:
             if ttft is not None:
                 out.changes.append(ttft)
     for gone in before.values():
-        out.changes.append(Change(gone.id, "other", f"no longer checked (was {_label(gone)})"))
+        kind: Literal["regression", "other"] = "regression" if gone.status == "passed" else "other"
+        out.changes.append(Change(gone.id, kind, f"no longer checked (was {_label(gone)})"))
     return out
