@@ -544,7 +544,7 @@ def _parse_rewrites(values: tuple[str, ...]) -> dict[str, str]:
     metavar="NAME",
     help="Run only these client profiles (cherry-studio, open-webui, langchain, cline, "
     "claude-code, codex-cli). Repeatable [default: every profile whose endpoints the target "
-    "has].",
+    "has]. A named profile whose endpoint the target lacks fails the run (not_offered).",
 )
 @click.option(
     "--compare",

@@ -155,6 +155,19 @@ async def test_profile_option_runs_only_the_named_profiles(
         await check_fixture(aiohttp_server, image_server, healthy(), profiles=["nope"])
 
 
+async def test_a_profile_asked_for_by_name_fails_without_its_endpoint(
+    aiohttp_server: object, image_server: TestServer
+) -> None:
+    """--profile claude-code against a proxy without /v1/messages: the one thing asked about
+    could not be checked, so the run fails (by default the profile is only skipped)."""
+    c = proxy_cassette("no_agents", "OpenAI chat only.", Proxy(agent_endpoints=False))
+    report = await check_fixture(aiohttp_server, image_server, c, profiles=["claude-code"])
+    r = report.by_id()["profile.claude-code"]
+    assert (r.status, r.diagnosis) == ("failed", "not_offered"), r
+    assert "--profile claude-code was asked for, but the target has no /messages" in r.message
+    assert report.exit_code() == 1
+
+
 async def test_report_shows_request_and_evidence_never_the_key(
     aiohttp_server: object, image_server: TestServer, tmp_path: Path
 ) -> None:

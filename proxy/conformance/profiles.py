@@ -4,7 +4,8 @@ A profile is a sequence of steps, each one request with the client's headers and
 and a judgement of the answer *as that client reads it*. Each profile is one check
 (``profile.<name>``); a step that fails names the step. A profile whose endpoint the target
 lacks (HTTP 404/405) is skipped with the reason, so by default every profile the target can
-serve runs; ``--profile NAME`` runs only the named ones.
+serve runs; ``--profile NAME`` runs only the named ones, and one of those that the target
+cannot serve fails (``not_offered``): the question asked could not be answered.
 
 Every header, field and call below is taken from the client's public source as summarised in
 docs/clients.md (a section per client, with the repository path and commit of each fact). The
@@ -540,11 +541,15 @@ def _runner(profile: Profile) -> Callable[[Context], Awaitable[Outcome]]:
         for step in steps:
             ex = await ctx.client.send(_probe(profile, step))
             if not done and ex.status in (404, 405):
-                return _skipped(
-                    "not_offered",
+                why = (
                     f"the target has no {step.path.split('?')[0]} (HTTP {ex.status}), which "
-                    f"{profile.name} needs",
+                    f"{profile.name} needs"
                 )
+                if ctx.profiles is not None:  # asked for by name: not checked is not a pass
+                    return _failed(
+                        ex, "not_offered", f"--profile {profile.name} was asked for, but {why}"
+                    )
+                return _skipped("not_offered", why)
             out = _READERS[step.reads](ctx, ex, step)
             if out.status != "passed":
                 out.message = f"step `{step.name}` ({len(done) + 1} of {len(steps)}): {out.message}"
