@@ -19,6 +19,7 @@ not captured. Regenerate the files after a change with::
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -280,6 +281,7 @@ class Proxy:
     auth_as_200: str | None = None
     exact: bool = True
     tools: Literal["ok", "ignored", "markup", "dropped_non_stream", "args_not_json"] = "ok"
+    cline: Literal["xml", "tool_calls", "escaped"] = "xml"
     roundtrip_repeats: bool = False
     agent_endpoints: bool = True
     anthropic_openai_errors: bool = False
@@ -781,6 +783,19 @@ _PROFILE_ANSWERS = {
 }
 
 
+def _cline_task(p: Proxy) -> list[str]:
+    """Cline's task answer: its XML tool call as text; or, broken, turned into native
+    tool_calls although no tools were offered (cline#13008), or HTML-escaped."""
+    if p.cline == "tool_calls":
+        return tool_stream_events(
+            TEXT, "task", [("call_cline0", "read_file", ('{"path": "README.md"}',))]
+        )
+    text = _PROFILE_ANSWERS["task"]
+    if p.cline == "escaped":
+        text = html.escape(text)
+    return stream_events(TEXT, "task", (text[:11], text[11:]), StreamStyle(), usage=True)
+
+
 def profile_interactions(p: Proxy) -> list[Interaction]:
     """Answers to the profile calls that the plain probes do not already answer."""
     out: list[Interaction] = []
@@ -796,13 +811,7 @@ def profile_interactions(p: Proxy) -> list[Interaction]:
                     )
                 )
             elif step.name == "task":
-                pieces = (_PROFILE_ANSWERS["task"][:11], _PROFILE_ANSWERS["task"][11:])
-                out.append(
-                    sse_answer(
-                        _request(path, step.body),
-                        stream_events(TEXT, "task", pieces, StreamStyle(), usage=True),
-                    )
-                )
+                out.append(sse_answer(_request(path, step.body), _cline_task(p)))
             elif step.name == "quota" and p.agent_endpoints:
                 body = _anthropic_message([{"type": "text", "text": "Hi"}], "max_tokens")
                 out.append(json_answer(_request(path, step.body), 200, body))
@@ -991,6 +1000,17 @@ BROKEN: dict[str, Broken] = {
         "Synthetic proxy that sends tool arguments that are not JSON ({city: Paris}).",
         Proxy(tools="args_not_json"),
         dict.fromkeys(_TOOL_CHECKS, "arguments_not_json"),
+    ),
+    "cline_xml_to_tool_calls": Broken(
+        "Synthetic proxy that turns Cline's XML tool call into native tool_calls although the "
+        "request offered no tools (cline#13008).",
+        Proxy(cline="tool_calls"),
+        {"profile.cline": "tool_calls_without_tools"},
+    ),
+    "cline_xml_escaped": Broken(
+        "Synthetic proxy that HTML-escapes the answer text, so Cline gets &lt;read_file&gt;.",
+        Proxy(cline="escaped"),
+        {"profile.cline": "html_escaped"},
     ),
     "anthropic_openai_errors": Broken(
         "Synthetic proxy whose /v1/messages errors are OpenAI-shaped, not Anthropic's.",

@@ -17,6 +17,7 @@ tasks, Cherry Studio's topic naming, Cline's system prompt, Claude Code's quota 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from proxy.conformance.checks import (
     CheckSpec,
     Context,
     Outcome,
+    _delta,
     _failed,
     _http_failure,
     _passed,
@@ -67,7 +69,9 @@ class Step:
     ``reads`` is one of ``openai_stream``, ``openai_json``, ``anthropic_json``,
     ``anthropic_stream``, ``count_tokens``, ``responses_stream``; ``expect`` a sentence the
     answer must repeat (``None``: any non-empty text); ``usage`` whether the client asked for
-    the usage chunk; ``json_task`` the key a background task's JSON answer carries."""
+    the usage chunk; ``json_task`` the key a background task's JSON answer carries;
+    ``xml_tools`` whether tools were offered as XML in the system prompt (Cline), so the answer
+    must carry an XML tool block as text, untouched."""
 
     name: str
     path: str
@@ -78,6 +82,7 @@ class Step:
     expect: str | None = None
     usage: bool = False
     json_task: str | None = None
+    xml_tools: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,7 +256,17 @@ def _cline(model: str) -> tuple[Step, ...]:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    return (Step("task", "/chat/completions", body, "openai_stream", headers, usage=True),)
+    return (
+        Step(
+            "task",
+            "/chat/completions",
+            body,
+            "openai_stream",
+            headers,
+            usage=True,
+            xml_tools=True,
+        ),
+    )
 
 
 def _claude_code(model: str) -> tuple[Step, ...]:
@@ -418,12 +433,63 @@ def _openai_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
     dup = find_duplicated_deltas(s.content)
     if dup is not None:
         return _failed(ex, "duplicated_deltas", dup.message(), ttft_s=s.ttft_s)
+    if step.xml_tools:
+        broken = _judge_xml_tools(ex, s.chunks, "".join(s.content), s.ttft_s)
+        if broken is not None:
+            return broken
     out = _judge_text(ex, step, "".join(s.content), s.ttft_s)
     if s.done_at is None:
         out.notes.append("no `data: [DONE]` (tolerated by this client)")
     if step.usage and not any(isinstance(c, dict) and c.get("usage") for c in s.chunks):
         out.notes.append("include_usage was asked for, but no chunk has usage (shown as zeros)")
     return out
+
+
+_XML_BLOCK = re.compile(r"<([A-Za-z_][\w-]*)>.*?</\1>", re.DOTALL)
+_ESCAPED_TAG = re.compile(r"&lt;/?[A-Za-z_][\w-]*&gt;")
+
+
+def _judge_xml_tools(
+    ex: Exchange, chunks: list[Any], text: str, ttft: float | None
+) -> Outcome | None:
+    """A failure when the XML tool call a client like Cline asked for (tools described as XML
+    in the system prompt, no ``tools`` field) does not reach it as text, untouched: turned
+    into native ``tool_calls`` (cline#13008: Cline reads no tool_calls without ``tools`` and
+    runs nothing), HTML-escaped (``&lt;read_file&gt;``: Cline's parser finds no tag) or
+    missing. ``None`` when an XML block is there."""
+    notes = [f"answer: {text[:200]!r}"]
+    calls = [d["tool_calls"] for c in chunks if (d := _delta(c)).get("tool_calls")]
+    if calls:
+        return _failed(
+            ex,
+            "tool_calls_without_tools",
+            "the proxy turned the XML tool call into native tool_calls although the request "
+            "offered no `tools`: Cline reads tools only as XML in the text, so the tool never "
+            f"runs (cline#13008, docs/clients.md §5); first: {str(calls[0])[:160]}",
+            notes=notes,
+            ttft_s=ttft,
+        )
+    escaped = _ESCAPED_TAG.search(text)
+    if escaped and not _XML_BLOCK.search(text):
+        return _failed(
+            ex,
+            "html_escaped",
+            f"the answer's XML arrives HTML-escaped ({escaped.group()!r}): Cline needs the "
+            "tags untouched to find the tool call",
+            notes=notes,
+            ttft_s=ttft,
+        )
+    if not _XML_BLOCK.search(text):
+        return _failed(
+            ex,
+            "no_tool_xml",
+            "the answer holds no XML tool block (such as <read_file>…</read_file>), which "
+            "Cline needs in the text: either the model did not answer with one, or the proxy "
+            "removed it (cline#13008)",
+            notes=notes,
+            ttft_s=ttft,
+        )
+    return None
 
 
 def _judge_text(ex: Exchange, step: Step, text: str, ttft: float | None) -> Outcome:
