@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -282,6 +282,7 @@ class Proxy:
     exact: bool = True
     tools: Literal["ok", "ignored", "markup", "dropped_non_stream", "args_not_json"] = "ok"
     cline: Literal["xml", "tool_calls", "escaped"] = "xml"
+    charset: str | None = None
     roundtrip_repeats: bool = False
     agent_endpoints: bool = True
     anthropic_openai_errors: bool = False
@@ -414,7 +415,18 @@ def interactions(p: Proxy) -> list[Interaction]:
     out = [*out, *agent_interactions(p), *profile_interactions(p)]
     if not p.agent_endpoints:
         out = [_not_found(i) if _agent_path(i.uri) else i for i in out]
+    if p.charset is not None:
+        out = [_labelled(i, p.charset) for i in out]
     return out
+
+
+def _labelled(i: Interaction, charset: str) -> Interaction:
+    """``i`` with its JSON or SSE content type labelled ``charset`` (the body unchanged)."""
+    kind = i.response_headers.get("Content-Type", [""])[0].split(";")[0]
+    if kind not in ("application/json", "text/event-stream"):
+        return i
+    headers = dict(i.response_headers, **{"Content-Type": [f"{kind}; charset={charset}"]})
+    return replace(i, response_headers=headers)
 
 
 def _agent_path(uri: str) -> bool:
@@ -1011,6 +1023,23 @@ BROKEN: dict[str, Broken] = {
         "Synthetic proxy that HTML-escapes the answer text, so Cline gets &lt;read_file&gt;.",
         Proxy(cline="escaped"),
         {"profile.cline": "html_escaped"},
+    ),
+    "charset_latin1": Broken(
+        "Synthetic proxy that sends UTF-8 bodies labelled charset=iso-8859-1.",
+        Proxy(charset="iso-8859-1"),
+        dict.fromkeys(
+            (
+                "chat.zh",
+                "chat.zh.stream",
+                "reasoning.thinking",  # "13 × 17"
+                "tools.round_trip",  # "21 °C"
+                "anthropic.round_trip",
+                "responses.round_trip",
+                "profile.cherry-studio",
+                "profile.open-webui",  # the title's emoji
+            ),
+            "wrong_charset",
+        ),
     ),
     "anthropic_openai_errors": Broken(
         "Synthetic proxy whose /v1/messages errors are OpenAI-shaped, not Anthropic's.",

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from proxy.conformance.agents import _read_anthropic_stream
+from proxy.conformance.checks import _http_failure
 from proxy.conformance.probes import Exchange, Probe
 from proxy.conformance.report import RequestRecord
 
@@ -65,3 +66,21 @@ def test_anthropic_stream_still_fails_known_events_out_of_order() -> None:
     events = [*ANTHROPIC_TEXT[:2], ANTHROPIC_TEXT[4], *ANTHROPIC_TEXT[2:4], ANTHROPIC_TEXT[5]]
     s = _read_anthropic_stream(exchange(anthropic_sse(events)))
     assert any("out of order" in p or "while blocks" in p for p in s.problems), s.problems
+
+
+def test_a_charset_label_other_than_utf8_fails_only_with_non_ascii_text() -> None:
+    """UTF-8 Chinese labelled iso-8859-1 fails (clients that honour the label garble it); no
+    label, a UTF-8 label in any spelling, or an ASCII-only body is fine."""
+    zh = json.dumps({"text": "我们"}, ensure_ascii=False).encode()
+    ascii_only = json.dumps({"text": "我们"}).encode()  # \\u-escaped
+    label = "application/json; charset=ISO-8859-1"
+    failed = _http_failure(exchange(zh, stream=False, content_type=label))
+    assert failed is not None and failed.diagnosis == "wrong_charset", failed
+    assert "charset=iso-8859-1" in failed.message and "utf-8" in failed.message
+    for content_type, body in (
+        ("application/json", zh),
+        ('application/json; charset="UTF-8"', zh),
+        ("application/json;charset=utf8", zh),
+        (label, ascii_only),
+    ):
+        assert _http_failure(exchange(body, stream=False, content_type=content_type)) is None

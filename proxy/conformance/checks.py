@@ -14,7 +14,7 @@ Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.cl
 ``data_after_done``, ``missing_usage``, ``usage_shape``, ``usage_inconsistent``,
 ``no_reasoning``, ``no_answer``, ``null_image_url``, ``text_instead_of_image``, ``no_image``,
 ``unsafe_url``, ``image_fetch_failed``, ``not_an_image``, ``empty_200``, ``error_as_200``,
-``wrong_key_accepted``, ``server_error``, ``wrong_status``, ``not_openai_error``,
+``wrong_key_accepted``, ``wrong_charset``, ``server_error``, ``wrong_status``, ``not_openai_error``,
 ``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``, ``not_offered``,
 ``open_target``.
 """
@@ -177,7 +177,30 @@ def _http_failure(ex: Exchange) -> Outcome | None:
         return _failed(ex, "http_status", f"HTTP {ex.status} instead of 200{_error_text(ex)}")
     if ex.error is not None:
         return _failed(ex, "transport_error", f"the response broke off: {ex.error}")
-    return None
+    return _charset_failure(ex)
+
+
+_UTF8_LABELS = frozenset({"utf-8", "utf8"})
+
+
+def _charset_failure(ex: Exchange) -> Outcome | None:
+    """A failure when a body with non-ASCII text is labelled with a charset other than UTF-8
+    (no charset is fine: JSON is UTF-8): clients that honour the label decode it wrongly."""
+    label = ex.charset
+    if label is None or label in _UTF8_LABELS or ex.body.isascii():
+        return None
+    try:
+        ex.body.decode("utf-8")
+        what = "UTF-8 with non-ASCII text"
+    except UnicodeDecodeError:
+        what = "non-ASCII text, and not UTF-8"
+    return _failed(
+        ex,
+        "wrong_charset",
+        f"the body is {what} but labelled `charset={label}`: clients that honour the label "
+        "(aiohttp's resp.text()/resp.json(), which Open WebUI's backend uses; requests' .text) "
+        "turn Chinese into mojibake. Label it `charset=utf-8`, or give no charset",
+    )
 
 
 # -- streams -----------------------------------------------------------------------------------

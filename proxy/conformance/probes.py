@@ -190,6 +190,15 @@ class Exchange:
         """The media type, lower-case, without parameters."""
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
+    @property
+    def charset(self) -> str | None:
+        """The ``charset`` parameter of the content type, lower-case (``None``: none given)."""
+        for param in self.headers.get("content-type", "").split(";")[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "charset":
+                return value.strip().strip('"').lower() or None
+        return None
+
     def text(self) -> str:
         """The body as text (UTF-8, U+FFFD for invalid bytes), key masked."""
         return self.mask(self.body.decode("utf-8", errors="replace"))
