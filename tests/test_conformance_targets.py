@@ -8,12 +8,17 @@ label, keys checked by header), served by a small aiohttp app on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
+
+import aiohttp
+from aiohttp import web
 
 from proxy.conformance.agents import _read_anthropic_stream
 from proxy.conformance.checks import _http_failure
-from proxy.conformance.probes import Exchange, Probe
+from proxy.conformance.probes import Client, Exchange, Probe
 from proxy.conformance.report import RequestRecord
 
 
@@ -84,3 +89,72 @@ def test_a_charset_label_other_than_utf8_fails_only_with_non_ascii_text() -> Non
         (label, ascii_only),
     ):
         assert _http_failure(exchange(body, stream=False, content_type=content_type)) is None
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    obj = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+COMPLETE_STREAM = (
+    _chunk({"role": "assistant", "content": ""})
+    + _chunk({"content": "Hi"})
+    + _chunk({}, "stop")
+    + b"data: [DONE]\n\n"
+)
+
+
+async def _stream_target(aiohttp_server: Any, *, close: bool, after: bytes = b"") -> str:
+    """A target whose one stream is complete; the body is then closed, or left open."""
+    held = asyncio.Event()  # never set: the open body waits until the server shuts down
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(COMPLETE_STREAM)
+        await resp.write(after)
+        if not close:
+            await held.wait()
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/v1"))
+
+
+async def _send_stream(base: str, timeout_s: float = 30.0) -> Exchange:
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, base, None, timeout_s=timeout_s, concurrency=1, done_grace_s=0.2)
+        probe = Probe.json("s", "/chat/completions", {"stream": True}, stream=True)
+        return await client.send(probe)
+
+
+async def test_a_body_left_open_after_done_is_named_without_waiting_the_timeout(
+    aiohttp_server: Any,
+) -> None:
+    """``[DONE]`` arrived but the body never closes: after a short grace (not the whole
+    timeout) the answer fails as not closed, with the complete stream kept as evidence."""
+    base = await _stream_target(aiohttp_server, close=False)
+    t0 = time.perf_counter()
+    ex = await _send_stream(base, timeout_s=30.0)
+    assert time.perf_counter() - t0 < 10.0  # the grace, not the 30 s timeout
+    assert ex.open_after_end == "data: [DONE]" and ex.body == COMPLETE_STREAM
+    failed = _http_failure(ex)
+    assert failed is not None and failed.diagnosis == "not_closed_after_done", failed
+    assert "[DONE]" in failed.message and "never closed" in failed.message
+
+
+async def test_a_body_closed_after_done_is_fine(aiohttp_server: Any) -> None:
+    """Closed right after ``[DONE]`` (even with an event after it): a normal answer."""
+    base = await _stream_target(aiohttp_server, close=True, after=_chunk({"content": "x"}))
+    ex = await _send_stream(base)
+    assert ex.error is None and ex.open_after_end is None
+    assert ex.body == COMPLETE_STREAM + _chunk({"content": "x"})

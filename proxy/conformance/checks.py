@@ -14,9 +14,13 @@ Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.cl
 ``data_after_done``, ``missing_usage``, ``usage_shape``, ``usage_inconsistent``,
 ``no_reasoning``, ``no_answer``, ``null_image_url``, ``text_instead_of_image``, ``no_image``,
 ``unsafe_url``, ``image_fetch_failed``, ``not_an_image``, ``empty_200``, ``error_as_200``,
-``wrong_key_accepted``, ``wrong_charset``, ``server_error``, ``wrong_status``, ``not_openai_error``,
+``wrong_key_accepted``, ``server_error``, ``wrong_status``, ``not_openai_error``,
 ``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``, ``not_offered``,
 ``open_target``.
+
+The HTTP gate every answer passes (:func:`_http_failure`) adds ``not_closed_after_done`` (a
+stream's body left open after its last event) and ``wrong_charset`` (non-ASCII text labelled
+with a charset other than UTF-8).
 """
 
 from __future__ import annotations
@@ -175,6 +179,15 @@ def _http_failure(ex: Exchange) -> Outcome | None:
         return _failed(ex, "transport_error", f"the request failed: {ex.error}")
     if ex.status != 200:
         return _failed(ex, "http_status", f"HTTP {ex.status} instead of 200{_error_text(ex)}")
+    if ex.open_after_end is not None:
+        return _failed(
+            ex,
+            "not_closed_after_done",
+            f"the stream is complete (`{ex.open_after_end}` arrived) but the response body was "
+            "never closed (the connection stays open, the chunked body is not terminated): "
+            "openai-node and the other SDKs read to the end of the body and hang "
+            "(docs/clients.md §9 rule 1)",
+        )
     if ex.error is not None:
         return _failed(ex, "transport_error", f"the response broke off: {ex.error}")
     return _charset_failure(ex)

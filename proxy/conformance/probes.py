@@ -18,6 +18,7 @@ import asyncio
 import io
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -111,6 +112,15 @@ ROUNDTRIP_RESULT = '{"city": "Berlin", "temperature_c": 21, "sky": "sunny"}'
 ANTHROPIC_VERSION = "2023-06-01"
 
 _RESPONSE_CAP = 16 * 1024 * 1024
+DONE_GRACE_S = 2.0
+"""Seconds a stream's body may stay open after its last event (``[DONE]``) before the answer
+counts as not closed: every SDK reads to the end of the body, so it would hang there."""
+_STREAM_END = re.compile(
+    rb"(?:^|[\r\n])data: ?\[DONE\]"
+    rb'|"type" ?: ?"(?:message_stop|response\.completed|response\.failed|response\.incomplete)"'
+)
+"""The last event of an OpenAI chat stream (``data: [DONE]``), an Anthropic one
+(``message_stop``) or a Responses one (``response.completed``…)."""
 _SHOWN_HEADERS = (
     "content-type",
     "content-length",
@@ -179,6 +189,9 @@ class Exchange:
     total_s: float = 0.0
     error: str | None = None
     key: str | None = None
+    open_after_end: str | None = None
+    """The stream's last event (``data: [DONE]``…) when it arrived but the body was not closed
+    after it (``error`` then says so)."""
 
     @property
     def ok(self) -> bool:
@@ -265,7 +278,8 @@ class Client:
 
     ``base_url`` is the OpenAI base URL (usually ending in ``/v1``); ``key`` the API key or
     ``None``; ``timeout_s`` the limit per request in seconds; ``concurrency`` the most requests
-    in flight at once.
+    in flight at once; ``done_grace_s`` how long a stream's body may stay open after its last
+    event (``data: [DONE]``) before it counts as not closed (not the whole ``timeout_s``).
     """
 
     def __init__(
@@ -276,8 +290,10 @@ class Client:
         *,
         timeout_s: float,
         concurrency: int,
+        done_grace_s: float = DONE_GRACE_S,
     ) -> None:
         self.session = session
+        self.done_grace_s = done_grace_s
         self.base_url = base_url.rstrip("/")
         self.root_url: str | None = self.base_url[:-3] if self.base_url.endswith("/v1") else None
         """The base URL without its ``/v1`` (``None`` when it does not end in ``/v1``)."""
@@ -335,9 +351,11 @@ class Client:
             body_bytes=len(probe.body) if probe.body is not None else None,
         )
         ex = Exchange(probe=probe, request=record, key=self.key)
+        buf = bytearray()
+        end: re.Match[bytes] | None = None
         t0 = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.timeout_s) as deadline:
                 data: bytes | io.BytesIO | None = probe.body
                 if probe.body is not None and len(probe.body) > 1024 * 1024:
                     data = io.BytesIO(probe.body)  # aiohttp streams file-likes without blocking
@@ -346,16 +364,30 @@ class Client:
                 ) as resp:
                     ex.status = resp.status
                     ex.headers = {k.lower(): v for k, v in resp.headers.items()}
-                    buf = bytearray()
                     async for chunk in resp.content.iter_any():
                         buf += chunk
                         ex.arrivals.append((time.perf_counter() - t0, len(buf)))
                         if len(buf) > _RESPONSE_CAP:
                             ex.error = f"response larger than {_RESPONSE_CAP} bytes; cut"
                             break
+                        if probe.stream and end is None:
+                            # the last event is in: the body must close now, not at the timeout
+                            end = _STREAM_END.search(buf, max(0, len(buf) - len(chunk) - 120))
+                            if end is not None:
+                                grace = asyncio.get_running_loop().time() + self.done_grace_s
+                                when = deadline.when()
+                                deadline.reschedule(grace if when is None else min(when, grace))
                     ex.body = bytes(buf)
         except TimeoutError:
-            ex.error = f"no complete answer within {self.timeout_s:g} s"
+            ex.body = bytes(buf)
+            if end is not None:
+                ex.open_after_end = end.group().strip().decode("utf-8", "replace")
+                ex.error = (
+                    f"`{ex.open_after_end}` arrived, but the response body was not closed "
+                    f"within {self.done_grace_s:g} s after it"
+                )
+            else:
+                ex.error = f"no complete answer within {self.timeout_s:g} s"
         except aiohttp.ClientError as exc:
             ex.error = f"{type(exc).__name__}: {ex.mask(str(exc))}"
         except OSError as exc:
