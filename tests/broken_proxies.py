@@ -968,7 +968,7 @@ BROKEN: dict[str, Broken] = {
     "auth_error_as_200": Broken(
         "Synthetic proxy that answers a wrong key with HTTP 200 and the error as text.",
         Proxy(auth_as_200="Error: invalid API key. Please check your configuration."),
-        {"auth.wrong_key": "error_as_200"},
+        {"auth.wrong_key": "error_as_200", "auth.no_key": "error_as_200"},
     ),
     "non_openai_chunks": Broken(
         "Synthetic proxy whose stream chunks are not OpenAI's: wrong object, text created.",

@@ -94,6 +94,8 @@ async def test_our_proxy_passes_every_required_check(
     assert by_id["chat.zh.stream"].ttft_s is not None
     assert by_id["auth.wrong_key"].evidence is not None
     assert by_id["auth.wrong_key"].evidence.status == 401
+    assert by_id["auth.no_key"].evidence is not None
+    assert by_id["auth.no_key"].evidence.status == 401
     for check_id in ("tools.call", "tools.call.stream", "tools.parallel", "tools.round_trip"):
         assert by_id[check_id].status == "passed", by_id[check_id]
         assert by_id[check_id].required == (check_id != "tools.parallel")
@@ -168,14 +170,17 @@ async def test_open_proxy_without_key_skips_auth_checks(aiohttp_server: Factory)
         "no_key",
     )
     assert by_id["models.no_key"].status == "skipped"
+    assert (by_id["auth.no_key"].status, by_id["auth.no_key"].diagnosis) == ("skipped", "no_key")
     assert by_id["stream.done"].diagnosis == "not_requested"
     assert report.exit_code() == 0
 
 
-async def test_open_proxy_with_a_key_given_skips_the_wrong_key_check(
+async def test_open_proxy_with_a_key_given_fails_the_wrong_key_check(
     aiohttp_server: Factory,
 ) -> None:
-    """A proxy without API keys is open: with --key the wrong-key check is skipped, not failed."""
+    """A proxy without API keys, checked with --key: the user expects keys to be enforced, so
+    a wrong key served is `wrong_key_accepted` whatever the answer says (to check an open
+    proxy on purpose, run without --key)."""
     proxy = await start_proxy(aiohttp_server)
     report = await run_checks(
         str(proxy.make_url("/v1")),
@@ -183,9 +188,12 @@ async def test_open_proxy_with_a_key_given_skips_the_wrong_key_check(
         skip=[*AGENT_AREAS, "images", "errors", "stream"],
     )
     wrong = report.by_id()["auth.wrong_key"]
-    assert (wrong.status, wrong.diagnosis) == ("skipped", "open_target")
-    assert "without any key" in wrong.message
-    assert report.exit_code() == 0
+    assert (wrong.status, wrong.diagnosis) == ("failed", "wrong_key_accepted"), wrong
+    # offline the answer is the replay's miss, the same for the right key: let through
+    assert "with the right key too" in wrong.message and "without --key" in wrong.message
+    no_key = report.by_id()["auth.no_key"]
+    assert (no_key.status, no_key.diagnosis) == ("skipped", "not_enforced"), no_key
+    assert report.exit_code() == 1
 
 
 async def test_required_and_optional_overrides(aiohttp_server: Factory) -> None:

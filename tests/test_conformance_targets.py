@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from proxy.conformance import Report, run_checks
 from proxy.conformance.agents import _read_anthropic_stream
 from proxy.conformance.checks import _http_failure
 from proxy.conformance.probes import Client, Exchange, Probe
@@ -158,3 +159,106 @@ async def test_a_body_closed_after_done_is_fine(aiohttp_server: Any) -> None:
     ex = await _send_stream(base)
     assert ex.error is None and ex.open_after_end is None
     assert ex.body == COMPLETE_STREAM + _chunk({"content": "x"})
+
+
+# -- live targets: keys -------------------------------------------------------------------------
+
+KEY = "sk-target-secret-4711"
+ONLY_AUTH = [
+    "chat",
+    "stream",
+    "wire",
+    "reasoning",
+    "images",
+    "errors",
+    "tools",
+    "anthropic",
+    "responses",
+    "profile",
+]
+"""What the key tests leave out: everything but the model list and the auth checks."""
+
+
+def openai_target(*, keys: str = "enforced", answer: str | None = "Hello.") -> web.Application:
+    """A minimal OpenAI chat target with one model. ``keys``: ``enforced`` (the key is
+    required), ``when_sent`` (a sent key must be right, but none at all is let in: the classic
+    ``if header and header != key`` bug) or ``none`` (no check). ``answer``: the reply, or
+    ``None`` to repeat the user's message (as a model asked to echo does)."""
+
+    def refused(request: web.Request) -> web.Response | None:
+        sent = request.headers.get("Authorization")
+        if keys == "none" or sent == f"Bearer {KEY}" or (keys == "when_sent" and sent is None):
+            return None
+        error = {"message": "Invalid API key", "type": "invalid_request_error", "code": "key"}
+        return web.json_response({"error": error}, status=401)
+
+    async def models(request: web.Request) -> web.Response:
+        return refused(request) or web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": "m", "object": "model", "created": 1, "owned_by": "x"}],
+            }
+        )
+
+    async def chat(request: web.Request) -> web.Response:
+        if (no := refused(request)) is not None:
+            return no
+        body = await request.json()
+        text = answer if answer is not None else body["messages"][-1]["content"]
+        message = {"role": "assistant", "content": text}
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+async def check(aiohttp_server: Any, app: web.Application, path: str = "/v1") -> Report:
+    server = await aiohttp_server(app)
+    return await run_checks(str(server.make_url(path)), KEY, skip=ONLY_AUTH, timeout_s=20)
+
+
+async def test_a_request_without_a_key_served_while_a_wrong_key_is_refused_fails(
+    aiohttp_server: Any,
+) -> None:
+    """Keys enforced only when one is sent: a wrong key gets 401, none at all is served.
+    Anyone can use the target, so the run fails; the model list is not called open."""
+    report = await check(aiohttp_server, openai_target(keys="when_sent"))
+    by_id = report.by_id()
+    assert by_id["auth.wrong_key"].status == "passed"
+    no_key = by_id["auth.no_key"]
+    assert (no_key.status, no_key.diagnosis) == ("failed", "missing_key_accepted"), no_key
+    assert "without any key was served" in no_key.message and "401" in no_key.message
+    assert "open" not in by_id["models.no_key"].message
+    assert report.exit_code() == 1
+
+
+async def test_keys_enforced_pass_both_auth_checks(aiohttp_server: Any) -> None:
+    report = await check(aiohttp_server, openai_target())
+    by_id = report.by_id()
+    assert by_id["auth.wrong_key"].status == by_id["auth.no_key"].status == "passed"
+    assert report.exit_code() == 0
+
+
+async def test_a_wrong_key_served_is_accepted_whatever_the_answer_says(
+    aiohttp_server: Any,
+) -> None:
+    """No key check at all, with --key given: `wrong_key_accepted`, both when the model
+    repeats the probe ("…a wrong API key.", not an error text) and when it says something
+    neutral (not skipped as an open target)."""
+    for answer in (None, "Hello."):
+        report = await check(aiohttp_server, openai_target(keys="none", answer=answer))
+        wrong = report.by_id()["auth.wrong_key"]
+        assert (wrong.status, wrong.diagnosis) == ("failed", "wrong_key_accepted"), wrong
+        assert "checks no key at all" in wrong.message
+        assert report.by_id()["auth.no_key"].diagnosis == "not_enforced"
+        assert report.exit_code() == 1

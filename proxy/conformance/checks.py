@@ -14,9 +14,9 @@ Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.cl
 ``data_after_done``, ``missing_usage``, ``usage_shape``, ``usage_inconsistent``,
 ``no_reasoning``, ``no_answer``, ``null_image_url``, ``text_instead_of_image``, ``no_image``,
 ``unsafe_url``, ``image_fetch_failed``, ``not_an_image``, ``empty_200``, ``error_as_200``,
-``wrong_key_accepted``, ``server_error``, ``wrong_status``, ``not_openai_error``,
-``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``, ``not_offered``,
-``open_target``.
+``wrong_key_accepted``, ``missing_key_accepted``, ``server_error``, ``wrong_status``,
+``not_openai_error``, ``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``,
+``not_offered``, ``not_enforced``.
 
 The HTTP gate every answer passes (:func:`_http_failure`) adds ``not_closed_after_done`` (a
 stream's body left open after its last event) and ``wrong_charset`` (non-ASCII text labelled
@@ -31,7 +31,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -788,64 +788,148 @@ _ERRORISH = re.compile(
     r"invalid|unauthori[sz]ed|api[ _-]?key|forbidden|denied|error|expired|密钥|令牌|无效|未授权",
     re.IGNORECASE,
 )
+_AUTH_ECHO = re.compile(
+    r"(?:conformance probe:\s*)?this request carries a wrong api key\.?", re.IGNORECASE
+)
+"""The auth probe's own sentence: a model that repeats it is answering, not reporting an error."""
+_REFUSED = (401, 403)
+_NO_ENDPOINT = (404, 405)
 
 
-def _served_without_key(ex: Exchange) -> bool:
-    """True when a request without a key was served: not 401/403, not an error dressed as 200."""
-    if ex.status in (401, 403):
-        return False
-    if ex.status != 200:
-        return True  # got past authentication (e.g. an upstream or validation error)
+def _auth_probe(ctx: Context, auth: Literal["key", "wrong", "none"]) -> Probe:
+    """The chat request of the auth checks, with a wrong key, none, or the right one."""
+    id = {"key": "auth.right_key", "wrong": "auth.wrong_key", "none": "auth.no_key"}[auth]
+    body = chat_body(ctx.text_model, AUTH_PROMPT, stream=False)
+    return Probe.json(id, "/chat/completions", body, auth=auth)
+
+
+def _error_in_200(ex: Exchange, what: str) -> Outcome | None:
+    """A failure when an HTTP 200 is an error in disguise (empty, not a completion, an error
+    text as the answer), else ``None`` (a real answer: the request was served)."""
+    if not ex.body.strip():
+        return _failed(ex, "empty_200", f"{what} got HTTP 200 with an empty body")
     obj = ex.json()
-    if not ex.body.strip() or violations("chat.completion", obj):
-        return False
+    if violations("chat.completion", obj):
+        return _failed(ex, "error_as_200", f"{what} got HTTP 200 with a non-completion body")
     text = obj["choices"][0]["message"].get("content") or ""
-    return not _ERRORISH.search(text)
+    if _ERRORISH.search(_AUTH_ECHO.sub("", text)):
+        return _failed(
+            ex,
+            "error_as_200",
+            f"{what} got HTTP 200 with the error as answer text: {ex.mask(text)[:120]!r}",
+        )
+    return None
+
+
+def _refused(ex: Exchange) -> bool:
+    """Whether an auth probe was turned away: 401/403, or an error dressed as a 200."""
+    return ex.status in _REFUSED or (ex.status == 200 and _error_in_200(ex, "") is not None)
+
+
+async def _chat_not_found(ctx: Context, ex: Exchange) -> Outcome | None:
+    """A skip when the auth probe's 404/405 is the chat endpoint missing for every key (the
+    right one too): not found is neither refused nor served."""
+    if ex.status not in _NO_ENDPOINT:
+        return None
+    right = await ctx.client.send(ctx.chat("chat.en", ECHO_EN_PROMPT, stream=False))
+    if right.status not in _NO_ENDPOINT:
+        return None
+    return _skipped(
+        "not_offered",
+        f"cannot tell whether keys are checked: POST {ctx.client.url(ex.probe)} answers HTTP "
+        f"{ex.status} with the right key too (not found, which is neither refused nor served; "
+        "is the base URL right?)",
+    )
+
+
+async def _like_the_right_key(ctx: Context, ex: Exchange) -> bool:
+    """Whether the same request with the right key gets the same error status as ``ex``: the
+    error then comes from past the key check (an upstream or a validation error), so the key
+    ``ex`` carried (wrong, or none) was let through."""
+    right = await ctx.client.send(_auth_probe(ctx, "key"))
+    return right.status == ex.status
 
 
 async def _wrong_key(ctx: Context) -> Outcome:
     if not ctx.client.key:
         return _skipped("no_key", "no --key given: cannot tell whether the target checks keys")
-    probe = Probe.json(
-        "auth.wrong_key",
-        "/chat/completions",
-        chat_body(ctx.text_model, AUTH_PROMPT, stream=False),
-        auth="wrong",
+    ex = await ctx.client.send(_auth_probe(ctx, "wrong"))
+    missing = await _chat_not_found(ctx, ex)
+    if missing is not None:
+        return missing
+    advice = (
+        "--key was given, so keys should be enforced: configure the target's API keys (to "
+        "check an open target on purpose, run without --key)"
     )
-    ex = await ctx.client.send(probe)
-    if ex.status != 401:
-        # Is the target open? Then there is no key to refuse, and nothing to fail.
-        open_probe = Probe.json(
-            "auth.no_key",
-            "/chat/completions",
-            chat_body(ctx.text_model, AUTH_PROMPT, stream=False),
-            auth="none",
-        )
-        no_key = await ctx.client.send(open_probe)
-        if _served_without_key(no_key):
-            return _skipped(
-                "open_target",
-                "the target accepts requests without any key (no API keys configured), so "
-                f"there is no key to refuse (no key: HTTP {no_key.status}, wrong key: HTTP "
-                f"{ex.status})",
-            )
-    if ex.status == 200:
-        obj = ex.json()
-        if not ex.body.strip():
-            return _failed(ex, "empty_200", "a wrong key got HTTP 200 with an empty body")
-        if violations("chat.completion", obj):
-            return _failed(
-                ex, "error_as_200", "a wrong key got HTTP 200 with a non-completion body"
-            )
-        text = obj["choices"][0]["message"].get("content") or ""
-        if _ERRORISH.search(text):
+    if ex.status not in (200, *_REFUSED) and ex.status is not None:
+        if await _like_the_right_key(ctx, ex):
             return _failed(
                 ex,
-                "error_as_200",
-                f"a wrong key got HTTP 200 with the error as answer text: {text[:120]!r}",
+                "wrong_key_accepted",
+                f"a wrong key is let through: the same request gets HTTP {ex.status} with the "
+                f"right key too, so the error comes from past the key check{_error_text(ex)}. "
+                + advice,
             )
-        return _failed(ex, "wrong_key_accepted", "a wrong key was accepted and answered")
-    return _error_outcome(ex, (401,), "a wrong key")
+    if ex.status != 200:
+        return _error_outcome(ex, (401,), "a wrong key")
+    disguised = _error_in_200(ex, "a wrong key")
+    if disguised is not None:
+        return disguised
+    no_key = await ctx.client.send(_auth_probe(ctx, "none"))
+    also = (
+        "; a request without any key is served too: the target checks no key at all"
+        if no_key.status == 200 and not _refused(no_key)
+        else ""
+    )
+    return _failed(
+        ex,
+        "wrong_key_accepted",
+        f"a wrong key was accepted and answered (HTTP 200){also}. " + advice,
+    )
+
+
+async def _no_key(ctx: Context) -> Outcome:
+    """Keys enforced (a wrong key is refused) must mean a request without any key is refused
+    too: a check of the key only when one is sent lets everyone in."""
+    if not ctx.client.key:
+        return _skipped("no_key", "no --key given: cannot tell whether the target checks keys")
+    ex = await ctx.client.send(_auth_probe(ctx, "none"))
+    missing = await _chat_not_found(ctx, ex)
+    if missing is not None:
+        return missing
+    if ex.status in _REFUSED:
+        return _passed(ex, f"a request without a key is refused: HTTP {ex.status}{_error_text(ex)}")
+    if ex.status == 200:
+        disguised = _error_in_200(ex, "a request without a key")
+        if disguised is not None:
+            return disguised
+    wrong = await ctx.client.send(_auth_probe(ctx, "wrong"))
+    if not _refused(wrong):
+        return _skipped(
+            "not_enforced",
+            f"a wrong key is not refused either (HTTP {wrong.status}, see auth.wrong_key), so "
+            "there is no key check to get around",
+        )
+    bypass = (
+        "keys are enforced only when one is sent, so anyone can use the target by sending "
+        "none. Refuse a missing Authorization header with 401 too"
+    )
+    if ex.status == 200:
+        return _failed(
+            ex,
+            "missing_key_accepted",
+            "a request without any key was served (HTTP 200) although a wrong key is refused "
+            f"(HTTP {wrong.status}): " + bypass,
+        )
+    if ex.status is not None and await _like_the_right_key(ctx, ex):
+        return _failed(
+            ex,
+            "missing_key_accepted",
+            f"a request without any key is let through although a wrong key is refused (HTTP "
+            f"{wrong.status}): it gets HTTP {ex.status} like the same request with the right "
+            f"key, an error from past the key check{_error_text(ex)}; " + bypass,
+        )
+    return _error_outcome(ex, (401,), "no key")
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -894,8 +978,8 @@ async def _models_no_key(ctx: Context) -> Outcome:
     ex = await ctx.client.send(models_probe(auth="none"))
     if ex.status == 200:
         out = _model_list_outcome(ex)
-        if out.status == "passed":
-            out.message = "the target is open: " + out.message
+        if out.status == "passed":  # a public list; whether chat needs a key: auth.no_key
+            out.message = "the list is served without a key: " + out.message
         return out
     return _error_outcome(ex, (401,), "no key")
 
@@ -910,6 +994,7 @@ CORE_CHECKS: tuple[CheckSpec, ...] = (
         _models_no_key,
     ),
     CheckSpec("auth.wrong_key", "A wrong key is refused with 401 in OpenAI form", True, _wrong_key),
+    CheckSpec("auth.no_key", "A chat request without a key is refused too", True, _no_key),
     CheckSpec("chat.en", "English echo, not streamed", True, _echo_en),
     CheckSpec("chat.en.stream", "English echo, streamed", True, _echo_en_stream),
     CheckSpec("chat.zh", "Chinese echo, not streamed", True, _echo_zh),
