@@ -587,12 +587,20 @@ def check(
     images, errors), validates every answer against the OpenAI contract and prints a Markdown
     report. Progress goes to stderr. Exit status: 0 when every required check passed (skipped
     checks do not fail), 1 when a required check failed (or, with --compare, anything got
-    worse), 2 for usage errors or when the target cannot be reached.
+    worse), 2 for usage errors, when the target cannot be reached, or when GET BASE_URL/models
+    answers a web page (HTML) instead of an OpenAI API (no check is run then).
     """
     import asyncio
     import json
 
-    from proxy.conformance import CheckResult, Report, TargetUnreachableError, check_ids, run_checks
+    from proxy.conformance import (
+        CheckResult,
+        NotAnOpenAIAPIError,
+        Report,
+        TargetUnreachableError,
+        check_ids,
+        run_checks,
+    )
     from proxy.conformance.compare import Comparison, compare
     from proxy.conformance.html import to_html
     from proxy.conformance.profiles import profile_names
@@ -659,6 +667,9 @@ def check(
         )
     except TargetUnreachableError as exc:
         click.echo(f"qwen-proxy check: cannot reach the target: {exc}", err=True)
+        sys.exit(2)
+    except NotAnOpenAIAPIError as exc:  # a web site: no check run, nothing uploaded to it
+        click.echo(f"qwen-proxy check: not an OpenAI-compatible API: {exc}", err=True)
         sys.exit(2)
     finally:
         if bar_cm is not None:

@@ -98,6 +98,25 @@ async def test_cli_unreachable_target_exits_2() -> None:
     assert "cannot reach the target" in err and out == ""
 
 
+async def test_cli_stops_at_a_web_site_with_exit_2(aiohttp_server: object) -> None:
+    """An ordinary web site (HTML 200 on every path): exit 2 with the cause, no check run and
+    nothing posted to it (no 16 MiB oversized body either)."""
+    posted: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        if request.method != "GET":
+            posted.append(request.path)
+        return web.Response(text="<html><body>My blog</body></html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    server = await aiohttp_server(app)  # type: ignore[operator]
+    code, out, err = await run_cli(str(server.make_url("/v1")), "--key", KEY)
+    assert code == 2, err
+    assert "not an OpenAI-compatible API: GET " in err and "/v1/models answered text/html" in err
+    assert out == "" and posted == []
+
+
 def test_cli_usage_errors_exit_2() -> None:
     """A non-http URL or a pattern matching no check is a usage error (exit 2)."""
     runner = CliRunner()

@@ -179,11 +179,18 @@ ONLY_AUTH = [
 """What the key tests leave out: everything but the model list and the auth checks."""
 
 
-def openai_target(*, keys: str = "enforced", answer: str | None = "Hello.") -> web.Application:
+def openai_target(
+    *,
+    keys: str = "enforced",
+    answer: str | None = "Hello.",
+    models: tuple[str, ...] = ("m",),
+    root_models: bool = False,
+) -> web.Application:
     """A minimal OpenAI chat target with one model. ``keys``: ``enforced`` (the key is
     required), ``when_sent`` (a sent key must be right, but none at all is let in: the classic
     ``if header and header != key`` bug) or ``none`` (no check). ``answer``: the reply, or
-    ``None`` to repeat the user's message (as a model asked to echo does)."""
+    ``None`` to repeat the user's message (as a model asked to echo does); ``models`` the
+    listed ids; ``root_models`` also serves the list without ``/v1`` (chat only under it)."""
 
     def refused(request: web.Request) -> web.Response | None:
         sent = request.headers.get("Authorization")
@@ -192,13 +199,9 @@ def openai_target(*, keys: str = "enforced", answer: str | None = "Hello.") -> w
         error = {"message": "Invalid API key", "type": "invalid_request_error", "code": "key"}
         return web.json_response({"error": error}, status=401)
 
-    async def models(request: web.Request) -> web.Response:
-        return refused(request) or web.json_response(
-            {
-                "object": "list",
-                "data": [{"id": "m", "object": "model", "created": 1, "owned_by": "x"}],
-            }
-        )
+    async def listing(request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "created": 1, "owned_by": "x"} for m in models]
+        return refused(request) or web.json_response({"object": "list", "data": data})
 
     async def chat(request: web.Request) -> web.Response:
         if (no := refused(request)) is not None:
@@ -217,7 +220,9 @@ def openai_target(*, keys: str = "enforced", answer: str | None = "Hello.") -> w
         )
 
     app = web.Application()
-    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models", listing)
+    if root_models:
+        app.router.add_get("/models", listing)
     app.router.add_post("/v1/chat/completions", chat)
     return app
 
@@ -262,3 +267,66 @@ async def test_a_wrong_key_served_is_accepted_whatever_the_answer_says(
         assert "checks no key at all" in wrong.message
         assert report.by_id()["auth.no_key"].diagnosis == "not_enforced"
         assert report.exit_code() == 1
+
+
+# -- live targets: the base URL and the model list ----------------------------------------------
+
+
+async def test_a_base_url_without_v1_is_not_an_open_target_and_gets_a_hint(
+    aiohttp_server: Any,
+) -> None:
+    """Every chat request 404s because the base URL lacks /v1: the auth checks cannot tell
+    (a 404 is neither refused nor served), and a note says the URL probably needs /v1, whether
+    the model list answers without /v1 or not."""
+    for root_models in (False, True):
+        report = await check(aiohttp_server, openai_target(root_models=root_models), path="")
+        by_id = report.by_id()
+        for check_id in ("auth.wrong_key", "auth.no_key"):
+            r = by_id[check_id]
+            assert (r.status, r.diagnosis) == ("skipped", "not_offered"), r
+            assert "with the right key too" in r.message
+        assert any(
+            "probably needs /v1" in n and "/v1/models answers HTTP 200" in n for n in (report.notes)
+        ), report.notes
+
+
+async def test_a_404_web_page_for_the_model_list_leaves_the_oversized_body_out(
+    aiohttp_server: Any,
+) -> None:
+    """GET /models answers an HTML 404 page: a note says this may not be an API, and the
+    oversized-body probe is not uploaded to it."""
+    uploads: list[int] = []
+
+    async def page(request: web.Request) -> web.Response:
+        uploads.append(len(await request.read()))
+        return web.Response(status=404, text="<html>Not here</html>", content_type="text/html")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    report = await run_checks(
+        str(server.make_url("/v1")), KEY, skip=[*ONLY_AUTH[:5], *ONLY_AUTH[6:]], timeout_s=20
+    )
+    oversize = report.by_id()["errors.oversize"]
+    assert (oversize.status, oversize.diagnosis) == ("skipped", "not_api"), oversize
+    assert max(uploads) < 100_000
+    assert any("not JSON" in n and "oversized-body probe" in n for n in report.notes)
+
+
+async def test_an_empty_model_list_skips_the_chat_checks(aiohttp_server: Any) -> None:
+    """No model listed, none given: the chat checks are skipped as no_models instead of
+    asking a made-up model (a cascade of 404s); models.list fails with the cause."""
+    report = await run_checks(
+        str((await aiohttp_server(openai_target(models=()))).make_url("/v1")),
+        KEY,
+        skip=["anthropic", "responses", "tools", "profile", "images", "reasoning", "errors"],
+        timeout_s=20,
+    )
+    by_id = report.by_id()
+    assert (by_id["models.list"].status, by_id["models.list"].diagnosis) == ("failed", "no_models")
+    for check_id in ("chat.en", "chat.zh.stream", "stream.done", "wire.completion"):
+        r = by_id[check_id]
+        assert (r.status, r.diagnosis) == ("skipped", "no_models"), r
+        assert "lists no model" in r.message
+    assert by_id["auth.wrong_key"].status == "passed"
+    assert report.exit_code() == 1

@@ -30,6 +30,7 @@ from proxy.conformance.profiles import profile_names
 from proxy.conformance.report import CheckResult, Evidence, Report, RequestRecord, Status
 from proxy.conformance.runner import (
     DEFAULT_OVERSIZE_BYTES,
+    NotAnOpenAIAPIError,
     ProgressCallback,
     TargetUnreachableError,
     assert_conformant,
@@ -46,6 +47,7 @@ __all__ = [
     "CheckResult",
     "Comparison",
     "Evidence",
+    "NotAnOpenAIAPIError",
     "ProgressCallback",
     "Report",
     "RequestRecord",

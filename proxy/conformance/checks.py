@@ -826,13 +826,26 @@ def _refused(ex: Exchange) -> bool:
     return ex.status in _REFUSED or (ex.status == 200 and _error_in_200(ex, "") is not None)
 
 
+def endpoint_missing(ex: Exchange) -> bool:
+    """Whether ``ex`` says its endpoint is not there: HTTP 404/405, unless the error object is
+    about the model (an unknown model: the endpoint exists)."""
+    if ex.status not in _NO_ENDPOINT:
+        return False
+    obj = ex.json()
+    err = obj.get("error") if isinstance(obj, dict) else None
+    return not (
+        isinstance(err, dict)
+        and any("model" in str(err.get(k, "")).lower() for k in ("code", "message", "param"))
+    )
+
+
 async def _chat_not_found(ctx: Context, ex: Exchange) -> Outcome | None:
     """A skip when the auth probe's 404/405 is the chat endpoint missing for every key (the
     right one too): not found is neither refused nor served."""
-    if ex.status not in _NO_ENDPOINT:
+    if not endpoint_missing(ex):
         return None
     right = await ctx.client.send(ctx.chat("chat.en", ECHO_EN_PROMPT, stream=False))
-    if right.status not in _NO_ENDPOINT:
+    if not endpoint_missing(right):
         return None
     return _skipped(
         "not_offered",

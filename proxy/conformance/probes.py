@@ -329,6 +329,10 @@ class Client:
             shown["Authorization"] = f"Bearer {WRONG_KEY}"
         return sent, shown
 
+    def answer(self, probe_id: str) -> Exchange | None:
+        """The answer to the probe ``probe_id`` if it was sent in this run, else ``None``."""
+        return self._done.get(probe_id)
+
     async def send(self, probe: Probe) -> Exchange:
         """Send ``probe`` (once per run; later calls return the first answer)."""
         lock = self._locks.setdefault(probe.id, asyncio.Lock())

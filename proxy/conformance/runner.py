@@ -20,12 +20,20 @@ from typing import Any
 import aiohttp
 
 from proxy.conformance.catalog import CHECKS
-from proxy.conformance.checks import Capabilities, CheckSpec, Context, Outcome, models_probe
-from proxy.conformance.probes import Client
+from proxy.conformance.checks import (
+    Capabilities,
+    CheckSpec,
+    Context,
+    Outcome,
+    endpoint_missing,
+    models_probe,
+)
+from proxy.conformance.probes import Client, Exchange, Probe
 from proxy.conformance.profiles import profile_names
 from proxy.conformance.report import CheckResult, Report
 
 __all__ = [
+    "NotAnOpenAIAPIError",
     "ProgressCallback",
     "TargetUnreachableError",
     "assert_conformant",
@@ -55,6 +63,37 @@ _IMAGE_SUFFIXES = ("-image", "-draw")
 
 class TargetUnreachableError(ConnectionError):
     """The target could not be reached at all (connection refused, DNS, timeout)."""
+
+
+class NotAnOpenAIAPIError(ValueError):
+    """``GET {base_url}/models`` answered a web page (HTML with a 2xx status): the target is
+    not an OpenAI-compatible API (a web site, a wrong base URL), so no check is run."""
+
+
+_MODEL_FREE = ("models.", "auth.", "errors.")
+"""Checks that need no model from the list (the rest are skipped when the list is empty)."""
+
+
+def _is_html(ex: Exchange) -> bool:
+    head = ex.body.lstrip()[:15].lower()
+    return ex.content_type in ("text/html", "application/xhtml+xml") or head.startswith(
+        (b"<!doctype html", b"<html")
+    )
+
+
+async def _v1_hint(client: Client, what: str) -> str | None:
+    """A note when the base URL probably lacks ``/v1``: ``{base}/v1/models`` answers although
+    ``what`` (a 404 on the base URL as given) did not. Sends that one extra request."""
+    if client.base_url.endswith("/v1"):
+        return None
+    probe = Probe("models.v1", "GET", "/v1/models")
+    ex = await client.send(probe)
+    if ex.status is None or ex.status in (404, 405) or ex.json() is None:
+        return None
+    return (
+        f"{what}, but GET {client.url(probe)} answers HTTP {ex.status}: the base URL probably "
+        f"needs /v1 at the end. Run again with {client.base_url}/v1."
+    )
 
 
 def check_ids() -> list[str]:
@@ -151,8 +190,12 @@ async def run_checks(
     ``None`` runs every profile whose endpoints the target has. ``on_result`` is called as
     each check finishes.
 
-    Raises :class:`TargetUnreachableError` when ``GET {base_url}/models`` cannot connect, and
-    ``ValueError`` for an unknown profile name.
+    Raises :class:`TargetUnreachableError` when ``GET {base_url}/models`` cannot connect,
+    :class:`NotAnOpenAIAPIError` when it answers a web page (HTML with a 2xx status), and
+    ``ValueError`` for an unknown profile name. When the model list is not JSON at all, the
+    oversized-body probe is left out (the target may be someone's web site) and a note says
+    so; when it is empty (and ``models`` names none), the checks that need a model are
+    skipped (``no_models``); a base URL that seems to lack ``/v1`` gets a note.
     """
     unknown = sorted(set(profiles or ()) - set(profile_names()))
     if unknown:
@@ -167,13 +210,44 @@ async def run_checks(
         listing = await client.send(models_probe())
         if listing.status is None:
             raise TargetUnreachableError(f"{client.url(listing.probe)}: {listing.error}")
-        caps = pick_models(_listed_ids(listing.json()), list(models or ()))
+        listed = listing.json()
+        models_url = client.url(listing.probe)
+        if listed is None and listing.status is not None and 200 <= listing.status < 300:
+            if _is_html(listing):
+                raise NotAnOpenAIAPIError(
+                    f"GET {models_url} answered {listing.content_type or 'an HTML page'} "
+                    f"(HTTP {listing.status}), not an OpenAI model list: this is a web page, not "
+                    "an OpenAI-compatible API. Is the base URL right? (OpenAI clients are given "
+                    "the URL that ends in /v1.)"
+                )
+        caps = pick_models(_listed_ids(listed), list(models or ()))
         notes = []
         if key is None and listing.status in (401, 403):
             notes.append(
                 f"The target wants an API key: GET /models answered HTTP {listing.status} without "
                 "one, so most checks below fail for that reason alone. Run again with --key "
                 "(or QWEN_PROXY_CHECK_KEY)."
+            )
+        hint = None
+        if listing.status == 404:
+            hint = await _v1_hint(client, f"GET {models_url} answers HTTP 404")
+            if hint:
+                notes.append(hint)
+        not_api: str | None = None
+        if listed is None and listing.status not in (401, 403):
+            not_api = (
+                f"GET {models_url} answered HTTP {listing.status} with "
+                f"{listing.content_type or 'an untyped body'}, not JSON: the target may not be "
+                "an OpenAI-compatible API"
+            )
+            notes.append(
+                f"{not_api}, so the oversized-body probe ({oversize_bytes} bytes) is left out."
+            )
+        no_models: str | None = None
+        if caps.text_model is None and listing.status == 200 and isinstance(listed, dict):
+            no_models = (
+                f"the target lists no model (GET {models_url} returned an empty list) and none "
+                "was given with --models: there is no model to ask"
             )
         ctx = Context(
             client=client,
@@ -194,6 +268,10 @@ async def run_checks(
             )
             if _matches(spec.id, skip):
                 outcome = Outcome("skipped", "not_requested", "left out with --skip")
+            elif no_models is not None and not spec.id.startswith(_MODEL_FREE):
+                outcome = Outcome("skipped", "no_models", no_models)
+            elif not_api is not None and spec.id == "errors.oversize":
+                outcome = Outcome("skipped", "not_api", f"left out: {not_api}")
             else:
                 try:
                     outcome = await spec.run(ctx)
@@ -207,6 +285,14 @@ async def run_checks(
         async with asyncio.TaskGroup() as tg:
             for spec in CHECKS:
                 tg.create_task(one(spec))
+        chat = client.answer("chat.en")
+        if hint is None and chat is not None and chat.status == 404 and endpoint_missing(chat):
+            what = f"POST {client.url(chat.probe)} answers HTTP 404 with the right key"
+            notes.append(
+                await _v1_hint(client, what)
+                or f"{what}: there is no chat endpoint at this base URL, so most checks below "
+                "fail for that reason alone (OpenAI clients are given the URL that ends in /v1)."
+            )
     return Report(
         target=base_url,
         strict=strict,
