@@ -18,7 +18,7 @@ from aiohttp import web
 
 from proxy.conformance import Report, run_checks
 from proxy.conformance.agents import _read_anthropic_stream
-from proxy.conformance.checks import _http_failure
+from proxy.conformance.checks import _error_outcome, _http_failure
 from proxy.conformance.probes import Client, Exchange, Probe
 from proxy.conformance.report import RequestRecord
 
@@ -330,3 +330,14 @@ async def test_an_empty_model_list_skips_the_chat_checks(aiohttp_server: Any) ->
         assert "lists no model" in r.message
     assert by_id["auth.wrong_key"].status == "passed"
     assert report.exit_code() == 1
+
+
+def test_a_server_error_says_when_its_body_is_a_web_page() -> None:
+    """An HTML 500 for an error probe: the message says the body was HTML, not an error object."""
+    page = exchange(b"<html>Internal Server Error</html>", stream=False, content_type="text/html")
+    page.status = 500
+    out = _error_outcome(page, (400,), "malformed JSON")
+    assert out.diagnosis == "server_error"
+    assert out.message == (
+        "malformed JSON: HTTP 500 with an HTML page, not an OpenAI error object"
+    ), out.message

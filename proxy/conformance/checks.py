@@ -173,6 +173,15 @@ def _error_text(ex: Exchange) -> str:
     return ""
 
 
+def _not_json_body(ex: Exchange) -> str:
+    """``" with an HTML page, not an OpenAI error object"`` (or the content type) when an
+    error's body is not JSON, else ``""``."""
+    if not ex.body.strip() or ex.json() is not None:
+        return ""
+    kind = "an HTML page" if ex.content_type == "text/html" else ex.content_type or "a body"
+    return f" with {kind}, not an OpenAI error object"
+
+
 def _http_failure(ex: Exchange) -> Outcome | None:
     """A failed outcome when the exchange is not an HTTP 200, else ``None``."""
     if ex.error is not None and ex.status is None:
@@ -741,7 +750,9 @@ def _error_outcome(ex: Exchange, accepted: tuple[int, ...], what: str) -> Outcom
             )
         return _failed(ex, "error_as_200", f"{what}: HTTP 200 instead of an error status")
     if ex.status >= 500:
-        return _failed(ex, "server_error", f"{what}: HTTP {ex.status}{_error_text(ex)}")
+        return _failed(
+            ex, "server_error", f"{what}: HTTP {ex.status}{_error_text(ex)}{_not_json_body(ex)}"
+        )
     problems = violations("error", ex.json())
     if ex.status not in accepted:
         return _failed(
