@@ -456,7 +456,7 @@ def _judge_xml_tools(
     in the system prompt, no ``tools`` field) does not reach it as text, untouched: turned
     into native ``tool_calls`` (cline#13008: Cline reads no tool_calls without ``tools`` and
     runs nothing), HTML-escaped (``&lt;read_file&gt;``: Cline's parser finds no tag) or
-    missing. ``None`` when an XML block is there."""
+    missing. ``None`` when an XML block is there, or the answer is empty (not about XML)."""
     notes = [f"answer: {text[:200]!r}"]
     calls = [d["tool_calls"] for c in chunks if (d := _delta(c)).get("tool_calls")]
     if calls:
@@ -469,6 +469,8 @@ def _judge_xml_tools(
             notes=notes,
             ttft_s=ttft,
         )
+    if not text.strip():
+        return None  # an empty answer: said as such by the text judgement
     escaped = _ESCAPED_TAG.search(text)
     if escaped and not _XML_BLOCK.search(text):
         return _failed(
