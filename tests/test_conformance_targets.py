@@ -20,6 +20,7 @@ from proxy.conformance import Report, run_checks
 from proxy.conformance.agents import _read_anthropic_stream
 from proxy.conformance.checks import _error_outcome, _http_failure
 from proxy.conformance.probes import Client, Exchange, Probe
+from proxy.conformance.profiles import _judge_xml_tools
 from proxy.conformance.report import RequestRecord
 
 
@@ -341,3 +342,15 @@ def test_a_server_error_says_when_its_body_is_a_web_page() -> None:
     assert out.message == (
         "malformed JSON: HTTP 500 with an HTML page, not an OpenAI error object"
     ), out.message
+
+
+def test_cline_xml_judgement_leaves_an_empty_answer_to_empty_answer() -> None:
+    """No text at all is an empty answer (said by the text judgement), not a missing XML
+    block; text without any XML block is."""
+    ex = exchange(COMPLETE_STREAM)
+    assert _judge_xml_tools(ex, [], "", None) is None
+    missing = _judge_xml_tools(ex, [], "I would read the README.", None)
+    assert missing is not None and missing.diagnosis == "no_tool_xml"
+    assert (
+        _judge_xml_tools(ex, [], "<read_file>\n<path>README.md</path>\n</read_file>", None) is None
+    )
