@@ -186,12 +186,14 @@ def openai_target(
     answer: str | None = "Hello.",
     models: tuple[str, ...] = ("m",),
     root_models: bool = False,
+    chat_error: int | None = None,
 ) -> web.Application:
     """A minimal OpenAI chat target with one model. ``keys``: ``enforced`` (the key is
     required), ``when_sent`` (a sent key must be right, but none at all is let in: the classic
     ``if header and header != key`` bug) or ``none`` (no check). ``answer``: the reply, or
     ``None`` to repeat the user's message (as a model asked to echo does); ``models`` the
-    listed ids; ``root_models`` also serves the list without ``/v1`` (chat only under it)."""
+    listed ids; ``root_models`` also serves the list without ``/v1`` (chat only under it);
+    ``chat_error`` a status every chat request gets past the key check instead of an answer."""
 
     def refused(request: web.Request) -> web.Response | None:
         sent = request.headers.get("Authorization")
@@ -207,6 +209,9 @@ def openai_target(
     async def chat(request: web.Request) -> web.Response:
         if (no := refused(request)) is not None:
             return no
+        if chat_error is not None:
+            error = {"message": "upstream trouble", "type": "server_error", "code": None}
+            return web.json_response({"error": error}, status=chat_error)
         body = await request.json()
         text = answer if answer is not None else body["messages"][-1]["content"]
         message = {"role": "assistant", "content": text}
@@ -354,3 +359,19 @@ def test_cline_xml_judgement_leaves_an_empty_answer_to_empty_answer() -> None:
     assert (
         _judge_xml_tools(ex, [], "<read_file>\n<path>README.md</path>\n</read_file>", None) is None
     )
+
+
+async def test_an_error_past_the_key_check_tells_whether_the_key_was_let_through(
+    aiohttp_server: Any,
+) -> None:
+    """No key check, and every chat request fails past it with a 400: a wrong key gets what
+    the right key gets, so it was let through. A 503 for every request proves nothing (it may
+    come before any key check): a server error, not an accepted key."""
+    report = await check(aiohttp_server, openai_target(keys="none", chat_error=400))
+    wrong = report.by_id()["auth.wrong_key"]
+    assert (wrong.status, wrong.diagnosis) == ("failed", "wrong_key_accepted"), wrong
+    assert "with the right key too" in wrong.message
+    report = await check(aiohttp_server, openai_target(keys="none", chat_error=503))
+    by_id = report.by_id()
+    assert by_id["auth.wrong_key"].diagnosis == "server_error", by_id["auth.wrong_key"]
+    assert by_id["auth.no_key"].diagnosis == "not_enforced", by_id["auth.no_key"]

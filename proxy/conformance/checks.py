@@ -867,9 +867,12 @@ async def _chat_not_found(ctx: Context, ex: Exchange) -> Outcome | None:
 
 
 async def _like_the_right_key(ctx: Context, ex: Exchange) -> bool:
-    """Whether the same request with the right key gets the same error status as ``ex``: the
-    error then comes from past the key check (an upstream or a validation error), so the key
-    ``ex`` carried (wrong, or none) was let through."""
+    """Whether ``ex`` is a request error (4xx, not 401/403/429) that the same request with the
+    right key gets too: the error then comes from past the key check (an unknown model, a
+    validation error), so the key ``ex`` carried (wrong, or none) was let through. Server
+    errors and rate limits prove nothing (they may come before the key check)."""
+    if ex.status is None or not 400 <= ex.status < 500 or ex.status in (*_REFUSED, 429):
+        return False
     right = await ctx.client.send(_auth_probe(ctx, "key"))
     return right.status == ex.status
 
@@ -885,15 +888,14 @@ async def _wrong_key(ctx: Context) -> Outcome:
         "--key was given, so keys should be enforced: configure the target's API keys (to "
         "check an open target on purpose, run without --key)"
     )
-    if ex.status not in (200, *_REFUSED) and ex.status is not None:
-        if await _like_the_right_key(ctx, ex):
-            return _failed(
-                ex,
-                "wrong_key_accepted",
-                f"a wrong key is let through: the same request gets HTTP {ex.status} with the "
-                f"right key too, so the error comes from past the key check{_error_text(ex)}. "
-                + advice,
-            )
+    if await _like_the_right_key(ctx, ex):
+        return _failed(
+            ex,
+            "wrong_key_accepted",
+            f"a wrong key is let through: the same request gets HTTP {ex.status} with the "
+            f"right key too, so the error comes from past the key check{_error_text(ex)}. "
+            + advice,
+        )
     if ex.status != 200:
         return _error_outcome(ex, (401,), "a wrong key")
     disguised = _error_in_200(ex, "a wrong key")
@@ -945,7 +947,7 @@ async def _no_key(ctx: Context) -> Outcome:
             "a request without any key was served (HTTP 200) although a wrong key is refused "
             f"(HTTP {wrong.status}): " + bypass,
         )
-    if ex.status is not None and await _like_the_right_key(ctx, ex):
+    if await _like_the_right_key(ctx, ex):
         return _failed(
             ex,
             "missing_key_accepted",
