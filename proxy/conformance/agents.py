@@ -747,13 +747,16 @@ async def _anthropic_stream(ctx: Context) -> Outcome:
     if fail is not None:
         return fail
     verdict = classify_echo(ECHO_EN_SENTENCE, s.text)
-    notes = [f"text: {s.text[:200]!r}", f"stop_reason: {s.stop_reason}", *s.notes()]
+    notes = [f"text: {s.text[:200]!r}", f"stop_reason: {s.stop_reason}"]
     if verdict.code != "ok":
         return _failed(ex, verdict.code, verdict.message, notes=notes, ttft_s=s.ttft_s)
     if s.stop_reason != "end_turn":
         return _failed(ex, "wrong_finish_reason", "stop_reason is not 'end_turn'", notes=notes)
     return _passed(
-        ex, "Anthropic's event order, text deltas, end_turn", notes=notes, ttft_s=s.ttft_s
+        ex,
+        "Anthropic's event order, text deltas, end_turn",
+        notes=[*notes, *s.notes()],
+        ttft_s=s.ttft_s,
     )
 
 

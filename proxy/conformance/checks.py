@@ -14,13 +14,15 @@ Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.cl
 ``data_after_done``, ``missing_usage``, ``usage_shape``, ``usage_inconsistent``,
 ``no_reasoning``, ``no_answer``, ``null_image_url``, ``text_instead_of_image``, ``no_image``,
 ``unsafe_url``, ``image_fetch_failed``, ``not_an_image``, ``empty_200``, ``error_as_200``,
-``wrong_key_accepted``, ``missing_key_accepted``, ``server_error``, ``wrong_status``,
-``not_openai_error``, ``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``,
-``not_offered``, ``not_enforced``.
+``wrong_key_accepted``, ``server_error``, ``wrong_status``, ``not_openai_error``,
+``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``, ``not_offered``,
+``open_target``.
 
 The HTTP gate every answer passes (:func:`_http_failure`) adds ``not_closed_after_done`` (a
 stream's body left open after its last event) and ``wrong_charset`` (non-ASCII text labelled
-with a charset other than UTF-8).
+with a charset other than UTF-8). The auth checks add ``missing_key_accepted`` (no key served
+while a wrong key is refused) and the skip ``not_enforced``; ``open_target`` is no longer given
+(with ``--key`` a wrong key served is ``wrong_key_accepted``).
 """
 
 from __future__ import annotations

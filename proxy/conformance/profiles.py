@@ -27,7 +27,6 @@ from proxy.conformance.checks import (
     CheckSpec,
     Context,
     Outcome,
-    _delta,
     _failed,
     _http_failure,
     _passed,
@@ -81,8 +80,8 @@ class Step:
     auth: Literal["key", "x-api-key"] = "key"
     expect: str | None = None
     usage: bool = False
-    json_task: str | None = None
     xml_tools: bool = False
+    json_task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -433,65 +432,12 @@ def _openai_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
     dup = find_duplicated_deltas(s.content)
     if dup is not None:
         return _failed(ex, "duplicated_deltas", dup.message(), ttft_s=s.ttft_s)
-    if step.xml_tools:
-        broken = _judge_xml_tools(ex, s.chunks, "".join(s.content), s.ttft_s)
-        if broken is not None:
-            return broken
     out = _judge_text(ex, step, "".join(s.content), s.ttft_s)
     if s.done_at is None:
         out.notes.append("no `data: [DONE]` (tolerated by this client)")
     if step.usage and not any(isinstance(c, dict) and c.get("usage") for c in s.chunks):
         out.notes.append("include_usage was asked for, but no chunk has usage (shown as zeros)")
     return out
-
-
-_XML_BLOCK = re.compile(r"<([A-Za-z_][\w-]*)>.*?</\1>", re.DOTALL)
-_ESCAPED_TAG = re.compile(r"&lt;/?[A-Za-z_][\w-]*&gt;")
-
-
-def _judge_xml_tools(
-    ex: Exchange, chunks: list[Any], text: str, ttft: float | None
-) -> Outcome | None:
-    """A failure when the XML tool call a client like Cline asked for (tools described as XML
-    in the system prompt, no ``tools`` field) does not reach it as text, untouched: turned
-    into native ``tool_calls`` (cline#13008: Cline reads no tool_calls without ``tools`` and
-    runs nothing), HTML-escaped (``&lt;read_file&gt;``: Cline's parser finds no tag) or
-    missing. ``None`` when an XML block is there, or the answer is empty (not about XML)."""
-    notes = [f"answer: {text[:200]!r}"]
-    calls = [d["tool_calls"] for c in chunks if (d := _delta(c)).get("tool_calls")]
-    if calls:
-        return _failed(
-            ex,
-            "tool_calls_without_tools",
-            "the proxy turned the XML tool call into native tool_calls although the request "
-            "offered no `tools`: Cline reads tools only as XML in the text, so the tool never "
-            f"runs (cline#13008, docs/clients.md §5); first: {str(calls[0])[:160]}",
-            notes=notes,
-            ttft_s=ttft,
-        )
-    if not text.strip():
-        return None  # an empty answer: said as such by the text judgement
-    escaped = _ESCAPED_TAG.search(text)
-    if escaped and not _XML_BLOCK.search(text):
-        return _failed(
-            ex,
-            "html_escaped",
-            f"the answer's XML arrives HTML-escaped ({escaped.group()!r}): Cline needs the "
-            "tags untouched to find the tool call",
-            notes=notes,
-            ttft_s=ttft,
-        )
-    if not _XML_BLOCK.search(text):
-        return _failed(
-            ex,
-            "no_tool_xml",
-            "the answer holds no XML tool block (such as <read_file>…</read_file>), which "
-            "Cline needs in the text: either the model did not answer with one, or the proxy "
-            "removed it (cline#13008)",
-            notes=notes,
-            ttft_s=ttft,
-        )
-    return None
 
 
 def _judge_text(ex: Exchange, step: Step, text: str, ttft: float | None) -> Outcome:
@@ -589,6 +535,67 @@ def _responses_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
     return _judge_text(ex, step, text, s.ttft_s) if text else _passed(ex, "a function call")
 
 
+def _deltas(chunks: list[Any]) -> list[dict[str, Any]]:
+    """The ``choices[0].delta`` objects of stream chunks."""
+    out = []
+    for c in chunks:
+        choices = c.get("choices") if isinstance(c, dict) else None
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            delta = choices[0].get("delta")
+            if isinstance(delta, dict):
+                out.append(delta)
+    return out
+
+
+_XML_BLOCK = re.compile(r"<([A-Za-z_][\w-]*)>.*?</\1>", re.DOTALL)
+_ESCAPED_TAG = re.compile(r"&lt;/?[A-Za-z_][\w-]*&gt;")
+
+
+def _judge_xml_tools(
+    ex: Exchange, chunks: list[Any], text: str, ttft: float | None
+) -> Outcome | None:
+    """A failure when the XML tool call a client like Cline asked for (tools described as XML
+    in the system prompt, no ``tools`` field) does not reach it as text, untouched: turned
+    into native ``tool_calls`` (cline#13008: Cline reads no tool_calls without ``tools`` and
+    runs nothing), HTML-escaped (``&lt;read_file&gt;``: Cline's parser finds no tag) or
+    missing. ``None`` when an XML block is there, or the answer is empty (not about XML)."""
+    notes = [f"answer: {text[:200]!r}"]
+    calls = [d["tool_calls"] for d in _deltas(chunks) if d.get("tool_calls")]
+    if calls:
+        return _failed(
+            ex,
+            "tool_calls_without_tools",
+            "the proxy turned the XML tool call into native tool_calls although the request "
+            "offered no `tools`: Cline reads tools only as XML in the text, so the tool never "
+            f"runs (cline#13008, docs/clients.md §5); first: {str(calls[0])[:160]}",
+            notes=notes,
+            ttft_s=ttft,
+        )
+    if not text.strip():
+        return None  # an empty answer: said as such by the text judgement
+    escaped = _ESCAPED_TAG.search(text)
+    if escaped and not _XML_BLOCK.search(text):
+        return _failed(
+            ex,
+            "html_escaped",
+            f"the answer's XML arrives HTML-escaped ({escaped.group()!r}): Cline needs the "
+            "tags untouched to find the tool call",
+            notes=notes,
+            ttft_s=ttft,
+        )
+    if not _XML_BLOCK.search(text):
+        return _failed(
+            ex,
+            "no_tool_xml",
+            "the answer holds no XML tool block (such as <read_file>…</read_file>), which "
+            "Cline needs in the text: either the model did not answer with one, or the proxy "
+            "removed it (cline#13008)",
+            notes=notes,
+            ttft_s=ttft,
+        )
+    return None
+
+
 _READERS: dict[str, Callable[[Context, Exchange, Step], Outcome]] = {
     "openai_stream": _openai_stream,
     "openai_json": _openai_json,
@@ -619,6 +626,11 @@ def _runner(profile: Profile) -> Callable[[Context], Awaitable[Outcome]]:
                     )
                 return _skipped("not_offered", why)
             out = _READERS[step.reads](ctx, ex, step)
+            if step.xml_tools and (out.status == "passed" or out.diagnosis == "empty_answer"):
+                # as read, and the XML untouched (an answer of tool_calls alone is "empty")
+                _, stream = _stream_failure(ex)
+                text = "".join(stream.content)
+                out = _judge_xml_tools(ex, stream.chunks, text, out.ttft_s) or out
             if out.status != "passed":
                 out.message = f"step `{step.name}` ({len(done) + 1} of {len(steps)}): {out.message}"
                 out.notes.append(f"source: {profile.source}")
