@@ -551,14 +551,13 @@ _XML_BLOCK = re.compile(r"<([A-Za-z_][\w-]*)>.*?</\1>", re.DOTALL)
 _ESCAPED_TAG = re.compile(r"&lt;/?[A-Za-z_][\w-]*&gt;")
 
 
-def _judge_xml_tools(
-    ex: Exchange, chunks: list[Any], text: str, ttft: float | None
-) -> Outcome | None:
-    """A failure when the XML tool call a client like Cline asked for (tools described as XML
-    in the system prompt, no ``tools`` field) does not reach it as text, untouched: turned
-    into native ``tool_calls`` (cline#13008: Cline reads no tool_calls without ``tools`` and
-    runs nothing), HTML-escaped (``&lt;read_file&gt;``: Cline's parser finds no tag) or
-    missing. ``None`` when an XML block is there, or the answer is empty (not about XML)."""
+def _judge_xml_tools(ex: Exchange, out: Outcome, chunks: list[Any], text: str) -> Outcome:
+    """``out`` (the step as the client read it), or a failure when the XML tool call a client
+    like Cline asked for (tools described as XML in the system prompt, no ``tools`` field) did
+    not reach it as text, untouched: turned into native ``tool_calls`` (cline#13008: Cline
+    reads no tool_calls without ``tools`` and runs nothing) or HTML-escaped
+    (``&lt;read_file&gt;``: Cline's parser finds no tag). An answer without any XML block only
+    gets a note: whether the model writes one is model behaviour, not judged."""
     notes = [f"answer: {text[:200]!r}"]
     calls = [d["tool_calls"] for d in _deltas(chunks) if d.get("tool_calls")]
     if calls:
@@ -569,31 +568,26 @@ def _judge_xml_tools(
             "offered no `tools`: Cline reads tools only as XML in the text, so the tool never "
             f"runs (cline#13008, docs/clients.md §5); first: {str(calls[0])[:160]}",
             notes=notes,
-            ttft_s=ttft,
+            ttft_s=out.ttft_s,
         )
-    if not text.strip():
-        return None  # an empty answer: said as such by the text judgement
+    if not text.strip() or _XML_BLOCK.search(text):
+        return out  # empty (said so already), or the XML is there as text
     escaped = _ESCAPED_TAG.search(text)
-    if escaped and not _XML_BLOCK.search(text):
+    if escaped:
         return _failed(
             ex,
             "html_escaped",
             f"the answer's XML arrives HTML-escaped ({escaped.group()!r}): Cline needs the "
             "tags untouched to find the tool call",
             notes=notes,
-            ttft_s=ttft,
+            ttft_s=out.ttft_s,
         )
-    if not _XML_BLOCK.search(text):
-        return _failed(
-            ex,
-            "no_tool_xml",
-            "the answer holds no XML tool block (such as <read_file>…</read_file>), which "
-            "Cline needs in the text: either the model did not answer with one, or the proxy "
-            "removed it (cline#13008)",
-            notes=notes,
-            ttft_s=ttft,
-        )
-    return None
+    out.notes.append(
+        "the answer holds no XML tool block (such as <read_file>…</read_file>), so Cline would "
+        "run no tool: the model did not write one, or the proxy removed it (cline#13008); "
+        "model behaviour, not judged"
+    )
+    return out
 
 
 _READERS: dict[str, Callable[[Context, Exchange, Step], Outcome]] = {
@@ -629,8 +623,7 @@ def _runner(profile: Profile) -> Callable[[Context], Awaitable[Outcome]]:
             if step.xml_tools and (out.status == "passed" or out.diagnosis == "empty_answer"):
                 # as read, and the XML untouched (an answer of tool_calls alone is "empty")
                 _, stream = _stream_failure(ex)
-                text = "".join(stream.content)
-                out = _judge_xml_tools(ex, stream.chunks, text, out.ttft_s) or out
+                out = _judge_xml_tools(ex, out, stream.chunks, "".join(stream.content))
             if out.status != "passed":
                 out.message = f"step `{step.name}` ({len(done) + 1} of {len(steps)}): {out.message}"
                 out.notes.append(f"source: {profile.source}")
