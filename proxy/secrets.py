@@ -141,7 +141,7 @@ class SecretMasker:
         """``text`` with every secret fragment (and its encoded characters) replaced."""
         if not self._grams or len(text) < self._min_run:
             return text
-        if not any(c in text for c in self._escapes):
+        if "\\" not in text and "%" not in text and (self._escapes == "\\%" or "&" not in text):
             return self._mask_plain(text)
         out: list[str] = []
         last = 0
