@@ -33,7 +33,8 @@ from proxy.conformance.report import CheckResult, Report
     ("answer", "code"),
     [
         (ZH, "ok"),
-        (f"好的：{ZH}", "ok"),
+        (f"  “{ZH}”\n", "ok"),
+        (f"好的：{ZH}", "echo_mismatch"),
         ("", "empty_answer"),
         (latin1_mojibake(ZH), "mojibake_latin1"),
         (cp1252_mojibake(ZH), "mojibake_latin1"),

@@ -122,8 +122,9 @@ SENTENCE = "你好，世界：测试"
 
 
 def test_echo_ok_and_empty() -> None:
-    """The sentence inside the answer is ok; blank answers are empty."""
-    assert classify_echo(SENTENCE, f"Sure: {SENTENCE}!").code == "ok"
+    """Only the sentence itself is ok; blank answers are empty."""
+    assert classify_echo(SENTENCE, SENTENCE).code == "ok"
+    assert classify_echo(SENTENCE, f"Sure: {SENTENCE}!").code == "echo_mismatch"
     assert classify_echo(SENTENCE, "  ").code == "empty_answer"
 
 
@@ -481,3 +482,476 @@ def test_assemble_caps_quoted_fragments() -> None:
     assert len(problems[0]) == 120
     _, problems = D.assemble_tool_call_deltas([{"tool_calls": [{"index": None, "p": "y" * 500}]}])
     assert len(problems[0]) == 160
+
+
+# -- exact echo comparison ---------------------------------------------------------------------
+
+EN = "The quick brown fox."
+
+
+@pytest.mark.parametrize(("left", "right"), D._QUOTES)
+def test_each_quote_pair_is_forgiven(left: str, right: str) -> None:
+    """One pair of quotes around the answer (and spaces inside it) is not a difference."""
+    assert D.normalise_echo(f" {left} {EN}{right}\n") == EN
+    assert classify_echo(EN, f"{left}{EN}{right}").code == "ok"
+
+
+def test_normalise_echo_forgives_nothing_else() -> None:
+    """Unpaired or inner quotes, and a lone quote, stay; whitespace around is removed."""
+    assert D.normalise_echo(f'"{EN}') == f'"{EN}'
+    assert D.normalise_echo(f"'{EN}\"") == f"'{EN}\""
+    assert D.normalise_echo('"') == '"'
+    assert D.normalise_echo('""') == ""
+    assert D.normalise_echo(f"\t{EN}  ") == EN
+
+
+def test_echo_ok_message_says_exactly() -> None:
+    """A passing echo says the answer is the sentence, exactly."""
+    assert classify_echo(EN, EN).message == "the answer is the sentence, exactly"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            f"{EN} Anything else?",
+            "the answer holds the sentence with extra text after it: ' Anything else?'",
+        ),
+        (f"Sure: {EN}", "the answer holds the sentence with extra text before it: 'Sure: '"),
+        (
+            f"Sure: {EN} Bye.",
+            "the answer holds the sentence with extra text before it ('Sure: ') and after it "
+            "(' Bye.')",
+        ),
+        (
+            f"{EN}x.",
+            "the sentence is followed by a repeat of its own last 2 character(s) ('x.'): its "
+            "last piece of text was sent twice",
+        ),
+        (f"{EN}\n\n{EN}", "the answer is the sentence twice"),
+    ],
+)
+def test_extra_text_is_named(answer: str, message: str) -> None:
+    """The sentence with something around it: what is extra, and where."""
+    verdict = classify_echo(EN, answer)
+    assert (verdict.code, verdict.message) == ("echo_mismatch", message)
+
+
+def test_extra_text_excerpt_is_capped() -> None:
+    """Extra text is quoted up to 60 characters."""
+    message = classify_echo(EN, EN + "y" * 100).message
+    assert message.endswith(repr("y" * 59 + "…"))
+
+
+def test_extra_text_comes_before_mojibake() -> None:
+    """An answer holding the sentence is judged by what is around it, even mojibake."""
+    assert classify_echo(SENTENCE, SENTENCE + D.latin1_mojibake(SENTENCE)).code == "echo_mismatch"
+
+
+def test_mojibake_ending_in_a_space_like_character() -> None:
+    """Mojibake is looked for in the answer as sent: 丠 read as Latin-1 ends in U+00A0,
+    which the comparison's whitespace stripping would remove."""
+    assert classify_echo("丠", D.latin1_mojibake("丠")).code == "mojibake_latin1"
+    assert classify_echo("丠", D.gbk_mojibake("丠")[0] + " ").code == "mojibake_gbk"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("The quick", "the answer breaks off after 9 of the sentence's 20 characters: 'The quick'"),
+        (
+            "The slow brown fox.",
+            "the answer differs from the sentence from character 4 on: expected 'quick brown "
+            "fox.', got 'slow brown fox.'",
+        ),
+        (
+            "The quick brown fox!!",
+            "the answer differs from the sentence from character 19 on: expected '.', got '!!'",
+        ),
+    ],
+)
+def test_difference_is_located(answer: str, message: str) -> None:
+    """Other text: where the answer breaks off or first differs."""
+    verdict = classify_echo(EN, answer)
+    assert (verdict.code, verdict.message) == ("echo_mismatch", message)
+
+
+def test_difference_when_the_answer_is_longer() -> None:
+    """An answer that starts like the sentence and goes on differently: located at the end of
+    the common part."""
+    message = classify_echo("abc", "abXYZ").message
+    assert (
+        message
+        == "the answer differs from the sentence from character 2 on: expected 'c', got 'XYZ'"
+    )
+
+
+# -- think tags --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "what", "rest"),
+    [
+        (f"<think>\n\n</think>\n\n{EN}", "an empty <think></think> block", "the sentence"),
+        (f"<think>I echo.</think>{EN}", "<think> tags", "the sentence"),
+        (f"<THINK></THINK>{EN}", "an empty <think></think> block", "the sentence"),
+        (f"</think>\n{EN}", "<think> tags", repr(f"</think>\n{EN}")),
+        ("<think>x</think>Hello", "<think> tags", "'Hello'"),
+    ],
+)
+def test_think_tags_in_content(answer: str, what: str, rest: str) -> None:
+    """Think tags in the answer of a model that does not think: named, with what the answer is
+    without them."""
+    verdict = classify_echo(EN, answer)
+    assert verdict.code == "think_tags_in_content"
+    assert verdict.message.startswith(f"the answer holds {what}: reasoning markup leaked")
+    assert verdict.message.endswith(f"show it verbatim; without them the answer is {rest}")
+
+
+def test_strip_think_blocks() -> None:
+    """Blocks and the whitespace after each go; the rest stays."""
+    assert D.strip_think_blocks(f"<think>a\nb</think>\n\n{EN}") == EN
+    assert D.strip_think_blocks("x<Think></Think> y") == "xy"
+    assert D.strip_think_blocks(EN) == EN
+
+
+# -- question marks ------------------------------------------------------------------------------
+
+
+def test_question_mark_forms() -> None:
+    """Each single-byte encoder's way of writing what it cannot encode."""
+    assert D.question_mark_forms("é中x") == ("é?x", "??x", "?????x")
+
+
+@pytest.mark.parametrize("form", range(3))
+def test_each_question_mark_form_is_named(form: int) -> None:
+    """The Chinese sentence in each ``?`` form is ``question_marks``."""
+    answer = D.question_mark_forms(SENTENCE)[form]
+    assert classify_echo(SENTENCE, answer).code == "question_marks"
+
+
+def test_question_marks_need_characters_to_replace() -> None:
+    """An ASCII sentence has no ``?`` form: a ``?`` in its answer is other text."""
+    assert classify_echo("abc", "a?c").code == "echo_mismatch"
+
+
+# -- damage rules ------------------------------------------------------------------------------
+
+ZH_PIECES = ["我们在", "北京的", "咖啡馆", "里讨论", "量子计", "算。"]
+ZH_TEXT = "".join(ZH_PIECES)
+
+
+def _byte_diffed(pieces: list[str]) -> list[str]:
+    out, snap, prev = [], "", ""
+    for p in pieces:
+        snap += p
+        out.append(snap[len(prev.encode()) :])
+        prev = snap
+    return out
+
+
+def _split_ignored(text: str, size: int = 4) -> list[str]:
+    raw = text.encode()
+    return [raw[i : i + size].decode("utf-8", errors="ignore") for i in range(0, len(raw), size)]
+
+
+EN_PIECES = ["The", " qu", "ick", " br", "own", " fo", "x."]
+
+DAMAGE_CASES: dict[str, tuple[str, list[str]]] = {
+    "byte_length_diffing": (ZH_TEXT, _byte_diffed(ZH_PIECES)),
+    "split_chars_dropped": (ZH_TEXT, _split_ignored(ZH_TEXT)),
+    "overlapping_deltas": (
+        ZH_TEXT,
+        [p if i == 0 else ZH_PIECES[i - 1][-1] + p for i, p in enumerate(ZH_PIECES)],
+    ),
+    "stripped_deltas": (EN, [p.strip() for p in EN_PIECES]),
+}
+"""One streamed case per damage rule."""
+
+
+def test_every_damage_rule_has_a_case() -> None:
+    """The cases below cover :data:`DAMAGE_RULES`, in order."""
+    assert [r.code for r in D.DAMAGE_RULES] == list(DAMAGE_CASES)
+
+
+@pytest.mark.parametrize("code", list(DAMAGE_CASES))
+def test_each_damage_rule_streamed(code: str) -> None:
+    """Each rule names its damage from the streamed pieces."""
+    expected, pieces = DAMAGE_CASES[code]
+    verdict = classify_echo(expected, "".join(pieces), pieces)
+    assert verdict.code == code, verdict.message
+
+
+def test_damage_rules_messages_streamed() -> None:
+    """Streamed, the messages say the damage sits where pieces meet."""
+    expected, pieces = DAMAGE_CASES["split_chars_dropped"]
+    message = classify_echo(expected, "".join(pieces), pieces).message
+    assert message.startswith(
+        "8 multi-byte character(s) are missing ('们在的咖里讨子计'), exactly where one streamed "
+        "piece ends and the next begins: UTF-8 split"
+    )
+    expected, pieces = DAMAGE_CASES["overlapping_deltas"]
+    message = classify_echo(expected, "".join(pieces), pieces).message
+    assert message.startswith("5 character(s) appear twice in a row where the sentence has them")
+    assert "each streamed piece starts with the last character of the piece before it" in message
+    expected, pieces = DAMAGE_CASES["stripped_deltas"]
+    message = classify_echo(expected, "".join(pieces), pieces).message
+    assert message.startswith(
+        "3 whitespace character(s) are missing at the boundaries between streamed pieces "
+        "('Thequickbrownfox.'): the proxy strips"
+    )
+    expected, pieces = DAMAGE_CASES["byte_length_diffing"]
+    message = classify_echo(expected, "".join(pieces), pieces).message
+    assert message.startswith("the answer keeps only 3 of the sentence's 17 characters ('我们在')")
+
+
+@pytest.mark.parametrize("code", ["split_chars_dropped", "overlapping_deltas", "stripped_deltas"])
+def test_damage_rules_without_pieces(code: str) -> None:
+    """Not streamed, the damage is still named from the text alone, without the claim about
+    piece boundaries."""
+    expected, pieces = DAMAGE_CASES[code]
+    verdict = classify_echo(expected, "".join(pieces))
+    assert verdict.code == code
+    assert "streamed piece" not in verdict.message and "between streamed" not in verdict.message
+
+
+def test_byte_length_diffing_needs_the_pieces() -> None:
+    """Not streamed, text lost by byte-length diffing is only a cut-off answer."""
+    expected, pieces = DAMAGE_CASES["byte_length_diffing"]
+    assert classify_echo(expected, "".join(pieces)).code == "echo_mismatch"
+
+
+def test_damage_not_at_piece_boundaries_is_not_named() -> None:
+    """Streamed damage inside pieces, not where they meet, is not blamed on the pieces."""
+    expected = ZH_TEXT
+    dropped = ZH_TEXT.replace("北", "").replace("咖", "")
+    assert classify_echo(expected, dropped, [dropped]).code == "echo_mismatch"
+    doubled = ZH_TEXT.replace("北", "北北")
+    assert classify_echo(expected, doubled, [doubled]).code == "echo_mismatch"
+    stripped = EN.replace(" ", "")
+    assert classify_echo(EN, stripped, [stripped]).code == "echo_mismatch"
+
+
+def test_piece_boundaries_allow_for_the_normalisation() -> None:
+    """Boundaries are counted in the compared text: a leading newline piece and a pair of
+    quotes shift them."""
+    pieces = ["\n", '"', *(p.strip() for p in EN_PIECES), '"']
+    assert classify_echo(EN, "".join(pieces), pieces).code == "stripped_deltas"
+
+
+def test_overlap_in_a_run_of_equal_characters() -> None:
+    """Which copy of a doubled character is the extra one cannot be told: a piece starting
+    anywhere in the run counts."""
+    pieces = ["xa", "aab"]  # "xa" + "ab" with a one-character overlap
+    assert classify_echo("xaab", "xaaab", pieces).code == "overlapping_deltas"
+    assert classify_echo("xaab", "xaaab", ["xaaab"]).code == "echo_mismatch"
+
+
+def test_dropped_characters_must_be_multi_byte() -> None:
+    """Missing ASCII characters are not split UTF-8."""
+    assert classify_echo(EN, "The quick bown fox.").code == "echo_mismatch"
+
+
+def test_dropped_characters_not_only_at_the_end() -> None:
+    """Only the end missing is a cut-off answer, not dropped characters."""
+    verdict = classify_echo(ZH_TEXT, ZH_TEXT[:5])
+    assert verdict.code == "echo_mismatch" and "breaks off after 5" in verdict.message
+    assert classify_echo(ZH_TEXT, ZH_TEXT[1:5]).code == "split_chars_dropped"
+
+
+def test_stripped_needs_only_whitespace_missing() -> None:
+    """Missing whitespace and a missing letter are not stripped deltas."""
+    assert classify_echo(EN, "Thequick brown fox").code == "echo_mismatch"
+
+
+def test_deletions() -> None:
+    """Where characters are missing, matched greedily; ``None`` when not a subsequence."""
+    assert D.deletions("abc", "ac") == [(1, "b")]
+    assert D.deletions("abc", "ab") == [(2, "c")]
+    assert D.deletions("abcd", "ad") == [(1, "bc")]
+    assert D.deletions("abc", "abc") == []
+    assert D.deletions("abc", "") == [(0, "abc")]
+    assert D.deletions("abc", "abd") is None
+    assert D.deletions("abc", "ba") is None
+
+
+def test_stutters() -> None:
+    """Characters repeating the one before them that the expected text lacks."""
+    assert D.stutters("abc", "abbc") == [2]
+    assert D.stutters("abc", "aabcc") == [1, 4]
+    assert D.stutters("abc", "abc") == []
+    assert D.stutters("abc", "abx") is None
+    assert D.stutters("abc", "ab") is None
+    assert D.stutters("abc", "xabc") is None
+
+
+def test_byte_length_diffing() -> None:
+    """Only pieces that byte-length diffing of growing snapshots of the text gives."""
+    assert D.byte_length_diffing(ZH_TEXT, _byte_diffed(ZH_PIECES))
+    assert D.byte_length_diffing(
+        ZH_TEXT, _byte_diffed(["我", "们", "在北京的咖啡馆里讨论量子计算。"])
+    )
+    assert not D.byte_length_diffing(ZH_TEXT, ZH_PIECES)  # correct deltas
+    assert not D.byte_length_diffing(ZH_TEXT, ["我们在"])  # never reaches the whole text
+    assert not D.byte_length_diffing(ZH_TEXT, ["我们在", "x"])
+    assert not D.byte_length_diffing(EN, [EN])  # ASCII: byte and character counts agree
+    mixed = "ab中cd"
+    assert D.byte_length_diffing(mixed, _byte_diffed(["ab中", "c", "d"]))
+
+
+# -- re-sent pieces against the expected text ---------------------------------------------------
+
+
+def test_resent_last_piece() -> None:
+    """The last piece flushed twice: flagged at its index, only against the expected text."""
+    pieces = [*EN_PIECES, "x."]
+    got = find_duplicated_deltas(pieces, expected=EN)
+    assert got is not None and (got.kind, got.index, got.piece) == ("resent_piece", 7, "x.")
+    assert got.message() == (
+        "streamed piece #7 is the piece before it sent again (without it the text is what the "
+        "probe asked for): 'x.'"
+    )
+    assert find_duplicated_deltas(pieces) is None
+
+
+def test_resent_piece_in_the_middle_and_with_empty_pieces() -> None:
+    """Any identical neighbour counts; empty pieces in between are ignored."""
+    pieces = ["The", "", " qu", " qu", "ick", " br", "own", " fo", "x."]
+    got = find_duplicated_deltas(pieces, expected=EN)
+    assert got is not None and (got.kind, got.index) == ("resent_piece", 2)
+
+
+def test_repeats_the_expected_text_has_are_not_resent() -> None:
+    """A doubling the text asked for holds is not a re-send; nor is a repeat whose removal
+    does not give the expected text; the expected text itself is never flagged."""
+    assert find_duplicated_deltas(["ha", "ha", "!"], expected="haha!") is None
+    assert find_duplicated_deltas(["ab", "ab", "c"], expected="xyz") is None
+    assert find_duplicated_deltas(EN_PIECES, expected=EN) is None
+    assert find_duplicated_deltas([*EN_PIECES, "\n"], expected=EN) is None
+
+
+def test_resent_piece_uses_the_normalisation() -> None:
+    """The joined pieces are compared as the echo is (a trailing newline does not matter)."""
+    pieces = [*EN_PIECES, "x.", "\n"]
+    got = find_duplicated_deltas(pieces, expected=EN)
+    assert got is not None and got.kind == "resent_piece"
+
+
+# -- re-sent JSON fragments ----------------------------------------------------------------------
+
+
+def test_cumulative_argument_fragments() -> None:
+    """Snapshots of the arguments: flagged at the last fragment."""
+    args = '{"city": "Paris"}'
+    snaps = [args[:n] for n in (5, 10, 15, len(args))]
+    got = D.resent_fragments(["", *snaps])
+    assert got is not None and (got.kind, got.index, got.piece) == ("cumulative_snapshot", 3, args)
+
+
+def test_whole_arguments_resent_at_the_end() -> None:
+    """Proper fragments, then the whole text again."""
+    got = D.resent_fragments(['{"city"', ': "Paris"}', '{"city": "Paris"}'])
+    assert got is not None and got.kind == "accumulated_resent"
+    cut = D.resent_fragments(['{"c', '{"ci', '{"cit'])  # snapshots of a call cut short
+    assert cut is not None and (cut.kind, cut.index) == ("cumulative_snapshot", 2)
+
+
+@pytest.mark.parametrize(
+    "fragments",
+    [
+        ['{"city"', ': "Paris"}'],  # fine
+        ['{"city": "Paris"}'],  # one fragment
+        ["{city: ", "Paris}"],  # not JSON, not re-sent
+        ['{"a', 'b"}'],  # not JSON, no repeat
+        [],
+    ],
+)
+def test_fragments_that_are_not_resent(fragments: list[str]) -> None:
+    """Valid arguments, single fragments and other broken JSON are not re-sent fragments."""
+    assert D.resent_fragments(fragments) is None
+
+
+def test_assembly_keeps_the_fragments() -> None:
+    """Each call keeps its argument fragments in order."""
+    first = {"index": 0, "id": "c", "type": "function", "function": {"name": "f", "arguments": ""}}
+    more = [{"tool_calls": [{"index": 0, "function": {"arguments": a}}]} for a in ("{", "}")]
+    calls, _ = D.assemble_tool_call_deltas([{"tool_calls": [first]}, *more])
+    assert calls[0].fragments == ["", "{", "}"] and calls[0].arguments == "{}"
+
+
+# -- error payloads ------------------------------------------------------------------------------
+
+ERROR_CASES: dict[str, dict[str, Any]] = {
+    "error_object": {"error": {"message": "upstream died", "type": "server_error"}},
+    "qwen_envelope": {"success": False, "data": {"code": "RateLimited", "details": "limit"}},
+    "code_message": {"code": "Throttling", "message": "Requests throttled", "request_id": "r"},
+    "detail": {"detail": "Not Found"},
+}
+
+
+def test_every_error_shape_has_a_case() -> None:
+    """The cases below cover :data:`ERROR_SHAPES`, in order."""
+    assert [s.code for s in D.ERROR_SHAPES] == list(ERROR_CASES)
+
+
+@pytest.mark.parametrize("code", list(ERROR_CASES))
+def test_each_error_shape(code: str) -> None:
+    """Each shape is recognised, and named for the report."""
+    shape = D.error_payload(ERROR_CASES[code])
+    assert shape is not None and shape.code == code and shape.what
+
+
+def test_code_with_msg_is_an_error() -> None:
+    """``msg`` counts like ``message`` next to ``code``."""
+    shape = D.error_payload({"code": 429, "msg": "slow down"})
+    assert shape is not None and shape.code == "code_message"
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"choices": [], "error": {"message": "x"}},  # a chunk is never an error
+        {"choices": [], "usage": {}},
+        {"id": "c", "object": "chat.completion.chunk"},
+        {"success": True, "data": {}},
+        {"code": "x"},
+        {"message": "x"},
+        "error",
+        None,
+    ],
+)
+def test_not_error_payloads(obj: Any) -> None:
+    """Chunks, successes and other objects are not error payloads."""
+    assert D.error_payload(obj) is None
+
+
+def test_error_object_wins() -> None:
+    """An object with ``error`` is OpenAI's shape whatever else it holds."""
+    shape = D.error_payload({"error": {"message": "x"}, "success": False})
+    assert shape is not None and shape.code == "error_object"
+
+
+# -- bare URLs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trailer", list(D._URL_TRAILER))
+def test_each_url_trailer_is_left_out(trailer: str) -> None:
+    """Punctuation after a bare URL is not part of it."""
+    got = classify_image_answer(f"See https://c.example/a.png{trailer} ok")
+    assert got.urls == ("https://c.example/a.png",)
+
+
+@pytest.mark.parametrize("end", ["[1]", "(x)", "<br>", '"', "'", "`", " ", "]"])
+def test_bare_url_ends_at(end: str) -> None:
+    """Brackets (a footnote marker), parentheses, angle brackets, quotes and spaces end a bare
+    URL."""
+    got = classify_image_answer(f"Here: https://c.example/a.png{end}\n\n[1]: note")
+    assert got.urls == ("https://c.example/a.png",)
+
+
+def test_ipv6_hosts_and_malformed_urls() -> None:
+    """A bracketed IPv6 host is part of the URL; a malformed Markdown target is kept as written
+    (the download reports it)."""
+    assert classify_image_answer("http://[::1]:8000/a.png").urls == ("http://[::1]:8000/a.png",)
+    assert classify_image_answer("![x](http://[::1]:8/a.png)").urls == ("http://[::1]:8/a.png",)
+    assert classify_image_answer("![x](http://[bad/a.png)").urls == ("http://[bad/a.png",)

@@ -6,8 +6,10 @@ Qwen proxies' users file (docs/landscape.md §3.2 empty answers, §3.7/§3.10 ``
 §3.8 duplicated streamed text, §3.13 garbled Chinese) and from their causes in docs/protocol.md
 §5.4, §6.4 and §11.9/§11.10.
 
-- :func:`classify_echo`: did the answer repeat the probe sentence, and if not, how is it broken
-  (U+FFFD, Latin-1/cp1252 or GBK mojibake, a "your message looks garbled" reply, other text).
+- :func:`classify_echo`: did the answer repeat the probe sentence exactly, and if not, how is it
+  broken (think tags, extra text, U+FFFD, Latin-1/cp1252 or GBK mojibake, ``?`` for CJK, the
+  damage rules of :data:`DAMAGE_RULES` read from the streamed pieces, a "your message looks
+  garbled" reply, other text).
 - :func:`find_duplicated_deltas`: streamed pieces that re-send text already sent.
 - :func:`classify_image_answer`: an image, a null image URL, a drawing tutorial, other text.
 - :func:`sniff_image`: the image format from magic bytes.
@@ -17,44 +19,65 @@ Qwen proxies' users file (docs/landscape.md §3.2 empty answers, §3.7/§3.10 ``
   openai-python does, with the shape faults clients trip over.
 - :func:`repeated_call`: the same call (name and arguments) made twice.
 - :func:`arguments_problem`: ``function.arguments`` that is not a JSON object in a string.
+- :func:`resent_fragments`: streamed argument fragments that re-send earlier text.
+- :func:`error_payload`: an error object (OpenAI's or an upstream's own) where a chunk belongs.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "DAMAGE_RULES",
+    "ERROR_SHAPES",
     "AssembledCall",
+    "DamageRule",
     "DuplicateFinding",
     "EchoCode",
     "EchoVerdict",
+    "ErrorShape",
     "ImageAnswer",
     "SSEEvent",
     "SSEParse",
     "arguments_problem",
     "assemble_tool_call_deltas",
+    "byte_length_diffing",
     "classify_echo",
     "classify_image_answer",
     "cp1252_mojibake",
+    "deletions",
+    "error_payload",
     "find_duplicated_deltas",
     "find_tool_markup",
     "gbk_mojibake",
     "latin1_mojibake",
+    "normalise_echo",
     "parse_sse",
+    "question_mark_forms",
     "repeated_call",
+    "resent_fragments",
     "sniff_image",
+    "strip_think_blocks",
+    "stutters",
 ]
 
 EchoCode = Literal[
     "ok",
     "empty_answer",
+    "think_tags_in_content",
     "replacement_chars",
     "mojibake_latin1",
     "mojibake_gbk",
+    "question_marks",
+    "byte_length_diffing",
+    "split_chars_dropped",
+    "overlapping_deltas",
+    "stripped_deltas",
     "garbled_claim",
     "echo_mismatch",
 ]
@@ -131,22 +154,65 @@ _GARBLED_CLAIM = re.compile(
     r"(?:无法|不能)(?:识别|辨认|读取|理解)[^。]{0,8}(?:字符|文字|内容|消息|信息)|编码(?:问题|错误)",
     re.IGNORECASE,
 )
+_QUOTES = (
+    ('"', '"'),
+    ("'", "'"),
+    ("\u201c", "\u201d"),
+    ("\u2018", "\u2019"),
+    ("「", "」"),
+    ("『", "』"),
+)
+"""Quote pairs a model may put around the repeated sentence (ignored by the comparison)."""
+_THINK_TAG = re.compile(r"</?think>", re.IGNORECASE)
+_THINK_BLOCK = re.compile(r"<think>(.*?)</think>\s*", re.IGNORECASE | re.DOTALL)
 
 
-def classify_echo(expected: str, answer: str) -> EchoVerdict:
-    """Did ``answer`` repeat ``expected``? If not, name the breakage.
+def normalise_echo(answer: str) -> str:
+    """The answer as the echo comparison sees it: surrounding whitespace removed, then one pair
+    of quotes around the whole answer (``"…"``, ``'…'``, ``“…”``, ``‘…’``, ``「…」``, ``『…』``)
+    and the whitespace inside it. Nothing else is forgiven."""
+    text = answer.strip()
+    for left, right in _QUOTES:
+        if len(text) >= 2 and text.startswith(left) and text.endswith(right):
+            return text[len(left) : -len(right)].strip()
+    return text
 
-    Order: the sentence itself → ``ok``; empty → ``empty_answer``; the exact mojibake of the
-    sentence (UTF-8 read as Latin-1/cp1252 → ``mojibake_latin1``; read as GBK →
-    ``mojibake_gbk``), found as is or after undoing it, which is more specific than any
-    U+FFFD it contains; any U+FFFD → ``replacement_chars`` (UTF-8 split across network chunks
-    and decoded piecewise, docs/protocol.md §11.9 (a)); an answer claiming the input is garbled
-    (docs/landscape.md §3.13) → ``garbled_claim``; anything else → ``echo_mismatch``.
+
+def strip_think_blocks(text: str) -> str:
+    """``text`` without its ``<think>…</think>`` blocks (and the whitespace after each), as
+    clients that split think tags out of content show it (Cherry Studio, Open WebUI)."""
+    return _THINK_BLOCK.sub("", text)
+
+
+def classify_echo(expected: str, answer: str, pieces: Sequence[str] | None = None) -> EchoVerdict:
+    """Did ``answer`` repeat ``expected`` exactly? If not, name the breakage.
+
+    The comparison is exact after :func:`normalise_echo` (surrounding whitespace and one pair of
+    enclosing quotes ignored). ``pieces`` are the streamed text pieces the answer was joined
+    from (``None`` for an answer that was not streamed); causes that show in how the text was
+    cut are decided from them.
+
+    Order: the sentence → ``ok``; empty → ``empty_answer``; ``<think>`` tags →
+    ``think_tags_in_content``; the sentence with text around it → ``echo_mismatch`` saying what
+    is extra (before, after, a repeated tail); the mojibake of the sentence (UTF-8 read as
+    Latin-1/cp1252 → ``mojibake_latin1``, as GBK → ``mojibake_gbk``), found as is or after
+    undoing it, which is more specific than any U+FFFD it contains; any U+FFFD →
+    ``replacement_chars`` (UTF-8 split across network chunks and decoded piecewise,
+    docs/protocol.md §11.9 (a)); characters outside Latin-1 turned into ``?`` →
+    ``question_marks``; then the damage rules of :data:`DAMAGE_RULES` (characters dropped at
+    splits, deltas diffed by byte length, overlapping deltas, stripped deltas); an answer
+    claiming the input is garbled (docs/landscape.md §3.13) → ``garbled_claim``; anything else →
+    ``echo_mismatch``, saying where the answer breaks off or first differs.
     """
-    if expected in answer:
-        return EchoVerdict("ok", "the answer repeats the sentence exactly")
-    if not answer.strip():
+    got = normalise_echo(answer)
+    if got == expected:
+        return EchoVerdict("ok", "the answer is the sentence, exactly")
+    if not got:
         return EchoVerdict("empty_answer", "the answer is empty")
+    if _THINK_TAG.search(got):
+        return _think_verdict(expected, got)
+    if expected in got:
+        return EchoVerdict("echo_mismatch", _extra_text(expected, got))
     latin = (latin1_mojibake(expected), cp1252_mojibake(expected))
     if any(v in answer for v in latin) or any(
         expected in _reverse(answer, enc) for enc in ("latin-1", "cp1252")
@@ -162,19 +228,284 @@ def classify_echo(expected: str, answer: str) -> EchoVerdict:
             "mojibake_gbk",
             "the sentence came back as mojibake: its UTF-8 bytes were decoded as GBK",
         )
-    n = answer.count("\ufffd")
+    n = got.count("\ufffd")
     if n:
         return EchoVerdict(
             "replacement_chars",
             f"the answer holds {n} U+FFFD replacement character(s): UTF-8 was decoded "
             "piecewise or with the wrong charset somewhere on the way",
         )
-    if _GARBLED_CLAIM.search(answer):
+    if any(v != expected and v in got for v in question_mark_forms(expected)):
+        return EchoVerdict(
+            "question_marks",
+            "the characters outside Latin-1 came back as '?': the text was encoded to a "
+            "single-byte charset (Latin-1/ASCII) with errors replaced somewhere on the way",
+        )
+    cuts = _boundaries(pieces, answer.find(got))
+    for rule in DAMAGE_RULES:
+        message = rule.match(expected, got, pieces, cuts)
+        if message is not None:
+            return EchoVerdict(rule.code, message)
+    if _GARBLED_CLAIM.search(got):
         return EchoVerdict(
             "garbled_claim",
             "the model says the input looks garbled: the prompt reached it corrupted",
         )
-    return EchoVerdict("echo_mismatch", "the answer does not contain the sentence")
+    return EchoVerdict("echo_mismatch", _difference(expected, got))
+
+
+def _think_verdict(expected: str, got: str) -> EchoVerdict:
+    blocks = _THINK_BLOCK.findall(got)
+    what = (
+        "an empty <think></think> block"
+        if blocks and not "".join(blocks).strip()
+        else "<think> tags"
+    )
+    rest = normalise_echo(strip_think_blocks(got))
+    tail = (
+        "; without them the answer is the sentence"
+        if rest == expected
+        else f"; without them the answer is {_excerpt(rest)}"
+    )
+    return EchoVerdict(
+        "think_tags_in_content",
+        f"the answer holds {what}: reasoning markup leaked into the content of a model that "
+        "does not think; clients that do not split think tags (LangChain, openai-python, Cline) "
+        f"show it verbatim{tail}",
+    )
+
+
+def _excerpt(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
+
+
+def _extra_text(expected: str, got: str) -> str:
+    """What surrounds ``expected`` in ``got`` (which holds it): before, after, a repeated tail."""
+    start = got.index(expected)
+    before, after = got[:start], got[start + len(expected) :]
+    if not before and after.strip() == expected:
+        return "the answer is the sentence twice"
+    if not before and expected.endswith(after):
+        return (
+            f"the sentence is followed by a repeat of its own last {len(after)} character(s) "
+            f"({after!r}): its last piece of text was sent twice"
+        )
+    if before and after:
+        return (
+            f"the answer holds the sentence with extra text before it ({_excerpt(before)}) and "
+            f"after it ({_excerpt(after)})"
+        )
+    if before:
+        return f"the answer holds the sentence with extra text before it: {_excerpt(before)}"
+    return f"the answer holds the sentence with extra text after it: {_excerpt(after)}"
+
+
+def _difference(expected: str, got: str) -> str:
+    """Where ``got`` breaks off or first differs from ``expected``."""
+    if expected.startswith(got):
+        return (
+            f"the answer breaks off after {len(got)} of the sentence's {len(expected)} "
+            f"characters: {_excerpt(got)}"
+        )
+    i = next(
+        (k for k, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+        min(len(expected), len(got)),
+    )
+    return (
+        f"the answer differs from the sentence from character {i} on: expected "
+        f"{_excerpt(expected[i:], 30)}, got {_excerpt(got[i:], 30)}"
+    )
+
+
+def question_mark_forms(text: str) -> tuple[str, ...]:
+    """``text`` as a single-byte encoder with ``errors="replace"`` leaves it: every character
+    outside Latin-1 (or ASCII) as one ``?``, or every UTF-8 byte of a non-ASCII character as
+    one ``?``."""
+    return (
+        text.encode("latin-1", errors="replace").decode("latin-1"),
+        text.encode("ascii", errors="replace").decode("ascii"),
+        "".join(c if c.isascii() else "?" * len(c.encode("utf-8")) for c in text),
+    )
+
+
+# -- damage rules: how the pieces of a streamed answer were mangled ---------------------------
+
+
+def _boundaries(pieces: Sequence[str] | None, shift: int = 0) -> frozenset[int] | None:
+    """Offsets where one piece ends and the next begins, in the joined text less its first
+    ``shift`` characters (what :func:`normalise_echo` removed); ``None``: not streamed."""
+    if pieces is None:
+        return None
+    out, pos = {-shift}, -shift
+    for piece in pieces:
+        pos += len(piece)
+        out.add(pos)
+    return frozenset(out)
+
+
+def deletions(expected: str, got: str) -> list[tuple[int, str]] | None:
+    """How ``got`` is ``expected`` with characters left out: ``(offset in got, the run of
+    characters missing there)`` per gap, matched greedily from the start; ``None`` when
+    ``got`` is not ``expected`` with characters left out."""
+    runs: list[tuple[int, str]] = []
+    j = 0
+    for i, ch in enumerate(got):
+        k = expected.find(ch, j)
+        if k < 0:
+            return None
+        if k > j:
+            runs.append((i, expected[j:k]))
+        j = k + 1
+    if j < len(expected):
+        runs.append((len(got), expected[j:]))
+    return runs
+
+
+def stutters(expected: str, got: str) -> list[int] | None:
+    """Offsets in ``got`` of characters that repeat the character before them and are not in
+    ``expected`` (``"ab" → "abb"``); ``None`` when ``got`` is not ``expected`` with such
+    repeats inserted."""
+    inserted: list[int] = []
+    j = 0
+    for i, ch in enumerate(got):
+        if j < len(expected) and ch == expected[j]:
+            j += 1
+        elif i > 0 and ch == got[i - 1]:
+            inserted.append(i)
+        else:
+            return None
+    return inserted if j == len(expected) else None
+
+
+def byte_length_diffing(expected: str, pieces: Sequence[str]) -> bool:
+    """Whether ``pieces`` are what a proxy sends when it turns cumulative snapshots of
+    ``expected`` into deltas by cutting each snapshot at the *UTF-8 byte* length of the one
+    before (``snap[len(prev.encode()):]``): right for ASCII, text lost after the first
+    multi-byte character. Tried against every growing sequence of snapshots that ends with the
+    whole of ``expected``."""
+    if expected.isascii():
+        return False
+    size = len(expected)
+    byte_at = [len(expected[:k].encode("utf-8")) for k in range(size + 1)]
+    feasible = {0}
+    for piece in pieces:
+        after: set[int] = set()
+        for k in feasible:
+            start = byte_at[k]
+            if piece:
+                if start < size and expected.startswith(piece, start):
+                    after.add(start + len(piece))
+            else:
+                after.update(range(k, min(start, size) + 1))
+        feasible = after
+        if not feasible:
+            return False
+    return size in feasible
+
+
+Cuts = frozenset[int] | None
+"""Where streamed pieces meet in the compared text (``None``: the answer was not streamed)."""
+
+
+def _at_boundaries(offsets: Iterable[int], cuts: Cuts) -> bool | None:
+    return None if cuts is None else all(o in cuts for o in offsets)
+
+
+def _dropped_at_splits(
+    expected: str, got: str, pieces: Sequence[str] | None, cuts: Cuts
+) -> str | None:
+    runs = deletions(expected, got)
+    if not runs or any(c.isascii() for _, run in runs for c in run):
+        return None
+    if len(runs) == 1 and runs[0][0] == len(got):
+        return None  # only the end is missing: a cut-off answer, not dropped characters
+    missing = "".join(run for _, run in runs)
+    where = _at_boundaries((o for o, _ in runs), cuts)
+    if where is False:
+        return None
+    place = "exactly where one streamed piece ends and the next begins" if where else ""
+    return (
+        f"{len(missing)} multi-byte character(s) are missing ({_excerpt(missing, 20)})"
+        + (f", {place}" if place else "")
+        + ": UTF-8 split across network chunks was decoded piece by piece with errors ignored "
+        "(errors='ignore'), so every character cut in two was dropped"
+    )
+
+
+def _byte_diffed(expected: str, got: str, pieces: Sequence[str] | None, cuts: Cuts) -> str | None:
+    if pieces is None or not byte_length_diffing(expected, pieces):
+        return None
+    return (
+        f"the answer keeps only {len(got)} of the sentence's {len(expected)} characters "
+        f"({_excerpt(got, 30)}), and the streamed pieces are exactly what cutting cumulative "
+        "snapshots at the previous snapshot's UTF-8 *byte* length gives: the proxy turns "
+        "snapshots into deltas by byte count instead of character count"
+    )
+
+
+def _run_has_cut(got: str, i: int, cuts: frozenset[int]) -> bool:
+    """Whether a piece starts inside the run of equal characters that ends with the repeat at
+    ``i`` (which copy of a doubled character is the extra one cannot be told apart)."""
+    k = i
+    while k > 0 and got[k - 1] == got[i]:
+        if k in cuts:
+            return True
+        k -= 1
+    return False
+
+
+def _overlapping(expected: str, got: str, pieces: Sequence[str] | None, cuts: Cuts) -> str | None:
+    inserted = stutters(expected, got)
+    if not inserted:
+        return None
+    where = None if cuts is None else all(_run_has_cut(got, i, cuts) for i in inserted)
+    if where is False:
+        return None
+    how = (
+        "each streamed piece starts with the last character of the piece before it"
+        if where
+        else "consecutive pieces of the text overlap by one character"
+    )
+    return (
+        f"{len(inserted)} character(s) appear twice in a row where the sentence has them once "
+        f"({_excerpt(got, 30)}): {how} (deltas cut one character too early)"
+    )
+
+
+def _stripped(expected: str, got: str, pieces: Sequence[str] | None, cuts: Cuts) -> str | None:
+    runs = deletions(expected, got)
+    if not runs or any(not run.isspace() for _, run in runs):
+        return None
+    where = _at_boundaries((o for o, _ in runs), cuts)
+    if where is False:
+        return None
+    n = sum(len(run) for _, run in runs)
+    place = " at the boundaries between streamed pieces" if where else ""
+    return (
+        f"{n} whitespace character(s) are missing{place} ({_excerpt(got, 30)}): the proxy "
+        "strips each delta (or piece of text) before sending it on"
+    )
+
+
+@dataclass(frozen=True)
+class DamageRule:
+    """One way the text of an echo was damaged on its way: its ``code`` and ``match``, which
+    returns the message when ``(expected, got, pieces, cuts)`` show it, else ``None``
+    (``got``: the answer as compared; ``pieces``: the streamed pieces; ``cuts``: where they
+    meet in ``got``)."""
+
+    code: EchoCode
+    match: Callable[[str, str, Sequence[str] | None, Cuts], str | None]
+
+
+DAMAGE_RULES: tuple[DamageRule, ...] = (
+    DamageRule("byte_length_diffing", _byte_diffed),
+    DamageRule("split_chars_dropped", _dropped_at_splits),
+    DamageRule("overlapping_deltas", _overlapping),
+    DamageRule("stripped_deltas", _stripped),
+)
+"""The damage rules :func:`classify_echo` tries, in order (the byte-length rule first: the text
+it leaves is also the sentence with characters left out)."""
 
 
 # -- duplicated deltas -------------------------------------------------------------------------
@@ -185,12 +516,13 @@ class DuplicateFinding:
     """Streamed text sent twice.
 
     ``kind``: ``"cumulative_snapshot"`` (each piece repeats the previous piece and extends it),
-    ``"accumulated_resent"`` (a piece starts with all the text sent so far) or
-    ``"repeated_piece"`` (the same long piece twice in a row). ``index`` is the position of the
-    offending piece among the non-empty pieces; ``piece`` an excerpt of it.
+    ``"accumulated_resent"`` (a piece starts with all the text sent so far),
+    ``"repeated_piece"`` (the same long piece twice in a row) or ``"resent_piece"`` (a piece
+    sent again right after itself, where the text asked for does not repeat it). ``index`` is
+    the position of the offending piece among the non-empty pieces; ``piece`` an excerpt of it.
     """
 
-    kind: Literal["cumulative_snapshot", "accumulated_resent", "repeated_piece"]
+    kind: Literal["cumulative_snapshot", "accumulated_resent", "repeated_piece", "resent_piece"]
     index: int
     piece: str
 
@@ -202,11 +534,15 @@ class DuplicateFinding:
             "accumulated_resent": "starts with all the text sent before it (the whole answer "
             "re-sent)",
             "repeated_piece": "is the same long piece as the one before it",
+            "resent_piece": "is the piece before it sent again (without it the text is what "
+            "the probe asked for)",
         }[self.kind]
         return f"streamed piece #{self.index} {what}: {self.piece[:60]!r}"
 
 
-def find_duplicated_deltas(pieces: Sequence[str], *, min_len: int = 8) -> DuplicateFinding | None:
+def find_duplicated_deltas(
+    pieces: Sequence[str], *, min_len: int = 8, expected: str | None = None
+) -> DuplicateFinding | None:
     """The first duplicated piece of streamed text, or ``None``.
 
     ``pieces`` are the ``delta.content`` strings in order (empty ones are ignored). Flagged:
@@ -215,6 +551,9 @@ def find_duplicated_deltas(pieces: Sequence[str], *, min_len: int = 8) -> Duplic
     a piece that starts with the previous piece and is longer, when the previous piece has at
     least ``min_len`` characters or this happens twice in a row. Short legitimate repetitions
     (``"ha", "ha"``) are never flagged (docs/protocol.md §5.4, §11.10; docs/landscape.md §3.8).
+    With ``expected`` (the text the probe asked for), a piece of any length equal to the one
+    before it is flagged too when the pieces do not join to ``expected`` but do without it
+    (the last piece flushed twice: ``…river.``, ``r.``, ``r.``).
     """
     texts = [p for p in pieces if p]
     accumulated = ""
@@ -233,7 +572,53 @@ def find_duplicated_deltas(pieces: Sequence[str], *, min_len: int = 8) -> Duplic
             else:
                 streak = 0
         accumulated += piece
+    if expected is not None and normalise_echo(accumulated) != expected:
+        for i in range(1, len(texts)):
+            if texts[i] == texts[i - 1] and (
+                normalise_echo("".join(texts[:i] + texts[i + 1 :])) == expected
+            ):
+                return DuplicateFinding("resent_piece", i, texts[i])
     return None
+
+
+# -- error payloads in a stream ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorShape:
+    """A shape of error object that can turn up as a stream event instead of a chunk: ``code``,
+    how a report names it (``what``) and the test on a JSON object without ``choices``."""
+
+    code: Literal["error_object", "qwen_envelope", "code_message", "detail"]
+    what: str
+    test: Callable[[dict[str, Any]], bool]
+
+
+ERROR_SHAPES: tuple[ErrorShape, ...] = (
+    ErrorShape("error_object", 'an `{"error": …}` object', lambda o: "error" in o),
+    ErrorShape(
+        "qwen_envelope",
+        "chat.qwen.ai's own error envelope (`success: false`)",
+        lambda o: o.get("success") is False,
+    ),
+    ErrorShape(
+        "code_message",
+        "a bare `{code, message}` error object",
+        lambda o: "code" in o and ("message" in o or "msg" in o),
+    ),
+    ErrorShape("detail", 'a `{"detail": …}` error (FastAPI\'s shape)', lambda o: "detail" in o),
+)
+"""The error shapes :func:`error_payload` recognises, in order. Only the first is OpenAI's way to
+fail in the middle of a stream (docs/clients.md §9 rule 5); the others are an upstream's or a
+framework's error relayed raw, which no OpenAI client reads as an error."""
+
+
+def error_payload(obj: Any) -> ErrorShape | None:
+    """The error shape of a stream event's JSON ``obj``, or ``None`` when it is not an error
+    (anything with ``choices`` is a chunk, never an error)."""
+    if not isinstance(obj, dict) or "choices" in obj:
+        return None
+    return next((shape for shape in ERROR_SHAPES if shape.test(obj)), None)
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -250,7 +635,12 @@ class ImageAnswer:
 
 
 _MD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
-_URL = re.compile(r"https?://[^\s)\]\"'<>]+")
+_URL = re.compile(r"https?://(?:\[[0-9A-Fa-f:.%]+\])?[^\s()\[\]<>\"'`]*")
+_URL_TRAILER = ".,;:!?*_~"
+"""Characters a bare URL in prose or Markdown does not end with: sentence punctuation and
+emphasis markers after it (``see https://x/a.png.``); ``[`` (a footnote marker, ``…png[1]``),
+brackets (but for an IPv6 host, ``http://[::1]:8000/``), parentheses, quotes and spaces end it
+anyway."""
 _NULLISH = frozenset({"", "null", "none", "undefined", "nil", "nan"})
 _DRAWING = re.compile(
     r"\bstep\s*\d|\bsketch|\bpencil|\bcanvas\b|\bbrush|\bshading\b|\bdraw(?:ing)?\b|"
@@ -263,7 +653,9 @@ def classify_image_answer(text: str | None) -> ImageAnswer:
     """Classify the text of an image request's answer (docs/protocol.md §6.4;
     docs/landscape.md §3.7).
 
-    A Markdown image or bare URL with http(s) → ``image`` (with the URLs); a Markdown image
+    A Markdown image or bare URL with http(s) → ``image`` (with the URLs; a bare URL ends
+    before brackets, quotes and spaces, without trailing punctuation, and is kept as written
+    even when malformed: the download reports it); a Markdown image
     whose target is empty or ``null``/``undefined`` → ``null_url`` (the ``![image](null)``
     symptom); text about how to draw → ``drawing_text``; other text → ``text``; nothing →
     ``empty``.
@@ -271,7 +663,8 @@ def classify_image_answer(text: str | None) -> ImageAnswer:
     if not text or not text.strip():
         return ImageAnswer("empty")
     targets = [m.group(1) for m in _MD_IMAGE.finditer(text)]
-    urls = tuple(dict.fromkeys(u for u in [*targets, *_URL.findall(text)] if _is_http(u)))
+    bare = [u.rstrip(_URL_TRAILER) for u in _URL.findall(text)]
+    urls = tuple(dict.fromkeys(u for u in [*targets, *bare] if _is_http(u)))
     if urls:
         return ImageAnswer("image", urls)
     if any(t.strip().lower() in _NULLISH for t in targets):
@@ -417,13 +810,16 @@ def find_tool_markup(text: str | None) -> str | None:
 @dataclass
 class AssembledCall:
     """One tool call put together from stream fragments (or read whole from a message):
-    ``index``, ``id``, ``type``, ``name`` and the concatenated ``arguments`` text."""
+    ``index``, ``id``, ``type``, ``name``, the concatenated ``arguments`` text and its
+    ``fragments``."""
 
     index: int
     id: str = ""
     type: str = ""
     name: str = ""
     arguments: str = ""
+    fragments: list[str] = field(default_factory=list)
+    """The streamed ``arguments`` pieces in order (empty for a call read whole)."""
 
 
 def assemble_tool_call_deltas(
@@ -487,6 +883,7 @@ def assemble_tool_call_deltas(
             args = fn.get("arguments")
             if isinstance(args, str):
                 call.arguments += args
+                call.fragments.append(args)
             elif args is not None:
                 problems.append(f"call {i}: function.arguments is not a string: {args!r}"[:160])
     return [calls[i] for i in sorted(calls)], problems
@@ -505,6 +902,26 @@ def arguments_problem(arguments: Any) -> str | None:
     if not isinstance(value, dict):
         return f"arguments is JSON but not an object: {arguments[:80]!r}"
     return None
+
+
+def resent_fragments(fragments: Sequence[str]) -> DuplicateFinding | None:
+    """Streamed JSON fragments (``function.arguments`` pieces, ``input_json_delta``,
+    ``function_call_arguments.delta``) that re-send earlier text, or ``None``.
+
+    Only fragments that do not join to a JSON object are judged. Flagged: cumulative snapshots
+    (each fragment starts with the one before and the last alone is a JSON object:
+    ``{"cit``, ``{"city": "``, …, ``{"city": "Paris"}``), or whatever
+    :func:`find_duplicated_deltas` finds (the whole text re-sent at the end)."""
+    texts = [f for f in fragments if f]
+    if arguments_problem("".join(texts)) is None:
+        return None
+    if (
+        len(texts) >= 2
+        and all(b.startswith(a) for a, b in itertools.pairwise(texts))
+        and arguments_problem(texts[-1]) is None
+    ):
+        return DuplicateFinding("cumulative_snapshot", len(texts) - 1, texts[-1])
+    return find_duplicated_deltas(texts)
 
 
 def _canonical(arguments: str) -> str:
