@@ -186,3 +186,13 @@ async def test_the_harness_fetches_from_the_address_it_checked(
         out = await fetch_image(session, f"http://pictures.invalid:{server.port}/cat.png")
     assert (out.error, out.status, out.format) == (None, 200, "png")
     assert seen == [f"pictures.invalid:{server.port}"]
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_malformed_image_url_is_reported_not_raised(allow_private: bool) -> None:
+    """A URL that cannot be parsed (``Invalid IPv6 URL``) is a failed download, not an
+    exception."""
+    async with aiohttp.ClientSession() as session:
+        got = await fetch_image(session, "http://[bad/a.png", allow_private=allow_private)
+    assert got.error is not None and got.error.startswith("malformed URL: ")
+    assert got.describe().startswith("GET http://[bad/a.png: malformed URL")

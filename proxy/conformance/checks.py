@@ -123,6 +123,8 @@ class Context:
             timeout_s=self.image_timeout_s,
         )
         line = got.describe()
+        if got.error and got.error.startswith("malformed URL"):
+            return "bad_image_url", f"the image URL is malformed: {got.error}", line
         if got.error and got.error.startswith(("refused", "cannot resolve")):
             return "unsafe_url", f"the image URL was not fetched: {got.error}", line
         if got.error:

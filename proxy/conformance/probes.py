@@ -484,7 +484,8 @@ async def fetch_image(
     loopback. Otherwise only http(s) URLs whose host resolves to public addresses
     (:func:`proxy.fetch.is_public`) are fetched, from the address checked; each redirect is
     checked the same way, the body is capped at ``max_bytes`` and the whole
-    download at ``timeout_s`` seconds. Never raises: failures are in ``ImageFetch.error``.
+    download at ``timeout_s`` seconds. Never raises: failures are in ``ImageFetch.error`` (a URL
+    that cannot be parsed: ``malformed URL: …``).
     """
     target, rewritten = rewrite_url(url, rewrites or {})
     out = ImageFetch(url=target)
@@ -523,4 +524,6 @@ async def fetch_image(
         out.error = f"no complete download within {timeout_s:g} s"
     except aiohttp.ClientError as exc:
         out.error = f"{type(exc).__name__}: {exc}"
+    except ValueError as exc:  # urlsplit: "Invalid IPv6 URL", a port out of range, …
+        out.error = f"malformed URL: {exc}"
     return out
