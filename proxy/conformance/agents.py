@@ -16,7 +16,9 @@ Diagnosis codes here: ``tool_markup_in_content``, ``tool_calls_dropped``, ``no_t
 ``unexpected_arguments``, ``wrong_finish_reason``, ``one_call_only``, ``unexpected_tool_call``,
 ``result_not_used``, ``not_anthropic_message``, ``not_anthropic_error``, ``event_order``,
 ``not_responses_object``, ``missing_completed``, plus the shared ones of
-:mod:`proxy.conformance.checks` (``http_status``, ``contract_violation``, ``stream_error``…).
+:mod:`proxy.conformance.checks` (``http_status``, ``contract_violation``, ``stream_error``,
+``upstream_error_in_stream``, ``duplicated_deltas`` for re-sent text, thinking or argument
+fragments…).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from proxy.conformance.checks import (
     Outcome,
     _contract_failure,
     _delta,
+    _error_failure,
     _error_outcome,
     _failed,
     _http_failure,
@@ -47,8 +50,10 @@ from proxy.conformance.diagnosis import (
     arguments_problem,
     assemble_tool_call_deltas,
     classify_echo,
+    find_duplicated_deltas,
     find_tool_markup,
     repeated_call,
+    resent_fragments,
 )
 from proxy.conformance.probes import (
     ANTHROPIC_VERSION,
@@ -273,8 +278,9 @@ def _read_chat(ex: Exchange, ctx: Context) -> tuple[Outcome | None, _Answer]:
         fail, s = _stream_failure(ex)
         if fail is not None:
             return fail, ans
-        if s.errors:
-            return _failed(ex, "stream_error", f"the stream carried an error: {s.errors[0]}"), ans
+        err = _error_failure(ex, s)
+        if err is not None:
+            return err, ans
         ans.contract = _contract_failure(ex, s)
         ans.content = "".join(s.content)
         ans.calls, ans.problems = assemble_tool_call_deltas(_delta(c) for c in s.chunks)
@@ -377,6 +383,14 @@ def _judge_calls(
         return _failed(ex, "arguments_not_json", not_text[0], notes=notes)
     for call in ans.calls:
         bad = arguments_problem(call.arguments)
+        dup = resent_fragments(call.fragments) if bad is not None else None
+        if dup is not None:
+            return _failed(
+                ex,
+                "duplicated_deltas",
+                f"call {call.index}'s arguments: {dup.message()}",
+                notes=notes,
+            )
         if bad is not None:
             return _failed(ex, "arguments_not_json", f"call {call.index}: {bad}", notes=notes)
     again = repeated_call([(c.name, c.arguments) for c in ans.calls])
@@ -599,6 +613,7 @@ async def _anthropic_messages(ctx: Context) -> Outcome:
 class _AnthropicStream:
     def __init__(self) -> None:
         self.text = ""
+        self.pieces: dict[str, list[str]] = {"text_delta": [], "thinking_delta": []}
         self.tool_uses: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.problems: list[str] = []
@@ -683,8 +698,11 @@ def _read_anthropic_stream(ex: Exchange) -> _AnthropicStream:
                 continue
             if delta.get("type") == "text_delta":
                 out.text += str(delta.get("text", ""))
+                out.pieces["text_delta"].append(str(delta.get("text", "")))
                 if out.ttft_s is None:
                     out.ttft_s = ex.time_at(event.end)
+            elif delta.get("type") == "thinking_delta":
+                out.pieces["thinking_delta"].append(str(delta.get("thinking", "")))
             elif delta.get("type") == "input_json_delta":
                 json_parts.setdefault(i, []).append(str(delta.get("partial_json", "")))
         elif state == "blocks" and kind == "content_block_stop":
@@ -698,6 +716,7 @@ def _read_anthropic_stream(ex: Exchange) -> _AnthropicStream:
                         "id": block.get("id"),
                         "name": block.get("name"),
                         "input": "".join(json_parts.get(i, [])),
+                        "fragments": json_parts.get(i, []),
                     }
                 )
         elif state == "blocks" and kind == "message_delta":
@@ -713,6 +732,16 @@ def _read_anthropic_stream(ex: Exchange) -> _AnthropicStream:
     if state != "stopped" and not out.errors:
         out.problems.append("the stream does not end with message_delta then message_stop")
     return out
+
+
+def anthropic_duplicates(s: _AnthropicStream, expected: str | None = None) -> str | None:
+    """Why the ``text_delta`` or ``thinking_delta`` pieces of an Anthropic stream re-send
+    earlier text (``expected``: the text the probe asked for), or ``None``."""
+    for kind, pieces in s.pieces.items():
+        dup = find_duplicated_deltas(pieces, expected=expected if kind == "text_delta" else None)
+        if dup is not None:
+            return f"{kind}: {dup.message()}"
+    return None
 
 
 async def _anthropic_stream_exchange(
@@ -746,8 +775,11 @@ async def _anthropic_stream(ctx: Context) -> Outcome:
     )
     if fail is not None:
         return fail
-    verdict = classify_echo(ECHO_EN_SENTENCE, s.text)
     notes = [f"text: {s.text[:200]!r}", f"stop_reason: {s.stop_reason}"]
+    dup = anthropic_duplicates(s, ECHO_EN_SENTENCE)
+    if dup is not None:
+        return _failed(ex, "duplicated_deltas", dup, notes=notes, ttft_s=s.ttft_s)
+    verdict = classify_echo(ECHO_EN_SENTENCE, s.text, s.pieces["text_delta"])
     if verdict.code != "ok":
         return _failed(ex, verdict.code, verdict.message, notes=notes, ttft_s=s.ttft_s)
     if s.stop_reason != "end_turn":
@@ -768,6 +800,9 @@ async def _anthropic_tools(ctx: Context) -> Outcome:
         return fail
     notes = [f"text: {s.text[:200]!r}", f"stop_reason: {s.stop_reason}", *s.notes()]
     notes += [f"tool_use {u['id']!r} {u['name']}({u['input'][:120]})" for u in s.tool_uses]
+    dup = anthropic_duplicates(s)
+    if dup is not None:
+        return _failed(ex, "duplicated_deltas", dup, notes=notes)
     leak = find_tool_markup(s.text)
     if leak is not None:
         return _failed(
@@ -777,6 +812,11 @@ async def _anthropic_tools(ctx: Context) -> Outcome:
         return _failed(ex, "no_tool_call", "no tool_use block", notes=notes)
     for use in s.tool_uses:
         bad = arguments_problem(use["input"])
+        resent = resent_fragments(use["fragments"]) if bad is not None else None
+        if resent is not None:
+            return _failed(
+                ex, "duplicated_deltas", f"input_json_delta: {resent.message()}", notes=notes
+            )
         if bad is not None:
             return _failed(ex, "arguments_not_json", f"input_json_delta pieces: {bad}", notes=notes)
         if not use["id"] or use["name"] != _TOOL_NAME:
@@ -1087,6 +1127,8 @@ async def _responses_round_trip(ctx: Context) -> Outcome:
 class _ResponsesStream:
     def __init__(self) -> None:
         self.text = ""
+        self.pieces: list[str] = []
+        self.arg_pieces: dict[str, list[str]] = {}
         self.done_text: str | None = None
         self.calls: list[dict[str, Any]] = []
         self.args: dict[str, str] = {}
@@ -1136,6 +1178,7 @@ def _read_responses_stream(ex: Exchange) -> _ResponsesStream:
             out.problems.append(f"{kind} for output {index} before its output_item.added")
         if kind == "response.output_text.delta":
             out.text += str(data.get("delta", ""))
+            out.pieces.append(str(data.get("delta", "")))
             if out.ttft_s is None:
                 out.ttft_s = ex.time_at(event.end)
         elif kind == "response.output_text.done":
@@ -1143,6 +1186,7 @@ def _read_responses_stream(ex: Exchange) -> _ResponsesStream:
         elif kind == "response.function_call_arguments.delta":
             key = str(data.get("item_id"))
             out.args[key] = out.args.get(key, "") + str(data.get("delta", ""))
+            out.arg_pieces.setdefault(key, []).append(str(data.get("delta", "")))
         elif kind == "response.output_item.done":
             item = data.get("item") if isinstance(data.get("item"), dict) else {}
             if item.get("type") == "function_call":
@@ -1206,7 +1250,10 @@ async def _responses_stream(ctx: Context) -> Outcome:
     if fail is not None:
         return fail
     notes = [f"deltas: {s.text[:200]!r}"]
-    verdict = classify_echo(ECHO_EN_SENTENCE, s.text)
+    dup = find_duplicated_deltas(s.pieces, expected=ECHO_EN_SENTENCE)
+    if dup is not None:
+        return _failed(ex, "duplicated_deltas", f"output_text.delta: {dup.message()}", notes=notes)
+    verdict = classify_echo(ECHO_EN_SENTENCE, s.text, s.pieces)
     if verdict.code != "ok":
         return _failed(ex, verdict.code, verdict.message, notes=notes, ttft_s=s.ttft_s)
     final_text = _output_text((s.final or {}).get("output"))
@@ -1246,6 +1293,14 @@ async def _responses_tools(ctx: Context) -> Outcome:
         if not call.get("call_id") or call.get("name") != _TOOL_NAME:
             return _failed(ex, "tool_call_shape", f"function_call item {call}", notes=notes)
         streamed = s.args.get(str(call.get("id")))
+        resent = resent_fragments(s.arg_pieces.get(str(call.get("id")), []))
+        if resent is not None:
+            return _failed(
+                ex,
+                "duplicated_deltas",
+                f"function_call_arguments.delta: {resent.message()}",
+                notes=notes,
+            )
         if streamed is not None and streamed and streamed != call.get("arguments"):
             return _failed(
                 ex,

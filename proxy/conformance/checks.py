@@ -9,11 +9,12 @@ come from docs/landscape.md §3 (what users of other Qwen proxies report) and do
 
 Diagnosis codes (beyond the echo codes of :func:`~proxy.conformance.diagnosis.classify_echo`):
 ``transport_error``, ``http_status``, ``not_json``, ``content_type``, ``contract_violation``,
-``sse_framing``, ``stream_error``, ``inconsistent_ids``, ``role_not_first``,
-``duplicated_deltas``, ``missing_finish_reason``, ``multiple_finish_reasons``, ``missing_done``,
-``data_after_done``, ``missing_usage``, ``usage_shape``, ``usage_inconsistent``,
-``no_reasoning``, ``no_answer``, ``null_image_url``, ``text_instead_of_image``, ``no_image``,
-``unsafe_url``, ``image_fetch_failed``, ``not_an_image``, ``empty_200``, ``error_as_200``,
+``sse_framing``, ``stream_error``, ``upstream_error_in_stream``, ``inconsistent_ids``,
+``role_not_first``, ``duplicated_deltas``, ``content_after_finish``, ``missing_finish_reason``,
+``multiple_finish_reasons``, ``wrong_finish_reason``, ``missing_done``, ``data_after_done``,
+``missing_usage``, ``usage_shape``, ``usage_inconsistent``, ``no_reasoning``, ``no_answer``,
+``null_image_url``, ``text_instead_of_image``, ``no_image``, ``unsafe_url``, ``bad_image_url``,
+``image_fetch_failed``, ``not_an_image``, ``empty_200``, ``error_as_200``,
 ``wrong_key_accepted``, ``server_error``, ``wrong_status``, ``not_openai_error``,
 ``no_models``, ``not_offered``; skips: ``no_key``, ``no_capability``, ``not_offered``,
 ``open_target``.
@@ -39,8 +40,10 @@ import aiohttp
 
 from proxy.conformance.contract import EXACT_FIELDS, exact_problems, violations
 from proxy.conformance.diagnosis import (
+    DuplicateFinding,
     classify_echo,
     classify_image_answer,
+    error_payload,
     find_duplicated_deltas,
     sniff_image,
 )
@@ -240,8 +243,17 @@ class _Stream:
     not_json: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     errors: list[Any] = field(default_factory=list)
+    raw_errors: list[str] = field(default_factory=list)
+    """Error objects that are not OpenAI's, each described (``diagnosis.error_payload``)."""
     content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    reasoning_fields: list[str] = field(default_factory=list)
+    """The delta fields reasoning came in (``reasoning_content``, ``reasoning``), in order."""
+    finish_reasons: list[str] = field(default_factory=list)
+    after_finish: list[str] = field(default_factory=list)
+    """Text (answer or reasoning) in chunks after the first chunk with a finish_reason."""
+    calls_after_finish: int = 0
+    """Chunks with tool-call fragments after the first chunk with a finish_reason."""
     done_at: int | None = None
     after_done: int = 0
     ttft_s: float | None = None
@@ -257,12 +269,22 @@ def _delta(chunk: Any) -> dict[str, Any]:
     return {}
 
 
-def _reasoning_of(d: Mapping[str, Any]) -> str:
+def _reasoning_of(d: Mapping[str, Any]) -> tuple[str, str]:
+    """The reasoning text of a delta and the field it came in (``""`` for none)."""
     for name in ("reasoning_content", "reasoning"):
         value = d.get(name)
         if isinstance(value, str) and value:
-            return value
-    return ""
+            return value, name
+    return "", ""
+
+
+def _finish_of(chunk: Any) -> str | None:
+    if isinstance(chunk, dict):
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            reason = choices[0].get("finish_reason")
+            return None if reason is None else str(reason)
+    return None
 
 
 def _decode_stream(ex: Exchange, strict: bool = False) -> _Stream:
@@ -279,8 +301,12 @@ def _decode_stream(ex: Exchange, strict: bool = False) -> _Stream:
         except ValueError:
             s.not_json.append(event.data[:120])
             continue
-        if isinstance(obj, dict) and "error" in obj and "choices" not in obj:
+        shape = error_payload(obj)
+        if shape is not None and shape.code == "error_object":
             s.errors.append(obj)
+            continue
+        if shape is not None:
+            s.raw_errors.append(f"{shape.what}: {json.dumps(obj, ensure_ascii=False)[:200]}")
             continue
         s.chunks.append(obj)
         if len(s.problems) < 8:
@@ -290,11 +316,20 @@ def _decode_stream(ex: Exchange, strict: bool = False) -> _Stream:
             )
         d = _delta(obj)
         text = d.get("content")
-        reasoning = _reasoning_of(d)
+        reasoning, reasoning_field = _reasoning_of(d)
         if isinstance(text, str):
             s.content.append(text)
         if reasoning:
             s.reasoning.append(reasoning)
+            if reasoning_field not in s.reasoning_fields:
+                s.reasoning_fields.append(reasoning_field)
+        if s.finish_reasons and ((isinstance(text, str) and text) or reasoning):
+            s.after_finish.append(text if isinstance(text, str) and text else reasoning)
+        elif s.finish_reasons and d.get("tool_calls"):
+            s.calls_after_finish += 1
+        finish = _finish_of(obj)
+        if finish is not None:
+            s.finish_reasons.append(finish)
         if s.ttft_s is None and (
             (isinstance(text, str) and text) or reasoning or d.get("tool_calls")
         ):
@@ -321,9 +356,57 @@ def _stream_failure(ex: Exchange, strict: bool = False) -> tuple[Outcome | None,
     return None, s
 
 
-def _contract_failure(ex: Exchange, s: _Stream) -> Outcome | None:
+def _error_failure(ex: Exchange, s: _Stream) -> Outcome | None:
+    """A failed outcome when the stream carried an error: OpenAI's error event
+    (``stream_error``), or an upstream's own error object relayed raw
+    (``upstream_error_in_stream``), which clients cannot read as an error."""
     if s.errors:
         return _failed(ex, "stream_error", f"the stream carried an error event: {s.errors[0]}")
+    if s.raw_errors:
+        return _failed(
+            ex,
+            "upstream_error_in_stream",
+            f"the stream carried {s.raw_errors[0]}: an upstream error relayed raw instead of "
+            'an OpenAI error event (`data: {"error": {…}}`, docs/clients.md §9 rule 5); clients '
+            "see a chunk without `choices` and fail or show nothing",
+            notes=s.raw_errors[:4],
+        )
+    return None
+
+
+def _duplicates_failure(ex: Exchange, s: _Stream, expected: str | None = None) -> Outcome | None:
+    """A failed outcome when streamed answer text or reasoning re-sends earlier text."""
+    found: list[tuple[str, DuplicateFinding | None]] = [
+        ("", find_duplicated_deltas(s.content, expected=expected)),
+        ("reasoning: ", find_duplicated_deltas(s.reasoning)),
+    ]
+    for what, dup in found:
+        if dup is not None:
+            return _failed(ex, "duplicated_deltas", what + dup.message(), ttft_s=s.ttft_s)
+    return None
+
+
+def _after_finish_failure(ex: Exchange, s: _Stream) -> Outcome | None:
+    """A failed outcome when chunks after the one carrying finish_reason carry text or tool
+    calls."""
+    if not s.after_finish and not s.calls_after_finish:
+        return None
+    what = [f"text {''.join(s.after_finish)[:80]!r}"] if s.after_finish else []
+    what += [f"{s.calls_after_finish} tool-call fragment(s)"] if s.calls_after_finish else []
+    return _failed(
+        ex,
+        "content_after_finish",
+        f"{' and '.join(what)} arrive(s) after the chunk carrying finish_reason: OpenAI ends "
+        "the answer with that chunk (only the usage chunk, with `choices: []`, may follow); "
+        "clients that stop there lose it, the others show what the non-streamed answer lacks",
+        ttft_s=s.ttft_s,
+    )
+
+
+def _contract_failure(ex: Exchange, s: _Stream) -> Outcome | None:
+    fail = _error_failure(ex, s)
+    if fail is not None:
+        return fail
     if s.not_json:
         return _failed(ex, "sse_framing", f"an event's data is not JSON: {s.not_json[0]!r}")
     if s.problems:
@@ -343,10 +426,13 @@ async def _echo(ctx: Context, id: str, prompt: str, sentence: str, stream: bool)
         fail = fail or _contract_failure(ex, s)
         if fail is not None:
             return fail
-        dup = find_duplicated_deltas(s.content)
-        if dup is not None:
-            return _failed(ex, "duplicated_deltas", dup.message(), ttft_s=s.ttft_s)
         answer = "".join(s.content)
+        fail = _duplicates_failure(ex, s, sentence) or _after_finish_failure(ex, s)
+        if fail is not None:
+            fail.notes.append(f"answer: {ex.mask(answer)[:300]!r}")
+            return fail
+        pieces: list[str] | None = s.content
+        finish = s.finish_reasons
         ttft = s.ttft_s
     else:
         fail = _http_failure(ex)
@@ -364,12 +450,23 @@ async def _echo(ctx: Context, id: str, prompt: str, sentence: str, stream: bool)
                 notes=problems[:8],
             )
         answer = obj["choices"][0]["message"].get("content") or ""
+        pieces = None
+        finish = [str(obj["choices"][0].get("finish_reason"))]
         ttft = None
-    verdict = classify_echo(sentence, answer)
+    verdict = classify_echo(sentence, answer, pieces)
     note = [f"answer: {ex.mask(answer)[:300]!r}"]
-    if verdict.code == "ok":
-        return _passed(ex, verdict.message, notes=note, ttft_s=ttft)
-    return _failed(ex, verdict.code, verdict.message, notes=note, ttft_s=ttft)
+    if verdict.code != "ok":
+        return _failed(ex, verdict.code, verdict.message, notes=note, ttft_s=ttft)
+    if "length" in finish:
+        return _failed(
+            ex,
+            "wrong_finish_reason",
+            "the answer is complete (the whole sentence) and the probe set no max_tokens, yet "
+            "finish_reason is 'length': clients take the answer for cut off",
+            notes=note,
+            ttft_s=ttft,
+        )
+    return _passed(ex, verdict.message, notes=note, ttft_s=ttft)
 
 
 async def _echo_en(ctx: Context) -> Outcome:
@@ -449,10 +546,12 @@ async def _stream_duplicates(ctx: Context) -> Outcome:
     if fail is not None:
         return fail
     if not "".join(s.content):
-        return _failed(ex, "empty_answer", "the stream carried no text (docs/landscape.md §3.2)")
-    dup = find_duplicated_deltas(s.content)
-    if dup is not None:
-        return _failed(ex, "duplicated_deltas", dup.message(), ttft_s=s.ttft_s)
+        return _error_failure(ex, s) or _failed(
+            ex, "empty_answer", "the stream carried no text (docs/landscape.md §3.2)"
+        )
+    fail = _duplicates_failure(ex, s)
+    if fail is not None:
+        return fail
     pieces = [p for p in s.content if p]
     return _passed(ex, f"{len(pieces)} text pieces, none re-sends earlier text", ttft_s=s.ttft_s)
 
@@ -461,20 +560,20 @@ async def _stream_finish(ctx: Context) -> Outcome:
     ex, fail, s = await _stream(ctx)
     if fail is not None:
         return fail
-    reasons = [
-        c["choices"][0].get("finish_reason")
-        for c in s.chunks
-        if isinstance(c, dict) and c.get("choices") and isinstance(c["choices"][0], dict)
-    ]
-    given = [r for r in reasons if r is not None]
+    given = s.finish_reasons
     if not given:
-        return _failed(ex, "missing_finish_reason", "no chunk carries a finish_reason")
+        return _error_failure(ex, s) or _failed(
+            ex, "missing_finish_reason", "no chunk carries a finish_reason"
+        )
     if len(given) > 1:
         return _failed(
             ex, "multiple_finish_reasons", f"{len(given)} chunks carry a finish_reason: {given}"
         )
     if given[0] not in _FINISH_REASONS:
         return _failed(ex, "contract_violation", f"finish_reason {given[0]!r} is not OpenAI's")
+    fail = _after_finish_failure(ex, s)
+    if fail is not None:
+        return fail
     return _passed(ex, f"one finish_reason: {given[0]!r}", ttft_s=s.ttft_s)
 
 
@@ -504,12 +603,43 @@ async def _stream_usage(ctx: Context) -> Outcome:
         return _failed(ex, "usage_shape", "the usage chunk must have `choices: []`")
     if with_usage[-1] != len(s.chunks) - 1:
         return _failed(ex, "usage_shape", "the usage chunk is not the last chunk")
-    numbers = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")]
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
-        return _failed(ex, "usage_shape", f"usage counts are not integers: {usage}")
-    if numbers[0] + numbers[1] != numbers[2]:
-        return _failed(ex, "usage_inconsistent", f"prompt + completion != total: {usage}")
+    problem = _usage_problem(usage)
+    if problem is not None:
+        return _failed(ex, problem[0], problem[1])
+    numbers = [usage[k] for k in _USAGE_FIELDS]
+    plain = await ctx.client.send(ctx.chat("chat.en", ECHO_EN_PROMPT, stream=False))
+    obj = plain.json() if plain.ok else None
+    if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+        problem = _usage_problem(obj["usage"])
+        if problem is not None:
+            return _failed(plain, problem[0], f"the non-streamed answer (chat.en): {problem[1]}")
     return _passed(ex, f"final usage chunk: {numbers[0]} + {numbers[1]} = {numbers[2]} tokens")
+
+
+_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_ANTHROPIC_USAGE = ("input_tokens", "output_tokens")
+
+
+def _usage_problem(usage: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(code, message)`` for a usage object that is not OpenAI's: fields missing (and
+    Anthropic's names used instead), counts that are not integers, a total that is not the sum.
+    """
+    missing = [k for k in _USAGE_FIELDS if k not in usage]
+    if missing:
+        anthropic = [k for k in _ANTHROPIC_USAGE if k in usage]
+        why = f" (it has Anthropic's {', '.join(anthropic)} instead)" if anthropic else ""
+        return (
+            "usage_shape",
+            f"usage lacks {', '.join(missing)}{why}: OpenAI's usage is prompt_tokens, "
+            f"completion_tokens and total_tokens: {dict(usage)}",
+        )
+    numbers = [usage.get(k) for k in _USAGE_FIELDS]
+    counts = [n for n in numbers if isinstance(n, int) and not isinstance(n, bool) and n >= 0]
+    if len(counts) < len(numbers):
+        return "usage_shape", f"usage counts are not integers: {dict(usage)}"
+    if counts[0] + counts[1] != counts[2]:
+        return "usage_inconsistent", f"prompt + completion != total: {dict(usage)}"
+    return None
 
 
 # -- wire exactness ----------------------------------------------------------------------------
@@ -591,18 +721,25 @@ async def _reasoning(ctx: Context) -> Outcome:
         why = ctx.caps.reasons.get("thinking", "no -thinking model")
         return _skipped("no_capability", f"{why}, and `enable_thinking: true` gave no reasoning")
     fail, s = _stream_failure(ex, ctx.strict)
-    fail = fail or _contract_failure(ex, s)
+    fail = fail or _contract_failure(ex, s) or _duplicates_failure(ex, s)
     if fail is not None:
         return fail
     content = "".join(s.content)
     reasoning = "".join(s.reasoning)
-    how = "reasoning_content"
+    how = " and ".join(f"`delta.{f}`" for f in s.reasoning_fields)
+    other_fields = [f for f in s.reasoning_fields if f != "reasoning_content"]
     if not reasoning:
         tagged = _THINK_TAGS.search(content)
         if tagged and tagged.group(1).strip():
             reasoning, how = tagged.group(1), "inline <think> tags"
             content = _THINK_TAGS.sub("", content)
     notes = [f"reasoning: {reasoning[:200]!r}", f"answer: {content[:200]!r}"]
+    if other_fields:
+        notes.append(
+            f"reasoning arrives in {', '.join(f'`delta.{f}`' for f in other_fields)}: NextChat, "
+            "Cline and Roo Code read only `delta.reasoning_content` and show no reasoning "
+            "(docs/clients.md §9 rule 2)"
+        )
     if not reasoning.strip():
         return _failed(ex, "no_reasoning", f"`{model}` streamed no reasoning_content", notes=notes)
     if not content.strip():
@@ -644,7 +781,7 @@ async def _image_chat_in(ctx: Context, *, stream: bool) -> Outcome:
     ttft: float | None = None
     if stream:
         fail, s = _stream_failure(ex, ctx.strict)
-        fail = fail or _contract_failure(ex, s)
+        fail = fail or _contract_failure(ex, s) or _duplicates_failure(ex, s)
         if fail is not None:
             return fail
         content = "".join(s.content)

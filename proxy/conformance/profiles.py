@@ -27,6 +27,8 @@ from proxy.conformance.checks import (
     CheckSpec,
     Context,
     Outcome,
+    _duplicates_failure,
+    _error_failure,
     _failed,
     _http_failure,
     _passed,
@@ -34,7 +36,12 @@ from proxy.conformance.checks import (
     _stream_failure,
 )
 from proxy.conformance.contract import violations
-from proxy.conformance.diagnosis import classify_echo, find_duplicated_deltas
+from proxy.conformance.diagnosis import (
+    classify_echo,
+    find_duplicated_deltas,
+    resent_fragments,
+    strip_think_blocks,
+)
 from proxy.conformance.probes import (
     ANTHROPIC_VERSION,
     ECHO_EN_PROMPT,
@@ -82,6 +89,9 @@ class Step:
     usage: bool = False
     xml_tools: bool = False
     json_task: str | None = None
+    splits_think: bool = False
+    """The client takes ``<think>…</think>`` out of the content (Cherry Studio, Open WebUI);
+    the others show it verbatim (docs/clients.md §2-§5)."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,7 @@ def _cherry(model: str) -> tuple[Step, ...]:
             headers,
             expect=ECHO_ZH_SENTENCE,
             usage=True,
+            splits_think=True,
         ),
         Step("topic", "/chat/completions", topic, "openai_json", headers),
     )
@@ -205,7 +216,15 @@ def _open_webui(model: str) -> tuple[Step, ...]:
     }
     tags = {"model": model, "messages": _user(OPEN_WEBUI_TAGS_TASK), "stream": False}
     return (
-        Step("chat", "/chat/completions", chat, "openai_stream", headers, expect=ECHO_EN_SENTENCE),
+        Step(
+            "chat",
+            "/chat/completions",
+            chat,
+            "openai_stream",
+            headers,
+            expect=ECHO_EN_SENTENCE,
+            splits_think=True,
+        ),
         Step("title", "/chat/completions", title, "openai_json", headers, json_task="title"),
         Step("tags", "/chat/completions", tags, "openai_json", headers, json_task="tags"),
     )
@@ -425,14 +444,15 @@ def _openai_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
     fail, s = _stream_failure(ex)
     if fail is not None:
         return fail
-    if s.errors:
-        return _failed(ex, "stream_error", f"the stream carried an error: {s.errors[0]}")
+    err = _error_failure(ex, s)
+    if err is not None:
+        return err
     if s.not_json:
         return _failed(ex, "sse_framing", f"an event's data is not JSON: {s.not_json[0]!r}")
-    dup = find_duplicated_deltas(s.content)
+    dup = _duplicates_failure(ex, s, step.expect)
     if dup is not None:
-        return _failed(ex, "duplicated_deltas", dup.message(), ttft_s=s.ttft_s)
-    out = _judge_text(ex, step, "".join(s.content), s.ttft_s)
+        return dup
+    out = _judge_text(ex, step, "".join(s.content), s.ttft_s, s.content)
     if s.done_at is None:
         out.notes.append("no `data: [DONE]` (tolerated by this client)")
     if step.usage and not any(isinstance(c, dict) and c.get("usage") for c in s.chunks):
@@ -440,10 +460,13 @@ def _openai_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
     return out
 
 
-def _judge_text(ex: Exchange, step: Step, text: str, ttft: float | None) -> Outcome:
+def _judge_text(
+    ex: Exchange, step: Step, text: str, ttft: float | None, pieces: list[str] | None = None
+) -> Outcome:
     notes = [f"answer: {text[:200]!r}"]
     if step.expect is not None:
-        verdict = classify_echo(step.expect, text)
+        shown = strip_think_blocks(text) if step.splits_think else text
+        verdict = classify_echo(step.expect, shown, None if shown != text else pieces)
         if verdict.code != "ok":
             return _failed(ex, verdict.code, verdict.message, notes=notes, ttft_s=ttft)
     elif not text.strip():
@@ -509,6 +532,13 @@ def _anthropic_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
         return _failed(ex, "stream_error", f"an error event: {s.errors[0]}")
     if s.problems:
         return _failed(ex, "event_order", "; ".join(s.problems[:3]), notes=s.problems[:8])
+    dup = agents.anthropic_duplicates(s)
+    if dup is not None:
+        return _failed(ex, "duplicated_deltas", dup, ttft_s=s.ttft_s)
+    for use in s.tool_uses:
+        resent = resent_fragments(use["fragments"])
+        if resent is not None:
+            return _failed(ex, "duplicated_deltas", f"input_json_delta: {resent.message()}")
     if not s.text.strip() and not s.tool_uses:
         return _failed(ex, "empty_answer", "neither text nor tool_use")
     return _passed(ex, f"stop_reason {s.stop_reason}", notes=s.notes(), ttft_s=s.ttft_s)
@@ -529,6 +559,9 @@ def _responses_stream(ctx: Context, ex: Exchange, step: Step) -> Outcome:
         )
     if s.problems:
         return _failed(ex, "event_order", "; ".join(s.problems[:3]), notes=s.problems[:8])
+    dup = find_duplicated_deltas(s.pieces)
+    if dup is not None:
+        return _failed(ex, "duplicated_deltas", f"output_text.delta: {dup.message()}")
     text = agents._output_text(s.final.get("output"))
     if not text and not s.calls:
         return _failed(ex, "empty_answer", "response.completed holds no message and no call")
