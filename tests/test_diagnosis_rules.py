@@ -739,6 +739,13 @@ def test_piece_boundaries_allow_for_the_normalisation() -> None:
     assert classify_echo(EN, "".join(pieces), pieces).code == "stripped_deltas"
 
 
+def test_boundaries_are_shifted_not_mirrored() -> None:
+    """With a leading newline piece, the compared text starts one character in: a gap at its
+    offset 1 is inside the piece ``"ab"``, not at a boundary."""
+    assert classify_echo("a b", "\nab", ["\n", "ab"]).code == "echo_mismatch"
+    assert classify_echo("a b", "\nab", ["\n", "a", "b"]).code == "stripped_deltas"
+
+
 def test_overlap_in_a_run_of_equal_characters() -> None:
     """Which copy of a doubled character is the extra one cannot be told: a piece starting
     anywhere in the run counts."""
@@ -955,3 +962,94 @@ def test_ipv6_hosts_and_malformed_urls() -> None:
     assert classify_image_answer("http://[::1]:8000/a.png").urls == ("http://[::1]:8000/a.png",)
     assert classify_image_answer("![x](http://[::1]:8/a.png)").urls == ("http://[::1]:8/a.png",)
     assert classify_image_answer("![x](http://[bad/a.png)").urls == ("http://[bad/a.png",)
+
+
+# -- sharper checks of the new rules (mutation testing) ------------------------------------------
+
+
+def test_excerpts_keep_sixty_characters() -> None:
+    """Quoted text is kept whole up to 60 characters, else cut to 59 and an ellipsis."""
+    assert D._excerpt("a" * 60) == repr("a" * 60)
+    assert D._excerpt("a" * 61) == repr("a" * 59 + "…")
+    long = "z" * 80
+    assert classify_echo(EN, long).message.endswith(f"got {'z' * 59 + '…'!r}")
+
+
+def test_difference_at_the_first_character() -> None:
+    """Answers that differ from the start are located at character 0."""
+    message = classify_echo("abc", "xbc").message
+    assert (
+        message
+        == "the answer differs from the sentence from character 0 on: expected 'abc', got 'xbc'"
+    )
+
+
+def test_two_empty_think_blocks_are_empty() -> None:
+    """Several blocks, all empty, are still called empty."""
+    verdict = classify_echo(EN, f"<think></think><think>\n</think>{EN}")
+    assert verdict.message.startswith("the answer holds an empty <think></think> block")
+
+
+@pytest.mark.parametrize(
+    ("got", "i", "cuts", "found"),
+    [
+        ("xaa", 2, {2}, True),
+        ("xaa", 2, {1}, False),  # a piece starting at the run's first copy overlaps nothing
+        ("aa", 1, {1}, True),
+        ("aa", 1, {0}, False),  # the run starts the text: nothing before it
+        ("xaaa", 3, {2}, True),
+    ],
+)
+def test_run_has_cut(got: str, i: int, cuts: set[int], found: bool) -> None:
+    """A piece must start after the first copy of the doubled character, within its run."""
+    assert D._run_has_cut(got, i, frozenset(cuts)) is found
+
+
+def test_dropped_characters_in_one_place() -> None:
+    """One run of multi-byte characters missing inside the text counts too."""
+    verdict = classify_echo(ZH_TEXT, ZH_TEXT.replace("北京", ""))
+    assert verdict.code == "split_chars_dropped"
+    assert verdict.message == (
+        "2 multi-byte character(s) are missing ('北京'): UTF-8 split across network chunks was "
+        "decoded piece by piece with errors ignored (errors='ignore'), so every character cut "
+        "in two was dropped"
+    )
+
+
+def test_stripped_message_not_streamed() -> None:
+    """Not streamed, the message makes no claim about piece boundaries."""
+    verdict = classify_echo(EN, "Thequick brownfox.")
+    assert verdict.message == (
+        "2 whitespace character(s) are missing ('Thequick brownfox.'): the proxy strips each "
+        "delta (or piece of text) before sending it on"
+    )
+
+
+def test_byte_length_diffing_snapshots_only_grow() -> None:
+    """Snapshots never shrink: the whole text re-sent after an empty piece is not byte-length
+    diffing."""
+    assert not D.byte_length_diffing("中ab", ["中", "", "中ab"])
+
+
+def test_resent_piece_edge_cases() -> None:
+    """The first piece has no piece before it; two pieces are enough."""
+    assert find_duplicated_deltas(["ab", "c", "ab"], expected="cab") is None
+    got = find_duplicated_deltas(["ab", "ab"], expected="ab")
+    assert got is not None and (got.kind, got.index) == ("resent_piece", 1)
+
+
+def test_fragments_joining_to_json_are_never_resent() -> None:
+    """Arguments that parse are fine, whatever repeats inside them."""
+    assert D.resent_fragments(['{"k": "', "abcdefgh", "abcdefgh", '"}']) is None
+    assert D.resent_fragments(['{"a": [', "12345678, ", "12345678, ", "0]}"]) is None
+
+
+def test_two_cumulative_fragments() -> None:
+    """Two fragments, the second the whole arguments starting with the first, are snapshots."""
+    got = D.resent_fragments(['{"a"', '{"a": 1}'])
+    assert got is not None and (got.kind, got.index) == ("cumulative_snapshot", 1)
+
+
+def test_stutter_needs_a_character_before() -> None:
+    """The first character cannot repeat the one before it (there is none)."""
+    assert D.stutters("ab", "bab") is None
