@@ -124,7 +124,7 @@ SENTENCE = "你好，世界：测试"
 def test_echo_ok_and_empty() -> None:
     """Only the sentence itself is ok; blank answers are empty."""
     assert classify_echo(SENTENCE, SENTENCE).code == "ok"
-    assert classify_echo(SENTENCE, f"Sure: {SENTENCE}!").code == "echo_mismatch"
+    assert classify_echo(SENTENCE, f"Sure: {SENTENCE}!").code == "ok"  # the model's words
     assert classify_echo(SENTENCE, "  ").code == "empty_answer"
 
 
@@ -511,30 +511,38 @@ def test_echo_ok_message_says_exactly() -> None:
 
 
 @pytest.mark.parametrize(
-    ("answer", "message"),
+    ("answer", "code", "message"),
     [
         (
             f"{EN} Anything else?",
-            "the answer holds the sentence with extra text after it: ' Anything else?'",
+            "ok",
+            "the answer holds the sentence, with the model's own words after it: ' Anything else?'",
         ),
-        (f"Sure: {EN}", "the answer holds the sentence with extra text before it: 'Sure: '"),
+        (
+            f"Sure: {EN}",
+            "ok",
+            "the answer holds the sentence, with the model's own words before it: 'Sure: '",
+        ),
         (
             f"Sure: {EN} Bye.",
-            "the answer holds the sentence with extra text before it ('Sure: ') and after it "
-            "(' Bye.')",
+            "ok",
+            "the answer holds the sentence, with the model's own words before it ('Sure: ') "
+            "and after it (' Bye.')",
         ),
         (
             f"{EN}x.",
+            "echo_mismatch",
             "the sentence is followed by a repeat of its own last 2 character(s) ('x.'): its "
             "last piece of text was sent twice",
         ),
-        (f"{EN}\n\n{EN}", "the answer is the sentence twice"),
+        (f"{EN}\n\n{EN}", "echo_mismatch", "the answer is the sentence twice"),
     ],
 )
-def test_extra_text_is_named(answer: str, message: str) -> None:
-    """The sentence with something around it: what is extra, and where."""
+def test_extra_text_is_named(answer: str, code: str, message: str) -> None:
+    """The sentence with something around it: a piece sent twice is a failure; other words
+    (a model's "Sure:") are a note, saying what and where."""
     verdict = classify_echo(EN, answer)
-    assert (verdict.code, verdict.message) == ("echo_mismatch", message)
+    assert (verdict.code, verdict.message) == (code, message)
 
 
 def test_extra_text_excerpt_is_capped() -> None:

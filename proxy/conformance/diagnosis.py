@@ -187,20 +187,22 @@ def strip_think_blocks(text: str) -> str:
 def classify_echo(expected: str, answer: str, pieces: Sequence[str] | None = None) -> EchoVerdict:
     """Did ``answer`` repeat ``expected`` exactly? If not, name the breakage.
 
-    The comparison is exact after :func:`normalise_echo` (surrounding whitespace and one pair of
-    enclosing quotes ignored). ``pieces`` are the streamed text pieces the answer was joined
-    from (``None`` for an answer that was not streamed); causes that show in how the text was
-    cut are decided from them.
+    The sentence must be in the answer exactly, after :func:`normalise_echo` (surrounding
+    whitespace and one pair of enclosing quotes ignored); words of the model's own around it
+    are ``ok`` with a note (:func:`_extra_text`). ``pieces`` are the streamed text pieces the
+    answer was joined from (``None`` for an answer that was not streamed); causes that show in
+    how the text was cut are decided from them.
 
     Order: the sentence → ``ok``; empty → ``empty_answer``; ``<think>`` tags →
-    ``think_tags_in_content``; the sentence with text around it → ``echo_mismatch`` saying what
-    is extra (before, after, a repeated tail); the mojibake of the sentence (UTF-8 read as
-    Latin-1/cp1252 → ``mojibake_latin1``, as GBK → ``mojibake_gbk``), found as is or after
-    undoing it, which is more specific than any U+FFFD it contains; any U+FFFD →
-    ``replacement_chars`` (UTF-8 split across network chunks and decoded piecewise,
-    docs/protocol.md §11.9 (a)); characters outside Latin-1 turned into ``?`` →
-    ``question_marks``; then the damage rules of :data:`DAMAGE_RULES` (characters dropped at
-    splits, deltas diffed by byte length, overlapping deltas, stripped deltas); an answer
+    ``think_tags_in_content``; the sentence twice, or followed by a repeat of its last
+    characters → ``echo_mismatch`` (other words around it: ``ok``, saying what they are); the
+    mojibake of the sentence (UTF-8 read as Latin-1/cp1252 → ``mojibake_latin1``, as GBK →
+    ``mojibake_gbk``), found as is or after undoing it, which is more specific than any U+FFFD
+    it contains; any U+FFFD → ``replacement_chars`` (UTF-8 split across network chunks and
+    decoded piecewise, docs/protocol.md §11.9 (a)); characters outside Latin-1 turned into
+    ``?`` → ``question_marks``; then the damage rules of :data:`DAMAGE_RULES` (characters
+    dropped at splits, deltas diffed by byte length, overlapping deltas, stripped deltas); an
+    answer
     claiming the input is garbled (docs/landscape.md §3.13) → ``garbled_claim``; anything else →
     ``echo_mismatch``, saying where the answer breaks off or first differs.
     """
@@ -212,7 +214,7 @@ def classify_echo(expected: str, answer: str, pieces: Sequence[str] | None = Non
     if _THINK_TAG.search(got):
         return _think_verdict(expected, got)
     if expected in got:
-        return EchoVerdict("echo_mismatch", _extra_text(expected, got))
+        return _extra_text(expected, got)
     latin = (latin1_mojibake(expected), cp1252_mojibake(expected))
     if any(v in answer for v in latin) or any(
         expected in _reverse(answer, enc) for enc in ("latin-1", "cp1252")
@@ -279,25 +281,43 @@ def _excerpt(text: str, n: int = 60) -> str:
     return repr(text if len(text) <= n else text[: n - 1] + "…")
 
 
-def _extra_text(expected: str, got: str) -> str:
-    """What surrounds ``expected`` in ``got`` (which holds it): before, after, a repeated tail."""
+def _extra_text(expected: str, got: str) -> EchoVerdict:
+    """The verdict for an answer that holds ``expected`` with text around it. The sentence twice,
+    or followed by a repeat of its own last characters, is ``echo_mismatch`` (a piece of text
+    sent twice: the proxy's doing); any other words around it are ``ok``, with what they are:
+    models asked to repeat a sentence often add a word of their own ("Sure: …"), which no proxy
+    can help (text a proxy adds after the answer's end is ``content_after_finish``, judged from
+    the stream)."""
     start = got.index(expected)
     before, after = got[:start], got[start + len(expected) :]
     if not before and after.strip() == expected:
-        return "the answer is the sentence twice"
+        return EchoVerdict("echo_mismatch", "the answer is the sentence twice")
     if not before and expected.endswith(after):
-        return (
+        return EchoVerdict(
+            "echo_mismatch",
             f"the sentence is followed by a repeat of its own last {len(after)} character(s) "
-            f"({after!r}): its last piece of text was sent twice"
+            f"({after!r}): its last piece of text was sent twice",
         )
     if before and after:
-        return (
-            f"the answer holds the sentence with extra text before it ({_excerpt(before)}) and "
-            f"after it ({_excerpt(after)})"
+        around = f"before it ({_excerpt(before)}) and after it ({_excerpt(after)})"
+    elif before:
+        around = f"before it: {_excerpt(before)}"
+    else:
+        around = f"after it: {_excerpt(after)}"
+    if _damaged(expected, before + after):
+        return EchoVerdict(
+            "echo_mismatch", f"the answer holds the sentence with extra text {around}"
         )
-    if before:
-        return f"the answer holds the sentence with extra text before it: {_excerpt(before)}"
-    return f"the answer holds the sentence with extra text after it: {_excerpt(after)}"
+    return EchoVerdict("ok", f"the answer holds the sentence, with the model's own words {around}")
+
+
+def _damaged(expected: str, extra: str) -> bool:
+    """Whether ``extra`` (text around the sentence) shows damage rather than a model's words:
+    U+FFFD, or the sentence's own Latin-1/cp1252/GBK mojibake."""
+    if "\ufffd" in extra:
+        return True
+    forms = (latin1_mojibake(expected), cp1252_mojibake(expected), *gbk_mojibake(expected))
+    return any(f and f != expected and f in extra for f in forms)
 
 
 def _difference(expected: str, got: str) -> str:
