@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 import orjson
 import pytest
+from markdown_it import MarkdownIt
 
 from proxy.errors import (
     ClientRequestError,
@@ -476,8 +477,7 @@ def test_the_markdown_image_destination_is_the_whole_url(url: str, destination: 
     assert media.markdown() == f"![image]({destination})"
     assert Media("video", url).markdown() == f"[video]({destination})"
     assert media.url == url
-    markdown_it = pytest.importorskip("markdown_it")
-    [para] = [t for t in markdown_it.MarkdownIt().parse(media.markdown()) if t.type == "inline"]
+    [para] = [t for t in MarkdownIt().parse(media.markdown()) if t.type == "inline"]
     assert para.children is not None
     [image] = para.children
     assert image.type == "image" and not [t for t in para.children if t.type == "text"]
