@@ -112,6 +112,29 @@ CHAT_REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("metadata key of 65", {"metadata": {"k" * 65: "v"}}, "metadata." + "k" * 65),
     ("metadata value of 513", {"metadata": {"k": "v" * 513}}, "metadata.k"),
     ("metadata value a number", {"metadata": {"k": 5}}, "metadata.k"),
+    (
+        "an assistant refusal part without a string",
+        {"messages": [*HI, {"role": "assistant", "content": [{"type": "refusal"}]}]},
+        "messages[1].content[0].refusal",
+    ),
+    (
+        "a refusal part in a user message",
+        {"messages": [{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}]},
+        "messages[0].content[0].type",
+    ),
+    (
+        "tool_choice allowed_tools with mode none",
+        {
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "none"}},
+        },
+        "tool_choice.allowed_tools.mode",
+    ),
+    (
+        "tool_choice allowed_tools required without tools",
+        {"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "required"}}},
+        "tool_choice",
+    ),
 ]
 
 
@@ -166,6 +189,32 @@ CHAT_ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("metadata of 16 pairs", {"metadata": _SIXTEEN}),
     ("metadata key of 64, value of 512", {"metadata": {"k" * 64: "v" * 512}}),
     ("metadata empty", {"metadata": {}}),
+    (
+        "an assistant refusal part in the history (what OpenAI answered)",
+        {
+            "messages": [
+                *HI,
+                {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+                {"role": "user", "content": "why?"},
+            ]
+        },
+    ),
+    *[
+        (
+            f"tool_choice allowed_tools, mode {mode}",
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "allowed_tools": {
+                        "mode": mode,
+                        "tools": [{"type": "function", "function": {"name": "f"}}],
+                    },
+                },
+            },
+        )
+        for mode in ("auto", "required")
+    ],
 ]
 
 
@@ -352,6 +401,12 @@ MESSAGES_ACCEPTED: list[tuple[str, Any, dict[str, Any], bool]] = [
     ),
     ("interleaved, budget at max_tokens", _messages, {**_think(2048), "max_tokens": 2048}, True),
     ("thinking disabled", _messages, {"thinking": {"type": "disabled"}, "max_tokens": 1}, False),
+    (
+        "thinking disabled, a budget of 0 beside it",
+        _messages,
+        {"thinking": {"type": "disabled", "budget_tokens": 0}},
+        False,
+    ),
     ("thinking adaptive", _messages, {"thinking": {"type": "adaptive"}, "max_tokens": 1}, False),
     ("count_tokens, budget_tokens 1024", _count, _think(1024), False),
     ("count_tokens, a large budget", _count, _think(64000), False),
@@ -380,3 +435,30 @@ MESSAGES_ACCEPTED: list[tuple[str, Any, dict[str, Any], bool]] = [
 )
 def test_messages_accepts(name: str, conv_of: Any, body: dict[str, Any], interleaved: bool) -> None:
     assert conv_of(body, interleaved=interleaved).metadata["requested_model"] == "m"
+
+
+def test_assistant_refusal_part_is_its_text() -> None:
+    """A refusal part of an assistant message in the history is what the assistant said."""
+    conv = _chat(
+        {
+            "messages": [
+                *HI,
+                {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+                {"role": "user", "content": "why?"},
+            ]
+        }
+    )
+    assert conv.turns[1].content == [{"type": "text", "text": "I can't."}]
+
+
+@pytest.mark.parametrize(("mode", "want"), [("auto", "auto"), ("required", "required")])
+def test_chat_allowed_tools_mode_is_the_choice(mode: str, want: str) -> None:
+    """``allowed_tools``: its mode is the tool choice (the list is not used, as on
+    /v1/responses)."""
+    conv = _chat(
+        {
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": []}},
+        }
+    )
+    assert conv.tool_choice.mode == want

@@ -540,6 +540,8 @@ def _thinking(thinking: dict[str, Any] | None) -> bool | None:
     if thinking is None:
         return None
     kind = thinking.get("type")
+    if kind == "disabled":  # (a budget beside it is moot)
+        return False
     budget = thinking.get("budget_tokens")
     if budget is not None and (type(budget) is not int or budget < 1):
         raise _bad(
@@ -553,8 +555,6 @@ def _thinking(thinking: dict[str, Any] | None) -> bool | None:
                 "thinking.budget_tokens",
             )
         return True
-    if kind == "disabled":
-        return False
     if kind == "adaptive":
         return None
     raise _bad(

@@ -243,6 +243,19 @@ def _tool_choice(raw: Any, tools: tuple[ToolSpec, ...]) -> ToolChoice:
         if raw == "required" and not tools:
             raise _bad("tool_choice 'required' needs `tools`", "tool_choice")
         return ToolChoice(raw)
+    if isinstance(raw, dict) and raw.get("type") == "allowed_tools":
+        # {"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}: its mode is used, the
+        # list is not (as /v1/responses does): the model sees every tool of `tools`
+        allowed = raw.get("allowed_tools")
+        mode = allowed.get("mode") if isinstance(allowed, dict) else None
+        if mode not in ("auto", "required"):
+            raise _bad(
+                f"tool_choice.allowed_tools.mode must be 'auto' or 'required', not {quote(mode)}",
+                "tool_choice.allowed_tools.mode",
+            )
+        if mode == "required" and not tools:
+            raise _bad("tool_choice 'required' needs `tools`", "tool_choice")
+        return ToolChoice(mode)
     if isinstance(raw, dict) and raw.get("type") == "function":
         fn = raw.get("function")
         name = fn.get("name") if isinstance(fn, dict) else None
@@ -255,8 +268,9 @@ def _tool_choice(raw: Any, tools: tuple[ToolSpec, ...]) -> ToolChoice:
             )
         return ToolChoice("named", name)
     raise _bad(
-        "tool_choice must be 'auto', 'none', 'required' or "
-        '{"type": "function", "function": {"name": ...}}',
+        "tool_choice must be 'auto', 'none', 'required', "
+        '{"type": "function", "function": {"name": ...}} or '
+        '{"type": "allowed_tools", "allowed_tools": {"mode": ..., "tools": [...]}}',
         "tool_choice",
     )
 
@@ -359,6 +373,8 @@ def _turn(message: ChatMessage, i: int) -> Turn:
             "a `tool` message needs `tool_call_id`, the id of the call it answers",
             f"messages[{i}].tool_call_id",
         )
+    if role == "assistant" and isinstance(content, list):
+        content = _refusals_as_text(content, i)
     return Turn(
         role=role,
         content=content,
@@ -369,6 +385,27 @@ def _turn(message: ChatMessage, i: int) -> Turn:
         if isinstance(content, list)
         else (),
     )
+
+
+def _refusals_as_text(content: list[dict[str, Any]], i: int) -> list[dict[str, Any]]:
+    """An assistant message's content parts with each ``{"type": "refusal", "refusal": …}``
+    part (what OpenAI answers in place of text when the model refuses, sent back in the
+    history) read as the text it is. Raises :class:`ClientRequestError` for a ``refusal`` that
+    is not a string."""
+    if not any(p.get("type") == "refusal" for p in content):
+        return content
+    out: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        if part.get("type") == "refusal":
+            text = part.get("refusal")
+            if not isinstance(text, str):
+                raise _bad(
+                    "a refusal content part needs `refusal`, a string",
+                    f"messages[{i}].content[{j}].refusal",
+                )
+            part = {"type": "text", "text": text}
+        out.append(part)
+    return out
 
 
 _SCHEMA_NAME = _TOOL_NAME  # the same rule: 1-64 of a-z, A-Z, 0-9, _ and -
