@@ -556,6 +556,26 @@ def test_extra_text_comes_before_mojibake() -> None:
     assert classify_echo(SENTENCE, SENTENCE + D.latin1_mojibake(SENTENCE)).code == "echo_mismatch"
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "\ufffd",
+        D.latin1_mojibake(SENTENCE),
+        D.cp1252_mojibake(SENTENCE),
+        *[f for f in D.gbk_mojibake(SENTENCE) if f],
+    ],
+)
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_damage_around_the_sentence_is_no_models_words(extra: str, where: str) -> None:
+    """Text around the sentence is the model's own words (ok) unless it shows damage: U+FFFD or
+    the sentence's own mojibake, before it or after it."""
+    answer = extra + " " + SENTENCE if where == "before" else SENTENCE + " " + extra
+    verdict = classify_echo(SENTENCE, answer)
+    assert verdict.code == "echo_mismatch"
+    assert verdict.message.startswith("the answer holds the sentence with extra text")
+    assert classify_echo(SENTENCE, "好的： " + SENTENCE).code == "ok"
+
+
 def test_mojibake_ending_in_a_space_like_character() -> None:
     """Mojibake is looked for in the answer as sent: 丠 read as Latin-1 ends in U+00A0,
     which the comparison's whitespace stripping would remove."""
