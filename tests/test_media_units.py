@@ -107,6 +107,38 @@ def test_policy_excludes_the_source_whatever_its_signature() -> None:
     assert p.check(CDN_URL) == "ok"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example.com\\@cdn.qwenlm.ai/x.png",  # a browser: evil.example.com
+        "https://attacker.test\\.cdn.qwenlm.ai/x.png",  # a browser: attacker.test
+        "https://cdn.qwenlm.ai\\x.png",
+        "https://attacker.test\t.cdn.qwenlm.ai/x.png",  # a browser drops the tab
+        "https://attacker.test\n.cdn.qwenlm.ai/x.png",
+        "https://cdn.qwenlm.ai/x\x00.png",
+        "https://user@cdn.qwenlm.ai/x.png",
+        "https://user:pw@cdn.qwenlm.ai/x.png",
+        "https://cdn.qwenlm.ai%2eevil.example/x.png",
+        "https://[::1/x.png",
+    ],
+)
+def test_policy_refuses_urls_a_browser_reads_otherwise(url: str) -> None:
+    """A URL whose host a browser and Python's urlsplit read differently (a backslash, a tab or
+    newline browsers drop, user info, odd characters in the host) is never a media answer,
+    whatever host urlsplit finds in it."""
+    assert MediaPolicy().check(url) not in ("ok", "excluded")
+
+
+def test_policy_excludes_the_source_under_any_host_spelling() -> None:
+    """An edit's source echoed with its host in upper case, or under another host (the
+    bucket's own address), is still the source: the object's path identifies it."""
+    p = MediaPolicy(exclude=frozenset({SOURCE}))
+    path = SOURCE.split("?", 1)[0].removeprefix("https://cdn.qwenlm.ai")
+    assert p.check("https://CDN.QWENLM.AI" + path) == "excluded"
+    assert p.check("https://qwen-webui-prod.oss-ap-southeast-1.aliyuncs.com" + path) == "excluded"
+    assert MediaPolicy(exclude=frozenset({"https://cdn.qwenlm.ai/"})).check(CDN_URL) == "ok"
+
+
 def test_policy_rewrites_for_offline_and_keeps_the_query() -> None:
     """Offline, the client gets <media_base_url>/<path>?<query>; online the URL unchanged."""
     assert MediaPolicy().public(CDN_URL) == CDN_URL

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from proxy.errors import ClientRequestError, quote
 
@@ -132,13 +132,24 @@ class MediaPolicy:
         """
         if is_punish_url(url):
             return "captcha: the URL is the WAF's captcha (punish) link"
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if _UNSAFE_URL_CHAR.search(url):
+            # a browser reads a backslash as "/" (https://evil.example<backslash>@cdn.qwenlm.ai/
+            # is on evil.example to it, on cdn.qwenlm.ai to urlsplit): they must not disagree
+            return "not a plain URL (a backslash or a control character in it)"
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:  # an unclosed IPv6 bracket
+            return "not a valid URL"
+        if parts.scheme not in ("http", "https") or not host:
             return f"not an http(s) URL ({url[:40]!r})"
-        if _strip_query(url) in {_strip_query(u) for u in self.exclude}:
+        if "@" in parts.netloc or not _HOST_NAME.fullmatch(host):
+            return "the URL's host part is not a plain host name (user info or odd characters)"
+        key = _echo_key(parts)
+        if key not in ("", "/") and key in {_echo_key(urlsplit(u)) for u in self.exclude}:
             return "excluded"
-        if not host_allowed(parts.hostname, self.allowed_hosts):
-            return f"host {parts.hostname} is not on the media CDN allow-list"
+        if not host_allowed(host, self.allowed_hosts):
+            return f"host {host} is not on the media CDN allow-list"
         return "ok"
 
     def public(self, url: str) -> str:
@@ -150,8 +161,18 @@ class MediaPolicy:
         return f"{self.rewrite_to.rstrip('/')}{parts.path or '/'}{query}"
 
 
-def _strip_query(url: str) -> str:
-    return url.split("?", 1)[0].split("#", 1)[0]
+#: what a media URL from the site may not hold: a backslash (read as ``/`` by browsers) and ASCII
+#: control characters (tab and newline are dropped by browsers, so they too could join names)
+_UNSAFE_URL_CHAR = re.compile(r"[\\\x00-\x1f\x7f]")
+#: a host name as the allow-list compares it: letters, digits, dots and hyphens
+_HOST_NAME = re.compile(r"[a-z0-9.-]+")
+
+
+def _echo_key(parts: SplitResult) -> str:
+    """What identifies an uploaded file's URL when the site echoes it back: its path (an object
+    key, unique per upload), whatever the host's letter case, the query or the host it is
+    given under (the CDN or the bucket's own address)."""
+    return parts.path
 
 
 # -- t2v tasks (§6.3) ----------------------------------------------------------------------------
