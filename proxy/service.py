@@ -38,9 +38,11 @@ from proxy.errors import (
     UpstreamCaptchaError,
     UpstreamError,
     UpstreamNoMediaError,
+    UpstreamRateLimitedError,
     UpstreamTaskFailedError,
     UpstreamTaskTimeoutError,
     UpstreamTimeoutError,
+    UpstreamUnavailableError,
     scrub,
 )
 from proxy.fetch import ingest
@@ -80,6 +82,10 @@ DRAIN_S = 1.0
 
 #: ``OpenChat.response`` until the stream is open (:meth:`ChatService._open_turn`)
 _NOT_OPEN = cast(aiohttp.ClientResponse, None)
+#: How many video status polls in a row may fail on the way (a 5xx, a reset, a timeout, a 429)
+#: before the wait gives up: the task goes on upstream whatever one poll met.
+_VIDEO_POLL_FAILURES = 3
+_POLL_AGAIN = (UpstreamUnavailableError, UpstreamTimeoutError, UpstreamRateLimitedError)
 
 #: OpenAI model names that mean "the default image/video model" on the media endpoints.
 OPENAI_MEDIA_MODELS = ("dall-e", "gpt-image", "sora")
@@ -946,6 +952,9 @@ class ChatService:
 
         Waits ``video_poll_interval_s`` seconds, times ``video_poll_backoff`` after each poll, at
         most ``video_poll_max_interval_s``; ``on_wait`` runs before each wait (keep-alives).
+        A poll that fails on the way (HTTP 5xx, a reset, a timeout, a 429) is polled again, up to
+        ``_VIDEO_POLL_FAILURES`` in a row (logged ``video_poll_failed``); its error is raised
+        after that, or once the deadline has passed.
         Raises :class:`UpstreamTaskFailedError` (502) for a failed task,
         :class:`UpstreamTaskTimeoutError` (504) past ``video_deadline_s`` seconds,
         :class:`UpstreamBadMediaError`/:class:`UpstreamNoMediaError` for a missing or unusable URL.
@@ -953,22 +962,35 @@ class ChatService:
         s = self.settings
         deadline = time.monotonic() + s.video_deadline_s
         interval = s.video_poll_interval_s
-        polls = 0
+        polls = failed = 0
         while True:
-            state = task_state(await self.client.task_status(task.account, task.task_id))
+            try:
+                state = task_state(await self.client.task_status(task.account, task.task_id))
+            except _POLL_AGAIN as exc:
+                # a poll that failed on the way (a 5xx, a reset, a slow answer, a 429) says
+                # nothing of the task, which goes on upstream with its quota spent: poll again,
+                # up to _VIDEO_POLL_FAILURES times in a row, within the deadline
+                failed += 1
+                if failed >= _VIDEO_POLL_FAILURES or time.monotonic() >= deadline:
+                    raise
+                log.info("video_poll_failed", task=task.task_id, error=exc.error_code())
+                state = None
+            else:
+                failed = 0
             polls += 1
-            if state.state == "success":
+            if state is not None and state.state == "success":
                 return self._video_media(state.url)
-            if state.state == "failed":
+            if state is not None and state.state == "failed":
                 detail = f": {scrub(state.detail)}" if state.detail else ""
                 raise UpstreamTaskFailedError(
                     f"chat.qwen.ai's video task failed (status {state.raw_status!r}){detail}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                last = state.raw_status if state is not None else None
                 raise UpstreamTaskTimeoutError(
                     f"the video was not ready within {s.video_deadline_s:g} s ({polls} polls, last "
-                    f"status {state.raw_status or 'none'!r}); videos take 30-120 s upstream, "
+                    f"status {last or 'none'!r}); videos take 30-120 s upstream, "
                     "raise video_deadline_s if needed"
                 )
             if on_wait is not None:
