@@ -100,6 +100,9 @@ _HEAD_LIMITS = _head_limits()
 #: change the completion's URL: ``&``, ``/``, ``#``…) is refused.
 _CHAT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
+#: How errors name the object store an upload goes to (its signed URL is never quoted).
+_OBJECT_STORE = "chat.qwen.ai's object store"
+
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -569,7 +572,7 @@ class QwenClient:
     async def put_object(self, put: OssPut, data: bytes) -> None:
         """Send the signed OSS PutObject (§7.2). Raises :class:`UpstreamUnavailableError` when the
         object store does not answer 200 (its answer is not quoted: it may echo the request)."""
-        resp = await self._open("PUT", put.url, data, put.headers)
+        resp = await self._open("PUT", put.url, data, put.headers, label=_OBJECT_STORE)
         try:
             await read_capped(resp.content, ERROR_BODY_LIMIT)
         except (TimeoutError, aiohttp.ClientError):
@@ -684,6 +687,8 @@ class QwenClient:
         data: bytes | None,
         headers: dict[str, str],
         limits: aiohttp.ClientTimeout | None = None,
+        *,
+        label: str | None = None,
     ) -> aiohttp.ClientResponse:
         """Send one request and return the response at its headers.
 
@@ -693,10 +698,10 @@ class QwenClient:
         pooled again, so each attempt takes another pooled connection or a new one (a server
         whose idle timeout closed several pooled connections at once costs an attempt each).
         ``limits``: the request's aiohttp timeouts (default: connect and per-read, from the
-        settings). Redirects are not followed: a 3xx answer is
-        returned like any other (the site's API never redirects a working request; a redirect
-        to another host would take the request there). Raises :class:`UpstreamTimeoutError` or
-        :class:`UpstreamUnavailableError`.
+        settings); ``label``: how errors name the server (default: the upstream's label).
+        Redirects are not followed: a 3xx answer is returned like any other (the site's API
+        never redirects a working request; a redirect to another host would take the request
+        there). Raises :class:`UpstreamTimeoutError` or :class:`UpstreamUnavailableError`.
         """
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
             try:
@@ -711,15 +716,15 @@ class QwenClient:
                     **_HEAD_LIMITS,
                 )
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise self._timed_out() from exc
+                raise self._timed_out(label) from exc
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if attempt == _OPEN_ATTEMPTS or isinstance(exc, aiohttp.ClientConnectorError):
                     raise UpstreamUnavailableError(
-                        f"could not reach {self.label}: {network_failure(exc)}"
+                        f"could not reach {label or self.label}: {network_failure(exc)}"
                     ) from exc
             except aiohttp.ClientError as exc:
                 raise UpstreamUnavailableError(
-                    f"could not reach {self.label}: {network_failure(exc)}"
+                    f"could not reach {label or self.label}: {network_failure(exc)}"
                 ) from exc
         raise AssertionError("unreachable")
 
@@ -748,11 +753,11 @@ class QwenClient:
             f"the generated image's URL redirected more than {MAX_MEDIA_REDIRECTS} times"
         )
 
-    def _timed_out(self) -> UpstreamTimeoutError:
+    def _timed_out(self, label: str | None = None) -> UpstreamTimeoutError:
         s = self._settings
         return UpstreamTimeoutError(
-            f"{self.label} did not answer in time (connect timeout {s.connect_timeout_s:g} s, "
-            f"read timeout {s.read_timeout_s:g} s)"
+            f"{label or self.label} did not answer in time (connect timeout "
+            f"{s.connect_timeout_s:g} s, read timeout {s.read_timeout_s:g} s)"
         )
 
     async def _failure(self, resp: aiohttp.ClientResponse, ctype: str) -> UpstreamError:
