@@ -143,7 +143,7 @@ class MediaPolicy:
             return "not a valid URL"
         if parts.scheme not in ("http", "https") or not host:
             return f"not an http(s) URL ({url[:40]!r})"
-        if "@" in parts.netloc or not _HOST_NAME.fullmatch(host):
+        if parts.username is not None or not _HOST_NAME.fullmatch(host):  # (user info)
             return "the URL's host part is not a plain host name (user info or odd characters)"
         key = _echo_key(parts)
         if key not in ("", "/") and key in {_echo_key(urlsplit(u)) for u in self.exclude}:
