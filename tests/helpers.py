@@ -160,6 +160,23 @@ async def start_stack(
     return Stack(replay=replay, proxy=proxy)
 
 
+async def media_stack(aiohttp_server: ServerFactory, **settings: Any) -> Stack:
+    """Replay server + proxy whose CDN and object store are the replay server (offline layout),
+    with instant video polling; ``settings`` override those and add others."""
+    replay = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
+    base = str(replay.make_url("")).rstrip("/")
+    options: dict[str, Any] = {
+        "upstream_url": base,
+        "media_base_url": base,
+        "object_store_url": base,
+        "video_poll_interval_s": 0,
+        "video_poll_max_interval_s": 0,
+        **settings,
+    }
+    proxy = await aiohttp_server(make_app(Settings(**options)))
+    return Stack(replay=replay, proxy=proxy)
+
+
 # -- collecting SDK answers ----------------------------------------------------------------------
 
 

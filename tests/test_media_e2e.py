@@ -24,13 +24,13 @@ from helpers import (
     COMPLETIONS_PATH,
     ServerFactory,
     Stack,
-    cassettes,
     error_object,
+    media_stack,
 )
 
 from proxy.app import make_app
 from proxy.config import Settings
-from recorder.replay import UPLOADS_KEY, make_replay_app
+from recorder.replay import UPLOADS_KEY
 from recorder.synthetic_media import (
     BY_NAME,
     STS_GRANT,
@@ -45,23 +45,6 @@ T2I = BY_NAME["media_t2i"]
 EDIT = BY_NAME["media_image_edit"]
 VISION = BY_NAME["media_vision_chat"]
 T2V = BY_NAME["media_t2v"]
-
-
-async def media_stack(aiohttp_server: ServerFactory, **settings: Any) -> Stack:
-    """Replay server + proxy whose CDN and object store are the replay server (offline layout),
-    with instant video polling."""
-    replay = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
-    base = str(replay.make_url("")).rstrip("/")
-    options: dict[str, Any] = {
-        "upstream_url": base,
-        "media_base_url": base,
-        "object_store_url": base,
-        "video_poll_interval_s": 0,
-        "video_poll_max_interval_s": 0,
-        **settings,
-    }
-    proxy = await aiohttp_server(make_app(Settings(**options)))
-    return Stack(replay=replay, proxy=proxy)
 
 
 @pytest.fixture
@@ -374,27 +357,27 @@ def assert_uploaded(stack: Stack, raw: bytes) -> None:
     assert entry["file"]["meta"]["size"] == len(raw)
 
 
-async def test_chat_with_a_data_uri_image_uploads_it(stack: Stack) -> None:
-    """A data: URI image part is uploaded byte for byte and referenced in files[]."""
+async def assert_vision_chat_uploads(stack: Stack, url: str) -> None:
+    """A chat whose image part is ``url`` gets the vision answer, and the image (``PNG_IN``)
+    is uploaded as :func:`assert_uploaded` checks."""
     async with stack.async_client() as client:
         done = await client.chat.completions.create(
             model="qwen3-max",
-            messages=vision_messages(data_uri(PNG_IN)),  # type: ignore[arg-type]
+            messages=vision_messages(url),  # type: ignore[arg-type]
         )
     assert done.choices[0].message.content == VISION.expected_content
     assert_uploaded(stack, PNG_IN)
+
+
+async def test_chat_with_a_data_uri_image_uploads_it(stack: Stack) -> None:
+    """A data: URI image part is uploaded byte for byte and referenced in files[]."""
+    await assert_vision_chat_uploads(stack, data_uri(PNG_IN))
 
 
 async def test_chat_with_an_upper_case_data_uri_uploads_it(stack: Stack) -> None:
     """``DATA:IMAGE/PNG;BASE64,…``: URI schemes are case-insensitive (RFC 3986 §3.1)."""
     upper = "DATA:IMAGE/PNG;BASE64," + base64.b64encode(PNG_IN).decode()
-    async with stack.async_client() as client:
-        done = await client.chat.completions.create(
-            model="qwen3-max",
-            messages=vision_messages(upper),  # type: ignore[arg-type]
-        )
-    assert done.choices[0].message.content == VISION.expected_content
-    assert_uploaded(stack, PNG_IN)
+    await assert_vision_chat_uploads(stack, upper)
 
 
 async def test_chat_with_an_upper_case_http_url_uploads_it(
@@ -403,13 +386,7 @@ async def test_chat_with_an_upper_case_http_url_uploads_it(
     """``HTTP://…`` is fetched like ``http://…`` (loopback, allowed in this test)."""
     stack = await media_stack(aiohttp_server, allow_private_fetch=True)
     url = str(pictures.make_url("/pic.png")).replace("http://", "HTTP://", 1)
-    async with stack.async_client() as client:
-        done = await client.chat.completions.create(
-            model="qwen3-max",
-            messages=vision_messages(url),  # type: ignore[arg-type]
-        )
-    assert done.choices[0].message.content == VISION.expected_content
-    assert_uploaded(stack, PNG_IN)
+    await assert_vision_chat_uploads(stack, url)
 
 
 async def test_chat_with_an_http_image_uploads_it(

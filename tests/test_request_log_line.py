@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import web
-from helpers import SCENARIO, ServerFactory, Stack, StubChat, cassettes, messages_for
+from helpers import SCENARIO, ServerFactory, Stack, StubChat, media_stack, messages_for
 
 from proxy.app import make_app
 from proxy.config import Settings
@@ -25,7 +25,6 @@ from proxy.conversation import Conversation, Turn
 from proxy.frontdoors.openai_chat import ChatStream
 from proxy.metrics import MODEL_KEY
 from proxy.relay import _SSEResponse, relay
-from recorder.replay import make_replay_app
 from recorder.synthetic_media import BY_NAME, png
 
 T2T = SCENARIO["t2t_answer"]
@@ -37,26 +36,9 @@ HI = [{"role": "user", "content": "hi"}]
 Logs = list[dict[str, Any]]
 
 
-async def _stack(aiohttp_server: ServerFactory, **settings: Any) -> Stack:
-    """The replay server as the site, the CDN and the object store (offline layout), instant
-    video polling, and the proxy in front of it."""
-    replay = await aiohttp_server(make_replay_app(list(cassettes()), speed=0))
-    base = str(replay.make_url("")).rstrip("/")
-    options: dict[str, Any] = {
-        "upstream_url": base,
-        "media_base_url": base,
-        "object_store_url": base,
-        "video_poll_interval_s": 0,
-        "video_poll_max_interval_s": 0,
-        **settings,
-    }
-    proxy = await aiohttp_server(make_app(Settings(**options)))
-    return Stack(replay=replay, proxy=proxy)
-
-
 @pytest.fixture
 async def stack(aiohttp_server: ServerFactory) -> Stack:
-    return await _stack(aiohttp_server)
+    return await media_stack(aiohttp_server)
 
 
 async def _logged(stack: Stack, method: str, path: str, **kw: Any) -> tuple[int, Logs]:
@@ -282,7 +264,7 @@ async def test_probes_log_at_debug_level(stack: Stack, path: str) -> None:
 
 
 async def test_a_refused_key_is_one_line(aiohttp_server: ServerFactory) -> None:
-    stack = await _stack(aiohttp_server, api_keys=["sk-right-123456"])
+    stack = await media_stack(aiohttp_server, api_keys=["sk-right-123456"])
     headers = {"Authorization": "Bearer sk-right-123456"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
         with structlog.testing.capture_logs() as logs:
@@ -295,7 +277,7 @@ async def test_a_refused_key_is_one_line(aiohttp_server: ServerFactory) -> None:
 
 async def test_a_cors_preflight_is_one_line(aiohttp_server: ServerFactory) -> None:
     """A preflight is answered before the front middleware: it logs its own line."""
-    stack = await _stack(aiohttp_server, cors_origins=["http://localhost:3000"])
+    stack = await media_stack(aiohttp_server, cors_origins=["http://localhost:3000"])
     headers = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}
     status, logs = await _logged(stack, "OPTIONS", "/v1/chat/completions", headers=headers)
     assert status == 204
@@ -306,7 +288,7 @@ async def test_a_cors_preflight_is_one_line(aiohttp_server: ServerFactory) -> No
 async def test_images_made_but_not_delivered_are_one_line(aiohttp_server: ServerFactory) -> None:
     """b64_json of an image the gateway cannot download (no CDN): the image was made, so the
     line says so (model, account) with the failure, and no ``request_failed`` line follows."""
-    stack = await _stack(aiohttp_server, media_base_url="http://127.0.0.1:9")
+    stack = await media_stack(aiohttp_server, media_base_url="http://127.0.0.1:9")
     status, logs = await _logged(
         stack, "POST", "/v1/images/generations", json={**T2I, "response_format": "b64_json"}
     )
