@@ -10,9 +10,10 @@ the error the SDK raised mid-stream, if any.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -175,6 +176,21 @@ async def media_stack(aiohttp_server: ServerFactory, **settings: Any) -> Stack:
     }
     proxy = await aiohttp_server(make_app(Settings(**options)))
     return Stack(replay=replay, proxy=proxy)
+
+
+@contextlib.asynccontextmanager
+async def raw_site(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A raw asyncio server on a free loopback port whose connections ``handle`` answers byte
+    by byte (a site that writes what no HTTP library would); yields its base URL."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 # -- collecting SDK answers ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from helpers import raw_site
 from test_upstream_unsolicited import ACCOUNT, _protocol, client_of
 
 from proxy.errors import UpstreamTruncatedError
@@ -65,12 +66,9 @@ class Site:
 @pytest.fixture
 async def site(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Site, str]]:
     fake = Site(BROKEN[request.param])
-    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    yield fake, f"http://127.0.0.1:{port}"
-    fake.done.set()
-    server.close()
-    await server.wait_closed()
+    async with raw_site(fake.handle) as url:
+        yield fake, url
+        fake.done.set()
 
 
 @pytest.mark.parametrize("site", list(BROKEN), indirect=True)

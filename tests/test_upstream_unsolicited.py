@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from helpers import raw_site
 
 from proxy.accounts import Account
 from proxy.config import Settings
@@ -115,11 +116,8 @@ class Site:
 @pytest.fixture
 async def site(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Site, str]]:
     fake = Site(UNSOLICITED[request.param])
-    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    yield fake, f"http://127.0.0.1:{port}"
-    server.close()
-    await server.wait_closed()
+    async with raw_site(fake.handle) as url:
+        yield fake, url
 
 
 @contextlib.asynccontextmanager
