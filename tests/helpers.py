@@ -398,3 +398,30 @@ class StubChat:
 
     def committed(self) -> None:
         self.commits = getattr(self, "commits", 0) + 1
+
+
+# -- what broken proxies send (the conformance harness's tests) ---------------------------------
+
+
+def byte_length_diffed(pieces: list[str]) -> list[str]:
+    """``pieces`` as a proxy that turns growing snapshots into deltas by cutting each at the
+    previous snapshot's UTF-8 byte length (not its character count) would send them."""
+    out, snap, prev = [], "", ""
+    for p in pieces:
+        snap += p
+        out.append(snap[len(prev.encode()) :])
+        prev = snap
+    return out
+
+
+def openai_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    """One ``data: {chat.completion.chunk}`` SSE event carrying ``delta`` (and
+    ``finish_reason``)."""
+    obj = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(obj)}\n\n".encode()

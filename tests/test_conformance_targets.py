@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from helpers import openai_chunk
 
 from proxy.conformance import Report, run_checks
 from proxy.conformance.agents import _read_anthropic_stream
@@ -93,21 +94,10 @@ def test_a_charset_label_other_than_utf8_fails_only_with_non_ascii_text() -> Non
         assert _http_failure(exchange(body, stream=False, content_type=content_type)) is None
 
 
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    obj = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return f"data: {json.dumps(obj)}\n\n".encode()
-
-
 COMPLETE_STREAM = (
-    _chunk({"role": "assistant", "content": ""})
-    + _chunk({"content": "Hi"})
-    + _chunk({}, "stop")
+    openai_chunk({"role": "assistant", "content": ""})
+    + openai_chunk({"content": "Hi"})
+    + openai_chunk({}, "stop")
     + b"data: [DONE]\n\n"
 )
 
@@ -156,10 +146,10 @@ async def test_a_body_left_open_after_done_is_named_without_waiting_the_timeout(
 
 async def test_a_body_closed_after_done_is_fine(aiohttp_server: Any) -> None:
     """Closed right after ``[DONE]`` (even with an event after it): a normal answer."""
-    base = await _stream_target(aiohttp_server, close=True, after=_chunk({"content": "x"}))
+    base = await _stream_target(aiohttp_server, close=True, after=openai_chunk({"content": "x"}))
     ex = await _send_stream(base)
     assert ex.error is None and ex.open_after_end is None
-    assert ex.body == COMPLETE_STREAM + _chunk({"content": "x"})
+    assert ex.body == COMPLETE_STREAM + openai_chunk({"content": "x"})
 
 
 # -- live targets: keys -------------------------------------------------------------------------

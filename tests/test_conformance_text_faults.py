@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import byte_length_diffed
 from test_conformance_broken import tiny_png
 
 from proxy.conformance import Report, run_checks
@@ -421,15 +422,6 @@ def _split_ignore(pieces: list[str]) -> list[str]:
     return [raw[i : i + 4].decode("utf-8", errors="ignore") for i in range(0, len(raw), 4)]
 
 
-def _byte_diff(pieces: list[str]) -> list[str]:
-    out, snap, prev = [], "", ""
-    for p in pieces:
-        snap += p
-        out.append(snap[len(prev.encode()) :])
-        prev = snap
-    return out
-
-
 @pytest.mark.parametrize(
     ("mangle", "check_id", "code"),
     [
@@ -440,7 +432,7 @@ def _byte_diff(pieces: list[str]) -> list[str]:
             "chat.zh.stream",
             "question_marks",
         ),
-        (_byte_diff, "chat.zh.stream", "byte_length_diffing"),
+        (byte_length_diffed, "chat.zh.stream", "byte_length_diffing"),
         (
             lambda ps: [p if i == 0 else ps[i - 1][-1] + p for i, p in enumerate(ps)],
             "chat.zh.stream",

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import byte_length_diffed
 
 from proxy.conformance import diagnosis as D
 from proxy.conformance.diagnosis import (
@@ -669,15 +670,6 @@ ZH_PIECES = ["我们在", "北京的", "咖啡馆", "里讨论", "量子计", "�
 ZH_TEXT = "".join(ZH_PIECES)
 
 
-def _byte_diffed(pieces: list[str]) -> list[str]:
-    out, snap, prev = [], "", ""
-    for p in pieces:
-        snap += p
-        out.append(snap[len(prev.encode()) :])
-        prev = snap
-    return out
-
-
 def _split_ignored(text: str, size: int = 4) -> list[str]:
     raw = text.encode()
     return [raw[i : i + size].decode("utf-8", errors="ignore") for i in range(0, len(raw), size)]
@@ -686,7 +678,7 @@ def _split_ignored(text: str, size: int = 4) -> list[str]:
 EN_PIECES = ["The", " qu", "ick", " br", "own", " fo", "x."]
 
 DAMAGE_CASES: dict[str, tuple[str, list[str]]] = {
-    "byte_length_diffing": (ZH_TEXT, _byte_diffed(ZH_PIECES)),
+    "byte_length_diffing": (ZH_TEXT, byte_length_diffed(ZH_PIECES)),
     "split_chars_dropped": (ZH_TEXT, _split_ignored(ZH_TEXT)),
     "overlapping_deltas": (
         ZH_TEXT,
@@ -822,16 +814,16 @@ def test_stutters() -> None:
 
 def test_byte_length_diffing() -> None:
     """Only pieces that byte-length diffing of growing snapshots of the text gives."""
-    assert D.byte_length_diffing(ZH_TEXT, _byte_diffed(ZH_PIECES))
+    assert D.byte_length_diffing(ZH_TEXT, byte_length_diffed(ZH_PIECES))
     assert D.byte_length_diffing(
-        ZH_TEXT, _byte_diffed(["我", "们", "在北京的咖啡馆里讨论量子计算。"])
+        ZH_TEXT, byte_length_diffed(["我", "们", "在北京的咖啡馆里讨论量子计算。"])
     )
     assert not D.byte_length_diffing(ZH_TEXT, ZH_PIECES)  # correct deltas
     assert not D.byte_length_diffing(ZH_TEXT, ["我们在"])  # never reaches the whole text
     assert not D.byte_length_diffing(ZH_TEXT, ["我们在", "x"])
     assert not D.byte_length_diffing(EN, [EN])  # ASCII: byte and character counts agree
     mixed = "ab中cd"
-    assert D.byte_length_diffing(mixed, _byte_diffed(["ab中", "c", "d"]))
+    assert D.byte_length_diffing(mixed, byte_length_diffed(["ab中", "c", "d"]))
 
 
 # -- re-sent pieces against the expected text ---------------------------------------------------

@@ -250,7 +250,8 @@ async def test_the_relay_waits_only_while_it_reads() -> None:
     assert seen == [True, True, True]
 
 
-@pytest.mark.parametrize(
+#: how a body's reader fails (the read watch's silence, a broken connection) and the error due
+SILENCE_OR_BROKEN = pytest.mark.parametrize(
     ("failed", "kind"),
     [
         (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), UpstreamTimeoutError),
@@ -258,6 +259,9 @@ async def test_the_relay_waits_only_while_it_reads() -> None:
     ],
     ids=["silence", "broken"],
 )
+
+
+@SILENCE_OR_BROKEN
 async def test_a_continuation_peek_that_times_out_raises_a_timeout(
     failed: Exception, kind: type
 ) -> None:
@@ -272,14 +276,7 @@ async def test_a_continuation_peek_that_times_out_raises_a_timeout(
     assert type(caught.value) is kind
 
 
-@pytest.mark.parametrize(
-    ("failed", "kind"),
-    [
-        (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), UpstreamTimeoutError),
-        (aiohttp.ClientPayloadError("cut"), UpstreamTruncatedError),
-    ],
-    ids=["silence", "broken"],
-)
+@SILENCE_OR_BROKEN
 async def test_a_drained_stream_that_times_out_ends_in_a_timeout(
     failed: Exception, kind: type
 ) -> None:
