@@ -131,14 +131,18 @@ class _IdleParser:
         self.parser = parser
 
     def feed_data(self, data: bytes) -> tuple[tuple[()], bool, bytes]:
+        """The parser's call for bytes read (``(messages, upgraded, tail)``): any byte closes
+        the connection, and none is parsed."""
         if data:  # (an empty feed is the protocol resuming, not the network)
             self._protocol.unsolicited()
         return (), False, b""
 
     def feed_eof(self) -> None:
+        """The connection's end between answers: nothing to finish."""
         return None
 
     def pause_reading(self) -> None:
+        """Flow control between answers: nothing is parsed, so nothing to pause."""
         return None
 
 
@@ -173,6 +177,8 @@ class _LeanResponseHandler(ResponseHandler):
             super().resume_reading(resume_parser)
 
     def set_response_params(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's call when the connection is taken for a request (before anything is
+        written): the parser the :class:`_IdleParser` stood in for is put back first."""
         parser = getattr(self, "_parser", None)
         if isinstance(parser, _IdleParser):
             self._parser = parser.parser
@@ -181,6 +187,8 @@ class _LeanResponseHandler(ResponseHandler):
     def feed_data(
         self, data: tuple[RawResponseMessage, aiohttp.StreamReader], size: int = 0
     ) -> None:
+        """A parsed message (``(head, body reader)``): one that comes while no request waits
+        closes the connection; the answer's body end puts the :class:`_IdleParser` in place."""
         if isinstance(getattr(self, "_parser", None), _IdleParser):
             self.unsolicited()  # parsed after the answer's end, in the same network read
             return
